@@ -1,0 +1,64 @@
+"""Benchmark jaxopt_mml against its peers on the same work, in one run.
+
+    python benchmarks/run.py            # quick mode (a few minutes on a 2-core CPU)
+    python benchmarks/run.py --full     # every size (meant for GPUs and long runs)
+    python benchmarks/run.py --only roots,fit
+
+Prints one table (task, size, our time and compile time, each peer's time, the ratio) and writes a
+JSON record (device, versions, date) and a markdown table under ``benchmarks/results/``.
+Each module in ``benchmarks/tasks/`` contributes its cases through ``cases(full)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    parser.add_argument("--full", action="store_true", help="run every size (long; for GPUs)")
+    parser.add_argument("--only", default="", help="comma-separated task-module names to run")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats after warm-up")
+    parser.add_argument("--budget", type=float, default=3.0, help="seconds of repeats per impl")
+    parser.add_argument("--f32", action="store_true", help="run in float32 (default float64)")
+    parser.add_argument("--out", default=str(HERE / "results"), help="results folder")
+    args = parser.parse_args(argv)
+
+    import jax
+
+    jax.config.update("jax_enable_x64", not args.f32)
+
+    import harness
+    import tasks
+
+    wanted = {w for w in args.only.split(",") if w}
+    modules = [m.name for m in pkgutil.iter_modules(tasks.__path__) if not m.name.startswith("_")]
+    unknown = wanted - set(modules)
+    if unknown:
+        parser.error(f"unknown task module(s) {sorted(unknown)}; have {modules}")
+    mode = "full" if args.full else "quick"
+    env = harness.environment()
+    print(f"# jaxopt_mml benchmarks ({mode}) on {env['device']}, {env['cpu_count']} CPU cores")
+    print(harness.HEADER, flush=True)
+    rows = []
+    for name in sorted(modules):
+        if wanted and name not in wanted:
+            continue
+        module = importlib.import_module(f"tasks.{name}")
+        for case in module.cases(args.full):
+            rows.extend(harness.run_case(case, repeats=args.repeats, budget_s=args.budget))
+    json_path, md_path = harness.write_results(rows, env, Path(args.out), mode)
+    print(f"\nwrote {json_path} and {md_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

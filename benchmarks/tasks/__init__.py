@@ -1,0 +1,1 @@
+"""Benchmark task modules: each defines ``cases(full: bool) -> list[harness.Case]``."""

@@ -1,0 +1,3 @@
+"""The constrained family (filled in by its issue)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""The derivatives family (filled in by its issue)."""
+
+__all__: list[str] = []

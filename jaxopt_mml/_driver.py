@@ -1,0 +1,208 @@
+"""The one iteration driver that every solver runs on.
+
+A solver is two pure pieces: an initial ``(state, Progress)`` and a ``step(state) -> (state,
+Progress)``. :func:`iterate` owns the ``lax.while_loop``, counts steps, applies the ``rtol``/``atol``
+termination test, detects non-finite values, records the history and sets the :class:`Status`.
+Solvers never write their own outer loop; they report what they know through :class:`Progress`.
+
+Termination (all tests per problem; batch with ``jax.vmap``):
+
+* the solver's own test (``Progress.converged``, e.g. a gradient norm below tolerance), or
+* the Cauchy test, when ``cauchy=True``: the last step was small in every element,
+  ``|dx_i| <= atol + rtol |x_i|``, *and* the merit barely changed, ``|df| <= atol + rtol |f|``.
+
+A step that produces a NaN or inf in ``x`` or ``f`` is rejected: the loop stops with
+``Status.NONFINITE`` and the last finite iterate is returned. A step may also report a failure of its
+own (``Progress.failure``, e.g. ``Status.SINGULAR``), which stops the loop with that status.
+
+Under ``jax.vmap`` the loop runs until the slowest element stops; finished elements are frozen (their
+state and ``n_iter`` no longer change), so per-element results are exact, but the wall time is set by
+the stragglers. Keep ``max_iter`` suited to the problem when batching.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from ._status import Status
+from ._tree import PyTree, tree_all_finite, tree_step_small, tree_where
+
+__all__ = ["Progress", "History", "DriverOutput", "iterate", "make_progress"]
+
+_RUNNING = int(Status.RUNNING)
+
+
+class Progress(NamedTuple):
+    """What a solver reports to the driver after each step (and at its start).
+
+    Attributes:
+        x: the current iterate (a pytree).
+        f: a scalar merit: the objective, ``|F(x)|``, or chi-squared.
+        dx: the step just taken, same structure as ``x``.
+        df: the change of ``f`` in that step (``inf`` at the start).
+        converged: the solver's own convergence test (bool scalar).
+        failure: a :class:`Status` code the step detected, or ``Status.RUNNING`` for none.
+    """
+
+    x: PyTree
+    f: jax.Array
+    dx: PyTree
+    df: jax.Array
+    converged: jax.Array
+    failure: jax.Array
+
+
+class History(NamedTuple):
+    """Fixed-size per-iteration record: entry ``k`` holds the iterate after ``k`` steps.
+
+    ``x`` leaves and ``f`` have a leading axis of the requested length; entries past ``length``
+    (the number recorded, ``min(n_iter + 1, len)``) are NaN so that plots skip them.
+    """
+
+    x: PyTree
+    f: jax.Array
+    length: jax.Array
+
+
+class DriverOutput(NamedTuple):
+    state: Any
+    progress: Progress
+    n_iter: jax.Array
+    status: jax.Array
+    history: History | None
+
+
+def make_progress(
+    x: PyTree,
+    f: jax.Array,
+    *,
+    dx: PyTree | None = None,
+    df: jax.Array | None = None,
+    converged: jax.Array | bool = False,
+    failure: jax.Array | int = _RUNNING,
+) -> Progress:
+    """Build a :class:`Progress`; ``dx`` and ``df`` default to ``inf`` (no step taken yet)."""
+    f = jnp.asarray(f)
+    if dx is None:
+        dx = jax.tree.map(lambda u: jnp.full_like(u, jnp.inf), x)
+    if df is None:
+        df = jnp.full_like(f, jnp.inf)
+    return Progress(
+        x=x,
+        f=f,
+        dx=dx,
+        df=jnp.asarray(df, dtype=f.dtype),
+        converged=jnp.asarray(converged, dtype=bool),
+        failure=jnp.asarray(failure, dtype=jnp.int32),
+    )
+
+
+def _finite(progress: Progress) -> jax.Array:
+    return tree_all_finite(progress.x) & jnp.all(jnp.isfinite(progress.f))
+
+
+def _decide(progress: Progress, rtol, atol, cauchy: bool) -> jax.Array:
+    """The status after a step: NONFINITE, the step's failure, SUCCESS, or RUNNING."""
+    converged = progress.converged
+    if cauchy:
+        step_small = tree_step_small(progress.x, progress.dx, rtol, atol)
+        value_small = jnp.abs(progress.df) <= atol + rtol * jnp.abs(progress.f)
+        converged = converged | (step_small & value_small)
+    status = jnp.where(converged, int(Status.SUCCESS), _RUNNING)
+    status = jnp.where(progress.failure != _RUNNING, progress.failure, status)
+    return jnp.where(_finite(progress), status, int(Status.NONFINITE)).astype(jnp.int32)
+
+
+def _record(history: History | None, k: jax.Array, progress: Progress) -> History | None:
+    if history is None:
+        return None
+    x = jax.tree.map(lambda buf, v: buf.at[k].set(v, mode="drop"), history.x, progress.x)
+    f = history.f.at[k].set(progress.f, mode="drop")
+    length = jnp.minimum(k + 1, history.f.shape[0]).astype(jnp.int32)
+    return History(x=x, f=f, length=length)
+
+
+def iterate(
+    step,
+    state: Any,
+    progress: Progress,
+    *,
+    max_iter: int,
+    rtol: float,
+    atol: float,
+    cauchy: bool = True,
+    history: int = 0,
+    verbose: bool = False,
+    name: str = "solver",
+) -> DriverOutput:
+    """Run ``step`` from ``(state, progress)`` until it converges, fails or reaches ``max_iter``.
+
+    Args:
+        step: ``step(state) -> (state, Progress)``, pure and jit-able.
+        state: the solver's initial state (any pytree).
+        progress: the initial :class:`Progress` (from :func:`make_progress`).
+        max_iter: the largest number of steps (static).
+        rtol: relative tolerance of the Cauchy test.
+        atol: absolute tolerance of the Cauchy test.
+        cauchy: apply the Cauchy step-and-value test (else only ``Progress.converged``).
+        history: record ``x`` and ``f`` for the first ``history`` iterates (0: none; static).
+        verbose: print ``n_iter``, ``f`` and the status each step with ``jax.debug.print``.
+        name: the solver's name in verbose output.
+
+    Returns:
+        :class:`DriverOutput` with the final state and progress, ``n_iter``, ``status`` (never
+        ``RUNNING``: a loop that ran out of steps reports ``MAX_ITER``) and the history.
+    """
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 0:
+        raise ValueError(f"max_iter must be a non-negative Python int, got {max_iter!r}")
+    if isinstance(history, bool):
+        history = 1000 if history else 0
+    if not isinstance(history, int) or history < 0:
+        raise ValueError(f"history must be a bool or a non-negative int, got {history!r}")
+
+    dtype = jnp.result_type(progress.f)
+    rtol = jnp.asarray(rtol, dtype=dtype)
+    atol = jnp.asarray(atol, dtype=dtype)
+
+    hist = None
+    if history:
+        hist = History(
+            x=jax.tree.map(
+                lambda u: jnp.full((history,) + jnp.shape(u), jnp.nan, jnp.result_type(u)),
+                progress.x,
+            ),
+            f=jnp.full((history,), jnp.nan, dtype),
+            length=jnp.asarray(0, jnp.int32),
+        )
+        hist = _record(hist, jnp.asarray(0, jnp.int32), progress)
+
+    # At the start only the solver's own test counts (dx is inf), plus non-finite input.
+    status0 = _decide(progress, rtol, atol, cauchy=False)
+
+    def cond(carry):
+        _, _, k, status, _ = carry
+        return (status == _RUNNING) & (k < max_iter)
+
+    def body(carry):
+        state, prog, k, _, hist = carry
+        new_state, new_prog = step(state)
+        k = k + 1
+        status = _decide(new_prog, rtol, atol, cauchy)
+        keep = status != int(Status.NONFINITE)
+        state = tree_where(keep, new_state, state)
+        prog = tree_where(keep, new_prog, prog)
+        hist = _record(hist, jnp.where(keep, k, history), prog) if hist is not None else None
+        if verbose:
+            jax.debug.print(
+                name + " iter {k}: f = {f:.6e}, status = {s}", k=k, f=new_prog.f, s=status
+            )
+        return state, prog, k, status, hist
+
+    carry = (state, progress, jnp.asarray(0, jnp.int32), status0, hist)
+    state, prog, n_iter, status, hist = lax.while_loop(cond, body, carry)
+    status = jnp.where(status == _RUNNING, int(Status.MAX_ITER), status).astype(jnp.int32)
+    return DriverOutput(state=state, progress=prog, n_iter=n_iter, status=status, history=hist)

@@ -1,0 +1,3 @@
+"""The minimise family (filled in by its issue)."""
+
+__all__: list[str] = []

@@ -1,0 +1,122 @@
+"""Status codes shared by every solver, with messages that say what to do.
+
+Failure is data: each solver returns an integer ``status`` (one per element when batched) rather
+than raising on a traced value. On the host, :func:`raise_for_status` turns a failed result into a
+readable :class:`SolverError`, and :func:`status_message` explains a single code.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Status", "SolverError", "status_message", "raise_for_status", "summarise_status"]
+
+
+class Status(enum.IntEnum):
+    """Why a solver stopped. ``SUCCESS`` is 0; every other code is a failure.
+
+    ``RUNNING`` (-1) is internal to the iteration driver and never appears in a returned result.
+    """
+
+    RUNNING = -1
+    SUCCESS = 0
+    MAX_ITER = 1
+    NONFINITE = 2
+    LINESEARCH_FAILED = 3
+    SINGULAR = 4
+    BRACKET_INVALID = 5
+    INFEASIBLE = 6
+    STAGNATED = 7
+    PRECISION_LIMIT = 8
+    COVARIANCE_UNDEFINED = 9
+    INVALID_INPUT = 10
+
+
+_MESSAGES = {
+    Status.RUNNING: "the solver was still running (internal state; please report this as a bug).",
+    Status.SUCCESS: "converged: the termination test on rtol/atol was met.",
+    Status.MAX_ITER: (
+        "stopped at max_iter without meeting the tolerances. Raise max_iter, loosen rtol/atol, "
+        "or start closer to the solution."
+    ),
+    Status.NONFINITE: (
+        "a NaN or inf appeared in the iterate or the function value. Check the starting point and "
+        "args for NaN, and that the function is defined (no log/sqrt of negatives, no overflow) "
+        "on the path; the last finite iterate is returned."
+    ),
+    Status.LINESEARCH_FAILED: (
+        "the line search found no step that decreases the merit function. The gradient may be "
+        "wrong or inaccurate (check it with check_grad), the function may be non-smooth, or the "
+        "tolerances may be below what the dtype can resolve."
+    ),
+    Status.SINGULAR: (
+        "the Jacobian or Hessian is singular (or numerically so) and no step could be computed. "
+        "Start elsewhere, or reparameterise so that the parameters are identifiable."
+    ),
+    Status.BRACKET_INVALID: (
+        "the bracket does not contain a sign change: f(lower) and f(upper) have the same sign. "
+        "Give lower/upper with f(lower) * f(upper) <= 0."
+    ),
+    Status.INFEASIBLE: (
+        "no point satisfying the constraints was found: the constraints may be inconsistent. "
+        "Check them, or start from a feasible point; max_violation says how far off it is."
+    ),
+    Status.STAGNATED: (
+        "the iterate stopped changing before the convergence test was met. The problem may be "
+        "badly scaled or the tolerances too tight for the dtype."
+    ),
+    Status.PRECISION_LIMIT: (
+        "the dtype cannot resolve the problem to the requested tolerances (float32 is often "
+        "the cause). Use float64 (jax.config.update('jax_enable_x64', True)) or loosen rtol/atol."
+    ),
+    Status.COVARIANCE_UNDEFINED: (
+        "the fit converged but its covariance cannot be estimated (singular Jacobian or no "
+        "degrees of freedom); covariance and stderr are inf."
+    ),
+    Status.INVALID_INPUT: (
+        "the input holds NaN or inf (in x0, data or sigma). Clean the input, or use "
+        "nan_policy='omit' where the function offers it."
+    ),
+}
+
+
+class SolverError(RuntimeError):
+    """Raised on the host by :func:`raise_for_status` for a failed result."""
+
+
+def status_message(status: Any) -> str:
+    """The message for one status code: what happened and what to do about it."""
+    code = Status(int(status))
+    return f"{code.name}: {_MESSAGES[code]}"
+
+
+def summarise_status(status: Any) -> dict[Status, int]:
+    """Counts of each status code in a (possibly batched) status array, on the host."""
+    codes = np.asarray(status).ravel()
+    return {Status(int(k)): int(v) for k, v in sorted(Counter(codes.tolist()).items())}
+
+
+def raise_for_status(result: Any) -> Any:
+    """Raise :class:`SolverError` if any element of ``result`` failed; return ``result`` otherwise.
+
+    Host-side only (it reads concrete values): call it outside ``jit``. Works for any result with a
+    ``status`` field, batched or not, and names how many elements failed with which code.
+
+    Example:
+        >>> res = mml.newton_raphson(lambda x: x**2 - 2.0, 1.0)
+        >>> mml.raise_for_status(res).x
+    """
+    counts = summarise_status(result.status)
+    failed = {code: n for code, n in counts.items() if code != Status.SUCCESS}
+    if not failed:
+        return result
+    total = sum(counts.values())
+    lines = [
+        f"{n} of {total} element(s): {status_message(code)}" if total > 1 else status_message(code)
+        for code, n in failed.items()
+    ]
+    raise SolverError("solver failed:\n  " + "\n  ".join(lines))

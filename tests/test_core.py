@@ -1,0 +1,166 @@
+"""The shared solver core: the driver, statuses, line search, implicit differentiation."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxopt_mml as mml
+from jaxopt_mml._driver import iterate, make_progress
+from jaxopt_mml._implicit import dense_tangent_solve, solve_with_implicit_grad
+from jaxopt_mml._linesearch import backtracking
+from jaxopt_mml._tree import default_tolerances
+
+
+def _halving(x0, *, max_iter=100, history=0):
+    """A toy solver: x <- x / 2, merit |x|; converges by the Cauchy test."""
+
+    def step(x):
+        new = x / 2
+        return new, make_progress(new, jnp.abs(new), dx=new - x, df=jnp.abs(new) - jnp.abs(x))
+
+    return iterate(
+        step,
+        x0,
+        make_progress(x0, jnp.abs(x0)),
+        max_iter=max_iter,
+        rtol=1e-6,
+        atol=1e-6,
+        history=history,
+    )
+
+
+def test_driver_converges_and_counts():
+    out = _halving(jnp.asarray(1.0))
+    assert int(out.status) == mml.Status.SUCCESS
+    # |dx| = x_k/2^... the step test |dx| <= 1e-6 (1 + |x|) first holds at k = 20.
+    assert int(out.n_iter) == 20
+    assert abs(float(out.progress.x)) < 2e-6
+
+
+def test_driver_max_iter():
+    out = _halving(jnp.asarray(1.0), max_iter=3)
+    assert int(out.status) == mml.Status.MAX_ITER
+    assert int(out.n_iter) == 3
+    np.testing.assert_allclose(out.progress.x, 0.125)
+
+
+def test_driver_nonfinite_start_stops_at_once():
+    out = _halving(jnp.asarray(jnp.nan))
+    assert int(out.status) == mml.Status.NONFINITE
+    assert int(out.n_iter) == 0
+
+
+def test_driver_nonfinite_step_keeps_last_finite():
+    def step(x):
+        new = jnp.where(x > 3.5, jnp.inf, x + 1.0)
+        return new, make_progress(new, new, dx=new - x, df=jnp.ones_like(x))
+
+    x0 = jnp.asarray(0.0)
+    out = iterate(step, x0, make_progress(x0, x0), max_iter=50, rtol=0.0, atol=0.0)
+    assert int(out.status) == mml.Status.NONFINITE
+    assert float(out.progress.x) == 4.0
+    assert int(out.n_iter) == 5
+
+
+def test_driver_step_failure_is_reported():
+    def step(x):
+        return x, make_progress(x, x, failure=mml.Status.SINGULAR)
+
+    x0 = jnp.asarray(1.0)
+    out = iterate(step, x0, make_progress(x0, x0), max_iter=10, rtol=1e-8, atol=1e-8)
+    assert int(out.status) == mml.Status.SINGULAR
+    assert int(out.n_iter) == 1
+
+
+def test_driver_vmap_is_per_element_and_jit_does_not_retrace():
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def run(x0):
+        out = jax.vmap(lambda x: _halving(x, max_iter=25))(x0)
+        return out.n_iter, out.status
+
+    n, s = run(jnp.asarray([1.0, 0.0, 1e6]))
+    assert n.tolist()[1] == 1  # x0 = 0: dx = 0 on the first step
+    assert n[2] > n[0]
+    assert s.tolist() == [0, 0, mml.Status.MAX_ITER]
+    run(jnp.asarray([2.0, 3.0, 4.0]))  # same shapes: no second trace
+
+
+def test_driver_history_pads_with_nan():
+    out = _halving(jnp.asarray(1.0), max_iter=3, history=6)
+    h = out.history
+    assert int(h.length) == 4
+    np.testing.assert_allclose(h.f[:4], [1.0, 0.5, 0.25, 0.125])
+    assert np.all(np.isnan(np.asarray(h.f[4:])))
+
+
+def test_driver_rejects_bad_options():
+    with pytest.raises(ValueError, match="max_iter"):
+        _halving(jnp.asarray(1.0), max_iter=-1)
+    with pytest.raises(ValueError, match="history"):
+        _halving(jnp.asarray(1.0), history=-2)
+
+
+def test_status_messages_and_raise():
+    for code in mml.Status:
+        assert code.name in mml.status_message(code)
+    res = type("R", (), {"status": np.array([0, 1, 1, 2])})()
+    with pytest.raises(mml.SolverError, match="2 of 4 element"):
+        mml.raise_for_status(res)
+    ok = type("R", (), {"status": np.array(0)})()
+    assert mml.raise_for_status(ok) is ok
+    assert mml.summarise_status(np.array([0, 0, 4])) == {
+        mml.Status.SUCCESS: 2,
+        mml.Status.SINGULAR: 1,
+    }
+
+
+def test_backtracking_armijo():
+    phi = lambda a: (1.0 - 3.0 * a) ** 2  # phi'(0) = -6, minimum at 1/3
+    res = backtracking(phi, phi(0.0), -6.0)
+    assert bool(res.success)
+    assert float(res.value) <= 1.0 + 1e-4 * float(res.step_size) * -6.0
+    assert float(res.step_size) == 0.5  # 1.0 gives 4 > 1; 0.5 gives 0.25
+    bad = backtracking(phi, phi(0.0), 6.0)  # not a descent direction
+    assert not bool(bad.success)
+
+
+def test_implicit_grad_of_a_root():
+    # x* = c^(1/3) solves x^3 - c = 0; dx*/dc = 1 / (3 c^(2/3)).
+    def root(c):
+        def solve(x0):
+            def step(x):
+                new = x - (x**3 - c) / (3 * x**2)
+                return new, make_progress(new, jnp.abs(new**3 - c), dx=new - x, df=0.0)
+
+            out = iterate(
+                step, x0, make_progress(x0, jnp.abs(x0**3 - c)), max_iter=50, rtol=1e-14, atol=1e-14
+            )
+            return out.progress.x, out.status
+
+        x, status = solve_with_implicit_grad(lambda x: x**3 - c, jnp.asarray(1.0), solve)
+        return x
+
+    c = 5.0
+    np.testing.assert_allclose(root(c), c ** (1 / 3), rtol=1e-13)
+    np.testing.assert_allclose(jax.grad(root)(c), 1 / (3 * c ** (2 / 3)), rtol=1e-12)
+
+
+def test_dense_tangent_solve_pytree():
+    A = jnp.array([[3.0, 1.0], [1.0, 2.0]])
+    g = lambda t: {
+        "a": A[0, 0] * t["a"] + A[0, 1] * t["b"],
+        "b": A[1, 0] * t["a"] + A[1, 1] * t["b"],
+    }
+    y = {"a": jnp.asarray(1.0), "b": jnp.asarray(2.0)}
+    v = dense_tangent_solve(g, y)
+    np.testing.assert_allclose([v["a"], v["b"]], np.linalg.solve(np.asarray(A), [1.0, 2.0]))
+
+
+def test_default_tolerances_follow_dtype():
+    r64, a64 = default_tolerances(jnp.float64)
+    r32, _ = default_tolerances(jnp.float32)
+    assert r64 < 1e-7 < r32
+    assert default_tolerances(jnp.float64, 1e-3, 0.0) == (1e-3, 0.0)

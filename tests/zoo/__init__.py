@@ -1,0 +1,1 @@
+"""The problem zoo shared by the tests: one module per family (roots, minimisation, ...)."""
