@@ -170,7 +170,7 @@ ax.annotate(
     f"x2 = {trap[2]:.1f}, x3 = {trap[3]:.0f}, ...",
     (trap[2], 0),
     textcoords="offset points",
-    xytext=(-40, 14),
+    xytext=(-110, 14),
     fontsize=8,
     color="C3",
 )
