@@ -30,15 +30,29 @@ import numpy as np  # noqa: E402
 
 import jaxopt_mml as mml  # noqa: E402
 
-_common.require("taylor_coefficients", "taylor_polynomial", "linearise", "quadratic_model")
+_common.require(
+    "taylor_coefficients", "taylor_polynomial", "linearise", "quadratic_model", "taylor_error"
+)
 
 ORDERS = range(7)
 N_RAYS = pick(48, 16)
 GRID = pick(81, 31)
 
 # ---------------------------------------------------------------- coefficients of sin and exp
-c_sin = np.asarray(mml.taylor_coefficients(jnp.sin, 0.0, 6))
-c_exp = np.asarray(mml.taylor_coefficients(jnp.exp, 0.0, 6))
+coefficients = jax.jit(mml.taylor_coefficients, static_argnums=(0, 2))  # compiled: one dispatch
+c_sin = np.asarray(coefficients(jnp.sin, 0.0, 6))
+c_exp = np.asarray(coefficients(jnp.exp, 0.0, 6))
+
+
+@jax.jit
+def all_orders(x_at, x):
+    """T_0(x) .. T_6(x) of sin and of exp about x_at (one compiled call for all 14 polynomials)."""
+    return {
+        name: jnp.stack([mml.taylor_polynomial(fn, x_at, n)(x) for n in ORDERS])
+        for name, fn in (("sin", jnp.sin), ("exp", jnp.exp))
+    }
+
+
 true_sin = np.array([0, 1, 0, -1 / 6, 0, 1 / 120, 0])
 true_exp = np.array([1 / math.factorial(k) for k in ORDERS])
 print("k    sin: f^(k)(0)/k!      exp: f^(k)(0)/k!")
@@ -53,9 +67,9 @@ h = np.geomspace(0.05, 0.5, 12)
 x0 = 0.5
 errors_exp = {}
 slopes_exp = {}
+T_exp = np.asarray(all_orders(x0, jnp.asarray(x0 + h))["exp"])
 for n in ORDERS:
-    poly = jax.jit(mml.taylor_polynomial(jnp.exp, x0, n))
-    errors_exp[n] = np.abs(np.exp(x0 + h) - np.asarray(poly(jnp.asarray(x0 + h))))
+    errors_exp[n] = np.abs(np.exp(x0 + h) - T_exp[n])
     slopes_exp[n] = np.polyfit(np.log(h), np.log(errors_exp[n]), 1)[0]
 print("exp about 0.5: log-log slope of the error against the distance, order 0..6:")
 print("  " + "  ".join(f"{slopes_exp[n]:.2f}" for n in ORDERS))
@@ -93,10 +107,8 @@ def taylor_2d(points):
     return jax.vmap(one)(points)
 
 
-lin = mml.linearise(f2, p0)
-quad = mml.quadratic_model(f2, p0)
-lin_fn = lin[0] if isinstance(lin, tuple) else lin
-quad_fn = quad[0] if isinstance(quad, tuple) else quad
+lin_fn = mml.linearise(f2, p0)  # callable models (they also hold the value, Jacobian, Hessian)
+quad_fn = mml.quadratic_model(f2, p0)
 
 angles = np.linspace(0, 2 * np.pi, N_RAYS, endpoint=False)
 units = np.stack([np.cos(angles), np.sin(angles)], axis=1)
@@ -124,38 +136,35 @@ check(
     np.allclose(quad_vals, T.reshape(-1, 7)[:, 2], rtol=0, atol=1e-12),
 )
 
-if hasattr(mml, "taylor_error"):
-    est = mml.taylor_error(jnp.exp, x0, 3, 0.5)
-    actual = float(
-        np.max(
-            np.abs(
-                np.exp(x0 + h)
-                - np.asarray(mml.taylor_polynomial(jnp.exp, x0, 3)(jnp.asarray(x0 + h)))
-            )
-        )
-    )
-    print(f"taylor_error(exp, 0.5, order 3, radius 0.5): {est}; largest error seen: {actual:.3e}")
+# Taylor's theorem bounds the error over a neighbourhood: |R_3| <= r^4 / 4! max |f^(4)| = e r^4 / 24.
+err = jax.jit(mml.taylor_error, static_argnums=(0, 2))(jnp.exp, x0, 3, 0.5)
+grid_r = np.linspace(x0 - 0.5, x0 + 0.5, 2001)
+actual = np.max(np.abs(np.exp(grid_r) - np.asarray(all_orders(x0, jnp.asarray(grid_r))["exp"][3])))
+bound = np.exp(x0 + 0.5) * 0.5**4 / 24
+print(
+    f"order 3 of exp about 0.5 within radius 0.5: largest error {float(err.max_error):.4e} "
+    f"(dense grid: {actual:.4e}); Lagrange bound {float(err.lagrange_bound):.4e} "
+    f"(closed form e r^4 / 4! = {bound:.4e})"
+)
+check("taylor_error finds the largest error", abs(float(err.max_error) - actual) < 1e-3 * actual)
+check(
+    "the Lagrange bound holds and is the closed form",
+    abs(float(err.lagrange_bound) - bound) < 1e-3 * bound and float(err.lagrange_bound) >= actual,
+)
 
 # ---------------------------------------------------------------- the figure
 fig, axes = plt.subplots(2, 3, figsize=(14, 8.4), constrained_layout=True)
 colors = plt.cm.viridis(np.linspace(0, 0.9, 7))
-for ax, fn, name, lim, x_at in [
-    (axes[0, 0], jnp.sin, "sin x", (-1.6, 1.6), 0.0),
-    (axes[0, 1], jnp.exp, "exp x", (-0.5, 8), 0.0),
+for ax, name, lim, (lo, hi) in [
+    (axes[0, 0], "sin", (-1.6, 1.6), (-2 * np.pi, 2 * np.pi)),
+    (axes[0, 1], "exp", (-0.5, 8), (-3, 2)),
 ]:
-    xs = np.linspace(
-        -2 * np.pi if name == "sin x" else -3, 2 * np.pi if name == "sin x" else 2, 300
-    )
-    ax.plot(xs, np.asarray(fn(xs)), "k", lw=2.5, label=name)
+    xs = np.linspace(lo, hi, 300)
+    ax.plot(xs, getattr(np, name)(xs), "k", lw=2.5, label=f"{name} x")
+    T_plot = np.asarray(all_orders(0.0, jnp.asarray(xs))[name])
     for n in ORDERS:
-        ax.plot(
-            xs,
-            np.asarray(mml.taylor_polynomial(fn, x_at, n)(jnp.asarray(xs))),
-            color=colors[n],
-            lw=1,
-            label=f"order {n}",
-        )
-    ax.set(ylim=lim, xlabel="x", title=f"Taylor polynomials of {name} about 0")
+        ax.plot(xs, T_plot[n], color=colors[n], lw=1, label=f"order {n}")
+    ax.set(ylim=lim, xlabel="x", title=f"Taylor polynomials of {name} x about 0")
     ax.legend(fontsize=7, ncol=2)
 
 ax = axes[0, 2]
@@ -163,6 +172,7 @@ for n in ORDERS:
     ax.loglog(
         h, errors_exp[n], "o-", ms=3, color=colors[n], label=f"order {n}: slope {slopes_exp[n]:.2f}"
     )
+ax.xaxis.set_minor_formatter(plt.NullFormatter())
 ax.set(
     xlabel="distance |x - x0|", ylabel="|exp x - T_n(x)|", title="exp about 0.5: error vs distance"
 )
@@ -173,19 +183,20 @@ for n in ORDERS:
     ax.loglog(
         dist, err2d[:, n], "o-", ms=3, color=colors[n], label=f"order {n}: slope {slopes_2d[n]:.2f}"
     )
+ax.xaxis.set_minor_formatter(plt.NullFormatter())
 ax.set(
     xlabel="distance |x - x0|", ylabel="max error over directions", title="2-D: error vs distance"
 )
 ax.legend(fontsize=7)
 
-xs = np.linspace(-0.8, 1.6, GRID)
-ys = np.linspace(-1.5, 0.9, GRID)
+xs = np.linspace(-0.6, 1.4, GRID)
+ys = np.linspace(-1.3, 0.7, GRID)
 X, Y = np.meshgrid(xs, ys)
 grid = jnp.asarray(np.stack([X.ravel(), Y.ravel()], axis=1))
 Z = np.asarray(jax.jit(jax.vmap(f2))(grid)).reshape(X.shape)
 ZL = np.asarray(jax.jit(jax.vmap(lin_fn))(grid)).reshape(X.shape)
 ZQ = np.asarray(jax.jit(jax.vmap(quad_fn))(grid)).reshape(X.shape)
-levels = np.linspace(-0.9, 0.9, 10)
+levels = np.linspace(-0.75, 0.75, 7)
 ax = axes[1, 1]
 ax.contour(X, Y, Z, levels=levels, colors="k", linewidths=1.2)
 ax.contour(X, Y, ZL, levels=levels, colors="C0", linewidths=0.8, linestyles="--")
