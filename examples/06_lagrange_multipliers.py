@@ -46,7 +46,7 @@ def circle(p, r=1.0):
 
 # ---------------------------------------------------------------- all stationary points
 starts = jnp.asarray(np.random.default_rng(6).normal(size=(N_STARTS, 2)))
-pts = mml.lagrange_stationary_points(f, circle, starts)
+pts = mml.lagrange_stationary_points(f, circle, starts, rtol=1e-13, atol=1e-13)
 xs, kinds = np.asarray(pts.x), list(pts.kind)
 course_lambda = -np.asarray(pts.multipliers)[:, 0]  # grad f = lambda grad h
 print(
@@ -69,16 +69,28 @@ check(
 grad_f = np.asarray(jax.vmap(jax.grad(f))(jnp.asarray(xs)))
 grad_h = 2 * xs
 cross = grad_f[:, 0] * grad_h[:, 1] - grad_f[:, 1] * grad_h[:, 0]
-check("grad f is parallel to grad h at each of them", np.max(np.abs(cross)) < 1e-10)
 check(
-    "grad f = lambda grad h with lambda = y (closed form)",
-    np.allclose(course_lambda, xs[:, 1], atol=1e-10),
+    "grad f is parallel to grad h at each of them",
+    np.max(np.abs(cross)) < 1e-10,
+    f"max |grad f x grad h| = {np.max(np.abs(cross)):.1e}",
 )
+# grad f = (2xy, x^2) = lambda (2x, 2y): lambda = y where x != 0, and 0 at (0, +-1) where grad f = 0.
+lambda_closed = np.where(np.abs(xs[:, 0]) > 1e-6, xs[:, 1], 0.0)
+check("lambda equals its closed form", np.allclose(course_lambda, lambda_closed, atol=1e-10))
+
 
 # ---------------------------------------------------------------- straight to the extremes
+# jit-compile each solver call once (radius r as an argument, so a new radius does not recompile).
+@jax.jit
+def extreme_on_circle(x0, r):
+    return (
+        mml.minimise_constrained(f, x0, args=(r,), eq=circle, maximise=True),
+        mml.minimise_constrained(f, x0 * jnp.array([1.0, -1.0]), args=(r,), eq=circle),
+    )
+
+
 x0 = jnp.array([0.5, 0.5])
-best_max = mml.minimise_constrained(f, x0, eq=circle, maximise=True)
-best_min = mml.minimise_constrained(f, jnp.array([0.5, -0.5]), eq=circle)
+best_max, best_min = extreme_on_circle(x0, 1.0)
 for name, res in (("maximum", best_max), ("minimum", best_min)):
     print(
         f"minimise_constrained ({name}): x = {np.round(np.asarray(res.x), 8)}, f = {float(res.value):+.10f}, "
@@ -98,9 +110,7 @@ check(
 
 # The multiplier is a sensitivity: on a circle of radius r the maximum is r^3 2/(3 sqrt 3), so
 # d max / dr = 2 r^2 / sqrt 3; by the envelope theorem it is -multiplier x dh/dr = lambda 2r.
-d_dr = jax.grad(
-    lambda r: mml.minimise_constrained(f, x0, args=(r,), eq=circle, maximise=True).value
-)(1.0)
+d_dr = jax.jit(jax.grad(lambda r: extreme_on_circle(x0, r)[0].value))(1.0)
 print(
     f"d(max)/dr by implicit differentiation: {float(d_dr):.10f} (closed form 2/sqrt 3 = {2 / np.sqrt(3):.10f}, "
     f"envelope theorem -2 r multiplier = {-2 * float(best_max.multipliers_eq[0]):.10f})"
@@ -121,10 +131,10 @@ def inside_disc(p, c):
 
 
 targets = {"outside": jnp.array([2.0, 1.0]), "inside": jnp.array([0.3, 0.2])}
-ineq_res = {
-    k: mml.minimise_constrained(dist2, jnp.zeros(2), args=(c,), ineq=inside_disc)
-    for k, c in targets.items()
-}
+closest = jax.jit(
+    lambda c: mml.minimise_constrained(dist2, jnp.zeros(2), args=(c,), ineq=inside_disc)
+)
+ineq_res = {k: closest(c) for k, c in targets.items()}
 for k, res in ineq_res.items():
     print(
         f"closest point of the unit disc to {np.asarray(targets[k])} ({k}): x = {np.round(np.asarray(res.x), 8)}, "
@@ -203,17 +213,19 @@ for k, res, col in (("outside", out, "C3"), ("inside", inn, "C0")):
         color=col,
         ms=9,
         mec="k",
-        label=f"{k}: μ = {float(res.multipliers_ineq[0]):+.3f}",
+        label=f"{k}: μ = {round(float(res.multipliers_ineq[0]), 3) + 0.0:+.3f}",
     )
 xo = np.asarray(out.x)
 ax.arrow(
     *xo,
-    *(-(xo - np.asarray(targets["outside"])) * 0.35),
+    *((xo - np.asarray(targets["outside"])) * 0.35),
     color="C2",
     width=0.015,
     length_includes_head=True,
 )
 ax.arrow(*xo, *(-xo * 0.5), color="k", width=0.01, length_includes_head=True)
+ax.plot([], [], "C2-", lw=3, label="∇f = -μ ∇g at the active solution")
+ax.plot([], [], "k-", label="∇g (g = 1 - x² - y²)")
 ax.set(
     aspect="equal",
     xlim=(-1.5, 2.5),
