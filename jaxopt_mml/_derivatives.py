@@ -46,6 +46,11 @@ _MODES = ("auto", "fwd", "rev")
 # Small private helpers (also used by the Taylor module)
 
 
+def _as_float(tree: PyTree) -> PyTree:
+    """``as_inexact``, with Python scalars made strongly typed (so results are not weak-typed)."""
+    return jax.tree.map(lambda a: a.astype(a.dtype), as_inexact(tree))
+
+
 def _tree_size(tree: PyTree) -> int:
     """The number of scalars over all leaves of a pytree (of arrays or shape-dtype structs)."""
     return sum(math.prod(np.shape(leaf)) for leaf in jax.tree.leaves(tree))
@@ -230,7 +235,7 @@ def hvp(f: Callable, x: PyTree, v: PyTree, *args: Any) -> PyTree:
     References:
         Pearlmutter, Neural Computation 6(1), 1994; Griewank and Walther, SIAM 2008, section 5.4.
     """
-    x = as_inexact(x)
+    x = _as_float(x)
     v = _tangent_like("v", v, x)
     _check_scalar_output(f, jax.eval_shape(f, x, *args), "hvp")
     grad_f = jax.grad(lambda y: f(y, *args))
@@ -261,7 +266,7 @@ def directional_derivative(f: Callable, x: PyTree, v: PyTree, *args: Any) -> PyT
     References:
         Griewank and Walther, *Evaluating Derivatives*, SIAM 2008, section 3.1.
     """
-    x = as_inexact(x)
+    x = _as_float(x)
     v = _tangent_like("v", v, x)
     return jax.jvp(lambda y: f(y, *args), (x,), (v,))[1]
 
@@ -296,7 +301,7 @@ def total_derivative(f: Callable, path: Callable) -> Callable:
     """
 
     def d(t, *args):
-        t = as_inexact(t)
+        t = _as_float(t)
         if jnp.shape(t) != ():
             raise ValueError(f"t must be a scalar, got shape {jnp.shape(t)}; vmap over many times")
         return jax.jvp(lambda s: f(path(s), *args), (t,), (jnp.ones_like(t),))[1]
@@ -383,7 +388,7 @@ def check_grad(
         raise TypeError("check_grad is a host-side diagnostic: call it outside jit/vmap/grad")
     if eps is not None and not eps > 0:
         raise ValueError(f"eps must be > 0, got {eps!r}")
-    x = as_inexact(x)
+    x = _as_float(x)
     _check_scalar_output(f, jax.eval_shape(f, x, *args), "check_grad")
     flat, unravel = ravel_pytree(x)
     dtype = flat.dtype

@@ -33,6 +33,7 @@ from jax.experimental.jet import jet
 
 from ._derivatives import (
     _apply_dense,
+    _as_float,
     _check_scalar_output,
     _tangent_like,
     hessian,
@@ -40,7 +41,6 @@ from ._derivatives import (
 )
 from ._tree import (
     PyTree,
-    as_inexact,
     check_choice,
     check_positive_int,
     tree_sub,
@@ -182,7 +182,7 @@ def taylor_coefficients(
     """
     order = _check_order(order)
     check_choice("method", method, _METHODS)
-    x0 = as_inexact(x0)
+    x0 = _as_float(x0)
     if jnp.shape(x0) != ():
         raise ValueError(f"x0 must be a scalar, got shape {jnp.shape(x0)}; use jax.vmap for many")
     return _stack(_directional_series(f, x0, jnp.ones_like(x0), order, args, method))
@@ -238,7 +238,7 @@ def taylor_polynomial(
     coefficients = taylor_coefficients(f, x0, order, *args, method=method)
     if not isinstance(coefficients, jax.Array):
         raise ValueError("f must return a single array for taylor_polynomial, got a pytree")
-    return TaylorPolynomial(coefficients, as_inexact(x0))
+    return TaylorPolynomial(coefficients, _as_float(x0))
 
 
 class Linearisation(NamedTuple):
@@ -290,7 +290,7 @@ def linearise(f: Callable, x0: PyTree, *args: Any, mode: str = "auto") -> Linear
     References:
         Griewank and Walther, *Evaluating Derivatives*, SIAM 2008, chapter 3.
     """
-    x0 = as_inexact(x0)
+    x0 = _as_float(x0)
 
     def with_value(y):
         out = f(y, *args)
@@ -356,7 +356,7 @@ def quadratic_model(f: Callable, x0: PyTree, *args: Any) -> QuadraticModel:
         J. Nocedal and S. J. Wright, *Numerical Optimization*, 2nd ed., Springer 2006, section 2.2;
         Griewank and Walther, *Evaluating Derivatives*, SIAM 2008, chapter 5.
     """
-    x0 = as_inexact(x0)
+    x0 = _as_float(x0)
     fx = lambda y: f(y, *args)
     _check_scalar_output(f, jax.eval_shape(fx, x0), "quadratic_model")
     value, gradient = jax.value_and_grad(fx)(x0)
@@ -439,7 +439,7 @@ def taylor_error(
     check_choice("method", method, _METHODS)
     if isinstance(radius, int | float | np.number) and not radius > 0:
         raise ValueError(f"radius must be > 0, got {radius!r}")
-    x0 = as_inexact(x0)
+    x0 = _as_float(x0)
     leaves, in_def = jax.tree.flatten(x0)
     dtype = jnp.result_type(*leaves)
     radius = jnp.asarray(radius, dtype)

@@ -47,8 +47,11 @@ def test_coefficients_fall_back_where_jet_has_no_rule(f, closed):
     with pytest.raises(Exception):  # noqa: B017  (jet's own error: a KeyError for the primitive)
         mml.taylor_coefficients(f, 0.5, 4, method="jet")
     x0s = jnp.array([0.5, -0.25])
-    auto = jax.jit(jax.vmap(lambda x0: mml.taylor_coefficients(f, x0, 5)))(x0s)
-    forced = jax.jit(jax.vmap(lambda x0: mml.taylor_coefficients(f, x0, 5, method="jacfwd")))(x0s)
+    both = lambda x0: (
+        mml.taylor_coefficients(f, x0, 5),
+        mml.taylor_coefficients(f, x0, 5, method="jacfwd"),
+    )
+    auto, forced = jax.jit(jax.vmap(both))(x0s)
     want = np.stack([closed(float(x0), 5) for x0 in x0s])
     np.testing.assert_allclose(auto, want, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(forced, want, rtol=1e-12, atol=1e-12)
@@ -67,6 +70,19 @@ def test_both_engines_agree_with_args_and_vector_output():
     np.testing.assert_allclose(by_jet, by_jvp, rtol=1e-12, atol=1e-14)
     want = [2.0**k * np.exp(0.6) / math.factorial(k) for k in range(7)]
     np.testing.assert_allclose(by_jet[:, 0], want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["jet", "jacfwd"])
+def test_coefficients_are_differentiable(method):
+    # d c_k / d x0 = (k + 1) c_{k+1}: the derivative of the series is the series of the derivative.
+    f = lambda x, a: jnp.sin(a * x)
+    coefficients = lambda x0, a: mml.taylor_coefficients(f, x0, 5, a, method=method)
+    d_dx0 = jax.jit(jax.jacfwd(coefficients))(0.4, 1.5)
+    higher = jax.jit(lambda x0, a: mml.taylor_coefficients(f, x0, 6, a, method=method))(0.4, 1.5)
+    np.testing.assert_allclose(d_dx0, np.arange(1, 7) * higher[1:], rtol=1e-12, atol=1e-14)
+    # and through the argument: d/da of c_1 = a cos(a x0) is cos(a x0) - a x0 sin(a x0).
+    d_da = jax.jit(jax.grad(lambda a: coefficients(0.4, a)[1]))(1.5)
+    np.testing.assert_allclose(d_da, np.cos(0.6) - 0.6 * np.sin(0.6), rtol=1e-13)
 
 
 def test_low_orders_float32_and_no_retrace():
@@ -167,33 +183,63 @@ def test_linearise_fields_pytrees_modes_and_model():
         return {"s": c * jnp.sum(p["w"] ** 2), "v": p["w"] * p["b"]}
 
     p0 = {"w": jnp.array([1.0, 2.0]), "b": jnp.asarray(0.5)}
-    run = jax.jit(
-        lambda p, c: (mml.linearise(f, p, c, mode="fwd"), mml.linearise(f, p, c, mode="rev"))
-    )
-    lin, lin_rev = run(p0, 3.0)
-    chex.assert_trees_all_close(lin, lin_rev)
-    chex.assert_trees_all_close(lin.value, f(p0, 3.0))
-    chex.assert_trees_all_close(lin.jacobian, jax.jacobian(f)(p0, 3.0))
     dp = {"w": jnp.array([1e-3, -2e-3]), "b": jnp.asarray(1e-3)}
     p1 = jax.tree.map(jnp.add, p0, dp)
+
+    @jax.jit
+    def run(p, p1, c):
+        lin = mml.linearise(f, p, c, mode="fwd")
+        lin_rev = mml.linearise(f, p, c, mode="rev")
+        return lin, lin_rev, lin(p1), lin.model(p1), f(p, c), jax.jacobian(f)(p, c)
+
+    lin, lin_rev, at_p1, model_at_p1, value, jac = run(p0, p1, 3.0)
+    chex.assert_trees_all_close(lin, lin_rev)
+    chex.assert_trees_all_close(lin.value, value)
+    chex.assert_trees_all_close(lin.jacobian, jac)
     # Exact first-order change: ds = 6 w.dw, dv = b dw + w db.
     want = {"s": 15.0 + 6.0 * (1e-3 - 4e-3), "v": p0["w"] * 0.5 + 0.5 * dp["w"] + p0["w"] * 1e-3}
-    chex.assert_trees_all_close(lin(p1), want, rtol=1e-14)
-    chex.assert_trees_all_close(lin.model(p1), lin(p1))
+    chex.assert_trees_all_close(at_p1, want, rtol=1e-14)
+    chex.assert_trees_all_close(model_at_p1, at_p1)
+
+    # vmap over expansion points: one linearisation per row, evaluated at its own point.
+    @jax.jit
+    def batched(x0s):
+        lins = jax.vmap(lambda x: mml.linearise(vector_field, x))(x0s)
+        at_x0 = jax.vmap(lambda l, x: l(x))(lins, x0s)
+        return lins, at_x0, jax.vmap(jax.jacobian(vector_field))(x0s), jax.vmap(vector_field)(x0s)
+
+    lins, at_x0, jacs, values = batched(jnp.array([[0.1, 0.2, 0.3], [1.0, -1.0, 0.5]]))
+    chex.assert_shape(lins.jacobian, (2, 2, 3))
+    chex.assert_trees_all_close(lins.jacobian, jacs)
+    chex.assert_trees_all_close(at_x0, values)
 
 
 def test_quadratic_model_fields_vmap_float32_and_bad_input():
     x0s = jnp.array([[-1.2, 1.0], [0.5, 0.5], [1.0, 1.0]], jnp.float32)
-    models = jax.jit(jax.vmap(lambda x: mml.quadratic_model(rosenbrock, x)))(x0s)
-    assert models.hessian.dtype == jnp.float32
-    chex.assert_trees_all_close(models.value, jax.vmap(rosenbrock)(x0s), rtol=1e-6)
-    chex.assert_trees_all_close(models.gradient, jax.vmap(rosenbrock_gradient)(x0s), rtol=1e-5)
-    chex.assert_trees_all_close(models.hessian, jax.vmap(rosenbrock_hessian)(x0s), rtol=1e-5)
-    # Rosenbrock is a quartic; its quadratic model at x0 misses exactly the cubic and quartic terms.
-    q = jax.tree.map(lambda a: a[0], models)
     d = jnp.array([0.01, -0.02], jnp.float32)
-    exact = rosenbrock(x0s[0] + d)
-    np.testing.assert_allclose(q(x0s[0] + d), exact, rtol=2e-4)
+
+    @jax.jit
+    def run(x0s):
+        models = jax.vmap(lambda x: mml.quadratic_model(rosenbrock, x))(x0s)
+        at_step = jax.vmap(lambda q, x: q(x + d))(models, x0s)
+        exact = jax.vmap(lambda x: rosenbrock(x + d))(x0s)
+        references = (
+            jax.vmap(rosenbrock)(x0s),
+            jax.vmap(rosenbrock_gradient)(x0s),
+            jax.vmap(rosenbrock_hessian)(x0s),
+        )
+        return models, at_step, exact, references
+
+    models, at_step, exact, (values, gradients, hessians) = run(x0s)
+    assert models.hessian.dtype == jnp.float32
+    chex.assert_trees_all_close(models.value, values, rtol=1e-6)
+    chex.assert_trees_all_close(models.gradient, gradients, rtol=1e-5)
+    chex.assert_trees_all_close(models.hessian, hessians, rtol=1e-5)
+    # Rosenbrock is a quartic: the model misses exactly its cubic and quartic terms,
+    # f - q = b (d0^4 - 2 L d0^2) with L = d1 - 2 x0 d0 and b = 100.
+    lead = d[1] - 2 * x0s[:, 0] * d[0]
+    missing = 100.0 * (d[0] ** 4 - 2 * lead * d[0] ** 2)
+    np.testing.assert_allclose(exact - at_step, missing, rtol=0, atol=2e-5)
     with pytest.raises(ValueError, match="f must return a scalar"):
         mml.quadratic_model(lambda x: x**2, x0s[0])
 
