@@ -22,6 +22,7 @@ References:
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -60,6 +61,8 @@ __all__ = [
 ]
 
 _METHODS = ("auto", "jet", "jacfwd")
+# jet's ``factorial_scaled`` option arrived in JAX 0.7 (jax-ml/jax#29676).
+_JET_UNSCALED = "factorial_scaled" in inspect.signature(jet).parameters
 
 
 def _check_order(order: Any) -> int:
@@ -84,9 +87,14 @@ def _series_jet(g: Callable, leaves: list, dirs: list, order: int) -> list:
     if order == 0:
         return [g(*leaves)]
     series = [[d] + [jnp.zeros_like(d)] * (order - 1) for d in dirs]
-    primal, terms = jet(g, tuple(leaves), tuple(series), factorial_scaled=False)
+    if _JET_UNSCALED:
+        primal, terms = jet(g, tuple(leaves), tuple(series), factorial_scaled=False)
+        scale = [1] * order
+    else:  # JAX before 0.7: jet returns derivatives only
+        primal, terms = jet(g, tuple(leaves), tuple(series))
+        scale = [math.factorial(k + 1) for k in range(order)]
     # ``terms`` holds, per output leaf, the list of coefficients of orders 1..order.
-    return [primal] + [[t[k] for t in terms] for k in range(order)]
+    return [primal] + [[t[k] / scale[k] for t in terms] for k in range(order)]
 
 
 def _series_nested(g: Callable, leaves: list, dirs: list, order: int) -> list:

@@ -264,6 +264,16 @@ def test_check_grad_accepts_ad_and_closed_form_rejects_wrong():
     assert mml.check_grad(f, p).max_rel_error < 1e-8
 
 
+def test_check_grad_finite_differences_agree_with_scipy():
+    from scipy.optimize import approx_fprime
+
+    x = np.array([-1.2, 1.0, 0.4])
+    f = lambda x: jnp.sum(jnp.exp(0.3 * x) * x**2) + x[0] * x[2]
+    ours = mml.check_grad(f, jnp.asarray(x)).fd_grad
+    theirs = approx_fprime(x, lambda y: float(f(jnp.asarray(y))), 1e-8)  # forward differences
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6)
+
+
 def test_check_grad_float32_and_bad_input():
     x = jnp.array([-1.2, 1.0], jnp.float32)
     out = mml.check_grad(rosenbrock, x)
