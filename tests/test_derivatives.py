@@ -264,6 +264,16 @@ def test_check_grad_accepts_ad_and_closed_form_rejects_wrong():
     assert mml.check_grad(f, p).max_rel_error < 1e-8
 
 
+def test_check_grad_in_padded_batches(monkeypatch):
+    monkeypatch.setattr("jaxopt_mml._derivatives._CHECK_GRAD_CHUNK", 3)  # 7 = 3 + 3 + 1 (padded)
+    weights = jnp.arange(1.0, 8.0)
+    f = lambda x: jnp.sum(jnp.sin(x) * weights)
+    x = jnp.linspace(0.0, 1.0, 7)
+    out = mml.check_grad(f, x)
+    np.testing.assert_allclose(out.fd_grad, np.cos(x) * weights, rtol=1e-9)
+    assert out.max_rel_error < 1e-8
+
+
 def test_check_grad_finite_differences_agree_with_scipy():
     from scipy.optimize import approx_fprime
 
