@@ -196,6 +196,14 @@ def taylor_coefficients(
     return _stack(_directional_series(f, x0, jnp.ones_like(x0), order, args, method))
 
 
+def _horner(coefficients: Any, dx: jax.Array) -> jax.Array:
+    """``sum_k c_k dx^k`` by Horner's rule, ``c`` indexed along its leading axis (or a sequence)."""
+    value = coefficients[-1] * jnp.ones_like(dx)
+    for k in range(len(coefficients) - 2, -1, -1):
+        value = value * dx + coefficients[k]
+    return value
+
+
 class TaylorPolynomial(NamedTuple):
     r"""The polynomial :math:`p(x) = \sum_k c_k (x - x_0)^k`; call it to evaluate (Horner's rule).
 
@@ -210,12 +218,7 @@ class TaylorPolynomial(NamedTuple):
     x0: jax.Array
 
     def __call__(self, x: Any) -> jax.Array:
-        dx = jnp.asarray(x) - self.x0
-        c = self.coefficients
-        value = c[-1] * jnp.ones_like(dx)
-        for k in range(c.shape[0] - 2, -1, -1):
-            value = value * dx + c[k]
-        return value
+        return _horner(self.coefficients, jnp.asarray(x) - self.x0)
 
 
 def taylor_polynomial(
@@ -473,7 +476,7 @@ def taylor_error(
         u_i = _tangent_like("u", u_i, x0)
         series = _directional_series(f, x0, u_i, order, args, method)
         point = jax.tree.map(lambda a, b: a + s_i * b, x0, u_i)
-        model = jax.tree.map(lambda *terms: sum(t * s_i**k for k, t in enumerate(terms)), *series)
+        model = jax.tree.map(lambda *c: _horner(c, s_i), *series)
         gap = jax.tree.map(lambda a, b: jnp.max(jnp.abs(a - b)), f(point, *args), model)
         error = jnp.max(jnp.stack(jax.tree.leaves(gap)))
         if not lagrange:
