@@ -209,7 +209,7 @@ def hessian(f: Callable, argnums: int | Sequence[int] = 0, *, has_aux: bool = Fa
     return hess_fn
 
 
-def hvp(f: Callable, x: PyTree, v: PyTree, *args: Any) -> PyTree:
+def hvp(f: Callable, x: PyTree, v: PyTree, *, args: tuple = ()) -> PyTree:
     r"""The Hessian-vector product :math:`H(x)\,v` of a scalar function, without forming :math:`H`.
 
     Forward-over-reverse: :math:`H v = \frac{d}{d\epsilon} \nabla f(x + \epsilon v)|_{\epsilon=0}`,
@@ -219,7 +219,7 @@ def hvp(f: Callable, x: PyTree, v: PyTree, *args: Any) -> PyTree:
         f: Scalar function, called as ``f(x, *args)``.
         x: The point (array or pytree).
         v: The direction, with the structure and shapes of ``x``.
-        *args: Extra arguments of ``f`` (not differentiated).
+        args: Extra arguments of ``f`` (not differentiated).
 
     Returns:
         :math:`H v`, with the structure of ``x``.
@@ -230,7 +230,7 @@ def hvp(f: Callable, x: PyTree, v: PyTree, *args: Any) -> PyTree:
     Example:
         >>> import jax.numpy as jnp, jaxopt_mml as mml
         >>> f = lambda x, a: a * jnp.sum(x ** 3)
-        >>> mml.hvp(f, jnp.array([1.0, 2.0]), jnp.array([1.0, 0.0]), 2.0)   # H = diag(12 x)
+        >>> mml.hvp(f, jnp.array([1.0, 2.0]), jnp.array([1.0, 0.0]), args=(2.0,))   # H = diag(12 x)
         Array([12.,  0.], dtype=float32)
 
     References:
@@ -243,7 +243,7 @@ def hvp(f: Callable, x: PyTree, v: PyTree, *args: Any) -> PyTree:
     return jax.jvp(grad_f, (x,), (v,))[1]
 
 
-def directional_derivative(f: Callable, x: PyTree, v: PyTree, *args: Any) -> PyTree:
+def directional_derivative(f: Callable, x: PyTree, v: PyTree, *, args: tuple = ()) -> PyTree:
     r"""The directional derivative :math:`D_v f(x) = J(x)\,v = \frac{d}{d\epsilon} f(x+\epsilon v)|_0`.
 
     One JVP (forward mode); for a scalar ``f`` this is :math:`\nabla f(x) \cdot v`. ``v`` is used as
@@ -253,7 +253,7 @@ def directional_derivative(f: Callable, x: PyTree, v: PyTree, *args: Any) -> PyT
         f: Function called as ``f(x, *args)``; arrays or pytrees in and out.
         x: The point.
         v: The direction, with the structure and shapes of ``x``.
-        *args: Extra arguments of ``f`` (not differentiated).
+        args: Extra arguments of ``f`` (not differentiated).
 
     Returns:
         :math:`J v`, with the structure of ``f``'s output.
@@ -337,7 +337,8 @@ def check_grad(
     f: Callable,
     x: PyTree,
     grad: Callable | PyTree | None = None,
-    *args: Any,
+    *,
+    args: tuple = (),
     eps: float | None = None,
 ) -> GradCheck:
     r"""Compare a gradient with central finite differences; return the largest relative error.
@@ -363,7 +364,7 @@ def check_grad(
         x: The point (array or pytree).
         grad: The gradient to check: a function called as ``grad(x, *args)``, or its value (a pytree
             like ``x``), or None for the AD gradient ``jax.grad(f)``.
-        *args: Extra arguments of ``f`` and ``grad``.
+        args: Extra arguments of ``f`` and ``grad``.
         eps: The relative finite-difference step (default: the cube root of machine epsilon).
 
     Returns:

@@ -156,7 +156,7 @@ def _stack(coefficients: list[PyTree]) -> PyTree:
 
 
 def taylor_coefficients(
-    f: Callable, x0: Any, order: int, *args: Any, method: str = "auto"
+    f: Callable, x0: Any, order: int, *, args: tuple = (), method: str = "auto"
 ) -> PyTree:
     r"""The Taylor coefficients :math:`c_k = f^{(k)}(x_0) / k!`, :math:`k = 0, \dots, n`.
 
@@ -168,7 +168,7 @@ def taylor_coefficients(
             (each output element gets its own coefficients).
         x0: The expansion point, a scalar.
         order: :math:`n \ge 0`, a static Python int.
-        *args: Extra arguments of ``f`` (not differentiated).
+        args: Extra arguments of ``f`` (not differentiated).
         method: ``"auto"`` (``jet``, falling back to nested forward mode where ``jet`` has no rule),
             ``"jet"`` or ``"jacfwd"`` (nested forward mode).
 
@@ -222,7 +222,7 @@ class TaylorPolynomial(NamedTuple):
 
 
 def taylor_polynomial(
-    f: Callable, x0: Any, order: int, *args: Any, method: str = "auto"
+    f: Callable, x0: Any, order: int, *, args: tuple = (), method: str = "auto"
 ) -> TaylorPolynomial:
     r"""The Taylor polynomial of order :math:`n` of a scalar function about :math:`x_0`, as a callable.
 
@@ -232,7 +232,7 @@ def taylor_polynomial(
     is scalar-valued.
 
     Args:
-        f, x0, order, *args, method: As for :func:`taylor_coefficients`.
+        f, x0, order, args, method: As for :func:`taylor_coefficients`.
 
     Returns:
         A :class:`TaylorPolynomial` (callable, jit-able, a pytree).
@@ -246,7 +246,7 @@ def taylor_polynomial(
     References:
         Griewank and Walther, *Evaluating Derivatives*, SIAM 2008, chapter 13.
     """
-    coefficients = taylor_coefficients(f, x0, order, *args, method=method)
+    coefficients = taylor_coefficients(f, x0, order, args=args, method=method)
     if not isinstance(coefficients, jax.Array):
         raise ValueError("f must return a single array for taylor_polynomial, got a pytree")
     return TaylorPolynomial(coefficients, _as_float(x0))
@@ -275,7 +275,7 @@ class Linearisation(NamedTuple):
         return self.__call__
 
 
-def linearise(f: Callable, x0: PyTree, *args: Any, mode: str = "auto") -> Linearisation:
+def linearise(f: Callable, x0: PyTree, *, args: tuple = (), mode: str = "auto") -> Linearisation:
     r"""The linear (first-order Taylor) model of a function about :math:`x_0`.
 
     :math:`m(x) = f(x_0) + J(x_0)(x - x_0)`, with error :math:`O(\|x - x_0\|^2)` for smooth
@@ -285,7 +285,7 @@ def linearise(f: Callable, x0: PyTree, *args: Any, mode: str = "auto") -> Linear
     Args:
         f: Function called as ``f(x, *args)``.
         x0: The expansion point.
-        *args: Extra arguments of ``f`` (not differentiated).
+        args: Extra arguments of ``f`` (not differentiated).
         mode: Jacobian mode: ``"auto"``, ``"fwd"`` or ``"rev"``.
 
     Returns:
@@ -339,7 +339,7 @@ class QuadraticModel(NamedTuple):
         return self.__call__
 
 
-def quadratic_model(f: Callable, x0: PyTree, *args: Any) -> QuadraticModel:
+def quadratic_model(f: Callable, x0: PyTree, *, args: tuple = ()) -> QuadraticModel:
     r"""The quadratic (second-order Taylor) model of a scalar function about :math:`x_0`.
 
     :math:`q(x) = f(x_0) + \nabla f(x_0)^\top \delta + \tfrac12 \delta^\top \nabla^2 f(x_0) \delta`,
@@ -349,7 +349,7 @@ def quadratic_model(f: Callable, x0: PyTree, *args: Any) -> QuadraticModel:
     Args:
         f: Scalar function called as ``f(x, *args)``.
         x0: The expansion point (array or pytree).
-        *args: Extra arguments of ``f`` (not differentiated).
+        args: Extra arguments of ``f`` (not differentiated).
 
     Returns:
         A :class:`QuadraticModel` (``value``, ``gradient``, ``hessian``, ``x0``; callable).
@@ -395,7 +395,8 @@ def taylor_error(
     x0: PyTree,
     order: int,
     radius: Any,
-    *args: Any,
+    *,
+    args: tuple = (),
     n_samples: int = 257,
     key: jax.Array | None = None,
     lagrange: bool = True,
@@ -423,7 +424,7 @@ def taylor_error(
         x0: The expansion point.
         order: :math:`n \ge 0`, a static Python int.
         radius: :math:`r > 0`.
-        *args: Extra arguments of ``f``.
+        args: Extra arguments of ``f``.
         n_samples: Number of sample points (static).
         key: PRNG key for the multivariate samples (default ``jax.random.key(0)``).
         lagrange: Also compute the Lagrange estimate (costs one order-``n+1`` expansion per sample).

@@ -150,7 +150,7 @@ def test_hessian_pytree_jit_vmap_no_retrace():
 def test_hvp_equals_hessian_times_v_with_args():
     x, v = jnp.array([-1.2, 1.0]), jnp.array([0.3, -2.0])
     chex.assert_trees_all_close(
-        jax.jit(mml.hvp, static_argnums=0)(rosenbrock, x, v, 1.0, 50.0),
+        jax.jit(lambda x, v, a, b: mml.hvp(rosenbrock, x, v, args=(a, b)))(x, v, 1.0, 50.0),
         rosenbrock_hessian(x, 1.0, 50.0) @ v,
         rtol=1e-14,
     )
@@ -159,7 +159,7 @@ def test_hvp_equals_hessian_times_v_with_args():
     t = {"w": jnp.array([1.0, 0.0]), "s": jnp.asarray(1.0)}
     # H = c [[2s I, 2w], [2w^T, 0]] -> H t = c (2 s t_w + 2 w t_s, 2 w.t_w)
     chex.assert_trees_all_close(
-        jax.jit(mml.hvp, static_argnums=0)(f, p, t, 2.0),
+        jax.jit(lambda p, t, c: mml.hvp(f, p, t, args=(c,)))(p, t, 2.0),
         {"w": 2.0 * jnp.array([8.0, 4.0]), "s": jnp.asarray(4.0)},
     )
 
@@ -178,7 +178,7 @@ def test_hvp_and_directional_jit_vmap_float32_no_retrace():
     @jax.jit
     @chex.assert_max_traces(n=1)
     def both(xs, vs):
-        h = jax.vmap(lambda x, v: mml.hvp(rosenbrock, x, v, 1.0, 100.0))(xs, vs)
+        h = jax.vmap(lambda x, v: mml.hvp(rosenbrock, x, v, args=(1.0, 100.0)))(xs, vs)
         d = jax.vmap(lambda x, v: mml.directional_derivative(tall, x, v))(xs, vs)
         return h, d
 
@@ -200,7 +200,7 @@ def test_directional_derivative_scalar_is_gradient_dot_v():
     dd = jax.jit(mml.directional_derivative, static_argnums=0)
     np.testing.assert_allclose(dd(rosenbrock, x, v), rosenbrock_gradient(x) @ v, rtol=1e-14)
     np.testing.assert_allclose(
-        dd(rosenbrock, x, v, 2.0, 10.0), rosenbrock_gradient(x, 2.0, 10.0) @ v, rtol=1e-14
+        dd(rosenbrock, x, v, args=(2.0, 10.0)), rosenbrock_gradient(x, 2.0, 10.0) @ v, rtol=1e-14
     )
 
 
@@ -250,7 +250,9 @@ def test_check_grad_accepts_ad_and_closed_form_rejects_wrong():
     x = jnp.array([-1.2, 1.0])
     assert float(mml.check_grad(rosenbrock, x)) < 1e-8
     assert mml.check_grad(rosenbrock, x, rosenbrock_gradient).max_rel_error < 1e-8
-    out = mml.check_grad(rosenbrock, x, rosenbrock_gradient, 2.0, 10.0)  # args reach f and grad
+    out = mml.check_grad(
+        rosenbrock, x, rosenbrock_gradient, args=(2.0, 10.0)
+    )  # args reach f and grad
     assert out.max_rel_error < 1e-8
     chex.assert_shape(out.errors, (2,))
     wrong = lambda x: rosenbrock_gradient(x) * jnp.array([1.0, 1.01])  # 1 % off in one component

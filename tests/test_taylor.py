@@ -61,8 +61,8 @@ def test_both_engines_agree_with_args_and_vector_output():
     f = lambda x, a: jnp.stack([jnp.exp(a * x), jnp.sin(x) * x])
     run = jax.jit(
         lambda x0, a: (
-            mml.taylor_coefficients(f, x0, 6, a, method="jet"),
-            mml.taylor_coefficients(f, x0, 6, a, method="jacfwd"),
+            mml.taylor_coefficients(f, x0, 6, args=(a,), method="jet"),
+            mml.taylor_coefficients(f, x0, 6, args=(a,), method="jacfwd"),
         )
     )
     by_jet, by_jvp = run(0.3, 2.0)
@@ -76,9 +76,11 @@ def test_both_engines_agree_with_args_and_vector_output():
 def test_coefficients_are_differentiable(method):
     # d c_k / d x0 = (k + 1) c_{k+1}: the derivative of the series is the series of the derivative.
     f = lambda x, a: jnp.sin(a * x)
-    coefficients = lambda x0, a: mml.taylor_coefficients(f, x0, 5, a, method=method)
+    coefficients = lambda x0, a: mml.taylor_coefficients(f, x0, 5, args=(a,), method=method)
     d_dx0 = jax.jit(jax.jacfwd(coefficients))(0.4, 1.5)
-    higher = jax.jit(lambda x0, a: mml.taylor_coefficients(f, x0, 6, a, method=method))(0.4, 1.5)
+    higher = jax.jit(lambda x0, a: mml.taylor_coefficients(f, x0, 6, args=(a,), method=method))(
+        0.4, 1.5
+    )
     np.testing.assert_allclose(d_dx0, np.arange(1, 7) * higher[1:], rtol=1e-12, atol=1e-14)
     # and through the argument: d/da of c_1 = a cos(a x0) is cos(a x0) - a x0 sin(a x0).
     d_da = jax.jit(jax.grad(lambda a: coefficients(0.4, a)[1]))(1.5)
@@ -170,7 +172,7 @@ def test_quadratic_model_error_shrinks_as_dx_cubed():
 
     @jax.jit
     def errors(x0, hs):
-        q = mml.quadratic_model(f, x0, 1.5)
+        q = mml.quadratic_model(f, x0, args=(1.5,))
         points = x0 + hs[:, None] * direction
         return jnp.abs(jax.vmap(lambda p: f(p, 1.5))(points) - jax.vmap(q)(points))
 
@@ -188,8 +190,8 @@ def test_linearise_fields_pytrees_modes_and_model():
 
     @jax.jit
     def run(p, p1, c):
-        lin = mml.linearise(f, p, c, mode="fwd")
-        lin_rev = mml.linearise(f, p, c, mode="rev")
+        lin = mml.linearise(f, p, args=(c,), mode="fwd")
+        lin_rev = mml.linearise(f, p, args=(c,), mode="rev")
         return lin, lin_rev, lin(p1), lin.model(p1), f(p, c), jax.jacobian(f)(p, c)
 
     lin, lin_rev, at_p1, model_at_p1, value, jac = run(p0, p1, 3.0)
