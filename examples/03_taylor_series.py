@@ -196,7 +196,7 @@ grid = jnp.asarray(np.stack([X.ravel(), Y.ravel()], axis=1))
 Z = np.asarray(jax.jit(jax.vmap(f2))(grid)).reshape(X.shape)
 ZL = np.asarray(jax.jit(jax.vmap(lin_fn))(grid)).reshape(X.shape)
 ZQ = np.asarray(jax.jit(jax.vmap(quad_fn))(grid)).reshape(X.shape)
-levels = np.linspace(-0.75, 0.75, 7)
+levels = float(f2(p0)) + np.linspace(-0.3, 0.3, 7)  # the middle one passes through p0
 ax = axes[1, 1]
 ax.contour(X, Y, Z, levels=levels, colors="k", linewidths=1.2)
 ax.contour(X, Y, ZL, levels=levels, colors="C0", linewidths=0.8, linestyles="--")

@@ -9,6 +9,7 @@ display is needed.
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 import time
@@ -54,11 +55,16 @@ def check(label: str, ok, detail: str = "") -> None:
 
 
 def savefig(fig, name: str, dpi: int = 80) -> str:
-    """Save ``fig`` as ``FIG_DIR/name`` (a small PNG) and close it."""
+    """Save ``fig`` as ``FIG_DIR/name`` and close it: a PNG of 256 colours, to keep it small."""
+    from PIL import Image  # matplotlib's own dependency
+
     os.makedirs(FIG_DIR, exist_ok=True)
     path = os.path.join(FIG_DIR, name)
-    fig.savefig(path, dpi=dpi)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=dpi, format="png")
     plt.close(fig)
+    buffer.seek(0)
+    Image.open(buffer).convert("RGB").quantize(colors=256).save(path, optimize=True)
     print(f"figure: {path}")
     return path
 
