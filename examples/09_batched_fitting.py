@@ -13,6 +13,7 @@ With many fits these become sharp tests of the whole chain: model, Jacobian, cov
 Run:  python examples/09_batched_fitting.py   [--quick]
 """
 
+import math
 import time
 
 import _common
@@ -113,19 +114,26 @@ check(
 )
 
 # ---------------------------------------------------------------- the figure
-fig, axes = plt.subplots(2, 4, figsize=(16, 7.5), constrained_layout=True)
+fig, axes = plt.subplots(2, 5, figsize=(19, 7.2), constrained_layout=True)
 bins_pull = np.linspace(-4.5, 4.5, 61)
 grid = np.linspace(-4.5, 4.5, 200)
 normal = np.exp(-0.5 * grid**2) / np.sqrt(2 * np.pi)
-ranges = [(0.8, 3.2), (-1.8, 1.8), (0.5, 1.6), (-0.3, 0.3)]
+errors = (params - truth)[ok]
 for k, name in enumerate(NAMES):
     ax = axes[0, k]
-    ax.hist(
-        truth[:, k], bins=60, range=ranges[k], histtype="stepfilled", color="0.85", label="truth"
+    half = 5 * np.median(stderr[ok, k])
+    ax.hist(errors[:, k], bins=60, range=(-half, half), color="C3", alpha=0.7)
+    ax.set(
+        xlabel=f"{name}_fit - {name}_true", title=f"error of the fitted {name} ({ok.sum():,} fits)"
     )
-    ax.hist(params[ok, k], bins=60, range=ranges[k], histtype="step", color="C3", label="fitted")
-    ax.set(xlabel=name, title=f"fitted {name} ({B:,} fits)")
-    ax.legend(fontsize=8)
+    ax.axvspan(
+        -np.median(stderr[ok, k]),
+        np.median(stderr[ok, k]),
+        color="0.85",
+        zorder=0,
+        label=f"± median stderr {np.median(stderr[ok, k]):.4f}",
+    )
+    ax.legend(fontsize=8, loc="upper left")
     ax = axes[1, k]
     ax.hist(
         pulls[:, k],
@@ -137,6 +145,35 @@ for k, name in enumerate(NAMES):
     )
     ax.plot(grid, normal, "k", lw=1.5, label="unit normal")
     ax.set(xlabel=f"({name}_fit - {name}_true) / stderr", title=f"pulls of {name}")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left")
+
+ax = axes[0, 4]
+c2 = np.linspace(20, 110, 200)
+pdf = np.exp((dof0 / 2 - 1) * np.log(c2) - c2 / 2 - (dof0 / 2) * np.log(2) - math.lgamma(dof0 / 2))
+ax.hist(
+    chi2,
+    bins=60,
+    range=(20, 110),
+    density=True,
+    color="C2",
+    alpha=0.7,
+    label=f"mean {chi2.mean():.2f}",
+)
+ax.plot(c2, pdf, "k", lw=1.5, label=f"χ² distribution, {int(dof0)} dof")
+ax.set(xlabel="χ²", title="χ² of each fit")
+ax.legend(fontsize=8, loc="upper left")
+ax = axes[1, 4]
+ax.hist(
+    p_value,
+    bins=20,
+    range=(0, 1),
+    density=True,
+    color="C2",
+    alpha=0.7,
+    label=f"{np.mean(p_value < 0.05):.1%} below 0.05",
+)
+ax.axhline(1, color="k", lw=1.5, label="uniform")
+ax.set(xlabel="p-value", title="p-values", ylim=(0, 1.6))
+ax.legend(fontsize=8, loc="upper left")
 _common.savefig(fig, "09_batched_fitting.png")
 _common.finish()
