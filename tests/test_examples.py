@@ -35,6 +35,9 @@ def _required_names(script: Path) -> list[str]:
 
 def _run(script: Path, figdir: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ)
+    # Quick mode is dominated by compilation; XLA's optimisation passes are not worth their time on
+    # problems this small (about 30% less wall time here; the results are the same to rounding).
+    env.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
     env.update(
         MML_EXAMPLES_QUICK="1",
         MML_EXAMPLES_FIGDIR=str(figdir),
