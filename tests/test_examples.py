@@ -73,6 +73,7 @@ def test_example_runs_in_quick_mode(script, tmp_path):
         pytest.skip(proc.stdout.strip().splitlines()[-1])
     assert proc.returncode == 0, f"{script.name} failed:\n{out[-4000:]}"
     assert "check FAIL" not in proc.stdout
+    assert "done (quick mode)" in proc.stdout, "the example did not run in quick mode to its end"
     assert re.search(r"check ok", proc.stdout), "the example checks none of its numbers"
     figures = re.findall(r"^figure: (.+)$", proc.stdout, flags=re.M)
     assert figures, "the example saved no figure"
