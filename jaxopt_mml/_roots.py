@@ -22,11 +22,10 @@ from ._roots_common import (
     check_scalar_output,
     check_tolerance,
     float_dtype,
+    make_result,
     map_elements,
     reject_unknown,
     scalar_tangent_solve,
-    success_of,
-    unflatten_result,
     wrap_scalar_f,
 )
 from ._roots_newton import scalar_newton, system_newton
@@ -62,7 +61,9 @@ def newton_raphson(
     (or the Newton step is not a descent direction) the step falls back to steepest descent on ``m``.
 
     Convergence: the next Newton step is within tolerance in every element,
-    :math:`|d_i| \le atol + rtol |x_i|` (an estimate of the error left), or ``f(x) = 0`` exactly.
+    :math:`|d_i| \le atol + rtol |x_i|` (an estimate of the error left), or ``f(x) = 0`` exactly;
+    that last step is taken too (squaring the error near a simple root, as scipy's and
+    optimistix's Newton do) and ``fun`` is ``f`` at the returned ``x``.
 
     Modes (decided from the static shapes, never from values):
 
@@ -146,7 +147,9 @@ def newton_raphson(
                 "a scalar; f must return one value per unknown. To solve one equation per element "
                 "of args, pass elementwise=True (x0 is broadcast against args)."
             )
-        return _scalar_with_grad(g, x0, args, opts)
+        x, fun, status, n_iter = _scalar_with_grad(g, x0, args, opts)
+        # The start, one trial point per iteration, the final Newton step.
+        return make_result(x, fun, status, n_iter, n_iter + 2)
     return _newton_system(f, x0, args, dtype, opts)
 
 
@@ -159,8 +162,11 @@ def _check_args(func: str, args: Any) -> tuple:
     return tuple(args)
 
 
-def _scalar_with_grad(g: Callable, x0: jax.Array, args: tuple, opts: dict) -> RootResult:
-    """One scalar Newton solve whose root is differentiated implicitly w.r.t. ``args``."""
+def _scalar_with_grad(g: Callable, x0: jax.Array, args: tuple, opts: dict) -> tuple:
+    """One scalar Newton solve, its root differentiated implicitly w.r.t. ``args``.
+
+    Returns ``(x, fun, status, n_iter)``.
+    """
 
     def solve(guess):
         state, out = scalar_newton(lambda x: g(x, *args), guess, **opts)
@@ -169,8 +175,7 @@ def _scalar_with_grad(g: Callable, x0: jax.Array, args: tuple, opts: dict) -> Ro
     x, (fun, status, n_iter) = solve_with_implicit_grad(
         lambda x: g(x, *args), x0, solve, tangent_solve=scalar_tangent_solve
     )
-    # One evaluation (with the derivative) at the start and one per iteration.
-    return RootResult(x, fun, success_of(status), status, n_iter, n_iter + 1)
+    return x, fun, status, n_iter
 
 
 def _newton_elementwise(f, x0, args, dtype, opts) -> RootResult:
@@ -187,8 +192,8 @@ def _newton_elementwise(f, x0, args, dtype, opts) -> RootResult:
     def solve_one(x0_i, args_i):
         return _scalar_with_grad(g, x0_i, args_i, opts)
 
-    res = map_elements(solve_one, (flat["x0"],), args_flat, in_axes, n)
-    return unflatten_result(res, shape)
+    x, fun, status, n_iter = map_elements(solve_one, (flat["x0"],), args_flat, in_axes, n)
+    return make_result(x, fun, status, n_iter, n_iter + 2, shape)
 
 
 def _newton_system(f, x0, args, dtype, opts) -> RootResult:
@@ -221,4 +226,4 @@ def _newton_system(f, x0, args, dtype, opts) -> RootResult:
     x, (fun, status, n_iter, n_fev) = solve_with_implicit_grad(
         g, x0, solve, tangent_solve=dense_tangent_solve
     )
-    return RootResult(x, fun, success_of(status), status, n_iter, n_fev)
+    return make_result(x, fun, status, n_iter, n_fev)

@@ -21,11 +21,10 @@ from ._roots_common import (
     check_scalar_output,
     check_tolerance,
     float_dtype,
+    make_result,
     map_elements,
     reject_unknown,
     scalar_tangent_solve,
-    success_of,
-    unflatten_result,
     wrap_scalar_f,
 )
 from ._status import Status
@@ -42,7 +41,6 @@ class _Bracket(NamedTuple):
     fx: jax.Array
     dfx: jax.Array
     dx_old: jax.Array
-    n_fev: jax.Array
 
 
 def _same_sign(a, b):
@@ -68,13 +66,11 @@ def _init(f, lower, upper, x0, with_derivative):
     if with_derivative:
         x = lo + (hi - lo) / 2 if x0 is None else jnp.clip(x0, lo, hi)
         fx, dfx = jax.jvp(f, (x,), (jnp.ones_like(x),))
-        n_fev = 3
         lo, hi, flo = _shrink(lo, hi, flo, x, fx)
     else:  # start at the better end; the first step evaluates the middle
         use_lo = jnp.abs(flo) <= jnp.abs(fhi)
         x, fx = jnp.where(use_lo, lo, hi), jnp.where(use_lo, flo, fhi)
         dfx = jnp.zeros_like(x)
-        n_fev = 2
     # An end that is a root: collapse the bracket onto it.
     root = root_lo | root_hi
     x = jnp.where(
@@ -82,7 +78,7 @@ def _init(f, lower, upper, x0, with_derivative):
     )
     fx = jnp.where(root, jnp.zeros_like(fx), fx)
     lo, hi = jnp.where(root, x, lo), jnp.where(root, x, hi)
-    state = _Bracket(lo, hi, flo, x, fx, dfx, hi - lo, jnp.asarray(n_fev, jnp.int32))
+    state = _Bracket(lo, hi, flo, x, fx, dfx, hi - lo)
     return state, invalid, jnp.isfinite(flo) & jnp.isfinite(fhi)
 
 
@@ -119,7 +115,7 @@ def _run(f, lower, upper, x0, *, rtol, atol, max_iter, newton):
             x = mid
             fx, dfx = f(x), s.dfx
         lo, hi, flo = _shrink(s.lo, s.hi, s.flo, x, fx)
-        new = _Bracket(lo, hi, flo, x, fx, dfx, x - s.x, s.n_fev + 1)
+        new = _Bracket(lo, hi, flo, x, fx, dfx, x - s.x)
         converged = _finished(new, rtol_, atol_)
         if newton:
             predicted = jnp.abs(fx / dfx) <= _tol(x, rtol_, atol_)
@@ -184,19 +180,22 @@ def _bracket_solver(name: str, newton: bool):
                     max_iter=max_iter,
                     newton=newton,
                 )
-                return state.x, (state.fx, out.status, out.n_iter, state.n_fev)
+                return state.x, (state.fx, out.status, out.n_iter)
 
             guess = named["lower"]
-            x, (fun_x, status, n_iter, n_fev) = solve_with_implicit_grad(
+            x, (fun_x, status, n_iter) = solve_with_implicit_grad(
                 fun, guess, solve, tangent_solve=scalar_tangent_solve
             )
-            return RootResult(x, fun_x, success_of(status), status, n_iter, n_fev)
+            return x, fun_x, status, n_iter
 
         n = 1
         for s in shape:
             n *= s
-        res = map_elements(solve_one, tuple(flat[k] for k in keys), args_flat, in_axes, n)
-        return unflatten_result(res, shape)
+        x, fun, status, n_iter = map_elements(
+            solve_one, tuple(flat[k] for k in keys), args_flat, in_axes, n
+        )
+        # The bracket's ends (and the start of bracketed Newton), then one evaluation per step.
+        return make_result(x, fun, status, n_iter, n_iter + (3 if newton else 2), shape)
 
     solver.__name__ = name
     return solver

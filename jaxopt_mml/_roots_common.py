@@ -152,13 +152,14 @@ def broadcast_problem(func: str, arrays: dict[str, jax.Array], args: tuple):
     )
 
 
-def map_elements(solve_one: Callable, flat: tuple, args, in_axes, n: int, chunk: int = CHUNK):
+def map_elements(solve_one: Callable, flat: tuple, args, in_axes, n: int, chunk: int | None = None):
     """``vmap(solve_one)`` over ``n`` elements; in chunks (``lax.map``) when ``n`` is large.
 
     ``flat`` holds arrays of shape ``(n,)``; ``args``/``in_axes`` as from :func:`broadcast_problem`.
     The chunk size is a divisor of ``n`` near ``chunk`` when one exists (else the input is padded by
     repeating its last element), so the body compiles once.
     """
+    chunk = CHUNK if chunk is None else chunk
     leaves, treedef = jax.tree.flatten(args)
     axes = treedef.flatten_up_to(in_axes)
     mapped = [i for i, ax in enumerate(axes) if ax is not None]
@@ -195,14 +196,14 @@ def _chunk_size(n: int, chunk: int) -> int:
     return chunk
 
 
-def unflatten_result(res: RootResult, shape: tuple) -> RootResult:
-    return jax.tree.map(lambda a: a.reshape(shape + a.shape[1:]), res)
+def make_result(x, fun, status, n_iter, n_fev, shape: tuple | None = None) -> RootResult:
+    """Assemble a :class:`RootResult` (reshaping flat per-element outputs to ``shape``)."""
+    res = RootResult(x, fun, status == int(Status.SUCCESS), status, n_iter, n_fev)
+    if shape is None:
+        return res
+    return jax.tree.map(lambda a: a.reshape(shape), res)
 
 
 def scalar_tangent_solve(g: Callable, y: jax.Array) -> jax.Array:
     """Solve the 1x1 linear system ``g(v) = y`` of a scalar root (for implicit differentiation)."""
     return y / g(jnp.ones_like(y))
-
-
-def success_of(status: jax.Array) -> jax.Array:
-    return status == int(Status.SUCCESS)

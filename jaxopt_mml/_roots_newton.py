@@ -8,7 +8,8 @@ its derivative (one forward-mode Jacobian and one linear solve for a system) plu
    ``-|F(x)|^2`` (Armijo; the full step is tried first and is accepted near a root);
 2. evaluate ``F`` and ``J`` at the new point and solve for its Newton step;
 3. converged when that next step is within tolerance, ``|d_i| <= atol + rtol |x_i|`` for every
-   element (an estimate of the error left), or ``F(x) = 0`` exactly.
+   element (an estimate of the error left), or ``F(x) = 0`` exactly; that last step is then
+   taken too (near a simple root it squares the error) and ``F`` evaluated there.
 
 The step fails with ``SINGULAR`` when no descent direction exists (``J`` singular and the merit's
 gradient ``J^T F`` zero, e.g. ``F'(x) = 0`` for a scalar), ``LINESEARCH_FAILED`` when backtracking finds
@@ -131,7 +132,22 @@ def _backtracking_newton(
         return new, prog
 
     out = iterate(step, state, progress, max_iter=max_iter, rtol=rtol, atol=atol, cauchy=False)
-    return out.state, out
+    x, fx = _polish(f, out.state.x, out.state.fx, out.state.d, out.status)
+    return out.state._replace(x=x, fx=fx, n_fev=out.state.n_fev + 1), out
+
+
+def _polish(f, x, fx, d, status):
+    """After convergence take the last Newton step ``d`` too (its size was the error estimate).
+
+    Near a simple root this squares the error, as the Newton iterations of scipy and optimistix
+    do by returning the point after their final step; ``f`` is evaluated there so that ``fun``
+    belongs to the returned ``x``. Kept only where the new value is finite.
+    """
+    polish = status == int(Status.SUCCESS)
+    x_new = x + jnp.where(polish, d, jnp.zeros_like(d))
+    f_new = f(x_new)
+    keep = polish & jnp.all(jnp.isfinite(f_new))
+    return jnp.where(keep, x_new, x), jnp.where(keep, f_new, fx)
 
 
 class ScalarState(NamedTuple):
@@ -150,7 +166,8 @@ def scalar_newton(f: Callable, x0: jax.Array, *, rtol, atol, max_iter, ls_steps,
     ``2**-ls_steps`` the search has failed (at a local minimum of ``|f|`` that is not a root). Folding the halvings into the
     driver's loop keeps every iteration a few elementwise operations, without an inner loop: under
     ``vmap`` over millions of elements that is several times faster, and quicker to compile, than a
-    nested line search (measured in ``benchmarks/tasks/roots.py``). ``n_iter`` counts trial points.
+    nested line search (measured in ``benchmarks/tasks/roots.py``). ``n_iter`` counts trial points;
+    ``f`` is evaluated ``n_iter + 2`` times (the start, each trial, the final step).
     """
     dtype = x0.dtype
     eps = jnp.finfo(dtype).eps
@@ -209,7 +226,8 @@ def scalar_newton(f: Callable, x0: jax.Array, *, rtol, atol, max_iter, ls_steps,
         return ScalarState(x, fx, d, alpha), prog
 
     out = iterate(step, state, progress, max_iter=max_iter, rtol=rtol, atol=atol, cauchy=False)
-    return out.state, out
+    x, fx = _polish(f, out.state.x, out.state.fx, out.state.d, out.status)
+    return out.state._replace(x=x, fx=fx), out
 
 
 def system_newton(f: Callable, x0: Any, *, rtol, atol, max_iter, ls_steps):
