@@ -27,6 +27,7 @@ from ._roots_common import (
     scalar_tangent_solve,
     wrap_scalar_f,
 )
+from ._roots_newton import polish
 from ._status import Status
 from ._tree import check_positive_int, default_tolerances
 
@@ -127,7 +128,13 @@ def _run(f, lower, upper, x0, *, rtol, atol, max_iter, newton):
         return new, prog
 
     out = iterate(step, state, progress, max_iter=max_iter, rtol=rtol, atol=atol, cauchy=False)
-    return out.state, out
+    s = out.state
+    if newton:  # take the final Newton step too where it stays in the bracket
+        d = -s.fx / s.dfx
+        d = jnp.where((s.x + d >= s.lo) & (s.x + d <= s.hi), d, jnp.zeros_like(d))
+        x, fx = polish(f, s.x, s.fx, d, out.status)
+        s = s._replace(x=x, fx=fx)
+    return s, out
 
 
 def _bracket_solver(name: str, newton: bool):
@@ -194,8 +201,8 @@ def _bracket_solver(name: str, newton: bool):
         x, fun, status, n_iter = map_elements(
             solve_one, tuple(flat[k] for k in keys), args_flat, in_axes, n
         )
-        # The bracket's ends (and the start of bracketed Newton), then one evaluation per step.
-        return make_result(x, fun, status, n_iter, n_iter + (3 if newton else 2), shape)
+        # The bracket's ends (for bracketed Newton also its start and final step), one per step.
+        return make_result(x, fun, status, n_iter, n_iter + (4 if newton else 2), shape)
 
     solver.__name__ = name
     return solver

@@ -132,21 +132,21 @@ def _backtracking_newton(
         return new, prog
 
     out = iterate(step, state, progress, max_iter=max_iter, rtol=rtol, atol=atol, cauchy=False)
-    x, fx = _polish(f, out.state.x, out.state.fx, out.state.d, out.status)
+    x, fx = polish(f, out.state.x, out.state.fx, out.state.d, out.status)
     return out.state._replace(x=x, fx=fx, n_fev=out.state.n_fev + 1), out
 
 
-def _polish(f, x, fx, d, status):
+def polish(f, x, fx, d, status):
     """After convergence take the last Newton step ``d`` too (its size was the error estimate).
 
     Near a simple root this squares the error, as the Newton iterations of scipy and optimistix
     do by returning the point after their final step; ``f`` is evaluated there so that ``fun``
     belongs to the returned ``x``. Kept only where the new value is finite.
     """
-    polish = status == int(Status.SUCCESS)
-    x_new = x + jnp.where(polish, d, jnp.zeros_like(d))
+    take = status == int(Status.SUCCESS)
+    x_new = x + jnp.where(take, d, jnp.zeros_like(d))
     f_new = f(x_new)
-    keep = polish & jnp.all(jnp.isfinite(f_new))
+    keep = take & jnp.all(jnp.isfinite(f_new))
     return jnp.where(keep, x_new, x), jnp.where(keep, f_new, fx)
 
 
@@ -226,7 +226,7 @@ def scalar_newton(f: Callable, x0: jax.Array, *, rtol, atol, max_iter, ls_steps,
         return ScalarState(x, fx, d, alpha), prog
 
     out = iterate(step, state, progress, max_iter=max_iter, rtol=rtol, atol=atol, cauchy=False)
-    x, fx = _polish(f, out.state.x, out.state.fx, out.state.d, out.status)
+    x, fx = polish(f, out.state.x, out.state.fx, out.state.d, out.status)
     return out.state._replace(x=x, fx=fx), out
 
 
