@@ -148,9 +148,13 @@ def newton_raphson(
                 "of args, pass elementwise=True (x0 is broadcast against args)."
             )
         x, fun, status, n_iter = _scalar_with_grad(g, x0, args, opts)
-        # The start, one trial point per iteration, the final Newton step.
-        return make_result(x, fun, status, n_iter, n_iter + 2)
+        return make_result(x, fun, status, n_iter, _scalar_n_fev(n_iter))
     return _newton_system(f, x0, args, dtype, opts)
+
+
+def _scalar_n_fev(n_iter):
+    # f at the start; per iteration f with f' at x and f at the trial point; f at the end.
+    return 2 + 2 * n_iter
 
 
 def _check_args(func: str, args: Any) -> tuple:
@@ -169,8 +173,8 @@ def _scalar_with_grad(g: Callable, x0: jax.Array, args: tuple, opts: dict) -> tu
     """
 
     def solve(guess):
-        state, out = scalar_newton(lambda x: g(x, *args), guess, **opts)
-        return state.x, (state.fx, out.status, out.n_iter)
+        state, fun, out = scalar_newton(lambda x: g(x, *args), guess, **opts)
+        return state.x, (fun, out.status, out.n_iter)
 
     x, (fun, status, n_iter) = solve_with_implicit_grad(
         lambda x: g(x, *args), x0, solve, tangent_solve=scalar_tangent_solve
@@ -193,7 +197,7 @@ def _newton_elementwise(f, x0, args, dtype, opts) -> RootResult:
         return _scalar_with_grad(g, x0_i, args_i, opts)
 
     x, fun, status, n_iter = map_elements(solve_one, (flat["x0"],), args_flat, in_axes, n)
-    return make_result(x, fun, status, n_iter, n_iter + 2, shape)
+    return make_result(x, fun, status, n_iter, _scalar_n_fev(n_iter), shape)
 
 
 def _newton_system(f, x0, args, dtype, opts) -> RootResult:

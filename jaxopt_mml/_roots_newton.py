@@ -1,24 +1,25 @@
-"""Safeguarded Newton-Raphson: the scalar and the system step, run by the driver (private).
+"""Safeguarded Newton-Raphson, run by the driver (private): a scalar and a system variant.
 
-Both steps follow the same plan. The state holds the iterate ``x``, ``F(x)`` and the Newton step
-``d = -J(x)^{-1} F(x)`` already solved for, so that each iteration costs one evaluation of ``F`` with
-its derivative (one forward-mode Jacobian and one linear solve for a system) plus the line search:
+Both take the Newton step ``d = -J(x)^{-1} F(x)`` (``-f/f'`` for a scalar) and safeguard it by
+backtracking on the merit ``m(x) = |F(x)|^2 / 2``, whose slope along a Newton step is ``-|F(x)|^2``
+(Armijo; the full step is tried first and is accepted near a root). Both are converged when the
+Newton step is within tolerance, ``|d_i| <= atol + rtol |x_i|`` for every element (an estimate of
+the error left), or ``F(x) = 0`` exactly; that last step is taken too (near a simple root it squares
+the error, as scipy's and optimistix's Newton do) and ``F`` is evaluated at the returned point.
 
-1. backtrack along ``d`` on the merit ``m(x) = |F(x)|^2 / 2``, whose slope along a Newton step is
-   ``-|F(x)|^2`` (Armijo; the full step is tried first and is accepted near a root);
-2. evaluate ``F`` and ``J`` at the new point and solve for its Newton step;
-3. converged when that next step is within tolerance, ``|d_i| <= atol + rtol |x_i|`` for every
-   element (an estimate of the error left), or ``F(x) = 0`` exactly; that last step is then
-   taken too (near a simple root it squares the error) and ``F`` evaluated there.
+They fail with ``SINGULAR`` when no descent direction exists (``J`` singular and the merit's
+gradient ``J^T F`` zero, e.g. ``f'(x) = 0`` for a scalar), ``LINESEARCH_FAILED`` when backtracking
+finds no decrease (at a local minimum of ``|F|`` that is not a root; ``PRECISION_LIMIT`` when the
+step is already at rounding level) and ``STAGNATED`` when an accepted step no longer moves ``x``.
 
-The step fails with ``SINGULAR`` when no descent direction exists (``J`` singular and the merit's
-gradient ``J^T F`` zero, e.g. ``F'(x) = 0`` for a scalar), ``LINESEARCH_FAILED`` when backtracking finds
-no decrease (``PRECISION_LIMIT`` when the step is already at rounding level) and ``STAGNATED`` when
-the accepted step no longer moves ``x``.
+* :func:`scalar_newton` (per element under ``vmap``): built for throughput, see its docstring.
+* :func:`system_newton`: forward-mode Jacobian and one LU solve per iteration, backtracking with
+  ``_linesearch.backtracking`` (evaluations of ``F`` alone) before the Jacobian at the new point.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -66,23 +67,19 @@ def _merit(fx):
     return 0.5 * jnp.sum(fx * fx)
 
 
-def _backtracking_newton(
-    value_and_deriv: Callable,
-    direction: Callable,
-    f: Callable,
-    x0: jax.Array,
-    *,
-    rtol: float,
-    atol: float,
-    max_iter: int,
-    ls_steps: int,
-) -> tuple[NewtonState, Any]:
-    """Run safeguarded Newton from ``x0`` (a 0-d array or a flat vector) with the driver.
+def _system_solve(f: Callable, x0: jax.Array, *, rtol, atol, max_iter, ls_steps):
+    """Safeguarded Newton for ``F(x) = 0`` on a flat vector ``x0``; returns ``(state, output)``.
 
-    ``value_and_deriv(x) -> (F, J)`` (``J`` the derivative: a scalar or a matrix);
-    ``direction(F, J) -> (d, singular)``; ``f(x) -> F`` (for the line search).
-    Returns the final state and the driver's output.
+    The state carries ``x``, ``F(x)`` and the Newton step already solved for, so that an iteration
+    costs the line search, one Jacobian and one LU solve.
     """
+    eye = jnp.eye(x0.shape[0], dtype=x0.dtype)
+
+    def value_and_deriv(x):
+        fx, lin = jax.linearize(f, x)
+        return fx, jax.vmap(lin, out_axes=1)(eye)
+
+    direction = _system_direction
     dtype = x0.dtype
     eps = jnp.finfo(dtype).eps
     rtol_ = jnp.asarray(rtol, dtype)
@@ -152,106 +149,78 @@ def polish(f, x, fx, d, status):
 
 class ScalarState(NamedTuple):
     x: jax.Array
-    fx: jax.Array
-    d: jax.Array
     alpha: jax.Array
 
 
 def scalar_newton(f: Callable, x0: jax.Array, *, rtol, atol, max_iter, ls_steps, c1=1e-4):
-    """Newton on a scalar equation ``f(x) = 0`` with the backtracking folded into the iterations.
+    """Newton on a scalar equation ``f(x) = 0``, built to be cheap under ``vmap``.
 
-    ``f`` and ``f'`` come from one ``jax.jvp`` per iteration. Each iteration evaluates one trial
-    point ``x + alpha d``: accepted when it satisfies the Armijo condition on ``f^2/2`` (then
-    ``alpha`` doubles, up to 1), else ``alpha`` is halved and ``x`` kept; below
-    ``2**-ls_steps`` the search has failed (at a local minimum of ``|f|`` that is not a root). Folding the halvings into the
-    driver's loop keeps every iteration a few elementwise operations, without an inner loop: under
-    ``vmap`` over millions of elements that is several times faster, and quicker to compile, than a
-    nested line search (measured in ``benchmarks/tasks/roots.py``). ``n_iter`` counts trial points;
-    ``f`` is evaluated ``n_iter + 2`` times (the start, each trial, the final step).
+    Each iteration evaluates ``f`` and ``f'`` at ``x`` in one ``jax.jvp``, forms the Newton step
+    ``d = -f/f'`` and either stops (``|d| <= atol + rtol |x|``: the step is taken and the loop
+    ends) or tries ``x + alpha d``: accepted when it satisfies the Armijo condition on ``f^2/2``
+    (then ``alpha`` doubles, up to 1), else ``alpha`` is halved and ``x`` kept; below
+    ``2**-ls_steps`` the search has failed (a local minimum of ``|f|`` that is not a root).
+
+    The backtracking is folded into the driver's iterations, and the state is only ``x`` and
+    ``alpha`` (``f`` is recomputed rather than carried): under ``vmap`` over millions of elements
+    the loop is memory-bound, and this is several times faster, and quicker to compile, than a
+    nested line-search loop over a larger state (measured in ``benchmarks/tasks/roots.py``).
+    ``n_iter`` counts trial points. Returns the final state (with ``f`` at the final ``x``) and
+    the driver's output.
     """
     dtype = x0.dtype
     eps = jnp.finfo(dtype).eps
     rtol_, atol_ = jnp.asarray(rtol, dtype), jnp.asarray(atol, dtype)
     min_alpha = 0.5**ls_steps
 
-    def evaluate(x):
-        fx, dfx = jax.jvp(f, (x,), (jnp.ones_like(x),))
-        d, singular = _scalar_direction(fx, dfx)
-        return fx, d, singular
-
-    fx0, d0, singular0 = evaluate(x0)
-    conv0 = _converged(x0, fx0, d0, singular0, rtol_, atol_)
-    fail0 = jnp.where(singular0 & ~conv0, int(Status.SINGULAR), _RUNNING)
-    state = ScalarState(x0, fx0, d0, jnp.ones_like(x0))
-    progress = make_progress(x0, jnp.abs(fx0), converged=conv0, failure=fail0)
+    fx0 = f(x0)
+    state = ScalarState(x0, jnp.ones_like(x0))
+    progress = make_progress(x0, jnp.abs(fx0), converged=fx0 == 0)
 
     def step(s: ScalarState):
-        trial = s.x + s.alpha * s.d
-        ft, dt, singular = evaluate(trial)
-        m0, mt = s.fx * s.fx, ft * ft
+        fx, dfx = jax.jvp(f, (s.x,), (jnp.ones_like(s.x),))
+        d, singular = _scalar_direction(fx, dfx)
+        converged = _converged(s.x, fx, d, singular, rtol_, atol_)
+        alpha = jnp.where(converged, jnp.ones_like(s.alpha), s.alpha)
+        trial = s.x + alpha * d
+        ft = f(trial)
+        m0, mt = fx * fx, ft * ft
         # Armijo, and a strict decrease (in float32 the Armijo margin rounds away for tiny alpha).
-        accept = jnp.isfinite(ft) & (mt <= m0 * (1 - 2 * c1 * s.alpha)) & (mt < m0)
+        armijo = (mt <= m0 * (1 - 2 * c1 * alpha)) & (mt < m0)
+        accept = jnp.isfinite(ft) & (armijo | converged)
         x = jnp.where(accept, trial, s.x)
-        fx = jnp.where(accept, ft, s.fx)
-        d = jnp.where(accept, dt, s.d)
-        alpha = jnp.where(accept, jnp.minimum(2 * s.alpha, 1), 0.5 * s.alpha)
-        converged = accept & _converged(x, fx, d, singular, rtol_, atol_)
-        at_rounding = jnp.abs(s.d) <= 64 * eps * jnp.abs(s.x)
+        at_rounding = jnp.abs(d) <= 64 * eps * jnp.abs(s.x)
+        rounding_or = functools.partial(jnp.where, at_rounding, int(Status.PRECISION_LIMIT))
         failure = jnp.where(
-            accept,
+            singular,
+            int(Status.SINGULAR),
             jnp.where(
-                singular,
-                int(Status.SINGULAR),
+                accept,
+                jnp.where(trial == s.x, rounding_or(int(Status.STAGNATED)), _RUNNING),
                 jnp.where(
-                    trial == s.x,
-                    jnp.where(at_rounding, int(Status.PRECISION_LIMIT), int(Status.STAGNATED)),
-                    _RUNNING,
+                    0.5 * alpha < min_alpha, rounding_or(int(Status.LINESEARCH_FAILED)), _RUNNING
                 ),
-            ),
-            jnp.where(
-                alpha < min_alpha,
-                jnp.where(at_rounding, int(Status.PRECISION_LIMIT), int(Status.LINESEARCH_FAILED)),
-                _RUNNING,
             ),
         )
         failure = jnp.where(converged, _RUNNING, failure)
-        prog = make_progress(
-            x,
-            jnp.abs(fx),
-            dx=x - s.x,
-            df=jnp.abs(fx) - jnp.abs(s.fx),
-            converged=converged,
-            failure=failure,
-        )
-        return ScalarState(x, fx, d, alpha), prog
+        new_alpha = jnp.where(accept, jnp.minimum(2 * alpha, 1), 0.5 * alpha)
+        f_new = jnp.where(accept, jnp.abs(ft), jnp.abs(fx))
+        prog = make_progress(x, f_new, dx=x - s.x, converged=converged, failure=failure)
+        return ScalarState(x, new_alpha), prog
 
     out = iterate(step, state, progress, max_iter=max_iter, rtol=rtol, atol=atol, cauchy=False)
-    x, fx = polish(f, out.state.x, out.state.fx, out.state.d, out.status)
-    return out.state._replace(x=x, fx=fx), out
+    return out.state, f(out.state.x), out
 
 
 def system_newton(f: Callable, x0: Any, *, rtol, atol, max_iter, ls_steps):
-    """Newton on ``F(x) = 0`` for a pytree ``x``: forward-mode Jacobian, one LU solve per step."""
+    """Newton on ``F(x) = 0`` for a pytree ``x``; returns ``(state, output, unravel)``."""
     x0_flat, unravel = ravel_pytree(x0)
     dtype = x0_flat.dtype
 
     def f_flat(x):
         return ravel_pytree(f(unravel(x)))[0].astype(dtype)
 
-    eye = jnp.eye(x0_flat.shape[0], dtype=dtype)
-
-    def value_and_deriv(x):
-        fx, lin = jax.linearize(f_flat, x)
-        return fx, jax.vmap(lin, out_axes=1)(eye)
-
-    state, out = _backtracking_newton(
-        value_and_deriv,
-        _system_direction,
-        f_flat,
-        x0_flat,
-        rtol=rtol,
-        atol=atol,
-        max_iter=max_iter,
-        ls_steps=ls_steps,
+    state, out = _system_solve(
+        f_flat, x0_flat, rtol=rtol, atol=atol, max_iter=max_iter, ls_steps=ls_steps
     )
     return state, out, unravel

@@ -40,7 +40,7 @@ def test_scalar_zoo_matches_scipy(p):
     np.testing.assert_allclose(res.fun, p.f_np(res.x, *p.args), rtol=0, atol=0)
     if p.root is not None:
         np.testing.assert_allclose(res.x, p.root, rtol=1e-12)
-    assert int(res.n_fev) == int(res.n_iter) + 2
+    assert int(res.n_fev) == 2 * int(res.n_iter) + 2
 
     brent = so.brentq(p.f_np, *p.bracket, args=p.args, xtol=1e-15)
     bis = mml.bisection(p.f, *p.bracket, args=p.args)
@@ -173,7 +173,7 @@ def test_traps():
         mml.raise_for_status(res)
 
     res = mml.newton_raphson(lambda x: x**2 + 1, 0.0)  # f' = 0 at the start
-    assert int(res.status) == Status.SINGULAR and int(res.n_iter) == 0
+    assert int(res.status) == Status.SINGULAR and int(res.n_iter) <= 1
     res = mml.newton_raphson(lambda x: x**2 + 1, 0.5)  # no real root: fails, never NaN
     assert int(res.status) != Status.SUCCESS and np.isfinite(float(res.x))
 
