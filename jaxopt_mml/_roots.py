@@ -7,6 +7,7 @@ option checks, the per-element mapping) in ``_roots_common.py``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ from ._roots_bracket import bisection, bracketed_newton
 from ._roots_common import (
     RootResult,
     broadcast_problem,
+    check_args,
     check_scalar_output,
     check_tolerance,
     float_dtype,
@@ -118,17 +120,36 @@ def newton_raphson(
     check_positive_int("linesearch_steps", linesearch_steps)
     check_tolerance("rtol", rtol)
     check_tolerance("atol", atol)
-    args = _check_args("newton_raphson", args)
+    args = check_args("newton_raphson", args)
     if elementwise not in (None, True, False):
         raise TypeError(f"elementwise must be None, True or False, got {elementwise!r}")
     x0 = as_inexact(x0)
-    leaves = jax.tree.leaves(x0)
-    if not leaves:
+    if not jax.tree.leaves(x0):
         raise ValueError("newton_raphson: x0 has no array leaves")
     dtype = float_dtype(tree_dtype(x0))
-    x0 = jax.tree.map(lambda u: u.astype(dtype), x0)
     rtol, atol = default_tolerances(dtype, rtol, atol, power=0.75)
-    opts = dict(rtol=rtol, atol=atol, max_iter=max_iter, ls_steps=linesearch_steps)
+    # One jitted program per (f, shapes, options): an eager call compiles once and is cached for
+    # the same f; inside the caller's jit this is inlined.
+    return _newton_jit(
+        x0,
+        args,
+        f=f,
+        elementwise=elementwise,
+        rtol=rtol,
+        atol=atol,
+        max_iter=max_iter,
+        ls_steps=linesearch_steps,
+    )
+
+
+@functools.partial(
+    jax.jit, static_argnames=("f", "elementwise", "rtol", "atol", "max_iter", "ls_steps")
+)
+def _newton_jit(x0, args, *, f, elementwise, rtol, atol, max_iter, ls_steps) -> RootResult:
+    leaves = jax.tree.leaves(x0)
+    dtype = float_dtype(tree_dtype(x0))
+    x0 = jax.tree.map(lambda u: u.astype(dtype), x0)
+    opts = dict(rtol=rtol, atol=atol, max_iter=max_iter, ls_steps=ls_steps)
     scalar_x0 = isinstance(x0, jax.Array) and x0.ndim == 0
 
     if elementwise is True:
@@ -155,15 +176,6 @@ def newton_raphson(
 def _scalar_n_fev(n_iter):
     # f at the start; per iteration f with f' at x and f at the trial point; f at the end.
     return 2 + 2 * n_iter
-
-
-def _check_args(func: str, args: Any) -> tuple:
-    if not isinstance(args, tuple | list):
-        raise TypeError(
-            f"{func}: args must be a tuple of extra arguments of f (e.g. args=(c,)), "
-            f"got {type(args).__name__}"
-        )
-    return tuple(args)
 
 
 def _scalar_with_grad(g: Callable, x0: jax.Array, args: tuple, opts: dict) -> tuple:

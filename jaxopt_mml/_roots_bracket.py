@@ -7,17 +7,20 @@ step, so they converge for any continuous ``f``. Both solve scalar equations; ar
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ._driver import iterate, make_progress
 from ._implicit import solve_with_implicit_grad
 from ._roots_common import (
     RootResult,
     broadcast_problem,
+    check_args,
     check_scalar_output,
     check_tolerance,
     float_dtype,
@@ -147,18 +150,18 @@ def _bracket_solver(name: str, newton: bool):
         check_positive_int("max_iter", max_iter)
         check_tolerance("rtol", rtol)
         check_tolerance("atol", atol)
-        if not isinstance(args, tuple | list):
-            raise TypeError(
-                f"{name}: args must be a tuple of extra arguments of f (e.g. args=(c,)), "
-                f"got {type(args).__name__}"
-            )
-        args = tuple(args)
+        args = check_args(name, args)
         arrays = {"lower": jnp.asarray(lower), "upper": jnp.asarray(upper)}
         if x0 is not None:
             arrays["x0"] = jnp.asarray(x0)
         dtype = float_dtype(jnp.result_type(*arrays.values()))
         arrays = {k: v.astype(dtype) for k, v in arrays.items()}
         rtol, atol = default_tolerances(dtype, rtol, atol, power=0.75)
+        return run(arrays, args, f=f, rtol=rtol, atol=atol, max_iter=max_iter)
+
+    @functools.partial(jax.jit, static_argnames=("f", "rtol", "atol", "max_iter"))
+    def run(arrays, args, *, f, rtol, atol, max_iter):
+        dtype = jnp.result_type(*arrays.values())
         shape, flat, args_flat, in_axes = broadcast_problem(name, arrays, args)
         g = wrap_scalar_f(f, dtype)
         args_elem = jax.tree.map(
@@ -189,15 +192,12 @@ def _bracket_solver(name: str, newton: bool):
                 )
                 return state.x, (state.fx, out.status, out.n_iter)
 
-            guess = named["lower"]
             x, (fun_x, status, n_iter) = solve_with_implicit_grad(
-                fun, guess, solve, tangent_solve=scalar_tangent_solve
+                fun, named["lower"], solve, tangent_solve=scalar_tangent_solve
             )
             return x, fun_x, status, n_iter
 
-        n = 1
-        for s in shape:
-            n *= s
+        n = int(np.prod(shape))
         x, fun, status, n_iter = map_elements(
             solve_one, tuple(flat[k] for k in keys), args_flat, in_axes, n
         )
