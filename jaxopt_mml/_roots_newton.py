@@ -19,12 +19,12 @@ step is already at rounding level) and ``STAGNATED`` when an accepted step no lo
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from ._driver import iterate, make_progress
@@ -32,6 +32,11 @@ from ._linesearch import backtracking
 from ._status import Status
 
 _RUNNING = int(Status.RUNNING)
+
+
+def _code(status: Status) -> np.int32:
+    """A status code as an int32 constant (Python ints would widen selects to int64 in x64)."""
+    return np.int32(int(status))
 
 
 class NewtonState(NamedTuple):
@@ -189,20 +194,13 @@ def scalar_newton(f: Callable, x0: jax.Array, *, rtol, atol, max_iter, ls_steps,
         armijo = (mt <= m0 * (1 - 2 * c1 * alpha)) & (mt < m0)
         accept = jnp.isfinite(ft) & (armijo | converged)
         x = jnp.where(accept, trial, s.x)
+        # No progress left: an accepted step that does not move x, or alpha below its floor.
+        stalled = jnp.where(accept, trial == s.x, 0.5 * alpha < min_alpha)
+        code = jnp.where(accept, _code(Status.STAGNATED), _code(Status.LINESEARCH_FAILED))
         at_rounding = jnp.abs(d) <= 64 * eps * jnp.abs(s.x)
-        rounding_or = functools.partial(jnp.where, at_rounding, int(Status.PRECISION_LIMIT))
-        failure = jnp.where(
-            singular,
-            int(Status.SINGULAR),
-            jnp.where(
-                accept,
-                jnp.where(trial == s.x, rounding_or(int(Status.STAGNATED)), _RUNNING),
-                jnp.where(
-                    0.5 * alpha < min_alpha, rounding_or(int(Status.LINESEARCH_FAILED)), _RUNNING
-                ),
-            ),
-        )
-        failure = jnp.where(converged, _RUNNING, failure)
+        code = jnp.where(at_rounding, _code(Status.PRECISION_LIMIT), code)
+        code = jnp.where(singular, _code(Status.SINGULAR), code)
+        failure = jnp.where(converged | ~(stalled | singular), _code(Status.RUNNING), code)
         new_alpha = jnp.where(accept, jnp.minimum(2 * alpha, 1), 0.5 * alpha)
         f_new = jnp.where(accept, jnp.abs(ft), jnp.abs(fx))
         prog = make_progress(x, f_new, dx=x - s.x, converged=converged, failure=failure)
