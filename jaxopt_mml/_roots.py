@@ -79,6 +79,18 @@ def newton_raphson(
       This is the mode for millions of roots in one call.
     * ``elementwise=False``: always a system (a 0-d ``x0`` is a system of one equation).
 
+    Why not elementwise by default for arrays, as ``scipy.optimize.newton`` does: a system solved
+    per element would be silently wrong, while an elementwise equation solved as a system is only
+    slower (and a large one is refused with a pointer to ``elementwise=True``).
+
+    In the scalar and per-element modes the backtracking is folded into the iterations (one trial
+    point per iteration, ``n_iter`` counts them, the step size carried between iterations), which
+    keeps the vmapped loop lean; in system mode each iteration backtracks on ``F`` alone and then
+    forms the Jacobian and one LU solve at the accepted point.
+
+    The solve is compiled as one program per ``f`` (and shapes and options): calling it again with
+    the same ``f`` object reuses the compilation; inside the caller's ``jax.jit`` it is inlined.
+
     Failure is reported in ``status`` (never raised): ``NONFINITE`` for NaN/inf in ``x0`` or ``f``
     (at once), ``SINGULAR`` when no descent direction exists (``f'(x) = 0`` with ``f(x) != 0``),
     ``LINESEARCH_FAILED`` / ``STAGNATED`` at a local minimum of ``|f|`` that is not a root,
@@ -93,9 +105,10 @@ def newton_raphson(
         args: extra arguments of ``f`` (a tuple).
         rtol: relative tolerance on ``x`` (default ``eps ** 0.75`` of the dtype).
         atol: absolute tolerance on ``x`` (default ``eps ** 0.75``).
-        max_iter: the largest number of Newton iterations.
+        max_iter: the largest number of iterations (scalar modes: trial points).
         elementwise: the mode, see above.
-        linesearch_steps: the most step halvings per iteration.
+        linesearch_steps: the most step halvings (the step size's floor is
+            ``2**-linesearch_steps``) before ``LINESEARCH_FAILED``.
 
     Returns:
         :class:`RootResult`; in per-element mode every field has the broadcast shape.
