@@ -24,8 +24,9 @@ from ._status import Status
 from ._tree import PyTree
 
 # Elementwise problems larger than this run as lax.map over chunks of about this many elements,
-# so that the vmapped while loop's working set stays in cache and stragglers hold only their chunk.
-CHUNK = 16384
+# so that the vmapped while loop's working set stays in cache and stragglers hold only their chunk
+# (measured on a 2-core CPU at 10^6 roots: 16k-element chunks ~5% and unchunked ~20% slower).
+CHUNK = 65536
 
 _SCIPY_NAMES = {
     "maxiter": "max_iter",
