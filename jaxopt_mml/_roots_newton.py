@@ -188,22 +188,27 @@ def scalar_newton(f: Callable, x0: jax.Array, *, rtol, atol, max_iter, ls_steps,
         converged = _converged(s.x, fx, d, singular, rtol_, atol_)
         alpha = jnp.where(converged, jnp.ones_like(s.alpha), s.alpha)
         trial = s.x + alpha * d
-        ft = f(trial)
-        m0, mt = fx * fx, ft * ft
-        # Armijo, and a strict decrease (in float32 the Armijo margin rounds away for tiny alpha).
-        armijo = (mt <= m0 * (1 - 2 * c1 * alpha)) & (mt < m0)
-        accept = jnp.isfinite(ft) & (armijo | converged)
-        x = jnp.where(accept, trial, s.x)
-        # No progress left: an accepted step that does not move x, or alpha below its floor.
-        stalled = jnp.where(accept, trial == s.x, 0.5 * alpha < min_alpha)
-        code = jnp.where(accept, _code(Status.STAGNATED), _code(Status.LINESEARCH_FAILED))
+        # The stopping decision uses only f and f' at x (not the trial point), so that under
+        # vmap the status does not repeat the trial's work: the search has failed when the
+        # halvings went below the floor (in an earlier iteration), or a step no longer moves x.
+        exhausted = alpha < min_alpha
+        stalled = exhausted | (trial == s.x)
+        code = jnp.where(exhausted, _code(Status.LINESEARCH_FAILED), _code(Status.STAGNATED))
         at_rounding = jnp.abs(d) <= 64 * eps * jnp.abs(s.x)
         code = jnp.where(at_rounding, _code(Status.PRECISION_LIMIT), code)
         code = jnp.where(singular, _code(Status.SINGULAR), code)
         failure = jnp.where(converged | ~(stalled | singular), _code(Status.RUNNING), code)
+
+        ft = f(trial)
+        m0, mt = fx * fx, ft * ft
+        # Armijo, and a strict decrease (in float32 the Armijo margin rounds away for tiny alpha).
+        armijo = (mt <= m0 * (1 - 2 * c1 * alpha)) & (mt < m0) & ~exhausted
+        accept = jnp.isfinite(ft) & (armijo | converged)
+        x = jnp.where(accept, trial, s.x)
         new_alpha = jnp.where(accept, jnp.minimum(2 * alpha, 1), 0.5 * alpha)
-        f_new = jnp.where(accept, jnp.abs(ft), jnp.abs(fx))
-        prog = make_progress(x, f_new, dx=x - s.x, converged=converged, failure=failure)
+        # The progress reports the point where f was evaluated in this iteration (a consistent
+        # pair x, f(x)); the step just decided is in the state.
+        prog = make_progress(s.x, jnp.abs(fx), converged=converged, failure=failure)
         return ScalarState(x, new_alpha), prog
 
     out = iterate(step, state, progress, max_iter=max_iter, rtol=rtol, atol=atol, cauchy=False)
