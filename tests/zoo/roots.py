@@ -51,7 +51,6 @@ SCALAR = [
     Scalar(
         "exp", lambda x: jnp.exp(x) - 3.0, lambda x: np.exp(x), 0.0, (0.0, 2.0), root=np.log(3.0)
     ),
-    Scalar("sqrt2", lambda x: x * x - 2.0, lambda x: 2 * x, 1.0, (0.0, 2.0), root=np.sqrt(2.0)),
     Scalar("log", lambda x: jnp.log(x) - 1.0, lambda x: 1 / x, 2.0, (1.0, 4.0), root=np.e),
     Scalar(
         "kepler",
