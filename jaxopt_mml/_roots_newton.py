@@ -46,12 +46,6 @@ class NewtonState(NamedTuple):
     n_fev: jax.Array
 
 
-def _scalar_direction(fx, dfx):
-    d = -fx / dfx
-    ok = jnp.isfinite(d)
-    return jnp.where(ok, d, jnp.zeros_like(d)), ~ok
-
-
 def _system_direction(fx, jac):
     """The Newton step, or steepest descent on the merit where the Newton step is unusable."""
     d = jnp.linalg.solve(jac, -fx)
@@ -187,20 +181,23 @@ def scalar_newton(f: Callable, x0: jax.Array, *, rtol, atol, max_iter, ls_steps,
 
     def step(s: ScalarState):
         fx, dfx = jax.jvp(f, (s.x,), (jnp.ones_like(s.x),))
-        d, singular = _scalar_direction(fx, dfx)
-        converged = _converged(s.x, fx, d, singular, rtol_, atol_)
+        d = -fx / dfx
+        # f' = 0 (or overflow) gives a non-finite step: no comparison below is true for it, and
+        # its trial point is non-finite, so it is never accepted.
+        singular = ~jnp.isfinite(d)
+        converged = (fx == 0) | (jnp.abs(d) <= atol_ + rtol_ * jnp.abs(s.x))
         alpha = jnp.where(converged, jnp.ones_like(s.alpha), s.alpha)
         trial = s.x + alpha * d
         # The stopping decision uses only f and f' at x (not the trial point), so that under
         # vmap the status does not repeat the trial's work: the search has failed when the
         # halvings went below the floor (in an earlier iteration), or a step no longer moves x.
         exhausted = alpha < min_alpha
-        stalled = exhausted | (trial == s.x)
         code = jnp.where(exhausted, _code(Status.LINESEARCH_FAILED), _code(Status.STAGNATED))
         at_rounding = jnp.abs(d) <= 64 * eps * jnp.abs(s.x)
         code = jnp.where(at_rounding, _code(Status.PRECISION_LIMIT), code)
+        code = jnp.where(exhausted | (trial == s.x), code, _code(Status.RUNNING))
         code = jnp.where(singular, _code(Status.SINGULAR), code)
-        failure = jnp.where(converged | ~(stalled | singular), _code(Status.RUNNING), code)
+        failure = jnp.where(converged, _code(Status.RUNNING), code)
 
         ft = f(trial)
         m0, mt = fx * fx, ft * ft
