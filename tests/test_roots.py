@@ -315,6 +315,15 @@ def test_grad_system_matches_closed_form():
     expected = np.linalg.inv(np.asarray(a) + 0.3 * np.diag(np.asarray(x) ** 2))
     np.testing.assert_allclose(jax.jit(jax.jacrev(root))(b), expected, rtol=1e-10)
 
+    # x^3 = c as a system (elementwise=False), batched by vmap: dx/dc = diag(c^(-2/3) / 3)
+    def root3(c):
+        return mml.newton_raphson(cubic, jnp.ones(2), args=(c,), elementwise=False).x
+
+    cs = jnp.array([[2.0, 3.0], [5.0, 0.5]])
+    jac = jax.jit(jax.vmap(jax.jacrev(root3)))(cs)
+    expected = jax.vmap(jnp.diag)(cs ** (-2.0 / 3.0) / 3.0)
+    np.testing.assert_allclose(jac, expected, rtol=1e-11, atol=1e-15)
+
 
 # ----------------------------------------------------------------- jit, no retrace, float32
 
