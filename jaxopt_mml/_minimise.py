@@ -13,8 +13,8 @@ of arrays) and returns a :class:`MinimiseResult` (``x``, ``value``, ``grad_norm`
   worst start. Bound it with ``max_iter`` suited to the problem.
 * grad: the minimiser is differentiable with respect to ``args`` by implicit differentiation of
   ``grad f(x*, args) = 0``: ``dx*/dargs = -H^{-1} d(grad f)/dargs``, one linear solve at the
-  solution (dense up to 500 unknowns, conjugate gradients with Hessian-vector products above),
-  never by unrolling the iterations.
+  solution (the Hessian materialised from n Hessian-vector products), never by unrolling the
+  iterations.
 * Failure is data: ``status`` says why a run stopped (``Status.NONFINITE`` for NaN in ``x0``,
   ``MAX_ITER``, ``LINESEARCH_FAILED``...); a non-scalar ``f`` raises ``ValueError`` at trace time.
 """

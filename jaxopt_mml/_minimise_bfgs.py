@@ -117,7 +117,7 @@ def _init(fun, x0, rtol, atol, dyn, options):
     f0, g0 = fun.value_and_grad(x0)
     memory0 = make_memory(x0.size, dtype, options)
     state = _QNState(x0, f0, g0, memory0, jnp.asarray(True), jnp.asarray(1, jnp.int32))
-    progress = make_progress(x0, f0, converged=gradient_converged(f0, g0, rtol, atol))
+    progress = make_progress(x0, f0, converged=gradient_converged(g0, f0, f0, rtol, atol))
 
     def step(state: _QNState):
         x, f, g, memory, fresh, n_fev = state
@@ -144,10 +144,11 @@ def _init(fun, x0, rtol, atol, dyn, options):
         curv_ok = sy > eps * jnp.linalg.norm(s) * jnp.linalg.norm(y)
         rho = 1.0 / jnp.where(curv_ok, sy, 1.0)
         new_memory = update(memory, s, y, rho, fresh, curv_ok)
-        converged = gradient_converged(ls.value, g_new, rtol, atol)
+        converged = gradient_converged(g_new, ls.value, f0, rtol, atol)
         # A failed search with a model of past steps is retried once along -g; a failed search
-        # along -g is a failure, unless the predicted decrease is below the tolerance in f.
-        predicted_small = -0.5 * dphi0 <= atol + rtol * jnp.abs(f)
+        # along -g is a failure, unless the whole proposed step is within the step tolerance
+        # (then rounding, not the model, stopped the search).
+        predicted_small = jnp.all(jnp.abs(p) <= atol + rtol * jnp.abs(x))
         failure = jnp.where(
             ls.success | ~fresh,
             int(Status.RUNNING),
@@ -209,8 +210,8 @@ def bfgs(
 
     with :math:`H_0 = I` scaled by :math:`y^\top s / y^\top y` before the first update. Pairs
     with :math:`y^\top s \le 0` (possible only if the line search stopped short) are skipped.
-    Convergence: ``max|grad f| <= atol + rtol |f|``, or the driver's Cauchy test (a step small in
-    every component and a change of ``f`` within the tolerances). Memory is :math:`O(n^2)`: use
+    Convergence: ``max|grad f| <= atol + rtol min(|f|, |f(x0)|)``, or the driver's Cauchy test (a
+    step small in every component and a change of ``f`` within the tolerances). Memory is :math:`O(n^2)`: use
     :func:`lbfgs` for more than a few thousand parameters.
 
     Args:

@@ -43,7 +43,7 @@ def _init(fun, x0, rtol, atol, dyn, options):
         jnp.asarray(1.0, dtype),
         jnp.asarray(1, jnp.int32),
     )
-    progress = make_progress(x0, f0, converged=gradient_converged(f0, g0, rtol, atol))
+    progress = make_progress(x0, f0, converged=gradient_converged(g0, f0, f0, rtol, atol))
 
     def step(state: _GDState):
         x, f, g, v, count, alpha_prev, n_fev = state
@@ -82,7 +82,7 @@ def _init(fun, x0, rtol, atol, dyn, options):
             f_new,
             dx=dx,
             df=f_new - f,
-            converged=gradient_converged(f_new, g_new, rtol, atol),
+            converged=gradient_converged(g_new, f_new, f0, rtol, atol),
             failure=failure,
         )
         return new_state, progress
@@ -124,7 +124,7 @@ def gradient_descent(
       :math:`f(x - \alpha d) \le f(x) - 10^{-4}\alpha\, \nabla f^\top d`; a momentum direction that
       does not descend is replaced by the gradient.
 
-    Convergence: ``max|grad f| <= atol + rtol |f|`` (no Cauchy test: small steps do not mean
+    Convergence: ``max|grad f| <= atol + rtol min(|f|, |f(x0)|)`` (no Cauchy test: small steps do not mean
     convergence here). Gradient descent converges linearly, at a rate set by the condition number
     :math:`\kappa`: about :math:`\kappa \log(1/\text{tol})` iterations; prefer :func:`bfgs`,
     :func:`lbfgs` or :func:`newton_minimise` for ill-conditioned problems.

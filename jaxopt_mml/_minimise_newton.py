@@ -91,7 +91,7 @@ def _init(fun, x0, rtol, atol, dyn, options):
     solver, max_cg, max_ls = options["linear_solver"], options["max_cg"], options["max_linesearch"]
     f0, g0 = fun.value_and_grad(x0)
     state = _NewtonState(x0, f0, g0, jnp.asarray(1, jnp.int32))
-    progress = make_progress(x0, f0, converged=gradient_converged(f0, g0, rtol, atol))
+    progress = make_progress(x0, f0, converged=gradient_converged(g0, f0, f0, rtol, atol))
 
     def step(state: _NewtonState):
         x, f, g, n_fev = state
@@ -101,14 +101,16 @@ def _init(fun, x0, rtol, atol, dyn, options):
             p = _cg_direction(fun, x, g, max_cg)
         dphi0 = jnp.vdot(g, p)
         ls = backtracking(lambda a: fun.value(x + a * p), f, dphi0, init_step=1.0, max_steps=max_ls)
-        # Newton decrement: when even the full model decrease is within tolerance, f has converged
-        # as far as the dtype allows, and a failed search only means rounding.
-        predicted_small = -0.5 * dphi0 <= atol + rtol * jnp.abs(f)
+        # When the full Newton step is itself within the step tolerance, x has converged as far as
+        # the dtype allows, and a failed search only means rounding.
+        predicted_small = jnp.all(jnp.abs(p) <= atol + rtol * jnp.abs(x))
         alpha = jnp.where(ls.success, ls.step_size, 0.0)
         dx = alpha * p
         x_new = x + dx
         f_new, g_new = fun.value_and_grad(x_new)
-        converged = gradient_converged(f_new, g_new, rtol, atol) | (~ls.success & predicted_small)
+        converged = gradient_converged(g_new, f_new, f0, rtol, atol) | (
+            ~ls.success & predicted_small
+        )
         failure = jnp.where(
             ls.success | predicted_small, int(Status.RUNNING), int(Status.LINESEARCH_FAILED)
         )
@@ -155,8 +157,9 @@ def newton_minimise(
       non-positive curvature; memory :math:`O(n)`, for large problems.
     * ``"auto"`` (default): dense up to 200 unknowns, CG above.
 
-    Convergence: ``max|grad f| <= atol + rtol |f|``, the driver's Cauchy test, or a Newton
-    decrement :math:`-g^\top p / 2` within ``atol + rtol |f|`` when rounding stops the line search.
+    Convergence: ``max|grad f| <= atol + rtol min(|f|, |f(x0)|)``, the driver's Cauchy test, or a
+    full Newton step within ``atol + rtol |x|`` in every component when rounding stops the line
+    search.
 
     Args:
         f: the objective, a scalar function ``f(x, *args)``; ``x`` may be a pytree.

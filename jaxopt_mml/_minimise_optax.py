@@ -41,7 +41,7 @@ def _init(fun, x0, rtol, atol, dyn, options):
     counts_ls = _tree_get(opt_state0, "num_linesearch_steps") is not None
     value_and_grad = optax.value_and_grad_from_state(fun.value) if stores_value else None
     state = _OptaxState(x0, opt_state0, f0, g0, jnp.asarray(1, jnp.int32))
-    progress = make_progress(x0, f0, converged=gradient_converged(f0, g0, rtol, atol))
+    progress = make_progress(x0, f0, converged=gradient_converged(g0, f0, f0, rtol, atol))
 
     def step(state: _OptaxState):
         x, opt_state, f, g, n_fev = state
@@ -59,7 +59,7 @@ def _init(fun, x0, rtol, atol, dyn, options):
             f_new,
             dx=tree_sub(x_new, x),
             df=f_new - f,
-            converged=gradient_converged(f_new, g_new, rtol, atol),
+            converged=gradient_converged(g_new, f_new, f0, rtol, atol),
         )
         return _OptaxState(x_new, opt_state, f_new, g_new, n_fev), progress
 
@@ -88,7 +88,7 @@ def optax_minimise(
     (``optax.value_and_grad_from_state``) instead of evaluated again. Parameters keep their pytree
     structure, so optax masks and ``multi_transform`` labels apply as usual.
 
-    Convergence: ``max|grad f| <= atol + rtol |f|`` (no Cauchy test: a small learning rate makes
+    Convergence: ``max|grad f| <= atol + rtol min(|f|, |f(x0)|)`` (no Cauchy test: a small learning rate makes
     small steps far from a minimum). Expect many iterations from first-order optimisers such as
     ``optax.adam``: raise ``max_iter`` or loosen the tolerances; ``optax.lbfgs()`` converges like
     :func:`lbfgs`.
