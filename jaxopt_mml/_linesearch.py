@@ -120,6 +120,9 @@ def zoom_wolfe(
 
     First the trial step grows (doubling from ``init_step``, up to ``max_step``) until an interval
     is known to hold such a step; then the interval shrinks by safeguarded cubic interpolation.
+    Near a minimum, where ``phi`` changes by no more than rounding (``10 eps |phi(0)|``), sufficient
+    decrease is judged by the slope instead (``phi'(alpha) <= (1 - 2 c1) |phi'(0)|``, Hager &
+    Zhang's approximate Wolfe condition), so that rounding in ``f`` does not fail the search.
     Each iteration of the single ``while_loop`` evaluates ``phi`` once, which keeps the search
     cheap under ``jax.vmap``. A non-finite trial value counts as "too far" and shrinks the step.
     If ``max_steps`` evaluations pass without a Wolfe point, the best step with sufficient decrease
@@ -135,7 +138,8 @@ def zoom_wolfe(
         c1, c2: the Wolfe constants, ``0 < c1 < c2 < 1`` (0.9 suits quasi-Newton methods).
         max_steps: the most evaluations of ``phi`` (static).
 
-    Reference: Nocedal & Wright, *Numerical Optimization*, 2nd ed., Algorithms 3.5 and 3.6.
+    References: Nocedal & Wright, *Numerical Optimization*, 2nd ed., Algorithms 3.5 and 3.6;
+    Hager & Zhang, SIAM J. Optim. 16 (2005) 170-192 (approximate Wolfe conditions).
     """
     dtype = jnp.result_type(phi0)
     zero = jnp.zeros((), dtype)
@@ -143,6 +147,7 @@ def zoom_wolfe(
     max_step = jnp.asarray(max_step, dtype)
     descent = dphi0 < 0
     dphi0 = jnp.asarray(dphi0, dtype)
+    flat_tol = 10.0 * eps * jnp.abs(phi0)
 
     # carry: phase, lo (a, f, d, aux), hi (a, f, d), the next bracketing trial, evaluations.
     init = (
@@ -173,7 +178,14 @@ def zoom_wolfe(
         f, d, aux = phi(a)
         f = jnp.where(jnp.isfinite(f) & jnp.isfinite(d), f, jnp.inf)
 
-        too_far = (f > phi0 + c1 * a * dphi0) | (f >= f_lo)
+        # Where f differs from phi(0) by rounding only, its comparisons mean nothing: judge the
+        # trial by its slope (the approximate Wolfe condition of Hager & Zhang, 2005).
+        flat = jnp.abs(f - phi0) <= flat_tol
+        too_far = jnp.where(
+            flat,
+            d > -(1.0 - 2.0 * c1) * dphi0,
+            (f > phi0 + c1 * a * dphi0) | (f >= f_lo),
+        )
         wolfe = (~too_far) & (jnp.abs(d) <= -c2 * dphi0)
         # too far: the trial becomes hi. Otherwise it becomes lo; in the zoom phase the old lo
         # becomes hi when the slope points back towards it (N&W Alg. 3.6); while bracketing,

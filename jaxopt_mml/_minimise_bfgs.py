@@ -38,9 +38,9 @@ def _bfgs_apply(memory, g):
     return memory @ g
 
 
-def _bfgs_update(memory, s, y, rho, fresh, ok):
+def _bfgs_update(memory, s, y, rho, yy, fresh, ok):
     """H+ = (I - rho s y') H (I - rho y s') + rho s s' (N&W eq. 6.17), H scaled first if fresh."""
-    h = jnp.where(fresh, jnp.eye(s.size, dtype=s.dtype) / (rho * jnp.vdot(y, y)), memory)
+    h = jnp.where(fresh, jnp.eye(s.size, dtype=s.dtype) / (rho * yy), memory)
     hy = h @ y
     yhy = jnp.vdot(y, hy)
     updated = (
@@ -56,6 +56,7 @@ def _lbfgs_memory(n, dtype, options):
         jnp.zeros((m, n), dtype),
         jnp.zeros((m,), dtype),
         jnp.asarray(0, jnp.int32),
+        jnp.asarray(1.0, dtype),
     )
 
 
@@ -65,7 +66,7 @@ def _lbfgs_apply(memory, g):
     Slot ``k - 1 (mod m)`` holds the newest pair; unused or forgotten slots have ``rho = 0`` and
     drop out of both loops.
     """
-    s_buf, y_buf, rho, k = memory
+    s_buf, y_buf, rho, k, gamma = memory
     m = rho.shape[0]
     newest_first = (k - 1 - jnp.arange(m)) % m
 
@@ -74,30 +75,27 @@ def _lbfgs_apply(memory, g):
         return q - a * y_buf[i], a
 
     q, alphas = lax.scan(backward, g, newest_first)
-    last = newest_first[0]
-    y_last = y_buf[last]
-    yy = jnp.vdot(y_last, y_last)
-    valid = (rho[last] > 0) & (yy > 0)
-    gamma = jnp.where(valid, 1.0 / (jnp.where(valid, rho[last] * yy, 1.0)), 1.0)
 
     def forward(r, inp):
         i, a = inp
         b = rho[i] * jnp.vdot(y_buf[i], r)
         return r + (a - b) * s_buf[i], None
 
+    # The initial matrix gamma I, gamma = s'y / y'y of the newest pair (N&W eq. 7.20).
     r, _ = lax.scan(forward, gamma * q, (newest_first[::-1], alphas[::-1]))
     return r
 
 
-def _lbfgs_update(memory, s, y, rho, fresh, ok):
+def _lbfgs_update(memory, s, y, rho, yy, fresh, ok):
     """Write the pair into the next slot (in place); a fresh model first forgets all pairs."""
-    s_buf, y_buf, rho_buf, k = memory
+    s_buf, y_buf, rho_buf, k, gamma = memory
     rho_buf = jnp.where(fresh, 0.0, rho_buf)
     s_buf = s_buf.at[k].set(jnp.where(ok, s, s_buf[k]))
     y_buf = y_buf.at[k].set(jnp.where(ok, y, y_buf[k]))
     rho_buf = rho_buf.at[k].set(jnp.where(ok, rho, rho_buf[k]))
     k = jnp.where(ok, (k + 1) % rho_buf.shape[0], k)
-    return s_buf, y_buf, rho_buf, k
+    gamma = jnp.where(ok, 1.0 / (rho * yy), gamma)
+    return s_buf, y_buf, rho_buf, k, gamma
 
 
 _MODELS = {
@@ -121,15 +119,16 @@ def _init(fun, x0, rtol, atol, dyn, options):
 
     def step(state: _QNState):
         x, f, g, memory, fresh, n_fev = state
-        p = jnp.where(fresh, -g, -apply_inverse(memory, g))
-        dphi0 = jnp.vdot(g, p)
-        # Rounding can make the model indefinite: fall back to steepest descent.
-        bad = ~(dphi0 < 0)
-        p = jnp.where(bad, -g, p)
-        dphi0 = jnp.where(bad, -jnp.vdot(g, g), dphi0)
-        fresh = fresh | bad
+        gg = jnp.vdot(g, g)
+        p_model = -apply_inverse(memory, g)
+        dphi_model = jnp.vdot(g, p_model)
+        # A fresh model, or one that rounding made indefinite: steepest descent.
+        use_model = ~fresh & (dphi_model < 0)
+        fresh = ~use_model
+        p = jnp.where(use_model, p_model, -g)
+        dphi0 = jnp.where(use_model, dphi_model, -gg)
         # First step (identity model): a step of length about 1 (scipy's choice).
-        init_step = jnp.where(fresh, jnp.minimum(1.0, 1.0 / jnp.linalg.norm(g)), 1.0)
+        init_step = jnp.where(fresh, jnp.minimum(1.0, 1.0 / jnp.sqrt(gg)), 1.0)
 
         def phi(alpha):
             value, grad = fun.value_and_grad(x + alpha * p)
@@ -140,10 +139,10 @@ def _init(fun, x0, rtol, atol, dyn, options):
         x_new = x + s
         g_new = ls.aux
         y = g_new - g
-        sy = jnp.vdot(s, y)
-        curv_ok = sy > eps * jnp.linalg.norm(s) * jnp.linalg.norm(y)
+        sy, yy = jnp.vdot(s, y), jnp.vdot(y, y)
+        curv_ok = sy > eps * yy  # the pair keeps the model positive definite (as L-BFGS-B)
         rho = 1.0 / jnp.where(curv_ok, sy, 1.0)
-        new_memory = update(memory, s, y, rho, fresh, curv_ok)
+        new_memory = update(memory, s, y, rho, jnp.where(curv_ok, yy, 1.0), fresh, curv_ok)
         converged = gradient_converged(g_new, ls.value, f0, rtol, atol)
         # A failed search with a model of past steps is retried once along -g; a failed search
         # along -g is a failure, unless the whole proposed step is within the step tolerance
