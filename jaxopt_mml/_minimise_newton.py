@@ -47,8 +47,8 @@ def _cg_direction(fun, x, g, max_cg):
     """Truncated conjugate gradients on H p = -g (Newton-CG, N&W Alg. 7.1).
 
     Stops at the forcing tolerance ``min(0.5, sqrt|g|) |g|`` (superlinear convergence), or on
-    meeting non-positive curvature, where it returns the last iterate (or -g at the first step),
-    so the direction always descends. The Hessian is never formed: ``H v`` is one forward-over-
+    meeting non-positive curvature, where it returns the last iterate (or the scaled steepest-descent
+    direction at the first step), so the direction always descends. The Hessian is never formed: ``H v`` is one forward-over-
     reverse product through the linearised gradient.
     """
     _, hvp = jax.linearize(fun.grad, x)
@@ -72,7 +72,10 @@ def _cg_direction(fun, x, g, max_cg):
         small = jnp.sqrt(rr_new) <= tol
         d_new = -r_new + (rr_new / rr) * d
         first = j == 0
-        z_out = jnp.where(negative, jnp.where(first, -g, z), z_new)
+        # Negative curvature at the first step: steepest descent, scaled by the curvature's
+        # magnitude along it, |g|^2 / |g'Hg| (as scipy's Newton-CG), so that a unit step is sane.
+        sd = -(rr / jnp.maximum(jnp.abs(curv), eps * jnp.vdot(d, d))) * g
+        z_out = jnp.where(negative, jnp.where(first, sd, z), z_new)
         return (
             z_out,
             jnp.where(negative, r, r_new),
