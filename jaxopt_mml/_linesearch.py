@@ -110,6 +110,7 @@ def zoom_wolfe(
     c1: float = 1e-4,
     c2: float = 0.9,
     max_steps: int = 30,
+    active: jax.Array | bool = True,
 ) -> WolfeResult:
     """Line search for the strong Wolfe conditions by bracketing and zoom.
 
@@ -137,6 +138,9 @@ def zoom_wolfe(
         max_step: the largest step tried.
         c1, c2: the Wolfe constants, ``0 < c1 < c2 < 1`` (0.9 suits quasi-Newton methods).
         max_steps: the most evaluations of ``phi`` (static).
+        active: when False the search returns at once (no evaluation, ``success=False``). A
+            batched solver passes False for elements that have already stopped, so that they do
+            not keep the batch's line-search loop running.
 
     References: Nocedal & Wright, *Numerical Optimization*, 2nd ed., Algorithms 3.5 and 3.6;
     Hager & Zhang, SIAM J. Optim. 16 (2005) 170-192 (approximate Wolfe conditions).
@@ -145,7 +149,7 @@ def zoom_wolfe(
     zero = jnp.zeros((), dtype)
     eps = jnp.finfo(dtype).eps
     max_step = jnp.asarray(max_step, dtype)
-    descent = dphi0 < 0
+    descent = (dphi0 < 0) & jnp.asarray(active)
     dphi0 = jnp.asarray(dphi0, dtype)
     flat_tol = 10.0 * eps * jnp.abs(phi0)
 
@@ -163,21 +167,12 @@ def zoom_wolfe(
         phase, _, _, _, n, _ = carry
         return (phase != _DONE) & (n < max_steps)
 
-    def body(carry):
-        phase, lo, hi, a_next, n, _ = carry
-        a_lo, f_lo, d_lo, aux_lo = lo
+    def advance(carry, a, f, d, aux):
+        """Classify the trial ``a`` (value ``f``, slope ``d``) and update the bracket."""
+        phase, lo, hi, _, n, _ = carry
+        a_lo, f_lo, d_lo, _ = lo
         a_hi, f_hi, d_hi = hi
-        # The trial point: the growing step while bracketing, else an interpolated point.
-        width = a_hi - a_lo
-        cubic = _cubic_minimiser(a_lo, f_lo, d_lo, a_hi, f_hi, d_hi)
-        left = jnp.minimum(a_lo, a_hi) + 0.1 * jnp.abs(width)
-        right = jnp.maximum(a_lo, a_hi) - 0.1 * jnp.abs(width)
-        inside = jnp.isfinite(cubic) & (cubic >= left) & (cubic <= right)
-        zoom_trial = jnp.where(inside, cubic, 0.5 * (a_lo + a_hi))
-        a = jnp.where(phase == _BRACKET, a_next, zoom_trial)
-        f, d, aux = phi(a)
         f = jnp.where(jnp.isfinite(f) & jnp.isfinite(d), f, jnp.inf)
-
         # Where f differs from phi(0) by rounding only, its comparisons mean nothing: judge the
         # trial by its slope (the approximate Wolfe condition of Hager & Zhang, 2005).
         flat = jnp.abs(f - phi0) <= flat_tol
@@ -211,6 +206,26 @@ def zoom_wolfe(
         phase = jnp.where(wolfe, _DONE, phase).astype(jnp.int32)
         a_next = jnp.minimum(2.0 * a, max_step)
         return phase, new_lo, new_hi, a_next, n + 1, wolfe
+
+    def body(carry):
+        phase, lo, hi, a_next, _, _ = carry
+        a_lo, f_lo, d_lo, _ = lo
+        a_hi, f_hi, d_hi = hi
+        # The trial point: the growing step while bracketing, else an interpolated point.
+        width = a_hi - a_lo
+        cubic = _cubic_minimiser(a_lo, f_lo, d_lo, a_hi, f_hi, d_hi)
+        left = jnp.minimum(a_lo, a_hi) + 0.1 * jnp.abs(width)
+        right = jnp.maximum(a_lo, a_hi) - 0.1 * jnp.abs(width)
+        inside = jnp.isfinite(cubic) & (cubic >= left) & (cubic <= right)
+        zoom_trial = jnp.where(inside, cubic, 0.5 * (a_lo + a_hi))
+        a = jnp.where(phase == _BRACKET, a_next, zoom_trial)
+        return advance(carry, a, *phi(a))
+
+    # The first trial is evaluated before the loop: most searches of a quasi-Newton method end
+    # there, and under vmap the loop then runs only for the elements that need more.
+    a1 = init[3]
+    first = advance(init, a1, *phi(a1))
+    init = tree_where(descent, first, init)
 
     _, lo, _, _, n, wolfe = lax.while_loop(cond, body, init)
     a, f, d, aux = lo

@@ -13,7 +13,7 @@ from ._driver import make_progress
 from ._linesearch import zoom_wolfe
 from ._minimise_common import MinimiseResult, gradient_converged, run_minimiser
 from ._status import Status
-from ._tree import PyTree, check_positive_int
+from ._tree import PyTree, check_positive_int, tree_step_small
 
 __all__ = ["bfgs", "lbfgs"]
 
@@ -25,6 +25,7 @@ class _QNState(NamedTuple):
     memory: Any  # the inverse-Hessian model: a matrix (BFGS) or (S, Y, rho) buffers (L-BFGS)
     fresh: jax.Array  # the model is the identity (just started or reset)
     n_fev: jax.Array
+    done: jax.Array  # converged: a batched run keeps calling step on finished elements
 
 
 # --- the two inverse-Hessian models -------------------------------------------------------------
@@ -114,11 +115,12 @@ def _init(fun, x0, rtol, atol, dyn, options):
     eps = jnp.finfo(dtype).eps
     f0, g0 = fun.value_and_grad(x0)
     memory0 = make_memory(x0.size, dtype, options)
-    state = _QNState(x0, f0, g0, memory0, jnp.asarray(True), jnp.asarray(1, jnp.int32))
-    progress = make_progress(x0, f0, converged=gradient_converged(g0, f0, f0, rtol, atol))
+    converged0 = gradient_converged(g0, f0, f0, rtol, atol)
+    state = _QNState(x0, f0, g0, memory0, jnp.asarray(True), jnp.asarray(1, jnp.int32), converged0)
+    progress = make_progress(x0, f0, converged=converged0)
 
     def step(state: _QNState):
-        x, f, g, memory, fresh, n_fev = state
+        x, f, g, memory, fresh, n_fev, done = state
         gg = jnp.vdot(g, g)
         p_model = -apply_inverse(memory, g)
         dphi_model = jnp.vdot(g, p_model)
@@ -134,7 +136,9 @@ def _init(fun, x0, rtol, atol, dyn, options):
             value, grad = fun.value_and_grad(x + alpha * p)
             return value, jnp.vdot(grad, p), grad
 
-        ls = zoom_wolfe(phi, f, dphi0, g, init_step=init_step, c1=1e-4, c2=0.9, max_steps=max_ls)
+        ls = zoom_wolfe(
+            phi, f, dphi0, g, init_step=init_step, c1=1e-4, c2=0.9, max_steps=max_ls, active=~done
+        )
         s = ls.step_size * p
         x_new = x + s
         g_new = ls.aux
@@ -161,6 +165,14 @@ def _init(fun, x0, rtol, atol, dyn, options):
             memory=new_memory,
             fresh=~ls.success | (fresh & ~curv_ok),
             n_fev=n_fev + ls.n_eval,
+            # What the driver will stop on (its Cauchy test included): the element is finished.
+            done=converged
+            | (failure != int(Status.RUNNING))
+            | (
+                ls.success
+                & tree_step_small(x_new, s, rtol, atol)
+                & (jnp.abs(ls.value - f) <= atol + rtol * jnp.abs(ls.value))
+            ),
         )
         # On a failed search x_new = x (step 0) and the state keeps the old gradient.
         new_state = new_state._replace(
