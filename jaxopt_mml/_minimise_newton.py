@@ -19,6 +19,8 @@ __all__ = ["newton_minimise"]
 
 # linear_solver="auto" materialises the Hessian up to this many unknowns, else uses CG.
 AUTO_DENSE_MAX = 200
+# Hessians up to this size are diagonalised by unrolled Jacobi rotations instead of LAPACK.
+JACOBI_MAX = 4
 
 
 class _NewtonState(NamedTuple):
@@ -26,6 +28,31 @@ class _NewtonState(NamedTuple):
     f: jax.Array
     g: jax.Array
     n_fev: jax.Array
+
+
+def _jacobi_eigh(a):
+    """Symmetric eigendecomposition of a tiny matrix by cyclic Jacobi rotations (Golub & Van Loan
+    Alg. 8.5.3), unrolled: plain arithmetic that batches well under ``vmap``, where a LAPACK call
+    per matrix would dominate. One rotation is exact for n = 2; a few sweeps suffice for n <= 4.
+    """
+    n = a.shape[0]
+    v = jnp.eye(n, dtype=a.dtype)
+    sweeps = 1 if n == 2 else 8
+    for _ in range(sweeps):
+        for p in range(n - 1):
+            for q in range(p + 1, n):
+                apq = a[p, q]
+                nonzero = apq != 0
+                theta = (a[q, q] - a[p, p]) / (2.0 * jnp.where(nonzero, apq, 1.0))
+                t = jnp.sign(theta) / (jnp.abs(theta) + jnp.sqrt(theta * theta + 1.0))
+                t = jnp.where(nonzero, jnp.where(theta == 0, 1.0, t), 0.0)
+                c = 1.0 / jnp.sqrt(t * t + 1.0)
+                s = t * c
+                j = jnp.eye(n, dtype=a.dtype)
+                j = j.at[p, p].set(c).at[q, q].set(c).at[p, q].set(s).at[q, p].set(-s)
+                a = j.T @ a @ j
+                v = v @ j
+    return jnp.diagonal(a), v
 
 
 def _dense_direction(fun, x, g):
@@ -36,7 +63,7 @@ def _dense_direction(fun, x, g):
     """
     h = jax.hessian(fun.value)(x)
     h = 0.5 * (h + h.T)
-    lam, q = jnp.linalg.eigh(h)
+    lam, q = _jacobi_eigh(h) if h.shape[0] <= JACOBI_MAX else jnp.linalg.eigh(h)
     eps = jnp.finfo(x.dtype).eps
     delta = jnp.sqrt(eps) * jnp.maximum(1.0, jnp.max(jnp.abs(lam)))
     lam = jnp.maximum(jnp.abs(lam), delta)

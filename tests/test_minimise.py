@@ -123,9 +123,7 @@ def test_gradient_descent_bad_conditioning_is_slow_but_honest():
     assert int(res.status) == mml.Status.MAX_ITER and int(res.n_iter) == 200
 
 
-@pytest.mark.parametrize(
-    "name,n", [("bfgs", 10), ("lbfgs", 10), ("newton", 10), ("lbfgs", 100), ("newton", 100)]
-)
+@pytest.mark.parametrize("name,n", [("bfgs", 10), ("lbfgs", 10), ("newton", 10), ("lbfgs", 100)])
 def test_rosenbrock_n(name, n):
     p = zoo.BY_NAME[f"rosen{n}"]
     res = SOLVERS[name](p.f, jnp.asarray(p.x0))
@@ -169,9 +167,10 @@ def test_saddle_plain_newton_goes_uphill_ours_descends():
     plain = x0 - jnp.linalg.solve(h, g)
     # Along y (negative curvature) plain Newton climbs towards the saddle at y = 0 ...
     assert float(p.f(x0.at[1].set(plain[1]))) > float(p.f(x0))
+    plain_step = jax.jit(lambda x: x - jnp.linalg.solve(jax.hessian(p.f)(x), jax.grad(p.f)(x)))
     xk = x0
     for _ in range(20):
-        xk = xk - jnp.linalg.solve(jax.hessian(p.f)(xk), jax.grad(p.f)(xk))
+        xk = plain_step(xk)
     np.testing.assert_allclose(xk, [0.0, 0.0], atol=1e-12)  # ... and converges onto it
     res = mml.newton_minimise(p.f, x0, history=8)
     assert bool(res.success)
@@ -337,3 +336,18 @@ def test_optax_first_order_and_counts():
     assert bool(res.success)
     np.testing.assert_allclose(res.x, [1.0, 3.0], atol=1e-5)
     assert int(res.n_fev) == int(res.n_iter) + 1
+
+
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_jacobi_eigh_small_hessians(n):
+    """The unrolled Jacobi diagonalisation Newton uses for tiny Hessians (no LAPACK per matrix)."""
+    from jaxopt_mml._minimise_newton import _jacobi_eigh
+
+    m = np.random.default_rng(n).normal(size=(n, n))
+    m = m + m.T
+    lam, v = jax.jit(_jacobi_eigh)(jnp.asarray(m))
+    np.testing.assert_allclose(np.sort(lam), np.linalg.eigvalsh(m), atol=1e-12)
+    np.testing.assert_allclose(v @ jnp.diag(lam) @ v.T, m, atol=1e-12)
+    np.testing.assert_allclose(v.T @ v, np.eye(n), atol=1e-12)
+    lam0, v0 = _jacobi_eigh(jnp.diag(jnp.arange(1.0, n + 1)))  # already diagonal: no NaN
+    np.testing.assert_allclose(lam0, np.arange(1.0, n + 1))

@@ -1,8 +1,8 @@
 """Unconstrained minimisation: batched 2-D Rosenbrock and Rosenbrock n = 1000 against the peers.
 
-1. ``rosen2 x B``: B random starts of 2-D Rosenbrock in one call (ours: ``jit(vmap(bfgs))``)
-   against a scipy BFGS loop and optimistix BFGS under ``jit(vmap)``; every start to the global
-   minimum (gradient tolerances about 1e-8 for all).
+1. ``rosen2 x B``: B random starts of 2-D Rosenbrock in one call (ours: ``jit(vmap(bfgs))`` and
+   ``jit(vmap(newton_minimise))``) against a scipy BFGS loop and optimistix BFGS under
+   ``jit(vmap)``; every start to the global minimum (gradient tolerances about 1e-8 for all).
 2. ``rosen1000``: the chained Rosenbrock function, n = 1000, from the standard start
    (-1.2, 1, -1.2, 1, ...) to f < 1e-10, against scipy Newton-CG (with ``hessp``), jaxopt LBFGS
    and optax lbfgs run in a ``lax.while_loop``. Ours: ``lbfgs`` and ``newton_minimise`` (CG).
@@ -212,6 +212,16 @@ def cases(full: bool) -> list[harness.Case]:
                 harness.Impl("scipy BFGS loop", _scipy_batch(starts), compiled=False),
                 harness.Impl("optimistix BFGS jit(vmap)", _optx_batch(starts)),
             ],
+            check=_batch_check,
+            note=_batch_note,
+        ),
+        harness.Case(
+            task="minimise rosen2 batch (newton)",
+            size=f"B={batch}",
+            ours=harness.Impl(
+                "jit(vmap(newton_minimise))", _ours_batch(starts, mml.newton_minimise)
+            ),
+            peers=[harness.Impl("optimistix BFGS jit(vmap)", _optx_batch(starts))],
             check=_batch_check,
             note=_batch_note,
         ),
