@@ -1,6 +1,7 @@
 """What every minimiser shares: the result type, input checks and the jit-compiled runner (private).
 
-Each solver module supplies ``init(problem, x0, options) -> (state, Progress, step)``, with a state
+Each solver module supplies ``init(problem, x0, rtol, atol, dynamic, static) -> (state, Progress,
+step)``, with a state
 that has the fields ``f`` (the value), ``g`` (the gradient) and ``n_fev``. :func:`run_minimiser`
 validates the input, flattens pytree parameters (``ravel_pytree``) when the solver works on vectors,
 runs the solver on the iteration driver, wraps the run in implicit differentiation of

@@ -88,6 +88,9 @@ def optax_minimise(
     (``optax.value_and_grad_from_state``) instead of evaluated again. Parameters keep their pytree
     structure, so optax masks and ``multi_transform`` labels apply as usual.
 
+    The optimiser is part of the compilation key: build it once (``opt = optax.adam(1e-2)``) and
+    reuse the object; calling ``optax.adam(1e-2)`` anew for each solve compiles each time.
+
     Convergence: ``max|grad f| <= atol + rtol min(|f|, |f(x0)|)`` (no Cauchy test: a small learning rate makes
     small steps far from a minimum). Expect many iterations from first-order optimisers such as
     ``optax.adam``: raise ``max_iter`` or loosen the tolerances; ``optax.lbfgs()`` converges like
