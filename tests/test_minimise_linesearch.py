@@ -62,3 +62,14 @@ def test_nonfinite_trial_shrinks_the_step():
     assert bool(res.success) and bool(res.wolfe)
     assert 0.0 < float(res.step_size) < 1.0
     assert np.isfinite(float(res.value))
+
+
+def test_inactive_search_returns_at_once():
+    def phi(a):
+        return (a - 1.0) ** 2, 2.0 * (a - 1.0), None
+
+    res = zoom_wolfe(phi, jnp.asarray(1.0), jnp.asarray(-2.0), None, active=False)
+    assert not bool(res.success) and int(res.n_eval) == 0 and float(res.step_size) == 0.0
+    res = zoom_wolfe(phi, jnp.asarray(1.0), jnp.asarray(-2.0), None)
+    assert bool(res.wolfe) and int(res.n_eval) == 1  # the unit step is exact here
+    np.testing.assert_allclose(res.step_size, 1.0)
