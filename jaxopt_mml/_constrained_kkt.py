@@ -3,10 +3,10 @@
 The stationary points of the Lagrangian ``L(x, y) = F(x) - y^T h(x)`` solve ``grad L = 0``, that
 is ``grad F = J^T y`` and ``h = 0``. One Newton step on this system solves the KKT matrix
 
-    [ H + delta I    -J^T        ] [dx ]   [ -grad F ]
-    [ J              -delta_c I  ] [y+ ] = [ -h      ],     H = hess_x L(x, y),
+    [ H + delta I    -J^T        ] [dx]   [ -(grad F - J^T y) ]
+    [ J              -delta_c I  ] [dy] = [ -h                ],     H = hess_x L(x, y),
 
-for the step ``dx`` and the new multipliers ``y+`` (the course's method: Newton on the stationary
+for the step ``dx`` and the change ``dy`` of the multipliers (the course's method: Newton on the stationary
 points of the Lagrangian). Three safeguards make it converge from a distance:
 
 * the step is accepted by a backtracking line search on the augmented-Lagrangian merit
@@ -79,9 +79,10 @@ def newton_kkt(problem: Problem, x0, y0, *, rtol, atol, max_iter, verbose=False)
         hess_d = hess + state.delta * eye_n
         delta_c = eps**0.75 * scale_of(jac) ** 2
         kkt = jnp.block([[hess_d, -jac.T], [jac, -delta_c * jnp.eye(m, dtype=dtype)]])
-        sol = jnp.linalg.solve(kkt, -jnp.concatenate([grad, h]))
-        dx, y_plus = sol[:n], sol[n:]
-        dy = y_plus - y
+        # Solved for the change dy of the multipliers (not y+ itself), so that delta_c does not
+        # move the fixed point: at a KKT point the right-hand side and the step vanish.
+        sol = jnp.linalg.solve(kkt, -jnp.concatenate([grad - jac.T @ y, h]))
+        dx, dy = sol[:n], sol[n:]
 
         curv = jnp.vdot(dx, hess_d @ dx)
         dx2 = jnp.vdot(dx, dx)
