@@ -32,11 +32,13 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from ._constrained_kkt import newton_kkt
 from ._constrained_problem import (
     Primal,
     Problem,
     bound_multipliers,
     lagrangian_gradient,
+    max_violation,
     scale_of,
 )
 from ._driver import iterate, make_progress
@@ -213,4 +215,54 @@ def augmented_lagrangian(
     zero_nu = jnp.zeros((n,), dtype)
     grad_l = lagrangian_gradient(problem, Primal(x, y_eq, y_ineq, zero_nu))
     nu = bound_multipliers(problem, x, grad_l)
-    return Primal(x, y_eq, y_ineq, nu), out
+    al = Primal(x, y_eq, y_ineq, nu)
+    # Active inequalities: a slack held at 0 by the projection, or a positive multiplier.
+    active = (z[n:] <= 0.0) | (y_ineq > 0.0)
+    return polish(problem, al, active, out, rtol=rtol, atol=atol)
+
+
+def polish(problem: Problem, z: Primal, active_ineq, out, *, rtol, atol):
+    """Finish on the active set: Newton-KKT with the active inequalities and bounds as equalities.
+
+    The augmented Lagrangian converges linearly; once it has found the active set (slacks and
+    variables held exactly on their bounds by the projection), Newton's method on the KKT system
+    of the equality-constrained problem converges quadratically to machine precision. The
+    polished point is kept only when Newton succeeds, stays close, keeps the inactive
+    constraints satisfied and the multipliers' signs right; otherwise the augmented-Lagrangian
+    point stands.
+    """
+    x = z.x
+    dtype = x.dtype
+    eps = jnp.finfo(dtype).eps
+    n, m_eq, m_ineq = problem.n, problem.m_eq, problem.m_ineq
+    at_lower, at_upper = x <= problem.lower, x >= problem.upper
+    lower = jnp.where(at_lower, problem.lower, 0.0)
+    upper = jnp.where(at_upper, problem.upper, 0.0)
+
+    def active_eq(u):
+        g = jnp.where(active_ineq, problem.ineq(u), 0.0)
+        b = jnp.where(at_lower, u - lower, jnp.where(at_upper, u - upper, 0.0))
+        return jnp.concatenate([problem.eq(u), g, b])
+
+    sub = problem._replace(eq=active_eq, m_eq=m_eq + m_ineq + n)
+    y0 = jnp.concatenate([z.y_eq, jnp.where(active_ineq, z.y_ineq, 0.0), z.nu])
+    rtol_p, atol_p = eps**0.75, eps**0.75
+    x_p, y_p, out_p = newton_kkt(sub, x, y0, rtol=rtol_p, atol=atol_p, max_iter=10)
+    polished = Primal(x_p, y_p[:m_eq], y_p[m_eq : m_eq + m_ineq], y_p[m_eq + m_ineq :])
+
+    tol_kkt = atol + rtol * scale_of(jax.grad(problem.objective)(x_p))
+    tol_viol = atol + rtol * scale_of(jax.jacfwd(problem.ineq)(x_p)) * scale_of(x_p)
+    signs_ok = jnp.all(polished.y_ineq >= -tol_kkt) & jnp.all(
+        jnp.where(at_lower, polished.nu >= -tol_kkt, polished.nu <= tol_kkt)
+    )
+    keep = (
+        (out_p.status == int(Status.SUCCESS))
+        & (max_violation(problem, x_p) <= tol_viol)
+        & signs_ok
+        & (jnp.max(jnp.abs(x_p - x), initial=0.0) <= 1e-2 * scale_of(x))
+    )
+    polished = polished._replace(y_ineq=jnp.maximum(polished.y_ineq, 0.0))
+    result = jax.tree.map(lambda a, b: jnp.where(keep, a, b), polished, z)
+    status = jnp.where(keep, int(Status.SUCCESS), out.status).astype(jnp.int32)
+    out = out._replace(status=status, n_iter=out.n_iter + out_p.n_iter)
+    return result, out

@@ -98,10 +98,13 @@ def newton_kkt(problem: Problem, x0, y0, *, rtol, atol, max_iter, verbose=False)
 
         phi0 = merit(x, y, rho)
         ls = backtracking(lambda a: merit(x + a * dx, y + a * dy, rho), phi0, dphi0)
-        tol_kkt, tol_viol = _tolerances(state, rtol, atol)
-        small = tree_step_small(x, dx, rtol, atol)
+        # A negligible Newton step is taken whole: the merit cannot resolve it any more (its
+        # predicted change is at the rounding level of phi).
+        small = tree_step_small(x, dx, rtol, atol) | (
+            jnp.abs(dphi0) <= 100.0 * eps * jnp.maximum(1.0, jnp.abs(phi0))
+        )
         accept = curv_ok & (ls.success | small)
-        alpha = jnp.where(ls.success, ls.step_size, 1.0)
+        alpha = jnp.where(small, 1.0, ls.step_size)
         alpha = jnp.where(accept, alpha, 0.0)
 
         step_x = jnp.where(accept, alpha * dx, 0.0)
@@ -120,11 +123,12 @@ def newton_kkt(problem: Problem, x0, y0, *, rtol, atol, max_iter, verbose=False)
         tol_kkt, tol_viol = _tolerances(new, rtol, atol)
         viol = jnp.max(jnp.abs(h_new), initial=0.0)
         stationarity = jnp.max(jnp.abs(grad_new - jac_new.T @ y_new), initial=0.0)
-        feasible = viol <= tol_viol
-        converged = (stationarity <= tol_kkt) & feasible
-        # A vanishing accepted step ends the run: at a solution the dtype cannot refine further,
-        # or at a point that minimises the violation without reaching h = 0 (infeasible).
-        stalled = accept & small & (alpha == 1.0)
+        converged = (stationarity <= tol_kkt) & (viol <= tol_viol)
+        # A vanishing accepted step ends the run: at a solution the dtype cannot refine further
+        # (feasible to sqrt(eps)), or at a point that minimises the violation without reaching
+        # h = 0 (infeasible).
+        feasible = viol <= jnp.sqrt(eps) * scale_of(jac_new) * scale_of(x_new)
+        stalled = accept & small
         converged = converged | (stalled & feasible)
         failure = jnp.where(stalled & ~feasible, int(Status.INFEASIBLE), _RUNNING)
         failure = jnp.where(
