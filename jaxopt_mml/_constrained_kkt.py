@@ -77,7 +77,7 @@ def newton_kkt(problem: Problem, x0, y0, *, rtol, atol, max_iter, verbose=False)
         x, y, grad, h, jac = state.x, state.y, state.grad, state.h, state.jac
         hess = jax.hessian(lambda u: problem.objective(u) - jnp.vdot(y, problem.eq(u)))(x)
         hess_d = hess + state.delta * eye_n
-        delta_c = eps**0.75 * scale_of(jac) ** 2
+        delta_c = 10.0 * eps * scale_of(jac) ** 2
         kkt = jnp.block([[hess_d, -jac.T], [jac, -delta_c * jnp.eye(m, dtype=dtype)]])
         # Solved for the change dy of the multipliers (not y+ itself), so that delta_c does not
         # move the fixed point: at a KKT point the right-hand side and the step vanish.
@@ -86,7 +86,7 @@ def newton_kkt(problem: Problem, x0, y0, *, rtol, atol, max_iter, verbose=False)
 
         curv = jnp.vdot(dx, hess_d @ dx)
         dx2 = jnp.vdot(dx, dx)
-        curv_ok = jnp.all(jnp.isfinite(sol)) & (curv > jnp.sqrt(eps) * dx2)
+        curv_ok = jnp.all(jnp.isfinite(sol)) & (curv >= jnp.sqrt(eps) * dx2)
 
         # Raise rho until (dx, dy) descends on the merit by at least curv / 2.
         h_jdx = jnp.vdot(h, jac @ dx)
