@@ -79,20 +79,37 @@ def projected_newton(fun, z0, lo, hi, omega, *, max_iter, tol):
         hess = jax.hessian(fun)(z)
         pgn = _projected_gradient_norm(z, grad, lo, hi)
         width = jnp.minimum(pgn, 1e-2)
-        binding = ((z - lo <= width) & (grad > 0)) | ((hi - z <= width) & (grad < 0))
-        free = ~binding
-        reduced = jnp.where(free[:, None] & free[None, :], hess, 0.0) + jnp.diag(
-            jnp.where(binding, 1.0, 0.0).astype(dtype)
-        )
-        w, v = jnp.linalg.eigh(reduced)
-        floor = jnp.sqrt(eps) * jnp.maximum(1.0, jnp.max(jnp.abs(w)))
-        d = -v @ ((v.T @ grad) / jnp.maximum(jnp.abs(w), floor))
+        near_lo, near_hi = z - lo <= width, hi - z <= width
+        binding = (near_lo & (grad > 0)) | (near_hi & (grad < 0))
+
+        def newton(held):
+            free = ~held
+            reduced = jnp.where(free[:, None] & free[None, :], hess, 0.0) + jnp.diag(
+                jnp.where(held, 1.0, 0.0).astype(dtype)
+            )
+            w, v = jnp.linalg.eigh(reduced)
+            floor = jnp.sqrt(eps) * jnp.maximum(1.0, jnp.max(jnp.abs(w)))
+            return -v @ ((v.T @ jnp.where(held, 0.0, grad)) / jnp.maximum(jnp.abs(w), floor))
+
+        # Variables on a bound whose Newton step points out of the box are held as well (else
+        # they are freed, clipped back and freed again: the projected iteration zigzags).
+        d1 = newton(binding)
+        held = binding | ((z <= lo) & (d1 < 0)) | ((z >= hi) & (d1 > 0))
+        d = newton(held)
+        # Variables pushed outwards by the gradient move onto their bound (Bertsekas).
+        d = jnp.where(binding, -grad, d)
 
         def path(a):
             return jnp.clip(z + a * d, lo, hi)
 
-        dphi0 = jnp.vdot(grad, path(1.0) - z)
-        ls = backtracking(lambda a: fun(path(a)), value, dphi0)
+        # The projected Armijo rule (Bertsekas): fun(z(a)) <= fun(z) + c1 grad . (z(a) - z),
+        # written for the core backtracking as phi(a) = fun(z(a)) - c1 grad . (z(a) - z) with a
+        # vanishing slope (the path is not linear in a once a bound is hit).
+        c1 = 1e-4
+        slope = -eps * jnp.maximum(1.0, jnp.abs(value))
+        ls = backtracking(
+            lambda a: fun(path(a)) - c1 * jnp.vdot(grad, path(a) - z), value, slope, c1=1.0
+        )
         z_new = jnp.where(ls.success, path(ls.step_size), z)
         value_new, grad_new = value_and_grad(z_new)
         converged = _projected_gradient_norm(z_new, grad_new, lo, hi) <= omega
