@@ -172,3 +172,47 @@ def test_kkt_conditions_hold_in_the_documented_convention():
     np.testing.assert_allclose(stationarity, 0.0, atol=1e-6)
     assert np.all(np.asarray(res.multipliers_ineq) <= 0)
     assert float(res.multipliers_bounds[0]) < 0  # x1 sits on its lower bound
+
+
+def test_long_only_portfolios_batched_match_slsqp_or_are_infeasible():
+    # minimise w'Sw/2 subject to sum(w) = b, mu'w = r, w >= 0, for 24 random problems at once.
+    # Where r/b lies outside [min mu, max mu] no long-only portfolio exists: INFEASIBLE.
+    import jax
+
+    rng = np.random.default_rng(3)
+    k, n = 24, 6
+    a = rng.normal(size=(k, n, n))
+    cov = a @ a.transpose(0, 2, 1) / n + 0.1 * np.eye(n)
+    mu = rng.uniform(0.01, 0.15, size=(k, n))
+    budget = rng.uniform(0.5, 2.0, size=k)
+    target = budget * rng.uniform(0.02, 0.14, size=k)
+
+    def one(s, m, b, r):
+        return mml.minimise_constrained(
+            lambda w, s, m, b, r: 0.5 * w @ s @ w,
+            jnp.full((n,), b / n),
+            args=(s, m, b, r),
+            eq=lambda w, s, m, b, r: jnp.stack([jnp.sum(w) - b, m @ w - r]),
+            bounds=(jnp.zeros(n), None),
+        )
+
+    res = jax.jit(jax.vmap(one))(cov, mu, budget, target)
+    ratio = target / budget
+    feasible = (ratio >= mu.min(axis=1)) & (ratio <= mu.max(axis=1))
+    assert 0 < feasible.sum() < k  # both kinds are present
+    np.testing.assert_array_equal(np.asarray(res.success), feasible)
+    assert np.all(np.asarray(res.status)[~feasible] == mml.Status.INFEASIBLE)
+    for i in np.flatnonzero(feasible):
+        s, m, b, r = cov[i], mu[i], budget[i], target[i]
+        ref = so.minimize(
+            lambda w, s=s: 0.5 * w @ s @ w,
+            np.full(n, b / n),
+            jac=lambda w, s=s: s @ w,
+            method="SLSQP",
+            bounds=[(0.0, None)] * n,
+            constraints=[
+                {"type": "eq", "fun": lambda w, m=m, b=b, r=r: np.array([w.sum() - b, m @ w - r])}
+            ],
+            options={"ftol": 1e-14, "maxiter": 500},
+        )
+        np.testing.assert_allclose(res.x[i], ref.x, atol=1e-6)
