@@ -9,8 +9,9 @@ the problem is: minimise ``F(x)`` subject to ``c(z) = 0`` and the box ``lower <=
        Phi(z) = F(x) - y^T c(z) + rho/2 |c(z)|^2,
 
    by a projected Newton method (Bertsekas 1982): the variables on a bound that the gradient
-   pushes outwards are held, the others take a Newton step with the Hessian made positive
-   definite (absolute eigenvalues), and a backtracking search runs along the projected path;
+   (or the Newton step) pushes outwards are held, the others take a Newton step (a scaled
+   gradient step where the Hessian gives no descent direction), and a backtracking search runs
+   along the projected path;
 2. updates the multipliers, ``y <- y - rho c(z)`` (inequality multipliers clipped at 0), and
    raises ``rho`` tenfold when the violation fell by less than 4x.
 
@@ -83,13 +84,19 @@ def projected_newton(fun, z0, lo, hi, omega, *, max_iter, tol):
         binding = (near_lo & (grad > 0)) | (near_hi & (grad < 0))
 
         def newton(held):
+            # Newton on the free variables (one LU solve); where it is no descent direction
+            # (indefinite Hessian far from a minimum) a diagonally scaled gradient step instead.
             free = ~held
+            g = jnp.where(held, 0.0, grad)
             reduced = jnp.where(free[:, None] & free[None, :], hess, 0.0) + jnp.diag(
                 jnp.where(held, 1.0, 0.0).astype(dtype)
             )
-            w, v = jnp.linalg.eigh(reduced)
-            floor = jnp.sqrt(eps) * jnp.maximum(1.0, jnp.max(jnp.abs(w)))
-            return -v @ ((v.T @ jnp.where(held, 0.0, grad)) / jnp.maximum(jnp.abs(w), floor))
+            d = -jnp.linalg.solve(reduced, g)
+            descent = jnp.vdot(g, d) < -jnp.sqrt(eps) * jnp.linalg.norm(g) * jnp.linalg.norm(d)
+            ok = jnp.all(jnp.isfinite(d)) & (descent | jnp.all(g == 0))
+            diag = jnp.abs(jnp.diagonal(hess))
+            scaled = -g / jnp.maximum(diag, jnp.sqrt(eps) * jnp.maximum(1.0, jnp.max(diag)))
+            return jnp.where(ok, d, scaled)
 
         # Variables on a bound whose Newton step points out of the box are held as well (else
         # they are freed, clipped back and freed again: the projected iteration zigzags).
