@@ -17,7 +17,8 @@ the problem is: minimise ``F(x)`` subject to ``c(z) = 0`` and the box ``lower <=
 
 It stops when the violation and the projected gradient of the Lagrangian (which equals that of
 ``Phi`` with the updated ``y``) are within tolerance. When ``rho`` has reached its cap and the
-violation still does not fall, the problem is reported ``INFEASIBLE``.
+violation still does not fall, the problem is reported ``INFEASIBLE`` if the point (nearly)
+minimises the violation over the box, and ``STAGNATED`` otherwise.
 
 Both loops are init/step pieces run by ``_driver.iterate``; every step has fixed shapes.
 
@@ -191,7 +192,13 @@ def augmented_lagrangian(
         rho = jnp.where(slow, jnp.minimum(10.0 * st.rho, rho_max), st.rho)
         stationarity = _projected_gradient_norm(z, grad, lo, hi)
         converged = (viol <= tol_viol) & (stationarity <= tol_kkt)
-        infeasible = slow & (st.rho >= rho_max) & ~converged
+        # At the largest penalty the violation no longer falls: infeasible if z (nearly)
+        # minimises the violation |c|^2 / 2 over the box, else the method has stagnated.
+        stuck = slow & (st.rho >= rho_max) & ~converged
+        jac = jax.jacfwd(constraints)(z)
+        violation_pg = _projected_gradient_norm(z, jac.T @ c, lo, hi)
+        infeasible = violation_pg <= 0.1 * viol * scale_of(jac)
+        failure = jnp.where(infeasible, int(Status.INFEASIBLE), int(Status.STAGNATED))
         value = problem.objective(z[:n])
         progress = make_progress(
             z[:n],
@@ -199,7 +206,7 @@ def augmented_lagrangian(
             dx=z[:n] - st.z[:n],
             df=value - st.value,
             converged=converged,
-            failure=jnp.where(infeasible, int(Status.INFEASIBLE), _RUNNING),
+            failure=jnp.where(stuck, failure, _RUNNING),
         )
         new = ALState(z, y, rho, viol, value, st.inner_iter + inner.n_iter)
         return new, progress
