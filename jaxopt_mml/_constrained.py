@@ -69,7 +69,8 @@ class ConstrainedResult(NamedTuple):
         max_violation: the largest violation of any constraint or bound (0 when feasible).
         n_iter: outer iterations taken.
         success: ``status == Status.SUCCESS``.
-        status: a :class:`Status` code; ``INFEASIBLE`` when no feasible point was found.
+        status: a :class:`Status` code; ``INFEASIBLE`` when no feasible point was found (the
+            multipliers then hold the last iterate's values, which can be very large).
     """
 
     x: PyTree
@@ -116,12 +117,19 @@ def minimise_constrained(
       :math:`F - y^T c + \tfrac{\rho}{2}\|c\|^2` over the box of bounds by a projected Newton
       method (Bertsekas 1982), then updates :math:`y \leftarrow y - \rho c` and raises
       :math:`\rho` when the violation does not fall by 4x (Conn, Gould & Toint; Birgin & Martinez).
+      Once it has converged, the active inequalities and bounds it found are treated as
+      equalities and Newton-KKT polishes the point to machine precision (kept only when the
+      multipliers' signs and the inactive constraints confirm the active set). At the largest
+      penalty a violation that no longer falls gives ``INFEASIBLE`` where the point minimises
+      the violation, ``STAGNATED`` otherwise.
 
     Args:
         f: the objective, ``f(x, *args) -> scalar``; ``x`` has the structure of ``x0``.
         x0: the starting point (an array or a pytree of arrays).
         args: extra arguments of ``f``, ``eq`` and ``ineq``; the solution is differentiable with
-            respect to them (implicit differentiation of the KKT conditions).
+            respect to them (implicit differentiation of the KKT conditions at the solution, which
+            selects its active set; assumes strict complementarity and linearly independent
+            active constraint gradients). ``x0`` and ``bounds`` get no derivative.
         eq: ``eq(x, *args) -> array`` of equality constraints ``h(x) = 0``.
         ineq: ``ineq(x, *args) -> array`` of inequality constraints ``g(x) >= 0`` (the sign
             convention of scipy's SLSQP ``'ineq'``; write ``a(x) <= b`` as ``b - a(x) >= 0``).
