@@ -164,7 +164,7 @@ def lagrange_stationary_points(
         >>> starts = jax.random.normal(jax.random.key(0), (64, 2))
         >>> pts = mml.lagrange_stationary_points(
         ...     lambda p: p[0] ** 2 * p[1], lambda p: jnp.array([p @ p - 1.0]), starts)
-        >>> pts.kind   # 2 minima and 1 maximum of value -+2/(3 sqrt 3), ... on the unit circle
+        >>> pts.kind   # minima at (+-sqrt(2/3), -1/sqrt 3) and (0, 1); maxima mirrored in y
 
     References:
         Apostol, *Calculus*, vol. II, section 9.14; Magnus & Neudecker, *Matrix Differential
