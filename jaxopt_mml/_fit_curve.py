@@ -14,11 +14,12 @@ from ._driver import iterate
 from ._fit_data import (
     NAN_POLICIES,
     Bounds,
+    check_data,
     is_concrete,
     make_bounds,
-    prepare,
     to_external,
     to_internal,
+    weights,
 )
 from ._fit_lm import (
     DEFAULT_MAX_ITER,
@@ -70,9 +71,10 @@ class _Config(NamedTuple):
     rtol: float
     atol: float
     bounded: bool
-    x_batched: bool
+    data: object  # _fit_data.Layout
     p0_batched: bool
-    batched: bool
+    nan_policy: str
+    dtype: str
 
 
 def _residual_fn(model, layout, x, y, w):
@@ -86,13 +88,18 @@ def _residual_fn(model, layout, x, y, w):
 
 
 def _fit_one(model, cfg: _Config, x, y, w, bad, p0, lo, hi, f_scale):
-    bounds = Bounds(lo, hi) if cfg.bounded else None
+    bounds = Bounds(jnp.asarray(lo, cfg.dtype), jnp.asarray(hi, cfg.dtype)) if cfg.bounded else None
     to_p = (lambda u: to_external(u, bounds)) if cfg.bounded else (lambda u: u)
     u0 = to_internal(p0, bounds) if cfg.bounded else p0
 
     def make_problem(y_):
         res_p = _residual_fn(model, cfg.layout, x, y_, w)
-        return Problem(residual=lambda u: res_p(to_p(u)), loss=cfg.loss, f_scale=f_scale)
+        return Problem(
+            residual=lambda u: res_p(to_p(u)),
+            loss=cfg.loss,
+            f_scale=f_scale,
+            accel=cfg.loss == "linear",
+        )
 
     def solve(guess):
         problem = make_problem(lax.stop_gradient(y))
@@ -165,11 +172,22 @@ def _fit_one(model, cfg: _Config, x, y, w, bad, p0, lo, hi, f_scale):
     )
 
 
-def _fit_impl(model, cfg: _Config, x, y, w, bad, p0, lo, hi, f_scale):
-    if not cfg.batched:
+def _flat_p0(cfg: _Config, p0):
+    leaves = [jnp.asarray(leaf) for leaf in jax.tree.leaves(p0)]
+    if cfg.p0_batched:
+        b = cfg.data.batch
+        return jnp.concatenate([leaf.reshape(b, -1) for leaf in leaves], axis=1).astype(cfg.dtype)
+    return jnp.concatenate([leaf.ravel() for leaf in leaves]).astype(cfg.dtype)
+
+
+def _fit_impl(model, cfg: _Config, x, y, sigma, mask, p0, lo, hi, f_scale):
+    x, y, w, bad = weights(x, y, sigma, mask, cfg.nan_policy, cfg.data, cfg.dtype)
+    p0 = _flat_p0(cfg, p0)
+    f_scale = jnp.asarray(f_scale, cfg.dtype)
+    if cfg.data.batch is None:
         return _fit_one(model, cfg, x, y, w, bad, p0, lo, hi, f_scale)
     mapped = {"y": y, "w": w, "bad": bad}
-    if cfg.x_batched:
+    if cfg.data.x_batched:
         mapped["x"] = x
     if cfg.p0_batched:
         mapped["p0"] = p0
@@ -179,7 +197,7 @@ def _fit_impl(model, cfg: _Config, x, y, w, bad, p0, lo, hi, f_scale):
             model, cfg, m.get("x", x), m["y"], m["w"], m["bad"], m.get("p0", p0), lo, hi, f_scale
         )
 
-    if y.shape[0] <= _CHUNK:
+    if cfg.data.batch <= _CHUNK:
         return jax.vmap(one)(mapped)
     return lax.map(one, mapped, batch_size=_CHUNK)
 
@@ -204,6 +222,7 @@ def curve_fit(
     max_iter: int | None = None,
     rtol: float | None = None,
     atol: float | None = None,
+    x_per_dataset: bool | None = None,
 ) -> FitResult:
     r"""Fit ``model(x, params)`` to data ``y`` by (weighted, robust) nonlinear least squares.
 
@@ -304,60 +323,41 @@ def curve_fit(
     leaves, treedef = jax.tree.flatten(p0)
     if not leaves:
         raise ValueError("p0 must hold at least one parameter (an array or a pytree of arrays)")
-    leaves = [jnp.asarray(leaf) for leaf in leaves]
-    for leaf in leaves:
-        if not (jnp.issubdtype(leaf.dtype, jnp.number) or leaf.dtype == bool):
-            raise TypeError(f"p0 must hold numbers, got a leaf of dtype {leaf.dtype}")
-    y_arr = jnp.asarray(y)
-    dtype = jnp.result_type(*[leaf.dtype for leaf in leaves], y_arr.dtype)
+    shapes = [np.shape(leaf) for leaf in leaves]
+    dtypes = [np.result_type(leaf) for leaf in leaves]
+    for dt in dtypes:
+        if not (np.issubdtype(dt, np.number) or dt == np.dtype(bool)):
+            raise TypeError(f"p0 must hold numbers, got a leaf of dtype {dt}")
+    dtype = jnp.result_type(*dtypes, np.result_type(y))
     if not jnp.issubdtype(dtype, jnp.inexact):
         dtype = jnp.result_type(float)
     if jnp.issubdtype(dtype, jnp.complexfloating):
         raise TypeError("curve_fit fits real data and parameters; got complex input")
+    dtype = np.dtype(dtype)
     rtol, atol = default_tolerances(dtype, rtol, 0.0 if atol is None else atol)
 
-    data = prepare(x, y_arr, sigma, mask, nan_policy, dtype)
+    data = check_data(x, y, sigma, mask, nan_policy, x_per_dataset)
     batch = data.batch
-    p0_batched = batch is not None and _p0_looks_batched(p0, leaves, batch)
-    elem = [leaf[0] if p0_batched else leaf for leaf in leaves]
-    layout = _Layout(treedef, tuple(e.shape for e in elem), tuple(math.prod(e.shape) for e in elem))
+    p0_batched = batch is not None and _p0_looks_batched(p0, shapes, batch)
+    elem = [shape[1:] if p0_batched else shape for shape in shapes]
+    layout = _Layout(treedef, tuple(elem), tuple(math.prod(e) for e in elem))
     n_params = sum(layout.sizes)
-    if p0_batched:
-        p0_flat = jnp.concatenate([leaf.reshape(batch, -1) for leaf in leaves], axis=1).astype(
-            dtype
-        )
-    else:
-        p0_flat = jnp.concatenate([leaf.ravel() for leaf in leaves]).astype(dtype)
-    if is_concrete(p0_flat) and not np.all(np.isfinite(np.asarray(p0_flat))):
+    if is_concrete(p0) and not all(np.all(np.isfinite(np.asarray(leaf))) for leaf in leaves):
         raise ValueError("p0 holds NaN or inf; give a finite starting point")
 
     b = make_bounds(bounds, (n_params,), layout.ravel, dtype)
     if b is None:
-        lo = jnp.full((n_params,), -jnp.inf, dtype)
-        hi = jnp.full((n_params,), jnp.inf, dtype)
+        lo = hi = None
     else:
         lo, hi = b
-        if is_concrete(p0_flat, lo, hi):
-            p = np.asarray(p0_flat)
+        if is_concrete(p0, lo, hi):
+            p = np.concatenate(
+                [np.reshape(leaf, (batch, -1) if p0_batched else (-1,)) for leaf in leaves], axis=-1
+            )
             if np.any(p < np.asarray(lo)) or np.any(p > np.asarray(hi)):
                 raise ValueError("p0 must lie within bounds (lower <= p0 <= upper)")
 
-    n_points = data.y.shape[-1]
-    x_one = data.x[0] if data.x_batched else data.x
-    try:
-        out = jax.eval_shape(
-            lambda xx, pp: model(xx, layout.unravel(pp)),
-            x_one,
-            p0_flat[0] if p0_batched else p0_flat,
-        )
-    except Exception as exc:
-        raise TypeError(f"model(x, params) failed on x and p0's structure: {exc}") from exc
-    if not hasattr(out, "shape") or tuple(out.shape) != (n_points,):
-        raise ValueError(
-            f"model(x, params) must return one value per point, shape ({n_points},); "
-            f"got {getattr(out, 'shape', type(out).__name__)}"
-        )
-
+    _check_model(model, layout, x, data, p0_batched, dtype)
     cfg = _Config(
         layout=layout,
         method=method,
@@ -367,20 +367,36 @@ def curve_fit(
         rtol=rtol,
         atol=atol,
         bounded=b is not None,
-        x_batched=data.x_batched,
+        data=data,
         p0_batched=p0_batched,
-        batched=batch is not None,
+        nan_policy=nan_policy,
+        dtype=dtype.name,
     )
-    f_scale = jnp.asarray(f_scale, dtype)
-    return _fit_jit(model, cfg, data.x, data.y, data.w, data.bad, p0_flat, lo, hi, f_scale)
+    return _fit_jit(model, cfg, x, y, sigma, mask, p0, lo, hi, f_scale)
 
 
-def _p0_looks_batched(p0, leaves, batch):
+def _check_model(model, layout, x, data, p0_batched, dtype):
+    x_one = jax.ShapeDtypeStruct(
+        np.shape(x)[1:] if data.x_batched else np.shape(x), np.result_type(x)
+    )
+    p_one = jax.ShapeDtypeStruct((sum(layout.sizes),), dtype)
+    try:
+        out = jax.eval_shape(lambda xx, pp: model(xx, layout.unravel(pp)), x_one, p_one)
+    except Exception as exc:
+        raise TypeError(f"model(x, params) failed on x and p0's structure: {exc}") from exc
+    if not hasattr(out, "shape") or tuple(out.shape) != (data.n,):
+        raise ValueError(
+            f"model(x, params) must return one value per point, shape ({data.n},); "
+            f"got {getattr(out, 'shape', type(out).__name__)}"
+        )
+
+
+def _p0_looks_batched(p0, shapes, batch):
     """A bare array ``p0`` is per dataset when it is ``(B, k)``; a pytree when every leaf has a
     leading axis ``B`` (pass a plain array, or vmap yourself, where this is ambiguous)."""
-    if len(leaves) == 1 and jax.tree.structure(p0).num_nodes == 1:
-        return leaves[0].ndim == 2 and leaves[0].shape[0] == batch
-    return all(leaf.ndim >= 1 and leaf.shape[0] == batch for leaf in leaves)
+    if len(shapes) == 1 and jax.tree.structure(p0).num_nodes == 1:
+        return len(shapes[0]) == 2 and shapes[0][0] == batch
+    return all(len(shape) >= 1 and shape[0] == batch for shape in shapes)
 
 
 def _choice(name, value, choices):

@@ -27,103 +27,112 @@ def is_concrete(*trees) -> bool:
     return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(trees))
 
 
-class Data(NamedTuple):
-    x: object
-    y: jax.Array
-    w: jax.Array  # 1 / sigma, 0 where a point is dropped
-    bad: jax.Array  # per dataset: the input holds NaN/inf where nan_policy='raise' (traced)
-    x_batched: bool
+class Layout(NamedTuple):
+    """Static facts about the data: the batch size (None for one dataset), N and x's batching."""
+
     batch: int | None
+    n: int
+    x_batched: bool
+
+
+def check_data(x, y, sigma, mask, nan_policy: str, x_per_dataset: bool | None) -> Layout:
+    """Check shapes (and, for concrete data under ``nan_policy='raise'``, values) on the host."""
+    y_shape = np.shape(y)
+    if len(y_shape) not in (1, 2):
+        raise ValueError(f"y must have shape (N,) or (B, N) for B datasets, got shape {y_shape}")
+    n = y_shape[-1]
+    if n == 0:
+        raise ValueError("y must hold at least one point, got N = 0")
+    batch = y_shape[0] if len(y_shape) == 2 else None
+    x_shape = np.shape(x)
+    if len(x_shape) >= 1 and x_shape[-1] != n:
+        raise ValueError(
+            f"x must have its last axis equal to the number of points N = {n} (y's last axis), "
+            f"got x of shape {x_shape}"
+        )
+    auto = batch is not None and len(x_shape) >= 2 and x_shape[0] == batch
+    if x_per_dataset is None:
+        x_batched = auto
+    else:
+        x_batched = bool(x_per_dataset)
+        if x_batched and not auto:
+            raise ValueError(
+                f"x_per_dataset=True needs x with a leading axis B = {batch} (y's), got {x_shape}"
+            )
+    if sigma is not None:
+        s_shape = np.shape(sigma)
+        if len(s_shape) > len(y_shape):
+            raise ValueError(
+                f"sigma must have at most y's {len(y_shape)} axes, got shape {s_shape}"
+            )
+        try:
+            np.broadcast_shapes(s_shape, y_shape)
+        except ValueError:
+            raise ValueError(
+                f"sigma must be a scalar or broadcast to y's shape {y_shape}, got shape {s_shape}"
+            ) from None
+    if mask is not None:
+        if np.result_type(mask) != np.dtype(bool):
+            raise TypeError(f"mask must be a boolean array, got dtype {np.result_type(mask)}")
+        try:
+            np.broadcast_shapes(np.shape(mask), y_shape)
+        except ValueError:
+            raise ValueError(
+                f"mask must broadcast to y's shape {y_shape}, got {np.shape(mask)}"
+            ) from None
+    if is_concrete(sigma) and sigma is not None and np.any(np.asarray(sigma) <= 0):
+        raise ValueError("sigma must be positive (use inf, or mask, to give a point no weight)")
+    if nan_policy == "raise" and is_concrete(x, y, sigma, mask):
+        keep = (
+            np.ones(y_shape, bool) if mask is None else np.broadcast_to(np.asarray(mask), y_shape)
+        )
+        names = []
+        if not np.all(np.isfinite(np.asarray(y))[keep]):
+            names.append("y")
+        if not np.all(np.isfinite(np.asarray(x))):
+            names.append("x")
+        if sigma is not None and np.any(np.isnan(np.asarray(sigma))):
+            names.append("sigma")
+        if names:
+            raise ValueError(
+                f"{' and '.join(names)} hold(s) NaN or inf; clean the data, or pass "
+                "nan_policy='omit' to drop those points"
+            )
+    return Layout(batch=batch, n=n, x_batched=x_batched)
 
 
 def _point_mask_from_x(x, n):
     """Per point: are all of x's values at that point finite (last axis = points)?"""
-    x = jnp.asarray(x)
     if x.ndim == 0 or x.shape[-1] != n:
-        return jnp.all(jnp.isfinite(x)) * jnp.ones((n,), bool)
+        return jnp.broadcast_to(jnp.all(jnp.isfinite(x)), (n,))
     fin = jnp.isfinite(x)
     return jnp.all(fin.reshape(-1, n), axis=0) if x.ndim > 1 else fin
 
 
-def prepare(x, y, sigma, mask, nan_policy: str, dtype) -> Data:
-    """Validate shapes, build weights and masks, and apply ``nan_policy``."""
-    y = jnp.asarray(y)
-    if not jnp.issubdtype(y.dtype, jnp.inexact):
-        y = y.astype(dtype)
-    y = y.astype(dtype)
-    if y.ndim not in (1, 2):
-        raise ValueError(f"y must have shape (N,) or (B, N) for B datasets, got shape {y.shape}")
-    n = y.shape[-1]
-    if n == 0:
-        raise ValueError("y must hold at least one point, got N = 0")
-    batch = y.shape[0] if y.ndim == 2 else None
+def weights(x, y, sigma, mask, nan_policy: str, layout: Layout, dtype):
+    """Traced part: ``(x, y, w, bad)`` with ``w = 1 / sigma`` (0 at dropped points) and ``bad``
+    per dataset (NaN/inf in used data where ``nan_policy='raise'`` could not raise)."""
+    y = jnp.asarray(y).astype(dtype)
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.inexact):
         x = x.astype(dtype)
-    x_batched = batch is not None and x.ndim >= 2 and x.shape[0] == batch and x.shape[-1] == n
-    if x.ndim >= 1 and x.shape[-1] != n:
-        raise ValueError(
-            f"x must have its last axis equal to the number of points N = {n} (y's last axis), "
-            f"got x of shape {x.shape}"
-        )
-    if sigma is None:
-        sig = jnp.ones((), dtype)
-    else:
-        sig = jnp.asarray(sigma, dtype)
-        try:
-            jnp.broadcast_shapes(sig.shape, y.shape)
-        except ValueError:
-            raise ValueError(
-                f"sigma must be a scalar or broadcast to y's shape {y.shape}, got shape {sig.shape}"
-            ) from None
-        if sig.ndim > y.ndim:
-            raise ValueError(f"sigma must have at most y's {y.ndim} axes, got shape {sig.shape}")
-        if is_concrete(sig) and np.any(np.asarray(sig) <= 0):
-            raise ValueError("sigma must be positive (use inf, or mask, to give a point no weight)")
+    sig = jnp.ones((), dtype) if sigma is None else jnp.asarray(sigma).astype(dtype)
     sig = jnp.broadcast_to(sig, y.shape)
-    keep = jnp.ones(y.shape, bool)
-    if mask is not None:
-        m = jnp.asarray(mask)
-        if m.dtype != bool:
-            raise TypeError(f"mask must be a boolean array, got dtype {m.dtype}")
-        try:
-            keep = jnp.broadcast_to(m, y.shape)
-        except ValueError:
-            raise ValueError(f"mask must broadcast to y's shape {y.shape}, got {m.shape}") from None
-
-    if x_batched:
-        xfin = jax.vmap(lambda xi: _point_mask_from_x(xi, n))(x)
+    keep = jnp.ones(y.shape, bool) if mask is None else jnp.broadcast_to(jnp.asarray(mask), y.shape)
+    if layout.x_batched:
+        xfin = jax.vmap(lambda xi: _point_mask_from_x(xi, layout.n))(x)
     else:
-        xfin = jnp.broadcast_to(_point_mask_from_x(x, n), y.shape)
+        xfin = jnp.broadcast_to(_point_mask_from_x(x, layout.n), y.shape)
     finite = jnp.isfinite(y) & xfin & ~jnp.isnan(sig)
     bad = jnp.zeros(y.shape[:-1], bool)
     if nan_policy == "raise":
-        if is_concrete(x, y, sig, keep):
-            where = np.asarray(~finite & keep)
-            if where.any():
-                names = []
-                if not np.all(np.isfinite(np.asarray(y))[np.asarray(keep)]):
-                    names.append("y")
-                if not np.all(np.asarray(xfin)):
-                    names.append("x")
-                if np.any(np.isnan(np.asarray(sig))):
-                    names.append("sigma")
-                raise ValueError(
-                    f"{' and '.join(names) or 'the data'} hold(s) NaN or inf at {int(where.sum())} "
-                    "point(s); clean the data, or pass nan_policy='omit' to drop those points"
-                )
         bad = jnp.any(~finite & keep, axis=-1)
     elif nan_policy == "omit":
         keep = keep & finite
         y = jnp.where(keep, y, 0.0)
-        if x_batched:
-            x = jnp.where(jnp.isfinite(x), x, 0.0)
-        elif is_concrete(x) and not np.all(np.isfinite(np.asarray(x))):
-            x = jnp.where(jnp.isfinite(x), x, 0.0)
-        elif not is_concrete(x):
-            x = jnp.where(jnp.isfinite(x), x, 0.0)
+        x = jnp.where(jnp.isfinite(x), x, 0.0)
     w = jnp.where(keep & ~jnp.isnan(sig), 1.0 / jnp.where(jnp.isnan(sig), 1.0, sig), 0.0)
-    return Data(x=x, y=y, w=w.astype(dtype), bad=bad, x_batched=x_batched, batch=batch)
+    return x, y, w.astype(dtype), bad
 
 
 class Bounds(NamedTuple):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from ._fit_data import NAN_POLICIES, prepare
+from ._fit_data import NAN_POLICIES, check_data, is_concrete, weights
 from ._fit_stats import FitResult, fit_statistics
 from ._status import Status
 
@@ -40,22 +41,6 @@ def chi_squared(model, params, x, y, sigma=None):
     if sigma is not None:
         r = r / jnp.asarray(sigma)
     return jnp.sum(r * r, axis=-1)
-
-
-def _design(x, n, degree, design, dtype):
-    if design is not None:
-        a = jnp.asarray(design, dtype)
-        if a.ndim not in (2, 3) or a.shape[-2] != n:
-            raise ValueError(
-                f"design must have shape (N, k) or (B, N, k) with N = {n} points, got {a.shape}"
-            )
-        return a
-    if isinstance(degree, bool) or not isinstance(degree, int) or degree < 0:
-        raise ValueError(f"degree must be a non-negative int, got {degree!r}")
-    x = jnp.asarray(x, dtype)
-    if x.shape[-1] != n:
-        raise ValueError(f"x must have N = {n} points on its last axis (y's), got {x.shape}")
-    return x[..., :, None] ** jnp.arange(degree + 1, dtype=dtype)
 
 
 def _solve_one(a, y, w, absolute_sigma):
@@ -144,25 +129,39 @@ def linear_fit(
         raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
     if not isinstance(absolute_sigma, bool):
         raise TypeError(f"absolute_sigma must be a bool, got {absolute_sigma!r}")
-    y = jnp.asarray(y)
-    dtype = jnp.result_type(y.dtype, float) if not jnp.issubdtype(y.dtype, jnp.inexact) else y.dtype
+    y_dtype = np.result_type(y)
+    dtype = y_dtype if np.issubdtype(y_dtype, np.floating) else np.dtype(jnp.result_type(float))
+    n = np.shape(y)[-1] if np.ndim(y) else 0
     if design is not None:
-        a = _design(None, y.shape[-1], degree, design, dtype)
-        xin = jnp.zeros(y.shape[-1], dtype)
+        d_shape = np.shape(design)
+        if len(d_shape) not in (2, 3) or d_shape[-2] != n:
+            raise ValueError(
+                f"design must have shape (N, k) or (B, N, k) with N = {n} points, got {d_shape}"
+            )
+        x = np.zeros(n, dtype)
+    elif isinstance(degree, bool) or not isinstance(degree, int) or degree < 0:
+        raise ValueError(f"degree must be a non-negative int, got {degree!r}")
+    layout = check_data(x, y, sigma, mask, nan_policy, None)
+    if design is not None and nan_policy == "raise" and is_concrete(design):
+        if not np.all(np.isfinite(np.asarray(design))):
+            raise ValueError("design holds NaN or inf; clean it, or pass nan_policy='omit'")
+    return _linear_jit(
+        x, y, sigma, mask, design, degree, absolute_sigma, nan_policy, layout, dtype.name
+    )
+
+
+def _linear_impl(x, y, sigma, mask, design, degree, absolute_sigma, nan_policy, layout, dtype):
+    x, y, w, bad = weights(x, y, sigma, mask, nan_policy, layout, dtype)
+    if design is None:
+        a = x[..., :, None] ** jnp.arange(degree + 1, dtype=dtype)
     else:
-        xin = x
-        a = None
-    data = prepare(xin, y, sigma, mask, nan_policy, dtype)
-    if a is None:
-        a = _design(data.x, y.shape[-1], degree, None, dtype)
-    elif nan_policy == "omit":
-        a = jnp.where(jnp.isfinite(a), a, 0.0)
-        finite = jnp.all(jnp.isfinite(jnp.asarray(design, dtype)), axis=-1)
-        data = data._replace(w=jnp.where(finite, data.w, 0.0))
-    return _linear_jit(a, data.y, data.w, data.bad, absolute_sigma)
-
-
-def _linear_impl(a, y, w, bad, absolute_sigma):
+        a = jnp.asarray(design).astype(dtype)
+        finite = jnp.all(jnp.isfinite(a), axis=-1)
+        if nan_policy == "omit":
+            w = jnp.where(finite, w, 0.0)
+            a = jnp.where(jnp.isfinite(a), a, 0.0)
+        elif nan_policy == "raise":
+            bad = bad | jnp.any(~finite & (w > 0), axis=-1)
     if y.ndim == 1:
         res = _solve_one(a, y, w, absolute_sigma)
     else:
@@ -172,4 +171,4 @@ def _linear_impl(a, y, w, bad, absolute_sigma):
     return res._replace(status=status, success=res.success & ~bad)
 
 
-_linear_jit = jax.jit(_linear_impl, static_argnums=(4,))
+_linear_jit = jax.jit(_linear_impl, static_argnums=(5, 6, 7, 8, 9))

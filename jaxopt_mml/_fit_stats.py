@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import gammaincc
 
+from ._fit_linalg import chol_inverse, cholesky
+
 __all__ = ["FitResult", "chi2_sf"]
 
 
@@ -90,12 +92,11 @@ def spd_inverse(a):
     dinv = jnp.where(d > 0, 1.0 / jnp.where(d > 0, d, 1.0), 0.0)
     a_s = a * dinv[:, None] * dinv[None, :]
     a_s = jnp.where(ok_d, a_s, jnp.eye(k, dtype=a.dtype))
-    chol = jnp.linalg.cholesky(a_s)
+    chol = cholesky(a_s)
     piv = jnp.diagonal(chol)
     regular = ok_d & jnp.all(jnp.isfinite(chol)) & jnp.all(piv > jnp.sqrt(k * eps))
     chol = jnp.where(regular, chol, jnp.eye(k, dtype=a.dtype))
-    linv = jax.scipy.linalg.solve_triangular(chol, jnp.eye(k, dtype=a.dtype), lower=True)
-    inv_s = linv.T @ linv
+    inv_s = chol_inverse(chol)
     return inv_s * dinv[:, None] * dinv[None, :], regular
 
 
