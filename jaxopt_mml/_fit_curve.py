@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -122,7 +123,7 @@ def _fit_one(model, cfg: _Config, x, y, w, bad, p0, lo, hi, f_scale):
             name="curve_fit",
         )
         s = out.state
-        cos = gradient_cosine(s.r, s.jac)
+        cos = gradient_cosine(s.r, s.jac, s.cost)
         return s.u, (out.n_iter, out.status, s.n_accepted, cos, s.cost)
 
     def optimality(u):
@@ -357,7 +358,7 @@ def curve_fit(
             if np.any(p < np.asarray(lo)) or np.any(p > np.asarray(hi)):
                 raise ValueError("p0 must lie within bounds (lower <= p0 <= upper)")
 
-    _check_model(model, layout, x, data, p0_batched, dtype)
+    _check_model(model, layout, x, data, dtype)
     cfg = _Config(
         layout=layout,
         method=method,
@@ -375,18 +376,23 @@ def curve_fit(
     return _fit_jit(model, cfg, x, y, sigma, mask, p0, lo, hi, f_scale)
 
 
-def _check_model(model, layout, x, data, p0_batched, dtype):
-    x_one = jax.ShapeDtypeStruct(
-        np.shape(x)[1:] if data.x_batched else np.shape(x), np.result_type(x)
-    )
+def _check_model(model, layout, x, data, dtype):
+    x_shape = tuple(np.shape(x)[1:] if data.x_batched else np.shape(x))
+    _check_model_cached(model, layout, x_shape, np.result_type(x), data.n, np.dtype(dtype))
+
+
+@functools.lru_cache(maxsize=256)
+def _check_model_cached(model, layout, x_shape, x_dtype, n, dtype):
+    """Trace ``model`` once per (model, structure, shapes) to check its output shape."""
+    x_one = jax.ShapeDtypeStruct(x_shape, x_dtype)
     p_one = jax.ShapeDtypeStruct((sum(layout.sizes),), dtype)
     try:
         out = jax.eval_shape(lambda xx, pp: model(xx, layout.unravel(pp)), x_one, p_one)
     except Exception as exc:
         raise TypeError(f"model(x, params) failed on x and p0's structure: {exc}") from exc
-    if not hasattr(out, "shape") or tuple(out.shape) != (data.n,):
+    if not hasattr(out, "shape") or tuple(out.shape) != (n,):
         raise ValueError(
-            f"model(x, params) must return one value per point, shape ({data.n},); "
+            f"model(x, params) must return one value per point, shape ({n},); "
             f"got {getattr(out, 'shape', type(out).__name__)}"
         )
 

@@ -171,11 +171,21 @@ def make_bounds(bounds, p0_flat_shape, ravel, dtype) -> Bounds | None:
     return Bounds(lo, hi)
 
 
+_NUDGE = 1e-6
+
+
 def to_internal(p, b: Bounds):
     """Parameters -> unconstrained variables ``u`` (MINUIT's transforms)."""
     lo, hi = b.lo, b.hi
     has_lo, has_hi = jnp.isfinite(lo), jnp.isfinite(hi)
-    p = jnp.clip(p, lo, hi)
+    # A start on a bound is moved slightly inside: the transforms are flat there, so a parameter
+    # that starts exactly on its bound would never move (scipy's make_strictly_feasible, likewise).
+    gap = jnp.where(
+        has_lo & has_hi,
+        _NUDGE * (hi - lo),
+        _NUDGE * jnp.maximum(1.0, jnp.abs(jnp.where(has_lo, lo, hi))),
+    )
+    p = jnp.clip(p, jnp.where(has_lo, lo + gap, lo), jnp.where(has_hi, hi - gap, hi))
     span = jnp.where(has_lo & has_hi, hi - lo, 1.0)
     both = jnp.arcsin(jnp.clip(2.0 * (p - jnp.where(has_lo, lo, 0.0)) / span - 1.0, -1.0, 1.0))
     lower = jnp.sqrt(jnp.maximum((p - jnp.where(has_lo, lo, 0.0) + 1.0) ** 2 - 1.0, 0.0))

@@ -2,9 +2,9 @@
 
 Fits have few parameters (k of 2 to a dozen), and batched fits solve one small ``k x k`` system per
 dataset per iteration. LAPACK calls on such tiny matrices cost more in dispatch and compile time
-than in arithmetic, so for ``k <= UNROLL_MAX`` the Cholesky factorisation and its solves are
-unrolled into scalar expressions (vectorised across the batch by ``vmap``, fused by XLA, and fast
-to compile). Larger systems use ``jnp.linalg``.
+than in arithmetic, so the Cholesky factorisation and its triangular solves are written as ``k``
+column steps of vector operations: vectorised across the batch by ``vmap``, fused by XLA, and
+quick to compile (``O(k)`` operations in the program, not ``O(k^3)``).
 
 A matrix that is not (numerically) positive definite gives NaN in the factor: callers test for it.
 """
@@ -12,52 +12,51 @@ A matrix that is not (numerically) positive definite gives NaN in the factor: ca
 from __future__ import annotations
 
 import jax.numpy as jnp
-from jax.scipy.linalg import cho_solve, solve_triangular
-
-UNROLL_MAX = 8
 
 
 def cholesky(a):
     """Lower Cholesky factor of a symmetric positive-definite ``(k, k)`` matrix (NaN if not PD)."""
     k = a.shape[-1]
-    if k > UNROLL_MAX:
-        return jnp.linalg.cholesky(a)
-    low = [[None] * k for _ in range(k)]
-    zero = jnp.zeros((), a.dtype)
+    idx = jnp.arange(k)
+    cols = []
     for j in range(k):
-        s = a[j, j] - sum((low[j][m] * low[j][m] for m in range(j)), zero)
-        d = jnp.sqrt(jnp.where(s > 0, s, jnp.nan))
-        low[j][j] = d
-        for i in range(j + 1, k):
-            t = a[i, j] - sum((low[i][m] * low[j][m] for m in range(j)), zero)
-            low[i][j] = t / d
-    rows = [jnp.stack([low[i][j] if j <= i else zero for j in range(k)]) for i in range(k)]
-    return jnp.stack(rows)
+        piv = a[j, j]
+        d = jnp.sqrt(jnp.where(piv > 0, piv, jnp.nan))
+        below = jnp.where(idx > j, a[:, j] / d, 0.0)
+        cols.append(jnp.where(idx == j, d, below))
+        if j + 1 < k:
+            a = a - below[:, None] * below[None, :]
+    return jnp.stack(cols, axis=1)
+
+
+def _forward(low, b):
+    """Solve ``L z = b`` (``b`` a vector or a matrix of columns)."""
+    z = []
+    for i in range(low.shape[-1]):
+        acc = b[i]
+        for m in range(i):
+            acc = acc - low[i, m] * z[m]
+        z.append(acc / low[i, i])
+    return jnp.stack(z)
+
+
+def _backward(low, z):
+    """Solve ``L^T x = z``."""
+    k = low.shape[-1]
+    x = [None] * k
+    for i in reversed(range(k)):
+        acc = z[i]
+        for m in range(i + 1, k):
+            acc = acc - low[m, i] * x[m]
+        x[i] = acc / low[i, i]
+    return jnp.stack(x)
 
 
 def chol_solve(low, b):
-    """Solve ``L L^T x = b`` for a vector ``b`` given the lower factor ``L``."""
-    k = low.shape[-1]
-    if k > UNROLL_MAX:
-        return cho_solve((low, True), b)
-    z = [None] * k
-    for i in range(k):
-        z[i] = (b[i] - sum((low[i, m] * z[m] for m in range(i)), jnp.zeros((), b.dtype))) / low[
-            i, i
-        ]
-    x = [None] * k
-    for i in reversed(range(k)):
-        acc = sum((low[m, i] * x[m] for m in range(i + 1, k)), jnp.zeros((), b.dtype))
-        x[i] = (z[i] - acc) / low[i, i]
-    return jnp.stack(x)
+    """Solve ``L L^T x = b`` given the lower factor ``L`` (``b`` a vector or matrix)."""
+    return _backward(low, _forward(low, b))
 
 
 def chol_inverse(low):
     """``(L L^T)^{-1}`` from the lower factor ``L``."""
-    k = low.shape[-1]
-    if k > UNROLL_MAX:
-        linv = solve_triangular(low, jnp.eye(k, dtype=low.dtype), lower=True)
-        return linv.T @ linv
-    eye = jnp.eye(k, dtype=low.dtype)
-    cols = [chol_solve(low, eye[:, j]) for j in range(k)]
-    return jnp.stack(cols, axis=1)
+    return chol_solve(low, jnp.eye(low.shape[-1], dtype=low.dtype))

@@ -35,7 +35,16 @@ def chi_squared(model, params, x, y, sigma=None):
     if not callable(model):
         raise TypeError(f"model must be callable as model(x, params), got {type(model).__name__}")
     y = jnp.asarray(y)
-    r = y - model(x, params)
+    f = model(x, params)
+    try:
+        shape = jnp.broadcast_shapes(jnp.shape(f), y.shape)
+    except ValueError:
+        shape = None
+    if shape != y.shape:
+        raise ValueError(
+            f"model(x, params) must broadcast to y's shape {y.shape}, got {jnp.shape(f)}"
+        )
+    r = y - f
     if r.shape != y.shape:
         raise ValueError(f"model(x, params) must broadcast to y's shape {y.shape}, got {r.shape}")
     if sigma is not None:

@@ -95,12 +95,12 @@ def _finite(*arrays):
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in arrays]))
 
 
-def gradient_cosine(r, jac):
-    """``max_j |J_j . r| / (|J_j| |r|)``: 0 at a stationary point (MINPACK's gtol measure)."""
+def gradient_cosine(r, jac, cost):
+    """``max_j |J_j . r| / (|J_j| sqrt(cost))``: 0 at a stationary point (MINPACK's gtol measure;
+    ``sqrt(cost) = |r|`` for least squares, and the robust cost's root for robust losses)."""
     g = jac.T @ r
     norms = jnp.sqrt(jnp.sum(jac * jac, axis=0))
-    rn = jnp.sqrt(jnp.sum(r * r))
-    denom = norms * rn
+    denom = norms * jnp.sqrt(cost)
     cos = jnp.where(denom > 0, jnp.abs(g) / jnp.where(denom > 0, denom, 1.0), 0.0)
     return jnp.max(cos, initial=0.0)
 
@@ -133,11 +133,12 @@ def _damped_solve(a, g, dscale, lam):
 def _tests(state: LSState, h, act, pred, rtol, atol, cos, accept):
     """The convergence tests: the cost's reduction (MINPACK's ftol, at ``rtol**2`` since the cost
     is quadratic in the parameters' error), an accepted step small in every parameter
-    (``|h_i| <= rtol |u_i| + atol``), or a gradient orthogonal to the residuals (gtol)."""
+    (``|h_i| <= rtol |u_i| + atol``, with moderate damping), or a gradient orthogonal to the residuals (gtol)."""
     cost = state.cost
     ftol = rtol * rtol
     ftest = (jnp.abs(act) <= ftol * cost) & (pred <= ftol * cost) & (act <= 2.0 * pred)
-    xtest = accept & jnp.all(jnp.abs(h) <= rtol * jnp.abs(state.u + h) + atol)
+    # (a step made small by heavy damping, lam >> 1 in equilibrated units, is not convergence)
+    xtest = accept & (state.lam <= 1.0) & jnp.all(jnp.abs(h) <= rtol * jnp.abs(state.u + h) + atol)
     gtest = cos <= 16 * jnp.finfo(cost.dtype).eps
     return ftest | xtest | gtest | (cost == 0)
 
@@ -175,7 +176,7 @@ def lm_step(problem: Problem, rtol, atol):
         lam_acc = state.lam * jnp.maximum(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
         lam = jnp.where(accept, lam_acc, state.lam * state.nu)
         nu = jnp.where(accept, 2.0, 2.0 * state.nu)
-        cos = gradient_cosine(r_new, j_new)
+        cos = gradient_cosine(r_new, j_new, cost_new)
         converged = _tests(state, h, act, pred, rtol, atol, cos, accept)
         converged = converged & (ok | ~solved)  # a non-finite trial is never convergence
         new = LSState(
@@ -244,8 +245,9 @@ def _finish_line_step(problem, state, dscale, search, h, g, rtol, atol, solved):
     accept = search.success & solved & _finite(r_new, j_new, cost_new)
     act = state.cost - cost_new
     pred = -(2.0 * (g @ dx) + jnp.sum((state.jac @ dx) ** 2))
-    cos = gradient_cosine(r_new, j_new)
-    converged = accept & _tests(state, dx, act, pred, rtol, atol, cos, accept)
+    cos = gradient_cosine(r_new, j_new, cost_new)
+    undamped = state._replace(lam=jnp.zeros_like(state.lam))
+    converged = accept & _tests(undamped, dx, act, pred, rtol, atol, cos, accept)
     new = state._replace(
         u=jnp.where(accept, u_new, state.u),
         r=jnp.where(accept, r_new, state.r),
@@ -254,7 +256,7 @@ def _finish_line_step(problem, state, dscale, search, h, g, rtol, atol, solved):
         dscale=dscale,
         n_accepted=state.n_accepted + accept.astype(jnp.int32),
     )
-    gtest = gradient_cosine(state.r, state.jac) <= 16 * jnp.finfo(state.cost.dtype).eps
+    gtest = gradient_cosine(state.r, state.jac, state.cost) <= 16 * jnp.finfo(state.cost.dtype).eps
     failure = jnp.where(
         accept | gtest,
         _RUNNING,
