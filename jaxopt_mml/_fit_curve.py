@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ._driver import iterate
+from ._driver import iterate, make_progress
 from ._fit_data import (
     NAN_POLICIES,
     Bounds,
@@ -41,7 +41,12 @@ from ._tree import check_positive_int, default_tolerances
 
 __all__ = ["curve_fit"]
 
-_CHUNK = 1024  # datasets per vmapped chunk in large batches (keeps the working set in cache)
+_SLOTS = (
+    1024  # fits advanced together in one pass of a batched fit (keeps the working set in cache)
+)
+_MIN_SLOTS = 64
+_PASS_STEPS = 8  # iterations per pass
+_PENDING = -2  # status of a fit that has not finished yet (internal)
 
 
 class _Layout(NamedTuple):
@@ -88,58 +93,82 @@ def _residual_fn(model, layout, x, y, w):
     return residual
 
 
-def _fit_one(model, cfg: _Config, x, y, w, bad, p0, lo, hi, f_scale):
-    bounds = Bounds(jnp.asarray(lo, cfg.dtype), jnp.asarray(hi, cfg.dtype)) if cfg.bounded else None
-    to_p = (lambda u: to_external(u, bounds)) if cfg.bounded else (lambda u: u)
-    u0 = to_internal(p0, bounds) if cfg.bounded else p0
+class _Fit(NamedTuple):
+    """One fit's solver state between passes (batched fits run in passes; see _fit_batched)."""
 
-    def make_problem(y_):
-        res_p = _residual_fn(model, cfg.layout, x, y_, w)
-        return Problem(
-            residual=lambda u: res_p(to_p(u)),
-            loss=cfg.loss,
-            f_scale=f_scale,
-            accel=cfg.loss == "linear",
-        )
+    state: object  # LSState
+    n_iter: jax.Array
+    status: jax.Array
 
-    def solve(guess):
-        problem = make_problem(lax.stop_gradient(y))
-        state, progress = init(problem, guess)
-        if cfg.method == "lm":
-            step = lm_step(problem, cfg.rtol, cfg.atol)
-        elif cfg.method == "gauss-newton":
-            step = gn_step(problem, cfg.rtol, cfg.atol)
-        else:
-            state = gd_initial_step(state)
-            step = gd_step(problem, cfg.rtol, cfg.atol)
-        out = iterate(
-            step,
-            state,
-            progress,
-            max_iter=cfg.max_iter,
-            rtol=cfg.rtol,
-            atol=cfg.atol,
-            cauchy=False,
-            name="curve_fit",
-        )
-        s = out.state
-        cos = gradient_cosine(s.r, s.jac, s.cost)
-        return s.u, (out.n_iter, out.status, s.n_accepted, cos, s.cost)
+
+def _problem(model, cfg: _Config, x, y, w, lo, hi, f_scale):
+    to_p = _to_params(cfg, lo, hi)
+    res_p = _residual_fn(model, cfg.layout, x, y, w)
+    return Problem(
+        residual=lambda u: res_p(to_p(u)),
+        loss=cfg.loss,
+        f_scale=f_scale,
+        accel=cfg.loss == "linear",
+    )
+
+
+def _to_params(cfg: _Config, lo, hi):
+    if not cfg.bounded:
+        return lambda u: u
+    bounds = Bounds(jnp.asarray(lo, cfg.dtype), jnp.asarray(hi, cfg.dtype))
+    return lambda u: to_external(u, bounds)
+
+
+def _start(model, cfg: _Config, x, y, w, p0, lo, hi, f_scale) -> _Fit:
+    problem = _problem(model, cfg, x, y, w, lo, hi, f_scale)
+    u0 = to_internal(p0, Bounds(lo, hi)) if cfg.bounded else p0
+    state, _ = init(problem, u0)
+    if cfg.method == "gradient-descent":
+        state = gd_initial_step(state)
+    return _Fit(state, jnp.asarray(0, jnp.int32), jnp.asarray(int(Status.MAX_ITER), jnp.int32))
+
+
+def _advance(model, cfg: _Config, x, y, w, lo, hi, f_scale, fit: _Fit, steps: int) -> _Fit:
+    """Run at most ``steps`` more iterations (``max_iter`` in all) through the driver."""
+    problem = _problem(model, cfg, x, y, w, lo, hi, f_scale)
+    if cfg.method == "lm":
+        step = lm_step(problem, cfg.rtol, cfg.atol)
+    elif cfg.method == "gauss-newton":
+        step = gn_step(problem, cfg.rtol, cfg.atol)
+    else:
+        step = gd_step(problem, cfg.rtol, cfg.atol)
+    out = iterate(
+        step,
+        fit.state,
+        make_progress(fit.state.u, fit.state.cost),
+        max_iter=min(steps, cfg.max_iter),
+        rtol=cfg.rtol,
+        atol=cfg.atol,
+        cauchy=False,
+        name="curve_fit",
+    )
+    n_iter = fit.n_iter + out.n_iter
+    status = jnp.where(
+        (out.status == int(Status.MAX_ITER)) & (n_iter < cfg.max_iter), _PENDING, out.status
+    )
+    return _Fit(out.state, n_iter, status.astype(jnp.int32))
+
+
+def _finish(model, cfg: _Config, x, y, w, bad, fit: _Fit, lo, hi, f_scale):
+    """Statistics of one fit; ``params`` gets implicit derivatives through lax.custom_root."""
+    to_p = _to_params(cfg, lo, hi)
+    s = lax.stop_gradient(fit.state)
+    status = jnp.where(fit.status == _PENDING, int(Status.MAX_ITER), fit.status)
 
     def optimality(u):
-        problem = make_problem(y)
+        problem = _problem(model, cfg, x, y, w, lo, hi, f_scale)
+        r = problem.residual(u)
+        jac = jax.jacfwd(problem.residual)(u)
+        rs, js, _ = robust_scale(problem.loss, r, jac, problem.f_scale)
+        return js.T @ rs
 
-        def half_cost_grad(v):
-            r = problem.residual(v)
-            jac = jax.jacfwd(problem.residual)(v)
-            rs, js, _ = robust_scale(problem.loss, r, jac, problem.f_scale)
-            return js.T @ rs
-
-        return half_cost_grad(u)
-
-    u, (n_iter, status, n_acc, cos, cost) = solve_with_implicit_grad(optimality, u0, solve)
+    u, _ = solve_with_implicit_grad(optimality, s.u, lambda guess: (guess, ()))
     p = to_p(u)
-
     res_p = _residual_fn(model, cfg.layout, x, y, w)
     r = res_p(p)
     jac = jax.jacfwd(res_p)(p)
@@ -149,7 +178,8 @@ def _fit_one(model, cfg: _Config, x, y, w, bad, p0, lo, hi, f_scale):
         r, cost, y, w, p.shape[0], cfg.absolute_sigma, cov0, regular
     )
     succ = int(Status.SUCCESS)
-    stalled = (status == succ) & (n_acc == 0) & (cos > cfg.rtol) & (cost > 0)
+    cos = gradient_cosine(s.r, s.jac, s.cost)
+    stalled = (status == succ) & (s.n_accepted == 0) & (cos > cfg.rtol) & (s.cost > 0)
     status = jnp.where(
         stalled | (status == int(Status.STAGNATED)), int(Status.PRECISION_LIMIT), status
     )
@@ -167,10 +197,64 @@ def _fit_one(model, cfg: _Config, x, y, w, bad, p0, lo, hi, f_scale):
         p_value=p_value,
         r_squared=r2,
         residuals=r,
-        n_iter=n_iter,
+        n_iter=fit.n_iter,
         success=success,
         status=status.astype(jnp.int32),
     )
+
+
+def _fit_one(model, cfg: _Config, x, y, w, bad, p0, lo, hi, f_scale):
+    fit = _start(model, cfg, x, y, w, p0, lo, hi, f_scale)
+    fit = _advance(model, cfg, x, y, w, lo, hi, f_scale, fit, cfg.max_iter)
+    return _finish(model, cfg, x, y, w, bad, fit, lo, hi, f_scale)
+
+
+def _fit_batched(model, cfg: _Config, x, y, w, bad, p0, lo, hi, f_scale):
+    """Fit B datasets in passes over ``slots`` of them, so that stragglers do not hold the batch.
+
+    A vmapped while loop runs until its slowest member stops. Instead, each pass takes the
+    ``slots`` unfinished fits with the fewest iterations so far, advances them by at most
+    ``_PASS_STEPS`` iterations (one vmapped loop of fixed width, small enough to stay in cache),
+    and puts them back. Finished fits leave the pool, so a few slow fits cost only their own
+    iterations. Each fit's iterates are exactly those of the one-dataset solver.
+    """
+    batch = y.shape[0]
+    slots = min(batch, max(_MIN_SLOTS, min(_SLOTS, -(-batch // 4))))
+    xa = 0 if cfg.data.x_batched else None
+    pa = 0 if cfg.p0_batched else None
+    fits = jax.vmap(
+        lambda xx, yy, ww, pp: _start(model, cfg, xx, yy, ww, pp, lo, hi, f_scale),
+        in_axes=(xa, 0, 0, pa),
+    )(x, y, w, p0)
+    steps = min(_PASS_STEPS, cfg.max_iter)
+    advance = jax.vmap(
+        lambda xx, yy, ww, ff: _advance(model, cfg, xx, yy, ww, lo, hi, f_scale, ff, steps),
+        in_axes=(xa, 0, 0, 0),
+    )
+
+    def pending(f):
+        return f.status == _PENDING
+
+    def cond(f):
+        return jnp.any(pending(f))
+
+    def body(f):
+        key = jnp.where(pending(f), f.n_iter, jnp.iinfo(jnp.int32).max)
+        idx = jnp.argsort(key)[:slots]
+        take = pending(f)[idx]
+        sub = jax.tree.map(lambda a: a[idx], f)
+        xs = x[idx] if cfg.data.x_batched else x
+        new = advance(xs, y[idx], w[idx], sub)
+        new = jax.tree.map(
+            lambda n, o: jnp.where(take.reshape((-1,) + (1,) * (n.ndim - 1)), n, o), new, sub
+        )
+        return jax.tree.map(lambda a, n: a.at[idx].set(n), f, new)
+
+    fits = lax.while_loop(cond, body, fits._replace(status=jnp.full((batch,), _PENDING, jnp.int32)))
+    return jax.vmap(
+        lambda xx, yy, ww, bb, ff: _finish(model, cfg, xx, yy, ww, bb, ff, lo, hi, f_scale),
+        in_axes=(xa, 0, 0, 0, 0),
+    )(x, y, w, bad, fits)
 
 
 def _flat_p0(cfg: _Config, p0):
@@ -187,20 +271,7 @@ def _fit_impl(model, cfg: _Config, x, y, sigma, mask, p0, lo, hi, f_scale):
     f_scale = jnp.asarray(f_scale, cfg.dtype)
     if cfg.data.batch is None:
         return _fit_one(model, cfg, x, y, w, bad, p0, lo, hi, f_scale)
-    mapped = {"y": y, "w": w, "bad": bad}
-    if cfg.data.x_batched:
-        mapped["x"] = x
-    if cfg.p0_batched:
-        mapped["p0"] = p0
-
-    def one(m):
-        return _fit_one(
-            model, cfg, m.get("x", x), m["y"], m["w"], m["bad"], m.get("p0", p0), lo, hi, f_scale
-        )
-
-    if cfg.data.batch <= _CHUNK:
-        return jax.vmap(one)(mapped)
-    return lax.map(one, mapped, batch_size=_CHUNK)
+    return _fit_batched(model, cfg, x, y, w, bad, p0, lo, hi, f_scale)
 
 
 _fit_jit = jax.jit(_fit_impl, static_argnums=(0, 1))
@@ -246,8 +317,10 @@ def curve_fit(
     ``(B, N)`` or ``(B, k, N)``), ``sigma`` (``(B, N)``), ``mask`` and ``p0`` (leaves with leading
     axis ``B``) may be given per dataset or shared. Datasets of different lengths: pad them to a
     common ``N`` and pass ``mask`` (False on padding) or ``sigma=inf`` there (with finite ``y``);
-    the shapes, and so the compiled code, stay the same. Large batches run in chunks of about 1000
-    datasets (``lax.map``), which keeps the working set in cache. The function also works under the
+    the shapes, and so the compiled code, stay the same. Batches run in passes: each pass
+    advances up to 1024 unfinished fits (a quarter of the batch, at least 64) by up to 8
+    iterations, so that a few slow fits do not hold the whole batch (a vmapped loop runs until
+    its slowest member stops) and the working set stays in cache. The function also works under the
     user's ``jax.jit`` and ``jax.vmap``.
 
     **Compilation.** The compiled fit is cached on ``model`` (by identity) and the shapes: define

@@ -132,13 +132,15 @@ def _damped_solve(a, g, dscale, lam):
 
 def _tests(state: LSState, h, act, pred, rtol, atol, cos, accept):
     """The convergence tests: the cost's reduction (MINPACK's ftol, at ``rtol**2`` since the cost
-    is quadratic in the parameters' error), an accepted step small in every parameter
-    (``|h_i| <= rtol |u_i| + atol``, with moderate damping), or a gradient orthogonal to the residuals (gtol)."""
+    is quadratic in the parameters' error), a step small in every parameter
+    (``|h_i| <= rtol |u_i| + atol``) under moderate damping, or a gradient orthogonal to the
+    residuals (gtol)."""
     cost = state.cost
     ftol = rtol * rtol
     ftest = (jnp.abs(act) <= ftol * cost) & (pred <= ftol * cost) & (act <= 2.0 * pred)
     # (a step made small by heavy damping, lam >> 1 in equilibrated units, is not convergence)
-    xtest = accept & (state.lam <= 1.0) & jnp.all(jnp.abs(h) <= rtol * jnp.abs(state.u + h) + atol)
+    small = jnp.all(jnp.abs(h) <= rtol * jnp.abs(state.u + h) + atol)
+    xtest = (state.lam <= 1.0) & small
     gtest = cos <= 16 * jnp.finfo(cost.dtype).eps
     return ftest | xtest | gtest | (cost == 0)
 
