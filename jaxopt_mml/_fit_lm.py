@@ -133,14 +133,14 @@ def _damped_solve(a, g, dscale, lam):
 def _tests(state: LSState, h, act, pred, rtol, atol, cos, accept):
     """The convergence tests: the cost's reduction (MINPACK's ftol, at ``rtol**2`` since the cost
     is quadratic in the parameters' error), a step small in every parameter
-    (``|h_i| <= rtol |u_i| + atol``) under moderate damping, or a gradient orthogonal to the
+    (``max(1, lam) |h_i| <= rtol |u_i| + atol``), or a gradient orthogonal to the
     residuals (gtol)."""
     cost = state.cost
     ftol = rtol * rtol
     ftest = (jnp.abs(act) <= ftol * cost) & (pred <= ftol * cost) & (act <= 2.0 * pred)
-    # (a step made small by heavy damping, lam >> 1 in equilibrated units, is not convergence)
-    small = jnp.all(jnp.abs(h) <= rtol * jnp.abs(state.u + h) + atol)
-    xtest = (state.lam <= 1.0) & small
+    # A step made small by heavy damping is not convergence: with lam >> 1 (in equilibrated
+    # units) the step is about the Gauss-Newton step / lam, so the test scales it back up.
+    xtest = jnp.all(jnp.abs(h) * jnp.maximum(state.lam, 1.0) <= rtol * jnp.abs(state.u + h) + atol)
     gtest = cos <= 16 * jnp.finfo(cost.dtype).eps
     return ftest | xtest | gtest | (cost == 0)
 
