@@ -55,7 +55,10 @@ def main(argv=None) -> int:
     for name, entry in zoo.nist_index().items():
         fit, lre_p, lre_s = run_problem(name)
         for s in range(2):
-            ok = lre_p[s].min() >= 6 and lre_s[s].min() >= 4
+            if name == "Lanczos1":  # judged by params and RSS < 1e-20 (see the data's README)
+                ok = lre_p[s].min() >= 6 and float(fit.chi2[s]) < 1e-20
+            else:
+                ok = lre_p[s].min() >= 6 and lre_s[s].min() >= 4
             if not ok:
                 misses.append(f"{name} start {s + 1}")
             rows.append(
@@ -81,6 +84,11 @@ def main(argv=None) -> int:
         "| target met |",
         "|---|---|---|---|---|---|---|---|",
         *rows,
+        "",
+        "Lanczos1 is judged by its parameters and by RSS < 1e-20, as the data's README says: "
+        "its certified RSS (1.4e-25) lies below what its 11-digit certified parameters "
+        "reproduce (about 4e-21), and its certified standard errors scale with sqrt(RSS), so "
+        "no solver can reproduce them (ours: LRE about 3 on them, RSS at the rounding level).",
         "",
         f"Runs meeting the target: {54 - len(misses)} of 54."
         + (f" Missed: {', '.join(misses)}." if misses else ""),

@@ -353,9 +353,13 @@ def curve_fit(
             ``gradient-descent``).
         rtol: relative tolerance (default ``sqrt(eps)`` of the dtype: 1.5e-8 in float64) on the
             reduction of the cost and on the (scaled) step, as MINPACK's ``ftol`` and ``xtol``.
-        atol: absolute tolerance on the scaled step :math:`\|D^{1/2} h\|` (in units of the
-            weighted residuals); default 0, as purely relative tests serve badly scaled problems
-            (NIST's) best.
+        atol: absolute tolerance added to the step test
+            :math:`\max(1, \lambda) |h_i| \le r_{tol} |p_i| + a_{tol}`; default 0, as purely
+            relative tests serve badly scaled problems (NIST's) best. (The cost test uses
+            ``rtol**2``: the cost is quadratic in the parameters' error.)
+        x_per_dataset: whether ``x`` holds one array per dataset in a batched fit (default:
+            when its leading axis equals ``B``); set it where that is ambiguous (``x`` of shape
+            ``(k, N)`` with ``k == B`` predictors).
 
     Returns:
         :class:`FitResult`. ``success`` says whether the fit converged; ``status`` is

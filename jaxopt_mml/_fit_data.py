@@ -4,9 +4,9 @@ Conventions shared by :func:`curve_fit`, :func:`linear_fit` and :func:`chi_squar
 
 * ``y`` has shape ``(N,)`` for one dataset or ``(B, N)`` for ``B`` datasets.
 * ``x`` is passed to the model as given; its last axis indexes the points (``(N,)`` or ``(k, N)``
-  for ``k`` predictors). In a batched fit ``x`` is per dataset when its leading axis is ``B`` and
-  it has one more axis than ``(N,)``-shaped... i.e. ``x.shape == (B, N)`` or ``(B, k, N)``;
-  otherwise it is shared by all datasets.
+  for ``k`` predictors). In a batched fit ``x`` is per dataset when its leading axis is ``B``
+  (``(B, N)`` or ``(B, k, N)``), else shared; ``x_per_dataset`` settles the ambiguous case
+  ``k == B``.
 * ``sigma`` is a scalar, ``(N,)`` (shared) or ``(B, N)``; ``inf`` gives a point no weight (padding).
 * ``mask`` (bool, broadcastable to ``y``): False drops a point.
 """

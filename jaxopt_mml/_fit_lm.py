@@ -12,11 +12,16 @@ the step solves the damped normal equations
 
     (A + lambda D) h = -g
 
-by Cholesky in the equilibrated variables ``D^{1/2} h``. The gain ratio
-``rho = (cost(u) - cost(u + h)) / (h^T (lambda D h - g))`` decides: ``rho > 0`` accepts the step and
+by Cholesky in the equilibrated variables ``D^{1/2} h``. Geodesic acceleration (Transtrum &
+Sethna 2012) adds the second-order correction ``a = -(A + lambda D)^{-1} J^T r''_vv`` (one
+forward-over-forward pass for the directional second derivative ``r''_vv``) and rejects steps with
+``2 |a| > 0.75 |v|`` (in the scaled norm): such steps leave the region where the linear model
+holds, and accepting them is how parameters "evaporate" to infinity from a poor start (NIST's
+BoxBOD, Eckerle4 and MGH10 from their first starts). The gain ratio
+``rho = (cost(u) - cost(u + h)) / (v^T (lambda D v - g))`` decides: ``rho > 0`` accepts the step and
 sets ``lambda *= max(1/3, 1 - (2 rho - 1)^3)`` (Nielsen's smooth update, few iterations near the
 solution); otherwise ``lambda *= nu, nu *= 2``. The trial point's ``r`` and ``J`` are computed in the
-same pass as its cost, so every iteration costs one Jacobian.
+same pass as its cost, so every iteration costs one Jacobian (plus the second derivative).
 
 **Gauss-Newton** solves ``A h = -g`` and backtracks along ``h`` (Armijo) on the cost.
 **Gradient descent** steps along ``-g`` with a backtracking line search whose first trial is twice the
@@ -24,8 +29,14 @@ last accepted step: slow (linear convergence at the rate set by the conditioning
 course's first method.
 
 Convergence (relative, as MINPACK's ``ftol``/``xtol``/``gtol``): the predicted and actual relative
-reductions of the cost are both below ``rtol``; or the scaled step is below ``rtol`` times the scaled
-parameters; or the gradient is orthogonal to the residual to machine precision.
+reductions of the cost are both below ``rtol**2`` (the cost is quadratic in the parameters' error);
+or every parameter's step, scaled up by the damping, ``max(1, lambda) |h_i|``, is below
+``rtol |u_i| + atol`` (a step made small by heavy damping is not convergence); or the gradient is
+orthogonal to the residuals to machine precision.
+
+References: J. J. More, Lecture Notes in Mathematics 630 (1978); H. B. Nielsen, IMM-REP-1999-05;
+M. K. Transtrum and J. P. Sethna, "Improvements to the Levenberg-Marquardt algorithm for nonlinear
+least-squares minimization", arXiv:1201.5885 (2012).
 """
 
 from __future__ import annotations
