@@ -12,7 +12,7 @@ people instead and the bowl is nearly round: the same method converges in about 
 Levenberg-Marquardt (the default of ``mml.curve_fit``, as of scipy's) needs no such care: each step
 solves the linearised least-squares problem (J^T W J + lambda D) dp = J^T W r, with the scaling D
 built in, blending Gauss-Newton (lambda -> 0) and gradient descent (large lambda). It reaches the
-minimum in a handful of steps. We draw all three paths through parameter space.
+minimum in about ten steps. We draw all three paths through parameter space.
 
 Run:  python examples/08_nonlinear_fitting.py   [--quick]
 """
