@@ -218,12 +218,12 @@ for k, res, col in (("outside", out, "C3"), ("inside", inn, "C0")):
 xo = np.asarray(out.x)
 ax.arrow(
     *xo,
-    *((xo - np.asarray(targets["outside"])) * 0.35),
+    *((xo - np.asarray(targets["outside"])) * 0.55),
     color="C2",
-    width=0.015,
+    width=0.035,
     length_includes_head=True,
 )
-ax.arrow(*xo, *(-xo * 0.5), color="k", width=0.01, length_includes_head=True)
+ax.arrow(*xo, *(-xo * 0.35), color="k", width=0.008, length_includes_head=True)
 ax.plot([], [], "C2-", lw=3, label="∇f = -μ ∇g at the active solution")
 ax.plot([], [], "k-", label="∇g (g = 1 - x² - y²)")
 ax.set(
