@@ -246,6 +246,19 @@ def _norm_in_axes(in_axes, n_args: int) -> tuple[int | None, ...]:
     return in_axes
 
 
+@functools.lru_cache(maxsize=64)
+def _compile(fn: Callable, mesh: Mesh, axes: tuple[int | None, ...], out_axes: int):
+    """``jit(shard_map(fn))``, one per function, mesh and axes, so wrappers share compilations."""
+    body = _shard_map(
+        fn,
+        mesh=mesh,
+        in_specs=tuple(_spec(mesh, a) for a in axes),
+        out_specs=_spec(mesh, out_axes),
+        **_NO_CHECK,  # nothing is communicated; constant loop carries are per-shard values
+    )
+    return jax.jit(body)
+
+
 def sharded(
     fn: Callable | None = None,
     *,
@@ -291,20 +304,6 @@ def sharded(
         raise ValueError(f"out_axes must be a non-negative int, got {out_axes!r}")
     if mesh is not None:
         _check_mesh(mesh)
-    compiled: dict = {}
-
-    def build(mesh_: Mesh, axes: tuple[int | None, ...]):
-        key = (mesh_, axes)
-        if key not in compiled:
-            body = _shard_map(
-                fn,
-                mesh=mesh_,
-                in_specs=tuple(_spec(mesh_, a) for a in axes),
-                out_specs=_spec(mesh_, out_axes),
-                **_NO_CHECK,  # no collectives inside; constant loop carries are per-shard
-            )
-            compiled[key] = jax.jit(body)
-        return compiled[key]
 
     @functools.wraps(fn)
     def wrapper(*args):
@@ -331,15 +330,10 @@ def sharded(
                 )
             sharding = NamedSharding(mesh_, _spec(mesh_, ax))
             placed.append(jax.tree.map(lambda leaf, s=sharding: _place(leaf, s), arg))
-        out = build(mesh_, axes)(*placed)
+        out = _compile(fn, mesh_, axes, out_axes)(*placed)
         return ShardedBatch(out, sizes.pop(), out_axes) if sizes else out
 
     return wrapper
-
-
-@functools.lru_cache(maxsize=64)
-def _cached_sharded(fn, mesh, in_axes, out_axes):
-    return sharded(fn, mesh=mesh, in_axes=in_axes, out_axes=out_axes)
 
 
 def sharded_map(
@@ -375,4 +369,4 @@ def sharded_map(
         shard_batch(a, mesh, axis=ax) if ax is not None and not isinstance(a, ShardedBatch) else a
         for a, ax in zip(args, axes, strict=True)
     ]
-    return _cached_sharded(fn, mesh, axes, out_axes)(*batched)
+    return sharded(fn, mesh=mesh, in_axes=axes, out_axes=out_axes)(*batched)
