@@ -246,11 +246,56 @@ def _norm_in_axes(in_axes, n_args: int) -> tuple[int | None, ...]:
     return in_axes
 
 
+def _in_chunks(fn: Callable, axes: tuple[int | None, ...], out_axes: int, chunk: int):
+    """``fn`` over its batch in slices of ``chunk`` rows, one after another (``lax.map``).
+
+    The local batch is padded to a multiple of ``chunk`` by its last row; the padding is dropped
+    from the outputs. Every slice runs its own while loops, so a straggler holds ``chunk`` rows.
+    """
+
+    def run(*args):
+        n = _batch_len([a for a, ax in zip(args, axes, strict=True) if ax is not None][0],
+                       next(ax for ax in axes if ax is not None), "fn argument")  # fmt: skip
+        n_chunks = -(-n // chunk)
+        if n_chunks <= 1:
+            return fn(*args)
+
+        def split(leaf, ax):  # (.., n at ax, ..) -> (n_chunks, chunk, ..)
+            leaf = jnp.moveaxis(leaf, ax, 0)
+            leaf = _pad(leaf, n_chunks * chunk - n, 0)
+            return leaf.reshape((n_chunks, chunk) + leaf.shape[1:])
+
+        pieces = tuple(
+            None if ax is None else jax.tree.map(lambda u, ax=ax: split(u, ax), a)
+            for a, ax in zip(args, axes, strict=True)
+        )
+
+        def one(piece):
+            call = [
+                a if ax is None else jax.tree.map(lambda u, ax=ax: jnp.moveaxis(u, 0, ax), p)
+                for a, ax, p in zip(args, axes, piece, strict=True)
+            ]
+            return fn(*call)
+
+        out = jax.lax.map(one, pieces)
+
+        def join(leaf):  # (n_chunks, .., chunk at out_axes + 1, ..) -> (.., n at out_axes, ..)
+            leaf = jnp.moveaxis(leaf, out_axes + 1, 1)
+            leaf = leaf.reshape((n_chunks * chunk,) + leaf.shape[2:])[:n]
+            return jnp.moveaxis(leaf, 0, out_axes)
+
+        return jax.tree.map(join, out)
+
+    return run
+
+
 @functools.lru_cache(maxsize=64)
-def _compile(fn: Callable, mesh: Mesh, axes: tuple[int | None, ...], out_axes: int):
-    """``jit(shard_map(fn))``, one per function, mesh and axes, so wrappers share compilations."""
+def _compile(
+    fn: Callable, mesh: Mesh, axes: tuple[int | None, ...], out_axes: int, chunk: int | None
+):
+    """``jit(shard_map(fn))``, one per function, mesh, axes and chunk: wrappers share it."""
     body = _shard_map(
-        fn,
+        fn if chunk is None else _in_chunks(fn, axes, out_axes, chunk),
         mesh=mesh,
         in_specs=tuple(_spec(mesh, a) for a in axes),
         out_specs=_spec(mesh, out_axes),
@@ -259,12 +304,19 @@ def _compile(fn: Callable, mesh: Mesh, axes: tuple[int | None, ...], out_axes: i
     return jax.jit(body)
 
 
+def _check_chunk(chunk) -> int | None:
+    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
+        raise ValueError(f"chunk must be None or a positive int, got {chunk!r}")
+    return chunk
+
+
 def sharded(
     fn: Callable | None = None,
     *,
     mesh: Mesh | None = None,
     in_axes: int | None | Sequence[int | None] = 0,
     out_axes: int = 0,
+    chunk: int | None = None,
 ) -> Callable:
     """Run a batched function on every device, each on its own shard, in one compiled call.
 
@@ -274,6 +326,12 @@ def sharded(
     ``fn`` on its ``B / D`` rows, with its own while loops, and no data crosses devices (the
     compiled program has no collective). Replicated arguments (``in_axes`` ``None``) are copied to
     every device once.
+
+    With ``chunk``, each device runs ``fn`` on slices of ``chunk`` rows one after another
+    (``lax.map``): a straggler then holds ``chunk`` rows instead of the whole shard, the working
+    set stays in cache, and (on CPU with several host devices, jaxlib 0.10) each LAPACK call stays
+    below the size at which jaxlib splits it over the shared thread pool, which can deadlock
+    (see ``docs/sharding.md``). Results are the same rows either way.
 
     Arguments may be arrays (placed on the mesh if they are not already; their batch must divide
     by the device count) or :class:`ShardedBatch` values from :func:`shard_batch`, in which case
@@ -287,6 +345,7 @@ def sharded(
         in_axes: the batch axis of each positional argument (an int for all), ``None`` for an
             argument shared by every problem (like ``jax.vmap``).
         out_axes: the batch axis of every output leaf.
+        chunk: rows per call of ``fn`` on each device (``None``: the whole shard at once).
 
     Returns:
         The wrapped function; outputs are sharded over the batch axis (``NamedSharding`` with the
@@ -297,11 +356,14 @@ def sharded(
         >>> res = unshard(fit(shard_batch(ys), x))               # NumPy, padding dropped
     """
     if fn is None:
-        return functools.partial(sharded, mesh=mesh, in_axes=in_axes, out_axes=out_axes)
+        return functools.partial(
+            sharded, mesh=mesh, in_axes=in_axes, out_axes=out_axes, chunk=chunk
+        )
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
     if isinstance(out_axes, bool) or not isinstance(out_axes, int) or out_axes < 0:
         raise ValueError(f"out_axes must be a non-negative int, got {out_axes!r}")
+    _check_chunk(chunk)
     if mesh is not None:
         _check_mesh(mesh)
 
@@ -330,7 +392,7 @@ def sharded(
                 )
             sharding = NamedSharding(mesh_, _spec(mesh_, ax))
             placed.append(jax.tree.map(lambda leaf, s=sharding: _place(leaf, s), arg))
-        out = _compile(fn, mesh_, axes, out_axes)(*placed)
+        out = _compile(fn, mesh_, axes, out_axes, chunk)(*placed)
         return ShardedBatch(out, sizes.pop(), out_axes) if sizes else out
 
     return wrapper
@@ -342,6 +404,7 @@ def sharded_map(
     mesh: Mesh | None = None,
     in_axes: int | None | Sequence[int | None] = 0,
     out_axes: int = 0,
+    chunk: int | None = None,
 ) -> ShardedBatch:
     """Shard ``args``, run the batched ``fn`` on every device, and return a :class:`ShardedBatch`.
 
@@ -356,6 +419,7 @@ def sharded_map(
         mesh: the device mesh (default: all devices).
         in_axes: batch axis per argument, ``None`` for shared arguments.
         out_axes: the batch axis of the outputs.
+        chunk: rows per call of ``fn`` on each device (see :func:`sharded`).
 
     Returns:
         :class:`ShardedBatch` of the outputs and the number of real rows.
@@ -369,4 +433,4 @@ def sharded_map(
         shard_batch(a, mesh, axis=ax) if ax is not None and not isinstance(a, ShardedBatch) else a
         for a, ax in zip(args, axes, strict=True)
     ]
-    return sharded(fn, mesh=mesh, in_axes=axes, out_axes=out_axes)(*batched)
+    return sharded(fn, mesh=mesh, in_axes=axes, out_axes=out_axes, chunk=chunk)(*batched)

@@ -145,7 +145,7 @@ def check_shard_map():
     out2 = mml.sharded_map(batched, y2, p02)  # the cached wrapper: still one trace
     second = time.perf_counter() - t0
     same(mml.unshard(out2), jax.jit(jax.vmap(toy_fit))(y2, p02))
-    jitted = _compile(batched, mml.batch_mesh(), (0, 0), 0)  # the wrapper's own program
+    jitted = _compile(batched, mml.batch_mesh(), (0, 0), 0, None)  # the wrapper's own program
     assert jitted._cache_size() == 1, jitted._cache_size()
     coll = collectives(jitted, yb.tree, pb.tree)
     assert not any(coll.values()), f"shard_map program has collectives: {coll}"
@@ -173,6 +173,43 @@ def check_replicated_argument():
     same(mml.unshard(out), jax.jit(jax.vmap(toy_fit, in_axes=(0, None)))(y, shared_p0))
     on_batch_spec(out.tree, N_DEV)
     return "shared p0 replicated, rows sharded"
+
+
+A8 = np.eye(8) * 4.0 + np.ones((8, 8))  # SPD
+
+
+def loop_then_solve(b):
+    """LAPACK solves inside a vmapped while loop and after it: the pattern that deadlocked.
+
+    The fixed point of x = (A + diag|x| / 10)^-1 b, a contraction, then a Cholesky factor.
+    """
+
+    def step(x):
+        new = jnp.linalg.solve(A8 + jnp.diag(jnp.abs(x)) / 10, b)
+        f = jnp.sum(jnp.abs(new - x))
+        return new, make_progress(new, f, dx=new - x, df=jnp.asarray(0.0))
+
+    out = iterate(step, b, make_progress(b, jnp.asarray(1.0)), max_iter=40, rtol=0.0, atol=0.0)
+    M = A8 + jnp.diag(jnp.abs(out.progress.x)) / 10
+    return {"x": out.progress.x, "chol": jnp.linalg.cholesky(M)[:, 0], "n": out.n_iter}
+
+
+def check_chunked():
+    """chunk=256 rows per call: each LAPACK call stays sequential (256 * 8^3 < 200,000).
+
+    Unchunked, each device would factorise 1,500 8x8 matrices in one call (768,000 >= 200,000):
+    jaxlib 0.10 then splits it over the 2-thread pool that the 4 devices share and waits, which
+    can deadlock. Chunked, the rows are the same, bit for bit.
+    """
+    b = np.random.default_rng(7).standard_normal((6_000, 8))
+    fn = jax.vmap(loop_then_solve)
+    ref = jax.jit(fn)(b)  # one device: the pool has a free thread, no deadlock
+    out = mml.sharded_map(fn, b, chunk=256)
+    on_batch_spec(out.tree, N_DEV)
+    same(mml.unshard(out), ref)
+    odd = mml.sharded_map(fn, b[:1_001], chunk=100)  # chunks that do not divide the shard
+    same(mml.unshard(odd), jax.tree.map(lambda u: u[:1_001], ref))
+    return "6,000 rows in chunks of 256 per device equal one device; uneven chunks too"
 
 
 def check_errors():

@@ -33,6 +33,7 @@ CHECKS = [
     "shard_map",
     "single_device_mesh",
     "replicated_argument",
+    "chunked",
     "errors",
 ]
 

@@ -1,0 +1,247 @@
+"""Batched fits on 1, 2, 4... devices: throughput against the device count.
+
+    PYTHONPATH=. python benchmarks/devices.py                  # quick: host devices 1, 2, 4
+    PYTHONPATH=. python benchmarks/devices.py --counts 1,2,4,8 --batch 100000
+
+Each device count runs in its own process, started with
+``XLA_FLAGS=--xla_force_host_platform_device_count=D`` (XLA reads it once, at start-up; on a GPU
+machine the count is the number of GPUs there, and ``--counts`` picks meshes over the first D).
+The batch is the same in every run and is spread with :func:`jaxopt_mml.sharded` (``jit`` of
+``shard_map``: each device fits its own rows, nothing is communicated) and, for comparison, with
+plain ``jit`` on sharded inputs (GSPMD: a vmapped while loop all-reduces its "any element still
+running" test every iteration). Reported: steady-state time, fits per second, the speed-up over one
+device and the efficiency (speed-up / devices).
+
+Host devices share the machine's cores: on an n-core CPU expect scaling up to n devices, not past
+it (a 2-core machine scales to 2, and 4 devices gain nothing over 2).
+
+The lead's ``benchmarks/run.py --devices`` calls :func:`run_devices` (see ``main``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+# ---------------------------------------------------------------------------------------------
+# The child: one device count, one process.
+
+
+def _problem(batch: int, dtype):
+    """The batched fit to time: Gaussian peaks, N = 64 points, 4 parameters, starts 20% off.
+
+    Uses ``jaxopt_mml.curve_fit`` (y of shape (B, N)) when the library has it, else a
+    Levenberg-Marquardt on the core driver (the same work shape). Returns (name, fn, args).
+    """
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = np.linspace(-3.0, 3.0, 64)
+    truth = np.stack(
+        [rng.uniform(1, 3, batch), rng.uniform(-1, 1, batch), rng.uniform(0.5, 1.5, batch),
+         rng.uniform(-0.5, 0.5, batch)], 1,
+    )  # fmt: skip
+    A, mu, s, c = (truth[:, i : i + 1] for i in range(4))
+    y = A * np.exp(-((x - mu) ** 2) / (2 * s**2)) + c + 0.05 * rng.standard_normal((batch, 64))
+    p0 = truth * rng.uniform(0.8, 1.2, truth.shape)
+    y, p0, x = (np.asarray(v, dtype) for v in (y, p0, x))
+
+    def model(xv, p):
+        return p[0] * jnp.exp(-((xv - p[1]) ** 2) / (2 * p[2] ** 2)) + p[3]
+
+    from jaxopt_mml._driver import iterate, make_progress
+
+    def one_fit(yi, pi):
+        def chi2(p):
+            r = model(x, p) - yi
+            return r @ r
+
+        def step(state):
+            p, lam, f = state
+            r = model(x, p) - yi
+            J = jax.jacfwd(lambda q: model(x, q))(p)
+            JTJ = J.T @ J
+            dp = -jnp.linalg.solve(JTJ + lam * jnp.diag(jnp.diag(JTJ)), J.T @ r)
+            f_new = chi2(p + dp)
+            ok = f_new < f
+            new = (
+                jnp.where(ok, p + dp, p),
+                jnp.where(ok, lam / 3, lam * 2),
+                jnp.where(ok, f_new, f),
+            )
+            df = jnp.where(ok, f_new - f, jnp.inf)
+            return new, make_progress(new[0], new[2], dx=dp, df=df)
+
+        f0 = chi2(pi)
+        lam0 = jnp.asarray(1e-3, dtype)
+        out = iterate(step, (pi, lam0, f0), make_progress(pi, f0), max_iter=100, rtol=1e-6,
+                      atol=1e-10)  # fmt: skip
+        return {"params": out.progress.x, "chi2": out.progress.f, "n_iter": out.n_iter,
+                "status": out.status}  # fmt: skip
+
+    return "Gaussian LM on the core driver", jax.vmap(one_fit), (y, p0)
+
+
+def _child(
+    n_dev: int, batch: int, repeats: int, f32: bool, chunk: int | None, modes: list[str]
+) -> dict:
+    import jax
+
+    jax.config.update("jax_enable_x64", not f32)
+    import numpy as np
+
+    import jaxopt_mml as mml
+
+    assert jax.device_count() >= n_dev, f"{jax.device_count()} devices, want {n_dev}"
+    mesh = mml.batch_mesh(jax.devices()[:n_dev])
+    name, fn, args = _problem(batch, np.float32 if f32 else np.float64)
+    res = {"devices": n_dev, "batch": batch, "problem": name, "platform": jax.devices()[0].platform}
+
+    placed = [mml.shard_batch(a, mesh) for a in args]
+    gspmd, spmd = jax.jit(fn), mml.sharded(fn, mesh=mesh, chunk=chunk)
+    runs = {
+        "shard_map": lambda: spmd(*placed),
+        "gspmd": lambda: gspmd(*(p.tree for p in placed)),
+    }
+    for key, call in runs.items():
+        if key not in modes:
+            continue
+        print(f"devices {n_dev}: {key}", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
+        out = jax.block_until_ready(call())
+        first = time.perf_counter() - t0
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            out = jax.block_until_ready(call())
+            times.append(time.perf_counter() - t0)
+        steady = statistics.median(times)
+        tree = out.tree if isinstance(out, mml.ShardedBatch) else out
+        status = np.asarray(tree["status"])[:batch]
+        res[key] = {
+            "steady_s": steady,
+            "compile_s": max(first - steady, 0.0),
+            "success": float(np.mean(status == 0)),
+            "n_iter_mean": float(np.mean(np.asarray(tree["n_iter"])[:batch])),
+        }
+    return res
+
+
+# ---------------------------------------------------------------------------------------------
+# The parent: one child per device count, then the table.
+
+
+def _run_child(n_dev: int, batch: int, repeats: int, f32: bool, timeout_s: float) -> dict:
+    env = dict(os.environ)
+    flags = [f for f in env.get("XLA_FLAGS", "").split() if "host_platform_device_count" not in f]
+    env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={n_dev}"])
+    env["PYTHONPATH"] = str(HERE.parent) + os.pathsep + env.get("PYTHONPATH", "")
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(n_dev),
+           "--batch", str(batch), "--repeats", str(repeats)] + (["--f32"] if f32 else [])  # fmt: skip
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return {"devices": n_dev, "error": f"timed out after {timeout_s:.0f} s"}
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode or not lines:
+        return {"devices": n_dev, "error": (proc.stderr.strip().splitlines() or ["?"])[-1][:120]}
+    return json.loads(lines[-1])
+
+
+def run_devices(
+    counts=(1, 2, 4),
+    *,
+    batch: int | None = None,
+    full: bool = False,
+    f32: bool = False,
+    repeats: int = 5,
+    timeout_s: float = 300.0,
+) -> list[dict]:
+    """Time the same batch of fits on each device count; one child process per count.
+
+    Returns rows in the format of ``benchmarks/harness.py`` (``task``, ``size``, ``ours_s``,
+    ``ours_compile_s``, ``ours_error``, ``note``), one per (count, formulation), where ``note``
+    holds fits/s, the speed-up over the first count and the efficiency (speed-up / devices).
+    """
+    batch = batch or (100_000 if full else 8_192)
+    results = [_run_child(d, batch, repeats, f32, timeout_s) for d in counts]
+    rows = []
+    for key in ("shard_map", "gspmd"):
+        base = next((r[key]["steady_s"] for r in results if key in r), None)
+        base_dev = next((r["devices"] for r in results if key in r), 1)
+        for r in results:
+            row = {"task": f"fits on devices ({key})", "size": f"B={batch}, D={r['devices']}",
+                   "ours_s": None, "ours_compile_s": None, "ours_error": r.get("error"),
+                   "note": "", "devices": r["devices"], "batch": batch}  # fmt: skip
+            if key in r:
+                t = r[key]
+                speedup = base / t["steady_s"] * base_dev
+                row.update(
+                    ours_s=t["steady_s"],
+                    ours_compile_s=t["compile_s"],
+                    fits_per_s=batch / t["steady_s"],
+                    speedup=speedup,
+                    efficiency=speedup / r["devices"],
+                    note=(
+                        f"{batch / t['steady_s']:,.0f} fits/s, speed-up {speedup:.2f}x, "
+                        f"efficiency {speedup / r['devices']:.2f}, success {t['success']:.3f}, "
+                        f"iters {t['n_iter_mean']:.1f}; {r['problem']}"
+                    ),
+                )
+            rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    parser.add_argument("--counts", default="1,2,4", help="device counts, comma-separated")
+    parser.add_argument("--batch", type=int, default=None, help="fits per batch")
+    parser.add_argument("--full", action="store_true", help="a larger batch")
+    parser.add_argument("--f32", action="store_true", help="float32 (default float64)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repeats after warm-up")
+    parser.add_argument("--out", default=None, help="write the results record to this folder")
+    parser.add_argument("--chunk", type=int, default=None, help="rows per call on each device")
+    parser.add_argument("--modes", default="shard_map,gspmd", help="formulations to time")
+    parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.child is not None:
+        res = _child(
+            args.child, args.batch, args.repeats, args.f32, args.chunk, args.modes.split(",")
+        )
+        print(json.dumps(res), flush=True)
+        return 0
+
+    sys.path.insert(0, str(HERE))
+    import harness
+
+    counts = [int(c) for c in args.counts.split(",") if c]
+    rows = run_devices(counts, batch=args.batch, full=args.full, f32=args.f32,
+                       repeats=args.repeats)  # fmt: skip
+    print(f"# batched fits against the device count ({os.cpu_count()} CPU cores on this host)")
+    print(harness.HEADER)
+    for row in rows:
+        print(harness.format_row(row))
+    if args.out:
+        import jax
+
+        jax.config.update("jax_enable_x64", not args.f32)
+        mode = ("full" if args.full else "quick") + "-devices"
+        paths = harness.write_results(rows, harness.environment(), Path(args.out), mode)
+        print("wrote", *paths)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
