@@ -142,13 +142,14 @@ def _child(
 # The parent: one child per device count, then the table.
 
 
-def _run_child(n_dev: int, batch: int, repeats: int, f32: bool, timeout_s: float) -> dict:
+def _run_child(n_dev, batch, repeats, f32, chunk, modes, timeout_s) -> dict:
     env = dict(os.environ)
     flags = [f for f in env.get("XLA_FLAGS", "").split() if "host_platform_device_count" not in f]
     env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={n_dev}"])
     env["PYTHONPATH"] = str(HERE.parent) + os.pathsep + env.get("PYTHONPATH", "")
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(n_dev),
-           "--batch", str(batch), "--repeats", str(repeats)] + (["--f32"] if f32 else [])  # fmt: skip
+           "--batch", str(batch), "--repeats", str(repeats), "--modes", ",".join(modes)]  # fmt: skip
+    cmd += ["--chunk", str(chunk or 0)] + (["--f32"] if f32 else [])
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout_s)
     except subprocess.TimeoutExpired:
@@ -165,8 +166,10 @@ def run_devices(
     batch: int | None = None,
     full: bool = False,
     f32: bool = False,
-    repeats: int = 5,
-    timeout_s: float = 300.0,
+    repeats: int = 3,
+    chunk: int | None = 1024,
+    modes: tuple[str, ...] = ("shard_map", "gspmd"),
+    timeout_s: float = 120.0,
 ) -> list[dict]:
     """Time the same batch of fits on each device count; one child process per count.
 
@@ -174,14 +177,15 @@ def run_devices(
     ``ours_compile_s``, ``ours_error``, ``note``), one per (count, formulation), where ``note``
     holds fits/s, the speed-up over the first count and the efficiency (speed-up / devices).
     """
-    batch = batch or (100_000 if full else 8_192)
-    results = [_run_child(d, batch, repeats, f32, timeout_s) for d in counts]
+    batch = batch or (100_000 if full else 4_096)
+    results = [_run_child(d, batch, repeats, f32, chunk, modes, timeout_s) for d in counts]
     rows = []
-    for key in ("shard_map", "gspmd"):
+    for key in modes:
         base = next((r[key]["steady_s"] for r in results if key in r), None)
         base_dev = next((r["devices"] for r in results if key in r), 1)
         for r in results:
-            row = {"task": f"fits on devices ({key})", "size": f"B={batch}, D={r['devices']}",
+            label = "jit, GSPMD" if key == "gspmd" else f"sharded, chunk {chunk}"
+            row = {"task": f"fits on devices ({label})", "size": f"B={batch}, D={r['devices']}",
                    "ours_s": None, "ours_compile_s": None, "ours_error": r.get("error"),
                    "note": "", "devices": r["devices"], "batch": batch}  # fmt: skip
             if key in r:
@@ -209,16 +213,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=None, help="fits per batch")
     parser.add_argument("--full", action="store_true", help="a larger batch")
     parser.add_argument("--f32", action="store_true", help="float32 (default float64)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed repeats after warm-up")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats after warm-up")
     parser.add_argument("--out", default=None, help="write the results record to this folder")
-    parser.add_argument("--chunk", type=int, default=None, help="rows per call on each device")
+    parser.add_argument(
+        "--chunk", type=int, default=1024, help="rows per call on each device (0: all at once)"
+    )
     parser.add_argument("--modes", default="shard_map,gspmd", help="formulations to time")
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.child is not None:
         res = _child(
-            args.child, args.batch, args.repeats, args.f32, args.chunk, args.modes.split(",")
+            args.child,
+            args.batch,
+            args.repeats,
+            args.f32,
+            args.chunk or None,
+            args.modes.split(","),
         )
         print(json.dumps(res), flush=True)
         return 0
@@ -228,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
 
     counts = [int(c) for c in args.counts.split(",") if c]
     rows = run_devices(counts, batch=args.batch, full=args.full, f32=args.f32,
-                       repeats=args.repeats)  # fmt: skip
+                       repeats=args.repeats, chunk=args.chunk or None,
+                       modes=tuple(args.modes.split(",")))  # fmt: skip
     print(f"# batched fits against the device count ({os.cpu_count()} CPU cores on this host)")
     print(harness.HEADER)
     for row in rows:

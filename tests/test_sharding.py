@@ -24,7 +24,7 @@ import jaxopt_mml as mml
 
 WORKER = Path(__file__).with_name("sharding_worker.py")
 ROOT = WORKER.parent.parent
-TIMEOUT_S = 80
+TIMEOUT_S = 240  # a hang fails here; a quiet 2-core machine needs about a quarter of it
 
 # Every check the 4-device worker must report (a crash that drops one fails its test).
 CHECKS = [
@@ -35,6 +35,10 @@ CHECKS = [
     "replicated_argument",
     "chunked",
     "errors",
+    "curve_fit",
+    "newton_raphson",
+    "bfgs",
+    "minimise_constrained",
 ]
 
 
@@ -76,6 +80,8 @@ def four_devices():
 def test_four_devices(four_devices, name):
     proc, reports = four_devices
     assert name in reports, f"worker exit {proc.returncode}, no report for {name}:\n{proc.stderr}"
+    if reports[name]["ok"] is None:
+        pytest.skip(reports[name]["detail"])
     assert reports[name]["ok"], reports[name]["detail"] + "\n" + proc.stderr[-3000:]
 
 
