@@ -149,6 +149,8 @@ def _pad(leaf, pad: int, axis: int):
 
 def _place(leaf, sharding: NamedSharding):
     """Put one leaf on ``sharding``: a no-op when it is already there."""
+    if isinstance(leaf, jax.core.Tracer):  # under jit, grad or vmap: a traced placement
+        return jax.device_put(leaf, sharding)
     if isinstance(leaf, jax.Array) and leaf.sharding == sharding:
         return leaf
     if jax.process_count() == 1:

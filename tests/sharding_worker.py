@@ -339,6 +339,27 @@ def check_minimise_constrained():
     return entry_point(run, a, n_rows=101, exact=False)
 
 
+def check_grad_jit_vmap():
+    """grad through sharded: the shared argument's cotangent is summed over the 4 devices."""
+    inner = jax.vmap(lambda a, s: jnp.sin(a) * s**2, in_axes=(0, None))
+    outer = mml.sharded(inner, in_axes=(0, None))
+    a, s = jnp.linspace(0.0, 1.0, 16), jnp.asarray(1.5)
+
+    def loss(fn):
+        return lambda a, s: jnp.sum(fn(a, s) ** 2)
+
+    def near(u, v):  # a sum over 4 devices, then across them: the order differs by an ulp
+        chex.assert_trees_all_close(u, v, rtol=1e-13, atol=0)
+
+    near(jax.grad(loss(outer), argnums=(0, 1))(a, s), jax.grad(loss(inner), argnums=(0, 1))(a, s))
+    near(jax.jit(loss(outer))(a, s), loss(inner)(a, s))
+    scales = jnp.arange(3.0)
+    near(
+        jax.vmap(lambda c: loss(outer)(a, c))(scales), jax.vmap(lambda c: loss(inner)(a, c))(scales)
+    )
+    return "grad (batched and shared arguments), jit and vmap of a sharded function"
+
+
 def check_errors():
     fit = mml.sharded(jax.vmap(toy_fit))
     y, p0 = problems(10, seed=6)

@@ -34,6 +34,7 @@ CHECKS = [
     "single_device_mesh",
     "replicated_argument",
     "chunked",
+    "grad_jit_vmap",
     "errors",
     "curve_fit",
     "newton_raphson",
