@@ -1,21 +1,24 @@
 """Batched fits on 1, 2, 4... devices: throughput against the device count.
 
-    PYTHONPATH=. python benchmarks/devices.py                  # quick: host devices 1, 2, 4
-    PYTHONPATH=. python benchmarks/devices.py --counts 1,2,4,8 --batch 100000
+    PYTHONPATH=. python benchmarks/devices.py                  # quick: 4,096 fits on 1, 2, 4
+    PYTHONPATH=. python benchmarks/devices.py --full           # 100,000 fits
+    PYTHONPATH=. python benchmarks/devices.py --counts 1,2 --modes shard_map,gspmd
 
 Each device count runs in its own process, started with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=D`` (XLA reads it once, at start-up; on a GPU
-machine the count is the number of GPUs there, and ``--counts`` picks meshes over the first D).
-The batch is the same in every run and is spread with :func:`jaxopt_mml.sharded` (``jit`` of
-``shard_map``: each device fits its own rows, nothing is communicated) and, for comparison, with
-plain ``jit`` on sharded inputs (GSPMD: a vmapped while loop all-reduces its "any element still
-running" test every iteration). Reported: steady-state time, fits per second, the speed-up over one
-device and the efficiency (speed-up / devices).
+machine the devices are the GPUs there, and ``--counts`` picks meshes over the first D). The same
+batch of Gaussian-peak fits (``curve_fit``, N = 64 points, 4 parameters, starts 20% off; a
+Levenberg-Marquardt on the core driver while ``curve_fit`` is not in the library) is spread with
+:func:`jaxopt_mml.sharded` (``jit`` of ``shard_map``: each device fits its own rows, in chunks
+of ``--chunk`` rows, and nothing is communicated). ``--modes gspmd`` adds plain ``jit`` on sharded
+inputs for comparison. Reported per count: steady-state time and compile time, fits per second,
+the speed-up over the first count, the efficiency (speed-up / devices), the CPU time per call
+(all threads) and the load average (other processes on the machine distort the wall times).
 
 Host devices share the machine's cores: on an n-core CPU expect scaling up to n devices, not past
-it (a 2-core machine scales to 2, and 4 devices gain nothing over 2).
+it (a 2-core machine scales to 2 at best, and 4 devices gain nothing over 2).
 
-The lead's ``benchmarks/run.py --devices`` calls :func:`run_devices` (see ``main``).
+``benchmarks/run.py --devices`` calls :func:`main` (see ``run_devices`` for the rows).
 """
 
 from __future__ import annotations

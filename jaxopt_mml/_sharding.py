@@ -394,7 +394,11 @@ def sharded(
                 )
             sharding = NamedSharding(mesh_, _spec(mesh_, ax))
             placed.append(jax.tree.map(lambda leaf, s=sharding: _place(leaf, s), arg))
-        out = _compile(fn, mesh_, axes, out_axes, chunk)(*placed)
+        try:
+            compiled = _compile(fn, mesh_, axes, out_axes, chunk)
+        except TypeError:  # an unhashable callable: compiled afresh at every call
+            compiled = _compile.__wrapped__(fn, mesh_, axes, out_axes, chunk)
+        out = compiled(*placed)
         return ShardedBatch(out, sizes.pop(), out_axes) if sizes else out
 
     return wrapper
