@@ -1,0 +1,303 @@
+"""Bracketing root finders: bisection and bracketed (safe) Newton, per element (private).
+
+Both keep a bracket ``[lo, hi]`` with ``f(lo)`` and ``f(hi)`` of opposite signs and shrink it every
+step, so they converge for any continuous ``f``. Both solve scalar equations; arrays of brackets
+(and ``args``) are solved elementwise, each element with its own status.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._driver import iterate, make_progress
+from ._implicit import solve_with_implicit_grad
+from ._roots_common import (
+    RootResult,
+    broadcast_problem,
+    check_args,
+    check_scalar_output,
+    check_tolerance,
+    float_dtype,
+    make_result,
+    map_elements,
+    reject_unknown,
+    scalar_tangent_solve,
+    wrap_scalar_f,
+)
+from ._roots_newton import polish
+from ._status import Status
+from ._tree import check_positive_int, default_tolerances
+
+_RUNNING = int(Status.RUNNING)
+
+
+class _Bracket(NamedTuple):
+    lo: jax.Array
+    hi: jax.Array
+    flo: jax.Array
+    x: jax.Array
+    fx: jax.Array
+    dfx: jax.Array
+    dx_old: jax.Array
+
+
+def _same_sign(a, b):
+    return jnp.signbit(a) == jnp.signbit(b)
+
+
+def _shrink(lo, hi, flo, x, fx):
+    """The half of ``[lo, hi]`` split at ``x`` where ``f`` changes sign."""
+    left = _same_sign(fx, flo)  # the root lies in [x, hi]
+    return jnp.where(left, x, lo), jnp.where(left, hi, x), jnp.where(left, fx, flo)
+
+
+def _tol(x, rtol, atol):
+    return atol + rtol * jnp.abs(x)
+
+
+def _init(f, lower, upper, x0, with_derivative):
+    """Order the bracket, evaluate its ends, start at ``x0`` (or the middle)."""
+    lo, hi = jnp.minimum(lower, upper), jnp.maximum(lower, upper)
+    flo, fhi = f(lo), f(hi)
+    invalid = _same_sign(flo, fhi) & (flo != 0) & (fhi != 0)
+    root_lo, root_hi = flo == 0, fhi == 0
+    if with_derivative:
+        x = lo + (hi - lo) / 2 if x0 is None else jnp.clip(x0, lo, hi)
+        fx, dfx = jax.jvp(f, (x,), (jnp.ones_like(x),))
+        lo, hi, flo = _shrink(lo, hi, flo, x, fx)
+    else:  # start at the better end; the first step evaluates the middle
+        use_lo = jnp.abs(flo) <= jnp.abs(fhi)
+        x, fx = jnp.where(use_lo, lo, hi), jnp.where(use_lo, flo, fhi)
+        dfx = jnp.zeros_like(x)
+    # An end that is a root: collapse the bracket onto it.
+    root = root_lo | root_hi
+    x = jnp.where(
+        root_lo, jnp.minimum(lower, upper), jnp.where(root_hi, jnp.maximum(lower, upper), x)
+    )
+    fx = jnp.where(root, jnp.zeros_like(fx), fx)
+    lo, hi = jnp.where(root, x, lo), jnp.where(root, x, hi)
+    state = _Bracket(lo, hi, flo, x, fx, dfx, hi - lo)
+    return state, invalid, jnp.isfinite(flo) & jnp.isfinite(fhi)
+
+
+def _finished(s: _Bracket, rtol, atol):
+    mid = s.lo + (s.hi - s.lo) / 2
+    unsplittable = (mid <= s.lo) | (mid >= s.hi)  # adjacent floats: nothing left to bisect
+    return (s.fx == 0) | (s.hi - s.lo <= 2 * _tol(s.x, rtol, atol)) | unsplittable
+
+
+def _run(f, lower, upper, x0, *, rtol, atol, max_iter, newton):
+    dtype = lower.dtype
+    rtol_, atol_ = jnp.asarray(rtol, dtype), jnp.asarray(atol, dtype)
+    state, invalid, ends_finite = _init(f, lower, upper, x0, newton)
+    failure0 = jnp.where(invalid, int(Status.BRACKET_INVALID), _RUNNING)
+    # NaN at an end is reported as NONFINITE by the driver through f (below).
+    fnorm0 = jnp.where(ends_finite, jnp.abs(state.fx), jnp.nan)
+    progress = make_progress(
+        state.x,
+        fnorm0,
+        converged=_finished(state, rtol_, atol_) & ~invalid,
+        failure=failure0,
+    )
+
+    def step(s: _Bracket):
+        mid = s.lo + (s.hi - s.lo) / 2
+        if newton:
+            xn = s.x - s.fx / s.dfx
+            inside = (xn > s.lo) & (xn < s.hi)  # False for NaN/inf as well
+            fast = jnp.abs(2 * s.fx) <= jnp.abs(s.dx_old * s.dfx)
+            use_newton = inside & fast
+            x = jnp.where(use_newton, xn, mid)
+            fx, dfx = jax.jvp(f, (x,), (jnp.ones_like(x),))
+        else:
+            x = mid
+            fx, dfx = f(x), s.dfx
+        lo, hi, flo = _shrink(s.lo, s.hi, s.flo, x, fx)
+        new = _Bracket(lo, hi, flo, x, fx, dfx, x - s.x)
+        converged = _finished(new, rtol_, atol_)
+        if newton:
+            predicted = jnp.abs(fx / dfx) <= _tol(x, rtol_, atol_)
+            inside = (x - fx / dfx >= lo) & (x - fx / dfx <= hi)
+            converged = converged | (predicted & inside)
+        prog = make_progress(
+            x, jnp.abs(fx), dx=x - s.x, df=jnp.abs(fx) - jnp.abs(s.fx), converged=converged
+        )
+        return new, prog
+
+    out = iterate(step, state, progress, max_iter=max_iter, rtol=rtol, atol=atol, cauchy=False)
+    s = out.state
+    if newton:  # take the final Newton step too where it stays in the bracket
+        d = -s.fx / s.dfx
+        d = jnp.where((s.x + d >= s.lo) & (s.x + d <= s.hi), d, jnp.zeros_like(d))
+        x, fx = polish(f, s.x, s.fx, d, out.status)
+        s = s._replace(x=x, fx=fx)
+    return s, out
+
+
+def _bracket_solver(name: str, newton: bool):
+    known = ("args", "rtol", "atol", "max_iter") + (("x0",) if newton else ())
+
+    def solver(f, lower, upper, *, x0=None, args=(), rtol=None, atol=None, max_iter=None, **opts):
+        reject_unknown(name, opts, known)
+        if max_iter is None:
+            max_iter = 100
+        check_positive_int("max_iter", max_iter)
+        check_tolerance("rtol", rtol)
+        check_tolerance("atol", atol)
+        args = check_args(name, args)
+        arrays = {"lower": jnp.asarray(lower), "upper": jnp.asarray(upper)}
+        if x0 is not None:
+            arrays["x0"] = jnp.asarray(x0)
+        dtype = float_dtype(jnp.result_type(*arrays.values()))
+        arrays = {k: v.astype(dtype) for k, v in arrays.items()}
+        rtol, atol = default_tolerances(dtype, rtol, atol, power=0.75)
+        return run(arrays, args, f=f, rtol=rtol, atol=atol, max_iter=max_iter)
+
+    @functools.partial(jax.jit, static_argnames=("f", "rtol", "atol", "max_iter"))
+    def run(arrays, args, *, f, rtol, atol, max_iter):
+        dtype = jnp.result_type(*arrays.values())
+        shape, flat, args_flat, in_axes = broadcast_problem(name, arrays, args)
+        g = wrap_scalar_f(f, dtype)
+        args_elem = jax.tree.map(
+            lambda a, ax: jax.ShapeDtypeStruct(a.shape[1:] if ax == 0 else a.shape, a.dtype),
+            args_flat,
+            in_axes,
+        )
+        check_scalar_output(name, f, dtype, args_elem)
+        keys = tuple(flat)
+
+        def solve_one(*xs_and_args):
+            *xs, args_i = xs_and_args
+            named = dict(zip(keys, xs, strict=True))
+
+            def fun(x):
+                return g(x, *args_i)
+
+            def solve(_guess):
+                state, out = _run(
+                    fun,
+                    named["lower"],
+                    named["upper"],
+                    named.get("x0"),
+                    rtol=rtol,
+                    atol=atol,
+                    max_iter=max_iter,
+                    newton=newton,
+                )
+                return state.x, (state.fx, out.status, out.n_iter)
+
+            x, (fun_x, status, n_iter) = solve_with_implicit_grad(
+                fun, named["lower"], solve, tangent_solve=scalar_tangent_solve
+            )
+            return x, fun_x, status, n_iter
+
+        n = int(np.prod(shape))
+        x, fun, status, n_iter = map_elements(
+            solve_one, tuple(flat[k] for k in keys), args_flat, in_axes, n
+        )
+        # The bracket's ends (for bracketed Newton also its start and final step), one per step.
+        return make_result(x, fun, status, n_iter, n_iter + (4 if newton else 2), shape)
+
+    solver.__name__ = name
+    return solver
+
+
+def bisection(
+    f: Callable[..., Any],
+    lower: Any,
+    upper: Any,
+    *,
+    args: tuple = (),
+    rtol: float | None = None,
+    atol: float | None = None,
+    max_iter: int = 100,
+    **options: Any,
+) -> RootResult:
+    r"""Find a root of a scalar equation ``f(x, *args) = 0`` in ``[lower, upper]`` by bisection.
+
+    Halves the bracket at every step, keeping the half where ``f`` changes sign. After ``k`` steps
+    the bracket is :math:`2^{-k}` of the original, so it converges (linearly) for any ``f`` that is
+    continuous on the bracket. Stops when the bracket is narrower than
+    :math:`2 (atol + rtol |x|)`, when ``f(x) = 0``, or when the bracket is two adjacent floats.
+
+    ``lower``, ``upper`` and every leaf of ``args`` are broadcast together; each element is solved
+    on its own (``jax.vmap``), with its own status. A bracket without a sign change gives
+    ``Status.BRACKET_INVALID`` (no exception); NaN in the bracket or in ``f`` at its ends gives
+    ``Status.NONFINITE``. The root is differentiable w.r.t. ``args`` (implicit function theorem).
+
+    Args:
+        f: ``f(x, *args)`` for a scalar ``x`` (elementwise over arrays).
+        lower, upper: the bracket (either order).
+        args: extra arguments of ``f``, split per element.
+        rtol, atol: tolerances on ``x`` (default ``eps ** 0.75`` of the dtype).
+        max_iter: the largest number of halvings (60 reach float64 rounding from a unit bracket).
+
+    Returns:
+        :class:`RootResult` with the broadcast shape.
+
+    Example:
+        >>> res = mml.bisection(lambda x: jnp.cos(x) - x, 0.0, 1.0)
+
+    References:
+        R. L. Burden and J. D. Faires, *Numerical Analysis*, 9th ed., section 2.1.
+    """
+    return _BISECTION(
+        f, lower, upper, args=args, rtol=rtol, atol=atol, max_iter=max_iter, **options
+    )
+
+
+def bracketed_newton(
+    f: Callable[..., Any],
+    lower: Any,
+    upper: Any,
+    *,
+    x0: Any = None,
+    args: tuple = (),
+    rtol: float | None = None,
+    atol: float | None = None,
+    max_iter: int = 100,
+    **options: Any,
+) -> RootResult:
+    r"""Newton-Raphson kept inside a bracket ``[lower, upper]`` (a safe Newton, "rtsafe").
+
+    From ``x0`` (default the middle of the bracket) each step tries the Newton step
+    :math:`x - f(x)/f'(x)` (``f'`` by forward-mode AD, together with ``f`` in one ``jax.jvp``) and takes
+    it when it lands strictly inside the current bracket and shrinks ``|f|`` fast enough
+    (:math:`|2 f(x)| \le |\Delta x_{\text{prev}} f'(x)|`); otherwise it bisects. The bracket shrinks
+    around the root at every step, so it converges for any continuous ``f`` with a sign change,
+    quadratically once Newton takes over. Converged when the next Newton step, inside the bracket,
+    is within :math:`atol + rtol|x|`, or the bracket is narrower than twice that, or ``f(x) = 0``.
+
+    Elementwise over arrays like :func:`bisection`; an invalid bracket is
+    ``Status.BRACKET_INVALID``. The root is differentiable w.r.t. ``args``.
+
+    Args:
+        f: ``f(x, *args)`` for a scalar ``x``.
+        lower, upper: the bracket (either order).
+        x0: the starting point (clipped into the bracket); default the middle.
+        args: extra arguments of ``f``, split per element.
+        rtol, atol: tolerances on ``x`` (default ``eps ** 0.75`` of the dtype).
+        max_iter: the largest number of steps.
+
+    Returns:
+        :class:`RootResult` with the broadcast shape.
+
+    Example:
+        >>> res = mml.bracketed_newton(lambda x, c: x**3 - c, 0.0, 3.0, args=(2.0,))
+
+    References:
+        W. H. Press et al., *Numerical Recipes*, 3rd ed., section 9.4 (rtsafe).
+    """
+    return _BRACKETED_NEWTON(
+        f, lower, upper, x0=x0, args=args, rtol=rtol, atol=atol, max_iter=max_iter, **options
+    )
+
+
+_BISECTION = _bracket_solver("bisection", newton=False)
+_BRACKETED_NEWTON = _bracket_solver("bracketed_newton", newton=True)

@@ -1,0 +1,301 @@
+"""Derivatives: jacobian (mode choice), hessian, hvp, directional and total derivatives, check_grad."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxopt_mml as mml
+from tests.zoo.calculus import rosenbrock, rosenbrock_gradient, rosenbrock_hessian
+
+
+def tall(x):  # R^2 -> R^3
+    return jnp.stack([x[0] * x[1], jnp.sin(x[0]), x[1] ** 2])
+
+
+def tall_jacobian(x):
+    return jnp.array([[x[1], x[0]], [jnp.cos(x[0]), 0.0], [0.0, 2 * x[1]]])
+
+
+def wide(x):  # R^3 -> R^2
+    return jnp.stack([x[0] * x[1] * x[2], jnp.exp(x[0]) + x[2]])
+
+
+def wide_jacobian(x):
+    return jnp.array([[x[1] * x[2], x[0] * x[2], x[0] * x[1]], [jnp.exp(x[0]), 0.0, 1.0]])
+
+
+# ---------------------------------------------------------------------------------------------
+# jacobian
+
+
+@pytest.mark.parametrize("mode", ["auto", "fwd", "rev"])
+def test_jacobian_matches_closed_form_in_every_mode(mode):
+    x2, x3 = jnp.array([0.3, -1.2]), jnp.array([0.5, 2.0, -0.7])
+    j_tall, j_wide = jax.jit(
+        lambda a, b: (mml.jacobian(tall, mode=mode)(a), mml.jacobian(wide, mode=mode)(b))
+    )(x2, x3)
+    chex.assert_trees_all_close(j_tall, tall_jacobian(x2), rtol=1e-14)
+    chex.assert_trees_all_close(j_wide, wide_jacobian(x3), rtol=1e-14)
+
+
+def _counting_identity():
+    """``x -> x`` with a custom VJP: forward mode is impossible, reverse mode counts its calls."""
+    calls = []
+
+    @jax.custom_vjp
+    def ident(x):
+        return x
+
+    def fwd(x):
+        return x, None
+
+    def bwd(_, g):
+        calls.append(1)
+        return (g,)
+
+    ident.defvjp(fwd, bwd)
+    return ident, calls
+
+
+def test_jacobian_auto_picks_forward_for_tall_and_reverse_for_wide():
+    ident, calls = _counting_identity()
+    tall_ct = lambda x: jnp.concatenate([ident(x), ident(x) ** 2])  # R^2 -> R^4
+    wide_ct = lambda x: jnp.sum(ident(x) ** 2, keepdims=True)  # R^3 -> R^1
+    square_ct = lambda x: ident(x) ** 2  # R^2 -> R^2: inputs no larger than outputs -> fwd
+    x2, x3 = jnp.array([1.0, 2.0]), jnp.array([1.0, 2.0, 3.0])
+
+    # A custom_vjp function cannot be differentiated in forward mode: the error proves "fwd".
+    for f, x in [(tall_ct, x2), (square_ct, x2)]:
+        with pytest.raises(TypeError, match="forward-mode"):
+            mml.jacobian(f)(x)
+        with pytest.raises(TypeError, match="forward-mode"):
+            mml.jacobian(f, mode="fwd")(x)
+    # ... while reverse mode runs the custom backward pass.
+    assert not calls
+    chex.assert_trees_all_close(jax.jit(mml.jacobian(wide_ct))(x3), 2 * x3[None, :])
+    assert calls, "auto should have used reverse mode for a wide Jacobian"
+    calls.clear()
+    chex.assert_trees_all_close(
+        jax.jit(mml.jacobian(tall_ct, mode="rev"))(x2),
+        jnp.concatenate([jnp.eye(2), jnp.diag(2 * x2)]),
+    )
+    assert calls
+    assert mml.jacobian(tall).mode == "auto" and mml.jacobian(tall, mode="rev").mode == "rev"
+
+
+def test_jacobian_unknown_mode_raises_naming_mode():
+    with pytest.raises(ValueError, match="mode"):
+        mml.jacobian(tall, mode="forward")
+
+
+def test_jacobian_pytrees_in_and_out_with_aux_and_argnums():
+    def f(p, scale):
+        out = {"u": scale * p["a"] * p["b"][0], "v": jnp.stack([p["a"], p["b"][1] ** 2, 1.0])}
+        return out, jnp.sum(p["b"])
+
+    p = {"a": jnp.asarray(2.0), "b": jnp.array([3.0, -1.0])}
+    ref, _ = jax.jit(jax.jacobian(f, has_aux=True))(p, 0.5)
+    for mode in ("auto", "fwd", "rev"):
+        jac, aux = jax.jit(mml.jacobian(f, mode=mode, has_aux=True))(p, 0.5)
+        chex.assert_trees_all_close(jac, ref)
+        chex.assert_trees_all_close(aux, 2.0)
+        chex.assert_shape(jac["v"]["b"], (3, 2))
+    both = jax.jit(mml.jacobian(lambda x, y: x * y, argnums=(0, 1)))(jnp.array([1.0, 2.0]), 3.0)
+    chex.assert_trees_all_close(both, (3.0 * jnp.eye(2), jnp.array([1.0, 2.0])))
+
+
+def test_jacobian_jit_vmap_float32_and_no_retrace():
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def batched(xs):
+        return jax.vmap(mml.jacobian(tall))(xs)
+
+    xs = jnp.arange(8.0, dtype=jnp.float32).reshape(4, 2) / 4
+    out = batched(xs)
+    batched(xs + 1)  # same shapes: no retrace
+    assert out.dtype == jnp.float32
+    chex.assert_trees_all_close(out, jax.vmap(tall_jacobian)(xs), rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# hessian, hvp, directional_derivative
+
+
+def test_hessian_matches_closed_form_and_rejects_vector_f():
+    x = jnp.array([-1.2, 1.0])
+    h, aux = jax.jit(mml.hessian(lambda x: (rosenbrock(x), x[0]), has_aux=True))(x)
+    chex.assert_trees_all_close(h, rosenbrock_hessian(x), rtol=1e-14)
+    chex.assert_trees_all_close(aux, x[0])
+    with pytest.raises(ValueError, match="f must return a scalar"):
+        mml.hessian(tall)(x)
+
+
+def test_hessian_pytree_jit_vmap_no_retrace():
+    f = lambda p: p["a"] ** 2 * jnp.sum(p["b"] ** 3)
+    p = {"a": jnp.asarray(2.0), "b": jnp.array([1.0, -1.0])}
+    chex.assert_trees_all_close(jax.jit(mml.hessian(f))(p), jax.jit(jax.hessian(f))(p))
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def batched(xs):
+        return jax.vmap(mml.hessian(rosenbrock))(xs)
+
+    xs = jnp.array([[0.0, 1.0], [1.0, 1.0], [-1.2, 1.0]])
+    chex.assert_trees_all_close(batched(xs), jax.vmap(rosenbrock_hessian)(xs), rtol=1e-14)
+    batched(xs * 2)
+
+
+def test_hvp_equals_hessian_times_v_with_args():
+    x, v = jnp.array([-1.2, 1.0]), jnp.array([0.3, -2.0])
+    chex.assert_trees_all_close(
+        jax.jit(lambda x, v, a, b: mml.hvp(rosenbrock, x, v, args=(a, b)))(x, v, 1.0, 50.0),
+        rosenbrock_hessian(x, 1.0, 50.0) @ v,
+        rtol=1e-14,
+    )
+    f = lambda p, c: c * jnp.sum(p["w"] ** 2) * p["s"]
+    p = {"w": jnp.array([1.0, 2.0]), "s": jnp.asarray(3.0)}
+    t = {"w": jnp.array([1.0, 0.0]), "s": jnp.asarray(1.0)}
+    # H = c [[2s I, 2w], [2w^T, 0]] -> H t = c (2 s t_w + 2 w t_s, 2 w.t_w)
+    chex.assert_trees_all_close(
+        jax.jit(lambda p, t, c: mml.hvp(f, p, t, args=(c,)))(p, t, 2.0),
+        {"w": 2.0 * jnp.array([8.0, 4.0]), "s": jnp.asarray(4.0)},
+    )
+
+
+def test_hvp_and_directional_bad_input():
+    x = jnp.array([1.0, 2.0])
+    with pytest.raises(ValueError, match="f must return a scalar"):
+        mml.hvp(tall, x, x)
+    with pytest.raises(ValueError, match="v must have the shape"):
+        mml.hvp(rosenbrock, x, jnp.ones(3))
+    with pytest.raises(ValueError, match="v must have the same pytree structure"):
+        mml.directional_derivative(rosenbrock, x, (x,))
+
+
+def test_hvp_and_directional_jit_vmap_float32_no_retrace():
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def both(xs, vs):
+        h = jax.vmap(lambda x, v: mml.hvp(rosenbrock, x, v, args=(1.0, 100.0)))(xs, vs)
+        d = jax.vmap(lambda x, v: mml.directional_derivative(tall, x, v))(xs, vs)
+        return h, d
+
+    xs = jnp.array([[0.0, 1.0], [1.0, 1.0], [-1.2, 1.0]], jnp.float32)
+    vs = jnp.array([[1.0, 0.0], [0.5, -1.0], [2.0, 3.0]], jnp.float32)
+    h, d = both(xs, vs)
+    both(xs + 1, vs)
+    assert h.dtype == jnp.float32 and d.dtype == jnp.float32
+    chex.assert_trees_all_close(
+        h, jnp.einsum("nij,nj->ni", jax.vmap(rosenbrock_hessian)(xs), vs), rtol=1e-5
+    )
+    chex.assert_trees_all_close(
+        d, jnp.einsum("nij,nj->ni", jax.vmap(tall_jacobian)(xs), vs), rtol=1e-5
+    )
+
+
+def test_directional_derivative_scalar_is_gradient_dot_v():
+    x, v = jnp.array([-1.2, 1.0]), jnp.array([0.6, 0.8])
+    dd = jax.jit(mml.directional_derivative, static_argnums=0)
+    np.testing.assert_allclose(dd(rosenbrock, x, v), rosenbrock_gradient(x) @ v, rtol=1e-14)
+    np.testing.assert_allclose(
+        dd(rosenbrock, x, v, args=(2.0, 10.0)), rosenbrock_gradient(x, 2.0, 10.0) @ v, rtol=1e-14
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# total_derivative
+
+
+def _field(x, c):  # f(x, y, z) = c x^2 y + sin(z) y
+    return c * x[0] ** 2 * x[1] + jnp.sin(x[2]) * x[1]
+
+
+def _helix(t):
+    return jnp.stack([jnp.cos(t), jnp.sin(t), t**2])
+
+
+def test_total_derivative_equals_sum_of_partials():
+    c = 1.7
+    d = jax.jit(mml.total_derivative(_field, _helix))
+    for t in (0.0, 0.4, 2.5):
+        x, y, z = np.cos(t), np.sin(t), t**2
+        partials = np.array([2 * c * x * y, c * x**2 + np.sin(z), np.cos(z) * y])
+        velocity = np.array([-np.sin(t), np.cos(t), 2 * t])
+        np.testing.assert_allclose(d(t, c), np.sum(partials * velocity), rtol=1e-13, atol=1e-15)
+
+
+def test_total_derivative_pytree_path_jit_vmap_no_retrace():
+    f = lambda p: p["r"] * jnp.sum(p["q"] ** 2)
+    path = lambda t: {"r": jnp.exp(t), "q": jnp.stack([t, 2 * t])}  # f = 5 t^2 e^t
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def d(ts):
+        return jax.vmap(mml.total_derivative(f, path))(ts)
+
+    ts = jnp.linspace(-1.0, 1.0, 5)
+    chex.assert_trees_all_close(d(ts), 5 * (2 * ts + ts**2) * jnp.exp(ts), rtol=1e-13)
+    d(ts + 1)
+    with pytest.raises(ValueError, match="t must be a scalar"):
+        mml.total_derivative(f, path)(ts)
+
+
+# ---------------------------------------------------------------------------------------------
+# check_grad
+
+
+def test_check_grad_accepts_ad_and_closed_form_rejects_wrong():
+    x = jnp.array([-1.2, 1.0])
+    assert float(mml.check_grad(rosenbrock, x)) < 1e-8
+    assert mml.check_grad(rosenbrock, x, rosenbrock_gradient).max_rel_error < 1e-8
+    out = mml.check_grad(
+        rosenbrock, x, rosenbrock_gradient, args=(2.0, 10.0)
+    )  # args reach f and grad
+    assert out.max_rel_error < 1e-8
+    chex.assert_shape(out.errors, (2,))
+    wrong = lambda x: rosenbrock_gradient(x) * jnp.array([1.0, 1.01])  # 1 % off in one component
+    out = mml.check_grad(rosenbrock, x, wrong)
+    np.testing.assert_allclose(out.max_rel_error, 0.01 / 1.01, rtol=1e-5)
+    assert np.argmax(out.errors) == 1
+    # A gradient given as a value, and a pytree point.
+    assert mml.check_grad(rosenbrock, x, rosenbrock_gradient(x) + 1.0).max_rel_error > 0.01
+    f = lambda p: jnp.sum(p["a"] * jnp.exp(p["b"]))
+    p = {"a": jnp.array([1.0, 2.0]), "b": jnp.array([0.1, -0.3])}
+    assert mml.check_grad(f, p).max_rel_error < 1e-8
+
+
+def test_check_grad_in_padded_batches(monkeypatch):
+    monkeypatch.setattr("jaxopt_mml._derivatives._CHECK_GRAD_CHUNK", 3)  # 7 = 3 + 3 + 1 (padded)
+    weights = jnp.arange(1.0, 8.0)
+    f = lambda x: jnp.sum(jnp.sin(x) * weights)
+    x = jnp.linspace(0.0, 1.0, 7)
+    out = mml.check_grad(f, x)
+    np.testing.assert_allclose(out.fd_grad, np.cos(x) * weights, rtol=1e-9)
+    assert out.max_rel_error < 1e-8
+
+
+def test_check_grad_finite_differences_agree_with_scipy():
+    from scipy.optimize import approx_fprime
+
+    x = np.array([-1.2, 1.0, 0.4])
+    f = lambda x: jnp.sum(jnp.exp(0.3 * x) * x**2) + x[0] * x[2]
+    ours = mml.check_grad(f, jnp.asarray(x)).fd_grad
+    theirs = approx_fprime(x, lambda y: float(f(jnp.asarray(y))), 1e-8)  # forward differences
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6)
+
+
+def test_check_grad_float32_and_bad_input():
+    x = jnp.array([-1.2, 1.0], jnp.float32)
+    out = mml.check_grad(rosenbrock, x)
+    assert out.max_rel_error < 1e-3
+    assert out.fd_grad.dtype == np.float64
+    with pytest.raises(ValueError, match="f must return a scalar"):
+        mml.check_grad(tall, x)
+    with pytest.raises(ValueError, match="grad must have"):
+        mml.check_grad(rosenbrock, x, (x, x))
+    with pytest.raises(ValueError, match="eps"):
+        mml.check_grad(rosenbrock, x, eps=0.0)
+    with pytest.raises(TypeError, match="host-side"):
+        jax.jit(lambda y: mml.check_grad(rosenbrock, y).max_rel_error)(x)

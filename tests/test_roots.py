@@ -1,0 +1,390 @@
+"""Roots: newton_raphson (scalar, per element, systems), bisection, bracketed_newton.
+
+scipy.optimize (newton, brentq, fsolve) is the oracle on the shared zoo; closed forms check the
+implicit derivatives. Compiles are kept few: most checks reuse one jitted function per shape.
+"""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.optimize as so
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import jaxopt_mml as mml
+from jaxopt_mml import _roots_common
+from jaxopt_mml._status import Status
+from tests.zoo.roots import SCALAR, SYSTEMS
+
+
+def cubic(x, c):
+    return x**3 - c
+
+
+def cubic2(x, c):
+    return x**3 - 2.0 * x - c
+
+
+# --------------------------------------------------------------------------- oracles on the zoo
+
+
+@pytest.mark.parametrize("p", SCALAR, ids=lambda p: p.name)
+def test_scalar_zoo_matches_scipy(p):
+    res = mml.newton_raphson(p.f, p.x0, args=p.args)
+    oracle = so.newton(p.f_np, p.x0, fprime=p.fprime, args=p.args, tol=1e-14, maxiter=100)
+    assert int(res.status) == Status.SUCCESS, mml.status_message(res.status)
+    assert bool(res.success)
+    np.testing.assert_allclose(res.x, oracle, rtol=1e-12, atol=1e-14)
+    # fun is f at x (up to the rounding of f under jit, where XLA may fuse and reorder)
+    np.testing.assert_allclose(res.fun, p.f_np(res.x, *p.args), rtol=0, atol=1e-14)
+    if p.root is not None:
+        np.testing.assert_allclose(res.x, p.root, rtol=1e-12)
+    assert int(res.n_fev) == 2 * int(res.n_iter) + 2
+
+    brent = so.brentq(p.f_np, *p.bracket, args=p.args, xtol=1e-15)
+    bis = mml.bisection(p.f, *p.bracket, args=p.args)
+    safe = mml.bracketed_newton(p.f, *p.bracket, args=p.args)
+    for r in (bis, safe):
+        assert int(r.status) == Status.SUCCESS
+        lo, hi = p.bracket
+        assert lo <= float(r.x) <= hi
+    # bisection stops at a half-width below atol + rtol |x| (default eps**0.75 ~ 1.8e-12)
+    np.testing.assert_allclose(bis.x, brent, rtol=0, atol=4e-12 * (1 + abs(brent)))
+    np.testing.assert_allclose(safe.x, brent, rtol=1e-12, atol=1e-14)
+    assert int(safe.n_iter) <= 10 < int(bis.n_iter)  # Newton takes over inside the bracket
+
+
+@pytest.mark.parametrize("p", SYSTEMS, ids=lambda p: p.name)
+def test_system_zoo_matches_fsolve(p):
+    res = mml.newton_raphson(p.f, jnp.asarray(p.x0), args=p.args)
+    oracle = so.fsolve(lambda x: np.asarray(p.f(jnp.asarray(x), *p.args)), p.x0, xtol=1e-14)
+    assert int(res.status) == Status.SUCCESS, mml.status_message(res.status)
+    chex.assert_shape(res.x, np.shape(p.x0))
+    chex.assert_shape(res.status, ())
+    np.testing.assert_allclose(res.x, oracle, rtol=1e-9, atol=1e-12)
+    assert float(jnp.max(jnp.abs(res.fun))) < 1e-10
+    if p.root is not None:
+        np.testing.assert_allclose(res.x, p.root, rtol=1e-12)
+
+
+def test_system_pytree():
+    def f(x, c):
+        return {"a": x["a"] ** 2 - c, "b": x["b"] - x["a"] * jnp.array([1.0, 2.0])}
+
+    x0 = {"a": jnp.asarray(1.0), "b": jnp.zeros(2)}
+    res = mml.newton_raphson(f, x0, args=(2.0,))
+    assert int(res.status) == Status.SUCCESS
+    chex.assert_trees_all_close(
+        res.x, {"a": np.sqrt(2.0), "b": np.sqrt(2.0) * np.array([1.0, 2.0])}, rtol=1e-12
+    )
+    assert jax.tree.structure(res.fun) == jax.tree.structure(x0)
+
+
+# ------------------------------------------------------------------------- per element (arrays)
+
+_ELEMENTWISE = jax.jit(
+    lambda x0, c: mml.newton_raphson(cubic2, x0, args=(c,), elementwise=True),
+)
+
+
+def test_elementwise_many_roots_match_scipy_array_newton():
+    rng = np.random.default_rng(1)
+    c = rng.uniform(2, 10, 2000) * rng.choice([-1.0, 1.0], 2000)
+    x0 = 2.0 * np.sign(c)
+    res = _ELEMENTWISE(x0, c)
+    oracle = so.newton(
+        lambda x, c: x**3 - 2 * x - c, x0, fprime=lambda x, c: 3 * x**2 - 2, args=(c,), tol=1e-14
+    )
+    chex.assert_shape([res.x, res.fun, res.status, res.n_iter, res.success], (2000,))
+    assert bool(jnp.all(res.success))
+    np.testing.assert_allclose(res.x, oracle, rtol=1e-13)
+    assert int(jnp.max(res.n_iter)) <= 8
+
+
+def test_elementwise_each_element_has_its_own_status():
+    # c = NaN, a root at x0, a trap with no nearby root, an ordinary one
+    x0 = jnp.array([1.0, 2.0, 0.0, 1.5])
+    c = jnp.array([jnp.nan, 4.0, -2.0, 7.0])
+    res = mml.newton_raphson(
+        lambda x, c: jnp.where(c == -2.0, x**3 - 2 * x + 2, cubic2(x, c)),
+        x0,
+        args=(c,),
+        elementwise=True,
+    )
+    status = np.asarray(res.status)
+    assert status[0] == Status.NONFINITE and int(res.n_iter[0]) == 0
+    assert status[1] == Status.SUCCESS and int(res.n_iter[1]) == 0  # 8 - 4 - 4 = 0
+    assert status[2] in (Status.LINESEARCH_FAILED, Status.STAGNATED)
+    assert status[3] == Status.SUCCESS
+    assert np.all(np.isfinite(np.asarray(res.x)))
+
+
+def test_elementwise_broadcasts_x0_and_args():
+    c = jnp.array([1.0, 8.0, 27.0, 64.0])
+    scale = jnp.array([[1.0], [8.0]])  # (2, 1) against (4,): shape (2, 4)
+    res = mml.newton_raphson(
+        lambda x, c, s, k: x**3 - k * c * s, 1.0, args=(c, scale, 1.0), elementwise=True
+    )
+    chex.assert_shape(res.x, (2, 4))
+    np.testing.assert_allclose(res.x, np.cbrt(np.asarray(c) * np.asarray(scale)), rtol=1e-13)
+
+
+def test_elementwise_chunked_path(monkeypatch):
+    monkeypatch.setattr(_roots_common, "CHUNK", 64)
+    n = 997  # prime: padded to whole chunks
+    c = jnp.linspace(1.0, 30.0, n)
+    res = mml.newton_raphson(cubic, jnp.ones(n), args=(c,), elementwise=True)
+    chex.assert_shape(res.x, (n,))
+    assert bool(jnp.all(res.success))
+    np.testing.assert_allclose(res.x, np.cbrt(np.asarray(c)), rtol=1e-13)
+    c = c[:960]  # 960 = 20 chunks of 48
+    bis = mml.bisection(cubic, 0.0, 4.0, args=(c,))
+    np.testing.assert_allclose(bis.x, np.cbrt(np.asarray(c)), atol=1e-11)
+
+
+def test_scalar_x0_with_shared_vector_args():
+    coeffs = jnp.array([1.0, 0.0, -2.0])  # x^2 - 2, shared data in args (auto scalar mode)
+    res = mml.newton_raphson(lambda x, p: jnp.polyval(p, x), 1.0, args=(coeffs,))
+    np.testing.assert_allclose(res.x, np.sqrt(2.0), rtol=1e-14)
+
+
+def test_vmap_of_scalar_solver_equals_elementwise():
+    c = jnp.linspace(2.0, 10.0, 7)
+    x0 = jnp.full(7, 2.0)
+    vmapped = jax.vmap(lambda x0, c: mml.newton_raphson(cubic2, x0, args=(c,)))(x0, c)
+    elementwise = _ELEMENTWISE(x0, c)
+    chex.assert_trees_all_close(vmapped, elementwise, rtol=1e-14, atol=1e-14)
+
+
+# ------------------------------------------------------------------------------------ the traps
+
+
+def test_traps():
+    # Plain Newton diverges on arctan from 2 and cycles 0 -> 1 -> 0 on x^3 - 2x + 2.
+    res = mml.newton_raphson(jnp.arctan, 2.0)
+    assert int(res.status) == Status.SUCCESS and abs(float(res.x)) < 1e-12
+
+    res = mml.newton_raphson(lambda x: x**3 - 2 * x + 2, 0.0)
+    # No cycle: it descends |f| to its local minimum at sqrt(2/3) and says it failed there.
+    assert int(res.status) in (Status.LINESEARCH_FAILED, Status.STAGNATED)
+    assert int(res.n_iter) < 100
+    np.testing.assert_allclose(res.x, np.sqrt(2 / 3), rtol=1e-3)
+    with pytest.raises(mml.SolverError, match="LINESEARCH_FAILED|STAGNATED"):
+        mml.raise_for_status(res)
+
+    res = mml.newton_raphson(lambda x: x**2 + 1, 0.0)  # f' = 0 at the start
+    assert int(res.status) == Status.SINGULAR and int(res.n_iter) <= 1
+    res = mml.newton_raphson(lambda x: x**2 + 1, 0.5)  # no real root: fails, never NaN
+    assert int(res.status) != Status.SUCCESS and np.isfinite(float(res.x))
+
+    # Newton from 20 on log(x) steps to x < 0 (NaN): the line search backs off.
+    res = mml.newton_raphson(lambda x: jnp.log(x), 20.0)
+    assert int(res.status) == Status.SUCCESS
+    np.testing.assert_allclose(res.x, 1.0, rtol=1e-13)
+
+
+def test_bracketed_newton_stays_in_bracket():
+    # f is NaN outside [0.1, 20]: any step that left the bracket would end in NONFINITE.
+    def f(x):
+        inside = (x >= 0.1) & (x <= 20.0)
+        return jnp.where(inside, jnp.log(jnp.where(inside, x, 1.0)), jnp.nan)
+
+    res = mml.bracketed_newton(f, 0.1, 20.0, x0=20.0)
+    assert int(res.status) == Status.SUCCESS
+    np.testing.assert_allclose(res.x, 1.0, rtol=1e-13)
+    res = mml.bracketed_newton(jnp.arctan, -1.0, 10.0, x0=9.0)  # Newton would overshoot
+    assert int(res.status) == Status.SUCCESS and abs(float(res.x)) < 1e-12
+
+
+def test_singular_system_reports_status():
+    res = mml.newton_raphson(lambda x: jnp.stack([x[0] ** 2 + 1.0, x[1]]), jnp.zeros(2))
+    assert int(res.status) == Status.SINGULAR
+    # inconsistent linear equations: steepest descent on |F|^2 then no progress, never NaN
+    res = mml.newton_raphson(
+        lambda x: jnp.stack([x[0] + x[1] - 1.0, 2 * x[0] + 2 * x[1] - 3.0]), jnp.zeros(2)
+    )
+    assert int(res.status) != Status.SUCCESS
+    assert bool(jnp.all(jnp.isfinite(res.x)))
+
+
+def test_max_iter():
+    res = mml.newton_raphson(jnp.arctan, 2.0, max_iter=2)
+    assert int(res.status) == Status.MAX_ITER and int(res.n_iter) == 2
+
+
+# ------------------------------------------------------------------------------------ brackets
+
+
+def test_invalid_bracket_is_a_status():
+    lower = jnp.array([0.0, 2.0, 3.0, 0.0])
+    upper = jnp.array([2.0, 3.0, 0.0, 1.0])  # valid, invalid, reversed, root at an end
+    c = jnp.array([2.0, 2.0, 2.0, 1.0])
+    for solver in (mml.bisection, mml.bracketed_newton):
+        res = solver(cubic, lower, upper, args=(c,))
+        np.testing.assert_array_equal(
+            res.status, [Status.SUCCESS, Status.BRACKET_INVALID, Status.SUCCESS, Status.SUCCESS]
+        )
+        np.testing.assert_allclose(np.asarray(res.x)[[0, 2]], np.cbrt(2.0), rtol=1e-11)
+        assert float(res.x[3]) == 1.0 and int(res.n_iter[3]) == 0
+
+
+def test_bracket_nonfinite():
+    res = mml.bisection(cubic, jnp.nan, 2.0, args=(1.0,))
+    assert int(res.status) == Status.NONFINITE and int(res.n_iter) == 0
+    res = mml.bracketed_newton(cubic, 0.0, 2.0, args=(jnp.nan,))
+    assert int(res.status) == Status.NONFINITE and int(res.n_iter) == 0
+
+
+# --------------------------------------------------------------------------- bad input, options
+
+
+def test_nonfinite_input_stops_at_once():
+    res = mml.newton_raphson(cubic, jnp.nan, args=(2.0,))
+    assert int(res.status) == Status.NONFINITE and int(res.n_iter) == 0
+    res = mml.newton_raphson(cubic, 1.0, args=(jnp.inf,))
+    assert int(res.status) == Status.NONFINITE and int(res.n_iter) == 0
+    res = mml.newton_raphson(lambda x: x - jnp.array([1.0, jnp.nan]), jnp.zeros(2))
+    assert int(res.status) == Status.NONFINITE and int(res.n_iter) == 0
+
+
+def test_shape_and_option_errors():
+    with pytest.raises(ValueError, match="same structure and shapes"):
+        mml.newton_raphson(lambda x: x[:2], jnp.zeros(3))
+    with pytest.raises(ValueError, match="elementwise=True"):
+        mml.newton_raphson(cubic, 1.0, args=(jnp.ones(3),))
+    with pytest.raises(ValueError, match="one value"):
+        mml.newton_raphson(lambda x: jnp.stack([x, x]), jnp.zeros(3), elementwise=True)
+    with pytest.raises(ValueError, match="broadcast"):
+        mml.newton_raphson(cubic, jnp.zeros(3), args=(jnp.ones(4),), elementwise=True)
+    with pytest.raises(ValueError, match="one array"):
+        mml.newton_raphson(lambda x: x, {"a": jnp.zeros(2)}, elementwise=True)
+    with pytest.raises(ValueError, match="dense"):
+        mml.newton_raphson(lambda x: x, jnp.zeros(10**5))
+    with pytest.raises(TypeError, match="'maxiter' \\(use max_iter\\)"):
+        mml.newton_raphson(cubic, 1.0, args=(2.0,), maxiter=10)
+    with pytest.raises(TypeError, match="'rtoll' \\(did you mean 'rtol'"):
+        mml.bisection(cubic, 0.0, 2.0, args=(2.0,), rtoll=1e-3)
+    with pytest.raises(TypeError, match="args must be a tuple"):
+        mml.newton_raphson(cubic, 1.0, args=2.0)
+    with pytest.raises(ValueError, match="rtol"):
+        mml.newton_raphson(cubic, 1.0, args=(2.0,), rtol=-1.0)
+    with pytest.raises(ValueError, match="max_iter"):
+        mml.bracketed_newton(cubic, 0.0, 2.0, args=(2.0,), max_iter=0)
+    with pytest.raises(TypeError, match="elementwise"):
+        mml.newton_raphson(cubic, 1.0, args=(2.0,), elementwise="yes")
+
+
+# ------------------------------------------------------------------ implicit differentiation
+
+
+def test_grad_scalar_and_elementwise_match_closed_form():
+    # root of x^3 - c is c^(1/3): d/dc = c^(-2/3) / 3
+    def root(c):
+        return mml.newton_raphson(cubic, 1.0, args=(c,)).x
+
+    c = jnp.array([0.5, 2.0, 9.0])
+    expected = c ** (-2.0 / 3.0) / 3.0
+    np.testing.assert_allclose(jax.jit(jax.grad(root))(2.0), expected[1], rtol=1e-12)
+    np.testing.assert_allclose(jax.vmap(jax.grad(root))(c), expected, rtol=1e-12)
+
+    def roots(c):
+        return mml.newton_raphson(cubic, jnp.ones_like(c), args=(c,), elementwise=True).x
+
+    jac = jax.jit(jax.jacfwd(roots))(c)
+    np.testing.assert_allclose(jac, np.diag(expected), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(jax.grad(lambda c: roots(c).sum())(c), expected, rtol=1e-12)
+
+    for solver in (mml.bisection, mml.bracketed_newton):
+        g = jax.grad(lambda c, s=solver: s(cubic, 0.0, 3.0, args=(c,)).x)(2.0)
+        np.testing.assert_allclose(g, expected[1], rtol=1e-9)
+
+
+def test_grad_system_matches_closed_form():
+    a = jnp.asarray([[3.0, 1.0], [1.0, 2.0]])
+
+    def root(b):
+        return mml.newton_raphson(
+            lambda x, a, b: a @ x + 0.1 * x**3 - b, jnp.zeros(2), args=(a, b)
+        ).x
+
+    b = jnp.array([1.0, -0.5])
+    x = root(b)
+    # F(x, b) = A x + 0.1 x^3 - b: dx/db = (A + 0.3 diag(x^2))^{-1}
+    expected = np.linalg.inv(np.asarray(a) + 0.3 * np.diag(np.asarray(x) ** 2))
+    np.testing.assert_allclose(jax.jit(jax.jacrev(root))(b), expected, rtol=1e-10)
+
+    # x^3 = c as a system (elementwise=False), batched by vmap: dx/dc = diag(c^(-2/3) / 3)
+    def root3(c):
+        return mml.newton_raphson(cubic, jnp.ones(2), args=(c,), elementwise=False).x
+
+    cs = jnp.array([[2.0, 3.0], [5.0, 0.5]])
+    jac = jax.jit(jax.vmap(jax.jacrev(root3)))(cs)
+    expected = jax.vmap(jnp.diag)(cs ** (-2.0 / 3.0) / 3.0)
+    np.testing.assert_allclose(jac, expected, rtol=1e-11, atol=1e-15)
+
+
+# ----------------------------------------------------------------- jit, no retrace, float32
+
+
+def test_jit_does_not_retrace_with_same_shapes():
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def solve(x0, c):
+        return mml.newton_raphson(cubic, x0, args=(c,), elementwise=True)
+
+    for k in range(3):
+        res = solve(jnp.ones(5), jnp.arange(1.0, 6.0) + k)
+        np.testing.assert_allclose(res.x, np.cbrt(np.arange(1.0, 6.0) + k), rtol=1e-13)
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def bracket(lo, c):
+        return mml.bracketed_newton(cubic, lo, 5.0, args=(c,)).x
+
+    for c in (2.0, 3.0):
+        np.testing.assert_allclose(bracket(0.0, c), np.cbrt(c), rtol=1e-13)
+
+
+def test_float32():
+    f32 = jnp.float32
+    res = mml.newton_raphson(cubic, f32(1.0), args=(f32(2.0),))
+    assert res.x.dtype == f32 and int(res.status) == Status.SUCCESS
+    np.testing.assert_allclose(res.x, np.cbrt(2.0), rtol=1e-6)
+
+    c = jnp.linspace(2.0, 10.0, 64, dtype=f32)
+    res = mml.newton_raphson(cubic2, jnp.full(64, 2.0, f32), args=(c,), elementwise=True)
+    assert res.x.dtype == f32 and bool(jnp.all(res.success))
+    np.testing.assert_allclose(np.asarray(res.fun), 0.0, atol=1e-4)
+
+    res = mml.newton_raphson(lambda x: x**3 - 2 * x + 2, f32(0.0))  # the trap, in float32
+    assert int(res.status) in (Status.LINESEARCH_FAILED, Status.STAGNATED)
+
+    sys32 = SYSTEMS[0]
+    res = mml.newton_raphson(sys32.f, jnp.asarray(sys32.x0, f32))
+    assert res.x.dtype == f32 and int(res.status) == Status.SUCCESS
+    np.testing.assert_allclose(res.x, sys32.root, rtol=1e-6)
+
+    for solver in (mml.bisection, mml.bracketed_newton):
+        r = solver(cubic, f32(0.0), f32(3.0), args=(f32(2.0),))
+        assert r.x.dtype == f32 and int(r.status) == Status.SUCCESS
+        np.testing.assert_allclose(r.x, np.cbrt(2.0), rtol=2e-5)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.floats(2.0, 10.0), st.sampled_from([-1.0, 1.0]), st.floats(-3.0, 3.0))
+def test_property_root_or_honest_failure_from_anywhere(c, sign, x0):
+    # |c| >= 2: x^3 - 2x - c has one real root. From any start the safeguarded Newton either finds
+    # it or stops, with a failure status, at the local minimum of |f| (x = -+sqrt(2/3)) where a
+    # descent method on |f|^2 can get stuck; never NaN, never a wrong "success", never a cycle.
+    res = _ELEMENTWISE(jnp.full(2, x0), jnp.array([sign * c, c]))
+    for i in range(2):
+        if bool(res.success[i]):
+            assert abs(float(res.fun[i])) < 1e-12
+        else:
+            assert int(res.status[i]) in (Status.LINESEARCH_FAILED, Status.STAGNATED)
+            np.testing.assert_allclose(abs(float(res.x[i])), np.sqrt(2 / 3), rtol=1e-3)
+    from_root_side = sign * x0 > np.sqrt(2 / 3)  # past the extremum, f is monotone and convex
+    if from_root_side:
+        assert bool(res.success[0])

@@ -1,0 +1,322 @@
+"""Taylor series: coefficients (jet and its fallback), polynomials, linear and quadratic models,
+truncation-error estimates."""
+
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxopt_mml as mml
+from tests.zoo.calculus import (
+    TAYLOR_CLOSED_FORMS,
+    cube_by_while,
+    cube_by_while_coefficients,
+    resolvent_by_solve,
+    resolvent_by_solve_coefficients,
+    rosenbrock,
+    rosenbrock_gradient,
+    rosenbrock_hessian,
+)
+
+# ---------------------------------------------------------------------------------------------
+# taylor_coefficients
+
+
+@pytest.mark.parametrize("name", sorted(TAYLOR_CLOSED_FORMS))
+def test_coefficients_match_closed_forms_to_order_10(name):
+    f, closed, points = TAYLOR_CLOSED_FORMS[name]
+    x0s = jnp.array(points)
+    got = jax.jit(jax.vmap(lambda x0: mml.taylor_coefficients(f, x0, 10)))(x0s)
+    chex.assert_shape(got, (len(points), 11))
+    want = np.stack([closed(x0, 10) for x0 in points])
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "f, closed",
+    [
+        (cube_by_while, cube_by_while_coefficients),
+        (resolvent_by_solve, resolvent_by_solve_coefficients),
+    ],
+    ids=["while_loop", "linalg.solve"],
+)
+def test_coefficients_fall_back_where_jet_has_no_rule(f, closed):
+    with pytest.raises(Exception):  # noqa: B017  (jet's own error: a KeyError for the primitive)
+        mml.taylor_coefficients(f, 0.5, 4, method="jet")
+    x0s = jnp.array([0.5, -0.25])
+    both = lambda x0: (
+        mml.taylor_coefficients(f, x0, 5),
+        mml.taylor_coefficients(f, x0, 5, method="jacfwd"),
+    )
+    auto, forced = jax.jit(jax.vmap(both))(x0s)
+    want = np.stack([closed(float(x0), 5) for x0 in x0s])
+    np.testing.assert_allclose(auto, want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(forced, want, rtol=1e-12, atol=1e-12)
+
+
+def test_both_engines_agree_with_args_and_vector_output():
+    f = lambda x, a: jnp.stack([jnp.exp(a * x), jnp.sin(x) * x])
+    run = jax.jit(
+        lambda x0, a: (
+            mml.taylor_coefficients(f, x0, 6, args=(a,), method="jet"),
+            mml.taylor_coefficients(f, x0, 6, args=(a,), method="jacfwd"),
+        )
+    )
+    by_jet, by_jvp = run(0.3, 2.0)
+    chex.assert_shape(by_jet, (7, 2))
+    np.testing.assert_allclose(by_jet, by_jvp, rtol=1e-12, atol=1e-14)
+    want = [2.0**k * np.exp(0.6) / math.factorial(k) for k in range(7)]
+    np.testing.assert_allclose(by_jet[:, 0], want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["jet", "jacfwd"])
+def test_coefficients_are_differentiable(method):
+    # d c_k / d x0 = (k + 1) c_{k+1}: the derivative of the series is the series of the derivative.
+    f = lambda x, a: jnp.sin(a * x)
+    coefficients = lambda x0, a: mml.taylor_coefficients(f, x0, 5, args=(a,), method=method)
+    d_dx0 = jax.jit(jax.jacfwd(coefficients))(0.4, 1.5)
+    higher = jax.jit(lambda x0, a: mml.taylor_coefficients(f, x0, 6, args=(a,), method=method))(
+        0.4, 1.5
+    )
+    np.testing.assert_allclose(d_dx0, np.arange(1, 7) * higher[1:], rtol=1e-12, atol=1e-14)
+    # and through the argument: d/da of c_1 = a cos(a x0) is cos(a x0) - a x0 sin(a x0).
+    d_da = jax.jit(jax.grad(lambda a: coefficients(0.4, a)[1]))(1.5)
+    np.testing.assert_allclose(d_da, np.cos(0.6) - 0.6 * np.sin(0.6), rtol=1e-13)
+
+
+def test_low_orders_float32_and_no_retrace():
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def low(x0):
+        return mml.taylor_coefficients(jnp.exp, x0, 0), mml.taylor_coefficients(jnp.exp, x0, 1)
+
+    c0, c1 = low(jnp.float32(1.0))
+    low(jnp.float32(2.0))
+    assert c0.dtype == jnp.float32 and c1.dtype == jnp.float32
+    chex.assert_shape((c0, c1), ((1,), (2,)))
+    np.testing.assert_allclose(c1, [np.exp(1.0)] * 2, rtol=1e-6)
+
+
+def test_coefficients_bad_input_names_the_argument():
+    with pytest.raises(ValueError, match="order"):
+        mml.taylor_coefficients(jnp.sin, 0.0, -1)
+    with pytest.raises(TypeError, match="order"):
+        mml.taylor_coefficients(jnp.sin, 0.0, 2.0)
+    with pytest.raises(ValueError, match="x0 must be a scalar"):
+        mml.taylor_coefficients(jnp.sin, jnp.zeros(2), 2)
+    with pytest.raises(ValueError, match="method"):
+        mml.taylor_coefficients(jnp.sin, 0.0, 2, method="finite-differences")
+
+
+# ---------------------------------------------------------------------------------------------
+# taylor_polynomial
+
+
+def test_taylor_polynomial_horner_jit_vmap_no_retrace():
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def build(x0):
+        return mml.taylor_polynomial(jnp.sin, x0, 7)
+
+    p = build(0.5)  # a pytree: comes out of jit
+    build(0.7)
+    assert isinstance(p, mml.TaylorPolynomial)
+    xs = jnp.linspace(0.4, 0.6, 5)
+    # Remainder bound: |x - x0|^8 / 8! <= 0.1^8 / 40320.
+    evaluate = jax.jit(lambda poly, x: poly(x))  # the polynomial is a pytree argument
+    np.testing.assert_allclose(evaluate(p, xs), np.sin(xs), rtol=0, atol=3e-13)
+    np.testing.assert_allclose(p(xs), np.polyval(np.asarray(p.coefficients)[::-1], xs - 0.5))
+    # vmap over expansion points: p_{x0}(x0 + 0.01) for many x0.
+    x0s = jnp.linspace(-1.0, 1.0, 4)
+    vals = jax.vmap(lambda x0: mml.taylor_polynomial(jnp.exp, x0, 5)(x0 + 0.01))(x0s)
+    np.testing.assert_allclose(vals, np.exp(x0s + 0.01), rtol=1e-14)
+    with pytest.raises(ValueError, match="order"):
+        mml.taylor_polynomial(jnp.sin, 0.0, -2)
+
+
+# ---------------------------------------------------------------------------------------------
+# linearise and quadratic_model
+
+
+def _loglog_slope(errors, sizes):
+    return np.polyfit(np.log(sizes), np.log(errors), 1)[0]
+
+
+def vector_field(x):  # R^3 -> R^2, smooth, with non-zero curvature in every direction
+    return jnp.stack([jnp.exp(x[0]) * jnp.sin(x[1]), x[0] * x[2] ** 2 + jnp.cos(x[1])])
+
+
+def test_linear_model_error_shrinks_as_dx_squared():
+    x0 = jnp.array([0.2, -0.4, 0.9])
+    direction = jnp.array([0.6, -0.3, 0.74])
+    sizes = np.logspace(-3, -1, 9)
+
+    @jax.jit
+    def errors(x0, hs):
+        lin = mml.linearise(vector_field, x0)
+        points = x0 + hs[:, None] * direction
+        return jnp.max(jnp.abs(jax.vmap(vector_field)(points) - jax.vmap(lin)(points)), axis=1)
+
+    slope = _loglog_slope(np.asarray(errors(x0, jnp.asarray(sizes))), sizes)
+    assert abs(slope - 2.0) < 0.1, slope
+
+
+def test_quadratic_model_error_shrinks_as_dx_cubed():
+    f = lambda x, a: jnp.sum(jnp.exp(a * x)) + x[0] * x[1] ** 2
+    x0 = jnp.array([0.3, -0.8])
+    direction = jnp.array([0.8, 0.6])
+    sizes = np.logspace(-3, -1, 9)
+
+    @jax.jit
+    def errors(x0, hs):
+        q = mml.quadratic_model(f, x0, args=(1.5,))
+        points = x0 + hs[:, None] * direction
+        return jnp.abs(jax.vmap(lambda p: f(p, 1.5))(points) - jax.vmap(q)(points))
+
+    slope = _loglog_slope(np.asarray(errors(x0, jnp.asarray(sizes))), sizes)
+    assert abs(slope - 3.0) < 0.1, slope
+
+
+def test_linearise_fields_pytrees_modes_and_model():
+    def f(p, c):
+        return {"s": c * jnp.sum(p["w"] ** 2), "v": p["w"] * p["b"]}
+
+    p0 = {"w": jnp.array([1.0, 2.0]), "b": jnp.asarray(0.5)}
+    dp = {"w": jnp.array([1e-3, -2e-3]), "b": jnp.asarray(1e-3)}
+    p1 = jax.tree.map(jnp.add, p0, dp)
+
+    @jax.jit
+    def run(p, p1, c):
+        lin = mml.linearise(f, p, args=(c,), mode="fwd")
+        lin_rev = mml.linearise(f, p, args=(c,), mode="rev")
+        return lin, lin_rev, lin(p1), lin.model(p1), f(p, c), jax.jacobian(f)(p, c)
+
+    lin, lin_rev, at_p1, model_at_p1, value, jac = run(p0, p1, 3.0)
+    chex.assert_trees_all_close(lin, lin_rev)
+    chex.assert_trees_all_close(lin.value, value)
+    chex.assert_trees_all_close(lin.jacobian, jac)
+    # Exact first-order change: ds = 6 w.dw, dv = b dw + w db.
+    want = {"s": 15.0 + 6.0 * (1e-3 - 4e-3), "v": p0["w"] * 0.5 + 0.5 * dp["w"] + p0["w"] * 1e-3}
+    chex.assert_trees_all_close(at_p1, want, rtol=1e-14)
+    chex.assert_trees_all_close(model_at_p1, at_p1)
+
+    # vmap over expansion points: one linearisation per row, evaluated at its own point.
+    @jax.jit
+    def batched(x0s):
+        lins = jax.vmap(lambda x: mml.linearise(vector_field, x))(x0s)
+        at_x0 = jax.vmap(lambda l, x: l(x))(lins, x0s)
+        return lins, at_x0, jax.vmap(jax.jacobian(vector_field))(x0s), jax.vmap(vector_field)(x0s)
+
+    lins, at_x0, jacs, values = batched(jnp.array([[0.1, 0.2, 0.3], [1.0, -1.0, 0.5]]))
+    chex.assert_shape(lins.jacobian, (2, 2, 3))
+    chex.assert_trees_all_close(lins.jacobian, jacs)
+    chex.assert_trees_all_close(at_x0, values)
+
+
+def test_quadratic_model_fields_vmap_float32_and_bad_input():
+    x0s = jnp.array([[-1.2, 1.0], [0.5, 0.5], [1.0, 1.0]], jnp.float32)
+    d = jnp.array([0.01, -0.02], jnp.float32)
+
+    @jax.jit
+    def run(x0s):
+        models = jax.vmap(lambda x: mml.quadratic_model(rosenbrock, x))(x0s)
+        at_step = jax.vmap(lambda q, x: q(x + d))(models, x0s)
+        exact = jax.vmap(lambda x: rosenbrock(x + d))(x0s)
+        references = (
+            jax.vmap(rosenbrock)(x0s),
+            jax.vmap(rosenbrock_gradient)(x0s),
+            jax.vmap(rosenbrock_hessian)(x0s),
+        )
+        return models, at_step, exact, references
+
+    models, at_step, exact, (values, gradients, hessians) = run(x0s)
+    assert models.hessian.dtype == jnp.float32
+    chex.assert_trees_all_close(models.value, values, rtol=1e-6)
+    chex.assert_trees_all_close(models.gradient, gradients, rtol=1e-5)
+    chex.assert_trees_all_close(models.hessian, hessians, rtol=1e-5)
+    # Rosenbrock is a quartic: the model misses exactly its cubic and quartic terms,
+    # f - q = b (d0^4 - 2 L d0^2) with L = d1 - 2 x0 d0 and b = 100.
+    lead = d[1] - 2 * x0s[:, 0] * d[0]
+    missing = 100.0 * (d[0] ** 4 - 2 * lead * d[0] ** 2)
+    np.testing.assert_allclose(exact - at_step, missing, rtol=0, atol=2e-5)
+    with pytest.raises(ValueError, match="f must return a scalar"):
+        mml.quadratic_model(lambda x: x**2, x0s[0])
+
+
+def test_quadratic_model_pytree_no_retrace():
+    f = lambda p: jnp.sum(p["a"] ** 2) * p["c"] + jnp.sin(p["c"])
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def at(p, p1):
+        q = mml.quadratic_model(f, p)
+        return q(p1), q.model(p)
+
+    p0 = {"a": jnp.array([1.0, -1.0]), "c": jnp.asarray(0.3)}
+    p1 = {"a": jnp.array([1.1, -1.0]), "c": jnp.asarray(0.3)}
+    val, at_x0 = at(p0, p1)
+    at(p1, p0)
+    np.testing.assert_allclose(val, f(p1), rtol=1e-14)  # quadratic in a: exact
+    np.testing.assert_allclose(at_x0, f(p0), rtol=1e-14)
+
+
+# ---------------------------------------------------------------------------------------------
+# taylor_error
+
+
+def test_taylor_error_scalar_exp_is_exact_on_the_grid_and_bounded():
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def err(x0):
+        return mml.taylor_error(jnp.exp, x0, 3, 0.2, n_samples=65)
+
+    e = err(0.0)
+    err(1.0)
+    # exp's remainder is largest at x0 + r; the grid contains it.
+    true_max = np.exp(0.2) - (1 + 0.2 + 0.2**2 / 2 + 0.2**3 / 6)
+    np.testing.assert_allclose(e.max_error, true_max, rtol=1e-10)
+    np.testing.assert_allclose(e.x_worst, 0.2)
+    # Lagrange: max |exp| = e^0.2 over the interval.
+    np.testing.assert_allclose(e.lagrange_bound, np.exp(0.2) * 0.2**4 / 24, rtol=1e-12)
+    assert e.max_error <= e.lagrange_bound
+
+
+def test_taylor_error_multivariate_orders_1_and_2_and_fallback():
+    f = lambda x: jnp.sum(jnp.sin(x)) + x[0] * x[1] ** 2
+
+    @jax.jit
+    def errs(x0):
+        return tuple(mml.taylor_error(f, x0, n, 0.1, n_samples=64) for n in (1, 2))
+
+    x0 = jnp.array([0.3, -0.2, 1.0])
+    e1, e2 = errs(x0)
+    for e in (e1, e2):
+        assert 0 < e.max_error <= e.lagrange_bound
+        assert e.lagrange_bound < 10 * e.max_error  # the estimate is not vacuous
+        assert float(jnp.linalg.norm(e.x_worst - x0)) <= 0.1 + 1e-12
+    # The order-1 error is the quadratic model's difference from the linear model, to O(r^3).
+    assert e2.max_error < 0.2 * e1.max_error
+    # A scalar function through a while loop: jet fails, nested forward mode takes over.
+    e = jax.jit(lambda x0: mml.taylor_error(cube_by_while, x0, 2, 0.1, n_samples=33))(1.0)
+    np.testing.assert_allclose(e.max_error, 0.1**3, rtol=1e-10)  # (x0 + s)^3: remainder s^3
+    np.testing.assert_allclose(e.lagrange_bound, 0.1**3, rtol=1e-10)
+
+
+def test_taylor_error_vmap_float32_and_bad_input():
+    x0s = jnp.array([0.0, 0.5, 1.0], jnp.float32)
+    e = jax.jit(jax.vmap(lambda x0: mml.taylor_error(jnp.sin, x0, 1, 0.1, n_samples=33)))(x0s)
+    assert e.max_error.dtype == jnp.float32
+    assert np.all(e.max_error <= e.lagrange_bound * (1 + 1e-5))
+    # Second-order remainder of sin: about sin(x0) r^2 / 2 at the worst end.
+    np.testing.assert_allclose(e.max_error[1:], np.sin(x0s[1:]) * 0.005, rtol=0.25)
+    with pytest.raises(ValueError, match="radius"):
+        mml.taylor_error(jnp.sin, 0.0, 1, -0.1)
+    with pytest.raises(ValueError, match="order"):
+        mml.taylor_error(jnp.sin, 0.0, -1, 0.1)
+    with pytest.raises(ValueError, match="n_samples"):
+        mml.taylor_error(jnp.sin, 0.0, 1, 0.1, n_samples=0)
+    no_bound = mml.taylor_error(jnp.sin, 0.0, 1, 0.1, n_samples=9, lagrange=False)
+    assert np.isnan(no_bound.lagrange_bound)
