@@ -39,6 +39,24 @@ HERE = Path(__file__).resolve().parent
 # The child: one device count, one process.
 
 
+def _roots(batch: int, dtype):
+    """Scalar Newton roots of x^3 - 2x - c, elementwise (``newton_raphson``), start 2."""
+    import numpy as np
+
+    import jaxopt_mml as mml
+
+    c = np.random.default_rng(0).uniform(1.0, 10.0, batch).astype(dtype)  # one root > 1.6
+    x0 = np.full_like(c, 2.0)
+
+    def f(x, cc):
+        return x**3 - 2.0 * x - cc
+
+    def roots(x, cc):
+        return mml.newton_raphson(f, x, args=(cc,), elementwise=True)
+
+    return "newton_raphson, x^3 - 2x - c", roots, (x0, c)
+
+
 def _problem(batch: int, dtype):
     """The batched fit to time: Gaussian peaks, N = 64 points, 4 parameters, starts 20% off.
 
@@ -106,7 +124,13 @@ def _problem(batch: int, dtype):
 
 
 def _child(
-    n_dev: int, batch: int, repeats: int, f32: bool, chunk: int | None, modes: list[str]
+    n_dev: int,
+    batch: int,
+    repeats: int,
+    f32: bool,
+    chunk: int | None,
+    modes: list[str],
+    problem: str = "fit",
 ) -> dict:
     import jax
 
@@ -117,7 +141,8 @@ def _child(
 
     assert jax.device_count() >= n_dev, f"{jax.device_count()} devices, want {n_dev}"
     mesh = mml.batch_mesh(jax.devices()[:n_dev])
-    name, fn, args = _problem(batch, np.float32 if f32 else np.float64)
+    make = _roots if problem == "roots" else _problem
+    name, fn, args = make(batch, np.float32 if f32 else np.float64)
     res = {"devices": n_dev, "batch": batch, "problem": name, "platform": jax.devices()[0].platform}
 
     placed = [mml.shard_batch(a, mesh) for a in args]
@@ -159,13 +184,14 @@ def _child(
 # The parent: one child per device count, then the table.
 
 
-def _run_child(n_dev, batch, repeats, f32, chunk, modes, timeout_s) -> dict:
+def _run_child(n_dev, batch, repeats, f32, chunk, modes, problem, timeout_s) -> dict:
     env = dict(os.environ)
     flags = [f for f in env.get("XLA_FLAGS", "").split() if "host_platform_device_count" not in f]
     env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={n_dev}"])
     env["PYTHONPATH"] = str(HERE.parent) + os.pathsep + env.get("PYTHONPATH", "")
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(n_dev),
-           "--batch", str(batch), "--repeats", str(repeats), "--modes", ",".join(modes)]  # fmt: skip
+           "--batch", str(batch), "--repeats", str(repeats), "--modes", ",".join(modes),
+           "--problem", problem]  # fmt: skip
     cmd += ["--chunk", str(chunk or 0)] + (["--f32"] if f32 else [])
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout_s)
@@ -186,6 +212,7 @@ def run_devices(
     repeats: int = 3,
     chunk: int | None = 1024,
     modes: tuple[str, ...] = ("shard_map",),
+    problem: str = "fit",
     timeout_s: float = 120.0,
 ) -> list[dict]:
     """Time the same batch of fits on each device count; one child process per count.
@@ -194,15 +221,20 @@ def run_devices(
     ``ours_compile_s``, ``ours_error``, ``note``), one per (count, formulation), where ``note``
     holds fits/s, the speed-up over the first count and the efficiency (speed-up / devices).
     """
-    batch = batch or (100_000 if full else 4_096)
-    results = [_run_child(d, batch, repeats, f32, chunk, modes, timeout_s) for d in counts]
+    if problem not in ("fit", "roots"):
+        raise ValueError(f"problem must be 'fit' or 'roots', got {problem!r}")
+    sizes = {"fit": (4_096, 100_000), "roots": (1 << 20, 1 << 24)}[problem]
+    if problem == "roots":
+        chunk = None  # scalar Newton: no LAPACK, and one vmap over the shard is fastest
+    batch = batch or sizes[full]
+    results = [_run_child(d, batch, repeats, f32, chunk, modes, problem, timeout_s) for d in counts]
     rows = []
     for key in modes:
         base = next((r[key]["steady_s"] for r in results if key in r), None)
         base_dev = next((r["devices"] for r in results if key in r), 1)
         for r in results:
             label = "jit, GSPMD" if key == "gspmd" else f"sharded, chunk {chunk}"
-            row = {"task": f"fits on devices ({label})", "size": f"B={batch}, D={r['devices']}",
+            row = {"task": f"{problem} on devices ({label})", "size": f"B={batch}, D={r['devices']}",
                    "ours_s": None, "ours_compile_s": None, "ours_error": r.get("error"),
                    "note": "", "devices": r["devices"], "batch": batch}  # fmt: skip
             if key in r:
@@ -211,11 +243,11 @@ def run_devices(
                 row.update(
                     ours_s=t["steady_s"],
                     ours_compile_s=t["compile_s"],
-                    fits_per_s=batch / t["steady_s"],
+                    per_s=batch / t["steady_s"],
                     speedup=speedup,
                     efficiency=speedup / r["devices"],
                     note=(
-                        f"{batch / t['steady_s']:,.0f} fits/s, speed-up {speedup:.2f}x, "
+                        f"{batch / t['steady_s']:,.0f} {problem}/s, speed-up {speedup:.2f}x, "
                         f"efficiency {speedup / r['devices']:.2f}, CPU {t['cpu_s'] * 1e3:.0f} ms/call, "
                         f"load {t['load']:.1f}, success {t['success']:.3f}, "
                         f"iters {t['n_iter_mean']:.1f}; {r['problem']}"
@@ -228,7 +260,10 @@ def run_devices(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     parser.add_argument("--counts", default="1,2,4", help="device counts, comma-separated")
-    parser.add_argument("--batch", type=int, default=None, help="fits per batch")
+    parser.add_argument("--batch", type=int, default=None, help="problems per batch")
+    parser.add_argument(
+        "--problem", default="fit", choices=("fit", "roots"), help="batched fits or roots"
+    )
     parser.add_argument("--full", action="store_true", help="a larger batch")
     parser.add_argument("--f32", action="store_true", help="float32 (default float64)")
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats after warm-up")
@@ -250,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
             args.f32,
             args.chunk or None,
             args.modes.split(","),
+            args.problem,
         )
         print(json.dumps(res), flush=True)
         return 0
@@ -260,8 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     counts = [int(c) for c in args.counts.split(",") if c]
     rows = run_devices(counts, batch=args.batch, full=args.full, f32=args.f32,
                        repeats=args.repeats, chunk=args.chunk or None,
-                       modes=tuple(args.modes.split(",")))  # fmt: skip
-    print(f"# batched fits against the device count ({os.cpu_count()} CPU cores on this host)")
+                       modes=tuple(args.modes.split(",")), problem=args.problem)  # fmt: skip
+    print(f"# batched {args.problem} against the device count ({os.cpu_count()} CPU cores here)")
     print(harness.HEADER)
     for row in rows:
         print(harness.format_row(row))
