@@ -229,6 +229,7 @@ def run_devices(
     batch = batch or sizes[full]
     results = [_run_child(d, batch, repeats, f32, chunk, modes, problem, timeout_s) for d in counts]
     rows = []
+    unit = {"fit": "fits", "roots": "roots"}[problem]
     for key in modes:
         base = next((r[key]["steady_s"] for r in results if key in r), None)
         base_dev = next((r["devices"] for r in results if key in r), 1)
@@ -247,7 +248,7 @@ def run_devices(
                     speedup=speedup,
                     efficiency=speedup / r["devices"],
                     note=(
-                        f"{batch / t['steady_s']:,.0f} {problem}/s, speed-up {speedup:.2f}x, "
+                        f"{batch / t['steady_s']:,.0f} {unit}/s, speed-up {speedup:.2f}x, "
                         f"efficiency {speedup / r['devices']:.2f}, CPU {t['cpu_s'] * 1e3:.0f} ms/call, "
                         f"load {t['load']:.1f}, success {t['success']:.3f}, "
                         f"iters {t['n_iter_mean']:.1f}; {r['problem']}"
