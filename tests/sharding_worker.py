@@ -6,7 +6,8 @@ XLA reads its flags once, when JAX starts, so the host-device count must be set 
     python tests/sharding_worker.py hosts 2 PORT PID     # one process of a 2-process run
 
 Each check prints one JSON line ``{"check": name, "ok": bool, "detail": str}``; a check that raises
-reports ``ok: false`` with the error. A hang dumps every thread's stack and exits (faulthandler).
+reports ``ok: false`` with the error, and one whose entry point is not in the library yet reports
+``ok: null`` (the test skips). A hang dumps every thread's stack and exits (faulthandler).
 """
 
 from __future__ import annotations
