@@ -1,0 +1,214 @@
+"""What every minimiser shares: the result type, input checks and the jit-compiled runner (private).
+
+Each solver module supplies ``init(problem, x0, rtol, atol, dynamic, static) -> (state, Progress,
+step)``, with a state
+that has the fields ``f`` (the value), ``g`` (the gradient) and ``n_fev``. :func:`run_minimiser`
+validates the input, flattens pytree parameters (``ravel_pytree``) when the solver works on vectors,
+runs the solver on the iteration driver, wraps the run in implicit differentiation of
+``grad f(x, *args) = 0`` and returns a :class:`MinimiseResult` in the caller's structure.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+from ._driver import History, iterate
+from ._implicit import dense_tangent_solve, solve_with_implicit_grad
+from ._status import Status
+from ._tree import PyTree, as_inexact, default_tolerances, tree_dtype, tree_max_abs
+
+__all__ = ["MinimiseResult"]
+
+
+class MinimiseResult(NamedTuple):
+    """The result of every minimiser (a pytree: it batches under ``jax.vmap``).
+
+    Attributes:
+        x: the minimiser found, in the structure of ``x0`` (an array or a pytree).
+        value: ``f(x, *args)``.
+        grad_norm: the largest absolute component of the gradient at ``x``.
+        n_iter: the number of iterations.
+        n_fev: the number of evaluations of ``f`` (each with its gradient), line searches included.
+        success: ``status == Status.SUCCESS``.
+        status: a :class:`Status` code.
+        history: with ``history=True`` (or a length), a :class:`History` of ``x`` (same structure
+            as ``x0``, with a leading iteration axis) and ``f`` per iteration; else ``None``.
+    """
+
+    x: PyTree
+    value: jax.Array
+    grad_norm: jax.Array
+    n_iter: jax.Array
+    n_fev: jax.Array
+    success: jax.Array
+    status: jax.Array
+    history: History | None = None
+
+
+class Problem(NamedTuple):
+    """The objective seen by a solver: ``x`` is a flat vector (or the pytree, for optax)."""
+
+    value: Callable[[Any], jax.Array]
+    value_and_grad: Callable[[Any], tuple[jax.Array, Any]]
+    grad: Callable[[Any], Any]
+
+
+def gradient_converged(
+    g: PyTree, f: jax.Array, f0: jax.Array, rtol: jax.Array, atol: jax.Array
+) -> jax.Array:
+    """The first-order test ``max_i |g_i| <= atol + rtol * min(|f|, |f0|)``.
+
+    Relative to the value (the natural scale of the gradient of a well-scaled problem), but never
+    to more than the starting value: a diverging run has a huge ``|f|`` and must not pass.
+    """
+    return tree_max_abs(g) <= atol + rtol * jnp.minimum(jnp.abs(f), jnp.abs(f0))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Spec:
+    """The static part of a run (hashable: it is a static argument of the jit-compiled runner)."""
+
+    init: Callable
+    f: Callable
+    flat: bool
+    max_iter: int
+    history: int
+    verbose: bool
+    cauchy: bool
+    name: str
+    static: tuple
+
+
+def _check_scalar(f, x0, args):
+    out = jax.eval_shape(lambda x, a: f(x, *a), x0, args)
+    if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != ():
+        shape = getattr(out, "shape", type(out).__name__)
+        raise ValueError(f"f must return a scalar, got output of shape {shape}")
+    if not jnp.issubdtype(out.dtype, jnp.floating):
+        raise TypeError(f"f must return a real floating value, got dtype {out.dtype}")
+
+
+def _run(spec: _Spec, x0, args, rtol, atol, dyn):
+    f = spec.f
+    _check_scalar(f, x0, args)
+    if spec.flat:
+        flat0, unravel = ravel_pytree(x0)
+    else:
+        flat0, unravel = x0, lambda u: u
+
+    def value(x, a):
+        return f(unravel(x), *a)
+
+    def solve(guess):
+        fun = Problem(
+            value=lambda x: value(x, args),
+            value_and_grad=lambda x: jax.value_and_grad(value)(x, args),
+            grad=lambda x: jax.grad(value)(x, args),
+        )
+        state, progress, step = spec.init(fun, guess, rtol, atol, dyn, dict(spec.static))
+        out = iterate(
+            step,
+            state,
+            progress,
+            max_iter=spec.max_iter,
+            rtol=rtol,
+            atol=atol,
+            cauchy=spec.cauchy,
+            history=spec.history,
+            verbose=spec.verbose,
+            name=spec.name,
+        )
+        aux = (
+            out.state.f,
+            tree_max_abs(out.state.g),
+            out.n_iter,
+            out.state.n_fev,
+            out.status,
+            out.history,
+        )
+        return out.progress.x, aux
+
+    def optimality(x):
+        return jax.grad(value)(x, args)
+
+    # The tangent system is the Hessian at the solution, materialised (n Hessian-vector products)
+    # and solved densely: cheap next to the minimisation for the sizes this library targets.
+    x, (val, gnorm, n_iter, n_fev, status, hist) = solve_with_implicit_grad(
+        optimality, flat0, solve, tangent_solve=dense_tangent_solve
+    )
+    if hist is not None and spec.flat:
+        hist = hist._replace(x=jax.vmap(unravel)(hist.x))
+    return MinimiseResult(
+        x=unravel(x),
+        value=val,
+        grad_norm=gnorm,
+        n_iter=n_iter,
+        n_fev=n_fev,
+        success=status == int(Status.SUCCESS),
+        status=status,
+        history=hist,
+    )
+
+
+_run_jit = jax.jit(_run, static_argnums=(0,))
+
+
+def run_minimiser(
+    init: Callable,
+    f: Callable,
+    x0: PyTree,
+    args: tuple,
+    *,
+    name: str,
+    max_iter: int,
+    rtol: float | None,
+    atol: float | None,
+    history: bool | int,
+    verbose: bool,
+    cauchy: bool,
+    flat: bool = True,
+    dynamic: dict | None = None,
+    static: dict | None = None,
+) -> MinimiseResult:
+    """Validate the input and run ``init``'s solver, jit-compiled once per static configuration.
+
+    ``dynamic`` options (floats) are traced, so new values do not recompile; ``static`` options
+    (ints, strings, callables) are part of the compilation key.
+    """
+    if not callable(f):
+        raise TypeError(f"f must be callable, got {type(f).__name__}")
+    if not isinstance(args, tuple):
+        raise TypeError(f"args must be a tuple (f is called as f(x, *args)), got {type(args)}")
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 0:
+        raise ValueError(f"max_iter must be a non-negative Python int, got {max_iter!r}")
+    if isinstance(history, bool):
+        history = 1000 if history else 0
+    if not isinstance(history, int) or history < 0:
+        raise ValueError(f"history must be a bool or a non-negative int, got {history!r}")
+    x0 = as_inexact(x0)
+    if not jax.tree.leaves(x0):
+        raise ValueError("x0 must hold at least one array")
+    dtype = tree_dtype(x0)
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        raise TypeError(f"x0 must be real, got dtype {dtype}")
+    x0 = jax.tree.map(lambda u: u.astype(dtype), x0)
+    rtol, atol = default_tolerances(dtype, rtol, atol)
+    spec = _Spec(
+        init=init,
+        f=f,
+        flat=flat,
+        max_iter=max_iter,
+        history=history,
+        verbose=bool(verbose),
+        cauchy=cauchy,
+        name=name,
+        static=tuple(sorted((static or {}).items())),
+    )
+    dyn = {k: jnp.asarray(v, dtype) for k, v in (dynamic or {}).items()}
+    return _run_jit(spec, x0, args, jnp.asarray(rtol, dtype), jnp.asarray(atol, dtype), dyn)

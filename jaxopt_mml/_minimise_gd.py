@@ -1,0 +1,198 @@
+"""Gradient descent: fixed step, optax schedule or Armijo backtracking; momentum (private)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ._driver import make_progress
+from ._linesearch import backtracking
+from ._minimise_common import MinimiseResult, gradient_converged, run_minimiser
+from ._status import Status
+from ._tree import PyTree, check_positive_int
+
+__all__ = ["gradient_descent"]
+
+_LINE_SEARCHES = ("backtracking", "armijo")
+
+
+class _GDState(NamedTuple):
+    x: jax.Array
+    f: jax.Array
+    g: jax.Array
+    velocity: jax.Array
+    count: jax.Array  # steps taken (the schedule's argument)
+    alpha: jax.Array  # the last accepted line-search step
+    n_fev: jax.Array
+
+
+def _init(fun, x0, rtol, atol, dyn, options):
+    mode, schedule = options["mode"], options["schedule"]
+    momentum, nesterov, max_ls = options["momentum"], options["nesterov"], options["max_ls"]
+    f0, g0 = fun.value_and_grad(x0)
+    dtype = x0.dtype
+    state = _GDState(
+        x0,
+        f0,
+        g0,
+        jnp.zeros_like(x0),
+        jnp.asarray(0, jnp.int32),
+        jnp.asarray(1.0, dtype),
+        jnp.asarray(1, jnp.int32),
+    )
+    progress = make_progress(x0, f0, converged=gradient_converged(g0, f0, f0, rtol, atol))
+
+    def step(state: _GDState):
+        x, f, g, v, count, alpha_prev, n_fev = state
+        # Momentum in optax's form: v <- mu v + g; direction g + mu v (Nesterov) or v.
+        v = momentum * v + g
+        d = g + momentum * v if nesterov else v
+        failure = jnp.asarray(int(Status.RUNNING), jnp.int32)
+        if mode == "fixed":
+            alpha = dyn["step_size"]
+            n_ls = 0
+        elif mode == "schedule":
+            alpha = jnp.asarray(schedule(count), dtype)
+            n_ls = 0
+        else:
+            # Line search: keep only a momentum direction that descends.
+            descends = jnp.vdot(g, d) > 0
+            d = jnp.where(descends, d, g)
+            v = jnp.where(descends, v, g)
+            ls = backtracking(
+                lambda a: fun.value(x - a * d),
+                f,
+                -jnp.vdot(g, d),
+                init_step=2.0 * alpha_prev,
+                max_steps=max_ls,
+            )
+            alpha = jnp.where(ls.success, ls.step_size, 0.0)
+            alpha_prev = jnp.where(ls.success, ls.step_size, alpha_prev)
+            failure = jnp.where(ls.success, failure, int(Status.LINESEARCH_FAILED))
+            n_ls = ls.n_eval
+        dx = -alpha * d
+        x_new = x + dx
+        f_new, g_new = fun.value_and_grad(x_new)
+        new_state = _GDState(x_new, f_new, g_new, v, count + 1, alpha_prev, n_fev + 1 + n_ls)
+        progress = make_progress(
+            x_new,
+            f_new,
+            dx=dx,
+            df=f_new - f,
+            converged=gradient_converged(g_new, f_new, f0, rtol, atol),
+            failure=failure,
+        )
+        return new_state, progress
+
+    return state, progress, step
+
+
+def gradient_descent(
+    f: Callable[..., jax.Array],
+    x0: PyTree,
+    *,
+    args: tuple = (),
+    step_size: float | Callable | str = "backtracking",
+    max_iter: int = 10_000,
+    rtol: float | None = None,
+    atol: float | None = None,
+    momentum: float = 0.0,
+    nesterov: bool = False,
+    max_linesearch: int = 30,
+    history: bool | int = False,
+    verbose: bool = False,
+) -> MinimiseResult:
+    r"""Minimise ``f(x, *args)`` by gradient descent, with optional (Nesterov) momentum.
+
+    The update, in optax's momentum convention (``momentum = 0``: plain steepest descent):
+
+    .. math:: v_{k+1} = \mu v_k + \nabla f(x_k), \qquad
+              x_{k+1} = x_k - \alpha_k d_k, \quad
+              d_k = v_{k+1} \ \text{(heavy ball)} \ \text{or}\ \nabla f(x_k) + \mu v_{k+1}
+              \ \text{(Nesterov)}.
+
+    The step :math:`\alpha_k` is
+
+    * a float: fixed (stable for a quadratic when :math:`\alpha < 2/L`, :math:`L` the largest
+      Hessian eigenvalue); traced, so a new value does not recompile;
+    * a callable of the step count, e.g. an optax schedule (``optax.exponential_decay(...)``),
+      part of the compilation key (reuse the object);
+    * ``"backtracking"`` or ``"armijo"`` (default): the largest of :math:`2\alpha_{k-1},
+      \alpha_{k-1}, \alpha_{k-1}/2, \dots` with sufficient decrease
+      :math:`f(x - \alpha d) \le f(x) - 10^{-4}\alpha\, \nabla f^\top d`; a momentum direction that
+      does not descend is replaced by the gradient.
+
+    Convergence: ``max|grad f| <= atol + rtol min(|f|, |f(x0)|)`` (no Cauchy test: small steps do not mean
+    convergence here). Gradient descent converges linearly, at a rate set by the condition number
+    :math:`\kappa`: about :math:`\kappa \log(1/\text{tol})` iterations; prefer :func:`bfgs`,
+    :func:`lbfgs` or :func:`newton_minimise` for ill-conditioned problems.
+
+    Args:
+        f: the objective, a scalar function ``f(x, *args)``; ``x`` may be a pytree.
+        x0: the starting point (array or pytree of arrays).
+        args: extra arguments of ``f``; the minimiser is differentiable with respect to them.
+        step_size: a float, a schedule ``count -> step``, or ``"backtracking"``/``"armijo"``.
+        max_iter: the most iterations.
+        rtol, atol: tolerances (default ``sqrt(eps)`` of the dtype).
+        momentum: the momentum coefficient :math:`\mu \in [0, 1)`.
+        nesterov: use Nesterov's look-ahead form of momentum.
+        max_linesearch: the most backtracking steps per iteration.
+        history: record ``x`` and ``f`` per iteration (``True``: the first 1000; an int: that many).
+        verbose: print progress each iteration.
+
+    Returns:
+        :class:`MinimiseResult`.
+
+    Example:
+        >>> res = mml.gradient_descent(lambda x: jnp.sum((x - 1.0) ** 2), jnp.zeros(3), step_size=0.1)
+
+    References:
+        Nocedal & Wright, *Numerical Optimization*, 2nd ed., sections 2.2 and 3.1; Polyak (1964);
+        Nesterov (1983); Sutskever et al., ICML 2013 (momentum in this form).
+    """
+    dynamic = {}
+    schedule = None
+    if isinstance(step_size, str):
+        if step_size not in _LINE_SEARCHES:
+            raise ValueError(
+                f"step_size must be a float, a schedule or one of {_LINE_SEARCHES}, "
+                f"got {step_size!r}"
+            )
+        mode = "linesearch"
+    elif callable(step_size):
+        mode, schedule = "schedule", step_size
+    elif isinstance(step_size, int | float) and not isinstance(step_size, bool):
+        if not step_size > 0:
+            raise ValueError(f"step_size must be positive, got {step_size}")
+        mode = "fixed"
+        dynamic["step_size"] = step_size
+    else:
+        raise TypeError(
+            f"step_size must be a float, a schedule or a line-search name, got {step_size!r}"
+        )
+    if not isinstance(momentum, int | float) or not 0.0 <= momentum < 1.0:
+        raise ValueError(f"momentum must be a float in [0, 1), got {momentum!r}")
+    return run_minimiser(
+        _init,
+        f,
+        x0,
+        args,
+        name="gradient_descent",
+        max_iter=max_iter,
+        rtol=rtol,
+        atol=atol,
+        history=history,
+        verbose=verbose,
+        cauchy=False,
+        dynamic=dynamic,
+        static={
+            "mode": mode,
+            "schedule": schedule,
+            "momentum": float(momentum),
+            "nesterov": bool(nesterov),
+            "max_ls": check_positive_int("max_linesearch", max_linesearch),
+        },
+    )

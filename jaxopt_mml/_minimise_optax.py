@@ -1,0 +1,140 @@
+"""Any optax optimiser, run inside the jit-compiled driver loop (private)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from ._driver import make_progress
+from ._minimise_common import MinimiseResult, gradient_converged, run_minimiser
+from ._tree import PyTree, tree_sub
+
+__all__ = ["optax_minimise"]
+
+
+class _OptaxState(NamedTuple):
+    x: PyTree
+    opt_state: Any
+    f: jax.Array
+    g: PyTree
+    n_fev: jax.Array
+
+
+def _tree_get(state, key):
+    try:
+        return optax.tree.get(state, key)
+    except (KeyError, ValueError):
+        return None
+
+
+def _init(fun, x0, rtol, atol, dyn, options):
+    opt = optax.with_extra_args_support(options["optimizer"])
+    f0, g0 = fun.value_and_grad(x0)
+    opt_state0 = opt.init(x0)
+    # Optimisers with a line search (optax.lbfgs, scale_by_zoom_linesearch...) store the value
+    # and gradient at the new point in their state: reuse them instead of evaluating again.
+    stores_value = _tree_get(opt_state0, "value") is not None
+    counts_ls = _tree_get(opt_state0, "num_linesearch_steps") is not None
+    value_and_grad = optax.value_and_grad_from_state(fun.value) if stores_value else None
+    state = _OptaxState(x0, opt_state0, f0, g0, jnp.asarray(1, jnp.int32))
+    progress = make_progress(x0, f0, converged=gradient_converged(g0, f0, f0, rtol, atol))
+
+    def step(state: _OptaxState):
+        x, opt_state, f, g, n_fev = state
+        updates, opt_state = opt.update(g, opt_state, x, value=f, grad=g, value_fn=fun.value)
+        x_new = optax.apply_updates(x, updates)
+        if stores_value:
+            f_new, g_new = value_and_grad(x_new, state=opt_state)
+        else:
+            f_new, g_new = fun.value_and_grad(x_new)
+            n_fev = n_fev + 1
+        if counts_ls:
+            n_fev = n_fev + jnp.asarray(_tree_get(opt_state, "num_linesearch_steps"), jnp.int32)
+        progress = make_progress(
+            x_new,
+            f_new,
+            dx=tree_sub(x_new, x),
+            df=f_new - f,
+            converged=gradient_converged(g_new, f_new, f0, rtol, atol),
+        )
+        return _OptaxState(x_new, opt_state, f_new, g_new, n_fev), progress
+
+    return state, progress, step
+
+
+def optax_minimise(
+    f: Callable[..., jax.Array],
+    x0: PyTree,
+    optimizer: optax.GradientTransformation,
+    *,
+    args: tuple = (),
+    max_iter: int = 10_000,
+    rtol: float | None = None,
+    atol: float | None = None,
+    history: bool | int = False,
+    verbose: bool = False,
+) -> MinimiseResult:
+    r"""Minimise ``f(x, *args)`` with any optax optimiser, inside one jit-compiled loop.
+
+    Each iteration is ``updates, state = optimizer.update(grad, state, x, value=f, grad=grad,
+    value_fn=...)`` followed by ``x = optax.apply_updates(x, updates)``, so optimisers that need the
+    objective itself work too: ``optax.lbfgs()`` and anything chained with
+    ``optax.scale_by_zoom_linesearch`` or ``scale_by_backtracking_linesearch``. Where the optimiser
+    stores the value and gradient at the new point in its state, they are reused
+    (``optax.value_and_grad_from_state``) instead of evaluated again. Parameters keep their pytree
+    structure, so optax masks and ``multi_transform`` labels apply as usual.
+
+    The optimiser is part of the compilation key: build it once (``opt = optax.adam(1e-2)``) and
+    reuse the object; calling ``optax.adam(1e-2)`` anew for each solve compiles each time.
+
+    Convergence: ``max|grad f| <= atol + rtol min(|f|, |f(x0)|)`` (no Cauchy test: a small learning rate makes
+    small steps far from a minimum). Expect many iterations from first-order optimisers such as
+    ``optax.adam``: raise ``max_iter`` or loosen the tolerances; ``optax.lbfgs()`` converges like
+    :func:`lbfgs`.
+
+    Args:
+        f: the objective, a scalar function ``f(x, *args)``; ``x`` may be a pytree.
+        x0: the starting point (array or pytree of arrays).
+        optimizer: an optax ``GradientTransformation`` (with or without extra-args support).
+        args: extra arguments of ``f``; the minimiser is differentiable with respect to them.
+        max_iter: the most iterations.
+        rtol, atol: tolerances (default ``sqrt(eps)`` of the dtype).
+        history: record ``x`` and ``f`` per iteration (``True``: the first 1000; an int: that many).
+        verbose: print progress each iteration.
+
+    Returns:
+        :class:`MinimiseResult`.
+
+    Example:
+        >>> import optax
+        >>> res = mml.optax_minimise(rosen, jnp.array([-1.2, 1.0]), optax.lbfgs())
+
+    References:
+        DeepMind et al., *The DeepMind JAX Ecosystem* (optax), 2020.
+    """
+    if not isinstance(
+        optimizer, optax.GradientTransformation | optax.GradientTransformationExtraArgs
+    ):
+        if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+            raise TypeError(
+                f"optimizer must be an optax GradientTransformation, got {type(optimizer).__name__}"
+            )
+    return run_minimiser(
+        _init,
+        f,
+        x0,
+        args,
+        name="optax",
+        max_iter=max_iter,
+        rtol=rtol,
+        atol=atol,
+        history=history,
+        verbose=verbose,
+        cauchy=False,
+        flat=False,
+        static={"optimizer": optimizer},
+    )

@@ -1,0 +1,353 @@
+"""Unconstrained minimisers: the zoo, scipy as the oracle, batching, compilation, dtypes, bad input.
+
+Compilations dominate the run time, so the 2-D zoo problems share one objective selected by an
+index in ``args`` (``lax.switch``), solved in one vmapped call per solver.
+"""
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import scipy.optimize as so
+from jax import lax
+
+import jaxopt_mml as mml
+from tests.zoo import minimise as zoo
+
+OPTAX_LBFGS = optax.lbfgs()  # one object: a new optimiser object would be a new compilation
+
+
+def _optax_lbfgs(f, x0, **kw):
+    return mml.optax_minimise(f, x0, OPTAX_LBFGS, **kw)
+
+
+def _gd(f, x0, **kw):
+    return mml.gradient_descent(f, x0, **kw)
+
+
+SOLVERS = {
+    "bfgs": mml.bfgs,
+    "lbfgs": mml.lbfgs,
+    "newton": mml.newton_minimise,
+    "optax_lbfgs": _optax_lbfgs,
+}
+
+# The 2-D problems, one objective: f(x, k) = problem k at x.
+TWO_D = [zoo.BY_NAME[n] for n in ("rosen2", "beale", "booth", "matyas", "saddle")]
+TWO_D_STARTS = np.array([p.x0 for p in TWO_D] + list(zoo.HIMMELBLAU_STARTS))
+TWO_D_MINIMA = np.array([p.x_star for p in TWO_D] + list(zoo.HIMMELBLAU_MINIMA))
+TWO_D_INDEX = np.array(list(range(len(TWO_D))) + [len(TWO_D)] * 4)
+TWO_D_FUNCS = [p.f for p in TWO_D] + [zoo.himmelblau]
+
+
+def two_d(x, k):
+    return lax.switch(k, TWO_D_FUNCS, x)
+
+
+@functools.cache
+def _solve_two_d(name):
+    """All nine 2-D problems in one vmapped call (cached: the zoo and vmap tests share it)."""
+    solver = {**SOLVERS, "gd": _gd}[name]
+    kw = {"max_iter": 5000} if name == "gd" else {}
+    starts = jnp.asarray(TWO_D_STARTS)
+    return jax.vmap(lambda x0, k: solver(two_d, x0, args=(k,), **kw))(starts, TWO_D_INDEX)
+
+
+@pytest.mark.parametrize("name", sorted(SOLVERS))
+def test_two_d_zoo(name):
+    """Rosenbrock, Beale, Booth, Matyas, the saddle and Himmelblau's four minima."""
+    res = _solve_two_d(name)
+    chex.assert_trees_all_equal(res.status, jnp.zeros_like(res.status))
+    np.testing.assert_allclose(res.x, TWO_D_MINIMA, atol=2e-6)
+    f_star = np.array([p.f_star for p in TWO_D] + [0.0] * 4)
+    np.testing.assert_allclose(res.value, f_star, atol=1e-11)
+    assert np.all(np.asarray(res.grad_norm) <= 1e-5)
+    assert np.all(np.asarray(res.n_iter) >= 1) and np.all(np.asarray(res.n_fev) > res.n_iter)
+
+
+def test_two_d_gradient_descent():
+    """Steepest descent with Armijo backtracking on the well-conditioned 2-D problems."""
+    idx = np.array([2, 3, 4, 5, 6, 7, 8])  # Booth, Matyas, the saddle, Himmelblau
+    res = _solve_two_d("gd")
+    assert np.all(np.asarray(res.status)[idx] == 0)
+    np.testing.assert_allclose(res.x[idx], TWO_D_MINIMA[idx], atol=1e-6)
+    # Rosenbrock's curved valley: 5000 steepest-descent steps are not enough, and it says so
+    assert int(res.status[0]) == mml.Status.MAX_ITER
+
+
+BOWL_A = jnp.stack([jnp.asarray(zoo.A_WELL), jnp.asarray(zoo.A_ILL)])
+BOWL_X = np.stack([zoo.X_WELL, zoo.X_ILL])
+
+
+@pytest.mark.parametrize("name", sorted(SOLVERS))
+def test_bowls_vmapped_over_args(name):
+    """Well (kappa = 4) and badly (kappa = 1e4) conditioned quadratics, batched over args."""
+    res = jax.vmap(lambda a: SOLVERS[name](zoo.bowl, jnp.zeros(5), args=(a, jnp.asarray(zoo.B5))))(
+        BOWL_A
+    )
+    assert np.all(np.asarray(res.success))
+    np.testing.assert_allclose(res.x, BOWL_X, rtol=1e-6, atol=1e-7)
+    if name == "newton":  # exact on a quadratic: one step
+        np.testing.assert_array_equal(res.n_iter, [1, 1])
+
+
+def test_gradient_descent_bowl_variants():
+    """Fixed step, schedule, heavy-ball and Nesterov momentum on the well-conditioned bowl."""
+    args = (jnp.asarray(zoo.A_WELL), jnp.asarray(zoo.B5))
+    x0 = jnp.zeros(5)
+    fixed = mml.gradient_descent(zoo.bowl, x0, args=args, step_size=0.4)
+    sched = mml.gradient_descent(
+        zoo.bowl, x0, args=args, step_size=optax.exponential_decay(0.45, 100, 0.9)
+    )
+    heavy = mml.gradient_descent(zoo.bowl, x0, args=args, step_size=0.2, momentum=0.5)
+    nest = mml.gradient_descent(zoo.bowl, x0, args=args, step_size=0.2, momentum=0.5, nesterov=True)
+    for res in (fixed, sched, heavy, nest):
+        assert bool(res.success), res.status
+        np.testing.assert_allclose(res.x, zoo.X_WELL, atol=1e-7)
+    # momentum accelerates: fewer iterations than plain descent with the same step
+    plain = mml.gradient_descent(zoo.bowl, x0, args=args, step_size=0.2)
+    assert int(heavy.n_iter) < int(plain.n_iter)
+    # a step above 2/L diverges: reported, not silently wrong
+    bad = mml.gradient_descent(zoo.bowl, x0, args=args, step_size=1.5, max_iter=2000)
+    assert not bool(bad.success)
+
+
+def test_gradient_descent_bad_conditioning_is_slow_but_honest():
+    res = mml.gradient_descent(
+        zoo.bowl, jnp.zeros(5), args=(jnp.asarray(zoo.A_ILL), jnp.asarray(zoo.B5)), max_iter=200
+    )
+    assert int(res.status) == mml.Status.MAX_ITER and int(res.n_iter) == 200
+
+
+@pytest.mark.parametrize("name,n", [("bfgs", 10), ("lbfgs", 10), ("newton", 10), ("lbfgs", 100)])
+def test_rosenbrock_n(name, n):
+    p = zoo.BY_NAME[f"rosen{n}"]
+    res = SOLVERS[name](p.f, jnp.asarray(p.x0))
+    assert bool(res.success), res.status
+    np.testing.assert_allclose(res.x, p.x_star, atol=1e-6)
+    assert float(res.value) < 1e-12
+
+
+def test_newton_cg_rosenbrock_100():
+    p = zoo.BY_NAME["rosen100"]
+    res = mml.newton_minimise(p.f, jnp.asarray(p.x0), linear_solver="cg")
+    assert bool(res.success), res.status
+    np.testing.assert_allclose(res.x, p.x_star, atol=1e-6)
+
+
+@pytest.mark.parametrize("method", ["BFGS", "Newton-CG"])
+@pytest.mark.parametrize("problem", ["rosen10", "beale"])
+def test_scipy_oracle(method, problem):
+    p = zoo.BY_NAME[problem]
+    f = jax.jit(p.f)
+    g = jax.jit(jax.grad(p.f))
+    hessp = jax.jit(lambda x, v: jax.jvp(jax.grad(p.f), (x,), (v,))[1])
+    ref = so.minimize(
+        lambda x: float(f(x)),
+        p.x0,
+        jac=lambda x: np.asarray(g(x)),
+        hessp=(lambda x, v: np.asarray(hessp(x, v))) if method == "Newton-CG" else None,
+        method=method,
+        options={"gtol": 1e-10} if method == "BFGS" else {"xtol": 1e-12},
+    )
+    ours = (mml.bfgs if method == "BFGS" else mml.newton_minimise)(p.f, jnp.asarray(p.x0))
+    assert bool(ours.success)
+    np.testing.assert_allclose(ours.x, ref.x, atol=1e-6)
+    assert float(ours.value) <= ref.fun + 1e-12
+
+
+def test_saddle_plain_newton_goes_uphill_ours_descends():
+    p = zoo.BY_NAME["saddle"]
+    x0 = jnp.asarray(p.x0)
+    g, h = jax.grad(p.f)(x0), jax.hessian(p.f)(x0)
+    plain = x0 - jnp.linalg.solve(h, g)
+    # Along y (negative curvature) plain Newton climbs towards the saddle at y = 0 ...
+    assert float(p.f(x0.at[1].set(plain[1]))) > float(p.f(x0))
+    plain_step = jax.jit(lambda x: x - jnp.linalg.solve(jax.hessian(p.f)(x), jax.grad(p.f)(x)))
+    xk = x0
+    for _ in range(20):
+        xk = plain_step(xk)
+    np.testing.assert_allclose(xk, [0.0, 0.0], atol=1e-12)  # ... and converges onto it
+    res = mml.newton_minimise(p.f, x0, history=8)
+    assert bool(res.success)
+    np.testing.assert_allclose(res.x, p.x_star, atol=1e-8)
+    np.testing.assert_allclose(res.value, p.f_star, atol=1e-14)
+    f_hist = np.asarray(res.history.f)[: int(res.history.length)]
+    assert np.all(np.diff(f_hist) < 0)  # every step descends
+
+
+@pytest.mark.parametrize("name", sorted(SOLVERS) + ["gd"])
+def test_vmap_equals_loop(name):
+    """Per-element results of the batched run equal single runs (Himmelblau and Rosenbrock)."""
+    solver = {**SOLVERS, "gd": _gd}[name]
+    kw = {"max_iter": 5000} if name == "gd" else {}
+    batched = _solve_two_d(name)
+    for i in (0, 5, 6, 7, 8):
+        single = solver(two_d, jnp.asarray(TWO_D_STARTS[i]), args=(TWO_D_INDEX[i],), **kw)
+        np.testing.assert_allclose(batched.x[i], single.x, rtol=1e-12, atol=1e-14)
+        assert int(batched.n_iter[i]) == int(single.n_iter)
+        assert int(batched.status[i]) == int(single.status)
+        assert int(batched.n_fev[i]) == int(single.n_fev)
+
+
+def test_no_recompilation():
+    calls = {"n": 0}
+
+    def counted(x, c):
+        calls["n"] += 1
+        return jnp.sum((x - c) ** 2) + jnp.sum(x**4)
+
+    for solver in (mml.bfgs, mml.newton_minimise, _optax_lbfgs):
+        calls["n"] = 0
+        solver(counted, jnp.ones(3), args=(0.5,))
+        traced = calls["n"]
+        assert traced > 0
+        solver(counted, jnp.full(3, 2.0), args=(0.25,), rtol=1e-9)  # new values, same shapes
+        assert calls["n"] == traced, solver
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def solve(x0, c):
+        return mml.bfgs(counted, x0, args=(c,)).x
+
+    solve(jnp.ones(3), 0.5)
+    solve(jnp.zeros(3), 0.1)
+
+
+def _implicit_problem(x, theta):
+    """Strictly convex, with a minimiser that depends non-linearly on theta."""
+    a, b = theta[0], theta[1]
+    return jnp.sum(jnp.cosh(x - a)) + 0.5 * b * jnp.sum(x**2) + 0.1 * jnp.sum(x[1:] * x[:-1])
+
+
+def _implicit_loss(solver, theta, **kw):
+    x = solver(_implicit_problem, jnp.zeros(4), args=(theta,), **kw).x
+    return jnp.sum(x * jnp.arange(1.0, 5.0))
+
+
+@pytest.mark.parametrize("name", sorted(SOLVERS) + ["gd", "newton_cg"])
+def test_implicit_gradient_matches_finite_differences(name):
+    solver = {
+        **SOLVERS,
+        "gd": _gd,
+        "newton_cg": lambda f, x0, **kw: mml.newton_minimise(f, x0, linear_solver="cg", **kw),
+    }[name]
+    theta = jnp.array([0.3, 1.7])
+    grad = jax.grad(lambda t: _implicit_loss(solver, t))(theta)
+    # Central differences of the minimiser found to full precision (Newton, tight tolerances).
+    h = 1e-4
+
+    def ref(t):
+        return _implicit_loss(mml.newton_minimise, t, rtol=1e-14, atol=1e-14)
+
+    fd = [(ref(theta + h * e) - ref(theta - h * e)) / (2 * h) for e in jnp.eye(2)]
+    # The derivative is exact at the solution found; that solution is within the tolerances.
+    np.testing.assert_allclose(grad, fd, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(SOLVERS) + ["gd"])
+def test_pytree_parameters(name):
+    solver = {**SOLVERS, "gd": _gd}[name]
+    target = {"w": jnp.array([1.0, -2.0]), "b": jnp.asarray(0.5)}
+
+    def f(p):
+        return jnp.sum((p["w"] - target["w"]) ** 2) + (p["b"] - target["b"]) ** 2 + p["b"] ** 4
+
+    x0 = {"w": jnp.zeros(2), "b": jnp.asarray(0.0)}
+    res = solver(f, x0, history=3)
+    chex.assert_trees_all_equal_structs(res.x, x0)
+    chex.assert_trees_all_equal_shapes(res.x, x0)
+    assert bool(res.success)
+    b_star = so.brentq(lambda b: 2 * (b - 0.5) + 4 * b**3, 0.0, 1.0)
+    np.testing.assert_allclose(res.x["w"], target["w"], atol=1e-7)
+    np.testing.assert_allclose(res.x["b"], b_star, atol=1e-7)
+    chex.assert_shape(res.history.x["w"], (3, 2))
+    chex.assert_shape(res.history.x["b"], (3,))
+
+
+@pytest.mark.parametrize("name", sorted(SOLVERS) + ["gd"])
+def test_float32(name):
+    solver = {**SOLVERS, "gd": _gd}[name]
+    idx = np.array([0, 2, 5]) if name != "gd" else np.array([2, 5])  # Rosenbrock, Booth, Himmelblau
+    res = jax.vmap(lambda x0, k: solver(two_d, x0, args=(k,), max_iter=5000))(
+        jnp.asarray(TWO_D_STARTS[idx], jnp.float32), TWO_D_INDEX[idx]
+    )
+    assert res.x.dtype == jnp.float32 and res.value.dtype == jnp.float32
+    assert np.all(np.asarray(res.success)), res.status
+    np.testing.assert_allclose(res.x, TWO_D_MINIMA[idx], atol=2e-3)
+
+
+def test_history_and_verbose(capfd):
+    p = zoo.BY_NAME["rosen2"]
+    res = mml.bfgs(p.f, jnp.asarray(p.x0), history=True, verbose=True)
+    out = capfd.readouterr().out
+    assert "bfgs iter 1:" in out
+    n = int(res.n_iter)
+    chex.assert_shape(res.history.x, (1000, 2))
+    assert int(res.history.length) == n + 1
+    np.testing.assert_allclose(res.history.x[n], res.x)
+    np.testing.assert_allclose(res.history.x[0], p.x0)
+    assert np.all(np.isnan(np.asarray(res.history.f[n + 1 :])))
+    assert np.all(np.diff(np.asarray(res.history.f[: n + 1])) <= 0)  # Wolfe steps descend
+    assert mml.bfgs(p.f, jnp.asarray(p.x0)).history is None
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="scalar"):
+        mml.bfgs(lambda x: x**2, jnp.ones(3))
+    with pytest.raises(ValueError, match="step_size"):
+        mml.gradient_descent(zoo.booth, jnp.zeros(2), step_size="wolfe")
+    with pytest.raises(ValueError, match="linear_solver"):
+        mml.newton_minimise(zoo.booth, jnp.zeros(2), linear_solver="lu")
+    with pytest.raises(ValueError, match="memory"):
+        mml.lbfgs(zoo.booth, jnp.zeros(2), memory=0)
+    with pytest.raises(ValueError, match="momentum"):
+        mml.gradient_descent(zoo.booth, jnp.zeros(2), momentum=1.0)
+    with pytest.raises(TypeError, match="args"):
+        mml.bfgs(zoo.booth, jnp.zeros(2), args=1.0)
+    with pytest.raises(TypeError, match="optimizer"):
+        mml.optax_minimise(zoo.booth, jnp.zeros(2), "adam")
+
+
+@pytest.mark.parametrize("name", sorted(SOLVERS) + ["gd"])
+def test_nan_start_is_nonfinite(name):
+    solver = {**SOLVERS, "gd": _gd}[name]
+    kw = {"max_iter": 5000} if name == "gd" else {}
+    res = solver(two_d, jnp.array([jnp.nan, 1.0]), args=(TWO_D_INDEX[2],), **kw)
+    assert int(res.status) == mml.Status.NONFINITE
+    assert int(res.n_iter) == 0 and not bool(res.success)
+
+
+def test_raise_for_status_on_failure():
+    res = mml.bfgs(zoo.rosenbrock, jnp.asarray([-1.2, 1.0]), max_iter=3)
+    assert int(res.status) == mml.Status.MAX_ITER
+    with pytest.raises(mml.SolverError, match="MAX_ITER"):
+        mml.raise_for_status(res)
+
+
+def test_optax_first_order_and_counts():
+    """A plain first-order optax optimiser (no stored value): one evaluation per step."""
+    opt = optax.adam(0.05)
+    res = mml.optax_minimise(zoo.booth, jnp.zeros(2), opt, max_iter=5000, rtol=1e-6, atol=1e-6)
+    assert bool(res.success)
+    np.testing.assert_allclose(res.x, [1.0, 3.0], atol=1e-5)
+    assert int(res.n_fev) == int(res.n_iter) + 1
+
+
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_jacobi_eigh_small_hessians(n):
+    """The unrolled Jacobi diagonalisation Newton uses for tiny Hessians (no LAPACK per matrix)."""
+    from jaxopt_mml._minimise_newton import _jacobi_eigh
+
+    m = np.random.default_rng(n).normal(size=(n, n))
+    m = m + m.T
+    lam, v = jax.jit(_jacobi_eigh)(jnp.asarray(m))
+    np.testing.assert_allclose(np.sort(lam), np.linalg.eigvalsh(m), atol=1e-12)
+    np.testing.assert_allclose(v @ jnp.diag(lam) @ v.T, m, atol=1e-12)
+    np.testing.assert_allclose(v.T @ v, np.eye(n), atol=1e-12)
+    lam0, v0 = _jacobi_eigh(jnp.diag(jnp.arange(1.0, n + 1)))  # already diagonal: no NaN
+    np.testing.assert_allclose(lam0, np.arange(1.0, n + 1))
