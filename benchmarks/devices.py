@@ -249,7 +249,8 @@ def run_devices(
                     efficiency=speedup / r["devices"],
                     note=(
                         f"{batch / t['steady_s']:,.0f} {unit}/s, speed-up {speedup:.2f}x, "
-                        f"efficiency {speedup / r['devices']:.2f}, CPU {t['cpu_s'] * 1e3:.0f} ms/call, "
+                        f"efficiency {speedup / r['devices']:.2f}, CPU {t['cpu_s'] * 1e3:.0f} ms/call "
+                        f"({t['cpu_s'] / t['steady_s']:.2f} cores busy), "
                         f"load {t['load']:.1f}, success {t['success']:.3f}, "
                         f"iters {t['n_iter_mean']:.1f}; {r['problem']}"
                     ),
