@@ -1,3 +1,242 @@
-"""The constrained family (filled in by its issue)."""
+"""Constrained optimisation: Lagrange multipliers, inequality constraints and bounds.
 
-__all__: list[str] = []
+:func:`minimise_constrained` solves
+
+    minimise (or maximise)  f(x, *args)
+    subject to              h(x, *args) = 0        (``eq``)
+                            g(x, *args) >= 0       (``ineq``)
+                            lower <= x <= upper    (``bounds``)
+
+and returns the solution with its Lagrange multipliers; :func:`lagrange_stationary_points` (in
+``_lagrange_points.py``) is the teaching form, every stationary point of the Lagrangian from many
+starts, classified by the bordered Hessian.
+
+Multipliers follow scipy's ``trust-constr`` (``res.v``): with the Lagrangian
+
+    L(x, lambda, mu, nu) = f(x) + lambda . h(x) + mu . g(x) + nu . x
+
+the solution satisfies ``grad_x L = 0``. For a minimisation ``mu <= 0`` (zero where ``g > 0``),
+``nu <= 0`` at a lower bound and ``nu >= 0`` at an upper bound, and ``-lambda`` is the sensitivity
+of the optimal value to the right-hand side: for ``h(x) = c``, ``d f* / d c = -lambda``. (The
+course's ``grad f = lambda grad h`` uses the opposite sign: its lambda is ``-multipliers_eq``.)
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ._constrained_al import augmented_lagrangian
+from ._constrained_kkt import newton_kkt
+from ._constrained_problem import (
+    Primal,
+    kkt_map,
+    kkt_residual,
+    make_problem,
+    max_violation,
+    zeros_primal,
+)
+from ._implicit import solve_with_implicit_grad
+from ._lagrange_points import LagrangePoints, lagrange_stationary_points
+from ._status import Status
+from ._tree import PyTree, check_choice, check_positive_int, default_tolerances
+
+__all__ = [
+    "ConstrainedResult",
+    "LagrangePoints",
+    "lagrange_stationary_points",
+    "minimise_constrained",
+]
+
+_METHODS = ("auto", "newton-kkt", "augmented-lagrangian")
+
+
+class ConstrainedResult(NamedTuple):
+    """The result of :func:`minimise_constrained` (a pytree; batched under ``jax.vmap``).
+
+    Attributes:
+        x: the solution, with the structure of ``x0``.
+        value: ``f(x, *args)`` (the objective as given, also when maximising).
+        multipliers_eq: ``lambda``, one per equality constraint (``trust-constr`` convention:
+            ``grad f + J_h^T lambda + J_g^T mu + nu = 0``).
+        multipliers_ineq: ``mu``, one per inequality constraint (``<= 0`` when minimising, 0 where
+            the constraint is inactive).
+        multipliers_bounds: ``nu``, shaped like ``x`` (``<= 0`` on a lower bound, ``>= 0`` on an
+            upper bound when minimising, 0 off the bounds).
+        kkt_residual: infinity norm of the stationarity and complementarity conditions.
+        max_violation: the largest violation of any constraint or bound (0 when feasible).
+        n_iter: outer iterations taken.
+        success: ``status == Status.SUCCESS``.
+        status: a :class:`Status` code; ``INFEASIBLE`` when no feasible point was found (the
+            multipliers then hold the last iterate's values, which can be very large).
+    """
+
+    x: PyTree
+    value: jax.Array
+    multipliers_eq: jax.Array
+    multipliers_ineq: jax.Array
+    multipliers_bounds: PyTree
+    kkt_residual: jax.Array
+    max_violation: jax.Array
+    n_iter: jax.Array
+    success: jax.Array
+    status: jax.Array
+
+
+def minimise_constrained(
+    f,
+    x0: PyTree,
+    *,
+    args: tuple = (),
+    eq=None,
+    ineq=None,
+    bounds=None,
+    maximise: bool = False,
+    method: str = "auto",
+    rtol: float | None = None,
+    atol: float | None = None,
+    max_iter: int = 100,
+    max_inner_iter: int = 50,
+    implicit_diff: bool = True,
+    verbose: bool = False,
+) -> ConstrainedResult:
+    r"""Minimise (or maximise) ``f(x, *args)`` subject to equalities, inequalities and bounds.
+
+    Methods:
+
+    * ``"newton-kkt"`` (equality constraints only; the default for them): Newton's method on the
+      stationary points of the Lagrangian, the KKT system
+      :math:`\nabla f = J^T y,\ h = 0`, solved for the step and the new multipliers at once,
+      with a line search on the augmented-Lagrangian merit
+      :math:`\phi = f - y^T h + \tfrac{\rho}{2}\|h\|^2` and a Hessian shift when the step has
+      negative curvature. Quadratic convergence near the solution.
+    * ``"augmented-lagrangian"`` (the default with inequalities or bounds): inequalities become
+      equalities with slacks, :math:`g(x) - s = 0,\ s \ge 0`; each outer iteration minimises
+      :math:`F - y^T c + \tfrac{\rho}{2}\|c\|^2` over the box of bounds by a projected Newton
+      method (Bertsekas 1982), then updates :math:`y \leftarrow y - \rho c` and raises
+      :math:`\rho` when the violation does not fall by 4x (Conn, Gould & Toint; Birgin & Martinez).
+      Once it has converged, the active inequalities and bounds it found are treated as
+      equalities and Newton-KKT polishes the point to machine precision (kept only when the
+      multipliers' signs and the inactive constraints confirm the active set). At the largest
+      penalty a violation that no longer falls gives ``INFEASIBLE`` where the point minimises
+      the violation, ``STAGNATED`` otherwise.
+
+    Args:
+        f: the objective, ``f(x, *args) -> scalar``; ``x`` has the structure of ``x0``.
+        x0: the starting point (an array or a pytree of arrays).
+        args: extra arguments of ``f``, ``eq`` and ``ineq``; the solution is differentiable with
+            respect to them (implicit differentiation of the KKT conditions at the solution, which
+            selects its active set; assumes strict complementarity and linearly independent
+            active constraint gradients). ``x0`` and ``bounds`` get no derivative.
+        eq: ``eq(x, *args) -> array`` of equality constraints ``h(x) = 0``.
+        ineq: ``ineq(x, *args) -> array`` of inequality constraints ``g(x) >= 0`` (the sign
+            convention of scipy's SLSQP ``'ineq'``; write ``a(x) <= b`` as ``b - a(x) >= 0``).
+        bounds: ``(lower, upper)``, each a scalar or shaped like ``x0``, with ``-inf`` / ``inf``
+            (or ``None`` for a whole side) where a side is free.
+        maximise: maximise ``f`` instead.
+        method: ``"auto"``, ``"newton-kkt"`` or ``"augmented-lagrangian"``.
+        rtol, atol: tolerances of the KKT test (stationarity within ``atol + rtol |grad f|``,
+            violation within ``atol + rtol |J| |x|``); default ``eps**0.75`` of the dtype for
+            ``"newton-kkt"`` (quadratic convergence makes it cheap) and ``sqrt(eps)`` for the
+            augmented Lagrangian.
+        max_iter: largest number of (outer) iterations.
+        max_inner_iter: largest number of projected-Newton steps per outer iteration (augmented
+            Lagrangian only).
+        implicit_diff: differentiate the solution implicitly through the KKT conditions.
+        verbose: print each outer iteration.
+
+    Returns:
+        :class:`ConstrainedResult`.
+
+    Raises:
+        ValueError / TypeError: at trace time, when ``f`` is not scalar, a constraint is not 1-D,
+            the bounds do not match ``x0``, or an option is unknown.
+
+    Example:
+        >>> import jax.numpy as jnp, jaxopt_mml as mml
+        >>> res = mml.minimise_constrained(
+        ...     lambda x: x @ x, jnp.array([1.0, 0.0, 0.0]),
+        ...     eq=lambda x: jnp.array([x[0] + 2 * x[1] + 3 * x[2] - 14.0]))
+        >>> res.x  # the point of the plane closest to the origin: (1, 2, 3)
+
+    References:
+        Nocedal & Wright, *Numerical Optimization*, 2nd ed., chapters 12, 17 and 18.
+        Bertsekas, "Projected Newton methods for optimization problems with simple constraints",
+        SIAM J. Control Optim. 20 (1982). Birgin & Martinez, *Practical Augmented Lagrangian
+        Methods for Constrained Optimization*, SIAM (2014). Chiang & Zavala, "An inertia-free
+        filter line-search algorithm for large-scale nonlinear programming", Comput. Optim.
+        Appl. 64 (2016).
+    """
+    check_choice("method", method, _METHODS)
+    max_iter = check_positive_int("max_iter", max_iter)
+    max_inner_iter = check_positive_int("max_inner_iter", max_inner_iter)
+    problem, x_flat = make_problem(f, x0, args, eq, ineq, bounds, maximise)
+    simple = ineq is None and bounds is None
+    if method == "auto":
+        method = "newton-kkt" if simple else "augmented-lagrangian"
+    if method == "newton-kkt" and not simple:
+        raise ValueError(
+            "method='newton-kkt' handles equality constraints only; use "
+            "method='augmented-lagrangian' (or 'auto') with ineq or bounds"
+        )
+    # Newton's method converges quadratically: it affords eps**0.75; the augmented Lagrangian
+    # converges linearly in its outer loop and stops at sqrt(eps).
+    power = 0.75 if method == "newton-kkt" else 0.5
+    rtol, atol = default_tolerances(x_flat.dtype, rtol, atol, power=power)
+
+    def solve(guess: Primal):
+        if method == "newton-kkt":
+            x, y, out = newton_kkt(
+                problem,
+                guess.x,
+                None,
+                rtol=rtol,
+                atol=atol,
+                max_iter=max_iter,
+                verbose=verbose,
+            )
+            z = Primal(x, y, guess.y_ineq, guess.nu)
+        else:
+            z, out = augmented_lagrangian(
+                problem,
+                guess.x,
+                rtol=rtol,
+                atol=atol,
+                max_iter=max_iter,
+                max_inner_iter=max_inner_iter,
+                verbose=verbose,
+            )
+        return z, (out.n_iter, out.status)
+
+    guess = zeros_primal(problem, x_flat)
+    if implicit_diff:
+        z, (n_iter, status) = solve_with_implicit_grad(
+            lambda zz: kkt_map(problem, zz), guess, solve
+        )
+    else:
+        z, (n_iter, status) = solve(guess)
+    return _result(problem, z, n_iter, status)
+
+
+def _result(problem, z: Primal, n_iter, status) -> ConstrainedResult:
+    x = z.x
+    violation = max_violation(problem, x)
+    status = jnp.asarray(status, jnp.int32)
+    residual = kkt_residual(problem, z)
+    # Internal multipliers solve grad F = J^T y + nu for F = sign f; trust-constr's satisfy
+    # grad f + J^T v + nu' = 0, so v = -sign y.
+    s = -problem.sign
+    return ConstrainedResult(
+        x=problem.unravel(x),
+        value=problem.sign * problem.objective(x),
+        multipliers_eq=s * z.y_eq,
+        multipliers_ineq=s * z.y_ineq,
+        multipliers_bounds=problem.unravel(s * z.nu),
+        kkt_residual=residual,
+        max_violation=violation,
+        n_iter=jnp.asarray(n_iter, jnp.int32),
+        success=status == int(Status.SUCCESS),
+        status=status,
+    )

@@ -1,0 +1,299 @@
+"""Augmented Lagrangian with a projected Newton inner solver, for inequalities and bounds (private).
+
+Inequalities become equalities with slacks, ``c(x, s) = [h(x); g(x) - s] = 0`` with ``s >= 0``, so
+the problem is: minimise ``F(x)`` subject to ``c(z) = 0`` and the box ``lower <= z <= upper``
+(``z = (x, s)``, the slacks bounded below by 0). Each outer iteration
+
+1. minimises the augmented Lagrangian over the box (the bounds are kept by projection),
+
+       Phi(z) = F(x) - y^T c(z) + rho/2 |c(z)|^2,
+
+   by a projected Newton method (Bertsekas 1982): the variables on a bound that the gradient
+   (or the Newton step) pushes outwards are held, the others take a Newton step (a scaled
+   gradient step where the Hessian gives no descent direction), and a backtracking search runs
+   along the projected path;
+2. updates the multipliers, ``y <- y - rho c(z)`` (inequality multipliers clipped at 0), and
+   raises ``rho`` tenfold when the violation fell by less than 4x.
+
+It stops when the violation and the projected gradient of the Lagrangian (which equals that of
+``Phi`` with the updated ``y``) are within tolerance. When ``rho`` has reached its cap and the
+violation still does not fall, the problem is reported ``INFEASIBLE`` if the point (nearly)
+minimises the violation over the box, and ``STAGNATED`` otherwise.
+
+Both loops are init/step pieces run by ``_driver.iterate``; every step has fixed shapes.
+
+References: Conn, Gould & Toint, "A globally convergent augmented Lagrangian algorithm...",
+SIAM J. Numer. Anal. 28 (1991); Birgin & Martinez, *Practical Augmented Lagrangian Methods*,
+SIAM (2014); Bertsekas, SIAM J. Control Optim. 20 (1982).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ._constrained_kkt import newton_kkt
+from ._constrained_problem import (
+    Primal,
+    Problem,
+    bound_multipliers,
+    lagrangian_gradient,
+    max_violation,
+    scale_of,
+)
+from ._driver import iterate, make_progress
+from ._linesearch import backtracking
+from ._status import Status
+
+_RUNNING = int(Status.RUNNING)
+
+
+class _InnerState(NamedTuple):
+    z: jax.Array
+    value: jax.Array
+    grad: jax.Array
+
+
+class ALState(NamedTuple):
+    z: jax.Array
+    y: jax.Array
+    rho: jax.Array
+    viol: jax.Array
+    value: jax.Array
+    inner_iter: jax.Array
+
+
+def _projected_gradient_norm(z, grad, lo, hi):
+    return jnp.max(jnp.abs(z - jnp.clip(z - grad, lo, hi)), initial=0.0)
+
+
+def projected_newton(fun, z0, lo, hi, omega, *, max_iter, tol):
+    """Minimise ``fun`` over the box ``[lo, hi]`` from ``z0`` until the projected gradient is
+    within ``omega``; returns the driver's output (``state.z``, ``state.grad``)."""
+    dtype = z0.dtype
+    eps = jnp.finfo(dtype).eps
+    value_and_grad = jax.value_and_grad(fun)
+
+    def step(st: _InnerState):
+        z, value, grad = st
+        hess = jax.hessian(fun)(z)
+        pgn = _projected_gradient_norm(z, grad, lo, hi)
+        width = jnp.minimum(pgn, 1e-2)
+        near_lo, near_hi = z - lo <= width, hi - z <= width
+        binding = (near_lo & (grad > 0)) | (near_hi & (grad < 0))
+
+        def newton(held):
+            # Newton on the free variables (one LU solve); where it is no descent direction
+            # (indefinite Hessian far from a minimum) a diagonally scaled gradient step instead.
+            free = ~held
+            g = jnp.where(held, 0.0, grad)
+            reduced = jnp.where(free[:, None] & free[None, :], hess, 0.0) + jnp.diag(
+                jnp.where(held, 1.0, 0.0).astype(dtype)
+            )
+            d = -jnp.linalg.solve(reduced, g)
+            descent = jnp.vdot(g, d) < -jnp.sqrt(eps) * jnp.linalg.norm(g) * jnp.linalg.norm(d)
+            ok = jnp.all(jnp.isfinite(d)) & (descent | jnp.all(g == 0))
+            diag = jnp.abs(jnp.diagonal(hess))
+            scaled = -g / jnp.maximum(diag, jnp.sqrt(eps) * jnp.maximum(1.0, jnp.max(diag)))
+            return jnp.where(ok, d, scaled)
+
+        # Variables on a bound whose Newton step points out of the box are held as well (else
+        # they are freed, clipped back and freed again: the projected iteration zigzags).
+        d1 = newton(binding)
+        held = binding | ((z <= lo) & (d1 < 0)) | ((z >= hi) & (d1 > 0))
+        d = newton(held)
+        # Variables pushed outwards by the gradient move onto their bound (Bertsekas).
+        d = jnp.where(binding, -grad, d)
+
+        def path(a):
+            return jnp.clip(z + a * d, lo, hi)
+
+        # The projected Armijo rule (Bertsekas): fun(z(a)) <= fun(z) + c1 grad . (z(a) - z),
+        # written for the core backtracking as phi(a) = fun(z(a)) - c1 grad . (z(a) - z) with a
+        # vanishing slope (the path is not linear in a once a bound is hit).
+        c1 = 1e-4
+        slope = -eps * jnp.maximum(1.0, jnp.abs(value))
+        ls = backtracking(
+            lambda a: fun(path(a)) - c1 * jnp.vdot(grad, path(a) - z), value, slope, c1=1.0
+        )
+        z_new = jnp.where(ls.success, path(ls.step_size), z)
+        value_new, grad_new = value_and_grad(z_new)
+        converged = _projected_gradient_norm(z_new, grad_new, lo, hi) <= omega
+        failure = jnp.where(ls.success | converged, _RUNNING, int(Status.LINESEARCH_FAILED))
+        progress = make_progress(
+            z_new,
+            value_new,
+            dx=z_new - z,
+            df=value_new - value,
+            converged=converged,
+            failure=failure,
+        )
+        return _InnerState(z_new, value_new, grad_new), progress
+
+    value0, grad0 = value_and_grad(z0)
+    done = _projected_gradient_norm(z0, grad0, lo, hi) <= omega
+    return iterate(
+        step,
+        _InnerState(z0, value0, grad0),
+        make_progress(z0, value0, converged=done),
+        max_iter=max_iter,
+        rtol=tol,
+        atol=tol,
+        name="projected newton",
+    )
+
+
+def augmented_lagrangian(
+    problem: Problem, x0, *, rtol, atol, max_iter, max_inner_iter, verbose=False
+):
+    """Run the augmented-Lagrangian method from ``x0``; returns ``(Primal, DriverOutput)``."""
+    dtype = x0.dtype
+    eps = float(jnp.finfo(dtype).eps)
+    n, m_eq, m_ineq = problem.n, problem.m_eq, problem.m_ineq
+    lo = jnp.concatenate([problem.lower, jnp.zeros((m_ineq,), dtype)])
+    hi = jnp.concatenate([problem.upper, jnp.full((m_ineq,), jnp.inf, dtype)])
+    rho_max = eps ** (-2.0 / 3.0)
+    inner_tol = eps**0.75
+
+    def constraints(z):
+        x, s = z[:n], z[n:]
+        return jnp.concatenate([problem.eq(x), problem.ineq(x) - s])
+
+    def augmented(z, y, rho):
+        c = constraints(z)
+        return problem.objective(z[:n]) - jnp.vdot(y, c) + 0.5 * rho * jnp.vdot(c, c)
+
+    def tolerances(z):
+        grad = jax.grad(problem.objective)(z[:n])
+        jac = jax.jacfwd(constraints)(z)
+        return atol + rtol * scale_of(grad), atol + rtol * scale_of(jac) * scale_of(z)
+
+    def step(st: ALState):
+        tol_kkt, tol_viol = tolerances(st.z)
+        omega = jnp.maximum(0.5 * tol_kkt, 0.1 * jnp.minimum(st.viol, 1.0))
+        inner = projected_newton(
+            lambda z: augmented(z, st.y, st.rho),
+            st.z,
+            lo,
+            hi,
+            omega,
+            max_iter=max_inner_iter,
+            tol=inner_tol,
+        )
+        z, grad = inner.state.z, inner.state.grad
+        c = constraints(z)
+        viol = jnp.max(jnp.abs(c), initial=0.0)
+        y = st.y - st.rho * c
+        y = y.at[m_eq:].set(jnp.maximum(y[m_eq:], 0.0))
+        tol_kkt, tol_viol = tolerances(z)
+        slow = (viol > 0.25 * st.viol) & (viol > tol_viol)
+        rho = jnp.where(slow, jnp.minimum(10.0 * st.rho, rho_max), st.rho)
+        stationarity = _projected_gradient_norm(z, grad, lo, hi)
+        converged = (viol <= tol_viol) & (stationarity <= tol_kkt)
+        # At the largest penalty the violation no longer falls: infeasible if z (nearly)
+        # minimises the violation |c|^2 / 2 over the box, else the method has stagnated.
+        stuck = slow & (st.rho >= rho_max) & ~converged
+        jac = jax.jacfwd(constraints)(z)
+        violation_pg = _projected_gradient_norm(z, jac.T @ c, lo, hi)
+        infeasible = violation_pg <= 0.1 * viol * scale_of(jac)
+        failure = jnp.where(infeasible, int(Status.INFEASIBLE), int(Status.STAGNATED))
+        value = problem.objective(z[:n])
+        progress = make_progress(
+            z[:n],
+            value,
+            dx=z[:n] - st.z[:n],
+            df=value - st.value,
+            converged=converged,
+            failure=jnp.where(stuck, failure, _RUNNING),
+        )
+        new = ALState(z, y, rho, viol, value, st.inner_iter + inner.n_iter)
+        return new, progress
+
+    x0 = jnp.clip(x0, problem.lower, problem.upper)
+    z0 = jnp.concatenate([x0, jnp.maximum(problem.ineq(x0), 0.0)])
+    c0 = constraints(z0)
+    value0 = problem.objective(x0)
+    viol0 = jnp.max(jnp.abs(c0), initial=0.0)
+    rho0 = jnp.clip(
+        10.0 * jnp.maximum(1.0, jnp.abs(value0)) / jnp.maximum(1.0, 0.5 * jnp.vdot(c0, c0)),
+        1e-8,
+        1e8,
+    ).astype(dtype)
+    state = ALState(
+        z0,
+        jnp.zeros((m_eq + m_ineq,), dtype),
+        rho0,
+        viol0,
+        value0,
+        jnp.asarray(0, jnp.int32),
+    )
+    out = iterate(
+        step,
+        state,
+        make_progress(x0, value0),
+        max_iter=max_iter,
+        rtol=rtol,
+        atol=atol,
+        cauchy=False,
+        verbose=verbose,
+        name="minimise_constrained (augmented-lagrangian)",
+    )
+    z = out.state.z
+    x = z[:n]
+    y_eq, y_ineq = out.state.y[:m_eq], out.state.y[m_eq:]
+    zero_nu = jnp.zeros((n,), dtype)
+    grad_l = lagrangian_gradient(problem, Primal(x, y_eq, y_ineq, zero_nu))
+    nu = bound_multipliers(problem, x, grad_l)
+    al = Primal(x, y_eq, y_ineq, nu)
+    # Active inequalities: a slack held at 0 by the projection, or a positive multiplier.
+    active = (z[n:] <= 0.0) | (y_ineq > 0.0)
+    return polish(problem, al, active, out, rtol=rtol, atol=atol)
+
+
+def polish(problem: Problem, z: Primal, active_ineq, out, *, rtol, atol):
+    """Finish on the active set: Newton-KKT with the active inequalities and bounds as equalities.
+
+    The augmented Lagrangian converges linearly; once it has found the active set (slacks and
+    variables held exactly on their bounds by the projection), Newton's method on the KKT system
+    of the equality-constrained problem converges quadratically to machine precision. The
+    polished point is kept only when Newton succeeds, stays close, keeps the inactive
+    constraints satisfied and the multipliers' signs right; otherwise the augmented-Lagrangian
+    point stands.
+    """
+    x = z.x
+    dtype = x.dtype
+    eps = jnp.finfo(dtype).eps
+    n, m_eq, m_ineq = problem.n, problem.m_eq, problem.m_ineq
+    at_lower, at_upper = x <= problem.lower, x >= problem.upper
+    lower = jnp.where(at_lower, problem.lower, 0.0)
+    upper = jnp.where(at_upper, problem.upper, 0.0)
+
+    def active_eq(u):
+        g = jnp.where(active_ineq, problem.ineq(u), 0.0)
+        b = jnp.where(at_lower, u - lower, jnp.where(at_upper, u - upper, 0.0))
+        return jnp.concatenate([problem.eq(u), g, b])
+
+    sub = problem._replace(eq=active_eq, m_eq=m_eq + m_ineq + n)
+    y0 = jnp.concatenate([z.y_eq, jnp.where(active_ineq, z.y_ineq, 0.0), z.nu])
+    rtol_p, atol_p = eps**0.75, eps**0.75
+    x_p, y_p, out_p = newton_kkt(sub, x, y0, rtol=rtol_p, atol=atol_p, max_iter=10)
+    polished = Primal(x_p, y_p[:m_eq], y_p[m_eq : m_eq + m_ineq], y_p[m_eq + m_ineq :])
+
+    tol_kkt = atol + rtol * scale_of(jax.grad(problem.objective)(x_p))
+    tol_viol = atol + rtol * scale_of(jax.jacfwd(problem.ineq)(x_p)) * scale_of(x_p)
+    signs_ok = jnp.all(polished.y_ineq >= -tol_kkt) & jnp.all(
+        jnp.where(at_lower, polished.nu >= -tol_kkt, polished.nu <= tol_kkt)
+    )
+    keep = (
+        (out_p.status == int(Status.SUCCESS))
+        & (max_violation(problem, x_p) <= tol_viol)
+        & signs_ok
+        & (jnp.max(jnp.abs(x_p - x), initial=0.0) <= 1e-2 * scale_of(x))
+    )
+    polished = polished._replace(y_ineq=jnp.maximum(polished.y_ineq, 0.0))
+    result = jax.tree.map(lambda a, b: jnp.where(keep, a, b), polished, z)
+    status = jnp.where(keep, int(Status.SUCCESS), out.status).astype(jnp.int32)
+    out = out._replace(status=status, n_iter=out.n_iter + out_p.n_iter)
+    return result, out

@@ -1,0 +1,179 @@
+"""Newton's method on the KKT system of an equality-constrained problem (private).
+
+The stationary points of the Lagrangian ``L(x, y) = F(x) - y^T h(x)`` solve ``grad L = 0``, that
+is ``grad F = J^T y`` and ``h = 0``. One Newton step on this system solves the KKT matrix
+
+    [ H + delta I    -J^T        ] [dx]   [ -(grad F - J^T y) ]
+    [ J              -delta_c I  ] [dy] = [ -h                ],     H = hess_x L(x, y),
+
+for the step ``dx`` and the change ``dy`` of the multipliers (the course's method: Newton on the stationary
+points of the Lagrangian). Three safeguards make it converge from a distance:
+
+* the step is accepted by a backtracking line search on the augmented-Lagrangian merit
+  ``phi(x, y) = F - y^T h + rho/2 |h|^2``, along ``(dx, y+ - y)``, with ``rho`` raised so that the
+  step is a descent direction (Nocedal & Wright, section 18.5); unlike the l1 merit it accepts full
+  Newton steps near the solution (no Maratos effect);
+* when the step has negative curvature (``dx^T H dx <= 0``: the step points to a maximum or a
+  saddle), it is rejected and ``delta`` grows (inertia-free curvature test, Chiang & Zavala 2016);
+  ``delta`` shrinks again after accepted steps, so the last steps are pure Newton steps;
+* a tiny ``delta_c`` keeps the matrix regular when the constraint Jacobian loses rank
+  (redundant or inconsistent constraints).
+
+Each iteration costs one Hessian, one Jacobian and one dense ``(n + m)`` solve; everything has
+fixed shapes, so problems batch with ``jax.vmap``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ._constrained_problem import Problem, scale_of
+from ._driver import iterate, make_progress
+from ._linesearch import backtracking
+from ._status import Status
+from ._tree import tree_step_small
+
+_RUNNING = int(Status.RUNNING)
+
+
+class KKTState(NamedTuple):
+    x: jax.Array
+    y: jax.Array
+    value: jax.Array
+    grad: jax.Array
+    h: jax.Array
+    jac: jax.Array
+    rho: jax.Array
+    delta: jax.Array
+
+
+def _evaluate(problem: Problem, x):
+    value, grad = jax.value_and_grad(problem.objective)(x)
+    h, jac = problem.eq(x), jax.jacfwd(problem.eq)(x)
+    return value, grad, h, jac
+
+
+def _tolerances(state: KKTState, rtol, atol):
+    tol_kkt = atol + rtol * scale_of(state.grad)
+    tol_viol = atol + rtol * scale_of(state.jac) * scale_of(state.x)
+    return tol_kkt, tol_viol
+
+
+def newton_kkt(problem: Problem, x0, y0, *, rtol, atol, max_iter, verbose=False):
+    """Run the Newton-KKT iteration from ``(x0, y0)``; returns ``(x, y, DriverOutput)``."""
+    dtype = x0.dtype
+    eps = jnp.finfo(dtype).eps
+    n, m = problem.n, problem.m_eq
+    eye_n = jnp.eye(n, dtype=dtype)
+
+    def merit(x, y, rho):
+        h = problem.eq(x)
+        return problem.objective(x) - jnp.vdot(y, h) + 0.5 * rho * jnp.vdot(h, h)
+
+    def step(state: KKTState):
+        x, y, grad, h, jac = state.x, state.y, state.grad, state.h, state.jac
+        hess = jax.hessian(lambda u: problem.objective(u) - jnp.vdot(y, problem.eq(u)))(x)
+        hess_d = hess + state.delta * eye_n
+        delta_c = 10.0 * eps * scale_of(jac) ** 2
+        kkt = jnp.block([[hess_d, -jac.T], [jac, -delta_c * jnp.eye(m, dtype=dtype)]])
+        # Solved for the change dy of the multipliers (not y+ itself), so that delta_c does not
+        # move the fixed point: at a KKT point the right-hand side and the step vanish.
+        sol = jnp.linalg.solve(kkt, -jnp.concatenate([grad - jac.T @ y, h]))
+        dx, dy = sol[:n], sol[n:]
+
+        curv = jnp.vdot(dx, hess_d @ dx)
+        dx2 = jnp.vdot(dx, dx)
+        curv_ok = jnp.all(jnp.isfinite(sol)) & (curv >= jnp.sqrt(eps) * dx2)
+
+        # Raise rho until (dx, dy) descends on the merit by at least curv / 2.
+        h_jdx = jnp.vdot(h, jac @ dx)
+        d0 = jnp.vdot(grad - jac.T @ y, dx) - jnp.vdot(h, dy)
+        need = (d0 + 0.5 * curv) / jnp.where(h_jdx < 0, -h_jdx, 1.0)
+        rho = jnp.where((h_jdx < 0) & (d0 + state.rho * h_jdx > -0.5 * curv), 2.0 * need, state.rho)
+        rho = jnp.maximum(rho, state.rho)
+        dphi0 = d0 + rho * h_jdx
+
+        phi0 = merit(x, y, rho)
+        ls = backtracking(lambda a: merit(x + a * dx, y + a * dy, rho), phi0, dphi0)
+        # A negligible Newton step is taken whole: the merit cannot resolve it any more (its
+        # predicted change is at the rounding level of phi).
+        small = tree_step_small(x, dx, rtol, atol) | (
+            jnp.abs(dphi0) <= 100.0 * eps * jnp.maximum(1.0, jnp.abs(phi0))
+        )
+        accept = curv_ok & (ls.success | small)
+        alpha = jnp.where(small, 1.0, ls.step_size)
+        alpha = jnp.where(accept, alpha, 0.0)
+
+        step_x = jnp.where(accept, alpha * dx, 0.0)
+        x_new = x + step_x
+        y_new = jnp.where(accept, y + alpha * dy, y)
+        value, grad_new, h_new, jac_new = _evaluate(problem, x_new)
+
+        delta0 = 1e-4 * scale_of(hess)
+        delta = jnp.where(
+            curv_ok,
+            jnp.where(state.delta * 0.25 < 1e-3 * delta0, 0.0, state.delta * 0.25),
+            jnp.where(state.delta == 0, delta0, 10.0 * state.delta),
+        ).astype(dtype)
+        new = KKTState(x_new, y_new, value, grad_new, h_new, jac_new, rho, delta)
+
+        tol_kkt, tol_viol = _tolerances(new, rtol, atol)
+        viol = jnp.max(jnp.abs(h_new), initial=0.0)
+        stationarity = jnp.max(jnp.abs(grad_new - jac_new.T @ y_new), initial=0.0)
+        converged = (stationarity <= tol_kkt) & (viol <= tol_viol)
+        # A vanishing accepted step ends the run: at a solution the dtype cannot refine further
+        # (feasible to sqrt(eps)), or at a point that minimises the violation without reaching
+        # h = 0 (infeasible).
+        feasible = viol <= jnp.sqrt(eps) * scale_of(jac_new) * scale_of(x_new)
+        stalled = accept & small
+        converged = converged | (stalled & feasible)
+        failure = jnp.where(stalled & ~feasible, int(Status.INFEASIBLE), _RUNNING)
+        failure = jnp.where(
+            curv_ok & ~accept & ~converged,
+            jnp.where(feasible, int(Status.LINESEARCH_FAILED), int(Status.INFEASIBLE)),
+            failure,
+        )
+        progress = make_progress(
+            x_new,
+            value,
+            dx=step_x,
+            df=value - state.value,
+            converged=converged,
+            failure=failure,
+        )
+        return new, progress
+
+    value, grad, h, jac = _evaluate(problem, x0)
+    if y0 is None:  # least-squares multipliers: min |grad F - J^T y|
+        gram = jac @ jac.T + eps * scale_of(jac) ** 2 * jnp.eye(m, dtype=dtype)
+        y0 = jnp.linalg.solve(gram, jac @ grad)
+        y0 = jnp.where(jnp.all(jnp.isfinite(y0)), y0, 0.0)
+    state = KKTState(
+        x0,
+        y0,
+        value,
+        grad,
+        h,
+        jac,
+        jnp.asarray(1.0, dtype),
+        jnp.asarray(0.0, dtype),
+    )
+    tol_kkt, tol_viol = _tolerances(state, rtol, atol)
+    done = (jnp.max(jnp.abs(grad - jac.T @ y0), initial=0.0) <= tol_kkt) & (
+        jnp.max(jnp.abs(h), initial=0.0) <= tol_viol
+    )
+    out = iterate(
+        step,
+        state,
+        make_progress(x0, value, converged=done),
+        max_iter=max_iter,
+        rtol=rtol,
+        atol=atol,
+        cauchy=False,
+        verbose=verbose,
+        name="minimise_constrained (newton-kkt)",
+    )
+    return out.state.x, out.state.y, out

@@ -1,0 +1,206 @@
+"""The constrained problem in flat form, its validation and its KKT conditions (private).
+
+Every constrained solver works on a flat parameter vector ``x`` (the raveled pytree) and sees
+
+* ``F(x) = s f(x, *args)``, the objective it minimises (``s = -1`` when maximising);
+* ``h(x)``, the equality constraints (``h = 0``), shape ``(m_e,)``;
+* ``g(x)``, the inequality constraints (``g >= 0``), shape ``(m_i,)``;
+* ``lower <= x <= upper``, the bounds (``-inf`` / ``inf`` where a side is free).
+
+Internally the multipliers ``y_e``, ``y_i`` and ``nu`` (the bound multipliers, one per element of
+``x``) follow the *sensitivity* convention of the minimised problem:
+
+    grad F(x) = J_h(x)^T y_e + J_g(x)^T y_i + nu,   y_i >= 0,   y_i * g = 0,
+    nu_k >= 0 where x_k = lower_k,   nu_k <= 0 where x_k = upper_k,   nu_k = 0 in between.
+
+The public result converts them to scipy's ``trust-constr`` convention (see ``_constrained.py``).
+The same conditions, written as one smooth-at-the-solution map (the projection form of the
+complementarity conditions), give the implicit derivative of the solution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+from ._tree import PyTree, as_inexact, tree_dtype
+
+
+class Problem(NamedTuple):
+    """A constrained problem in flat form; the functions close over ``args``."""
+
+    objective: Callable[[jax.Array], jax.Array]
+    eq: Callable[[jax.Array], jax.Array]
+    ineq: Callable[[jax.Array], jax.Array]
+    lower: jax.Array
+    upper: jax.Array
+    n: int
+    m_eq: int
+    m_ineq: int
+    unravel: Callable[[jax.Array], PyTree]
+    sign: float
+
+
+class Primal(NamedTuple):
+    """A primal-dual point in the internal convention (all flat)."""
+
+    x: jax.Array
+    y_eq: jax.Array
+    y_ineq: jax.Array
+    nu: jax.Array
+
+
+def _flat_output(name: str, fn: Callable | None, unravel, x_flat, args, dtype) -> Callable:
+    """Wrap a constraint function as flat ``x -> (m,)`` and check its output shape at trace time."""
+    if fn is None:
+        return lambda x: jnp.zeros((0,), dtype)
+    if not callable(fn):
+        raise TypeError(f"{name} must be a callable {name}(x, *args) -> array, got {fn!r}")
+
+    def flat(x):
+        return jnp.ravel(jnp.asarray(fn(unravel(x), *args))).astype(dtype)
+
+    out = jax.eval_shape(lambda x: jnp.asarray(fn(unravel(x), *args)), x_flat)
+    if len(out.shape) > 1:
+        raise ValueError(
+            f"{name}(x, *args) must return a scalar or a 1-D array of constraint values, "
+            f"got shape {out.shape}"
+        )
+    if not jnp.issubdtype(out.dtype, jnp.inexact):
+        raise TypeError(f"{name}(x, *args) must return floating values, got dtype {out.dtype}")
+    return flat
+
+
+def _flat_bounds(bounds, x0: PyTree, n: int, dtype) -> tuple[jax.Array, jax.Array]:
+    if bounds is None:
+        return jnp.full((n,), -jnp.inf, dtype), jnp.full((n,), jnp.inf, dtype)
+    if not isinstance(bounds, tuple | list) or len(bounds) != 2:
+        raise ValueError("bounds must be a pair (lower, upper), each shaped like x0 or a scalar")
+    structure = jax.tree.structure(x0)
+    flats = []
+    for side, fill, value in (("lower", -jnp.inf, bounds[0]), ("upper", jnp.inf, bounds[1])):
+        if value is None:
+            flats.append(jnp.full((n,), fill, dtype))
+            continue
+        if jax.tree.structure(value) == structure:
+            leaves_v, leaves_x = jax.tree.leaves(value), jax.tree.leaves(x0)
+            parts = []
+            for lv, lx in zip(leaves_v, leaves_x, strict=True):
+                lv = jnp.asarray(lv, dtype)
+                if lv.shape not in ((), jnp.shape(lx)):
+                    raise ValueError(
+                        f"bounds {side} has a leaf of shape {lv.shape} where x0 has shape "
+                        f"{jnp.shape(lx)}"
+                    )
+                parts.append(jnp.ravel(jnp.broadcast_to(lv, jnp.shape(lx))))
+            flats.append(jnp.concatenate(parts) if parts else jnp.zeros((0,), dtype))
+        elif isinstance(value, int | float) or (hasattr(value, "shape") and jnp.ndim(value) == 0):
+            flats.append(jnp.full((n,), jnp.asarray(value, dtype)))
+        else:
+            raise ValueError(
+                f"bounds {side} must be a scalar or have the structure and shapes of x0 "
+                f"({structure}), got {jax.tree.structure(value)}"
+            )
+    return flats[0], flats[1]
+
+
+def make_problem(f, x0, args, eq, ineq, bounds, maximise: bool) -> tuple[Problem, jax.Array]:
+    """Validate the inputs at trace time and build the flat :class:`Problem` and ``x0``."""
+    if not callable(f):
+        raise TypeError(f"f must be a callable f(x, *args) -> scalar, got {f!r}")
+    if not isinstance(args, tuple):
+        raise TypeError(f"args must be a tuple of extra arguments, got {type(args).__name__}")
+    x0 = as_inexact(x0)
+    if not jax.tree.leaves(x0):
+        raise ValueError("x0 must hold at least one parameter")
+    dtype = tree_dtype(x0)
+    x_flat, unravel = ravel_pytree(x0)
+    n = x_flat.shape[0]
+    out = jax.eval_shape(lambda x: jnp.asarray(f(unravel(x), *args)), x_flat)
+    if out.shape != ():
+        raise ValueError(f"f(x, *args) must return a scalar, got shape {out.shape}")
+    sign = -1.0 if maximise else 1.0
+
+    def objective(x):
+        return sign * jnp.asarray(f(unravel(x), *args)).astype(dtype)
+
+    h = _flat_output("eq", eq, unravel, x_flat, args, dtype)
+    g = _flat_output("ineq", ineq, unravel, x_flat, args, dtype)
+    m_eq = jax.eval_shape(h, x_flat).shape[0]
+    m_ineq = jax.eval_shape(g, x_flat).shape[0]
+    lower, upper = _flat_bounds(bounds, x0, n, dtype)
+    problem = Problem(objective, h, g, lower, upper, n, m_eq, m_ineq, unravel, sign)
+    return problem, x_flat
+
+
+def lagrangian_gradient(problem: Problem, z: Primal) -> jax.Array:
+    """``grad F - J_h^T y_e - J_g^T y_i`` (without the bound multipliers)."""
+
+    def lagrangian(x):
+        return (
+            problem.objective(x)
+            - jnp.vdot(z.y_eq, problem.eq(x))
+            - jnp.vdot(z.y_ineq, problem.ineq(x))
+        )
+
+    return jax.grad(lagrangian)(z.x)
+
+
+def kkt_map(problem: Problem, z: Primal) -> Primal:
+    """The KKT conditions as one map that is zero at a KKT point (projection form).
+
+    Stationarity ``grad F - J_h^T y_e - J_g^T y_i - nu``, feasibility ``h``, and complementarity as
+    ``min(y_i, g)`` and ``x - clip(x - nu, lower, upper)``. Under strict complementarity the map is
+    smooth at the solution and its derivative selects the active set by itself, which is what the
+    implicit derivative of the solution needs.
+    """
+    stationarity = lagrangian_gradient(problem, z) - z.nu
+    complementarity_ineq = jnp.minimum(z.y_ineq, problem.ineq(z.x))
+    complementarity_bounds = z.x - jnp.clip(z.x - z.nu, problem.lower, problem.upper)
+    return Primal(stationarity, problem.eq(z.x), complementarity_ineq, complementarity_bounds)
+
+
+def max_violation(problem: Problem, x: jax.Array) -> jax.Array:
+    """The largest violation of any constraint or bound at ``x`` (0 when feasible)."""
+    dtype = x.dtype
+    parts = [
+        jnp.max(jnp.abs(problem.eq(x)), initial=0.0),
+        jnp.max(-problem.ineq(x), initial=0.0),
+        jnp.max(problem.lower - x, initial=0.0),
+        jnp.max(x - problem.upper, initial=0.0),
+    ]
+    return jnp.max(jnp.stack(parts)).astype(dtype)
+
+
+def kkt_residual(problem: Problem, z: Primal) -> jax.Array:
+    """The infinity norm of stationarity and complementarity (feasibility is ``max_violation``)."""
+    r = kkt_map(problem, z)
+    parts = [jnp.max(jnp.abs(leaf), initial=0.0) for leaf in (r.x, r.y_ineq, r.nu)]
+    return jnp.max(jnp.stack(parts))
+
+
+def bound_multipliers(problem: Problem, x: jax.Array, grad_lagrangian: jax.Array) -> jax.Array:
+    """``nu``: the part of the Lagrangian gradient held by the bounds where ``x`` sits on one."""
+    at_lower = x <= problem.lower
+    at_upper = x >= problem.upper
+    nu = jnp.where(at_lower, jnp.maximum(grad_lagrangian, 0.0), 0.0)
+    return jnp.where(at_upper, jnp.minimum(grad_lagrangian, 0.0), nu)
+
+
+def zeros_primal(problem: Problem, x: jax.Array) -> Primal:
+    dtype = x.dtype
+    return Primal(
+        x,
+        jnp.zeros((problem.m_eq,), dtype),
+        jnp.zeros((problem.m_ineq,), dtype),
+        jnp.zeros((problem.n,), dtype),
+    )
+
+
+def scale_of(value: Any) -> jax.Array:
+    """``max(1, |value|_inf)``: the scale that relative tolerances multiply."""
+    return jnp.maximum(1.0, jnp.max(jnp.abs(value), initial=0.0))

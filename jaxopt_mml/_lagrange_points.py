@@ -1,0 +1,237 @@
+"""The teaching form of Lagrange multipliers: every stationary point of the Lagrangian (private).
+
+For ``f`` subject to ``h(x) = 0`` the stationary points of ``L(x, lam) = f(x) + lam . h(x)`` solve
+
+    grad f(x) + J(x)^T lam = 0,    h(x) = 0.
+
+:func:`lagrange_stationary_points` runs Newton's method on this system from many starts at once
+(``jax.vmap``), keeps the starts that converged, merges duplicates, and classifies each point by
+the inertia of the bordered Hessian
+
+    B = [[0, J], [J^T, hess_x L]]       (size m + n).
+
+With ``J`` of full rank, ``B`` has ``m`` positive and ``m`` negative eigenvalues more than the
+Hessian of ``L`` restricted to the tangent space of the constraints (the classical test of signs of
+the bordered minors says the same): a **minimum** when ``B`` has ``n`` positive and ``m`` negative
+eigenvalues, a **maximum** when it has ``m`` positive and ``n`` negative, a **saddle** otherwise,
+and **degenerate** when ``B`` is singular (the second-order test says nothing).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from ._constrained_problem import make_problem, scale_of
+from ._driver import iterate, make_progress
+from ._linesearch import backtracking
+from ._status import Status
+from ._tree import PyTree, check_positive_int, default_tolerances
+
+__all__ = ["LagrangePoints", "lagrange_stationary_points"]
+
+KINDS = ("minimum", "maximum", "saddle", "degenerate")
+
+
+class LagrangePoints(NamedTuple):
+    """Distinct stationary points of the Lagrangian (host arrays, one row per point).
+
+    Attributes:
+        x: the points, with the structure of one start and a leading axis.
+        multipliers: ``lam`` for each point (``grad f + J^T lam = 0``, as in ``trust-constr``;
+            the course's ``grad f = lam grad h`` has the opposite sign).
+        value: ``f`` at each point.
+        kind: ``"minimum"``, ``"maximum"``, ``"saddle"`` or ``"degenerate"`` for each point.
+        bordered_hessian: ``[[0, J], [J^T, hess_x L]]`` at each point, shape ``(k, m+n, m+n)``.
+        count: how many starts converged to each point.
+        n_converged: how many starts converged at all (the others are dropped).
+    """
+
+    x: PyTree
+    multipliers: np.ndarray
+    value: np.ndarray
+    kind: tuple[str, ...]
+    bordered_hessian: np.ndarray
+    count: np.ndarray
+    n_converged: int
+
+
+class _State(NamedTuple):
+    z: jax.Array
+    residual: jax.Array
+
+
+def _newton_lagrange(problem, x0, *, rtol, atol, max_iter):
+    """Newton's method on ``grad L = 0`` in ``(x, lam)``, with a line search on ``|grad L|^2``."""
+    n, m = problem.n, problem.m_eq
+    dtype = x0.dtype
+    eps = jnp.finfo(dtype).eps
+
+    def residual(z):
+        x, lam = z[:n], z[n:]
+        grad = jax.grad(lambda u: problem.objective(u) + jnp.vdot(lam, problem.eq(u)))(x)
+        return jnp.concatenate([grad, problem.eq(x)])
+
+    def merit(z):
+        r = residual(z)
+        return 0.5 * jnp.vdot(r, r)
+
+    def step(st: _State):
+        z, r = st
+        jac = jax.jacfwd(residual)(z)
+        reg = jnp.concatenate([jnp.zeros((n,), dtype), jnp.full((m,), eps**0.75, dtype)])
+        d = jnp.linalg.solve(jac - jnp.diag(reg * scale_of(jac)), -r)
+        phi0 = 0.5 * jnp.vdot(r, r)
+        ls = backtracking(lambda a: merit(z + a * d), phi0, -2.0 * phi0)
+        z_new = z + jnp.where(ls.success, ls.step_size, 0.0) * d
+        r_new = residual(z_new)
+        norm = jnp.max(jnp.abs(r_new))
+        converged = norm <= atol + rtol * scale_of(z_new)
+        failure = jnp.where(ls.success | converged, -1, int(Status.LINESEARCH_FAILED))
+        progress = make_progress(
+            z_new,
+            norm,
+            dx=z_new - z,
+            df=norm - jnp.max(jnp.abs(r)),
+            converged=converged,
+            failure=failure,
+        )
+        return _State(z_new, r_new), progress
+
+    z0 = jnp.concatenate([x0, jnp.zeros((m,), dtype)])
+    r0 = residual(z0)
+    norm0 = jnp.max(jnp.abs(r0))
+    out = iterate(
+        step,
+        _State(z0, r0),
+        make_progress(z0, norm0, converged=norm0 <= atol),
+        max_iter=max_iter,
+        rtol=rtol,
+        atol=atol,
+        cauchy=False,
+        name="lagrange_stationary_points",
+    )
+    return out.state.z, out.status
+
+
+def _bordered_hessian(problem, z):
+    n, m = problem.n, problem.m_eq
+    x, lam = z[:n], z[n:]
+    hess = jax.hessian(lambda u: problem.objective(u) + jnp.vdot(lam, problem.eq(u)))(x)
+    jac = jax.jacfwd(problem.eq)(x)
+    dtype = x.dtype
+    return jnp.block([[jnp.zeros((m, m), dtype), jac], [jac.T, hess]])
+
+
+def lagrange_stationary_points(
+    f,
+    eq,
+    starts: PyTree,
+    *,
+    args: tuple = (),
+    rtol: float | None = None,
+    atol: float | None = None,
+    max_iter: int = 50,
+    unique_tol: float = 1e-6,
+) -> LagrangePoints:
+    """All stationary points of the Lagrangian of ``f`` subject to ``eq(x) = 0``, classified.
+
+    Newton's method solves ``grad f + J^T lam = 0, h = 0`` from every start at once (one
+    ``jax.vmap``-ed, jit-compiled solve); points reached by several starts are merged; each is
+    classified by the bordered Hessian (see the module notes). The solves run compiled; the
+    merging runs on the host, so this helper itself is not ``jit``-able (the number of distinct
+    points is data-dependent).
+
+    Args:
+        f: the objective ``f(x, *args) -> scalar``.
+        eq: the equality constraints ``eq(x, *args) -> array``, ``h(x) = 0``.
+        starts: starting points with a leading batch axis (an array ``(k, ...)`` or a pytree
+            whose leaves share the leading axis ``k``).
+        args: extra arguments of ``f`` and ``eq``.
+        rtol, atol: tolerances on ``|grad L|``; default ``sqrt(eps)`` of the dtype.
+        max_iter: largest number of Newton steps per start.
+        unique_tol: points closer than ``unique_tol * (1 + |x|)`` (infinity norm) are one point.
+
+    Returns:
+        :class:`LagrangePoints`, sorted by value.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, jaxopt_mml as mml
+        >>> starts = jax.random.normal(jax.random.key(0), (64, 2))
+        >>> pts = mml.lagrange_stationary_points(
+        ...     lambda p: p[0] ** 2 * p[1], lambda p: jnp.array([p @ p - 1.0]), starts)
+        >>> pts.kind   # minima at (+-sqrt(2/3), -1/sqrt 3) and (0, 1); maxima mirrored in y
+
+    References:
+        Apostol, *Calculus*, vol. II, section 9.14; Magnus & Neudecker, *Matrix Differential
+        Calculus*, chapter 7 (the bordered Hessian).
+    """
+    if eq is None:
+        raise ValueError("eq is required: lagrange_stationary_points finds h(x) = 0 stationarity")
+    max_iter = check_positive_int("max_iter", max_iter)
+    leaves = jax.tree.leaves(starts)
+    if not leaves or any(jnp.ndim(leaf) < 1 for leaf in leaves):
+        raise ValueError("starts must have a leading batch axis on every leaf")
+    k = jnp.shape(leaves[0])[0]
+    if any(jnp.shape(leaf)[0] != k for leaf in leaves):
+        raise ValueError("every leaf of starts must have the same leading (batch) size")
+    template = jax.tree.map(lambda leaf: jnp.asarray(leaf)[0], starts)
+    dtype = ravel_pytree(template)[0].dtype
+    if not jnp.issubdtype(dtype, jnp.inexact):
+        dtype = jnp.result_type(float)
+    rtol, atol = default_tolerances(dtype, rtol, atol)
+
+    @jax.jit
+    def solve_all(starts, args):
+        def one(start):
+            problem, x0 = make_problem(f, start, args, eq, None, None, False)
+            z, status = _newton_lagrange(problem, x0, rtol=rtol, atol=atol, max_iter=max_iter)
+            bordered = _bordered_hessian(problem, z)
+            return z, status, problem.objective(z[: problem.n]), bordered
+
+        return jax.vmap(one)(starts)
+
+    z, status, value, bordered = jax.device_get(solve_all(starts, args))
+    problem, x_flat = make_problem(f, template, args, eq, None, None, False)
+    n, m = problem.n, problem.m_eq
+    ok = status == int(Status.SUCCESS)
+    points, counts = [], []
+    for i in np.flatnonzero(ok):
+        xi = z[i, :n]
+        for j, p in enumerate(points):
+            if np.max(np.abs(z[p, :n] - xi)) <= unique_tol * (1.0 + np.max(np.abs(xi))):
+                counts[j] += 1
+                break
+        else:
+            points.append(i)
+            counts.append(1)
+    order = sorted(range(len(points)), key=lambda j: value[points[j]])
+    idx = np.asarray([points[j] for j in order], dtype=int)
+    eps = np.finfo(dtype).eps
+    kinds = []
+    for i in idx:
+        w = np.linalg.eigvalsh(bordered[i])
+        tiny = np.sqrt(eps) * max(1.0, np.max(np.abs(w)))
+        n_pos, n_neg = int(np.sum(w > tiny)), int(np.sum(w < -tiny))
+        if n_pos + n_neg < n + m:
+            kinds.append("degenerate")
+        elif n_pos == n and n_neg == m:
+            kinds.append("minimum")
+        elif n_pos == m and n_neg == n:
+            kinds.append("maximum")
+        else:
+            kinds.append("saddle")
+    x_points = jax.vmap(problem.unravel)(jnp.asarray(z[idx, :n].reshape(len(idx), n)))
+    return LagrangePoints(
+        x=jax.device_get(x_points),
+        multipliers=z[idx, n:],
+        value=value[idx],
+        kind=tuple(kinds),
+        bordered_hessian=bordered[idx],
+        count=np.asarray([counts[j] for j in order], dtype=int),
+        n_converged=int(np.sum(ok)),
+    )

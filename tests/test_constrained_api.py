@@ -1,0 +1,242 @@
+"""minimise_constrained: bad input, jit/vmap/grad, float32, pytrees, and the Lagrange helper."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxopt_mml as mml
+
+
+def _sq(x, *args):
+    return x @ x
+
+
+def _plane(x, a, b):
+    return jnp.array([a @ x - b])
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["newton-kkt", "augmented-lagrangian"])
+def test_inconsistent_equalities_are_infeasible_not_nan(method):
+    res = mml.minimise_constrained(
+        lambda x: x[0] ** 2,
+        jnp.array([3.0]),
+        eq=lambda x: jnp.array([x[0], x[0] - 1.0]),
+        method=method,
+    )
+    assert int(res.status) == mml.Status.INFEASIBLE
+    assert not bool(res.success)
+    # The least-squares compromise x = 1/2 violates both constraints by 1/2.
+    np.testing.assert_allclose(res.max_violation, 0.5, atol=1e-6)
+    np.testing.assert_allclose(res.x, [0.5], atol=1e-6)
+    for leaf in jax.tree.leaves(res):
+        assert np.all(np.isfinite(np.asarray(leaf)))
+
+
+def test_inconsistent_inequalities_are_infeasible():
+    res = mml.minimise_constrained(
+        _sq, jnp.array([0.3, 0.0]), ineq=lambda x: jnp.array([x[0] - 1.0, -x[0]])
+    )
+    assert int(res.status) == mml.Status.INFEASIBLE
+    np.testing.assert_allclose(res.max_violation, 0.5, atol=1e-4)
+    assert np.isfinite(float(res.value))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"bounds": (jnp.zeros(3), jnp.ones(2))}, "bounds upper"),
+        ({"bounds": (jnp.zeros(3),)}, "bounds must be a pair"),
+        ({"eq": lambda x, *a: jnp.ones((2, 2))}, "eq"),
+        ({"ineq": lambda x, *a: jnp.ones((2, 2))}, "ineq"),
+        ({"eq": _plane, "method": "nope"}, "method"),
+        ({"bounds": (0.0, 1.0), "method": "newton-kkt"}, "newton-kkt"),
+    ],
+)
+def test_static_misuse_raises_value_error_at_trace_time(kwargs, match):
+    kwargs.setdefault("args", (jnp.ones(3), 1.0))
+    with pytest.raises(ValueError, match=match):
+        jax.jit(lambda x0: mml.minimise_constrained(_sq, x0, **kwargs)).lower(jnp.zeros(3))
+
+
+def test_non_scalar_objective_raises():
+    with pytest.raises(ValueError, match="scalar"):
+        mml.minimise_constrained(lambda x: x, jnp.zeros(2), eq=lambda x: x[:1])
+
+
+def test_nan_start_is_a_status():
+    res = mml.minimise_constrained(_sq, jnp.array([jnp.nan, 0.0]), eq=lambda x: x[:1] - 1.0)
+    assert int(res.status) == mml.Status.NONFINITE
+
+
+# --- jit, vmap, no recompilation ---------------------------------------------------------------
+
+
+def test_vmap_over_args_and_no_retrace():
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def solve(a, b):
+        return jax.vmap(
+            lambda a, b: mml.minimise_constrained(_sq, jnp.zeros(3), args=(a, b), eq=_plane)
+        )(a, b)
+
+    key = jax.random.key(0)
+    for i in range(2):
+        a = jax.random.normal(jax.random.fold_in(key, i), (50, 3))
+        b = jnp.linspace(-2.0, 3.0, 50)
+        res = solve(a, b)
+        expected = b[:, None] * a / jnp.sum(a * a, axis=1, keepdims=True)
+        chex.assert_trees_all_close(res.x, expected, atol=1e-10)
+        assert bool(jnp.all(res.success))
+
+
+def test_vmap_with_inequalities_and_bounds():
+    # minimise (x - c)^2 + (y - c)^2 subject to x + y <= 1, 0 <= x, y <= 0.4.
+    def solve(c):
+        return mml.minimise_constrained(
+            lambda v, c: jnp.sum((v - c) ** 2),
+            jnp.array([0.1, 0.1]),
+            args=(c,),
+            ineq=lambda v, c: jnp.array([1.0 - v[0] - v[1]]),
+            bounds=(jnp.zeros(2), jnp.full(2, 0.4)),
+        )
+
+    c = jnp.array([-1.0, 0.2, 0.45, 3.0])
+    res = jax.jit(jax.vmap(solve))(c)
+    expected = jnp.clip(c, 0.0, 0.4)[:, None] * jnp.ones(2)
+    chex.assert_trees_all_close(res.x, expected, atol=1e-7)
+    assert bool(jnp.all(res.success))
+    # Lower bound active (c = -1): nu = -grad f = 2(x - c) ... with trust-constr's sign, <= 0.
+    np.testing.assert_allclose(res.multipliers_bounds[0], [-2.0, -2.0], atol=1e-6)
+    np.testing.assert_allclose(res.multipliers_bounds[3], [5.2, 5.2], atol=1e-6)
+    np.testing.assert_allclose(res.multipliers_ineq, 0.0, atol=1e-7)
+
+
+def test_float32_easy_problem():
+    a = jnp.array([1.0, -2.0, 2.0], jnp.float32)
+    res = mml.minimise_constrained(
+        _sq, jnp.ones(3, jnp.float32), args=(a, jnp.float32(6.0)), eq=_plane
+    )
+    assert res.x.dtype == jnp.float32 and res.value.dtype == jnp.float32
+    assert bool(res.success)
+    np.testing.assert_allclose(res.x, 6.0 * np.asarray(a) / 9.0, atol=1e-5)
+    res = mml.minimise_constrained(
+        _sq,
+        jnp.ones(2, jnp.float32),
+        ineq=lambda x: jnp.array([x[0] + x[1] - 1.0], jnp.float32),
+    )
+    assert bool(res.success) and res.x.dtype == jnp.float32
+    np.testing.assert_allclose(res.x, [0.5, 0.5], atol=1e-4)
+
+
+def test_pytree_parameters_and_bounds():
+    x0 = {"a": jnp.array([2.0, 2.0]), "b": jnp.array(3.0)}
+
+    def f(p):
+        return jnp.sum(p["a"] ** 2) + p["b"] ** 2
+
+    res = mml.minimise_constrained(
+        f,
+        x0,
+        eq=lambda p: jnp.array([p["a"][0] + p["b"] - 2.0]),
+        bounds=({"a": jnp.array([-jnp.inf, 0.5]), "b": -jnp.inf}, None),
+    )
+    assert bool(res.success)
+    np.testing.assert_allclose(res.x["a"], [1.0, 0.5], atol=1e-7)
+    np.testing.assert_allclose(res.x["b"], 1.0, atol=1e-7)
+    np.testing.assert_allclose(res.multipliers_bounds["a"], [0.0, -1.0], atol=1e-6)
+
+
+# --- implicit differentiation ------------------------------------------------------------------
+
+
+def _fd(fun, theta, h=1e-4):
+    """Central differences, both sides in one vmapped (compiled once) call."""
+    lo, hi = jax.vmap(fun)(jnp.array([theta - h, theta + h]))
+    return (hi - lo) / (2 * h)
+
+
+def test_implicit_gradient_equality_matches_finite_differences():
+    # The extreme of x^2 y on a circle of radius r: d/dr of the solution and its multiplier.
+    def solve(r):
+        res = mml.minimise_constrained(
+            lambda p, r: p[0] ** 2 * p[1],
+            jnp.array([0.5, -0.5]),
+            args=(r,),
+            eq=lambda p, r: jnp.array([p @ p - r**2]),
+        )
+        return jnp.concatenate([res.x, res.multipliers_eq])
+
+    r = 1.3
+    jac = jax.jit(jax.jacobian(solve))(r)
+    np.testing.assert_allclose(jac, _fd(solve, r), rtol=1e-6, atol=1e-9)
+    # Closed form: x = r sqrt(2/3), y = -r / sqrt(3), lam = r / sqrt(3) (trust-constr sign).
+    np.testing.assert_allclose(jac, [np.sqrt(2 / 3), -1 / np.sqrt(3), 1 / np.sqrt(3)], rtol=1e-8)
+
+
+def test_implicit_gradient_with_active_inequality_and_bound():
+    # HS35 with a moving right-hand side t of its constraint; x >= 0 plus an upper bound on x1.
+    def f(x, t):
+        return (9.0 - 8.0 * x[0] - 6.0 * x[1] - 4.0 * x[2] + 2.0 * x[0] ** 2 + 2.0 * x[1] ** 2) + (
+            x[2] ** 2 + 2.0 * x[0] * x[1] + 2.0 * x[0] * x[2]
+        )
+
+    def solve(t):
+        return mml.minimise_constrained(
+            f,
+            jnp.array([0.5, 0.5, 0.5]),
+            args=(t,),
+            ineq=lambda x, t: jnp.array([t - x[0] - x[1] - 2.0 * x[2]]),
+            bounds=(jnp.zeros(3), jnp.array([1.2, jnp.inf, jnp.inf])),
+        )
+
+    t = 3.0
+    # One compiled forward-mode pass gives the solution and its derivative.
+    res, tangent = jax.jit(lambda t: jax.jvp(solve, (t,), (1.0,)))(t)
+    assert bool(res.success)
+    assert float(res.multipliers_ineq[0]) < -1e-3  # active inequality
+    assert float(res.multipliers_bounds[0]) > 1e-3  # active upper bound on x1
+    jac = tangent.x
+    np.testing.assert_allclose(jac, _fd(lambda t: solve(t).x, t), atol=1e-6)
+    assert abs(float(jac[0])) < 1e-10  # x1 stays on its bound
+
+
+# --- the teaching form -------------------------------------------------------------------------
+
+
+def test_lagrange_stationary_points_of_x2y_on_the_circle():
+    starts = jax.random.normal(jax.random.key(1), (64, 2))
+    pts = mml.lagrange_stationary_points(
+        lambda p: p[0] ** 2 * p[1], lambda p: jnp.array([p @ p - 1.0]), starts
+    )
+    assert len(pts.kind) == 6
+    s = 2 / (3 * np.sqrt(3))
+    np.testing.assert_allclose(pts.value, [-s, -s, 0.0, 0.0, s, s], atol=1e-9)
+    by_point = {
+        (round(float(x), 6) + 0.0, round(float(y), 6) + 0.0): k
+        for (x, y), k in zip(pts.x, pts.kind, strict=True)
+    }
+    assert by_point[(0.0, 1.0)] == "minimum"  # f = x^2 >= 0 near (0, 1)
+    assert by_point[(0.0, -1.0)] == "maximum"
+    assert pts.kind[:2] == ("minimum", "minimum") and pts.kind[-2:] == ("maximum", "maximum")
+    # trust-constr convention: grad f + lam grad h = 0; at the minima y = -1/sqrt(3), lam = 1/sqrt(3).
+    np.testing.assert_allclose(pts.multipliers[:2, 0], 1 / np.sqrt(3), atol=1e-8)
+    assert pts.count.sum() == pts.n_converged
+
+
+def test_lagrange_stationary_points_saddle():
+    # f = x y z on the plane x + y + z = 3: (1, 1, 1) is a local maximum, (3, 0, 0) a saddle.
+    starts = jnp.array([[1.2, 0.9, 0.8], [2.8, 0.1, 0.1], [0.1, 2.9, -0.1]])
+    pts = mml.lagrange_stationary_points(
+        lambda v: v[0] * v[1] * v[2], lambda v: jnp.array([jnp.sum(v) - 3.0]), starts
+    )
+    kinds = {
+        tuple(np.round(np.asarray(x), 6) + 0.0): k for x, k in zip(pts.x, pts.kind, strict=True)
+    }
+    assert kinds[(1.0, 1.0, 1.0)] == "maximum"
+    assert kinds[(3.0, 0.0, 0.0)] == "saddle"
+    assert kinds[(0.0, 3.0, 0.0)] == "saddle"
