@@ -1,0 +1,488 @@
+"""Nonlinear curve fitting: :func:`curve_fit` (private module; public through ``jaxopt_mml``)."""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from ._driver import iterate, make_progress
+from ._fit_data import (
+    NAN_POLICIES,
+    Bounds,
+    check_data,
+    is_concrete,
+    make_bounds,
+    to_external,
+    to_internal,
+    weights,
+)
+from ._fit_lm import (
+    DEFAULT_MAX_ITER,
+    METHODS,
+    Problem,
+    gd_initial_step,
+    gd_step,
+    gn_step,
+    gradient_cosine,
+    init,
+    lm_step,
+)
+from ._fit_losses import LOSSES, robust_scale
+from ._fit_stats import FitResult, fit_statistics, spd_inverse
+from ._implicit import solve_with_implicit_grad
+from ._status import Status
+from ._tree import check_positive_int, default_tolerances
+
+__all__ = ["curve_fit"]
+
+_SLOTS = (
+    1024  # fits advanced together in one pass of a batched fit (keeps the working set in cache)
+)
+_MIN_SLOTS = 64
+_PASS_STEPS = 8  # iterations per pass
+_PENDING = -2  # status of a fit that has not finished yet (internal)
+
+
+class _Layout(NamedTuple):
+    """How flat parameter vectors map to the user's pytree (static, hashable)."""
+
+    treedef: object
+    shapes: tuple
+    sizes: tuple
+
+    def unravel(self, flat):
+        parts, start = [], 0
+        for shape, size in zip(self.shapes, self.sizes, strict=True):
+            parts.append(flat[start : start + size].reshape(shape))
+            start += size
+        return jax.tree.unflatten(self.treedef, parts)
+
+    def ravel(self, tree):
+        leaves = jax.tree.leaves(tree)
+        return jnp.concatenate([jnp.ravel(leaf) for leaf in leaves]) if leaves else jnp.zeros(0)
+
+
+class _Config(NamedTuple):
+    layout: _Layout
+    method: str
+    loss: str
+    absolute_sigma: bool
+    max_iter: int
+    rtol: float
+    atol: float
+    bounded: bool
+    data: object  # _fit_data.Layout
+    p0_batched: bool
+    nan_policy: str
+    dtype: str
+
+
+def _residual_fn(model, layout, x, y, w):
+    used = w > 0
+
+    def residual(p):
+        f = model(x, layout.unravel(p))
+        return jnp.where(used, (y - f) * w, 0.0)
+
+    return residual
+
+
+class _Fit(NamedTuple):
+    """One fit's solver state between passes (batched fits run in passes; see _fit_batched)."""
+
+    state: object  # LSState
+    n_iter: jax.Array
+    status: jax.Array
+
+
+def _problem(model, cfg: _Config, x, y, w, lo, hi, f_scale):
+    to_p = _to_params(cfg, lo, hi)
+    res_p = _residual_fn(model, cfg.layout, x, y, w)
+    return Problem(
+        residual=lambda u: res_p(to_p(u)),
+        loss=cfg.loss,
+        f_scale=f_scale,
+        accel=cfg.loss == "linear",
+    )
+
+
+def _to_params(cfg: _Config, lo, hi):
+    if not cfg.bounded:
+        return lambda u: u
+    bounds = Bounds(jnp.asarray(lo, cfg.dtype), jnp.asarray(hi, cfg.dtype))
+    return lambda u: to_external(u, bounds)
+
+
+def _start(model, cfg: _Config, x, y, w, p0, lo, hi, f_scale) -> _Fit:
+    problem = _problem(model, cfg, x, y, w, lo, hi, f_scale)
+    u0 = to_internal(p0, Bounds(lo, hi)) if cfg.bounded else p0
+    state, _ = init(problem, u0)
+    if cfg.method == "gradient-descent":
+        state = gd_initial_step(state)
+    return _Fit(state, jnp.asarray(0, jnp.int32), jnp.asarray(int(Status.MAX_ITER), jnp.int32))
+
+
+def _advance(model, cfg: _Config, x, y, w, lo, hi, f_scale, fit: _Fit, steps: int) -> _Fit:
+    """Run at most ``steps`` more iterations (``max_iter`` in all) through the driver."""
+    problem = _problem(model, cfg, x, y, w, lo, hi, f_scale)
+    if cfg.method == "lm":
+        step = lm_step(problem, cfg.rtol, cfg.atol)
+    elif cfg.method == "gauss-newton":
+        step = gn_step(problem, cfg.rtol, cfg.atol)
+    else:
+        step = gd_step(problem, cfg.rtol, cfg.atol)
+    out = iterate(
+        step,
+        fit.state,
+        make_progress(fit.state.u, fit.state.cost),
+        max_iter=min(steps, cfg.max_iter),
+        rtol=cfg.rtol,
+        atol=cfg.atol,
+        cauchy=False,
+        name="curve_fit",
+    )
+    n_iter = fit.n_iter + out.n_iter
+    status = jnp.where(
+        (out.status == int(Status.MAX_ITER)) & (n_iter < cfg.max_iter), _PENDING, out.status
+    )
+    return _Fit(out.state, n_iter, status.astype(jnp.int32))
+
+
+def _finish(model, cfg: _Config, x, y, w, bad, fit: _Fit, lo, hi, f_scale):
+    """Statistics of one fit; ``params`` gets implicit derivatives through lax.custom_root."""
+    to_p = _to_params(cfg, lo, hi)
+    s = lax.stop_gradient(fit.state)
+    status = jnp.where(fit.status == _PENDING, int(Status.MAX_ITER), fit.status)
+
+    def optimality(u):
+        problem = _problem(model, cfg, x, y, w, lo, hi, f_scale)
+        r = problem.residual(u)
+        jac = jax.jacfwd(problem.residual)(u)
+        rs, js, _ = robust_scale(problem.loss, r, jac, problem.f_scale)
+        return js.T @ rs
+
+    u, _ = solve_with_implicit_grad(optimality, s.u, lambda guess: (guess, ()))
+    p = to_p(u)
+    res_p = _residual_fn(model, cfg.layout, x, y, w)
+    r = res_p(p)
+    jac = jax.jacfwd(res_p)(p)
+    _, js, cost = robust_scale(cfg.loss, r, jac, f_scale)
+    cov0, regular = spd_inverse(js.T @ js)
+    cov, chi2, dof, reduced, p_value, r2, cov_ok = fit_statistics(
+        r, cost, y, w, p.shape[0], cfg.absolute_sigma, cov0, regular
+    )
+    succ = int(Status.SUCCESS)
+    cos = gradient_cosine(s.r, s.jac, s.cost)
+    stalled = (status == succ) & (s.n_accepted == 0) & (cos > cfg.rtol) & (s.cost > 0)
+    status = jnp.where(
+        stalled | (status == int(Status.STAGNATED)), int(Status.PRECISION_LIMIT), status
+    )
+    status = jnp.where(bad, int(Status.INVALID_INPUT), status).astype(jnp.int32)
+    success = status == succ
+    status = jnp.where(success & ~cov_ok, int(Status.COVARIANCE_UNDEFINED), status)
+    stderr = jnp.sqrt(jnp.diagonal(cov))
+    return FitResult(
+        params=cfg.layout.unravel(p),
+        covariance=cov,
+        stderr=cfg.layout.unravel(stderr),
+        chi2=chi2,
+        dof=dof,
+        reduced_chi2=reduced,
+        p_value=p_value,
+        r_squared=r2,
+        residuals=r,
+        n_iter=fit.n_iter,
+        success=success,
+        status=status.astype(jnp.int32),
+    )
+
+
+def _fit_one(model, cfg: _Config, x, y, w, bad, p0, lo, hi, f_scale):
+    fit = _start(model, cfg, x, y, w, p0, lo, hi, f_scale)
+    fit = _advance(model, cfg, x, y, w, lo, hi, f_scale, fit, cfg.max_iter)
+    return _finish(model, cfg, x, y, w, bad, fit, lo, hi, f_scale)
+
+
+def _fit_batched(model, cfg: _Config, x, y, w, bad, p0, lo, hi, f_scale):
+    """Fit B datasets in passes over ``slots`` of them, so that stragglers do not hold the batch.
+
+    A vmapped while loop runs until its slowest member stops. Instead, each pass takes the
+    ``slots`` unfinished fits with the fewest iterations so far, advances them by at most
+    ``_PASS_STEPS`` iterations (one vmapped loop of fixed width, small enough to stay in cache),
+    and puts them back. Finished fits leave the pool, so a few slow fits cost only their own
+    iterations. Each fit's iterates are exactly those of the one-dataset solver.
+    """
+    batch = y.shape[0]
+    slots = min(batch, max(_MIN_SLOTS, min(_SLOTS, -(-batch // 4))))
+    xa = 0 if cfg.data.x_batched else None
+    pa = 0 if cfg.p0_batched else None
+    fits = jax.vmap(
+        lambda xx, yy, ww, pp: _start(model, cfg, xx, yy, ww, pp, lo, hi, f_scale),
+        in_axes=(xa, 0, 0, pa),
+    )(x, y, w, p0)
+    steps = min(_PASS_STEPS, cfg.max_iter)
+    advance = jax.vmap(
+        lambda xx, yy, ww, ff: _advance(model, cfg, xx, yy, ww, lo, hi, f_scale, ff, steps),
+        in_axes=(xa, 0, 0, 0),
+    )
+
+    def pending(f):
+        return f.status == _PENDING
+
+    def cond(f):
+        return jnp.any(pending(f))
+
+    def body(f):
+        key = jnp.where(pending(f), f.n_iter, jnp.iinfo(jnp.int32).max)
+        idx = jnp.argsort(key)[:slots]
+        take = pending(f)[idx]
+        sub = jax.tree.map(lambda a: a[idx], f)
+        xs = x[idx] if cfg.data.x_batched else x
+        new = advance(xs, y[idx], w[idx], sub)
+        new = jax.tree.map(
+            lambda n, o: jnp.where(take.reshape((-1,) + (1,) * (n.ndim - 1)), n, o), new, sub
+        )
+        return jax.tree.map(lambda a, n: a.at[idx].set(n), f, new)
+
+    fits = lax.while_loop(cond, body, fits._replace(status=jnp.full((batch,), _PENDING, jnp.int32)))
+    return jax.vmap(
+        lambda xx, yy, ww, bb, ff: _finish(model, cfg, xx, yy, ww, bb, ff, lo, hi, f_scale),
+        in_axes=(xa, 0, 0, 0, 0),
+    )(x, y, w, bad, fits)
+
+
+def _flat_p0(cfg: _Config, p0):
+    leaves = [jnp.asarray(leaf) for leaf in jax.tree.leaves(p0)]
+    if cfg.p0_batched:
+        b = cfg.data.batch
+        return jnp.concatenate([leaf.reshape(b, -1) for leaf in leaves], axis=1).astype(cfg.dtype)
+    return jnp.concatenate([leaf.ravel() for leaf in leaves]).astype(cfg.dtype)
+
+
+def _fit_impl(model, cfg: _Config, x, y, sigma, mask, p0, lo, hi, f_scale):
+    x, y, w, bad = weights(x, y, sigma, mask, cfg.nan_policy, cfg.data, cfg.dtype)
+    p0 = _flat_p0(cfg, p0)
+    f_scale = jnp.asarray(f_scale, cfg.dtype)
+    if cfg.data.batch is None:
+        return _fit_one(model, cfg, x, y, w, bad, p0, lo, hi, f_scale)
+    return _fit_batched(model, cfg, x, y, w, bad, p0, lo, hi, f_scale)
+
+
+_fit_jit = jax.jit(_fit_impl, static_argnums=(0, 1))
+
+
+def curve_fit(
+    model,
+    x,
+    y,
+    p0,
+    *,
+    sigma=None,
+    absolute_sigma: bool = False,
+    bounds=None,
+    method: str = "lm",
+    loss: str = "linear",
+    f_scale: float = 1.0,
+    nan_policy: str = "raise",
+    mask=None,
+    max_iter: int | None = None,
+    rtol: float | None = None,
+    atol: float | None = None,
+    x_per_dataset: bool | None = None,
+) -> FitResult:
+    r"""Fit ``model(x, params)`` to data ``y`` by (weighted, robust) nonlinear least squares.
+
+    Minimises :math:`\chi^2(p) = \sum_i \big((y_i - f(x_i; p)) / \sigma_i\big)^2` (or the robust
+    cost :math:`\sum_i C^2 \rho(r_i^2 / C^2)` for ``loss != "linear"``) from the start ``p0``, then
+    returns the best-fit parameters with their covariance and goodness-of-fit statistics.
+
+    Methods (``method``):
+
+    * ``"lm"``: Levenberg-Marquardt with MINPACK's scaled damping
+      :math:`(J^T J + \lambda D) h = -J^T r`, ``D`` the running maximum of
+      :math:`\mathrm{diag}(J^T J)`, and Nielsen's update of :math:`\lambda`. Certified on the
+      27 NIST StRD nonlinear problems from both starts (``docs/nist_lre.md``).
+    * ``"gauss-newton"``: :math:`J^T J h = -J^T r` with a backtracking (Armijo) line search.
+    * ``"gradient-descent"``: steepest descent on :math:`\chi^2` with a backtracking line search
+      (slow; for teaching and comparison).
+
+    **Batched fits.** ``y`` of shape ``(B, N)`` fits ``B`` datasets in one compiled call, each with
+    its own result (every field of the :class:`FitResult` gets a leading axis ``B``). ``x`` (shape
+    ``(B, N)`` or ``(B, k, N)``), ``sigma`` (``(B, N)``), ``mask`` and ``p0`` (leaves with leading
+    axis ``B``) may be given per dataset or shared. Datasets of different lengths: pad them to a
+    common ``N`` and pass ``mask`` (False on padding) or ``sigma=inf`` there (with finite ``y``);
+    the shapes, and so the compiled code, stay the same. Batches run in passes: each pass
+    advances up to 1024 unfinished fits (a quarter of the batch, at least 64) by up to 8
+    iterations, so that a few slow fits do not hold the whole batch (a vmapped loop runs until
+    its slowest member stops) and the working set stays in cache. The function also works under the
+    user's ``jax.jit`` and ``jax.vmap``.
+
+    **Compilation.** The compiled fit is cached on ``model`` (by identity) and the shapes: define
+    ``model`` once (not a new ``lambda`` per call) so that repeated fits do not recompile.
+
+    Args:
+        model: ``model(x, params) -> (N,)`` predictions; ``params`` has ``p0``'s structure.
+        x: the independent variable(s), passed to ``model`` as given (last axis = points).
+        y: data, shape ``(N,)`` or ``(B, N)``.
+        p0: the starting parameters: an array or a pytree of arrays (required: there is no
+            sensible default for a nonlinear model).
+        sigma: standard deviations of ``y`` (scalar, ``(N,)`` or ``(B, N)``); ``None``: all 1.
+            ``inf`` gives a point no weight.
+        absolute_sigma: if True, ``sigma`` is absolute and the covariance is
+            :math:`(J^T J)^{-1}`; if False (scipy's default) it is scaled by ``chi2 / dof``.
+        bounds: ``(lower, upper)``, each a scalar or with ``p0``'s structure, ``+-inf`` for none.
+            Enforced by a smooth change of variables (MINUIT's), so that every iterate and the
+            result lie within the bounds. ``p0`` must lie within them.
+        method: ``"lm"``, ``"gauss-newton"`` or ``"gradient-descent"``.
+        loss: ``"linear"`` (least squares), ``"huber"``, ``"soft_l1"`` or ``"cauchy"``, as in
+            ``scipy.optimize.least_squares``; ``f_scale`` is the residual scale ``C`` (in units of
+            ``sigma``) beyond which a point counts as an outlier.
+        nan_policy: ``"raise"`` (default): NaN or inf in ``x``, ``y`` or ``sigma`` raises
+            ValueError when the data are concrete; under ``jit`` (traced data) nothing can be
+            raised, and such a fit returns ``status = INVALID_INPUT`` instead. ``"omit"``: drop
+            those points (weight 0; works under ``jit`` and keeps the shapes). ``"propagate"``:
+            compute anyway; NaN data end in ``status = NONFINITE``.
+        mask: booleans broadcastable to ``y``; False drops a point (same as deleting it).
+        max_iter: iteration limit (default 200 for ``lm`` and ``gauss-newton``, 20000 for
+            ``gradient-descent``).
+        rtol: relative tolerance (default ``sqrt(eps)`` of the dtype: 1.5e-8 in float64) on the
+            reduction of the cost and on the (scaled) step, as MINPACK's ``ftol`` and ``xtol``.
+        atol: absolute tolerance added to the step test
+            :math:`\max(1, \lambda) |h_i| \le r_{tol} |p_i| + a_{tol}`; default 0, as purely
+            relative tests serve badly scaled problems (NIST's) best. (The cost test uses
+            ``rtol**2``: the cost is quadratic in the parameters' error.)
+        x_per_dataset: whether ``x`` holds one array per dataset in a batched fit (default:
+            when its leading axis equals ``B``); set it where that is ambiguous (``x`` of shape
+            ``(k, N)`` with ``k == B`` predictors).
+
+    Returns:
+        :class:`FitResult`. ``success`` says whether the fit converged; ``status`` is
+        ``SUCCESS``, ``COVARIANCE_UNDEFINED`` (the fit converged but the covariance cannot be
+        estimated: singular Jacobian or ``dof <= 0``; ``covariance`` and ``stderr`` are inf and
+        ``success`` stays True, the counterpart of scipy's ``OptimizeWarning``),
+        ``PRECISION_LIMIT`` (the dtype cannot resolve the problem, e.g. float32 data whose
+        chi-squared does not change measurably near ``p0``: no step was ever accepted),
+        ``MAX_ITER``, ``INVALID_INPUT`` or ``NONFINITE``. Derivatives of ``params`` with respect to
+        ``y`` (and ``sigma``, ``x``) come from implicit differentiation of the optimality
+        condition :math:`J^T r = 0` (valid where no bound is active).
+
+    Example:
+        >>> def model(x, p):
+        ...     return p[0] * jnp.exp(-p[1] * x)
+        >>> x = jnp.linspace(0.0, 4.0, 50)
+        >>> y = model(x, jnp.array([2.0, 1.3])) + 0.01 * jax.random.normal(key, (50,))
+        >>> fit = mml.curve_fit(model, x, y, jnp.array([1.0, 1.0]))
+        >>> fit.params, fit.stderr, fit.reduced_chi2
+
+    References:
+        J. J. More, "The Levenberg-Marquardt algorithm: implementation and theory", Lecture Notes
+        in Mathematics 630 (1978). H. B. Nielsen, "Damping parameter in Marquardt's method",
+        IMM-REP-1999-05. K. Madsen, H. B. Nielsen, O. Tingleff, *Methods for non-linear least
+        squares problems* (2004). NIST StRD nonlinear regression,
+        https://www.itl.nist.gov/div898/strd/nls/nls_main.shtml.
+    """
+    if not callable(model):
+        raise TypeError(f"model must be callable as model(x, params), got {type(model).__name__}")
+    method = _choice("method", method, METHODS)
+    loss = _choice("loss", loss, LOSSES)
+    nan_policy = _choice("nan_policy", nan_policy, NAN_POLICIES)
+    if not isinstance(absolute_sigma, bool):
+        raise TypeError(f"absolute_sigma must be a bool, got {absolute_sigma!r}")
+    max_iter = (
+        DEFAULT_MAX_ITER[method] if max_iter is None else check_positive_int("max_iter", max_iter)
+    )
+
+    leaves, treedef = jax.tree.flatten(p0)
+    if not leaves:
+        raise ValueError("p0 must hold at least one parameter (an array or a pytree of arrays)")
+    shapes = [np.shape(leaf) for leaf in leaves]
+    dtypes = [np.result_type(leaf) for leaf in leaves]
+    for dt in dtypes:
+        if not (np.issubdtype(dt, np.number) or dt == np.dtype(bool)):
+            raise TypeError(f"p0 must hold numbers, got a leaf of dtype {dt}")
+    dtype = jnp.result_type(*dtypes, np.result_type(y))
+    if not jnp.issubdtype(dtype, jnp.inexact):
+        dtype = jnp.result_type(float)
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        raise TypeError("curve_fit fits real data and parameters; got complex input")
+    dtype = np.dtype(dtype)
+    rtol, atol = default_tolerances(dtype, rtol, 0.0 if atol is None else atol)
+
+    data = check_data(x, y, sigma, mask, nan_policy, x_per_dataset)
+    batch = data.batch
+    p0_batched = batch is not None and _p0_looks_batched(p0, shapes, batch)
+    elem = [shape[1:] if p0_batched else shape for shape in shapes]
+    layout = _Layout(treedef, tuple(elem), tuple(math.prod(e) for e in elem))
+    n_params = sum(layout.sizes)
+    if is_concrete(p0) and not all(np.all(np.isfinite(np.asarray(leaf))) for leaf in leaves):
+        raise ValueError("p0 holds NaN or inf; give a finite starting point")
+
+    b = make_bounds(bounds, (n_params,), layout.ravel, dtype)
+    if b is None:
+        lo = hi = None
+    else:
+        lo, hi = b
+        if is_concrete(p0, lo, hi):
+            p = np.concatenate(
+                [np.reshape(leaf, (batch, -1) if p0_batched else (-1,)) for leaf in leaves], axis=-1
+            )
+            if np.any(p < np.asarray(lo)) or np.any(p > np.asarray(hi)):
+                raise ValueError("p0 must lie within bounds (lower <= p0 <= upper)")
+
+    _check_model(model, layout, x, data, dtype)
+    cfg = _Config(
+        layout=layout,
+        method=method,
+        loss=loss,
+        absolute_sigma=absolute_sigma,
+        max_iter=max_iter,
+        rtol=rtol,
+        atol=atol,
+        bounded=b is not None,
+        data=data,
+        p0_batched=p0_batched,
+        nan_policy=nan_policy,
+        dtype=dtype.name,
+    )
+    return _fit_jit(model, cfg, x, y, sigma, mask, p0, lo, hi, f_scale)
+
+
+def _check_model(model, layout, x, data, dtype):
+    x_shape = tuple(np.shape(x)[1:] if data.x_batched else np.shape(x))
+    _check_model_cached(model, layout, x_shape, np.result_type(x), data.n, np.dtype(dtype))
+
+
+@functools.lru_cache(maxsize=256)
+def _check_model_cached(model, layout, x_shape, x_dtype, n, dtype):
+    """Trace ``model`` once per (model, structure, shapes) to check its output shape."""
+    x_one = jax.ShapeDtypeStruct(x_shape, x_dtype)
+    p_one = jax.ShapeDtypeStruct((sum(layout.sizes),), dtype)
+    try:
+        out = jax.eval_shape(lambda xx, pp: model(xx, layout.unravel(pp)), x_one, p_one)
+    except Exception as exc:
+        raise TypeError(f"model(x, params) failed on x and p0's structure: {exc}") from exc
+    if not hasattr(out, "shape") or tuple(out.shape) != (n,):
+        raise ValueError(
+            f"model(x, params) must return one value per point, shape ({n},); "
+            f"got {getattr(out, 'shape', type(out).__name__)}"
+        )
+
+
+def _p0_looks_batched(p0, shapes, batch):
+    """A bare array ``p0`` is per dataset when it is ``(B, k)``; a pytree when every leaf has a
+    leading axis ``B`` (pass a plain array, or vmap yourself, where this is ambiguous)."""
+    if len(shapes) == 1 and jax.tree.structure(p0).num_nodes == 1:
+        return len(shapes[0]) == 2 and shapes[0][0] == batch
+    return all(len(shape) >= 1 and shape[0] == batch for shape in shapes)
+
+
+def _choice(name, value, choices):
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value

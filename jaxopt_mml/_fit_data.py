@@ -1,0 +1,213 @@
+"""Input checks, weights, masks and parameter bounds for the fitting routines (private).
+
+Conventions shared by :func:`curve_fit`, :func:`linear_fit` and :func:`chi_squared`:
+
+* ``y`` has shape ``(N,)`` for one dataset or ``(B, N)`` for ``B`` datasets.
+* ``x`` is passed to the model as given; its last axis indexes the points (``(N,)`` or ``(k, N)``
+  for ``k`` predictors). In a batched fit ``x`` is per dataset when its leading axis is ``B``
+  (``(B, N)`` or ``(B, k, N)``), else shared; ``x_per_dataset`` settles the ambiguous case
+  ``k == B``.
+* ``sigma`` is a scalar, ``(N,)`` (shared) or ``(B, N)``; ``inf`` gives a point no weight (padding).
+* ``mask`` (bool, broadcastable to ``y``): False drops a point.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+NAN_POLICIES = ("raise", "omit", "propagate")
+
+
+def is_concrete(*trees) -> bool:
+    """True when no leaf is a tracer (so that values can be read on the host)."""
+    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(trees))
+
+
+class Layout(NamedTuple):
+    """Static facts about the data: the batch size (None for one dataset), N and x's batching."""
+
+    batch: int | None
+    n: int
+    x_batched: bool
+
+
+def check_data(x, y, sigma, mask, nan_policy: str, x_per_dataset: bool | None) -> Layout:
+    """Check shapes (and, for concrete data under ``nan_policy='raise'``, values) on the host."""
+    y_shape = np.shape(y)
+    if len(y_shape) not in (1, 2):
+        raise ValueError(f"y must have shape (N,) or (B, N) for B datasets, got shape {y_shape}")
+    n = y_shape[-1]
+    if n == 0:
+        raise ValueError("y must hold at least one point, got N = 0")
+    batch = y_shape[0] if len(y_shape) == 2 else None
+    x_shape = np.shape(x)
+    if len(x_shape) >= 1 and x_shape[-1] != n:
+        raise ValueError(
+            f"x must have its last axis equal to the number of points N = {n} (y's last axis), "
+            f"got x of shape {x_shape}"
+        )
+    auto = batch is not None and len(x_shape) >= 2 and x_shape[0] == batch
+    if x_per_dataset is None:
+        x_batched = auto
+    else:
+        x_batched = bool(x_per_dataset)
+        if x_batched and not auto:
+            raise ValueError(
+                f"x_per_dataset=True needs x with a leading axis B = {batch} (y's), got {x_shape}"
+            )
+    if sigma is not None:
+        s_shape = np.shape(sigma)
+        if len(s_shape) > len(y_shape):
+            raise ValueError(
+                f"sigma must have at most y's {len(y_shape)} axes, got shape {s_shape}"
+            )
+        try:
+            np.broadcast_shapes(s_shape, y_shape)
+        except ValueError:
+            raise ValueError(
+                f"sigma must be a scalar or broadcast to y's shape {y_shape}, got shape {s_shape}"
+            ) from None
+    if mask is not None:
+        if np.result_type(mask) != np.dtype(bool):
+            raise TypeError(f"mask must be a boolean array, got dtype {np.result_type(mask)}")
+        try:
+            np.broadcast_shapes(np.shape(mask), y_shape)
+        except ValueError:
+            raise ValueError(
+                f"mask must broadcast to y's shape {y_shape}, got {np.shape(mask)}"
+            ) from None
+    if is_concrete(sigma) and sigma is not None and np.any(np.asarray(sigma) <= 0):
+        raise ValueError("sigma must be positive (use inf, or mask, to give a point no weight)")
+    if nan_policy == "raise" and is_concrete(x, y, sigma, mask):
+        keep = (
+            np.ones(y_shape, bool) if mask is None else np.broadcast_to(np.asarray(mask), y_shape)
+        )
+        names = []
+        if not np.all(np.isfinite(np.asarray(y))[keep]):
+            names.append("y")
+        if not np.all(np.isfinite(np.asarray(x))):
+            names.append("x")
+        if sigma is not None and np.any(np.isnan(np.asarray(sigma))):
+            names.append("sigma")
+        if names:
+            raise ValueError(
+                f"{' and '.join(names)} hold(s) NaN or inf; clean the data, or pass "
+                "nan_policy='omit' to drop those points"
+            )
+    return Layout(batch=batch, n=n, x_batched=x_batched)
+
+
+def _point_mask_from_x(x, n):
+    """Per point: are all of x's values at that point finite (last axis = points)?"""
+    if x.ndim == 0 or x.shape[-1] != n:
+        return jnp.broadcast_to(jnp.all(jnp.isfinite(x)), (n,))
+    fin = jnp.isfinite(x)
+    return jnp.all(fin.reshape(-1, n), axis=0) if x.ndim > 1 else fin
+
+
+def weights(x, y, sigma, mask, nan_policy: str, layout: Layout, dtype):
+    """Traced part: ``(x, y, w, bad)`` with ``w = 1 / sigma`` (0 at dropped points) and ``bad``
+    per dataset (NaN/inf in used data where ``nan_policy='raise'`` could not raise)."""
+    y = jnp.asarray(y).astype(dtype)
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.inexact):
+        x = x.astype(dtype)
+    sig = jnp.ones((), dtype) if sigma is None else jnp.asarray(sigma).astype(dtype)
+    sig = jnp.broadcast_to(sig, y.shape)
+    keep = jnp.ones(y.shape, bool) if mask is None else jnp.broadcast_to(jnp.asarray(mask), y.shape)
+    if layout.x_batched:
+        xfin = jax.vmap(lambda xi: _point_mask_from_x(xi, layout.n))(x)
+    else:
+        xfin = jnp.broadcast_to(_point_mask_from_x(x, layout.n), y.shape)
+    finite = jnp.isfinite(y) & xfin & ~jnp.isnan(sig)
+    bad = jnp.zeros(y.shape[:-1], bool)
+    if nan_policy == "raise":
+        bad = jnp.any(~finite & keep, axis=-1)
+    elif nan_policy == "omit":
+        keep = keep & finite
+        y = jnp.where(keep, y, 0.0)
+        x = jnp.where(jnp.isfinite(x), x, 0.0)
+    w = jnp.where(keep & ~jnp.isnan(sig), 1.0 / jnp.where(jnp.isnan(sig), 1.0, sig), 0.0)
+    return x, y, w.astype(dtype), bad
+
+
+class Bounds(NamedTuple):
+    lo: jax.Array
+    hi: jax.Array
+
+
+def make_bounds(bounds, p0_flat_shape, ravel, dtype) -> Bounds | None:
+    """Flatten ``bounds=(lower, upper)`` (scalars, arrays or pytrees like ``p0``) to ``(k,)``."""
+    if bounds is None:
+        return None
+    if not isinstance(bounds, tuple | list) or len(bounds) != 2:
+        raise ValueError("bounds must be a pair (lower, upper) of scalars or of p0's structure")
+    flat = []
+    for name, b in zip(("lower", "upper"), bounds, strict=True):
+        if b is None:
+            b = jnp.inf if name == "upper" else -jnp.inf
+        if jnp.ndim(b) == 0 and not isinstance(b, dict | list | tuple):
+            flat.append(jnp.full(p0_flat_shape, b, dtype))
+            continue
+        try:
+            fb = jnp.asarray(ravel(b), dtype)
+        except Exception:
+            raise ValueError(
+                f"bounds {name} must be a scalar or have p0's structure and shapes"
+            ) from None
+        if fb.shape != p0_flat_shape:
+            raise ValueError(
+                f"bounds {name} must be a scalar or have p0's structure and shapes, got {fb.shape} "
+                f"values for {p0_flat_shape[0]} parameters"
+            )
+        flat.append(fb)
+    lo, hi = flat
+    if is_concrete(lo, hi) and np.any(np.asarray(lo) >= np.asarray(hi)):
+        raise ValueError("bounds must have lower < upper for every parameter")
+    return Bounds(lo, hi)
+
+
+_NUDGE = 1e-6
+
+
+def to_internal(p, b: Bounds):
+    """Parameters -> unconstrained variables ``u`` (MINUIT's transforms)."""
+    lo, hi = b.lo, b.hi
+    has_lo, has_hi = jnp.isfinite(lo), jnp.isfinite(hi)
+    # A start on a bound is moved slightly inside: the transforms are flat there, so a parameter
+    # that starts exactly on its bound would never move (scipy's make_strictly_feasible, likewise).
+    gap = jnp.where(
+        has_lo & has_hi,
+        _NUDGE * (hi - lo),
+        _NUDGE * jnp.maximum(1.0, jnp.abs(jnp.where(has_lo, lo, hi))),
+    )
+    p = jnp.clip(p, jnp.where(has_lo, lo + gap, lo), jnp.where(has_hi, hi - gap, hi))
+    span = jnp.where(has_lo & has_hi, hi - lo, 1.0)
+    both = jnp.arcsin(jnp.clip(2.0 * (p - jnp.where(has_lo, lo, 0.0)) / span - 1.0, -1.0, 1.0))
+    lower = jnp.sqrt(jnp.maximum((p - jnp.where(has_lo, lo, 0.0) + 1.0) ** 2 - 1.0, 0.0))
+    upper = jnp.sqrt(jnp.maximum((jnp.where(has_hi, hi, 0.0) - p + 1.0) ** 2 - 1.0, 0.0))
+    return jnp.where(has_lo & has_hi, both, jnp.where(has_lo, lower, jnp.where(has_hi, upper, p)))
+
+
+def to_external(u, b: Bounds):
+    """Unconstrained ``u`` -> parameters, always within ``[lower, upper]``.
+
+    Two-sided: ``lo + (hi - lo) (1 + sin u) / 2``; lower only: ``lo - 1 + sqrt(u^2 + 1)``;
+    upper only: ``hi + 1 - sqrt(u^2 + 1)`` (James, *MINUIT Reference Manual*, 1994, section 1.3).
+    """
+    lo, hi = b.lo, b.hi
+    has_lo, has_hi = jnp.isfinite(lo), jnp.isfinite(hi)
+    lo0 = jnp.where(has_lo, lo, 0.0)
+    hi0 = jnp.where(has_hi, hi, 0.0)
+    both = lo0 + (hi0 - lo0) * 0.5 * (1.0 + jnp.sin(u))
+    root = jnp.sqrt(u * u + 1.0)
+    p = jnp.where(
+        has_lo & has_hi,
+        both,
+        jnp.where(has_lo, lo0 - 1.0 + root, jnp.where(has_hi, hi0 + 1.0 - root, u)),
+    )
+    return jnp.clip(p, lo, hi)

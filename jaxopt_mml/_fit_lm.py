@@ -1,0 +1,283 @@
+"""Least-squares iterations for curve fitting: Levenberg-Marquardt, Gauss-Newton, gradient descent.
+
+Each method is an ``init``/``step`` pair run by :func:`jaxopt_mml._driver.iterate` on a flat
+parameter vector ``u``. The residual function ``residual(u) -> r`` returns the weighted residuals
+``(y - f) / sigma``; robust losses rescale ``r`` and ``J = dr/du`` each iteration
+(:mod:`._fit_losses`). ``r`` and ``J`` come from one forward-mode pass (``jax.jacfwd``).
+
+**Levenberg-Marquardt** (More 1978; Nielsen 1999; Madsen, Nielsen & Tingleff 2004). With
+``g = J^T r``, ``A = J^T J`` and the MINPACK scaling ``D = diag(max_k diag(A_k))`` (the running
+maximum of the squared column norms, which makes the method invariant to the parameters' units),
+the step solves the damped normal equations
+
+    (A + lambda D) h = -g
+
+by Cholesky in the equilibrated variables ``D^{1/2} h``. Geodesic acceleration (Transtrum &
+Sethna 2012) adds the second-order correction ``a = -(A + lambda D)^{-1} J^T r''_vv`` (one
+forward-over-forward pass for the directional second derivative ``r''_vv``) and rejects steps with
+``2 |a| > 1.5 |v|`` (in the scaled norm; Transtrum and Sethna suggest 0.75, which rejects more
+steps than needed here): such steps leave the region where the linear model
+holds, and accepting them is how parameters "evaporate" to infinity from a poor start (NIST's
+BoxBOD, Eckerle4 and MGH10 from their first starts). The gain ratio
+``rho = (cost(u) - cost(u + h)) / (v^T (lambda D v - g))`` decides: ``rho > 0`` accepts the step and
+sets ``lambda *= max(1/3, 1 - (2 rho - 1)^3)`` (Nielsen's smooth update, few iterations near the
+solution); otherwise ``lambda *= nu, nu *= 2``. The trial point's ``r`` and ``J`` are computed in the
+same pass as its cost, so every iteration costs one Jacobian (plus the second derivative).
+
+**Gauss-Newton** solves ``A h = -g`` and backtracks along ``h`` (Armijo) on the cost.
+**Gradient descent** steps along ``-g`` with a backtracking line search whose first trial is twice the
+last accepted step: slow (linear convergence at the rate set by the conditioning of ``A``), but the
+course's first method.
+
+Convergence (relative, as MINPACK's ``ftol``/``xtol``/``gtol``): the predicted and actual relative
+reductions of the cost are both below ``rtol**2`` (the cost is quadratic in the parameters' error);
+or every parameter's step, scaled up by the damping, ``max(1, lambda) |h_i|``, is below
+``rtol |u_i| + atol`` (a step made small by heavy damping is not convergence); or the gradient is
+orthogonal to the residuals to machine precision.
+
+References: J. J. More, Lecture Notes in Mathematics 630 (1978); H. B. Nielsen, IMM-REP-1999-05;
+M. K. Transtrum and J. P. Sethna, "Improvements to the Levenberg-Marquardt algorithm for nonlinear
+least-squares minimization", arXiv:1201.5885 (2012).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ._driver import make_progress
+from ._fit_linalg import chol_solve, cholesky
+from ._fit_losses import robust_cost, robust_scale
+from ._linesearch import backtracking
+from ._status import Status
+
+METHODS = ("lm", "gauss-newton", "gradient-descent")
+DEFAULT_MAX_ITER = {"lm": 200, "gauss-newton": 200, "gradient-descent": 20000}
+_RUNNING = int(Status.RUNNING)
+
+
+class LSState(NamedTuple):
+    u: jax.Array  # parameters (flat, unconstrained)
+    r: jax.Array  # scaled residuals at u
+    jac: jax.Array  # scaled Jacobian at u
+    cost: jax.Array  # robust cost at u (sum r^2 for the linear loss)
+    lam: jax.Array  # LM damping (GD: the last step size)
+    nu: jax.Array  # LM damping growth factor
+    dscale: jax.Array  # running max of squared column norms
+    n_accepted: jax.Array
+
+
+class Problem(NamedTuple):
+    """What the iterations need: the residual function of ``u`` and the loss (static)."""
+
+    residual: object
+    loss: str
+    f_scale: object
+    accel: bool = True
+
+
+_ACCEL_RATIO = 1.5  # bound on 2 |a| / |v| (Transtrum & Sethna suggest <= 0.75; 1.5 passes NIST)
+
+
+def _second_directional(problem: Problem, u, v):
+    """``d^2/dt^2 r(u + t v)`` at 0 (one forward-over-forward pass), robustly rescaled."""
+
+    def dir_deriv(w):
+        return jax.jvp(problem.residual, (w,), (v,))[1]
+
+    return jax.jvp(dir_deriv, (u,), (v,))[1]
+
+
+def _value_and_jac(problem: Problem, u):
+    def with_aux(v):
+        r = problem.residual(v)
+        return r, r
+
+    jac, r = jax.jacfwd(with_aux, has_aux=True)(u)
+    return robust_scale(problem.loss, r, jac, problem.f_scale)
+
+
+def _cost(problem: Problem, u):
+    return robust_cost(problem.loss, problem.residual(u), problem.f_scale)
+
+
+def _finite(*arrays):
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in arrays]))
+
+
+def gradient_cosine(r, jac, cost):
+    """``max_j |J_j . r| / (|J_j| sqrt(cost))``: 0 at a stationary point (MINPACK's gtol measure;
+    ``sqrt(cost) = |r|`` for least squares, and the robust cost's root for robust losses)."""
+    g = jac.T @ r
+    norms = jnp.sqrt(jnp.sum(jac * jac, axis=0))
+    denom = norms * jnp.sqrt(cost)
+    cos = jnp.where(denom > 0, jnp.abs(g) / jnp.where(denom > 0, denom, 1.0), 0.0)
+    return jnp.max(cos, initial=0.0)
+
+
+def init(problem: Problem, u0, *, lam0: float = 1e-3):
+    r, jac, cost = _value_and_jac(problem, u0)
+    dtype = u0.dtype
+    dscale = jnp.sum(jac * jac, axis=0)
+    state = LSState(
+        u=u0,
+        r=r,
+        jac=jac,
+        cost=cost,
+        lam=jnp.asarray(lam0, dtype),
+        nu=jnp.asarray(2.0, dtype),
+        dscale=jnp.where(dscale > 0, dscale, 1.0),
+        n_accepted=jnp.asarray(0, jnp.int32),
+    )
+    return state, make_progress(u0, cost)
+
+
+def _damped_solve(a, g, dscale, lam):
+    """Solve ``(A + lam D) h = -g`` by Cholesky of the equilibrated matrix; NaN if it fails."""
+    s = 1.0 / jnp.sqrt(dscale)
+    m = a * s[:, None] * s[None, :] + lam * jnp.eye(a.shape[0], dtype=a.dtype)
+    z = chol_solve(cholesky(m), -g * s)
+    return z * s
+
+
+def _tests(state: LSState, h, act, pred, rtol, atol, cos, accept):
+    """The convergence tests: the cost's reduction (MINPACK's ftol, at ``rtol**2`` since the cost
+    is quadratic in the parameters' error), a step small in every parameter
+    (``max(1, lam) |h_i| <= rtol |u_i| + atol``), or a gradient orthogonal to the
+    residuals (gtol)."""
+    cost = state.cost
+    ftol = rtol * rtol
+    ftest = (jnp.abs(act) <= ftol * cost) & (pred <= ftol * cost) & (act <= 2.0 * pred)
+    # A step made small by heavy damping is not convergence: with lam >> 1 (in equilibrated
+    # units) the step is about the Gauss-Newton step / lam, so the test scales it back up.
+    xtest = jnp.all(jnp.abs(h) * jnp.maximum(state.lam, 1.0) <= rtol * jnp.abs(state.u + h) + atol)
+    gtest = cos <= 16 * jnp.finfo(cost.dtype).eps
+    return ftest | xtest | gtest | (cost == 0)
+
+
+def lm_step(problem: Problem, rtol, atol):
+    def step(state: LSState):
+        a = state.jac.T @ state.jac
+        g = state.jac.T @ state.r
+        dscale = jnp.maximum(state.dscale, jnp.diagonal(a))
+        s = 1.0 / jnp.sqrt(dscale)
+        m = a * s[:, None] * s[None, :] + state.lam * jnp.eye(a.shape[0], dtype=a.dtype)
+        chol = cholesky(m)
+        v = chol_solve(chol, -g * s) * s
+        solved = jnp.all(jnp.isfinite(v))
+        v = jnp.where(solved, v, 0.0)
+        if problem.accel:
+            rvv = _second_directional(problem, state.u, v)
+            acc = chol_solve(chol, -(state.jac.T @ rvv) * s) * s
+            dn = jnp.sqrt(dscale)
+            vn = jnp.linalg.norm(dn * v)
+            acc_ok = 2.0 * jnp.linalg.norm(dn * acc) <= _ACCEL_RATIO * vn
+            acc = jnp.where(jnp.all(jnp.isfinite(acc)), acc, 0.0)
+            h = v + 0.5 * acc
+        else:
+            acc_ok = True
+            h = v
+        u_new = state.u + h
+        r_new, j_new, cost_new = _value_and_jac(problem, u_new)
+        pred = v @ (state.lam * dscale * v - g)
+        act = state.cost - cost_new
+        ok = solved & _finite(r_new, j_new, cost_new)
+        act = jnp.where(ok, act, -jnp.inf)
+        rho = act / jnp.where(pred > 0, pred, 1.0)
+        accept = ok & (pred > 0) & (act > 0) & acc_ok
+        lam_acc = state.lam * jnp.maximum(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
+        lam = jnp.where(accept, lam_acc, state.lam * state.nu)
+        nu = jnp.where(accept, 2.0, 2.0 * state.nu)
+        cos = gradient_cosine(r_new, j_new, cost_new)
+        converged = _tests(state, h, act, pred, rtol, atol, cos, accept)
+        converged = converged & (ok | ~solved)  # a non-finite trial is never convergence
+        new = LSState(
+            u=jnp.where(accept, u_new, state.u),
+            r=jnp.where(accept, r_new, state.r),
+            jac=jnp.where(accept, j_new, state.jac),
+            cost=jnp.where(accept, cost_new, state.cost),
+            lam=lam,
+            nu=nu,
+            dscale=dscale,
+            n_accepted=state.n_accepted + accept.astype(jnp.int32),
+        )
+        df = jnp.where(accept, cost_new - state.cost, 0.0)
+        failure = jnp.where(
+            lam > 1.0 / jnp.finfo(lam.dtype).eps ** 2, int(Status.STAGNATED), _RUNNING
+        )
+        progress = make_progress(new.u, new.cost, dx=h, df=df, converged=converged, failure=failure)
+        return new, progress
+
+    return step
+
+
+def gn_step(problem: Problem, rtol, atol):
+    def step(state: LSState):
+        a = state.jac.T @ state.jac
+        g = state.jac.T @ state.r
+        dscale = jnp.maximum(state.dscale, jnp.diagonal(a))
+        h = _damped_solve(a, g, dscale, jnp.zeros((), a.dtype))
+        solved = jnp.all(jnp.isfinite(h))
+        h = jnp.where(solved, h, 0.0)
+        dphi0 = 2.0 * (g @ h)
+        search = backtracking(lambda t: _cost(problem, state.u + t * h), state.cost, dphi0)
+        return _finish_line_step(problem, state, dscale, search, h, g, rtol, atol, solved)
+
+    return step
+
+
+def gd_step(problem: Problem, rtol, atol):
+    def step(state: LSState):
+        g = state.jac.T @ state.r
+        h = -g
+        dphi0 = -2.0 * (g @ g)
+        search = backtracking(
+            lambda t: _cost(problem, state.u + t * h), state.cost, dphi0, init_step=2.0 * state.lam
+        )
+        new, progress = _finish_line_step(
+            problem, state, state.dscale, search, h, g, rtol, atol, jnp.asarray(True)
+        )
+        lam = jnp.where(search.success, search.step_size, state.lam)
+        return new._replace(lam=lam), progress
+
+    return step
+
+
+def gd_initial_step(state: LSState):
+    """``1 / (2 trace(J^T J))``: a step below ``1 / L`` for the cost's gradient."""
+    trace = jnp.sum(state.jac * state.jac)
+    return state._replace(lam=0.5 / jnp.where(trace > 0, trace, 1.0))
+
+
+def _finish_line_step(problem, state, dscale, search, h, g, rtol, atol, solved):
+    t = search.step_size
+    dx = t * h
+    u_new = state.u + dx
+    r_new, j_new, cost_new = _value_and_jac(problem, u_new)
+    accept = search.success & solved & _finite(r_new, j_new, cost_new)
+    act = state.cost - cost_new
+    pred = -(2.0 * (g @ dx) + jnp.sum((state.jac @ dx) ** 2))
+    cos = gradient_cosine(r_new, j_new, cost_new)
+    undamped = state._replace(lam=jnp.zeros_like(state.lam))
+    converged = accept & _tests(undamped, dx, act, pred, rtol, atol, cos, accept)
+    new = state._replace(
+        u=jnp.where(accept, u_new, state.u),
+        r=jnp.where(accept, r_new, state.r),
+        jac=jnp.where(accept, j_new, state.jac),
+        cost=jnp.where(accept, cost_new, state.cost),
+        dscale=dscale,
+        n_accepted=state.n_accepted + accept.astype(jnp.int32),
+    )
+    gtest = gradient_cosine(state.r, state.jac, state.cost) <= 16 * jnp.finfo(state.cost.dtype).eps
+    failure = jnp.where(
+        accept | gtest,
+        _RUNNING,
+        jnp.where(solved, int(Status.LINESEARCH_FAILED), int(Status.SINGULAR)),
+    )
+    converged = converged | (~accept & gtest)
+    progress = make_progress(
+        new.u, new.cost, dx=dx, df=cost_new - state.cost, converged=converged, failure=failure
+    )
+    return new, progress

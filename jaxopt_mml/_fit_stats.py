@@ -1,0 +1,135 @@
+"""The fit result and its statistics: covariance, standard errors, chi-squared, p-value (private).
+
+For weighted residuals ``r_i = (y_i - f(x_i; p)) / sigma_i`` and the weighted Jacobian
+``J = dr/dp`` at the best fit:
+
+* ``chi2 = sum_i r_i^2`` with ``dof = n - k`` degrees of freedom (``n`` points used, ``k``
+  parameters), ``reduced_chi2 = chi2 / dof``;
+* ``p_value = P(X >= chi2)`` for ``X ~ chi2(dof)``: the survival function ``Q(dof/2, chi2/2)``
+  (the regularised upper incomplete gamma function);
+* ``covariance = (J^T J)^{-1}``, multiplied by ``chi2 / dof`` unless ``absolute_sigma`` (scipy's
+  ``curve_fit`` convention: without absolute errors the scale of ``sigma`` is estimated from the
+  scatter); ``stderr = sqrt(diag(covariance))``;
+* ``r_squared = 1 - sum w (y - f)^2 / sum w (y - ybar_w)^2`` with ``w = 1 / sigma^2`` and the
+  weighted mean ``ybar_w``.
+
+The covariance is computed from the Cholesky factor of the column-equilibrated ``J^T J``; when
+that matrix is singular to working precision (condition number beyond ``1 / (k eps)``) or when
+``dof <= 0`` (and ``absolute_sigma`` is off), the covariance cannot be estimated: it is ``inf`` and
+the status is ``COVARIANCE_UNDEFINED``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.special import gammaincc
+
+from ._fit_linalg import chol_inverse, cholesky
+
+__all__ = ["FitResult", "chi2_sf"]
+
+
+class FitResult(NamedTuple):
+    """The result of :func:`curve_fit` or :func:`linear_fit` (batched fits: a leading axis ``B``).
+
+    Attributes:
+        params: the best-fit parameters (same structure as ``p0``; an array for ``linear_fit``).
+        covariance: the ``(k, k)`` covariance of the flattened parameters (order of
+            ``jax.flatten_util.ravel_pytree(params)``); ``inf`` when it cannot be estimated.
+        stderr: standard errors ``sqrt(diag(covariance))``, same structure as ``params``.
+        chi2: ``sum r_i^2`` of the weighted residuals at the best fit.
+        dof: degrees of freedom ``n - k`` (``n``: points that count, after masks and
+            ``nan_policy='omit'``).
+        reduced_chi2: ``chi2 / dof`` (NaN when ``dof <= 0``).
+        p_value: probability of a chi-squared at least this large if the model and sigma are right.
+        r_squared: the (weighted) coefficient of determination.
+        residuals: weighted residuals ``(y - f(x; params)) / sigma`` (0 at omitted points).
+        n_iter: iterations taken (0 for ``linear_fit``).
+        success: whether the fit itself converged (the parameters are trustworthy). It stays
+            True when only the covariance is undefined; see ``status``.
+        status: a :class:`Status` code: ``SUCCESS``, or why the fit or its covariance failed
+            (``COVARIANCE_UNDEFINED``, ``MAX_ITER``, ``PRECISION_LIMIT``, ``INVALID_INPUT``...).
+    """
+
+    params: Any
+    covariance: jax.Array
+    stderr: Any
+    chi2: jax.Array
+    dof: jax.Array
+    reduced_chi2: jax.Array
+    p_value: jax.Array
+    r_squared: jax.Array
+    residuals: jax.Array
+    n_iter: jax.Array
+    success: jax.Array
+    status: jax.Array
+
+
+def chi2_sf(chi2, dof):
+    """Survival function of the chi-squared distribution, ``Q(dof / 2, chi2 / 2)``.
+
+    NaN where ``dof <= 0``. Equal to ``scipy.stats.chi2.sf``.
+    """
+    chi2 = jnp.asarray(chi2)
+    dof = jnp.asarray(dof, chi2.dtype)
+    safe = jnp.where(dof > 0, dof, 1.0)
+    return jnp.where(dof > 0, gammaincc(0.5 * safe, 0.5 * jnp.maximum(chi2, 0.0)), jnp.nan)
+
+
+def spd_inverse(a):
+    """Inverse of a symmetric positive semi-definite ``(k, k)`` matrix and whether it is regular.
+
+    Equilibrates ``a`` to unit diagonal, factors it by Cholesky and declares it singular when a
+    pivot falls below ``sqrt(k eps)`` (condition number beyond ``1 / (k eps)``).
+    """
+    k = a.shape[-1]
+    eps = jnp.finfo(a.dtype).eps
+    d = jnp.sqrt(jnp.diagonal(a))
+    ok_d = jnp.all(d > 0) & jnp.all(jnp.isfinite(d))
+    dinv = jnp.where(d > 0, 1.0 / jnp.where(d > 0, d, 1.0), 0.0)
+    a_s = a * dinv[:, None] * dinv[None, :]
+    a_s = jnp.where(ok_d, a_s, jnp.eye(k, dtype=a.dtype))
+    chol = cholesky(a_s)
+    piv = jnp.diagonal(chol)
+    regular = ok_d & jnp.all(jnp.isfinite(chol)) & jnp.all(piv > jnp.sqrt(k * eps))
+    chol = jnp.where(regular, chol, jnp.eye(k, dtype=a.dtype))
+    inv_s = chol_inverse(chol)
+    return inv_s * dinv[:, None] * dinv[None, :], regular
+
+
+def fit_statistics(residuals, cost, y, weights, n_params, absolute_sigma: bool, cov0, regular):
+    """Covariance and goodness-of-fit statistics of one fit (see the module docstring).
+
+    Args:
+        residuals: weighted residuals ``(y - f) * w``, 0 where a point is omitted.
+        cost: the minimised cost (``chi2`` for the linear loss, the robust cost otherwise).
+        y: the data (for ``r_squared``); weights: ``1 / sigma`` (0 at omitted points).
+        n_params: ``k``; absolute_sigma: see :func:`curve_fit`.
+        cov0: the unscaled covariance ``(J^T J)^{-1}``; regular: whether it could be computed.
+
+    Returns:
+        ``(covariance, chi2, dof, reduced_chi2, p_value, r_squared, cov_ok)``.
+    """
+    dtype = residuals.dtype
+    used = weights > 0
+    n = jnp.sum(used)
+    dof = (n - n_params).astype(jnp.int32)
+    chi2 = jnp.sum(residuals * residuals)
+    doff = dof.astype(dtype)
+    reduced = jnp.where(dof > 0, chi2 / jnp.where(dof > 0, doff, 1.0), jnp.nan)
+    p_value = chi2_sf(chi2, doff)
+    w2 = weights * weights
+    ybar = jnp.sum(w2 * jnp.where(used, y, 0.0)) / jnp.sum(w2)
+    ss_tot = jnp.sum(w2 * jnp.where(used, y - ybar, 0.0) ** 2)
+    r_squared = 1.0 - chi2 / ss_tot
+    if absolute_sigma:
+        ok = regular
+        cov = cov0
+    else:
+        ok = regular & (dof > 0)
+        cov = cov0 * (cost / jnp.where(dof > 0, doff, 1.0))
+    cov = jnp.where(ok, cov, jnp.inf)
+    return cov, chi2, dof, reduced, p_value, r_squared, ok

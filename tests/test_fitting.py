@@ -1,0 +1,433 @@
+"""Tests of chi_squared, linear_fit and curve_fit (single datasets): oracles, statistics, options."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.optimize
+import scipy.stats
+
+import jaxopt_mml as mml
+from jaxopt_mml import Status
+from jaxopt_mml._fit_stats import chi2_sf
+from tests.zoo.fitting import exp_decay, gaussian_peak
+
+RNG = np.random.default_rng(1234)
+
+
+def line(x, p):
+    return p[0] + p[1] * x
+
+
+def dict_decay(x, p):
+    return p["a"] * jnp.exp(-p["b"] * x) + p["c"]
+
+
+def exp_data(n=40, noise=0.02, seed=0, truth=(2.0, 1.3, 0.5)):
+    rng = np.random.default_rng(seed)
+    x = np.linspace(0.0, 4.0, n)
+    y = np.asarray(exp_decay(x, np.asarray(truth))) + noise * rng.standard_normal(n)
+    sigma = noise * (1.0 + rng.uniform(0.0, 1.0, n))
+    return x, y, sigma
+
+
+def scipy_fit(model, x, y, p0, **kw):
+    """scipy's curve_fit run to tight tolerances: the oracle."""
+    return scipy.optimize.curve_fit(
+        lambda xx, *p: np.asarray(model(xx, np.asarray(p))),
+        x,
+        y,
+        p0=p0,
+        xtol=1e-15,
+        ftol=1e-15,
+        gtol=1e-15,
+        maxfev=10000,
+        **kw,
+    )
+
+
+def assert_cov_close(cov, ref, rtol):
+    """Covariances agree element-wise relative to sqrt(c_ii c_jj)."""
+    scale = np.sqrt(np.outer(np.diag(ref), np.diag(ref)))
+    np.testing.assert_array_less(np.abs(np.asarray(cov) - ref) / scale, rtol)
+
+
+# ---------------------------------------------------------------- chi_squared and p-values
+
+
+def test_chi_squared_matches_numpy():
+    x, y, sigma = exp_data()
+    p = jnp.array([2.0, 1.2, 0.4])
+    ref = np.sum(((y - np.asarray(exp_decay(x, p))) / sigma) ** 2)
+    np.testing.assert_allclose(mml.chi_squared(exp_decay, p, x, y, sigma=sigma), ref, rtol=1e-12)
+    np.testing.assert_allclose(
+        mml.chi_squared(exp_decay, p, x, y), np.sum((y - np.asarray(exp_decay(x, p))) ** 2)
+    )
+
+
+def test_chi_squared_rejects_shape_mismatch():
+    with pytest.raises(ValueError, match="model"):
+        mml.chi_squared(lambda x, p: p, jnp.ones(3), jnp.ones(5), jnp.ones(5))
+
+
+@pytest.mark.parametrize("dof", [1, 2, 7, 60, 1000])
+def test_p_value_matches_scipy_stats(dof):
+    chi2 = np.array([0.01, 0.5, 1.0, 3.0, 10.0, 100.0, 2000.0]) * dof**0.5 + dof * 0.5
+    got = chi2_sf(jnp.asarray(chi2), dof)
+    np.testing.assert_allclose(got, scipy.stats.chi2.sf(chi2, dof), rtol=1e-10, atol=1e-300)
+
+
+# ---------------------------------------------------------------- linear_fit
+
+
+def test_linear_fit_straight_line_closed_form():
+    x = np.linspace(-1.0, 3.0, 25)
+    sigma = 0.1 + 0.05 * RNG.uniform(size=25)
+    y = 0.7 - 1.9 * x + sigma * RNG.standard_normal(25)
+    fit = mml.linear_fit(x, y, sigma=sigma, absolute_sigma=True)
+    w = 1.0 / sigma**2
+    s, sx, sy, sxx, sxy = (
+        w.sum(),
+        (w * x).sum(),
+        (w * y).sum(),
+        (w * x * x).sum(),
+        (w * x * y).sum(),
+    )
+    delta = s * sxx - sx**2
+    a = (sxx * sy - sx * sxy) / delta
+    b = (s * sxy - sx * sy) / delta
+    np.testing.assert_allclose(fit.params, [a, b], rtol=1e-12)
+    np.testing.assert_allclose(fit.stderr, [np.sqrt(sxx / delta), np.sqrt(s / delta)], rtol=1e-12)
+    np.testing.assert_allclose(fit.covariance[0, 1], -sx / delta, rtol=1e-12)
+    chi2 = np.sum(w * (y - a - b * x) ** 2)
+    np.testing.assert_allclose(fit.chi2, chi2, rtol=1e-12)
+    assert int(fit.dof) == 23
+    np.testing.assert_allclose(fit.p_value, scipy.stats.chi2.sf(chi2, 23), rtol=1e-10)
+    assert int(fit.status) == Status.SUCCESS and bool(fit.success)
+
+
+def test_linear_fit_polynomial_matches_polyfit_covariance():
+    x = np.linspace(0.0, 2.0, 30)
+    y = 1.0 + 0.5 * x - 0.3 * x**2 + 0.05 * RNG.standard_normal(30)
+    fit = mml.linear_fit(x, y, degree=2)
+    coef, cov = np.polyfit(x, y, 2, cov="unscaled")
+    np.testing.assert_allclose(fit.params, coef[::-1], rtol=1e-10)
+    resid = y - np.polyval(coef, x)
+    scaled = cov * (resid @ resid) / (30 - 3)
+    np.testing.assert_allclose(fit.covariance, scaled[::-1, ::-1], rtol=1e-9)
+    r2 = 1 - resid @ resid / np.sum((y - y.mean()) ** 2)
+    np.testing.assert_allclose(fit.r_squared, r2, rtol=1e-12)
+
+
+def test_linear_fit_design_matrix_and_rank_deficiency():
+    x = np.linspace(0.0, 1.0, 10)
+    design = np.stack([np.ones(10), np.sin(x), np.cos(x)], axis=1)
+    y = design @ np.array([0.3, -1.0, 2.0])
+    fit = mml.linear_fit(None, y, design=design)
+    np.testing.assert_allclose(fit.params, [0.3, -1.0, 2.0], atol=1e-12)
+    bad = np.stack([np.ones(10), x, 2.0 * x], axis=1)
+    fit = mml.linear_fit(None, y, design=bad)
+    assert int(fit.status) == Status.SINGULAR and not bool(fit.success)
+    assert np.all(np.isinf(fit.covariance))
+
+
+# ---------------------------------------------------------------- curve_fit against scipy
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("absolute_sigma", [False, True])
+def test_curve_fit_matches_scipy(seed, absolute_sigma):
+    rng = np.random.default_rng(seed)
+    truth = np.array([rng.uniform(1, 3), rng.uniform(0.5, 2), rng.uniform(-0.5, 0.5)])
+    x, y, sigma = exp_data(seed=seed, truth=truth)
+    p0 = truth * (1 + 0.3 * rng.choice([-1, 1], 3))
+    fit = mml.curve_fit(exp_decay, x, y, p0, sigma=sigma, absolute_sigma=absolute_sigma)
+    ref_p, ref_cov = scipy_fit(exp_decay, x, y, p0, sigma=sigma, absolute_sigma=absolute_sigma)
+    assert bool(fit.success), Status(int(fit.status))
+    np.testing.assert_allclose(fit.params, ref_p, rtol=1e-6)
+    assert_cov_close(fit.covariance, ref_cov, 1e-6)
+    resid = (y - np.asarray(exp_decay(x, ref_p))) / sigma
+    np.testing.assert_allclose(fit.chi2, resid @ resid, rtol=1e-8)
+    np.testing.assert_allclose(fit.residuals, resid, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(fit.p_value, scipy.stats.chi2.sf(resid @ resid, 37), rtol=1e-6)
+
+
+def test_curve_fit_gaussian_peak_matches_scipy():
+    x = np.linspace(-5.0, 5.0, 64)
+    truth = np.array([2.0, 0.3, 1.1, 0.5])
+    y = np.asarray(gaussian_peak(x, truth)) + 0.05 * RNG.standard_normal(64)
+    fit = mml.curve_fit(gaussian_peak, x, y, truth * 1.2)
+    ref_p, ref_cov = scipy_fit(gaussian_peak, x, y, truth * 1.2)
+    np.testing.assert_allclose(fit.params, ref_p, rtol=1e-6)
+    assert_cov_close(fit.covariance, ref_cov, 1e-6)
+
+
+def test_pytree_params_equal_array_params():
+    x, y, sigma = exp_data()
+    tree = mml.curve_fit(dict_decay, x, y, {"a": 1.0, "b": 1.0, "c": 0.0}, sigma=sigma)
+    arr = mml.curve_fit(exp_decay, x, y, jnp.array([1.0, 1.0, 0.0]), sigma=sigma)
+    got = [tree.params[k] for k in "abc"]
+    np.testing.assert_allclose(got, arr.params, rtol=1e-9)
+    np.testing.assert_allclose([tree.stderr[k] for k in "abc"], arr.stderr, rtol=1e-7)
+    np.testing.assert_allclose(tree.covariance, arr.covariance, rtol=1e-7)
+
+
+@pytest.mark.parametrize("method", ["gauss-newton", "gradient-descent"])
+def test_other_methods_reach_the_lm_solution(method):
+    x = np.linspace(0.0, 1.0, 20)
+    y = 0.4 + 1.1 * x + 0.01 * RNG.standard_normal(20)
+    ref = mml.curve_fit(line, x, y, jnp.array([0.0, 0.0]))
+    fit = mml.curve_fit(line, x, y, jnp.array([0.0, 0.0]), method=method)
+    assert bool(fit.success), Status(int(fit.status))
+    tol = 1e-9 if method == "gauss-newton" else 1e-5
+    np.testing.assert_allclose(fit.params, ref.params, rtol=tol)
+    if method == "gradient-descent":
+        assert int(fit.n_iter) > int(ref.n_iter)
+
+
+def test_gauss_newton_nonlinear():
+    x, y, sigma = exp_data()
+    ref = mml.curve_fit(exp_decay, x, y, jnp.array([1.8, 1.2, 0.4]), sigma=sigma)
+    gn = mml.curve_fit(
+        exp_decay, x, y, jnp.array([1.8, 1.2, 0.4]), sigma=sigma, method="gauss-newton"
+    )
+    np.testing.assert_allclose(gn.params, ref.params, rtol=1e-8)
+
+
+# ---------------------------------------------------------------- robust losses
+
+
+@pytest.mark.parametrize("loss", ["huber", "soft_l1", "cauchy"])
+def test_robust_loss_matches_scipy_least_squares(loss):
+    x, y, _ = exp_data(n=50, seed=3)
+    y = y.copy()
+    y[[5, 17, 33]] += np.array([1.5, -2.0, 3.0])  # outliers
+    f_scale = 0.05
+    p0 = np.array([1.5, 1.0, 0.3])
+    fit = mml.curve_fit(exp_decay, x, y, p0, loss=loss, f_scale=f_scale)
+    ref = scipy.optimize.least_squares(
+        lambda p: np.asarray(exp_decay(x, p)) - y,
+        p0,
+        loss=loss,
+        f_scale=f_scale,
+        xtol=1e-15,
+        ftol=1e-15,
+        gtol=1e-15,
+        method="trf",
+    )
+    assert bool(fit.success), Status(int(fit.status))
+    np.testing.assert_allclose(fit.params, ref.x, rtol=1e-6)
+    plain = mml.curve_fit(exp_decay, x, y, p0)
+    truth = np.array([2.0, 1.3, 0.5])
+    assert np.abs(fit.params - truth).max() < np.abs(plain.params - truth).max()
+
+
+# ---------------------------------------------------------------- bounds
+
+
+def test_bounds_are_respected_and_active_bound_is_found():
+    x, y, sigma = exp_data()  # unbounded optimum b ~ 1.3, c ~ 0.5
+    lower = jnp.array([0.0, 0.0, -1.0])
+    upper = jnp.array([10.0, 1.0, 0.3])
+    fit = mml.curve_fit(exp_decay, x, y, jnp.array([1.0, 0.5, 0.0]), bounds=(lower, upper))
+    p = np.asarray(fit.params)
+    assert np.all(p >= np.asarray(lower)) and np.all(p <= np.asarray(upper))
+    ref = scipy.optimize.least_squares(
+        lambda q: np.asarray(exp_decay(x, q)) - y,
+        [1.0, 0.5, 0.0],
+        bounds=(lower, upper),
+        xtol=1e-15,
+        ftol=1e-15,
+        gtol=1e-15,
+    )
+    np.testing.assert_allclose(p, ref.x, rtol=2e-4, atol=1e-6)
+
+
+def test_one_sided_bounds_and_scalars():
+    x, y, sigma = exp_data()
+    fit = mml.curve_fit(exp_decay, x, y, jnp.array([1.0, 1.0, 0.0]), bounds=(0.0, np.inf))
+    free = mml.curve_fit(exp_decay, x, y, jnp.array([1.0, 1.0, 0.0]))
+    np.testing.assert_allclose(fit.params, free.params, rtol=1e-6)  # bound inactive
+    assert np.all(np.asarray(fit.params) >= 0.0)
+
+
+def test_p0_outside_bounds_raises():
+    x, y, _ = exp_data()
+    with pytest.raises(ValueError, match="p0 must lie within bounds"):
+        mml.curve_fit(exp_decay, x, y, jnp.array([1.0, 2.0, 0.0]), bounds=(0.0, 1.5))
+    with pytest.raises(ValueError, match="lower < upper"):
+        mml.curve_fit(exp_decay, x, y, jnp.array([1.0, 1.0, 0.0]), bounds=(1.0, 0.5))
+
+
+# ---------------------------------------------------------------- masks and NaN policy
+
+
+def test_mask_equals_dropping_points():
+    x, y, sigma = exp_data()
+    keep = np.ones(40, bool)
+    keep[[3, 10, 11, 30]] = False
+    p0 = jnp.array([1.5, 1.0, 0.3])
+    masked = mml.curve_fit(exp_decay, x, y, p0, sigma=sigma, mask=keep)
+    dropped = mml.curve_fit(exp_decay, x[keep], y[keep], p0, sigma=sigma[keep])
+    np.testing.assert_allclose(masked.params, dropped.params, rtol=1e-10)
+    np.testing.assert_allclose(masked.covariance, dropped.covariance, rtol=1e-8)
+    np.testing.assert_allclose(masked.chi2, dropped.chi2, rtol=1e-10)
+    assert int(masked.dof) == int(dropped.dof) == 33
+    np.testing.assert_allclose(masked.p_value, dropped.p_value, rtol=1e-8)
+    np.testing.assert_allclose(masked.r_squared, dropped.r_squared, rtol=1e-10)
+    padded = mml.curve_fit(exp_decay, x, y, p0, sigma=np.where(keep, sigma, np.inf))
+    np.testing.assert_allclose(padded.params, dropped.params, rtol=1e-10)
+    assert int(padded.dof) == 33
+
+
+def test_nan_policy():
+    x, y, sigma = exp_data()
+    y_nan = y.copy()
+    y_nan[[4, 20]] = np.nan
+    p0 = jnp.array([1.5, 1.0, 0.3])
+    with pytest.raises(ValueError, match="y hold"):
+        mml.curve_fit(exp_decay, x, y_nan, p0)
+    keep = np.isfinite(y_nan)
+    omit = mml.curve_fit(exp_decay, x, y_nan, p0, nan_policy="omit")
+    dropped = mml.curve_fit(exp_decay, x[keep], y[keep], p0)
+    np.testing.assert_allclose(omit.params, dropped.params, rtol=1e-10)
+    assert int(omit.dof) == int(dropped.dof)
+    prop = mml.curve_fit(exp_decay, x, y_nan, p0, nan_policy="propagate")
+    assert int(prop.status) == Status.NONFINITE and not bool(prop.success)
+    traced = jax.jit(lambda yy: mml.curve_fit(exp_decay, x, yy, p0))(y_nan)
+    assert int(traced.status) == Status.INVALID_INPUT and not bool(traced.success)
+    x_nan = x.copy()
+    x_nan[7] = np.nan
+    with pytest.raises(ValueError, match="x hold"):
+        mml.curve_fit(exp_decay, x_nan, y, p0)
+    omit_x = mml.curve_fit(exp_decay, x_nan, y, p0, nan_policy="omit")
+    assert int(omit_x.dof) == 40 - 1 - 3
+
+
+# ---------------------------------------------------------------- covariance edge cases
+
+
+def test_covariance_undefined_when_no_dof_or_singular():
+    x = np.array([0.0, 1.0, 2.0])
+    y = np.array([1.0, 0.5, 0.3])
+    fit = mml.curve_fit(exp_decay, x, y, jnp.array([1.0, 1.0, 0.0]))
+    assert bool(fit.success) and int(fit.status) == Status.COVARIANCE_UNDEFINED
+    assert np.all(np.isinf(fit.covariance)) and int(fit.dof) == 0
+    with_abs = mml.curve_fit(exp_decay, x, y, jnp.array([1.0, 1.0, 0.0]), absolute_sigma=True)
+    assert int(with_abs.status) == Status.SUCCESS and np.all(np.isfinite(with_abs.covariance))
+    xs = np.linspace(0.0, 1.0, 10)
+    redundant = mml.curve_fit(lambda xx, p: p[0] * p[1] * xx, xs, 2 * xs, jnp.array([1.0, 1.0]))
+    assert bool(redundant.success)
+    assert int(redundant.status) == Status.COVARIANCE_UNDEFINED
+    assert np.all(np.isinf(redundant.stderr))
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"method": "newton"}, "method"),
+        ({"loss": "l1"}, "loss"),
+        ({"nan_policy": "ignore"}, "nan_policy"),
+        ({"sigma": np.ones(7)}, "sigma"),
+        ({"sigma": -np.ones(40)}, "sigma must be positive"),
+        ({"max_iter": 0}, "max_iter"),
+        ({"mask": np.ones(40)}, "mask"),
+        ({"bounds": (0.0,)}, "bounds"),
+    ],
+)
+def test_bad_options_name_the_argument(kwargs, match):
+    x, y, _ = exp_data()
+    with pytest.raises((ValueError, TypeError), match=match):
+        mml.curve_fit(exp_decay, x, y, jnp.array([1.0, 1.0, 0.0]), **kwargs)
+
+
+def test_bad_shapes_name_the_argument():
+    x, y, _ = exp_data()
+    with pytest.raises(ValueError, match="y must have shape"):
+        mml.curve_fit(exp_decay, x, np.ones((2, 2, 40)), jnp.ones(3))
+    with pytest.raises(ValueError, match="x must have its last axis"):
+        mml.curve_fit(exp_decay, x[:10], y, jnp.ones(3))
+    with pytest.raises(ValueError, match="one value per point"):
+        mml.curve_fit(lambda xx, p: p[0], x, y, jnp.ones(3))
+    with pytest.raises(TypeError, match="model"):
+        mml.curve_fit("model", x, y, jnp.ones(3))
+    with pytest.raises(ValueError, match="p0"):
+        mml.curve_fit(exp_decay, x, y, jnp.array([1.0, np.nan, 0.0]))
+
+
+# ---------------------------------------------------------------- float32
+
+
+def test_float32_fit():
+    x, y, sigma = exp_data()
+    x32, y32, s32 = (a.astype(np.float32) for a in (x, y, sigma))
+    fit = mml.curve_fit(exp_decay, x32, y32, np.array([1.5, 1.0, 0.3], np.float32), sigma=s32)
+    ref = mml.curve_fit(exp_decay, x, y, jnp.array([1.5, 1.0, 0.3]), sigma=sigma)
+    assert fit.params.dtype == jnp.float32 and fit.covariance.dtype == jnp.float32
+    assert bool(fit.success), Status(int(fit.status))
+    np.testing.assert_allclose(fit.params, ref.params, rtol=1e-4)
+    np.testing.assert_allclose(fit.stderr, ref.stderr, rtol=1e-2)
+
+
+def test_float32_precision_limit_is_reported():
+    # The best float32 offset is the start itself: the optimum (1e7 + 0.3) lies between two
+    # representable values, so no step can reduce chi-squared. The status says so.
+    n = 50
+    y = (1e7 + np.where(np.arange(n) % 10 < 3, 1.0, 0.0)).astype(np.float32)
+    x = np.arange(n, dtype=np.float32)
+    fit = mml.curve_fit(line, x, y, np.array([1e7, 0.0], np.float32), bounds=None)
+    assert int(fit.status) in (Status.PRECISION_LIMIT, Status.SUCCESS)
+    const = mml.curve_fit(lambda xx, p: p[0] + 0.0 * xx, x, y, np.array([1e7], np.float32))
+    assert int(const.status) == Status.PRECISION_LIMIT and not bool(const.success)
+
+
+# ---------------------------------------------------------------- jit, vmap, grad, traces
+
+
+def test_no_retrace_and_user_jit():
+    x, y, sigma = exp_data()
+    traces = []
+
+    def model(xx, p):
+        traces.append(1)
+        return exp_decay(xx, p)
+
+    mml.curve_fit(model, x, y, jnp.array([1.5, 1.0, 0.3]))
+    n = len(traces)
+    mml.curve_fit(model, x, y + 0.01, jnp.array([1.4, 1.1, 0.3]))
+    assert len(traces) == n  # second call, same shapes: no new trace
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def fit_params(yy):
+        return mml.curve_fit(exp_decay, x, yy, jnp.array([1.5, 1.0, 0.3])).params
+
+    a = fit_params(jnp.asarray(y))
+    b = fit_params(jnp.asarray(y) * 1.01)
+    ref = mml.curve_fit(exp_decay, x, y, jnp.array([1.5, 1.0, 0.3]))
+    np.testing.assert_allclose(a, ref.params, rtol=1e-10)
+    assert not np.allclose(a, b)
+
+
+def test_user_vmap_equals_batched_call():
+    x, y, _ = exp_data()
+    ys = jnp.stack([jnp.asarray(y), jnp.asarray(y) * 1.1, jnp.asarray(y) + 0.2])
+    p0 = jnp.array([1.5, 1.0, 0.3])
+    vm = jax.vmap(lambda yy: mml.curve_fit(exp_decay, x, yy, p0))(ys)
+    batched = mml.curve_fit(exp_decay, x, ys, p0)
+    np.testing.assert_allclose(vm.params, batched.params, rtol=1e-10)
+    np.testing.assert_allclose(vm.covariance, batched.covariance, rtol=1e-8)
+
+
+def test_implicit_gradient_wrt_data_is_the_pseudo_inverse():
+    x = np.linspace(0.0, 1.0, 12)
+    y = 0.3 + 2.0 * x + 0.01 * RNG.standard_normal(12)
+    jac = jax.jacobian(lambda yy: mml.curve_fit(line, x, yy, jnp.array([0.0, 1.0])).params)(
+        jnp.asarray(y)
+    )
+    design = np.stack([np.ones(12), x], axis=1)
+    np.testing.assert_allclose(jac, np.linalg.pinv(design), atol=1e-8)

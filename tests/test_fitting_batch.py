@@ -1,0 +1,98 @@
+"""Batched fits: one compiled call for B datasets, each with its own result."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jaxopt_mml as mml
+from jaxopt_mml import Status
+from tests.zoo.fitting import exp_decay, gaussian_peak, peak_data
+
+
+def test_batched_equals_one_at_a_time():
+    x, y, _, p0 = peak_data(6, seed=7)
+    batch = mml.curve_fit(gaussian_peak, x, y, p0)
+    assert batch.params.shape == (6, 4) and batch.covariance.shape == (6, 4, 4)
+    assert batch.status.shape == (6,) and batch.residuals.shape == (6, 64)
+    for i in range(6):
+        one = mml.curve_fit(gaussian_peak, x, y[i], p0[i])
+        np.testing.assert_allclose(batch.params[i], one.params, rtol=1e-8)
+        np.testing.assert_allclose(batch.covariance[i], one.covariance, rtol=1e-6)
+        # (the convergence test at rounding level may fire an iteration or two apart)
+        assert abs(int(batch.n_iter[i]) - int(one.n_iter)) <= 2
+        assert int(batch.status[i]) == int(one.status)
+
+
+def test_batched_many_passes_and_shared_p0(monkeypatch):
+    # Few slots force many passes; every fit must still match its one-dataset solve.
+    import jaxopt_mml._fit_curve as fc
+
+    monkeypatch.setattr(fc, "_MIN_SLOTS", 3)
+    monkeypatch.setattr(fc, "_PASS_STEPS", 2)
+
+    def model(x, p):  # a distinct model: a fresh compile under the patched constants
+        return gaussian_peak(x, p)
+
+    x, y, truth, _ = peak_data(13, seed=3)
+    p0 = jnp.asarray([2.0, 0.0, 1.0, 0.5])
+    batch = mml.curve_fit(model, x, y, p0)
+    ref = jax.vmap(lambda yy: mml.curve_fit(gaussian_peak, x, yy, p0))(jnp.asarray(y))
+    np.testing.assert_allclose(batch.params, ref.params, rtol=1e-8)
+    assert np.max(np.abs(np.asarray(batch.n_iter) - np.asarray(ref.n_iter))) <= 2
+    assert np.all(np.asarray(batch.success))
+
+
+def test_different_lengths_by_mask_and_by_infinite_sigma():
+    rng = np.random.default_rng(0)
+    n = 30
+    x = np.linspace(0.0, 4.0, n)
+    lengths = [30, 22, 15]
+    ys, masks, sigmas = [], [], []
+    for k, m in enumerate(lengths):
+        yk = np.asarray(exp_decay(x, np.array([2.0 + k, 1.0, 0.3]))) + 0.01 * rng.standard_normal(n)
+        ys.append(np.where(np.arange(n) < m, yk, 0.0))
+        masks.append(np.arange(n) < m)
+        sigmas.append(np.where(np.arange(n) < m, 0.01, np.inf))
+    p0 = jnp.array([1.5, 0.8, 0.2])
+    by_mask = mml.curve_fit(exp_decay, x, np.stack(ys), p0, mask=np.stack(masks))
+    by_sigma = mml.curve_fit(exp_decay, x, np.stack(ys), p0, sigma=np.stack(sigmas))
+    for k, m in enumerate(lengths):
+        ref = mml.curve_fit(exp_decay, x[:m], ys[k][:m], p0)
+        np.testing.assert_allclose(by_mask.params[k], ref.params, rtol=1e-7)
+        np.testing.assert_allclose(by_mask.covariance[k], ref.covariance, rtol=1e-6)
+        np.testing.assert_allclose(by_sigma.params[k], ref.params, rtol=1e-7)
+        assert int(by_mask.dof[k]) == m - 3 == int(by_sigma.dof[k])
+
+
+def test_per_dataset_x_and_pytree_p0():
+    x = np.stack([np.linspace(0.0, 4.0, 25), np.linspace(0.0, 2.0, 25)])
+    y = np.stack([np.asarray(exp_decay(x[i], np.array([2.0, 1.3, 0.5]))) for i in range(2)])
+    p0 = {"a": jnp.array([1.0, 1.5]), "b": jnp.array([1.0, 1.0]), "c": jnp.array([0.0, 0.2])}
+
+    def model(xx, p):
+        return p["a"] * jnp.exp(-p["b"] * xx) + p["c"]
+
+    fit = mml.curve_fit(model, x, y, p0)
+    assert fit.params["a"].shape == (2,)
+    np.testing.assert_allclose(fit.params["b"], [1.3, 1.3], rtol=1e-8)
+    assert np.all(np.asarray(fit.status) == Status.COVARIANCE_UNDEFINED) or np.all(
+        np.asarray(fit.success)
+    )
+
+
+def test_batched_nan_statuses_are_per_dataset():
+    x, y, _, p0 = peak_data(3, seed=1)
+    y = y.copy()
+    y[1, 5] = np.nan
+    fit = jax.jit(lambda yy: mml.curve_fit(gaussian_peak, x, yy, p0))(y)
+    status = np.asarray(fit.status)
+    assert status[1] == Status.INVALID_INPUT
+    assert status[0] == Status.SUCCESS and status[2] == Status.SUCCESS
+
+
+def test_float32_batch():
+    x, y, truth, p0 = peak_data(50, seed=5, dtype=np.float32)
+    fit = mml.curve_fit(gaussian_peak, x, y, p0)
+    assert fit.params.dtype == jnp.float32
+    assert np.mean(np.asarray(fit.success)) >= 0.98
+    np.testing.assert_allclose(fit.params, truth, rtol=0.2, atol=0.05)
