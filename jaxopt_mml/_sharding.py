@@ -25,6 +25,10 @@ Across hosts (``jax.distributed.initialize``), each process passes its own rows 
 :func:`shard_batch`; the mesh spans every device of every process and each process reads back its
 own rows with :func:`unshard`. See ``docs/sharding.md``.
 
+On CPU with several host devices, jaxlib 0.10's LAPACK kernels can deadlock the shared thread
+pool when each device's call is large (rows x cost >= 200,000); ``sharded(..., chunk=c)`` keeps
+every call below that size.
+
 Example:
     >>> import jax, jax.numpy as jnp
     >>> import jaxopt_mml as mml
@@ -32,6 +36,11 @@ Example:
     >>> out = solve(mml.shard_batch(jnp.arange(10.0)))  # padded to a multiple of the devices
     >>> mml.unshard(out).shape
     (10,)
+
+References:
+    JAX documentation: "Distributed arrays and automatic parallelization" (``NamedSharding``,
+    GSPMD), "Manual parallelism with shard_map", and "Multi-process environments"
+    (``jax.distributed.initialize``, ``jax.make_array_from_process_local_data``).
 """
 
 from __future__ import annotations
