@@ -2,7 +2,8 @@
 
     python benchmarks/run.py            # quick mode (a few minutes on a 2-core CPU)
     python benchmarks/run.py --full     # every size (meant for GPUs and long runs)
-    python benchmarks/run.py --only roots,fit
+    python benchmarks/run.py --only roots,fitting
+    python benchmarks/run.py --devices  # scaling over 1, 2 and 4 host devices (docs/sharding.md)
 
 Prints one table (task, size, our time and compile time, each peer's time, the ratio) and writes a
 JSON record (device, versions, date) and a markdown table under ``benchmarks/results/``.
@@ -30,7 +31,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=3.0, help="seconds of repeats per impl")
     parser.add_argument("--f32", action="store_true", help="run in float32 (default float64)")
     parser.add_argument("--out", default=str(HERE / "results"), help="results folder")
+    parser.add_argument(
+        "--devices",
+        nargs="?",
+        const="1,2,4",
+        default=None,
+        metavar="COUNTS",
+        help="batched fits and roots on 1, 2, 4 host devices, one process per count",
+    )
     args = parser.parse_args(argv)
+
+    if args.devices:
+        import devices  # benchmarks/devices.py: each device count in its own process
+
+        extra = ["--full"] * args.full + ["--f32"] * args.f32
+        return devices.main(["--counts", args.devices, "--out", args.out, *extra])
 
     import jax
 
