@@ -25,12 +25,12 @@ from ._roots_common import (
     check_tolerance,
     float_dtype,
     make_result,
-    map_elements,
+    map_chunks,
     reject_unknown,
     scalar_tangent_solve,
     wrap_scalar_f,
 )
-from ._roots_newton import scalar_newton, system_newton
+from ._roots_newton import masked_newton, scalar_newton, system_newton
 from ._tree import PyTree, as_inexact, check_positive_int, default_tolerances, tree_dtype
 
 __all__ = ["RootResult", "newton_raphson", "bisection", "bracketed_newton"]
@@ -218,10 +218,21 @@ def _newton_elementwise(f, x0, args, dtype, opts) -> RootResult:
     check_scalar_output("newton_raphson", f, dtype, args_elem)
     n = int(np.prod(shape))
 
-    def solve_one(x0_i, args_i):
-        return _scalar_with_grad(g, x0_i, args_i, opts)
+    def solve_batch(x0_b, args_b):
+        # g on whole arrays, called per element (f is written for one element).
+        def f_batch(x):
+            return jax.vmap(g, in_axes=(0,) + tuple(in_axes))(x, *args_b)
 
-    x, fun, status, n_iter = map_elements(solve_one, (flat["x0"],), args_flat, in_axes, n)
+        def solve(guess):
+            state, fun = masked_newton(f_batch, guess, **opts)
+            return state.x, (fun, state.status, state.n_iter)
+
+        x, (fun, status, n_iter) = solve_with_implicit_grad(
+            f_batch, x0_b, solve, tangent_solve=scalar_tangent_solve
+        )
+        return x, fun, status, n_iter
+
+    x, fun, status, n_iter = map_chunks(solve_batch, (flat["x0"],), args_flat, in_axes, n)
     return make_result(x, fun, status, n_iter, _scalar_n_fev(n_iter), shape)
 
 

@@ -169,7 +169,17 @@ def map_elements(solve_one: Callable, flat: tuple, args, in_axes, n: int, chunk:
     """``vmap(solve_one)`` over ``n`` elements; in chunks (``lax.map``) when ``n`` is large.
 
     ``flat`` holds arrays of shape ``(n,)``; ``args``/``in_axes`` as from :func:`broadcast_problem`.
-    The chunk size is a divisor of ``n`` near ``chunk`` when one exists (else the input is padded by
+    """
+    batched = jax.vmap(solve_one, in_axes=(0,) * len(flat) + (in_axes,))
+    return map_chunks(batched, flat, args, in_axes, n, chunk)
+
+
+def map_chunks(solve_batch: Callable, flat: tuple, args, in_axes, n: int, chunk: int | None = None):
+    """``solve_batch(*flat, args)`` on whole arrays; in chunks (``lax.map``) when ``n`` is large.
+
+    ``flat`` holds arrays of shape ``(n,)``; ``args``/``in_axes`` as from :func:`broadcast_problem`
+    (the leaves with axis 0 are split into chunks with ``flat``, the others passed whole). The
+    chunk size is a divisor of ``n`` near ``chunk`` when one exists (else the input is padded by
     repeating its last element), so the body compiles once.
     """
     chunk = CHUNK if chunk is None else chunk
@@ -181,12 +191,11 @@ def map_elements(solve_one: Callable, flat: tuple, args, in_axes, n: int, chunk:
         full = list(leaves)
         for i, leaf in zip(mapped, mapped_leaves, strict=True):
             full[i] = leaf
-        return solve_one(*xs, jax.tree.unflatten(treedef, full))
+        return solve_batch(*xs, jax.tree.unflatten(treedef, full))
 
-    batched = jax.vmap(one)
     mapped_leaves = [leaves[i] for i in mapped]
     if n <= chunk:
-        return batched(tuple(flat), mapped_leaves)
+        return one(tuple(flat), mapped_leaves)
     size = _chunk_size(n, chunk)
     n_pad = -n % size
 
@@ -196,7 +205,7 @@ def map_elements(solve_one: Callable, flat: tuple, args, in_axes, n: int, chunk:
         return a.reshape((-1, size) + a.shape[1:])
 
     out = lax.map(
-        lambda xs: batched(*xs),
+        lambda xs: one(*xs),
         (tuple(split(a) for a in flat), [split(a) for a in mapped_leaves]),
     )
     return jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:])[:n], out)

@@ -151,8 +151,51 @@ class ScalarState(NamedTuple):
     alpha: jax.Array
 
 
+def _scalar_update(f: Callable, x, alpha, *, rtol, atol, min_alpha, c1):
+    """One folded Newton iteration at ``x`` with step size ``alpha`` (elementwise on arrays).
+
+    Evaluates ``f`` and ``f'`` at ``x`` in one ``jax.jvp`` and ``f`` at one trial point. Returns
+    ``(x_new, alpha_new, fx, converged, failure)``: ``fx = f(x)``, the convergence test and the
+    failure code (``RUNNING`` for none) decided from ``f`` and ``f'`` at ``x``.
+    """
+    eps = jnp.finfo(x.dtype).eps
+    fx, dfx = jax.jvp(f, (x,), (jnp.ones_like(x),))
+    d = -fx / dfx
+    # f' = 0 (or overflow) gives a non-finite step: no comparison below is true for it, and
+    # its trial point is non-finite, so it is never accepted.
+    singular = ~jnp.isfinite(d)
+    converged = (fx == 0) | (jnp.abs(d) <= atol + rtol * jnp.abs(x))
+    alpha = jnp.where(converged, jnp.ones_like(alpha), alpha)
+    trial = x + alpha * d
+    # The stopping decision uses only f and f' at x (not the trial point), so that the status
+    # does not repeat the trial's work: the search has failed when the halvings went below the
+    # floor (in an earlier iteration), or a step no longer moves x.
+    exhausted = alpha < min_alpha
+    code = jnp.where(exhausted, _code(Status.LINESEARCH_FAILED), _code(Status.STAGNATED))
+    at_rounding = jnp.abs(d) <= 64 * eps * jnp.abs(x)
+    code = jnp.where(at_rounding, _code(Status.PRECISION_LIMIT), code)
+    code = jnp.where(exhausted | (trial == x), code, _code(Status.RUNNING))
+    code = jnp.where(singular, _code(Status.SINGULAR), code)
+    failure = jnp.where(converged, _code(Status.RUNNING), code)
+
+    ft = f(trial)
+    m0, mt = fx * fx, ft * ft
+    # Armijo, and a strict decrease (in float32 the Armijo margin rounds away for tiny alpha).
+    armijo = (mt <= m0 * (1 - 2 * c1 * alpha)) & (mt < m0) & ~exhausted
+    accept = jnp.isfinite(ft) & (armijo | converged)
+    x_new = jnp.where(accept, trial, x)
+    alpha_new = jnp.where(accept, jnp.minimum(2 * alpha, 1), 0.5 * alpha)
+    return x_new, alpha_new, fx, converged, failure
+
+
+def _update_options(dtype, rtol, atol, ls_steps, c1):
+    return dict(
+        rtol=jnp.asarray(rtol, dtype), atol=jnp.asarray(atol, dtype), min_alpha=0.5**ls_steps, c1=c1
+    )
+
+
 def scalar_newton(f: Callable, x0: jax.Array, *, rtol, atol, max_iter, ls_steps, c1=1e-4):
-    """Newton on a scalar equation ``f(x) = 0``, built to be cheap under ``vmap``.
+    """Newton on a scalar equation ``f(x) = 0`` (one problem; see :func:`masked_newton` for many).
 
     Each iteration evaluates ``f`` and ``f'`` at ``x`` in one ``jax.jvp``, forms the Newton step
     ``d = -f/f'`` and either stops (``|d| <= atol + rtol |x|``: the step is taken and the loop
@@ -161,58 +204,88 @@ def scalar_newton(f: Callable, x0: jax.Array, *, rtol, atol, max_iter, ls_steps,
     fallen below ``2**-ls_steps`` the next iteration stops with ``LINESEARCH_FAILED`` (a local
     minimum of ``|f|`` that is not a root).
 
-    Why this shape: under ``vmap`` over millions of elements each loop iteration costs a few
-    passes over the batch, and XLA recomputes the step inside the update of every carried array.
-    So the backtracking is folded into the driver's iterations (no inner loop), the state is only
+    The backtracking is folded into the driver's iterations (no inner loop), the state is only
     ``x`` and ``alpha`` (``f`` is recomputed, not carried), and the status is decided from ``f`` and
-    ``f'`` at ``x`` alone (the reported progress is the pair ``x, f(x)`` of this iteration). This
-    measured about 2x faster than a nested line search over a larger state
-    (``benchmarks/tasks/roots.py``). ``n_iter`` counts trial points. Returns the final state,
-    ``f`` at the final ``x`` and the driver's output.
+    ``f'`` at ``x`` alone (the reported progress is the pair ``x, f(x)`` of this iteration).
+    ``n_iter`` counts trial points. Returns the final state, ``f`` at the final ``x`` and the
+    driver's output.
     """
-    dtype = x0.dtype
-    eps = jnp.finfo(dtype).eps
-    rtol_, atol_ = jnp.asarray(rtol, dtype), jnp.asarray(atol, dtype)
-    min_alpha = 0.5**ls_steps
-
+    opts = _update_options(x0.dtype, rtol, atol, ls_steps, c1)
     fx0 = f(x0)
     state = ScalarState(x0, jnp.ones_like(x0))
     progress = make_progress(x0, jnp.abs(fx0), converged=fx0 == 0)
 
     def step(s: ScalarState):
-        fx, dfx = jax.jvp(f, (s.x,), (jnp.ones_like(s.x),))
-        d = -fx / dfx
-        # f' = 0 (or overflow) gives a non-finite step: no comparison below is true for it, and
-        # its trial point is non-finite, so it is never accepted.
-        singular = ~jnp.isfinite(d)
-        converged = (fx == 0) | (jnp.abs(d) <= atol_ + rtol_ * jnp.abs(s.x))
-        alpha = jnp.where(converged, jnp.ones_like(s.alpha), s.alpha)
-        trial = s.x + alpha * d
-        # The stopping decision uses only f and f' at x (not the trial point), so that under
-        # vmap the status does not repeat the trial's work: the search has failed when the
-        # halvings went below the floor (in an earlier iteration), or a step no longer moves x.
-        exhausted = alpha < min_alpha
-        code = jnp.where(exhausted, _code(Status.LINESEARCH_FAILED), _code(Status.STAGNATED))
-        at_rounding = jnp.abs(d) <= 64 * eps * jnp.abs(s.x)
-        code = jnp.where(at_rounding, _code(Status.PRECISION_LIMIT), code)
-        code = jnp.where(exhausted | (trial == s.x), code, _code(Status.RUNNING))
-        code = jnp.where(singular, _code(Status.SINGULAR), code)
-        failure = jnp.where(converged, _code(Status.RUNNING), code)
-
-        ft = f(trial)
-        m0, mt = fx * fx, ft * ft
-        # Armijo, and a strict decrease (in float32 the Armijo margin rounds away for tiny alpha).
-        armijo = (mt <= m0 * (1 - 2 * c1 * alpha)) & (mt < m0) & ~exhausted
-        accept = jnp.isfinite(ft) & (armijo | converged)
-        x = jnp.where(accept, trial, s.x)
-        new_alpha = jnp.where(accept, jnp.minimum(2 * alpha, 1), 0.5 * alpha)
+        x, alpha, fx, converged, failure = _scalar_update(f, s.x, s.alpha, **opts)
         # The progress reports the point where f was evaluated in this iteration (a consistent
         # pair x, f(x)); the step just decided is in the state.
         prog = make_progress(s.x, jnp.abs(fx), converged=converged, failure=failure)
-        return ScalarState(x, new_alpha), prog
+        return ScalarState(x, alpha), prog
 
     out = iterate(step, state, progress, max_iter=max_iter, rtol=rtol, atol=atol, cauchy=False)
     return out.state, f(out.state.x), out
+
+
+class MaskedState(NamedTuple):
+    x: jax.Array
+    alpha: jax.Array
+    status: jax.Array
+    n_iter: jax.Array
+
+
+def masked_newton(f: Callable, x0: jax.Array, *, rtol, atol, max_iter, ls_steps, c1=1e-4):
+    """:func:`scalar_newton` for an elementwise ``f`` on an array ``x0``, run as ONE problem.
+
+    The state holds whole arrays: ``x``, ``alpha`` and per-element ``status`` and ``n_iter``. Each
+    driver iteration applies the folded Newton iteration of :func:`scalar_newton` to every element
+    and keeps the result only where the element is still running; an element stops exactly as
+    the scalar solver would (its own convergence test, failure code, or a non-finite ``f`` at
+    ``x``: ``NONFINITE``, ``x`` kept), and the driver stops when none is running (or at
+    ``max_iter``: those left get ``MAX_ITER``). The per-element results equal those of
+    ``vmap(scalar_newton)``.
+
+    Why: ``vmap`` of the driver's while loop adds a select on every carried array per iteration
+    and does not fuse well; here one iteration is a few fused passes over the arrays. The
+    driver's progress reports the number of running elements (its ``x`` and ``f``), which stays
+    finite, so the driver's own non-finite test never fires. Returns the final state and ``f`` at
+    the final ``x``.
+    """
+    opts = _update_options(x0.dtype, rtol, atol, ls_steps, c1)
+    running = _code(Status.RUNNING)
+    fx0 = f(x0)
+    status0 = jnp.where(fx0 == 0, _code(Status.SUCCESS), running)
+    finite0 = jnp.isfinite(x0) & jnp.isfinite(fx0)
+    status0 = jnp.where(finite0, status0, _code(Status.NONFINITE))
+    state = MaskedState(x0, jnp.ones_like(x0), status0, jnp.zeros(x0.shape, jnp.int32))
+
+    def progress(status):
+        n_running = jnp.sum(status == running, dtype=jnp.int32)
+        count = n_running.astype(x0.dtype)
+        return make_progress(count, count, converged=n_running == 0)
+
+    def step(s: MaskedState):
+        x, alpha, fx, converged, failure = _scalar_update(f, s.x, s.alpha, **opts)
+        active = s.status == running
+        # As the driver decides for one problem: non-finite first, then failure, then success.
+        status = jnp.where(converged, _code(Status.SUCCESS), running)
+        status = jnp.where(failure != running, failure, status)
+        finite = jnp.isfinite(fx) & jnp.isfinite(s.x)
+        status = jnp.where(finite, status, _code(Status.NONFINITE))
+        update = active & finite
+        new = MaskedState(
+            x=jnp.where(update, x, s.x),
+            alpha=jnp.where(update, alpha, s.alpha),
+            status=jnp.where(active, status, s.status),
+            n_iter=s.n_iter + active.astype(jnp.int32),
+        )
+        return new, progress(new.status)
+
+    out = iterate(
+        step, state, progress(status0), max_iter=max_iter, rtol=rtol, atol=atol, cauchy=False
+    )
+    s = out.state
+    status = jnp.where(s.status == running, _code(Status.MAX_ITER), s.status)
+    return s._replace(status=status), f(s.x)
 
 
 def system_newton(f: Callable, x0: Any, *, rtol, atol, max_iter, ls_steps):
