@@ -245,10 +245,10 @@ def masked_newton(f: Callable, x0: jax.Array, *, rtol, atol, max_iter, ls_steps,
     ``vmap(scalar_newton)``.
 
     Why: ``vmap`` of the driver's while loop adds a select on every carried array per iteration
-    and does not fuse well; here one iteration is a few fused passes over the arrays. The
-    driver's progress reports the number of running elements (its ``x`` and ``f``), which stays
-    finite, so the driver's own non-finite test never fires. Returns the final state and ``f`` at
-    the final ``x``.
+    and does not fuse well; here one iteration is a few fused passes over the arrays. The driver
+    is told only whether any element is still running (``check_finite=False``: the per-element
+    non-finite test is done here), so it adds no select of the state arrays. Returns the final
+    state and ``f`` at the final ``x``.
     """
     opts = _update_options(x0.dtype, rtol, atol, ls_steps, c1)
     running = _code(Status.RUNNING)
@@ -259,9 +259,10 @@ def masked_newton(f: Callable, x0: jax.Array, *, rtol, atol, max_iter, ls_steps,
     state = MaskedState(x0, jnp.ones_like(x0), status0, jnp.zeros(x0.shape, jnp.int32))
 
     def progress(status):
-        n_running = jnp.sum(status == running, dtype=jnp.int32)
-        count = n_running.astype(x0.dtype)
-        return make_progress(count, count, converged=n_running == 0)
+        # Non-finite values are handled per element above; the driver sees only whether any
+        # element is still running.
+        zero = jnp.zeros((), x0.dtype)
+        return make_progress(zero, zero, converged=~jnp.any(status == running))
 
     def step(s: MaskedState):
         x, alpha, fx, converged, failure = _scalar_update(f, s.x, s.alpha, **opts)
@@ -281,7 +282,14 @@ def masked_newton(f: Callable, x0: jax.Array, *, rtol, atol, max_iter, ls_steps,
         return new, progress(new.status)
 
     out = iterate(
-        step, state, progress(status0), max_iter=max_iter, rtol=rtol, atol=atol, cauchy=False
+        step,
+        state,
+        progress(status0),
+        max_iter=max_iter,
+        rtol=rtol,
+        atol=atol,
+        cauchy=False,
+        check_finite=False,
     )
     s = out.state
     status = jnp.where(s.status == running, _code(Status.MAX_ITER), s.status)
