@@ -224,8 +224,8 @@ def _newton_elementwise(f, x0, args, dtype, opts) -> RootResult:
             return jax.vmap(g, in_axes=(0,) + tuple(in_axes))(x, *args_b)
 
         def solve(guess):
-            state, fun = masked_newton(f_batch, guess, **opts)
-            return state.x, (fun, state.status, state.n_iter)
+            x, fun, status, n_iter = masked_newton(f_batch, guess, **opts)
+            return x, (fun, status, n_iter)
 
         x, (fun, status, n_iter) = solve_with_implicit_grad(
             f_batch, x0_b, solve, tangent_solve=scalar_tangent_solve

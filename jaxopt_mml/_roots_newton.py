@@ -228,72 +228,94 @@ def scalar_newton(f: Callable, x0: jax.Array, *, rtol, atol, max_iter, ls_steps,
 
 class MaskedState(NamedTuple):
     x: jax.Array
-    alpha: jax.Array
-    status: jax.Array
-    n_iter: jax.Array
+    alpha: jax.Array  # > 0: the step size of a running element; <= 0: a stopped one (_encode)
+    k: jax.Array  # the iterations taken so far (= n_iter of every running element)
+
+
+# A stopped element keeps its status and n_iter in its alpha slot: -(n_iter * 16 + status + 1),
+# an integer that the float holds exactly (float32: up to 2**24, so n_iter < 2**20).
+_STATUS_SLOTS = 16
+MASKED_MAX_ITER = 2**20 - 1
+
+
+def _encode(status, n_iter, dtype):
+    return -(n_iter * _STATUS_SLOTS + status + 1).astype(dtype)
+
+
+def _decode(alpha):
+    code = (-alpha).astype(jnp.int32)
+    return code % _STATUS_SLOTS - 1, code // _STATUS_SLOTS
 
 
 def masked_newton(f: Callable, x0: jax.Array, *, rtol, atol, max_iter, ls_steps, c1=1e-4):
     """:func:`scalar_newton` for an elementwise ``f`` on an array ``x0``, run as ONE problem.
 
-    The state holds whole arrays: ``x``, ``alpha`` and per-element ``status`` and ``n_iter``. Each
-    driver iteration applies the folded Newton iteration of :func:`scalar_newton` to every element
-    and keeps the result only where the element is still running; an element stops exactly as
-    the scalar solver would (its own convergence test, failure code, or a non-finite ``f`` at
-    ``x``: ``NONFINITE``, ``x`` kept), and the driver stops when none is running (or at
-    ``max_iter``: those left get ``MAX_ITER``). The per-element results equal those of
-    ``vmap(scalar_newton)``.
+    Each driver iteration applies the folded Newton iteration of :func:`scalar_newton` to every
+    element of the arrays and keeps the result only where the element is still running; an
+    element stops exactly as the scalar solver would (its own convergence test, failure code, or
+    a non-finite ``f`` at ``x``: ``NONFINITE``, ``x`` kept), and the driver stops when none is
+    running (or at ``max_iter``: those left get ``MAX_ITER``). The per-element results equal
+    those of ``vmap(scalar_newton)``.
 
-    Why: ``vmap`` of the driver's while loop adds a select on every carried array per iteration
-    and does not fuse well; here one iteration is a few fused passes over the arrays. The driver
-    is told only whether any element is still running (``check_finite=False``: the per-element
-    non-finite test is done here), so it adds no select of the state arrays. Returns the final
-    state and ``f`` at the final ``x``.
+    Why this shape: XLA writes each carried array in its own fused pass, and each such pass
+    recomputes the iteration (``f``, ``f'``, the trial point), so the cost grows with the number
+    of arrays the loop updates. The state is therefore only ``x`` and ``alpha``: a running
+    element's ``n_iter`` is the iteration count ``k`` shared by all, and a stopped element needs
+    no step size, so its status and ``n_iter`` are stored in its ``alpha`` (as a non-positive
+    integer, see ``_encode``). There is no ``vmap`` of a while loop (which would add a select of
+    every carried array per iteration), and the driver is told only whether any element is still
+    running (``check_finite=False``: the non-finite test is per element here). Returns ``(x,
+    f(x), status, n_iter)``.
     """
-    opts = _update_options(x0.dtype, rtol, atol, ls_steps, c1)
+    if max_iter > MASKED_MAX_ITER:
+        raise ValueError(
+            f"max_iter must be at most {MASKED_MAX_ITER} in per-element mode, got {max_iter}"
+        )
+    dtype = x0.dtype
+    opts = _update_options(dtype, rtol, atol, ls_steps, c1)
     running = _code(Status.RUNNING)
     fx0 = f(x0)
     status0 = jnp.where(fx0 == 0, _code(Status.SUCCESS), running)
     finite0 = jnp.isfinite(x0) & jnp.isfinite(fx0)
     status0 = jnp.where(finite0, status0, _code(Status.NONFINITE))
-    state = MaskedState(x0, jnp.ones_like(x0), status0, jnp.zeros(x0.shape, jnp.int32))
+    k0 = jnp.zeros((), jnp.int32)
+    alpha0 = jnp.where(status0 == running, jnp.ones_like(x0), _encode(status0, k0, dtype))
+    state = MaskedState(x0, alpha0, k0)
 
-    def progress(status):
-        # Non-finite values are handled per element above; the driver sees only whether any
-        # element is still running.
-        zero = jnp.zeros((), x0.dtype)
-        return make_progress(zero, zero, converged=~jnp.any(status == running))
+    def progress(alpha):
+        zero = jnp.zeros((), dtype)
+        return make_progress(zero, zero, converged=~jnp.any(alpha > 0))
 
     def step(s: MaskedState):
         x, alpha, fx, converged, failure = _scalar_update(f, s.x, s.alpha, **opts)
-        active = s.status == running
+        active = s.alpha > 0
         # As the driver decides for one problem: non-finite first, then failure, then success.
         status = jnp.where(converged, _code(Status.SUCCESS), running)
         status = jnp.where(failure != running, failure, status)
         finite = jnp.isfinite(fx) & jnp.isfinite(s.x)
         status = jnp.where(finite, status, _code(Status.NONFINITE))
-        update = active & finite
+        k = s.k + 1
+        alpha = jnp.where(status == running, alpha, _encode(status, k, dtype))
         new = MaskedState(
-            x=jnp.where(update, x, s.x),
-            alpha=jnp.where(update, alpha, s.alpha),
-            status=jnp.where(active, status, s.status),
-            n_iter=s.n_iter + active.astype(jnp.int32),
+            x=jnp.where(active & finite, x, s.x), alpha=jnp.where(active, alpha, s.alpha), k=k
         )
-        return new, progress(new.status)
+        return new, progress(new.alpha)
 
     out = iterate(
         step,
         state,
-        progress(status0),
+        progress(alpha0),
         max_iter=max_iter,
         rtol=rtol,
         atol=atol,
         cauchy=False,
         check_finite=False,
     )
-    s = out.state
-    status = jnp.where(s.status == running, _code(Status.MAX_ITER), s.status)
-    return s._replace(status=status), f(s.x)
+    x, alpha, k = out.state
+    status, n_iter = _decode(alpha)
+    status = jnp.where(alpha > 0, _code(Status.MAX_ITER), status)
+    n_iter = jnp.where(alpha > 0, k, n_iter)
+    return x, f(x), status, n_iter
 
 
 def system_newton(f: Callable, x0: Any, *, rtol, atol, max_iter, ls_steps):

@@ -214,6 +214,23 @@ def test_max_iter():
     assert int(res.status) == Status.MAX_ITER and int(res.n_iter) == 2
 
 
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
+def test_elementwise_max_iter_per_element(dtype):
+    # the first element converges within max_iter = 6, the second does not; each equals its
+    # scalar solve (status, n_iter, x)
+    x0 = jnp.array([2.01, 1e6], dtype)
+    c = jnp.array([8.0, 2.0], dtype)
+    res = mml.newton_raphson(lambda x, c: x**3 - c, x0, args=(c,), elementwise=True, max_iter=6)
+    chex.assert_trees_all_equal(res.status, jnp.array([Status.SUCCESS, Status.MAX_ITER]))
+    assert int(res.n_iter[1]) == 6 and res.x.dtype == dtype
+    for i in range(2):
+        one = mml.newton_raphson(lambda x, c: x**3 - c, x0[i], args=(c[i],), max_iter=6)
+        assert int(one.n_iter) == int(res.n_iter[i]) and int(one.status) == int(res.status[i])
+        assert float(one.x) == float(res.x[i])
+    with pytest.raises(ValueError, match="max_iter"):
+        mml.newton_raphson(cubic, x0, args=(1.0,), elementwise=True, max_iter=2**21)
+
+
 # ------------------------------------------------------------------------------------ brackets
 
 
