@@ -73,8 +73,8 @@ def newton_raphson(
       or a pytree) is a system :math:`F: R^n \to R^n`, solved as one problem with one status.
     * ``elementwise=True``: ``f`` is a scalar equation applied elementwise, like
       ``scipy.optimize.newton`` with arrays: ``x0`` and every leaf of ``args`` are broadcast together
-      and each element is solved on its own (``jax.vmap`` of the scalar solver), with its own
-      ``status`` and ``n_iter``; ``f`` is called with one element of ``x`` and of each ``args`` leaf.
+      and each element is solved on its own (the scalar solver's iteration applied to whole
+      arrays under a per-element mask), with its own ``status`` and ``n_iter``; ``f`` is called with one element of ``x`` and of each ``args`` leaf.
       Data shared by all elements (coefficients, tables) belong in a closure, not in ``args``.
       This is the mode for millions of roots in one call.
     * ``elementwise=False``: always a system (a 0-d ``x0`` is a system of one equation).
@@ -85,7 +85,7 @@ def newton_raphson(
 
     In the scalar and per-element modes the backtracking is folded into the iterations (one trial
     point per iteration, ``n_iter`` counts them, the step size carried between iterations), which
-    keeps the vmapped loop lean; in system mode each iteration backtracks on ``F`` alone and then
+    keeps the batched loop lean; in system mode each iteration backtracks on ``F`` alone and then
     forms the Jacobian and one LU solve at the accepted point.
 
     The solve is compiled as one program per ``f`` (and shapes and options): calling it again with

@@ -139,7 +139,7 @@ def test_elementwise_chunked_path(monkeypatch):
     chex.assert_shape(res.x, (n,))
     assert bool(jnp.all(res.success))
     np.testing.assert_allclose(res.x, np.cbrt(np.asarray(c)), rtol=1e-13)
-    c = c[:960]  # 960 = 20 chunks of 48
+    c = c[:960]  # 960 = 15 chunks of 64
     bis = mml.bisection(cubic, 0.0, 4.0, args=(c,))
     np.testing.assert_allclose(bis.x, np.cbrt(np.asarray(c)), atol=1e-11)
 
