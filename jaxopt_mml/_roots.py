@@ -74,7 +74,8 @@ def newton_raphson(
     * ``elementwise=True``: ``f`` is a scalar equation applied elementwise, like
       ``scipy.optimize.newton`` with arrays: ``x0`` and every leaf of ``args`` are broadcast together
       and each element is solved on its own (the scalar solver's iteration applied to whole
-      arrays under a per-element mask), with its own ``status`` and ``n_iter``; ``f`` is called with one element of ``x`` and of each ``args`` leaf.
+      arrays under a per-element mask), with its own ``status`` and ``n_iter``; ``f`` is called
+      with one element of ``x`` and of each ``args`` leaf.
       Data shared by all elements (coefficients, tables) belong in a closure, not in ``args``.
       This is the mode for millions of roots in one call.
     * ``elementwise=False``: always a system (a 0-d ``x0`` is a system of one equation).
