@@ -12,7 +12,9 @@ gradient ``J^T F`` zero, e.g. ``f'(x) = 0`` for a scalar), ``LINESEARCH_FAILED``
 finds no decrease (at a local minimum of ``|F|`` that is not a root; ``PRECISION_LIMIT`` when the
 step is already at rounding level) and ``STAGNATED`` when an accepted step no longer moves ``x``.
 
-* :func:`scalar_newton` (per element under ``vmap``): built for throughput, see its docstring.
+* :func:`scalar_newton`: one scalar equation, the backtracking folded into the iterations.
+* :func:`masked_newton`: the same iteration on whole arrays of independent scalar equations, run
+  as one masked problem (the per-element mode; built for throughput, see its docstring).
 * :func:`system_newton`: forward-mode Jacobian and one LU solve per iteration, backtracking with
   ``_linesearch.backtracking`` (evaluations of ``F`` alone) before the Jacobian at the new point.
 """
