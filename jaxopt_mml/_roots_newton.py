@@ -293,9 +293,9 @@ def masked_newton(f: Callable, x0: jax.Array, *, rtol, atol, max_iter, ls_steps,
     def step(s: MaskedState):
         x, alpha, fx, converged, failure = _scalar_update(f, s.x, s.alpha, **opts)
         active = s.alpha > 0
-        # As the driver decides for one problem: non-finite first, then failure, then success.
-        status = jnp.where(converged, _code(Status.SUCCESS), running)
-        status = jnp.where(failure != running, failure, status)
+        # As the driver decides for one problem: non-finite first, then success or failure (a
+        # converged element has no failure).
+        status = jnp.where(converged, _code(Status.SUCCESS), failure)
         finite = jnp.isfinite(fx) & jnp.isfinite(s.x)
         status = jnp.where(finite, status, _code(Status.NONFINITE))
         k = s.k + 1
