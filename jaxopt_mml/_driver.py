@@ -105,7 +105,7 @@ def _finite(progress: Progress) -> jax.Array:
     return tree_all_finite(progress.x) & jnp.all(jnp.isfinite(progress.f))
 
 
-def _decide(progress: Progress, rtol, atol, cauchy: bool) -> jax.Array:
+def _decide(progress: Progress, rtol, atol, cauchy: bool, check_finite: bool = True) -> jax.Array:
     """The status after a step: NONFINITE, the step's failure, SUCCESS, or RUNNING."""
     converged = progress.converged
     if cauchy:
@@ -114,7 +114,9 @@ def _decide(progress: Progress, rtol, atol, cauchy: bool) -> jax.Array:
         converged = converged | (step_small & value_small)
     status = jnp.where(converged, int(Status.SUCCESS), _RUNNING)
     status = jnp.where(progress.failure != _RUNNING, progress.failure, status)
-    return jnp.where(_finite(progress), status, int(Status.NONFINITE)).astype(jnp.int32)
+    if check_finite:
+        status = jnp.where(_finite(progress), status, int(Status.NONFINITE))
+    return status.astype(jnp.int32)
 
 
 def _record(history: History | None, k: jax.Array, progress: Progress) -> History | None:
@@ -138,6 +140,7 @@ def iterate(
     history: int = 0,
     verbose: bool = False,
     name: str = "solver",
+    check_finite: bool = True,
 ) -> DriverOutput:
     """Run ``step`` from ``(state, progress)`` until it converges, fails or reaches ``max_iter``.
 
@@ -152,6 +155,10 @@ def iterate(
         history: record ``x`` and ``f`` for the first ``history`` iterates (0: none; static).
         verbose: print ``n_iter``, ``f`` and the status each step with ``jax.debug.print``.
         name: the solver's name in verbose output.
+        check_finite: detect non-finite progress (NONFINITE, last finite iterate kept). A solver
+            that reports non-finite values per element in its own state (and never a non-finite
+            progress) passes False: the step's state is then kept unconditionally, which spares
+            a select of every state array per iteration.
 
     Returns:
         :class:`DriverOutput` with the final state and progress, ``n_iter``, ``status`` (never
@@ -181,7 +188,7 @@ def iterate(
         hist = _record(hist, jnp.asarray(0, jnp.int32), progress)
 
     # At the start only the solver's own test counts (dx is inf), plus non-finite input.
-    status0 = _decide(progress, rtol, atol, cauchy=False)
+    status0 = _decide(progress, rtol, atol, cauchy=False, check_finite=check_finite)
 
     def cond(carry):
         _, _, k, status, _ = carry
@@ -191,11 +198,15 @@ def iterate(
         state, prog, k, _, hist = carry
         new_state, new_prog = step(state)
         k = k + 1
-        status = _decide(new_prog, rtol, atol, cauchy)
-        keep = status != int(Status.NONFINITE)
-        state = tree_where(keep, new_state, state)
-        prog = tree_where(keep, new_prog, prog)
-        hist = _record(hist, jnp.where(keep, k, history), prog) if hist is not None else None
+        status = _decide(new_prog, rtol, atol, cauchy, check_finite)
+        if check_finite:
+            keep = status != int(Status.NONFINITE)
+            state = tree_where(keep, new_state, state)
+            prog = tree_where(keep, new_prog, prog)
+            k_record = jnp.where(keep, k, history)
+        else:
+            state, prog, k_record = new_state, new_prog, k
+        hist = _record(hist, k_record, prog) if hist is not None else None
         if verbose:
             jax.debug.print(
                 name + " iter {k}: f = {f:.6e}, status = {s}", k=k, f=new_prog.f, s=status

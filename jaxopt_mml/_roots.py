@@ -25,12 +25,12 @@ from ._roots_common import (
     check_tolerance,
     float_dtype,
     make_result,
-    map_elements,
+    map_chunks,
     reject_unknown,
     scalar_tangent_solve,
     wrap_scalar_f,
 )
-from ._roots_newton import scalar_newton, system_newton
+from ._roots_newton import masked_newton, scalar_newton, system_newton
 from ._tree import PyTree, as_inexact, check_positive_int, default_tolerances, tree_dtype
 
 __all__ = ["RootResult", "newton_raphson", "bisection", "bracketed_newton"]
@@ -73,8 +73,9 @@ def newton_raphson(
       or a pytree) is a system :math:`F: R^n \to R^n`, solved as one problem with one status.
     * ``elementwise=True``: ``f`` is a scalar equation applied elementwise, like
       ``scipy.optimize.newton`` with arrays: ``x0`` and every leaf of ``args`` are broadcast together
-      and each element is solved on its own (``jax.vmap`` of the scalar solver), with its own
-      ``status`` and ``n_iter``; ``f`` is called with one element of ``x`` and of each ``args`` leaf.
+      and each element is solved on its own (the scalar solver's iteration applied to whole
+      arrays under a per-element mask), with its own ``status`` and ``n_iter``; ``f`` is called
+      with one element of ``x`` and of each ``args`` leaf.
       Data shared by all elements (coefficients, tables) belong in a closure, not in ``args``.
       This is the mode for millions of roots in one call.
     * ``elementwise=False``: always a system (a 0-d ``x0`` is a system of one equation).
@@ -85,7 +86,7 @@ def newton_raphson(
 
     In the scalar and per-element modes the backtracking is folded into the iterations (one trial
     point per iteration, ``n_iter`` counts them, the step size carried between iterations), which
-    keeps the vmapped loop lean; in system mode each iteration backtracks on ``F`` alone and then
+    keeps the batched loop lean; in system mode each iteration backtracks on ``F`` alone and then
     forms the Jacobian and one LU solve at the accepted point.
 
     The solve is compiled as one program per ``f`` (and shapes and options): calling it again with
@@ -218,10 +219,21 @@ def _newton_elementwise(f, x0, args, dtype, opts) -> RootResult:
     check_scalar_output("newton_raphson", f, dtype, args_elem)
     n = int(np.prod(shape))
 
-    def solve_one(x0_i, args_i):
-        return _scalar_with_grad(g, x0_i, args_i, opts)
+    def solve_batch(x0_b, args_b):
+        # g on whole arrays, called per element (f is written for one element).
+        def f_batch(x):
+            return jax.vmap(g, in_axes=(0,) + tuple(in_axes))(x, *args_b)
 
-    x, fun, status, n_iter = map_elements(solve_one, (flat["x0"],), args_flat, in_axes, n)
+        def solve(guess):
+            x, fun, status, n_iter = masked_newton(f_batch, guess, **opts)
+            return x, (fun, status, n_iter)
+
+        x, (fun, status, n_iter) = solve_with_implicit_grad(
+            f_batch, x0_b, solve, tangent_solve=scalar_tangent_solve
+        )
+        return x, fun, status, n_iter
+
+    x, fun, status, n_iter = map_chunks(solve_batch, (flat["x0"],), args_flat, in_axes, n)
     return make_result(x, fun, status, n_iter, _scalar_n_fev(n_iter), shape)
 
 

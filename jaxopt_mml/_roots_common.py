@@ -3,9 +3,10 @@
 Two modes:
 
 * **per element** (scalar equations): ``x0`` is an array (or a scalar) and ``f`` acts elementwise,
-  ``f(x, *args)[i] = g(x[i], *args[i])``. Each element is solved on its own by ``jax.vmap`` of the
-  scalar solver, with its own ``status`` and ``n_iter``. Every leaf of ``args`` is broadcast against
-  ``x0`` and split per element, as NumPy broadcasting would pair them.
+  ``f(x, *args)[i] = g(x[i], *args[i])``. Each element is solved on its own, with its own
+  ``status`` and ``n_iter`` (Newton: one masked problem over whole arrays, :func:`map_chunks`;
+  the bracketing solvers: ``jax.vmap`` of the scalar solver, :func:`map_elements`). Every leaf of
+  ``args`` is broadcast against ``x0`` and split per element, as NumPy broadcasting would pair them.
 * **system**: ``f: R^n -> R^n`` on a pytree ``x``; one Jacobian and one linear solve per step.
 """
 
@@ -24,8 +25,9 @@ from ._status import Status
 from ._tree import PyTree
 
 # Elementwise problems larger than this run as lax.map over chunks of about this many elements,
-# so that the vmapped while loop's working set stays in cache and stragglers hold only their chunk
-# (measured on a 2-core CPU at 10^6 roots: 16k-element chunks ~5% and unchunked ~20% slower).
+# so that the loop's working set stays in cache and stragglers hold only their chunk (measured on
+# a 2-core CPU at 10^6 roots, masked Newton: 32k-256k chunks alike, 8k and unchunked ~20% slower;
+# odd chunk sizes, like 15625, are ~2x slower: see _chunk_size).
 CHUNK = 65536
 
 _SCIPY_NAMES = {
@@ -169,8 +171,18 @@ def map_elements(solve_one: Callable, flat: tuple, args, in_axes, n: int, chunk:
     """``vmap(solve_one)`` over ``n`` elements; in chunks (``lax.map``) when ``n`` is large.
 
     ``flat`` holds arrays of shape ``(n,)``; ``args``/``in_axes`` as from :func:`broadcast_problem`.
-    The chunk size is a divisor of ``n`` near ``chunk`` when one exists (else the input is padded by
-    repeating its last element), so the body compiles once.
+    """
+    batched = jax.vmap(solve_one, in_axes=(0,) * len(flat) + (in_axes,))
+    return map_chunks(batched, flat, args, in_axes, n, chunk)
+
+
+def map_chunks(solve_batch: Callable, flat: tuple, args, in_axes, n: int, chunk: int | None = None):
+    """``solve_batch(*flat, args)`` on whole arrays; in chunks (``lax.map``) when ``n`` is large.
+
+    ``flat`` holds arrays of shape ``(n,)``; ``args``/``in_axes`` as from :func:`broadcast_problem`
+    (the leaves with axis 0 are split into chunks with ``flat``, the others passed whole). The
+    chunk size is an even divisor of ``n`` near ``chunk`` when one exists (else the input is padded
+    by repeating its last element), so the body compiles once.
     """
     chunk = CHUNK if chunk is None else chunk
     leaves, treedef = jax.tree.flatten(args)
@@ -181,12 +193,11 @@ def map_elements(solve_one: Callable, flat: tuple, args, in_axes, n: int, chunk:
         full = list(leaves)
         for i, leaf in zip(mapped, mapped_leaves, strict=True):
             full[i] = leaf
-        return solve_one(*xs, jax.tree.unflatten(treedef, full))
+        return solve_batch(*xs, jax.tree.unflatten(treedef, full))
 
-    batched = jax.vmap(one)
     mapped_leaves = [leaves[i] for i in mapped]
     if n <= chunk:
-        return batched(tuple(flat), mapped_leaves)
+        return one(tuple(flat), mapped_leaves)
     size = _chunk_size(n, chunk)
     n_pad = -n % size
 
@@ -196,14 +207,18 @@ def map_elements(solve_one: Callable, flat: tuple, args, in_axes, n: int, chunk:
         return a.reshape((-1, size) + a.shape[1:])
 
     out = lax.map(
-        lambda xs: batched(*xs),
+        lambda xs: one(*xs),
         (tuple(split(a) for a in flat), [split(a) for a in mapped_leaves]),
     )
     return jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:])[:n], out)
 
 
 def _chunk_size(n: int, chunk: int) -> int:
-    for size in range(chunk, chunk // 2, -1):
+    """An even divisor of ``n`` in ``(chunk / 2, chunk]``, else ``chunk`` (and the input is padded).
+
+    Odd sizes are avoided: XLA's CPU loops over an odd-sized chunk measured ~2x slower.
+    """
+    for size in range(chunk - chunk % 2, chunk // 2, -2):
         if n % size == 0:
             return size
     return chunk

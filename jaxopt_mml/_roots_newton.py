@@ -12,7 +12,9 @@ gradient ``J^T F`` zero, e.g. ``f'(x) = 0`` for a scalar), ``LINESEARCH_FAILED``
 finds no decrease (at a local minimum of ``|F|`` that is not a root; ``PRECISION_LIMIT`` when the
 step is already at rounding level) and ``STAGNATED`` when an accepted step no longer moves ``x``.
 
-* :func:`scalar_newton` (per element under ``vmap``): built for throughput, see its docstring.
+* :func:`scalar_newton`: one scalar equation, the backtracking folded into the iterations.
+* :func:`masked_newton`: the same iteration on whole arrays of independent scalar equations, run
+  as one masked problem (the per-element mode; built for throughput, see its docstring).
 * :func:`system_newton`: forward-mode Jacobian and one LU solve per iteration, backtracking with
   ``_linesearch.backtracking`` (evaluations of ``F`` alone) before the Jacobian at the new point.
 """
@@ -151,8 +153,51 @@ class ScalarState(NamedTuple):
     alpha: jax.Array
 
 
+def _scalar_update(f: Callable, x, alpha, *, rtol, atol, min_alpha, c1):
+    """One folded Newton iteration at ``x`` with step size ``alpha`` (elementwise on arrays).
+
+    Evaluates ``f`` and ``f'`` at ``x`` in one ``jax.jvp`` and ``f`` at one trial point. Returns
+    ``(x_new, alpha_new, fx, converged, failure)``: ``fx = f(x)``, the convergence test and the
+    failure code (``RUNNING`` for none) decided from ``f`` and ``f'`` at ``x``.
+    """
+    eps = jnp.finfo(x.dtype).eps
+    fx, dfx = jax.jvp(f, (x,), (jnp.ones_like(x),))
+    d = -fx / dfx
+    # f' = 0 (or overflow) gives a non-finite step: no comparison below is true for it, and
+    # its trial point is non-finite, so it is never accepted.
+    singular = ~jnp.isfinite(d)
+    converged = (fx == 0) | (jnp.abs(d) <= atol + rtol * jnp.abs(x))
+    alpha = jnp.where(converged, jnp.ones_like(alpha), alpha)
+    trial = x + alpha * d
+    # The stopping decision uses only f and f' at x (not the trial point), so that the status
+    # does not repeat the trial's work: the search has failed when the halvings went below the
+    # floor (in an earlier iteration), or a step no longer moves x.
+    exhausted = alpha < min_alpha
+    code = jnp.where(exhausted, _code(Status.LINESEARCH_FAILED), _code(Status.STAGNATED))
+    at_rounding = jnp.abs(d) <= 64 * eps * jnp.abs(x)
+    code = jnp.where(at_rounding, _code(Status.PRECISION_LIMIT), code)
+    code = jnp.where(exhausted | (trial == x), code, _code(Status.RUNNING))
+    code = jnp.where(singular, _code(Status.SINGULAR), code)
+    failure = jnp.where(converged, _code(Status.RUNNING), code)
+
+    ft = f(trial)
+    m0, mt = fx * fx, ft * ft
+    # Armijo, and a strict decrease (in float32 the Armijo margin rounds away for tiny alpha).
+    armijo = (mt <= m0 * (1 - 2 * c1 * alpha)) & (mt < m0) & ~exhausted
+    accept = jnp.isfinite(ft) & (armijo | converged)
+    x_new = jnp.where(accept, trial, x)
+    alpha_new = jnp.where(accept, jnp.minimum(2 * alpha, 1), 0.5 * alpha)
+    return x_new, alpha_new, fx, converged, failure
+
+
+def _update_options(dtype, rtol, atol, ls_steps, c1):
+    return dict(
+        rtol=jnp.asarray(rtol, dtype), atol=jnp.asarray(atol, dtype), min_alpha=0.5**ls_steps, c1=c1
+    )
+
+
 def scalar_newton(f: Callable, x0: jax.Array, *, rtol, atol, max_iter, ls_steps, c1=1e-4):
-    """Newton on a scalar equation ``f(x) = 0``, built to be cheap under ``vmap``.
+    """Newton on a scalar equation ``f(x) = 0`` (one problem; see :func:`masked_newton` for many).
 
     Each iteration evaluates ``f`` and ``f'`` at ``x`` in one ``jax.jvp``, forms the Newton step
     ``d = -f/f'`` and either stops (``|d| <= atol + rtol |x|``: the step is taken and the loop
@@ -161,58 +206,120 @@ def scalar_newton(f: Callable, x0: jax.Array, *, rtol, atol, max_iter, ls_steps,
     fallen below ``2**-ls_steps`` the next iteration stops with ``LINESEARCH_FAILED`` (a local
     minimum of ``|f|`` that is not a root).
 
-    Why this shape: under ``vmap`` over millions of elements each loop iteration costs a few
-    passes over the batch, and XLA recomputes the step inside the update of every carried array.
-    So the backtracking is folded into the driver's iterations (no inner loop), the state is only
+    The backtracking is folded into the driver's iterations (no inner loop), the state is only
     ``x`` and ``alpha`` (``f`` is recomputed, not carried), and the status is decided from ``f`` and
-    ``f'`` at ``x`` alone (the reported progress is the pair ``x, f(x)`` of this iteration). This
-    measured about 2x faster than a nested line search over a larger state
-    (``benchmarks/tasks/roots.py``). ``n_iter`` counts trial points. Returns the final state,
-    ``f`` at the final ``x`` and the driver's output.
+    ``f'`` at ``x`` alone (the reported progress is the pair ``x, f(x)`` of this iteration).
+    ``n_iter`` counts trial points. Returns the final state, ``f`` at the final ``x`` and the
+    driver's output.
     """
-    dtype = x0.dtype
-    eps = jnp.finfo(dtype).eps
-    rtol_, atol_ = jnp.asarray(rtol, dtype), jnp.asarray(atol, dtype)
-    min_alpha = 0.5**ls_steps
-
+    opts = _update_options(x0.dtype, rtol, atol, ls_steps, c1)
     fx0 = f(x0)
     state = ScalarState(x0, jnp.ones_like(x0))
     progress = make_progress(x0, jnp.abs(fx0), converged=fx0 == 0)
 
     def step(s: ScalarState):
-        fx, dfx = jax.jvp(f, (s.x,), (jnp.ones_like(s.x),))
-        d = -fx / dfx
-        # f' = 0 (or overflow) gives a non-finite step: no comparison below is true for it, and
-        # its trial point is non-finite, so it is never accepted.
-        singular = ~jnp.isfinite(d)
-        converged = (fx == 0) | (jnp.abs(d) <= atol_ + rtol_ * jnp.abs(s.x))
-        alpha = jnp.where(converged, jnp.ones_like(s.alpha), s.alpha)
-        trial = s.x + alpha * d
-        # The stopping decision uses only f and f' at x (not the trial point), so that under
-        # vmap the status does not repeat the trial's work: the search has failed when the
-        # halvings went below the floor (in an earlier iteration), or a step no longer moves x.
-        exhausted = alpha < min_alpha
-        code = jnp.where(exhausted, _code(Status.LINESEARCH_FAILED), _code(Status.STAGNATED))
-        at_rounding = jnp.abs(d) <= 64 * eps * jnp.abs(s.x)
-        code = jnp.where(at_rounding, _code(Status.PRECISION_LIMIT), code)
-        code = jnp.where(exhausted | (trial == s.x), code, _code(Status.RUNNING))
-        code = jnp.where(singular, _code(Status.SINGULAR), code)
-        failure = jnp.where(converged, _code(Status.RUNNING), code)
-
-        ft = f(trial)
-        m0, mt = fx * fx, ft * ft
-        # Armijo, and a strict decrease (in float32 the Armijo margin rounds away for tiny alpha).
-        armijo = (mt <= m0 * (1 - 2 * c1 * alpha)) & (mt < m0) & ~exhausted
-        accept = jnp.isfinite(ft) & (armijo | converged)
-        x = jnp.where(accept, trial, s.x)
-        new_alpha = jnp.where(accept, jnp.minimum(2 * alpha, 1), 0.5 * alpha)
+        x, alpha, fx, converged, failure = _scalar_update(f, s.x, s.alpha, **opts)
         # The progress reports the point where f was evaluated in this iteration (a consistent
         # pair x, f(x)); the step just decided is in the state.
         prog = make_progress(s.x, jnp.abs(fx), converged=converged, failure=failure)
-        return ScalarState(x, new_alpha), prog
+        return ScalarState(x, alpha), prog
 
     out = iterate(step, state, progress, max_iter=max_iter, rtol=rtol, atol=atol, cauchy=False)
     return out.state, f(out.state.x), out
+
+
+class MaskedState(NamedTuple):
+    x: jax.Array
+    alpha: jax.Array  # > 0: the step size of a running element; <= 0: a stopped one (_encode)
+    k: jax.Array  # the iterations taken so far (= n_iter of every running element)
+
+
+# A stopped element keeps its status and n_iter in its alpha slot: -(n_iter * 16 + status + 1),
+# an integer that the float holds exactly (float32: up to 2**24, so n_iter < 2**20).
+_STATUS_SLOTS = 16
+MASKED_MAX_ITER = 2**20 - 1
+
+
+def _encode(status, n_iter, dtype):
+    return -(n_iter * _STATUS_SLOTS + status + 1).astype(dtype)
+
+
+def _decode(alpha):
+    code = (-alpha).astype(jnp.int32)
+    return code % _STATUS_SLOTS - 1, code // _STATUS_SLOTS
+
+
+def masked_newton(f: Callable, x0: jax.Array, *, rtol, atol, max_iter, ls_steps, c1=1e-4):
+    """:func:`scalar_newton` for an elementwise ``f`` on an array ``x0``, run as ONE problem.
+
+    Each driver iteration applies the folded Newton iteration of :func:`scalar_newton` to every
+    element of the arrays and keeps the result only where the element is still running; an
+    element stops exactly as the scalar solver would (its own convergence test, failure code, or
+    a non-finite ``f`` at ``x``: ``NONFINITE``, ``x`` kept), and the driver stops when none is
+    running (or at ``max_iter``: those left get ``MAX_ITER``). The per-element results equal
+    those of ``vmap(scalar_newton)``.
+
+    Why this shape: XLA writes each carried array in its own fused pass, and each such pass
+    recomputes the iteration (``f``, ``f'``, the trial point), so the cost grows with the number
+    of arrays the loop updates. The state is therefore only ``x`` and ``alpha``: a running
+    element's ``n_iter`` is the iteration count ``k`` shared by all, and a stopped element needs
+    no step size, so its status and ``n_iter`` are stored in its ``alpha`` (as a non-positive
+    integer, see ``_encode``). There is no ``vmap`` of a while loop (which would add a select of
+    every carried array per iteration), and the driver is told only whether any element is still
+    running (``check_finite=False``: the non-finite test is per element here). Returns ``(x,
+    f(x), status, n_iter)``.
+    """
+    if max_iter > MASKED_MAX_ITER:
+        raise ValueError(
+            f"max_iter must be at most {MASKED_MAX_ITER} in per-element mode, got {max_iter}"
+        )
+    dtype = x0.dtype
+    opts = _update_options(dtype, rtol, atol, ls_steps, c1)
+    running = _code(Status.RUNNING)
+    fx0 = f(x0)
+    status0 = jnp.where(fx0 == 0, _code(Status.SUCCESS), running)
+    finite0 = jnp.isfinite(x0) & jnp.isfinite(fx0)
+    status0 = jnp.where(finite0, status0, _code(Status.NONFINITE))
+    k0 = jnp.zeros((), jnp.int32)
+    alpha0 = jnp.where(status0 == running, jnp.ones_like(x0), _encode(status0, k0, dtype))
+    state = MaskedState(x0, alpha0, k0)
+
+    def progress(alpha):
+        # The driver sees only whether any element still runs (one max-reduction of alpha,
+        # which XLA fuses better than any(alpha > 0)).
+        zero = jnp.zeros((), dtype)
+        return make_progress(zero, zero, converged=jnp.max(alpha) <= 0)
+
+    def step(s: MaskedState):
+        x, alpha, fx, converged, failure = _scalar_update(f, s.x, s.alpha, **opts)
+        active = s.alpha > 0
+        # As the driver decides for one problem: non-finite first, then success or failure (a
+        # converged element has no failure).
+        status = jnp.where(converged, _code(Status.SUCCESS), failure)
+        finite = jnp.isfinite(fx) & jnp.isfinite(s.x)
+        status = jnp.where(finite, status, _code(Status.NONFINITE))
+        k = s.k + 1
+        alpha = jnp.where(status == running, alpha, _encode(status, k, dtype))
+        new = MaskedState(
+            x=jnp.where(active & finite, x, s.x), alpha=jnp.where(active, alpha, s.alpha), k=k
+        )
+        return new, progress(new.alpha)
+
+    out = iterate(
+        step,
+        state,
+        progress(alpha0),
+        max_iter=max_iter,
+        rtol=rtol,
+        atol=atol,
+        cauchy=False,
+        check_finite=False,
+    )
+    x, alpha, k = out.state
+    status, n_iter = _decode(alpha)
+    status = jnp.where(alpha > 0, _code(Status.MAX_ITER), status)
+    n_iter = jnp.where(alpha > 0, k, n_iter)
+    return x, f(x), status, n_iter
 
 
 def system_newton(f: Callable, x0: Any, *, rtol, atol, max_iter, ls_steps):

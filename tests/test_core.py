@@ -64,6 +64,21 @@ def test_driver_nonfinite_step_keeps_last_finite():
     assert int(out.n_iter) == 5
 
 
+def test_driver_check_finite_off_keeps_every_step():
+    # A solver that tracks non-finite values itself: the driver neither stops nor rolls back.
+    def step(x):
+        new = jnp.where(x > 3.5, jnp.inf, x + 1.0)
+        return new, make_progress(new, new, converged=jnp.isinf(new))
+
+    x0 = jnp.asarray(0.0)
+    out = iterate(
+        step, x0, make_progress(x0, x0), max_iter=50, rtol=0.0, atol=0.0, check_finite=False
+    )
+    assert int(out.status) == mml.Status.SUCCESS
+    assert float(out.state) == np.inf
+    assert int(out.n_iter) == 5
+
+
 def test_driver_step_failure_is_reported():
     def step(x):
         return x, make_progress(x, x, failure=mml.Status.SINGULAR)

@@ -139,7 +139,7 @@ def test_elementwise_chunked_path(monkeypatch):
     chex.assert_shape(res.x, (n,))
     assert bool(jnp.all(res.success))
     np.testing.assert_allclose(res.x, np.cbrt(np.asarray(c)), rtol=1e-13)
-    c = c[:960]  # 960 = 20 chunks of 48
+    c = c[:960]  # 960 = 15 chunks of 64
     bis = mml.bisection(cubic, 0.0, 4.0, args=(c,))
     np.testing.assert_allclose(bis.x, np.cbrt(np.asarray(c)), atol=1e-11)
 
@@ -212,6 +212,23 @@ def test_singular_system_reports_status():
 def test_max_iter():
     res = mml.newton_raphson(jnp.arctan, 2.0, max_iter=2)
     assert int(res.status) == Status.MAX_ITER and int(res.n_iter) == 2
+
+
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
+def test_elementwise_max_iter_per_element(dtype):
+    # the first element converges within max_iter = 6, the second does not; each equals its
+    # scalar solve (status, n_iter, x)
+    x0 = jnp.array([2.01, 1e6], dtype)
+    c = jnp.array([8.0, 2.0], dtype)
+    res = mml.newton_raphson(lambda x, c: x**3 - c, x0, args=(c,), elementwise=True, max_iter=6)
+    chex.assert_trees_all_equal(res.status, jnp.array([Status.SUCCESS, Status.MAX_ITER]))
+    assert int(res.n_iter[1]) == 6 and res.x.dtype == dtype
+    for i in range(2):
+        one = mml.newton_raphson(lambda x, c: x**3 - c, x0[i], args=(c[i],), max_iter=6)
+        assert int(one.n_iter) == int(res.n_iter[i]) and int(one.status) == int(res.status[i])
+        assert float(one.x) == float(res.x[i])
+    with pytest.raises(ValueError, match="max_iter"):
+        mml.newton_raphson(cubic, x0, args=(1.0,), elementwise=True, max_iter=2**21)
 
 
 # ------------------------------------------------------------------------------------ brackets

@@ -6,7 +6,9 @@ root's side of the local extrema of the cubic, with the same tolerances (rtol = 
 
 * ours: ``newton_raphson(..., elementwise=True)`` under ``jax.jit``;
 * ``scipy.optimize.newton`` with arrays and ``fprime`` (its vectorised Newton);
-* ``optimistix.root_find(f, optx.Newton(rtol, atol), ...)`` under ``jax.jit(jax.vmap(...))``.
+* ``optimistix.root_find(f, optx.Newton(rtol, atol), ...)`` under ``jax.jit(jax.vmap(...))``;
+* a reference, not a peer: plain Newton with 30 fixed steps in ``jnp`` (no safeguard, no status,
+  no convergence test), the floor that the loop machinery is measured against.
 """
 
 from __future__ import annotations
@@ -80,6 +82,19 @@ def _optimistix(n: int) -> Impl:
     return Impl("optimistix Newton jit(vmap)", make)
 
 
+def _plain(n: int) -> Impl:
+    def make():
+        x0, c = (jnp.asarray(a) for a in _problem(n))
+
+        def newton_step(_, x):
+            return x - _cubic(x, c) / (3.0 * x**2 - 2.0)
+
+        solve = jax.jit(lambda x0: jax.lax.fori_loop(0, 30, newton_step, x0))
+        return lambda: solve(x0)
+
+    return Impl("plain jnp Newton, 30 fixed steps (reference)", make)
+
+
 def _check(ours, peer) -> str:
     x_peer = np.asarray(peer)
     return f"max|dx| {np.max(np.abs(np.asarray(ours.x) - x_peer)):.1e}"
@@ -100,7 +115,7 @@ def cases(full: bool) -> list[Case]:
             task="roots x^3-2x-c",
             size=f"{n:.0e}".replace("e+0", "e"),
             ours=_ours(n),
-            peers=[_scipy(n), _optimistix(n)],
+            peers=[_scipy(n), _optimistix(n), _plain(n)],
             check=_check,
             note=_note,
         )
