@@ -67,14 +67,6 @@ def _tolerances(state: KKTState, rtol, atol):
     return tol_kkt, tol_viol
 
 
-def tangential_part(dx, jac):
-    """``dx`` minus its projection on the rows of ``J``: the component along the constraints."""
-    m = jac.shape[0]
-    gram = jac @ jac.T
-    gram = gram + jnp.finfo(dx.dtype).eps * scale_of(gram) * jnp.eye(m, dtype=dx.dtype)
-    return dx - jac.T @ jnp.linalg.solve(gram, jac @ dx)
-
-
 def newton_kkt(problem: Problem, x0, y0, *, rtol, atol, max_iter, verbose=False):
     """Run the Newton-KKT iteration from ``(x0, y0)``; returns ``(x, y, DriverOutput)``."""
     dtype = x0.dtype
@@ -94,15 +86,21 @@ def newton_kkt(problem: Problem, x0, y0, *, rtol, atol, max_iter, verbose=False)
         kkt = jnp.block([[hess_d, -jac.T], [jac, -delta_c * jnp.eye(m, dtype=dtype)]])
         # Solved for the change dy of the multipliers (not y+ itself), so that delta_c does not
         # move the fixed point: at a KKT point the right-hand side and the step vanish.
-        sol = jnp.linalg.solve(kkt, -jnp.concatenate([grad - jac.T @ y, h]))
-        finite = jnp.all(jnp.isfinite(sol))
-        sol = jnp.where(finite, sol, 0.0)
-        dx, dy = sol[:n], sol[n:]
+        # The two right-hand sides apart (one factorisation) split the step into its tangential
+        # part (J dx_t = 0 up to delta_c) and its normal part, which restores feasibility.
+        zeros_n, zeros_m = jnp.zeros((n,), dtype), jnp.zeros((m,), dtype)
+        rhs = jnp.stack(
+            [-jnp.concatenate([grad - jac.T @ y, zeros_m]), -jnp.concatenate([zeros_n, h])], axis=1
+        )
+        parts = jnp.linalg.solve(kkt, rhs)
+        finite = jnp.all(jnp.isfinite(parts))
+        parts = jnp.where(finite, parts, 0.0)
+        sol = parts[:, 0] + parts[:, 1]
+        dx, dy, dx_t = sol[:n], sol[n:], parts[:n, 0]
         y_plus = y + dy
 
-        # Inertia-free curvature test on the part of the step along the constraints (the
-        # reduced Hessian's direction); curvature across them is the penalty's business.
-        dx_t = tangential_part(dx, jac) if m else dx
+        # Inertia-free curvature test on the tangential part of the step (the direction of the
+        # reduced Hessian); curvature across the constraints is the penalty's business.
         curv_t = jnp.vdot(dx_t, hess_d @ dx_t)
         curv_ok = finite & (curv_t >= jnp.sqrt(eps) * scale_of(hess) * jnp.vdot(dx_t, dx_t))
 
