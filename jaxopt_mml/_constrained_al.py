@@ -33,7 +33,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.scipy.linalg import cho_solve
 
 from ._constrained_kkt import newton_kkt
 from ._constrained_problem import (
@@ -86,11 +85,11 @@ def projected_newton(fun, z0, lo, hi, omega, *, max_iter, tol):
         binding = (near_lo & (grad > 0)) | (near_hi & (grad < 0))
 
         def newton(held):
-            # Newton on the free variables. Where their Hessian R is not positive definite (far
+            # Newton on the free variables. Where their Hessian is not positive definite (far
             # from a minimum: plain Newton heads for a saddle or a maximum of the augmented
-            # Lagrangian just as well) it becomes R + sigma D, D = |diag R|, with sigma twice
-            # the Gershgorin bound of the negative curvature of D^-1/2 R D^-1/2 (scale-free);
-            # a diagonally scaled gradient step is the last resort.
+            # Lagrangian just as well) its negative eigenvalues are flipped, |lambda| (Gill,
+            # Murray & Wright, section 4.4.2); a diagonally scaled gradient step is the last
+            # resort.
             free = ~held
             g = jnp.where(held, 0.0, grad)
             reduced = jnp.where(free[:, None] & free[None, :], hess, 0.0) + jnp.diag(
@@ -98,14 +97,9 @@ def projected_newton(fun, z0, lo, hi, omega, *, max_iter, tol):
             )
             diag = jnp.abs(jnp.diagonal(hess))
             scale = jnp.maximum(1.0, jnp.max(diag))
-            d_r = jnp.maximum(jnp.abs(jnp.diagonal(reduced)), jnp.sqrt(eps) * scale)
-            unit = reduced / jnp.sqrt(d_r[:, None] * d_r[None, :])
-            off = jnp.sum(jnp.abs(unit), axis=1) - jnp.abs(jnp.diagonal(unit))
-            gershgorin = jnp.min(jnp.diagonal(unit) - off)
-            positive = jnp.all(jnp.isfinite(jnp.linalg.cholesky(reduced)))
-            sigma = jnp.where(positive, 0.0, 2.0 * jnp.maximum(-gershgorin, 0.0) + jnp.sqrt(eps))
-            chol = jnp.linalg.cholesky(reduced + sigma * jnp.diag(d_r))
-            d = -cho_solve((chol, True), g)
+            lam, vec = jnp.linalg.eigh(0.5 * (reduced + reduced.T))
+            lam = jnp.maximum(jnp.abs(lam), eps * scale)
+            d = -vec @ ((vec.T @ g) / lam)
             descent = jnp.vdot(g, d) < -jnp.sqrt(eps) * jnp.linalg.norm(g) * jnp.linalg.norm(d)
             ok = jnp.all(jnp.isfinite(d)) & (descent | jnp.all(g == 0))
             scaled = -g / jnp.maximum(diag, jnp.sqrt(eps) * scale)
