@@ -9,9 +9,9 @@ the problem is: minimise ``F(x)`` subject to ``c(z) = 0`` and the box ``lower <=
        Phi(z) = F(x) - y^T c(z) + rho/2 |c(z)|^2,
 
    by a projected Newton method (Bertsekas 1982): the variables on a bound that the gradient
-   (or the Newton step) pushes outwards are held, the others take a Newton step (a scaled
-   gradient step where the Hessian gives no descent direction), and a backtracking search runs
-   along the projected path;
+   (or the Newton step) pushes outwards are held, the others take a Newton step with the
+   negative eigenvalues of their Hessian flipped (so that it never heads for a saddle or a
+   maximum of ``Phi``), and a backtracking search runs along the projected path;
 2. updates the multipliers, ``y <- y - rho c(z)`` (inequality multipliers clipped at 0), and
    raises ``rho`` tenfold when the violation fell by less than 4x.
 
