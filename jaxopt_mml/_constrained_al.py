@@ -84,12 +84,12 @@ def projected_newton(fun, z0, lo, hi, omega, *, max_iter, tol):
         near_lo, near_hi = z - lo <= width, hi - z <= width
         binding = (near_lo & (grad > 0)) | (near_hi & (grad < 0))
 
-        def newton(held):
+        def newton(held, flip=True):
             # Newton on the free variables. Where their Hessian is not positive definite (far
             # from a minimum: plain Newton heads for a saddle or a maximum of the augmented
             # Lagrangian just as well) its negative eigenvalues are flipped, |lambda| (Gill,
             # Murray & Wright, section 4.4.2); a diagonally scaled gradient step is the last
-            # resort.
+            # resort. (flip=False: plain Newton, enough to predict which variables to hold.)
             free = ~held
             g = jnp.where(held, 0.0, grad)
             reduced = jnp.where(free[:, None] & free[None, :], hess, 0.0) + jnp.diag(
@@ -97,9 +97,12 @@ def projected_newton(fun, z0, lo, hi, omega, *, max_iter, tol):
             )
             diag = jnp.abs(jnp.diagonal(hess))
             scale = jnp.maximum(1.0, jnp.max(diag))
-            lam, vec = jnp.linalg.eigh(0.5 * (reduced + reduced.T))
-            lam = jnp.maximum(jnp.abs(lam), eps * scale)
-            d = -vec @ ((vec.T @ g) / lam)
+            if flip:
+                lam, vec = jnp.linalg.eigh(0.5 * (reduced + reduced.T))
+                lam = jnp.maximum(jnp.abs(lam), eps * scale)
+                d = -vec @ ((vec.T @ g) / lam)
+            else:
+                d = -jnp.linalg.solve(reduced, g)
             descent = jnp.vdot(g, d) < -jnp.sqrt(eps) * jnp.linalg.norm(g) * jnp.linalg.norm(d)
             ok = jnp.all(jnp.isfinite(d)) & (descent | jnp.all(g == 0))
             scaled = -g / jnp.maximum(diag, jnp.sqrt(eps) * scale)
@@ -107,7 +110,7 @@ def projected_newton(fun, z0, lo, hi, omega, *, max_iter, tol):
 
         # Variables on a bound whose Newton step points out of the box are held as well (else
         # they are freed, clipped back and freed again: the projected iteration zigzags).
-        d1 = newton(binding)
+        d1 = newton(binding, flip=False)
         held = binding | ((z <= lo) & (d1 < 0)) | ((z >= hi) & (d1 > 0))
         d = newton(held)
         # Variables pushed outwards by the gradient move onto their bound (Bertsekas).
