@@ -9,9 +9,9 @@ the problem is: minimise ``F(x)`` subject to ``c(z) = 0`` and the box ``lower <=
        Phi(z) = F(x) - y^T c(z) + rho/2 |c(z)|^2,
 
    by a projected Newton method (Bertsekas 1982): the variables on a bound that the gradient
-   (or the Newton step) pushes outwards are held, the others take a Newton step (a scaled
-   gradient step where the Hessian gives no descent direction), and a backtracking search runs
-   along the projected path;
+   (or the Newton step) pushes outwards are held, the others take a Newton step with the
+   negative eigenvalues of their Hessian flipped (so that it never heads for a saddle or a
+   maximum of ``Phi``), and a backtracking search runs along the projected path;
 2. updates the multipliers, ``y <- y - rho c(z)`` (inequality multipliers clipped at 0), and
    raises ``rho`` tenfold when the violation fell by less than 4x.
 
@@ -84,24 +84,33 @@ def projected_newton(fun, z0, lo, hi, omega, *, max_iter, tol):
         near_lo, near_hi = z - lo <= width, hi - z <= width
         binding = (near_lo & (grad > 0)) | (near_hi & (grad < 0))
 
-        def newton(held):
-            # Newton on the free variables (one LU solve); where it is no descent direction
-            # (indefinite Hessian far from a minimum) a diagonally scaled gradient step instead.
+        def newton(held, flip=True):
+            # Newton on the free variables. Where their Hessian is not positive definite (far
+            # from a minimum: plain Newton heads for a saddle or a maximum of the augmented
+            # Lagrangian just as well) its negative eigenvalues are flipped, |lambda| (Gill,
+            # Murray & Wright, section 4.4.2); a diagonally scaled gradient step is the last
+            # resort. (flip=False: plain Newton, enough to predict which variables to hold.)
             free = ~held
             g = jnp.where(held, 0.0, grad)
             reduced = jnp.where(free[:, None] & free[None, :], hess, 0.0) + jnp.diag(
                 jnp.where(held, 1.0, 0.0).astype(dtype)
             )
-            d = -jnp.linalg.solve(reduced, g)
+            diag = jnp.abs(jnp.diagonal(hess))
+            scale = jnp.maximum(1.0, jnp.max(diag))
+            if flip:
+                lam, vec = jnp.linalg.eigh(0.5 * (reduced + reduced.T))
+                lam = jnp.maximum(jnp.abs(lam), eps * scale)
+                d = -vec @ ((vec.T @ g) / lam)
+            else:
+                d = -jnp.linalg.solve(reduced, g)
             descent = jnp.vdot(g, d) < -jnp.sqrt(eps) * jnp.linalg.norm(g) * jnp.linalg.norm(d)
             ok = jnp.all(jnp.isfinite(d)) & (descent | jnp.all(g == 0))
-            diag = jnp.abs(jnp.diagonal(hess))
-            scaled = -g / jnp.maximum(diag, jnp.sqrt(eps) * jnp.maximum(1.0, jnp.max(diag)))
+            scaled = -g / jnp.maximum(diag, jnp.sqrt(eps) * scale)
             return jnp.where(ok, d, scaled)
 
         # Variables on a bound whose Newton step points out of the box are held as well (else
         # they are freed, clipped back and freed again: the projected iteration zigzags).
-        d1 = newton(binding)
+        d1 = newton(binding, flip=False)
         held = binding | ((z <= lo) & (d1 < 0)) | ((z >= hi) & (d1 > 0))
         d = newton(held)
         # Variables pushed outwards by the gradient move onto their bound (Bertsekas).

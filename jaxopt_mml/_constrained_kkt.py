@@ -9,13 +9,18 @@ is ``grad F = J^T y`` and ``h = 0``. One Newton step on this system solves the K
 for the step ``dx`` and the change ``dy`` of the multipliers (the course's method: Newton on the stationary
 points of the Lagrangian). Three safeguards make it converge from a distance:
 
-* the step is accepted by a backtracking line search on the augmented-Lagrangian merit
-  ``phi(x, y) = F - y^T h + rho/2 |h|^2``, along ``(dx, y+ - y)``, with ``rho`` raised so that the
-  step is a descent direction (Nocedal & Wright, section 18.5); unlike the l1 merit it accepts full
-  Newton steps near the solution (no Maratos effect);
-* when the step has negative curvature (``dx^T H dx <= 0``: the step points to a maximum or a
-  saddle), it is rejected and ``delta`` grows (inertia-free curvature test, Chiang & Zavala 2016);
-  ``delta`` shrinks again after accepted steps, so the last steps are pure Newton steps;
+* the step ``dx`` is accepted by a backtracking line search on the augmented-Lagrangian merit
+  ``phi(x) = F - y+^T h + rho/2 |h|^2`` taken with the new multipliers ``y+ = y + dy``
+  (Nocedal & Wright, section 18.5). By the first KKT row its slope is
+  ``-dx^T (H + delta I) dx - rho |h|^2``, so ``rho`` only has to cover negative curvature across
+  the constraints and stays moderate; unlike the l1 merit it accepts full Newton steps near the
+  solution (no Maratos effect). (A search along ``(dx, dy)`` with the old multipliers has the
+  extra slope ``-2 h^T dy``, which drives ``rho`` to ``|dy| / |h|`` on a nearly feasible iterate
+  with a poor multiplier, and the search then creeps along the constraint in tiny steps);
+* when the step has negative curvature along the constraints (``t^T H t <= 0`` for its
+  tangential part ``t``: the step points to a maximum or a saddle), it is rejected and
+  ``delta`` grows past the curvature it revealed (inertia-free curvature test, Chiang & Zavala
+  2016); ``delta`` shrinks again after accepted steps, so the last steps are pure Newton steps;
 * a tiny ``delta_c`` keeps the matrix regular when the constraint Jacobian loses rank
   (redundant or inconsistent constraints).
 
@@ -81,23 +86,40 @@ def newton_kkt(problem: Problem, x0, y0, *, rtol, atol, max_iter, verbose=False)
         kkt = jnp.block([[hess_d, -jac.T], [jac, -delta_c * jnp.eye(m, dtype=dtype)]])
         # Solved for the change dy of the multipliers (not y+ itself), so that delta_c does not
         # move the fixed point: at a KKT point the right-hand side and the step vanish.
-        sol = jnp.linalg.solve(kkt, -jnp.concatenate([grad - jac.T @ y, h]))
-        dx, dy = sol[:n], sol[n:]
+        # The two right-hand sides apart (one factorisation) split the step into its tangential
+        # part (J dx_t = 0 up to delta_c) and its normal part, which restores feasibility.
+        zeros_n, zeros_m = jnp.zeros((n,), dtype), jnp.zeros((m,), dtype)
+        rhs = jnp.stack(
+            [-jnp.concatenate([grad - jac.T @ y, zeros_m]), -jnp.concatenate([zeros_n, h])], axis=1
+        )
+        parts = jnp.linalg.solve(kkt, rhs)
+        finite = jnp.all(jnp.isfinite(parts))
+        parts = jnp.where(finite, parts, 0.0)
+        sol = parts[:, 0] + parts[:, 1]
+        dx, dy, dx_t = sol[:n], sol[n:], parts[:n, 0]
+        y_plus = y + dy
 
-        curv = jnp.vdot(dx, hess_d @ dx)
-        dx2 = jnp.vdot(dx, dx)
-        curv_ok = jnp.all(jnp.isfinite(sol)) & (curv >= jnp.sqrt(eps) * dx2)
+        # Inertia-free curvature test on the tangential part of the step (the direction of the
+        # reduced Hessian); curvature across the constraints is the penalty's business.
+        curv_t = jnp.vdot(dx_t, hess_d @ dx_t)
+        curv_ok = finite & (curv_t >= jnp.sqrt(eps) * scale_of(hess) * jnp.vdot(dx_t, dx_t))
 
-        # Raise rho until (dx, dy) descends on the merit by at least curv / 2.
+        # The merit takes the new multipliers y+: by the first KKT row its slope along dx is
+        # then -dx^T H_d dx - rho |h|^2 (with J dx = -h), and rho need only cover negative
+        # curvature across the constraints, which vanishes with h. (With the old multipliers
+        # and a search along (dx, dy), the slope has the term -2 h^T dy, which forces
+        # rho ~ |dy| / |h| at a nearly feasible iterate with a poor multiplier: rho explodes
+        # and the search creeps along the constraint in tiny steps.)
+        curv = jnp.maximum(jnp.vdot(dx, hess_d @ dx), 0.0)
         h_jdx = jnp.vdot(h, jac @ dx)
-        d0 = jnp.vdot(grad - jac.T @ y, dx) - jnp.vdot(h, dy)
+        d0 = jnp.vdot(grad - jac.T @ y_plus, dx)
         need = (d0 + 0.5 * curv) / jnp.where(h_jdx < 0, -h_jdx, 1.0)
         rho = jnp.where((h_jdx < 0) & (d0 + state.rho * h_jdx > -0.5 * curv), 2.0 * need, state.rho)
         rho = jnp.maximum(rho, state.rho)
         dphi0 = d0 + rho * h_jdx
 
-        phi0 = merit(x, y, rho)
-        ls = backtracking(lambda a: merit(x + a * dx, y + a * dy, rho), phi0, dphi0)
+        phi0 = merit(x, y_plus, rho)
+        ls = backtracking(lambda a: merit(x + a * dx, y_plus, rho), phi0, dphi0)
         # A negligible Newton step is taken whole: the merit cannot resolve it any more (its
         # predicted change is at the rounding level of phi).
         small = tree_step_small(x, dx, rtol, atol) | (
@@ -107,17 +129,22 @@ def newton_kkt(problem: Problem, x0, y0, *, rtol, atol, max_iter, verbose=False)
         alpha = jnp.where(small, 1.0, ls.step_size)
         alpha = jnp.where(accept, alpha, 0.0)
 
-        step_x = jnp.where(accept, alpha * dx, 0.0)
+        step_x = alpha * dx
         x_new = x + step_x
-        y_new = jnp.where(accept, y + alpha * dy, y)
+        y_new = y + alpha * dy
         value, grad_new, h_new, jac_new = _evaluate(problem, x_new)
 
+        # The shift shrinks after an accepted step (the last steps are pure Newton steps); after
+        # a rejected one it grows past the negative curvature that the step revealed, so one
+        # rejection usually suffices. rho is kept only with an accepted step.
         delta0 = 1e-4 * scale_of(hess)
+        revealed = 2.0 * (state.delta - curv_t / jnp.maximum(jnp.vdot(dx_t, dx_t), eps))
         delta = jnp.where(
             curv_ok,
             jnp.where(state.delta * 0.25 < 1e-3 * delta0, 0.0, state.delta * 0.25),
-            jnp.where(state.delta == 0, delta0, 10.0 * state.delta),
+            jnp.maximum(jnp.maximum(delta0, 10.0 * state.delta), jnp.where(finite, revealed, 0.0)),
         ).astype(dtype)
+        rho = jnp.where(accept, rho, state.rho)
         new = KKTState(x_new, y_new, value, grad_new, h_new, jac_new, rho, delta)
 
         tol_kkt, tol_viol = _tolerances(new, rtol, atol)
