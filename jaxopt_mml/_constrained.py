@@ -23,6 +23,7 @@ course's ``grad f = lambda grad h`` uses the opposite sign: its lambda is ``-mul
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -172,6 +173,59 @@ def minimise_constrained(
     check_choice("method", method, _METHODS)
     max_iter = check_positive_int("max_iter", max_iter)
     max_inner_iter = check_positive_int("max_inner_iter", max_inner_iter)
+    # One jitted program per (functions, shapes, options): a repeated eager call with the same
+    # f reuses the compilation; inside the caller's jit it is inlined.
+    return _minimise_constrained_jit(
+        x0,
+        args,
+        bounds,
+        f=f,
+        eq=eq,
+        ineq=ineq,
+        maximise=bool(maximise),
+        method=method,
+        rtol=None if rtol is None else float(rtol),
+        atol=None if atol is None else float(atol),
+        max_iter=max_iter,
+        max_inner_iter=max_inner_iter,
+        implicit_diff=bool(implicit_diff),
+        verbose=bool(verbose),
+    )
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=(
+        "f",
+        "eq",
+        "ineq",
+        "maximise",
+        "method",
+        "rtol",
+        "atol",
+        "max_iter",
+        "max_inner_iter",
+        "implicit_diff",
+        "verbose",
+    ),
+)
+def _minimise_constrained_jit(
+    x0,
+    args,
+    bounds,
+    *,
+    f,
+    eq,
+    ineq,
+    maximise,
+    method,
+    rtol,
+    atol,
+    max_iter,
+    max_inner_iter,
+    implicit_diff,
+    verbose,
+) -> ConstrainedResult:
     problem, x_flat = make_problem(f, x0, args, eq, ineq, bounds, maximise)
     simple = ineq is None and bounds is None
     if method == "auto":
