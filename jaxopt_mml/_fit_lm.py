@@ -110,21 +110,27 @@ def _finite(*arrays):
 def gradient_cosine(r, jac, cost):
     """``max_j |J_j . r| / (|J_j| sqrt(cost))``: 0 at a stationary point (MINPACK's gtol measure;
     ``sqrt(cost) = |r|`` for least squares, and the robust cost's root for robust losses)."""
-    g = jac.T @ r
-    norms = jnp.sqrt(jnp.sum(jac * jac, axis=0))
-    denom = norms * jnp.sqrt(cost)
+    return _cosine(jac.T @ r, jnp.sum(jac * jac, axis=0), cost)
+
+
+def _cosine(g, diag, cost):
+    """:func:`gradient_cosine` from ``g = J^T r`` and the squared column norms ``diag``."""
+    denom = jnp.sqrt(diag) * jnp.sqrt(cost)
     cos = jnp.where(denom > 0, jnp.abs(g) / jnp.where(denom > 0, denom, 1.0), 0.0)
     return jnp.max(cos, initial=0.0)
 
 
-def init(problem: Problem, u0, *, lam0: float = 1e-3):
+def init(problem: Problem, u0, *, lam0: float = 1e-3, keep_jac: bool = True):
+    """The first state. ``keep_jac=False`` (Levenberg-Marquardt) carries an empty Jacobian: the
+    LM step recomputes it at the current point, which is cheaper than carrying ``N x k`` values
+    through the loop (under ``vmap`` every carried array is copied by a select per iteration)."""
     r, jac, cost = _value_and_jac(problem, u0)
     dtype = u0.dtype
     dscale = jnp.sum(jac * jac, axis=0)
     state = LSState(
         u=u0,
         r=r,
-        jac=jac,
+        jac=jac if keep_jac else jnp.zeros((0, jac.shape[1]), dtype),
         cost=cost,
         lam=jnp.asarray(lam0, dtype),
         nu=jnp.asarray(2.0, dtype),
@@ -142,26 +148,38 @@ def _damped_solve(a, g, dscale, lam):
     return z * s
 
 
-def _tests(state: LSState, h, act, pred, rtol, atol, cos, accept):
+def _tests(state: LSState, h, act, pred, rtol, atol, cos, accept, colnorm):
     """The convergence tests: the cost's reduction (MINPACK's ftol, at ``rtol**2`` since the cost
-    is quadratic in the parameters' error), a step small in every parameter
-    (``max(1, lam) |h_i| <= rtol |u_i| + atol``), or a gradient orthogonal to the
-    residuals (gtol)."""
+    is quadratic in the parameters' error), a step small in every parameter, or a gradient
+    orthogonal to the residuals (gtol).
+
+    A parameter's step is small when ``max(1, lam) |h_i| <= rtol |u_i| + atol`` (relative), or
+    when its effect on the residuals is: ``max(1, lam) |h_i| |J_i| <= rtol |r|`` (``|J_i|`` the
+    column norm ``colnorm``). The second test is relative to the parameter's statistical
+    uncertainty (``|r| / |J_i|`` is about ``sqrt(dof)`` standard errors), and serves parameters
+    near zero, which a purely relative test would chase to ``rtol |u_i|`` (a tiny absolute
+    accuracy, far below their standard error).
+    """
     cost = state.cost
     ftol = rtol * rtol
     ftest = (jnp.abs(act) <= ftol * cost) & (pred <= ftol * cost) & (act <= 2.0 * pred)
     # A step made small by heavy damping is not convergence: with lam >> 1 (in equilibrated
     # units) the step is about the Gauss-Newton step / lam, so the test scales it back up.
-    xtest = jnp.all(jnp.abs(h) * jnp.maximum(state.lam, 1.0) <= rtol * jnp.abs(state.u + h) + atol)
+    hs = jnp.abs(h) * jnp.maximum(state.lam, 1.0)
+    small = (hs <= rtol * jnp.abs(state.u + h) + atol) | (hs * colnorm <= rtol * jnp.sqrt(cost))
+    xtest = jnp.all(small)
     gtest = cos <= 16 * jnp.finfo(cost.dtype).eps
     return ftest | xtest | gtest | (cost == 0)
 
 
 def lm_step(problem: Problem, rtol, atol):
     def step(state: LSState):
-        a = state.jac.T @ state.jac
-        g = state.jac.T @ state.r
-        dscale = jnp.maximum(state.dscale, jnp.diagonal(a))
+        # r and J at the current point (its cost is carried); the trial point needs only its cost.
+        r, jac, _ = _value_and_jac(problem, state.u)
+        a = jac.T @ jac
+        g = jac.T @ r
+        diag = jnp.diagonal(a)
+        dscale = jnp.maximum(state.dscale, diag)
         s = 1.0 / jnp.sqrt(dscale)
         m = a * s[:, None] * s[None, :] + state.lam * jnp.eye(a.shape[0], dtype=a.dtype)
         chol = cholesky(m)
@@ -170,7 +188,7 @@ def lm_step(problem: Problem, rtol, atol):
         v = jnp.where(solved, v, 0.0)
         if problem.accel:
             rvv = _second_directional(problem, state.u, v)
-            acc = chol_solve(chol, -(state.jac.T @ rvv) * s) * s
+            acc = chol_solve(chol, -(jac.T @ rvv) * s) * s
             dn = jnp.sqrt(dscale)
             vn = jnp.linalg.norm(dn * v)
             acc_ok = 2.0 * jnp.linalg.norm(dn * acc) <= _ACCEL_RATIO * vn
@@ -180,23 +198,25 @@ def lm_step(problem: Problem, rtol, atol):
             acc_ok = True
             h = v
         u_new = state.u + h
-        r_new, j_new, cost_new = _value_and_jac(problem, u_new)
+        r_new = problem.residual(u_new)
+        cost_new = robust_cost(problem.loss, r_new, problem.f_scale)
         pred = v @ (state.lam * dscale * v - g)
         act = state.cost - cost_new
-        ok = solved & _finite(r_new, j_new, cost_new)
+        ok = solved & _finite(r_new, cost_new)
         act = jnp.where(ok, act, -jnp.inf)
         rho = act / jnp.where(pred > 0, pred, 1.0)
         accept = ok & (pred > 0) & (act > 0) & acc_ok
         lam_acc = state.lam * jnp.maximum(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
         lam = jnp.where(accept, lam_acc, state.lam * state.nu)
         nu = jnp.where(accept, 2.0, 2.0 * state.nu)
-        cos = gradient_cosine(r_new, j_new, cost_new)
-        converged = _tests(state, h, act, pred, rtol, atol, cos, accept)
+        # The gradient test at the current point: a stationary point stops without a step.
+        cos = _cosine(g, diag, state.cost)
+        converged = _tests(state, h, act, pred, rtol, atol, cos, accept, jnp.sqrt(diag))
         converged = converged & (ok | ~solved)  # a non-finite trial is never convergence
         new = LSState(
             u=jnp.where(accept, u_new, state.u),
             r=jnp.where(accept, r_new, state.r),
-            jac=jnp.where(accept, j_new, state.jac),
+            jac=state.jac,
             cost=jnp.where(accept, cost_new, state.cost),
             lam=lam,
             nu=nu,
@@ -261,7 +281,8 @@ def _finish_line_step(problem, state, dscale, search, h, g, rtol, atol, solved):
     pred = -(2.0 * (g @ dx) + jnp.sum((state.jac @ dx) ** 2))
     cos = gradient_cosine(r_new, j_new, cost_new)
     undamped = state._replace(lam=jnp.zeros_like(state.lam))
-    converged = accept & _tests(undamped, dx, act, pred, rtol, atol, cos, accept)
+    colnorm = jnp.sqrt(jnp.sum(state.jac * state.jac, axis=0))
+    converged = accept & _tests(undamped, dx, act, pred, rtol, atol, cos, accept, colnorm)
     new = state._replace(
         u=jnp.where(accept, u_new, state.u),
         r=jnp.where(accept, r_new, state.r),
