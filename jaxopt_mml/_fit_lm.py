@@ -121,15 +121,16 @@ def _cosine(g, diag, cost):
 
 
 def init(problem: Problem, u0, *, lam0: float = 1e-3, keep_jac: bool = True):
-    """The first state. ``keep_jac=False`` (Levenberg-Marquardt) carries an empty Jacobian: the
-    LM step recomputes it at the current point, which is cheaper than carrying ``N x k`` values
-    through the loop (under ``vmap`` every carried array is copied by a select per iteration)."""
+    """The first state. ``keep_jac=False`` (Levenberg-Marquardt) carries an empty residual and
+    Jacobian: the LM step recomputes both at the current point, which is cheaper than carrying
+    ``N x (k + 1)`` values through the loop (under ``vmap`` every carried array is copied by a
+    select per iteration)."""
     r, jac, cost = _value_and_jac(problem, u0)
     dtype = u0.dtype
     dscale = jnp.sum(jac * jac, axis=0)
     state = LSState(
         u=u0,
-        r=r,
+        r=r if keep_jac else jnp.zeros((0,), dtype),
         jac=jac if keep_jac else jnp.zeros((0, jac.shape[1]), dtype),
         cost=cost,
         lam=jnp.asarray(lam0, dtype),
@@ -215,7 +216,7 @@ def lm_step(problem: Problem, rtol, atol):
         converged = converged & (ok | ~solved)  # a non-finite trial is never convergence
         new = LSState(
             u=jnp.where(accept, u_new, state.u),
-            r=jnp.where(accept, r_new, state.r),
+            r=state.r,
             jac=state.jac,
             cost=jnp.where(accept, cost_new, state.cost),
             lam=lam,
