@@ -124,18 +124,25 @@ def init(problem: Problem, u0, *, lam0: float = 1e-3, keep_jac: bool = True):
     """The first state. ``keep_jac=False`` (Levenberg-Marquardt) carries an empty residual and
     Jacobian: the LM step recomputes both at the current point, which is cheaper than carrying
     ``N x (k + 1)`` values through the loop (under ``vmap`` every carried array is copied by a
-    select per iteration)."""
-    r, jac, cost = _value_and_jac(problem, u0)
+    select per iteration); its scaling ``D`` starts at 0 and takes the first step's
+    ``diag(J^T J)``."""
     dtype = u0.dtype
-    dscale = jnp.sum(jac * jac, axis=0)
+    if keep_jac:
+        r, jac, cost = _value_and_jac(problem, u0)
+        dscale = jnp.sum(jac * jac, axis=0)
+        dscale = jnp.where(dscale > 0, dscale, 1.0)
+    else:
+        r = jac = None
+        cost = _cost(problem, u0)
+        dscale = jnp.zeros(u0.shape, dtype)
     state = LSState(
         u=u0,
         r=r if keep_jac else jnp.zeros((0,), dtype),
-        jac=jac if keep_jac else jnp.zeros((0, jac.shape[1]), dtype),
+        jac=jac if keep_jac else jnp.zeros((0, u0.shape[0]), dtype),
         cost=cost,
         lam=jnp.asarray(lam0, dtype),
         nu=jnp.asarray(2.0, dtype),
-        dscale=jnp.where(dscale > 0, dscale, 1.0),
+        dscale=dscale,
         n_accepted=jnp.asarray(0, jnp.int32),
     )
     return state, make_progress(u0, cost)
@@ -181,7 +188,8 @@ def lm_step(problem: Problem, rtol, atol):
         g = jac.T @ r
         diag = jnp.diagonal(a)
         dscale = jnp.maximum(state.dscale, diag)
-        s = 1.0 / jnp.sqrt(dscale)
+        dsafe = jnp.where(dscale > 0, dscale, 1.0)  # a column that is 0 so far: unit scale
+        s = 1.0 / jnp.sqrt(dsafe)
         m = a * s[:, None] * s[None, :] + state.lam * jnp.eye(a.shape[0], dtype=a.dtype)
         chol = cholesky(m)
         v = chol_solve(chol, -g * s) * s
@@ -190,7 +198,7 @@ def lm_step(problem: Problem, rtol, atol):
         if problem.accel:
             rvv = _second_directional(problem, state.u, v)
             acc = chol_solve(chol, -(jac.T @ rvv) * s) * s
-            dn = jnp.sqrt(dscale)
+            dn = jnp.sqrt(dsafe)
             vn = jnp.linalg.norm(dn * v)
             acc_ok = 2.0 * jnp.linalg.norm(dn * acc) <= _ACCEL_RATIO * vn
             acc = jnp.where(jnp.all(jnp.isfinite(acc)), acc, 0.0)
@@ -201,7 +209,7 @@ def lm_step(problem: Problem, rtol, atol):
         u_new = state.u + h
         r_new = problem.residual(u_new)
         cost_new = robust_cost(problem.loss, r_new, problem.f_scale)
-        pred = v @ (state.lam * dscale * v - g)
+        pred = v @ (state.lam * dsafe * v - g)
         act = state.cost - cost_new
         ok = solved & _finite(r_new, cost_new)
         act = jnp.where(ok, act, -jnp.inf)
