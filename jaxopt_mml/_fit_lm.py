@@ -21,8 +21,10 @@ holds, and accepting them is how parameters "evaporate" to infinity from a poor 
 BoxBOD, Eckerle4 and MGH10 from their first starts). The gain ratio
 ``rho = (cost(u) - cost(u + h)) / (v^T (lambda D v - g))`` decides: ``rho > 0`` accepts the step and
 sets ``lambda *= max(1/3, 1 - (2 rho - 1)^3)`` (Nielsen's smooth update, few iterations near the
-solution); otherwise ``lambda *= nu, nu *= 2``. The trial point's ``r`` and ``J`` are computed in the
-same pass as its cost, so every iteration costs one Jacobian (plus the second derivative).
+solution); otherwise ``lambda *= nu, nu *= 2``. Each iteration computes ``r`` and ``J`` at the
+current point (one ``jacfwd``), the second derivative there, and only the residual at the trial
+point. The state carries no ``N``-sized array: under ``vmap`` a while loop copies its whole carry
+(by a select) every iteration, and recomputing ``J`` costs less than carrying it.
 
 **Gauss-Newton** solves ``A h = -g`` and backtracks along ``h`` (Armijo) on the cost.
 **Gradient descent** steps along ``-g`` with a backtracking line search whose first trial is twice the
@@ -32,8 +34,9 @@ course's first method.
 Convergence (relative, as MINPACK's ``ftol``/``xtol``/``gtol``): the predicted and actual relative
 reductions of the cost are both below ``rtol**2`` (the cost is quadratic in the parameters' error);
 or every parameter's step, scaled up by the damping, ``max(1, lambda) |h_i|``, is below
-``rtol |u_i| + atol`` (a step made small by heavy damping is not convergence); or the gradient is
-orthogonal to the residuals to machine precision.
+``rtol |u_i| + atol`` or changes the residuals by less than ``rtol |r|`` (``|J_i| |h_i|``; a
+step made small by heavy damping is not convergence); or the gradient is orthogonal to the
+residuals to machine precision.
 
 References: J. J. More, Lecture Notes in Mathematics 630 (1978); H. B. Nielsen, IMM-REP-1999-05;
 M. K. Transtrum and J. P. Sethna, "Improvements to the Levenberg-Marquardt algorithm for nonlinear
