@@ -122,7 +122,7 @@ def _to_params(cfg: _Config, lo, hi):
 def _start(model, cfg: _Config, x, y, w, p0, lo, hi, f_scale) -> _Fit:
     problem = _problem(model, cfg, x, y, w, lo, hi, f_scale)
     u0 = to_internal(p0, Bounds(lo, hi)) if cfg.bounded else p0
-    state, _ = init(problem, u0)
+    state, _ = init(problem, u0, keep_jac=cfg.method != "lm")
     if cfg.method == "gradient-descent":
         state = gd_initial_step(state)
     return _Fit(state, jnp.asarray(0, jnp.int32), jnp.asarray(int(Status.MAX_ITER), jnp.int32))
@@ -172,13 +172,13 @@ def _finish(model, cfg: _Config, x, y, w, bad, fit: _Fit, lo, hi, f_scale):
     res_p = _residual_fn(model, cfg.layout, x, y, w)
     r = res_p(p)
     jac = jax.jacfwd(res_p)(p)
-    _, js, cost = robust_scale(cfg.loss, r, jac, f_scale)
+    rs, js, cost = robust_scale(cfg.loss, r, jac, f_scale)
     cov0, regular = spd_inverse(js.T @ js)
     cov, chi2, dof, reduced, p_value, r2, cov_ok = fit_statistics(
         r, cost, y, w, p.shape[0], cfg.absolute_sigma, cov0, regular
     )
     succ = int(Status.SUCCESS)
-    cos = gradient_cosine(s.r, s.jac, s.cost)
+    cos = gradient_cosine(rs, js, cost)  # scale-free: the same in p as in u
     stalled = (status == succ) & (s.n_accepted == 0) & (cos > cfg.rtol) & (s.cost > 0)
     status = jnp.where(
         stalled | (status == int(Status.STAGNATED)), int(Status.PRECISION_LIMIT), status

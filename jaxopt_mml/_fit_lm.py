@@ -21,8 +21,10 @@ holds, and accepting them is how parameters "evaporate" to infinity from a poor 
 BoxBOD, Eckerle4 and MGH10 from their first starts). The gain ratio
 ``rho = (cost(u) - cost(u + h)) / (v^T (lambda D v - g))`` decides: ``rho > 0`` accepts the step and
 sets ``lambda *= max(1/3, 1 - (2 rho - 1)^3)`` (Nielsen's smooth update, few iterations near the
-solution); otherwise ``lambda *= nu, nu *= 2``. The trial point's ``r`` and ``J`` are computed in the
-same pass as its cost, so every iteration costs one Jacobian (plus the second derivative).
+solution); otherwise ``lambda *= nu, nu *= 2``. Each iteration computes ``r`` and ``J`` at the
+current point (one ``jacfwd``), the second derivative there, and only the residual at the trial
+point. The state carries no ``N``-sized array: under ``vmap`` a while loop copies its whole carry
+(by a select) every iteration, and recomputing ``J`` costs less than carrying it.
 
 **Gauss-Newton** solves ``A h = -g`` and backtracks along ``h`` (Armijo) on the cost.
 **Gradient descent** steps along ``-g`` with a backtracking line search whose first trial is twice the
@@ -32,8 +34,9 @@ course's first method.
 Convergence (relative, as MINPACK's ``ftol``/``xtol``/``gtol``): the predicted and actual relative
 reductions of the cost are both below ``rtol**2`` (the cost is quadratic in the parameters' error);
 or every parameter's step, scaled up by the damping, ``max(1, lambda) |h_i|``, is below
-``rtol |u_i| + atol`` (a step made small by heavy damping is not convergence); or the gradient is
-orthogonal to the residuals to machine precision.
+``rtol |u_i| + atol`` or changes the residuals by less than ``rtol |r|`` (``|J_i| |h_i|``; a
+step made small by heavy damping is not convergence); or the gradient is orthogonal to the
+residuals to machine precision.
 
 References: J. J. More, Lecture Notes in Mathematics 630 (1978); H. B. Nielsen, IMM-REP-1999-05;
 M. K. Transtrum and J. P. Sethna, "Improvements to the Levenberg-Marquardt algorithm for nonlinear
@@ -110,25 +113,39 @@ def _finite(*arrays):
 def gradient_cosine(r, jac, cost):
     """``max_j |J_j . r| / (|J_j| sqrt(cost))``: 0 at a stationary point (MINPACK's gtol measure;
     ``sqrt(cost) = |r|`` for least squares, and the robust cost's root for robust losses)."""
-    g = jac.T @ r
-    norms = jnp.sqrt(jnp.sum(jac * jac, axis=0))
-    denom = norms * jnp.sqrt(cost)
+    return _cosine(jac.T @ r, jnp.sum(jac * jac, axis=0), cost)
+
+
+def _cosine(g, diag, cost):
+    """:func:`gradient_cosine` from ``g = J^T r`` and the squared column norms ``diag``."""
+    denom = jnp.sqrt(diag) * jnp.sqrt(cost)
     cos = jnp.where(denom > 0, jnp.abs(g) / jnp.where(denom > 0, denom, 1.0), 0.0)
     return jnp.max(cos, initial=0.0)
 
 
-def init(problem: Problem, u0, *, lam0: float = 1e-3):
-    r, jac, cost = _value_and_jac(problem, u0)
+def init(problem: Problem, u0, *, lam0: float = 1e-3, keep_jac: bool = True):
+    """The first state. ``keep_jac=False`` (Levenberg-Marquardt) carries an empty residual and
+    Jacobian: the LM step recomputes both at the current point, which is cheaper than carrying
+    ``N x (k + 1)`` values through the loop (under ``vmap`` every carried array is copied by a
+    select per iteration); its scaling ``D`` starts at 0 and takes the first step's
+    ``diag(J^T J)``."""
     dtype = u0.dtype
-    dscale = jnp.sum(jac * jac, axis=0)
+    if keep_jac:
+        r, jac, cost = _value_and_jac(problem, u0)
+        dscale = jnp.sum(jac * jac, axis=0)
+        dscale = jnp.where(dscale > 0, dscale, 1.0)
+    else:
+        r = jac = None
+        cost = _cost(problem, u0)
+        dscale = jnp.zeros(u0.shape, dtype)
     state = LSState(
         u=u0,
-        r=r,
-        jac=jac,
+        r=r if keep_jac else jnp.zeros((0,), dtype),
+        jac=jac if keep_jac else jnp.zeros((0, u0.shape[0]), dtype),
         cost=cost,
         lam=jnp.asarray(lam0, dtype),
         nu=jnp.asarray(2.0, dtype),
-        dscale=jnp.where(dscale > 0, dscale, 1.0),
+        dscale=dscale,
         n_accepted=jnp.asarray(0, jnp.int32),
     )
     return state, make_progress(u0, cost)
@@ -142,27 +159,40 @@ def _damped_solve(a, g, dscale, lam):
     return z * s
 
 
-def _tests(state: LSState, h, act, pred, rtol, atol, cos, accept):
+def _tests(state: LSState, h, act, pred, rtol, atol, cos, accept, colnorm):
     """The convergence tests: the cost's reduction (MINPACK's ftol, at ``rtol**2`` since the cost
-    is quadratic in the parameters' error), a step small in every parameter
-    (``max(1, lam) |h_i| <= rtol |u_i| + atol``), or a gradient orthogonal to the
-    residuals (gtol)."""
+    is quadratic in the parameters' error), a step small in every parameter, or a gradient
+    orthogonal to the residuals (gtol).
+
+    A parameter's step is small when ``max(1, lam) |h_i| <= rtol |u_i| + atol`` (relative), or
+    when its effect on the residuals is: ``max(1, lam) |h_i| |J_i| <= rtol |r|`` (``|J_i|`` the
+    column norm ``colnorm``). The second test is relative to the parameter's statistical
+    uncertainty (``|r| / |J_i|`` is about ``sqrt(dof)`` standard errors), and serves parameters
+    near zero, which a purely relative test would chase to ``rtol |u_i|`` (a tiny absolute
+    accuracy, far below their standard error).
+    """
     cost = state.cost
     ftol = rtol * rtol
     ftest = (jnp.abs(act) <= ftol * cost) & (pred <= ftol * cost) & (act <= 2.0 * pred)
     # A step made small by heavy damping is not convergence: with lam >> 1 (in equilibrated
     # units) the step is about the Gauss-Newton step / lam, so the test scales it back up.
-    xtest = jnp.all(jnp.abs(h) * jnp.maximum(state.lam, 1.0) <= rtol * jnp.abs(state.u + h) + atol)
+    hs = jnp.abs(h) * jnp.maximum(state.lam, 1.0)
+    small = (hs <= rtol * jnp.abs(state.u + h) + atol) | (hs * colnorm <= rtol * jnp.sqrt(cost))
+    xtest = jnp.all(small)
     gtest = cos <= 16 * jnp.finfo(cost.dtype).eps
     return ftest | xtest | gtest | (cost == 0)
 
 
 def lm_step(problem: Problem, rtol, atol):
     def step(state: LSState):
-        a = state.jac.T @ state.jac
-        g = state.jac.T @ state.r
-        dscale = jnp.maximum(state.dscale, jnp.diagonal(a))
-        s = 1.0 / jnp.sqrt(dscale)
+        # r and J at the current point (its cost is carried); the trial point needs only its cost.
+        r, jac, _ = _value_and_jac(problem, state.u)
+        a = jac.T @ jac
+        g = jac.T @ r
+        diag = jnp.diagonal(a)
+        dscale = jnp.maximum(state.dscale, diag)
+        dsafe = jnp.where(dscale > 0, dscale, 1.0)  # a column that is 0 so far: unit scale
+        s = 1.0 / jnp.sqrt(dsafe)
         m = a * s[:, None] * s[None, :] + state.lam * jnp.eye(a.shape[0], dtype=a.dtype)
         chol = cholesky(m)
         v = chol_solve(chol, -g * s) * s
@@ -170,8 +200,8 @@ def lm_step(problem: Problem, rtol, atol):
         v = jnp.where(solved, v, 0.0)
         if problem.accel:
             rvv = _second_directional(problem, state.u, v)
-            acc = chol_solve(chol, -(state.jac.T @ rvv) * s) * s
-            dn = jnp.sqrt(dscale)
+            acc = chol_solve(chol, -(jac.T @ rvv) * s) * s
+            dn = jnp.sqrt(dsafe)
             vn = jnp.linalg.norm(dn * v)
             acc_ok = 2.0 * jnp.linalg.norm(dn * acc) <= _ACCEL_RATIO * vn
             acc = jnp.where(jnp.all(jnp.isfinite(acc)), acc, 0.0)
@@ -180,23 +210,25 @@ def lm_step(problem: Problem, rtol, atol):
             acc_ok = True
             h = v
         u_new = state.u + h
-        r_new, j_new, cost_new = _value_and_jac(problem, u_new)
-        pred = v @ (state.lam * dscale * v - g)
+        r_new = problem.residual(u_new)
+        cost_new = robust_cost(problem.loss, r_new, problem.f_scale)
+        pred = v @ (state.lam * dsafe * v - g)
         act = state.cost - cost_new
-        ok = solved & _finite(r_new, j_new, cost_new)
+        ok = solved & _finite(r_new, cost_new)
         act = jnp.where(ok, act, -jnp.inf)
         rho = act / jnp.where(pred > 0, pred, 1.0)
         accept = ok & (pred > 0) & (act > 0) & acc_ok
         lam_acc = state.lam * jnp.maximum(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3)
         lam = jnp.where(accept, lam_acc, state.lam * state.nu)
         nu = jnp.where(accept, 2.0, 2.0 * state.nu)
-        cos = gradient_cosine(r_new, j_new, cost_new)
-        converged = _tests(state, h, act, pred, rtol, atol, cos, accept)
+        # The gradient test at the current point: a stationary point stops without a step.
+        cos = _cosine(g, diag, state.cost)
+        converged = _tests(state, h, act, pred, rtol, atol, cos, accept, jnp.sqrt(diag))
         converged = converged & (ok | ~solved)  # a non-finite trial is never convergence
         new = LSState(
             u=jnp.where(accept, u_new, state.u),
-            r=jnp.where(accept, r_new, state.r),
-            jac=jnp.where(accept, j_new, state.jac),
+            r=state.r,
+            jac=state.jac,
             cost=jnp.where(accept, cost_new, state.cost),
             lam=lam,
             nu=nu,
@@ -261,7 +293,8 @@ def _finish_line_step(problem, state, dscale, search, h, g, rtol, atol, solved):
     pred = -(2.0 * (g @ dx) + jnp.sum((state.jac @ dx) ** 2))
     cos = gradient_cosine(r_new, j_new, cost_new)
     undamped = state._replace(lam=jnp.zeros_like(state.lam))
-    converged = accept & _tests(undamped, dx, act, pred, rtol, atol, cos, accept)
+    colnorm = jnp.sqrt(jnp.sum(state.jac * state.jac, axis=0))
+    converged = accept & _tests(undamped, dx, act, pred, rtol, atol, cos, accept, colnorm)
     new = state._replace(
         u=jnp.where(accept, u_new, state.u),
         r=jnp.where(accept, r_new, state.r),

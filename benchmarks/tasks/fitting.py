@@ -8,7 +8,9 @@ B = 1, 100, 1000, 10^4 (scipy up to B = 1000 in quick mode: its loop costs the s
 any B); full mode adds B = 10^5 (jaxopt only) and growth with N at B = 1000. float64 by default;
 ``run.py --f32`` runs the same cases in float32 (the peers cannot mix float32 data with x64).
 The agreement column: the share of fits whose parameters agree with the peer's within 1e-6
-relative (max over the 4 parameters).
+relative (max over the 4 parameters), each peer at its default tolerances. Our row's note (float64)
+compares with scipy run to tight tolerances (1e-13) on up to 1000 fits, so that the agreement
+measures our solution rather than scipy's stopping test.
 """
 
 from __future__ import annotations
@@ -117,10 +119,46 @@ def _agree(ours, peer):
     return f"{np.mean(rel <= 1e-6) * 100:.2f}% within 1e-6 (median rel {np.median(rel):.1e})"
 
 
-def _note(out):
-    n_iter = np.asarray(out.n_iter)
-    ok = np.asarray(out.success)
-    return f"iterations mean {n_iter.mean():.1f} max {n_iter.max()}, success {ok.mean() * 100:.2f}%"
+_TIGHT = 1000  # fits checked against scipy run to tight tolerances (the first 1000 of a batch)
+
+
+def _tight_scipy(x, y, p0):
+    """scipy's curve_fit run to tight tolerances (ftol = xtol = gtol = 1e-13): the reference for
+    agreement. At its defaults (ftol = 1.5e-8 on the cost) scipy stops about 4% of these fits
+    more than 1e-6 from the minimum, which would measure scipy, not us."""
+    from scipy.optimize import curve_fit
+
+    tol = dict(ftol=1e-13, xtol=1e-13, gtol=1e-13, maxfev=10_000)
+    return np.array(
+        [curve_fit(_np_model, x, yy, p0=pp, **tol)[0] for yy, pp in zip(y, p0, strict=True)]
+    )
+
+
+def _note_for(batch, n, dtype):
+    def note(out):
+        n_iter = np.asarray(out.n_iter)
+        ok = np.asarray(out.success)
+        text = f"iterations mean {n_iter.mean():.1f} max {n_iter.max()}, success {ok.mean() * 100:.2f}%"
+        if dtype != np.float64:
+            return text
+        x, y, p0 = _data(batch, n, dtype)
+        m = min(batch, _TIGHT)
+        ref = _tight_scipy(x, y[:m], p0[:m])
+        p = np.asarray(out.params).reshape(-1, 4)[:m]
+        se = np.asarray(out.stderr).reshape(-1, 4)[:m]
+        dp = np.abs(p - ref)
+        rel = np.max(dp / np.maximum(np.abs(ref), 1e-300), axis=1)
+        miss = rel > 1e-6
+        chi2 = lambda q: np.sum((_np_model(x, *q.T[:, :, None]) - y[:m]) ** 2, axis=1)  # noqa: E731
+        ours_lower = np.sum(miss & (chi2(p) <= chi2(ref)))
+        scaled = np.mean(np.max(dp / np.maximum(np.abs(ref), se), axis=1) <= 1e-6)
+        return (
+            f"{text}; vs scipy at tol 1e-13 ({m} fits): {np.mean(~miss) * 100:.2f}% within 1e-6 "
+            f"relative (median {np.median(rel):.1e}; chi2 of ours <= scipy's on {ours_lower} of the "
+            f"{miss.sum()} others), {scaled * 100:.2f}% within 1e-6 max(|p|, stderr)"
+        )
+
+    return note
 
 
 def cases(full: bool) -> list[Case]:
@@ -147,7 +185,7 @@ def cases(full: bool) -> list[Case]:
                 ours=_ours(batch, n, dtype),
                 peers=peers,
                 check=_agree,
-                note=_note,
+                note=_note_for(batch, n, dtype),
             )
         )
     return out
