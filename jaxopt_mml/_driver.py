@@ -31,7 +31,7 @@ from jax import lax
 from ._status import Status
 from ._tree import PyTree, tree_all_finite, tree_step_small, tree_where
 
-__all__ = ["Progress", "History", "DriverOutput", "iterate", "make_progress"]
+__all__ = ["Progress", "History", "DriverOutput", "iterate", "make_progress", "check_loop_options"]
 
 _RUNNING = int(Status.RUNNING)
 
@@ -101,6 +101,17 @@ def make_progress(
     )
 
 
+def check_loop_options(max_iter: Any, history: Any) -> tuple[int, int]:
+    """Validate the driver's static options; ``history=True`` means 1000 entries."""
+    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 0:
+        raise ValueError(f"max_iter must be a non-negative Python int, got {max_iter!r}")
+    if isinstance(history, bool):
+        history = 1000 if history else 0
+    if not isinstance(history, int) or history < 0:
+        raise ValueError(f"history must be a bool or a non-negative int, got {history!r}")
+    return max_iter, history
+
+
 def _finite(progress: Progress) -> jax.Array:
     return tree_all_finite(progress.x) & jnp.all(jnp.isfinite(progress.f))
 
@@ -164,12 +175,7 @@ def iterate(
         :class:`DriverOutput` with the final state and progress, ``n_iter``, ``status`` (never
         ``RUNNING``: a loop that ran out of steps reports ``MAX_ITER``) and the history.
     """
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 0:
-        raise ValueError(f"max_iter must be a non-negative Python int, got {max_iter!r}")
-    if isinstance(history, bool):
-        history = 1000 if history else 0
-    if not isinstance(history, int) or history < 0:
-        raise ValueError(f"history must be a bool or a non-negative int, got {history!r}")
+    max_iter, history = check_loop_options(max_iter, history)
 
     dtype = jnp.result_type(progress.f)
     rtol = jnp.asarray(rtol, dtype=dtype)

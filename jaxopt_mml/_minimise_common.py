@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
-from ._driver import History, iterate
+from ._driver import History, check_loop_options, iterate
 from ._implicit import dense_tangent_solve, solve_with_implicit_grad
 from ._status import Status
 from ._tree import PyTree, as_inexact, default_tolerances, tree_dtype, tree_max_abs
@@ -185,12 +185,7 @@ def run_minimiser(
         raise TypeError(f"f must be callable, got {type(f).__name__}")
     if not isinstance(args, tuple):
         raise TypeError(f"args must be a tuple (f is called as f(x, *args)), got {type(args)}")
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 0:
-        raise ValueError(f"max_iter must be a non-negative Python int, got {max_iter!r}")
-    if isinstance(history, bool):
-        history = 1000 if history else 0
-    if not isinstance(history, int) or history < 0:
-        raise ValueError(f"history must be a bool or a non-negative int, got {history!r}")
+    max_iter, history = check_loop_options(max_iter, history)
     x0 = as_inexact(x0)
     if not jax.tree.leaves(x0):
         raise ValueError("x0 must hold at least one array")
