@@ -15,30 +15,18 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from tests.zoo import fitting as zoo  # noqa: E402
 
-MAX_ITER = 3000
+MAX_ITER = zoo.NIST_MAX_ITER
 
 
 def run_problem(name: str):
     """Fit one NIST problem from both starts; returns (fit, param LREs (2, k), stderr LREs)."""
-    import jaxopt_mml as mml
-
-    entry = zoo.nist_index()[name]
-    x, y = zoo.nist_data(name)
-    p0 = jnp.asarray([entry["start1"], entry["start2"]], jnp.float64)
-    yb = jnp.broadcast_to(jnp.asarray(y), (2, y.shape[-1]))
-    fit = mml.curve_fit(
-        zoo.nist_model(name), jnp.asarray(x), yb, p0, max_iter=MAX_ITER, x_per_dataset=False
-    )
-    lre_p = zoo.lre(fit.params, np.asarray(entry["certified_params"])[None])
-    lre_s = zoo.lre(fit.stderr, np.asarray(entry["certified_std_errs"])[None])
+    fit, _, lre_p, lre_s = zoo.fit_nist(name, MAX_ITER)
     return fit, lre_p, lre_s
 
 

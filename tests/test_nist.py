@@ -8,11 +8,9 @@ sqrt(RSS)) cannot be reproduced by any solver (see the data's README).
 The table for the docs is written by ``benchmarks/nist_lre.py``.
 """
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import jaxopt_mml as mml
 from jaxopt_mml import Status
 from tests.zoo import fitting as zoo
 
@@ -21,21 +19,12 @@ pytestmark = pytest.mark.skipif(
     reason=f"NIST StRD data not found at {zoo.nist_dir()} (set NIST_STRD_DIR to its folder)",
 )
 
-MAX_ITER = 3000  # MGH10 from start 1 needs about 1,800 iterations
 NAMES = sorted(zoo.nist_index()) if zoo.nist_available() else []
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_nist_certified_values(name):
-    entry = zoo.nist_index()[name]
-    x, y = zoo.nist_data(name)
-    p0 = jnp.asarray([entry["start1"], entry["start2"]], jnp.float64)
-    ys = jnp.broadcast_to(jnp.asarray(y), (2, y.shape[-1]))
-    fit = mml.curve_fit(
-        zoo.nist_model(name), jnp.asarray(x), ys, p0, max_iter=MAX_ITER, x_per_dataset=False
-    )
-    lre_p = zoo.lre(fit.params, np.asarray(entry["certified_params"])[None])
-    lre_s = zoo.lre(fit.stderr, np.asarray(entry["certified_std_errs"])[None])
+    fit, entry, lre_p, lre_s = zoo.fit_nist(name)
     for start in range(2):
         assert int(fit.status[start]) == Status.SUCCESS, (start + 1, Status(int(fit.status[start])))
         assert lre_p[start].min() >= 6.0, (start + 1, lre_p[start])
