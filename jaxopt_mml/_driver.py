@@ -29,9 +29,17 @@ import jax.numpy as jnp
 from jax import lax
 
 from ._status import Status
-from ._tree import PyTree, tree_all_finite, tree_step_small, tree_where
+from ._tree import PyTree, check_positive_int, tree_all_finite, tree_step_small, tree_where
 
-__all__ = ["Progress", "History", "DriverOutput", "iterate", "make_progress", "check_loop_options"]
+__all__ = [
+    "Progress",
+    "History",
+    "DriverOutput",
+    "iterate",
+    "iterate_pool",
+    "make_progress",
+    "check_loop_options",
+]
 
 _RUNNING = int(Status.RUNNING)
 
@@ -223,3 +231,123 @@ def iterate(
     state, prog, n_iter, status, hist = lax.while_loop(cond, body, carry)
     status = jnp.where(status == _RUNNING, int(Status.MAX_ITER), status).astype(jnp.int32)
     return DriverOutput(state=state, progress=prog, n_iter=n_iter, status=status, history=hist)
+
+
+def _lane_where(mask: jax.Array, on_true: PyTree, on_false: PyTree) -> PyTree:
+    """``jnp.where`` per lane: ``mask`` has the leading (lane) axis of every leaf."""
+
+    def pick(a, b):
+        return jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, b)
+
+    return jax.tree.map(pick, on_true, on_false)
+
+
+def iterate_pool(
+    step,
+    start,
+    n_problems: int,
+    *,
+    lanes: int,
+    max_iter: int,
+    rtol: float,
+    atol: float,
+    cauchy: bool = True,
+    check_finite: bool = True,
+) -> DriverOutput:
+    """Run ``n_problems`` independent problems through a pool of ``lanes`` solver lanes.
+
+    The batched counterpart of :func:`iterate`, with the same per-problem termination tests and
+    statuses. A ``jax.vmap`` of :func:`iterate` runs every problem until the slowest one stops
+    (finished problems keep being computed and discarded). Here each loop turn advances all
+    lanes by one step; a lane whose problem has stopped writes its result out and takes the next
+    unstarted problem. Every lane stays busy until the queue is empty, so the work is about the
+    total number of steps the problems need rather than ``n_problems x`` the slowest one, and the
+    working set (``lanes`` problems) stays in cache however large the batch. Each problem's
+    iterates are exactly those :func:`iterate` would produce for it alone.
+
+    Args:
+        step: ``step(i, state) -> (state, Progress)``: one step of problem ``i`` (a traced int
+            index; the step looks up the problem's data by it). Called under ``jax.vmap``.
+        start: ``start(i) -> (state, Progress)``: problem ``i``'s initial state. Called under
+            ``jax.vmap`` each turn for the lanes being refilled; keep it cheap.
+        n_problems: the number of problems (static).
+        lanes: the pool's width (static; at most ``n_problems`` are used).
+        max_iter, rtol, atol, cauchy, check_finite: as for :func:`iterate`, per problem.
+
+    Returns:
+        :class:`DriverOutput` whose ``state``, ``progress``, ``n_iter`` and ``status`` have a
+        leading axis ``n_problems`` (``history`` is None).
+    """
+    max_iter, _ = check_loop_options(max_iter, 0)
+    n = check_positive_int("n_problems", n_problems)
+    width = min(check_positive_int("lanes", lanes), n)
+
+    def decide(prog, cauchy_now):
+        rt = jnp.asarray(rtol, jnp.result_type(prog.f))
+        at = jnp.asarray(atol, jnp.result_type(prog.f))
+        return jax.vmap(lambda p: _decide(p, rt, at, cauchy_now, check_finite))(prog)
+
+    def load(i):
+        state, prog = jax.vmap(start)(i)
+        status = decide(prog, False)
+        if max_iter == 0:
+            status = jnp.where(status == _RUNNING, int(Status.MAX_ITER), status)
+        return state, prog, status
+
+    lane_idx = jnp.arange(width, dtype=jnp.int32)
+    state, prog, status = load(lane_idx)
+    out = DriverOutput(
+        state=jax.tree.map(lambda a: jnp.zeros((n,) + a.shape[1:], a.dtype), state),
+        progress=jax.tree.map(lambda a: jnp.zeros((n,) + a.shape[1:], a.dtype), prog),
+        n_iter=jnp.zeros((n,), jnp.int32),
+        status=jnp.zeros((n,), jnp.int32),
+        history=None,
+    )
+    active = jnp.ones((width,), bool)
+    k = jnp.zeros((width,), jnp.int32)
+
+    def cond(carry):
+        return jnp.any(carry[1])
+
+    def body(carry):
+        idx, active, state, prog, k, status, queued, out = carry
+        fresh = status != _RUNNING  # loaded already stopped (bad start): no step for it
+        new_state, new_prog = jax.vmap(step)(idx, state)
+        new_k = k + 1
+        new_status = decide(new_prog, cauchy)
+        if check_finite:
+            keep = new_status != int(Status.NONFINITE)
+            new_state = _lane_where(keep, new_state, state)
+            new_prog = _lane_where(keep, new_prog, prog)
+        ran_out = (new_status == _RUNNING) & (new_k >= max_iter)
+        new_status = jnp.where(ran_out, int(Status.MAX_ITER), new_status)
+        state = _lane_where(fresh, state, new_state)
+        prog = _lane_where(fresh, prog, new_prog)
+        k = jnp.where(fresh, k, new_k)
+        status = jnp.where(fresh, status, new_status)
+
+        done = active & (status != _RUNNING)
+        target = jnp.where(done, idx, n)  # index n is out of range: dropped
+        out = DriverOutput(
+            state=jax.tree.map(lambda o, v: o.at[target].set(v, mode="drop"), out.state, state),
+            progress=jax.tree.map(lambda o, v: o.at[target].set(v, mode="drop"), out.progress, prog),
+            n_iter=out.n_iter.at[target].set(k, mode="drop"),
+            status=out.status.at[target].set(status, mode="drop"),
+            history=None,
+        )
+        # Refill the lanes that stopped with the next problems in the queue.
+        nxt = queued + jnp.cumsum(done, dtype=jnp.int32) - 1
+        refill = done & (nxt < n)
+        new_idx = jnp.where(refill, nxt, idx)
+        f_state, f_prog, f_status = load(jnp.minimum(new_idx, n - 1))
+        state = _lane_where(refill, f_state, state)
+        prog = _lane_where(refill, f_prog, prog)
+        status = jnp.where(refill, f_status, status)
+        k = jnp.where(refill, 0, k)
+        active = (active & ~done) | refill
+        queued = jnp.minimum(queued + jnp.sum(done, dtype=jnp.int32), n)
+        return new_idx, active, state, prog, k, status, queued, out
+
+    carry = (lane_idx, active, state, prog, k, status, jnp.asarray(width, jnp.int32), out)
+    return lax.while_loop(cond, body, carry)[-1]
+

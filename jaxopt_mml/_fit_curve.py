@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ._driver import iterate, make_progress
+from ._driver import iterate, iterate_pool, make_progress
 from ._fit_data import (
     NAN_POLICIES,
     Bounds,
@@ -26,7 +26,6 @@ from ._fit_lm import (
     DEFAULT_MAX_ITER,
     METHODS,
     Problem,
-    gd_initial_step,
     gd_step,
     gn_step,
     gradient_cosine,
@@ -41,12 +40,7 @@ from ._tree import check_positive_int, default_tolerances
 
 __all__ = ["curve_fit"]
 
-_SLOTS = (
-    1024  # fits advanced together in one pass of a batched fit (keeps the working set in cache)
-)
-_MIN_SLOTS = 64
-_PASS_STEPS = 8  # iterations per pass
-_PENDING = -2  # status of a fit that has not finished yet (internal)
+_LANES = 1024  # fits advanced together in a batched fit (see _fit_batched)
 
 
 class _Layout(NamedTuple):
@@ -94,7 +88,7 @@ def _residual_fn(model, layout, x, y, w):
 
 
 class _Fit(NamedTuple):
-    """One fit's solver state between passes (batched fits run in passes; see _fit_batched)."""
+    """One fit's solver state, iteration count and status."""
 
     state: object  # LSState
     n_iter: jax.Array
@@ -119,46 +113,41 @@ def _to_params(cfg: _Config, lo, hi):
     return lambda u: to_external(u, bounds)
 
 
-def _start(model, cfg: _Config, x, y, w, p0, lo, hi, f_scale) -> _Fit:
-    problem = _problem(model, cfg, x, y, w, lo, hi, f_scale)
+def _start(cfg: _Config, p0, lo, hi) -> _Fit:
     u0 = to_internal(p0, Bounds(lo, hi)) if cfg.bounded else p0
-    state, _ = init(problem, u0, keep_jac=cfg.method != "lm")
-    if cfg.method == "gradient-descent":
-        state = gd_initial_step(state)
+    state, _ = init(u0, method=cfg.method)
     return _Fit(state, jnp.asarray(0, jnp.int32), jnp.asarray(int(Status.MAX_ITER), jnp.int32))
 
 
-def _advance(model, cfg: _Config, x, y, w, lo, hi, f_scale, fit: _Fit, steps: int) -> _Fit:
-    """Run at most ``steps`` more iterations (``max_iter`` in all) through the driver."""
+def _step(model, cfg: _Config, x, y, w, lo, hi, f_scale):
     problem = _problem(model, cfg, x, y, w, lo, hi, f_scale)
     if cfg.method == "lm":
-        step = lm_step(problem, cfg.rtol, cfg.atol)
-    elif cfg.method == "gauss-newton":
-        step = gn_step(problem, cfg.rtol, cfg.atol)
-    else:
-        step = gd_step(problem, cfg.rtol, cfg.atol)
+        return lm_step(problem, cfg.rtol, cfg.atol)
+    if cfg.method == "gauss-newton":
+        return gn_step(problem, cfg.rtol, cfg.atol)
+    return gd_step(problem, cfg.rtol, cfg.atol)
+
+
+def _advance(model, cfg: _Config, x, y, w, lo, hi, f_scale, fit: _Fit) -> _Fit:
+    """Run the iterations of one fit through the driver."""
     out = iterate(
-        step,
+        _step(model, cfg, x, y, w, lo, hi, f_scale),
         fit.state,
         make_progress(fit.state.u, fit.state.cost),
-        max_iter=min(steps, cfg.max_iter),
+        max_iter=cfg.max_iter,
         rtol=cfg.rtol,
         atol=cfg.atol,
         cauchy=False,
         name="curve_fit",
     )
-    n_iter = fit.n_iter + out.n_iter
-    status = jnp.where(
-        (out.status == int(Status.MAX_ITER)) & (n_iter < cfg.max_iter), _PENDING, out.status
-    )
-    return _Fit(out.state, n_iter, status.astype(jnp.int32))
+    return _Fit(out.state, out.n_iter, out.status)
 
 
 def _finish(model, cfg: _Config, x, y, w, bad, fit: _Fit, lo, hi, f_scale):
     """Statistics of one fit; ``params`` gets implicit derivatives through lax.custom_root."""
     to_p = _to_params(cfg, lo, hi)
     s = lax.stop_gradient(fit.state)
-    status = jnp.where(fit.status == _PENDING, int(Status.MAX_ITER), fit.status)
+    status = fit.status
 
     def optimality(u):
         problem = _problem(model, cfg, x, y, w, lo, hi, f_scale)
@@ -204,53 +193,43 @@ def _finish(model, cfg: _Config, x, y, w, bad, fit: _Fit, lo, hi, f_scale):
 
 
 def _fit_one(model, cfg: _Config, x, y, w, bad, p0, lo, hi, f_scale):
-    fit = _start(model, cfg, x, y, w, p0, lo, hi, f_scale)
-    fit = _advance(model, cfg, x, y, w, lo, hi, f_scale, fit, cfg.max_iter)
+    fit = _start(cfg, p0, lo, hi)
+    fit = _advance(model, cfg, x, y, w, lo, hi, f_scale, fit)
     return _finish(model, cfg, x, y, w, bad, fit, lo, hi, f_scale)
 
 
 def _fit_batched(model, cfg: _Config, x, y, w, bad, p0, lo, hi, f_scale):
-    """Fit B datasets in passes over ``slots`` of them, so that stragglers do not hold the batch.
+    """Fit B datasets through the driver's pool of ``_LANES`` lanes (:func:`iterate_pool`).
 
-    A vmapped while loop runs until its slowest member stops. Instead, each pass takes the
-    ``slots`` unfinished fits with the fewest iterations so far, advances them by at most
-    ``_PASS_STEPS`` iterations (one vmapped loop of fixed width, small enough to stay in cache),
-    and puts them back. Finished fits leave the pool, so a few slow fits cost only their own
-    iterations. Each fit's iterates are exactly those of the one-dataset solver.
+    A vmapped while loop runs until its slowest member stops. Instead, each loop turn advances
+    every lane by one iteration, and a lane whose fit has stopped takes the next dataset: the
+    work is the total of the iterations the fits need, a few slow fits cost only their own
+    iterations, and the working set (``_LANES`` fits) stays in cache. Each fit's iterates are
+    exactly those of the one-dataset solver.
     """
-    batch = y.shape[0]
-    slots = min(batch, max(_MIN_SLOTS, min(_SLOTS, -(-batch // 4))))
-    xa = 0 if cfg.data.x_batched else None
-    pa = 0 if cfg.p0_batched else None
-    fits = jax.vmap(
-        lambda xx, yy, ww, pp: _start(model, cfg, xx, yy, ww, pp, lo, hi, f_scale),
-        in_axes=(xa, 0, 0, pa),
-    )(x, y, w, p0)
-    steps = min(_PASS_STEPS, cfg.max_iter)
-    advance = jax.vmap(
-        lambda xx, yy, ww, ff: _advance(model, cfg, xx, yy, ww, lo, hi, f_scale, ff, steps),
-        in_axes=(xa, 0, 0, 0),
+
+    def data(i):
+        return (x[i] if cfg.data.x_batched else x), y[i], w[i]
+
+    def start(i):
+        state = _start(cfg, p0[i] if cfg.p0_batched else p0, lo, hi).state
+        return state, make_progress(state.u, state.cost)
+
+    def step(i, state):
+        return _step(model, cfg, *data(i), lo, hi, f_scale)(state)
+
+    out = iterate_pool(
+        step,
+        start,
+        y.shape[0],
+        lanes=_LANES,
+        max_iter=cfg.max_iter,
+        rtol=cfg.rtol,
+        atol=cfg.atol,
+        cauchy=False,
     )
-
-    def pending(f):
-        return f.status == _PENDING
-
-    def cond(f):
-        return jnp.any(pending(f))
-
-    def body(f):
-        key = jnp.where(pending(f), f.n_iter, jnp.iinfo(jnp.int32).max)
-        idx = jnp.argsort(key)[:slots]
-        take = pending(f)[idx]
-        sub = jax.tree.map(lambda a: a[idx], f)
-        xs = x[idx] if cfg.data.x_batched else x
-        new = advance(xs, y[idx], w[idx], sub)
-        new = jax.tree.map(
-            lambda n, o: jnp.where(take.reshape((-1,) + (1,) * (n.ndim - 1)), n, o), new, sub
-        )
-        return jax.tree.map(lambda a, n: a.at[idx].set(n), f, new)
-
-    fits = lax.while_loop(cond, body, fits._replace(status=jnp.full((batch,), _PENDING, jnp.int32)))
+    fits = _Fit(out.state, out.n_iter, out.status)
+    xa = 0 if cfg.data.x_batched else None
     return jax.vmap(
         lambda xx, yy, ww, bb, ff: _finish(model, cfg, xx, yy, ww, bb, ff, lo, hi, f_scale),
         in_axes=(xa, 0, 0, 0, 0),
@@ -317,11 +296,11 @@ def curve_fit(
     ``(B, N)`` or ``(B, k, N)``), ``sigma`` (``(B, N)``), ``mask`` and ``p0`` (leaves with leading
     axis ``B``) may be given per dataset or shared. Datasets of different lengths: pad them to a
     common ``N`` and pass ``mask`` (False on padding) or ``sigma=inf`` there (with finite ``y``);
-    the shapes, and so the compiled code, stay the same. Batches run in passes: each pass
-    advances up to 1024 unfinished fits (a quarter of the batch, at least 64) by up to 8
-    iterations, so that a few slow fits do not hold the whole batch (a vmapped loop runs until
-    its slowest member stops) and the working set stays in cache. The function also works under the
-    user's ``jax.jit`` and ``jax.vmap``.
+    the shapes, and so the compiled code, stay the same. Batches run through a pool of 1024
+    lanes: each loop turn advances every lane by one iteration, and a lane whose fit has stopped
+    takes the next dataset, so that a few slow fits do not hold the whole batch (a vmapped loop
+    runs until its slowest member stops) and the working set stays in cache. The function also works under
+    the user's ``jax.jit`` and ``jax.vmap``.
 
     **Compilation.** The compiled fit is cached on ``model`` (by identity) and the shapes: define
     ``model`` once (not a new ``lambda`` per call) so that repeated fits do not recompile.

@@ -63,10 +63,8 @@ _RUNNING = int(Status.RUNNING)
 
 class LSState(NamedTuple):
     u: jax.Array  # parameters (flat, unconstrained)
-    r: jax.Array  # scaled residuals at u
-    jac: jax.Array  # scaled Jacobian at u
-    cost: jax.Array  # robust cost at u (sum r^2 for the linear loss)
-    lam: jax.Array  # LM damping (GD: the last step size)
+    cost: jax.Array  # robust cost at u (sum r^2 for the linear loss; 0 before the first step)
+    lam: jax.Array  # LM damping (GD: the last step size; 0 before the first step)
     nu: jax.Array  # LM damping growth factor
     dscale: jax.Array  # running max of squared column norms
     n_accepted: jax.Array
@@ -123,32 +121,22 @@ def _cosine(g, diag, cost):
     return jnp.max(cos, initial=0.0)
 
 
-def init(problem: Problem, u0, *, lam0: float = 1e-3, keep_jac: bool = True):
-    """The first state. ``keep_jac=False`` (Levenberg-Marquardt) carries an empty residual and
-    Jacobian: the LM step recomputes both at the current point, which is cheaper than carrying
-    ``N x (k + 1)`` values through the loop (under ``vmap`` every carried array is copied by a
-    select per iteration); its scaling ``D`` starts at 0 and takes the first step's
-    ``diag(J^T J)``."""
+def init(u0, *, method: str = "lm", lam0: float = 1e-3):
+    """The first state, with no evaluation of the model: every step recomputes ``r`` and ``J``
+    at the current point, which is cheaper than carrying ``N x (k + 1)`` values through the loop
+    (under ``vmap`` every carried array is copied by a select per iteration), and lets a batched
+    driver start a problem at no cost. The scaling ``D`` starts at 0 and takes the first step's
+    ``diag(J^T J)``; gradient descent's first step size (``lam = 0``) comes from its first step."""
     dtype = u0.dtype
-    if keep_jac:
-        r, jac, cost = _value_and_jac(problem, u0)
-        dscale = jnp.sum(jac * jac, axis=0)
-        dscale = jnp.where(dscale > 0, dscale, 1.0)
-    else:
-        r = jac = None
-        cost = _cost(problem, u0)
-        dscale = jnp.zeros(u0.shape, dtype)
     state = LSState(
         u=u0,
-        r=r if keep_jac else jnp.zeros((0,), dtype),
-        jac=jac if keep_jac else jnp.zeros((0, u0.shape[0]), dtype),
-        cost=cost,
-        lam=jnp.asarray(lam0, dtype),
+        cost=jnp.zeros((), dtype),
+        lam=jnp.asarray(lam0 if method == "lm" else 0.0, dtype),
         nu=jnp.asarray(2.0, dtype),
-        dscale=dscale,
+        dscale=jnp.zeros(u0.shape, dtype),
         n_accepted=jnp.asarray(0, jnp.int32),
     )
-    return state, make_progress(u0, cost)
+    return state, make_progress(u0, state.cost)
 
 
 def _damped_solve(a, g, dscale, lam):
@@ -185,8 +173,9 @@ def _tests(state: LSState, h, act, pred, rtol, atol, cos, accept, colnorm):
 
 def lm_step(problem: Problem, rtol, atol):
     def step(state: LSState):
-        # r and J at the current point (its cost is carried); the trial point needs only its cost.
-        r, jac, _ = _value_and_jac(problem, state.u)
+        # r, J and the cost at the current point; the trial point needs only its cost.
+        r, jac, cost = _value_and_jac(problem, state.u)
+        state = state._replace(cost=cost)
         a = jac.T @ jac
         g = jac.T @ r
         diag = jnp.diagonal(a)
@@ -213,7 +202,7 @@ def lm_step(problem: Problem, rtol, atol):
         r_new = problem.residual(u_new)
         cost_new = robust_cost(problem.loss, r_new, problem.f_scale)
         pred = v @ (state.lam * dsafe * v - g)
-        act = state.cost - cost_new
+        act = cost - cost_new
         ok = solved & _finite(r_new, cost_new)
         act = jnp.where(ok, act, -jnp.inf)
         rho = act / jnp.where(pred > 0, pred, 1.0)
@@ -222,20 +211,18 @@ def lm_step(problem: Problem, rtol, atol):
         lam = jnp.where(accept, lam_acc, state.lam * state.nu)
         nu = jnp.where(accept, 2.0, 2.0 * state.nu)
         # The gradient test at the current point: a stationary point stops without a step.
-        cos = _cosine(g, diag, state.cost)
+        cos = _cosine(g, diag, cost)
         converged = _tests(state, h, act, pred, rtol, atol, cos, accept, jnp.sqrt(diag))
         converged = converged & (ok | ~solved)  # a non-finite trial is never convergence
         new = LSState(
             u=jnp.where(accept, u_new, state.u),
-            r=state.r,
-            jac=state.jac,
-            cost=jnp.where(accept, cost_new, state.cost),
+            cost=jnp.where(accept, cost_new, cost),
             lam=lam,
             nu=nu,
             dscale=dscale,
             n_accepted=state.n_accepted + accept.astype(jnp.int32),
         )
-        df = jnp.where(accept, cost_new - state.cost, 0.0)
+        df = jnp.where(accept, cost_new - cost, 0.0)
         failure = jnp.where(
             lam > 1.0 / jnp.finfo(lam.dtype).eps ** 2, int(Status.STAGNATED), _RUNNING
         )
@@ -247,70 +234,72 @@ def lm_step(problem: Problem, rtol, atol):
 
 def gn_step(problem: Problem, rtol, atol):
     def step(state: LSState):
-        a = state.jac.T @ state.jac
-        g = state.jac.T @ state.r
+        r, jac, cost = _value_and_jac(problem, state.u)
+        a = jac.T @ jac
+        g = jac.T @ r
         dscale = jnp.maximum(state.dscale, jnp.diagonal(a))
         h = _damped_solve(a, g, dscale, jnp.zeros((), a.dtype))
         solved = jnp.all(jnp.isfinite(h))
         h = jnp.where(solved, h, 0.0)
         dphi0 = 2.0 * (g @ h)
-        search = backtracking(lambda t: _cost(problem, state.u + t * h), state.cost, dphi0)
-        return _finish_line_step(problem, state, dscale, search, h, g, rtol, atol, solved)
+        search = backtracking(lambda t: _cost(problem, state.u + t * h), cost, dphi0)
+        state = state._replace(cost=cost, dscale=dscale)
+        return _finish_line_step(state, r, jac, search, h, g, rtol, atol, solved)
 
     return step
 
 
 def gd_step(problem: Problem, rtol, atol):
     def step(state: LSState):
-        g = state.jac.T @ state.r
+        r, jac, cost = _value_and_jac(problem, state.u)
+        g = jac.T @ r
         h = -g
         dphi0 = -2.0 * (g @ g)
+        # The first trial step is twice the last accepted one; at the start 1 / trace(J^T J)
+        # (twice a step below 1 / L for the cost's gradient).
+        trace = jnp.sum(jac * jac)
+        last = jnp.where(state.lam > 0, state.lam, 0.5 / jnp.where(trace > 0, trace, 1.0))
         search = backtracking(
-            lambda t: _cost(problem, state.u + t * h), state.cost, dphi0, init_step=2.0 * state.lam
+            lambda t: _cost(problem, state.u + t * h), cost, dphi0, init_step=2.0 * last
         )
+        state = state._replace(cost=cost)
         new, progress = _finish_line_step(
-            problem, state, state.dscale, search, h, g, rtol, atol, jnp.asarray(True)
+            state, r, jac, search, h, g, rtol, atol, jnp.asarray(True)
         )
-        lam = jnp.where(search.success, search.step_size, state.lam)
+        lam = jnp.where(search.success, search.step_size, last)
         return new._replace(lam=lam), progress
 
     return step
 
 
-def gd_initial_step(state: LSState):
-    """``1 / (2 trace(J^T J))``: a step below ``1 / L`` for the cost's gradient."""
-    trace = jnp.sum(state.jac * state.jac)
-    return state._replace(lam=0.5 / jnp.where(trace > 0, trace, 1.0))
+def _finish_line_step(state, r, jac, search, h, g, rtol, atol, solved):
+    """Accept the line search's point (its cost is ``search.value``) and test convergence.
 
-
-def _finish_line_step(problem, state, dscale, search, h, g, rtol, atol, solved):
+    The gradient test runs at the current point (where ``r`` and ``J`` are known): a stationary
+    point stops without a step, as in the Levenberg-Marquardt step."""
     t = search.step_size
     dx = t * h
-    u_new = state.u + dx
-    r_new, j_new, cost_new = _value_and_jac(problem, u_new)
-    accept = search.success & solved & _finite(r_new, j_new, cost_new)
+    cost_new = search.value
+    accept = search.success & solved & jnp.isfinite(cost_new) & _finite(state.u + dx)
     act = state.cost - cost_new
-    pred = -(2.0 * (g @ dx) + jnp.sum((state.jac @ dx) ** 2))
-    cos = gradient_cosine(r_new, j_new, cost_new)
+    pred = -(2.0 * (g @ dx) + jnp.sum((jac @ dx) ** 2))
+    colnorm = jnp.sqrt(jnp.sum(jac * jac, axis=0))
+    cos = _cosine(g, colnorm * colnorm, state.cost)
+    gtest = cos <= 16 * jnp.finfo(state.cost.dtype).eps
     undamped = state._replace(lam=jnp.zeros_like(state.lam))
-    colnorm = jnp.sqrt(jnp.sum(state.jac * state.jac, axis=0))
-    converged = accept & _tests(undamped, dx, act, pred, rtol, atol, cos, accept, colnorm)
+    converged = (accept & _tests(undamped, dx, act, pred, rtol, atol, cos, accept, colnorm)) | (
+        gtest | (state.cost == 0)
+    )
     new = state._replace(
-        u=jnp.where(accept, u_new, state.u),
-        r=jnp.where(accept, r_new, state.r),
-        jac=jnp.where(accept, j_new, state.jac),
+        u=jnp.where(accept, state.u + dx, state.u),
         cost=jnp.where(accept, cost_new, state.cost),
-        dscale=dscale,
         n_accepted=state.n_accepted + accept.astype(jnp.int32),
     )
-    gtest = gradient_cosine(state.r, state.jac, state.cost) <= 16 * jnp.finfo(state.cost.dtype).eps
     failure = jnp.where(
-        accept | gtest,
+        accept | converged,
         _RUNNING,
         jnp.where(solved, int(Status.LINESEARCH_FAILED), int(Status.SINGULAR)),
     )
-    converged = converged | (~accept & gtest)
-    progress = make_progress(
-        new.u, new.cost, dx=dx, df=cost_new - state.cost, converged=converged, failure=failure
-    )
+    df = jnp.where(accept, cost_new - state.cost, 0.0)
+    progress = make_progress(new.u, new.cost, dx=dx, df=df, converged=converged, failure=failure)
     return new, progress

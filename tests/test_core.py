@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import jaxopt_mml as mml
-from jaxopt_mml._driver import iterate, make_progress
+from jaxopt_mml._driver import iterate, iterate_pool, make_progress
 from jaxopt_mml._implicit import dense_tangent_solve, solve_with_implicit_grad
 from jaxopt_mml._linesearch import backtracking
 from jaxopt_mml._tree import default_tolerances
@@ -116,6 +116,80 @@ def test_driver_rejects_bad_options():
         _halving(jnp.asarray(1.0), max_iter=-1)
     with pytest.raises(ValueError, match="history"):
         _halving(jnp.asarray(1.0), history=-2)
+
+
+def _halving_step(x):
+    new = jnp.where(x > 3e5, jnp.inf, x / 2)  # starts above 3e5 blow up: NONFINITE
+    return new, make_progress(new, jnp.abs(new), dx=new - x, df=jnp.abs(new) - jnp.abs(x))
+
+
+@pytest.mark.parametrize("lanes", [1, 3, 64])
+def test_pool_matches_vmapped_driver(lanes):
+    # Problems of very different lengths (0 to MAX_ITER steps), bad starts and blow-ups: every
+    # problem's iterate, step count and status are those of the one-problem driver.
+    x0 = jnp.asarray([1.0, 0.0, 1e6, 3.0, jnp.nan, 1e-3, 5e5, 7.0, 2.0**-30, 1e4, 0.5])
+
+    def one(x):
+        return iterate(
+            _halving_step, x, make_progress(x, jnp.abs(x)), max_iter=25, rtol=1e-6, atol=1e-6
+        )
+
+    ref = jax.vmap(one)(x0)
+    out = iterate_pool(
+        lambda i, x: _halving_step(x),
+        lambda i: (x0[i], make_progress(x0[i], jnp.abs(x0[i]))),
+        x0.shape[0],
+        lanes=lanes,
+        max_iter=25,
+        rtol=1e-6,
+        atol=1e-6,
+    )
+    statuses = set(np.asarray(ref.status).tolist())
+    assert {0, int(mml.Status.MAX_ITER), int(mml.Status.NONFINITE)} <= statuses
+    np.testing.assert_array_equal(out.status, ref.status)
+    np.testing.assert_array_equal(out.n_iter, ref.n_iter)
+    np.testing.assert_array_equal(out.state, ref.state)
+    np.testing.assert_array_equal(out.progress.x, ref.progress.x)
+
+
+def test_pool_step_sees_its_problem_index_and_max_iter_zero():
+    data = jnp.arange(7.0)
+
+    def step(i, x):  # converges in one step to the problem's own datum
+        return data[i], make_progress(data[i], 0.0, converged=True)
+
+    out = iterate_pool(
+        step,
+        lambda i: (jnp.asarray(-1.0), make_progress(-1.0, 0.0)),
+        7,
+        lanes=2,
+        max_iter=5,
+        rtol=0.0,
+        atol=0.0,
+    )
+    np.testing.assert_array_equal(out.state, data)
+    np.testing.assert_array_equal(out.n_iter, np.ones(7))
+    out = iterate_pool(
+        step,
+        lambda i: (jnp.asarray(-1.0), make_progress(-1.0, 0.0)),
+        7,
+        lanes=2,
+        max_iter=0,
+        rtol=0.0,
+        atol=0.0,
+    )
+    assert set(np.asarray(out.status).tolist()) == {int(mml.Status.MAX_ITER)}
+    np.testing.assert_array_equal(out.state, -np.ones(7))
+    with pytest.raises(ValueError, match="lanes"):
+        iterate_pool(
+            step,
+            lambda i: (0.0, make_progress(0.0, 0.0)),
+            7,
+            lanes=0,
+            max_iter=5,
+            rtol=0.0,
+            atol=0.0,
+        )
 
 
 def test_status_messages_and_raise():
