@@ -330,7 +330,9 @@ def iterate_pool(
         target = jnp.where(done, idx, n)  # index n is out of range: dropped
         out = DriverOutput(
             state=jax.tree.map(lambda o, v: o.at[target].set(v, mode="drop"), out.state, state),
-            progress=jax.tree.map(lambda o, v: o.at[target].set(v, mode="drop"), out.progress, prog),
+            progress=jax.tree.map(
+                lambda o, v: o.at[target].set(v, mode="drop"), out.progress, prog
+            ),
             n_iter=out.n_iter.at[target].set(k, mode="drop"),
             status=out.status.at[target].set(status, mode="drop"),
             history=None,
@@ -350,4 +352,3 @@ def iterate_pool(
 
     carry = (lane_idx, active, state, prog, k, status, jnp.asarray(width, jnp.int32), out)
     return lax.while_loop(cond, body, carry)[-1]
-
