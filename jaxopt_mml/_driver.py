@@ -275,8 +275,9 @@ def iterate_pool(
         max_iter, rtol, atol, cauchy, check_finite: as for :func:`iterate`, per problem.
 
     Returns:
-        :class:`DriverOutput` whose ``state``, ``progress``, ``n_iter`` and ``status`` have a
-        leading axis ``n_problems`` (``history`` is None).
+        :class:`DriverOutput` whose ``state``, ``n_iter`` and ``status`` have a leading axis
+        ``n_problems`` (``progress`` and ``history`` are None: the pool carries only what each
+        problem needs, as every carried array costs a copy per turn).
     """
     max_iter, _ = check_loop_options(max_iter, 0)
     n = check_positive_int("n_problems", n_problems)
@@ -295,14 +296,10 @@ def iterate_pool(
         return state, prog, status
 
     lane_idx = jnp.arange(width, dtype=jnp.int32)
-    state, prog, status = load(lane_idx)
-    out = DriverOutput(
-        state=jax.tree.map(lambda a: jnp.zeros((n,) + a.shape[1:], a.dtype), state),
-        progress=jax.tree.map(lambda a: jnp.zeros((n,) + a.shape[1:], a.dtype), prog),
-        n_iter=jnp.zeros((n,), jnp.int32),
-        status=jnp.zeros((n,), jnp.int32),
-        history=None,
-    )
+    state, _, status = load(lane_idx)
+    out_state = jax.tree.map(lambda a: jnp.zeros((n,) + a.shape[1:], a.dtype), state)
+    out_k = jnp.zeros((n,), jnp.int32)
+    out_status = jnp.zeros((n,), jnp.int32)
     active = jnp.ones((width,), bool)
     k = jnp.zeros((width,), jnp.int32)
 
@@ -310,45 +307,40 @@ def iterate_pool(
         return jnp.any(carry[1])
 
     def body(carry):
-        idx, active, state, prog, k, status, queued, out = carry
-        fresh = status != _RUNNING  # loaded already stopped (bad start): no step for it
+        idx, active, state, k, status, queued, out_state, out_k, out_status = carry
         new_state, new_prog = jax.vmap(step)(idx, state)
-        new_k = k + 1
         new_status = decide(new_prog, cauchy)
+        # A lane loaded with a start that already stopped (e.g. non-finite) takes no step; a
+        # non-finite step is not taken (the last finite iterate is kept).
+        running = status == _RUNNING
+        take = running
         if check_finite:
-            keep = new_status != int(Status.NONFINITE)
-            new_state = _lane_where(keep, new_state, state)
-            new_prog = _lane_where(keep, new_prog, prog)
-        ran_out = (new_status == _RUNNING) & (new_k >= max_iter)
-        new_status = jnp.where(ran_out, int(Status.MAX_ITER), new_status)
-        state = _lane_where(fresh, state, new_state)
-        prog = _lane_where(fresh, prog, new_prog)
-        k = jnp.where(fresh, k, new_k)
-        status = jnp.where(fresh, status, new_status)
+            take = take & (new_status != int(Status.NONFINITE))
+        state = _lane_where(take, new_state, state)
+        k = jnp.where(running, k + 1, k)
+        new_status = jnp.where(
+            (new_status == _RUNNING) & (k >= max_iter), int(Status.MAX_ITER), new_status
+        )
+        status = jnp.where(running, new_status, status)
 
         done = active & (status != _RUNNING)
         target = jnp.where(done, idx, n)  # index n is out of range: dropped
-        out = DriverOutput(
-            state=jax.tree.map(lambda o, v: o.at[target].set(v, mode="drop"), out.state, state),
-            progress=jax.tree.map(
-                lambda o, v: o.at[target].set(v, mode="drop"), out.progress, prog
-            ),
-            n_iter=out.n_iter.at[target].set(k, mode="drop"),
-            status=out.status.at[target].set(status, mode="drop"),
-            history=None,
-        )
+        out_state = jax.tree.map(lambda o, v: o.at[target].set(v, mode="drop"), out_state, state)
+        out_k = out_k.at[target].set(k, mode="drop")
+        out_status = out_status.at[target].set(status, mode="drop")
         # Refill the lanes that stopped with the next problems in the queue.
         nxt = queued + jnp.cumsum(done, dtype=jnp.int32) - 1
         refill = done & (nxt < n)
-        new_idx = jnp.where(refill, nxt, idx)
-        f_state, f_prog, f_status = load(jnp.minimum(new_idx, n - 1))
+        idx = jnp.where(refill, nxt, idx)
+        f_state, _, f_status = load(jnp.minimum(idx, n - 1))
         state = _lane_where(refill, f_state, state)
-        prog = _lane_where(refill, f_prog, prog)
         status = jnp.where(refill, f_status, status)
         k = jnp.where(refill, 0, k)
         active = (active & ~done) | refill
         queued = jnp.minimum(queued + jnp.sum(done, dtype=jnp.int32), n)
-        return new_idx, active, state, prog, k, status, queued, out
+        return idx, active, state, k, status, queued, out_state, out_k, out_status
 
-    carry = (lane_idx, active, state, prog, k, status, jnp.asarray(width, jnp.int32), out)
-    return lax.while_loop(cond, body, carry)[-1]
+    queued = jnp.asarray(width, jnp.int32)
+    carry = (lane_idx, active, state, k, status, queued, out_state, out_k, out_status)
+    *_, out_state, out_k, out_status = lax.while_loop(cond, body, carry)
+    return DriverOutput(out_state, None, out_k, out_status, None)
