@@ -55,8 +55,3 @@ def _backward(low, z):
 def chol_solve(low, b):
     """Solve ``L L^T x = b`` given the lower factor ``L`` (``b`` a vector or matrix)."""
     return _backward(low, _forward(low, b))
-
-
-def chol_inverse(low):
-    """``(L L^T)^{-1}`` from the lower factor ``L``."""
-    return chol_solve(low, jnp.eye(low.shape[-1], dtype=low.dtype))
