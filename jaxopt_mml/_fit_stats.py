@@ -26,7 +26,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
-from jax.scipy.special import gammaincc
+
+from ._special import gammaincc
+from ._tree import as_inexact
 
 __all__ = ["FitResult", "chi2_sf"]
 
@@ -70,9 +72,11 @@ class FitResult(NamedTuple):
 def chi2_sf(chi2, dof):
     """Survival function of the chi-squared distribution, ``Q(dof / 2, chi2 / 2)``.
 
-    NaN where ``dof <= 0``. Equal to ``scipy.stats.chi2.sf``.
+    Equal to ``scipy.stats.chi2.sf`` (relative error below 1e-11 in float64 for ``dof`` from 1 to
+    1e6, down to ``p ~ 1e-300``). ``1`` for ``chi2 <= 0``, ``0`` for ``chi2 = inf``; NaN where
+    ``dof <= 0`` or an input is NaN. See :mod:`jaxopt_mml._special` for the method.
     """
-    chi2 = jnp.asarray(chi2)
+    chi2 = as_inexact(chi2)
     dof = jnp.asarray(dof, chi2.dtype)
     safe = jnp.where(dof > 0, dof, 1.0)
     return jnp.where(dof > 0, gammaincc(0.5 * safe, 0.5 * jnp.maximum(chi2, 0.0)), jnp.nan)

@@ -71,11 +71,63 @@ def test_chi_squared_rejects_shape_mismatch():
         mml.chi_squared(lambda x, p: p, jnp.ones(3), jnp.ones(5), jnp.ones(5))
 
 
-@pytest.mark.parametrize("dof", [1, 2, 7, 60, 1000])
+@pytest.mark.parametrize("dof", [1, 2, 7, 60, 1000, 10**4, 10**5, 10**6])
 def test_p_value_matches_scipy_stats(dof):
     chi2 = np.array([0.01, 0.5, 1.0, 3.0, 10.0, 100.0, 2000.0]) * dof**0.5 + dof * 0.5
     got = chi2_sf(jnp.asarray(chi2), dof)
     np.testing.assert_allclose(got, scipy.stats.chi2.sf(chi2, dof), rtol=1e-10, atol=1e-300)
+
+
+def _p_value_grid(dofs):
+    """(chi2, dof) pairs: from near 0 through the bulk (every method's region) to p ~ 1e-300."""
+    z = np.concatenate([-np.geomspace(30, 1e-3, 12), [0.0], np.geomspace(1e-3, 1e3, 25)])
+    chi2, dof = [], []
+    for d in dofs:
+        c = np.concatenate(
+            [d + z * np.sqrt(2 * d), np.geomspace(1e-6, 50 * d + 1400, 20), [1e-300]]
+        )
+        c = c[c > 0]
+        chi2.append(c)
+        dof.append(np.full_like(c, d))
+    return np.concatenate(chi2), np.concatenate(dof)
+
+
+_CHI2_SF = jax.jit(chi2_sf)
+
+
+def test_p_value_grid_matches_scipy_stats():
+    # odd, even and non-integer dof, across the Temme / series / continued-fraction borders
+    chi2, dof = _p_value_grid([0.1, 0.5, 1, 3, 5, 9, 19, 20, 39, 40, 41, 41.5, 99, 401, 3333, 2e5])
+    got = _CHI2_SF(jnp.asarray(chi2), jnp.asarray(dof))
+    np.testing.assert_allclose(got, scipy.stats.chi2.sf(chi2, dof), rtol=1e-10, atol=1e-300)
+
+
+def test_p_value_float32():
+    chi2, dof = _p_value_grid([1, 2, 3, 7, 40, 60, 1000, 10**4, 10**6])
+    c32, d32 = chi2.astype(np.float32), dof.astype(np.float32)
+    got = _CHI2_SF(jnp.asarray(c32), jnp.asarray(d32))
+    assert got.dtype == jnp.float32
+    want = scipy.stats.chi2.sf(c32.astype(np.float64), d32.astype(np.float64))
+    keep = want > 1e-30  # below that float32 is subnormal or zero
+    np.testing.assert_allclose(np.asarray(got)[keep], want[keep], rtol=3e-5)
+    assert np.all(np.asarray(got)[~keep] < 1e-28)
+
+
+def test_p_value_edge_cases():
+    chi2 = jnp.asarray([0.0, -1.0, jnp.inf, jnp.nan, 3.0, 3.0, 3.0, 3.0, 1e-300])
+    dof = jnp.asarray([3.0, 3.0, 3.0, 3.0, 0.0, -1.0, jnp.nan, jnp.inf, 2.0])
+    got = np.asarray(_CHI2_SF(chi2, dof))
+    np.testing.assert_array_equal(got[:3], [1.0, 1.0, 0.0])
+    assert np.all(np.isnan(got[3:7]))
+    np.testing.assert_array_equal(got[7:], [1.0, 1.0])
+
+
+def test_p_value_gradient_is_minus_the_density():
+    chi2 = jnp.asarray([0.5, 3.0, 30.0, 400.0, 1.05e5])
+    dof = jnp.asarray([1.0, 4.0, 41.0, 401.0, 1e5])
+    grad = jax.vmap(jax.grad(chi2_sf))(chi2, dof)
+    want = -scipy.stats.chi2.pdf(np.asarray(chi2), np.asarray(dof))
+    np.testing.assert_allclose(grad, want, rtol=1e-10)
 
 
 # ---------------------------------------------------------------- linear_fit

@@ -1,0 +1,226 @@
+"""The regularised upper incomplete gamma function ``Q(a, x)`` (private).
+
+``Q(a, x) = Gamma(a, x) / Gamma(a) = 1 / Gamma(a) int_x^inf t^(a-1) e^-t dt`` for ``a > 0``,
+``x >= 0``; ``chi2.sf(c, k) = Q(k / 2, c / 2)``. Replaces ``jax.scipy.special.gammaincc``, whose
+relative error grows with ``a`` (8e-10 at ``a = 5e5`` in float64, 50% in float32) and whose run
+time does too (``O(sqrt(a))`` loop steps). Per element, one of:
+
+* Temme's uniform asymptotic expansion [1] (DLMF 8.12) for ``a > 20`` and
+  ``-0.7 <= (x - a) / a <= 1``, where the recurrences below would need ``O(sqrt(a))`` steps. With
+  ``lambda = x / a``, ``eta = sign(lambda - 1) sqrt(2 (lambda - 1 - log lambda))``,
+
+      Q(a, x) = erfc(eta sqrt(a / 2)) / 2 + exp(-a eta^2 / 2) / sqrt(2 pi a) sum_k C_k(eta) a^-k,
+
+  ``C_k(eta) = sum_n d[k, n] eta^n`` (DLMF 8.12.12), coefficients computed exactly (rational
+  arithmetic) at import. The terms do not cancel: the relative accuracy holds into the far tail.
+  ``erfc(|z|) = Q(1/2, z^2)`` is computed by the recurrences below.
+* ``x < max(a + 1, 1.5)``: ``Q = 1 - P`` (``Q`` is not small there) with the power series
+  ``P(a, x) = x^a e^-x / Gamma(a) sum_n x^n / (a (a + 1) ... (a + n))`` (DLMF 8.7.1).
+* elsewhere Legendre's continued fraction ``Q = x^a e^-x / Gamma(a) / (x + 1 - a - 1 (1 - a) /
+  (x + 3 - a - ...))`` (DLMF 8.9.2) by the modified Lentz method [2].
+
+Both recurrences run side by side in one ``fori_loop`` of 90 steps (they converge within 82
+wherever they are used), which costs less compile time than a ``while_loop`` with a convergence
+test. The prefactor ``x^a e^-x / Gamma(a)`` uses Stirling's series (no ``lgamma``), as
+``exp(-a (lambda - 1 - log lambda)) sqrt(a / (2 pi)) / Gamma*(a)`` for ``a >= 10`` so that no
+large logarithms cancel.
+
+References:
+    [1] N. M. Temme, "The asymptotic expansion of the incomplete gamma functions", SIAM J. Math.
+        Anal. 10 (1979) 757-766.
+    [2] W. H. Press et al., Numerical Recipes, 3rd ed. (2007), section 6.2 (``gser``, ``gcf``).
+    [3] NIST Digital Library of Mathematical Functions, sections 5.11, 8.7, 8.9, 8.12.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+__all__ = ["gammaincc"]
+
+_TEMME_MIN_A = 20.0  # Temme's expansion for a > 20 ...
+_TEMME_T = (-0.7, 1.0)  # ... and -0.7 <= (x - a) / a <= 1 (then |eta| < 0.85)
+_TEMME_K = 13  # terms C_0 .. C_12 in 1 / a
+_TEMME_N = 26  # Taylor terms of each C_k in eta (truncation below 1e-16 relative there)
+_STIRLING_MIN_A = 10.0  # Stirling's series for log Gamma*(a) from here (8 terms: < 1e-16)
+_SERIES_MAX_X = 1.5  # the power series for x < max(a + 1, 1.5), the continued fraction beyond
+_STEPS = 90  # both converge within 82 steps wherever they are used (module docstring)
+
+
+def _bernoulli(n: int) -> list[Fraction]:
+    """Bernoulli numbers ``B_0 .. B_n`` (``B_1 = -1/2``)."""
+    b = [Fraction(1)]
+    for m in range(1, n + 1):
+        b.append(-sum(math.comb(m + 1, j) * b[j] for j in range(m)) / (m + 1))
+    return b
+
+
+def _stirling_log_coefficients(n: int) -> list[Fraction]:
+    """``s_j`` of ``log Gamma*(a) = sum_j s_j a^-j`` (``s_{2i-1} = B_2i / (2i (2i - 1))``)."""
+    b = _bernoulli(n + 1)
+    return [Fraction(0)] + [
+        b[j + 1] / (j * (j + 1)) if j % 2 else Fraction(0) for j in range(1, n + 1)
+    ]
+
+
+def _temme_coefficients(n_k: int, n_eta: int) -> np.ndarray:
+    """``d[k, n]`` of ``C_k(eta) = sum_n d[k, n] eta^n`` (DLMF 8.12.11-13), exactly.
+
+    ``lambda - 1 = mu(eta) = sum_m alpha_m eta^m`` inverts ``eta^2 / 2 = mu - log(1 + mu)``:
+    differentiating gives ``mu mu' = eta (1 + mu)``, a recursion for ``alpha``. Then ``d[0, n] =
+    (n + 2) alpha_{n+2}`` (``d[0, 0] = -1/3``) and ``d[k, n] = (-1)^k g_k d[0, n] + (n + 2)
+    d[k-1, n+2]``, with ``g_k`` the coefficients of ``Gamma*(a) = sum_k g_k a^-k`` (DLMF 5.11.3).
+    """
+    m = n_eta + 2 * n_k + 2
+    alpha = [Fraction(0), Fraction(1)]
+    for j in range(2, m + 1):
+        cross = sum((j + 1 - i) * alpha[i] * alpha[j + 1 - i] for i in range(2, j))
+        alpha.append((alpha[j - 1] - cross) / (j + 1))
+    s = _stirling_log_coefficients(n_k)
+    g = [Fraction(1)]  # g = exp(sum_j s_j a^-j), by g' = (log g)' g
+    for j in range(1, n_k):
+        g.append(sum(i * s[i] * g[j - i] for i in range(1, j + 1)) / j)
+    d0 = [Fraction(-1, 3)] + [(j + 2) * alpha[j + 2] for j in range(1, m - 2)]
+    rows = [d0]
+    for k in range(1, n_k):
+        prev = rows[-1]
+        rows.append(
+            [(-1) ** k * g[k] * d0[j] + (j + 2) * prev[j + 2] for j in range(len(prev) - 2)]
+        )
+    return np.array([[float(c) for c in row[:n_eta]] for row in rows])
+
+
+_TEMME_D = _temme_coefficients(_TEMME_K, _TEMME_N)
+# log Gamma*(a) = sum_i s_{2i-1} a^(1-2i), i = 1..8: as a polynomial in 1 / a^2, times 1 / a.
+_STIRLING = np.array([float(c) for c in _stirling_log_coefficients(15)[1::2]])
+_ATANH = np.array([1.0 / (2 * j + 3) for j in range(11)])
+
+
+def _log1pmx(t):
+    """``t - log(1 + t)`` (``= lambda - 1 - log lambda`` for ``t = lambda - 1``).
+
+    For ``|t| < 0.3``, where the difference cancels, ``t^2 / (2 + t) - 2 u^3 sum_j u^2j / (2j + 3)``
+    with ``u = t / (2 + t)`` (from ``log(1 + t) = 2 atanh(u)``; ``u^2 < 0.032``, 11 terms).
+    """
+    near = jnp.abs(t) < 0.3
+    tn = jnp.where(near, t, 0.0)
+    u = tn / (2.0 + tn)
+    series = tn * tn / (2.0 + tn) - 2.0 * u**3 * jnp.polyval(
+        jnp.asarray(_ATANH[::-1], t.dtype), u * u
+    )
+    return jnp.where(near, series, t - jnp.log1p(t))
+
+
+def _log_prefactor(a, x, f):
+    """``log(x^a e^-x / Gamma(a))``; ``f = t - log(1 + t)``, ``t = (x - a) / a`` (for ``a >= 10``).
+
+    Stirling's series ``log Gamma(z) = (z - 1/2) log z - z + log(2 pi) / 2 + S(z)``: for
+    ``a >= 10`` at ``z = a``, as ``-a f + log(a / (2 pi)) / 2 - S(a)`` (no large logarithms
+    cancel); below at ``z = a + 8``, with ``Gamma(a) = Gamma(a + 8) / (a (a + 1) ... (a + 7))``.
+    Cheaper to compile than ``lax.lgamma``, and as accurate.
+    """
+    large = a >= _STIRLING_MIN_A
+    z = jnp.where(large, a, a + 8.0)
+    inv = 1.0 / z
+    s_z = jnp.polyval(jnp.asarray(_STIRLING[::-1], a.dtype), inv * inv) * inv
+    rising = a * (a + 1.0) * (a + 2.0) * (a + 3.0) * (a + 4.0) * (a + 5.0) * (a + 6.0) * (a + 7.0)
+    rising = jnp.where(large, 1.0, rising)
+    log_gamma = (z - 0.5) * jnp.log(z) - z + 0.5 * math.log(2.0 * math.pi) + s_z - jnp.log(rising)
+    small_value = a * jnp.log(x) - x - log_gamma
+    large_value = -a * f + 0.5 * jnp.log(a / (2.0 * math.pi)) - s_z
+    return jnp.where(large, large_value, small_value)
+
+
+def _q_by_recurrence(a, x, f):
+    """``Q(a, x)`` by the power series of ``P`` or Legendre's continued fraction, ``x > 0``.
+
+    Both run side by side for ``_STEPS`` steps in one ``fori_loop`` (a static trip count: no
+    per-element convergence test to compile); each element keeps the one it needs. ``f`` as in
+    :func:`_log_prefactor`. Accurate outside Temme's region.
+    """
+    tiny = jnp.finfo(a.dtype).tiny
+    upward = (x < a + 1.0) | (x < _SERIES_MAX_X)
+
+    def step(i, state):
+        term, total, b, c, d, h = state
+        n = i.astype(a.dtype)
+        term = term * x / (a + n)  # series: x^n / (a (a + 1) ... (a + n))
+        an = -n * (n - a)  # fraction: a_n = -n (n - a), b_n = x + 2n + 1 - a (modified Lentz)
+        b = b + 2.0
+        d = an * d + b
+        d = 1.0 / jnp.where(jnp.abs(d) < tiny, tiny, d)
+        c = b + an / c
+        c = jnp.where(jnp.abs(c) < tiny, tiny, c)
+        return term, total + term, b, c, d, h * (c * d)
+
+    b0 = jnp.where(upward, 1.0, x + 1.0 - a)
+    state = (1.0 / a, 1.0 / a, b0, jnp.full_like(a, 1.0 / tiny), 1.0 / b0, 1.0 / b0)
+    _, total, _, _, _, fraction = lax.fori_loop(1, _STEPS + 1, step, state)
+    prefactor = jnp.exp(_log_prefactor(a, x, f))
+    return jnp.where(upward, 1.0 - prefactor * total, prefactor * fraction)
+
+
+def _temme_tail(a, f, eta):
+    """``exp(-a eta^2 / 2) / sqrt(2 pi a) sum_k C_k(eta) a^-k`` (``f = eta^2 / 2``)."""
+    powers = eta[..., None] ** jnp.arange(_TEMME_N, dtype=a.dtype)
+    c = powers @ jnp.asarray(_TEMME_D.T, a.dtype)  # (..., K): C_k(eta)
+    inv_powers = (1.0 / a)[..., None] ** jnp.arange(_TEMME_K, dtype=a.dtype)
+    return jnp.exp(-a * f) / jnp.sqrt(2.0 * math.pi * a) * jnp.sum(c * inv_powers, axis=-1)
+
+
+@jax.custom_jvp
+def gammaincc(a, x):
+    """Regularised upper incomplete gamma function ``Q(a, x)`` (see the module docstring).
+
+    Elementwise on broadcast ``a`` and ``x`` of one floating dtype. ``Q(a, 0) = 1``,
+    ``Q(a, inf) = 0``, ``Q(inf, x) = 1`` for finite ``x``; NaN for ``a <= 0``, ``x < 0`` or NaN
+    input. Differentiable in ``x`` (``dQ/dx = -x^(a-1) e^-x / Gamma(a)``), not in ``a``.
+
+    Example:
+        >>> float(gammaincc(jnp.asarray(1.0), jnp.asarray(2.0)))  # e^-2
+        0.13533528323661217
+    """
+    a, x = jnp.broadcast_arrays(a, x)
+    valid = (a > 0) & (x >= 0)  # False for NaN
+    regular = valid & (x > 0) & jnp.isfinite(x) & jnp.isfinite(a)
+    a_raw, x_raw = a, x
+    a = jnp.where(regular, a, 1.0)
+    x = jnp.where(regular, x, 1.0)
+    t = (x - a) / a
+    temme = (a > _TEMME_MIN_A) & (t >= _TEMME_T[0]) & (t <= _TEMME_T[1])
+    f = _log1pmx(t)
+    eta = jnp.sign(t) * jnp.sqrt(2.0 * jnp.where(temme, f, 0.0))
+    z = eta * jnp.sqrt(0.5 * a)
+    # One run of the recurrences per element: Q(a, x) itself, or erfc(|z|) = Q(1/2, z^2) for
+    # Temme's leading term (then a = 1/2 < 10: f is not used).
+    z2 = jnp.maximum(z * z, jnp.finfo(x.dtype).tiny)
+    q_rec = _q_by_recurrence(jnp.where(temme, 0.5, a), jnp.where(temme, z2, x), f)
+    half_erfc = jnp.where(z >= 0, 0.5 * q_rec, 1.0 - 0.5 * q_rec)
+    temme_a = jnp.where(temme, a, 2.0 * _TEMME_MIN_A)
+    q = jnp.where(temme, half_erfc + _temme_tail(temme_a, jnp.where(temme, f, 0.0), eta), q_rec)
+    edge = jnp.where(jnp.isinf(x_raw), 0.0, 1.0)  # x = inf; x = 0 or a = inf (finite x): 1
+    del a_raw
+    return jnp.where(regular, q, jnp.where(valid, edge, jnp.nan))
+
+
+@gammaincc.defjvp
+def _gammaincc_jvp(primals, tangents):
+    a, x = primals
+    da, dx = tangents
+    q = gammaincc(a, x)
+    a, x, da, dx = jnp.broadcast_arrays(a, x, da, dx)
+    inner = (x > 0) & jnp.isfinite(x) & (a > 0) & jnp.isfinite(a)
+    a_s, x_s = jnp.where(inner, a, 1.0), jnp.where(inner, x, 1.0)
+    f = _log1pmx((x_s - a_s) / a_s)
+    density = jnp.exp(_log_prefactor(a_s, x_s, f)) / x_s  # x^(a-1) e^-x / Gamma(a)
+    at_zero = jnp.where(a < 1, -jnp.inf, jnp.where(a == 1, -1.0, 0.0))  # the limit x -> 0+
+    dq_dx = jnp.where(inner, -density, jnp.where(x == 0, at_zero, 0.0))
+    # dQ/da is not implemented: a tangent in a gives NaN rather than a silently wrong zero.
+    dq_da = jnp.where(da == 0, 0.0, jnp.nan)
+    return q, dq_dx * dx + dq_da
