@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _roots_common
 from ._implicit import dense_tangent_solve, solve_with_implicit_grad
 from ._roots_bracket import bisection, bracketed_newton
 from ._roots_common import (
@@ -233,7 +234,9 @@ def _newton_elementwise(f, x0, args, dtype, opts) -> RootResult:
         )
         return x, fun, status, n_iter
 
-    x, fun, status, n_iter = map_chunks(solve_batch, (flat["x0"],), args_flat, in_axes, n)
+    x, fun, status, n_iter = map_chunks(
+        solve_batch, (flat["x0"],), args_flat, in_axes, n, _roots_common.MASKED_CHUNK
+    )
     return make_result(x, fun, status, n_iter, _scalar_n_fev(n_iter), shape)
 
 

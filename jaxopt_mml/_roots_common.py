@@ -26,9 +26,12 @@ from ._tree import PyTree
 
 # Elementwise problems larger than this run as lax.map over chunks of about this many elements,
 # so that the loop's working set stays in cache and stragglers hold only their chunk (measured on
-# a 2-core CPU at 10^6 roots, masked Newton: 32k-256k chunks alike, 8k and unchunked ~20% slower;
-# odd chunk sizes, like 15625, are ~2x slower: see _chunk_size).
+# a 2-core CPU; odd chunk sizes, like 15625, are ~2x slower: see _chunk_size).
 CHUNK = 65536
+# The same for the masked Newton iteration (one fused pass per iteration over a complex state):
+# on a 2-core CPU, 64k to 1M chunks ran alike at 10^6 roots (and 64k chunks ~7% faster than 1M at
+# 10^7), while chunking adds slices, updates and buffers to the program (~50-100 ms of compile).
+MASKED_CHUNK = 2**20
 
 _SCIPY_NAMES = {
     "maxiter": "max_iter",

@@ -251,13 +251,14 @@ class MaskedState(NamedTuple):
 
 # A stopped element keeps its status and n_iter in its alpha slot: -(n_iter * 16 + status + 1),
 # an integer that the float holds exactly (float32: up to 2**24, so n_iter < 2**20).
-_STATUS_SLOTS = 16
+_STATUS_SLOTS = 16  # = 1 << 4
 MASKED_MAX_ITER = 2**20 - 1
 
 
 def _decode(alpha):
-    code = (-alpha).astype(jnp.int32)
-    return code % _STATUS_SLOTS - 1, code // _STATUS_SLOTS
+    """``(status, n_iter)`` of stopped elements from their alpha slot (see masked_newton)."""
+    code = (-alpha).astype(jnp.int32)  # >= 0 where stopped
+    return (code & (_STATUS_SLOTS - 1)) - 1, code >> 4
 
 
 def masked_newton(f: Callable, x0: jax.Array, *, rtol, atol, max_iter, ls_steps, c1=1e-4):
