@@ -28,10 +28,11 @@ from ._tree import PyTree
 # so that the loop's working set stays in cache and stragglers hold only their chunk (measured on
 # a 2-core CPU; odd chunk sizes, like 15625, are ~2x slower: see _chunk_size).
 CHUNK = 65536
-# The same for the masked Newton iteration (one fused pass per iteration over a complex state):
-# on a 2-core CPU, 64k to 1M chunks ran alike at 10^6 roots (and 64k chunks ~7% faster than 1M at
-# 10^7), while chunking adds slices, updates and buffers to the program (~50-100 ms of compile).
-MASKED_CHUNK = 2**20
+# The same for the masked Newton iteration (one fused pass per iteration over a complex state).
+# Measured on a 2-core CPU at 10^6 roots (median): 2^18 chunks 22 ms, 2^16 26 ms, unchunked 29 ms
+# (its 16 MB state and temporaries are fresh pages on every call: ~4000 page faults); chunking
+# costs compile time (slices, updates, buffers), so problems up to one chunk are not chunked.
+MASKED_CHUNK = 2**18
 
 _SCIPY_NAMES = {
     "maxiter": "max_iter",

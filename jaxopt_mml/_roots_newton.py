@@ -37,11 +37,6 @@ from ._status import Status
 _RUNNING = int(Status.RUNNING)
 
 
-def _code(status: Status) -> np.int32:
-    """A status code as an int32 constant (Python ints would widen selects to int64 in x64)."""
-    return np.int32(int(status))
-
-
 def _fcode(status: Status, dtype) -> np.floating:
     """A status code as a constant of the floating ``dtype`` (exact: the codes are small)."""
     return np.dtype(dtype).type(int(status))
@@ -251,14 +246,15 @@ class MaskedState(NamedTuple):
 
 # A stopped element keeps its status and n_iter in its alpha slot: -(n_iter * 16 + status + 1),
 # an integer that the float holds exactly (float32: up to 2**24, so n_iter < 2**20).
-_STATUS_SLOTS = 16  # = 1 << 4
+_STATUS_BITS = 4
+_STATUS_SLOTS = 1 << _STATUS_BITS
 MASKED_MAX_ITER = 2**20 - 1
 
 
-def _decode(alpha):
-    """``(status, n_iter)`` of stopped elements from their alpha slot (see masked_newton)."""
-    code = (-alpha).astype(jnp.int32)  # >= 0 where stopped
-    return (code & (_STATUS_SLOTS - 1)) - 1, code >> 4
+def decode_masked(z: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``(x, status, n_iter)`` from the output of :func:`masked_newton`."""
+    code = (-jnp.imag(z)).astype(jnp.int32)
+    return jnp.real(z), (code & (_STATUS_SLOTS - 1)) - 1, code >> _STATUS_BITS
 
 
 def masked_newton(f: Callable, x0: jax.Array, *, rtol, atol, max_iter, ls_steps, c1=1e-4):
@@ -281,8 +277,11 @@ def masked_newton(f: Callable, x0: jax.Array, *, rtol, atol, max_iter, ls_steps,
     by ``jax.jvp``, ``f`` at the trial point, the Armijo test and the status as selects) and one
     max-reduction of ``alpha`` telling the driver whether any element still runs
     (``check_finite=False``: the non-finite test is per element here). There is no ``vmap`` of
-    a while loop, which would add a select of every carried array per iteration. Returns
-    ``(x, f(x), status, n_iter)``.
+    a while loop, which would add a select of every carried array per iteration.
+
+    Returns the final ``z``, every element stopped (``MAX_ITER`` for those still running): one
+    array, so that a chunked solve writes one output per chunk. :func:`decode_masked` splits it
+    into ``(x, status, n_iter)``.
     """
     if max_iter > MASKED_MAX_ITER:
         raise ValueError(
@@ -335,11 +334,11 @@ def masked_newton(f: Callable, x0: jax.Array, *, rtol, atol, max_iter, ls_steps,
         cauchy=False,
         check_finite=False,
     )
-    x, alpha = jnp.real(out.state.z), jnp.imag(out.state.z)
-    status, n_iter = _decode(alpha)
-    status = jnp.where(alpha > 0, _code(Status.MAX_ITER), status)
-    n_iter = jnp.where(alpha > 0, out.state.k, n_iter)
-    return x, f(x), status, n_iter
+    z, k = out.state
+    # The elements still running stop with MAX_ITER.
+    alpha = jnp.imag(z)
+    stop = stopped(_fcode(Status.MAX_ITER, dtype), k.astype(dtype))
+    return lax.complex(jnp.real(z), jnp.where(alpha > 0, stop, alpha))
 
 
 def system_newton(f: Callable, x0: Any, *, rtol, atol, max_iter, ls_steps):
