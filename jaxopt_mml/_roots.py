@@ -31,7 +31,7 @@ from ._roots_common import (
     scalar_tangent_solve,
     wrap_scalar_f,
 )
-from ._roots_newton import decode_masked, masked_newton, scalar_newton, system_newton
+from ._roots_newton import decode_status, masked_newton, scalar_newton, system_newton
 from ._tree import PyTree, as_inexact, check_positive_int, default_tolerances, tree_dtype
 
 __all__ = ["RootResult", "newton_raphson", "bisection", "bracketed_newton"]
@@ -225,8 +225,7 @@ def _newton_elementwise(f, x0, args, dtype, opts) -> RootResult:
         return jax.vmap(g, in_axes=(0,) + tuple(in_axes))(x, *args)
 
     def solve(guess):
-        # Each chunk returns one complex array (the root and its status); see masked_newton.
-        z = map_chunks(
+        x, code = map_chunks(
             lambda x0, args: masked_newton(lambda x: f_flat(x, args), x0, **opts),
             (guess,),
             args_flat,
@@ -234,8 +233,7 @@ def _newton_elementwise(f, x0, args, dtype, opts) -> RootResult:
             n,
             _roots_common.MASKED_CHUNK,
         )
-        x, status, n_iter = decode_masked(z)
-        return x, (status, n_iter)
+        return x, decode_status(code)
 
     x, (status, n_iter) = solve_with_implicit_grad(
         lambda x: f_flat(x, args_flat), flat["x0"], solve, tangent_solve=scalar_tangent_solve

@@ -251,10 +251,10 @@ _STATUS_SLOTS = 1 << _STATUS_BITS
 MASKED_MAX_ITER = 2**20 - 1
 
 
-def decode_masked(z: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """``(x, status, n_iter)`` from the output of :func:`masked_newton`."""
-    code = (-jnp.imag(z)).astype(jnp.int32)
-    return jnp.real(z), (code & (_STATUS_SLOTS - 1)) - 1, code >> _STATUS_BITS
+def decode_status(code: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(status, n_iter)`` from the status codes returned by :func:`masked_newton`."""
+    code = (-code).astype(jnp.int32)
+    return (code & (_STATUS_SLOTS - 1)) - 1, code >> _STATUS_BITS
 
 
 def masked_newton(f: Callable, x0: jax.Array, *, rtol, atol, max_iter, ls_steps, c1=1e-4):
@@ -283,9 +283,8 @@ def masked_newton(f: Callable, x0: jax.Array, *, rtol, atol, max_iter, ls_steps,
     Newton step takes about 10): the Newton step and the Armijo test are a third of them, the
     tolerance and finiteness tests, the status and the masking the rest.
 
-    Returns the final ``z``, every element stopped (``MAX_ITER`` for those still running): one
-    array, so that a chunked solve writes one output per chunk. :func:`decode_masked` splits it
-    into ``(x, status, n_iter)``.
+    Returns ``(x, code)``: the roots and the status codes (``MAX_ITER`` for the elements still
+    running at the end), which :func:`decode_status` splits into ``(status, n_iter)``.
     """
     if max_iter > MASKED_MAX_ITER:
         raise ValueError(
@@ -339,10 +338,19 @@ def masked_newton(f: Callable, x0: jax.Array, *, rtol, atol, max_iter, ls_steps,
         check_finite=False,
     )
     z, k = out.state
-    # The elements still running stop with MAX_ITER.
-    alpha = jnp.imag(z)
-    stop = stopped(_fcode(Status.MAX_ITER, dtype), k.astype(dtype))
-    return lax.complex(jnp.real(z), jnp.where(alpha > 0, stop, alpha))
+
+    def stamp_max_iter(z):
+        alpha = jnp.imag(z)
+        stop = stopped(_fcode(Status.MAX_ITER, dtype), k.astype(dtype))
+        return jnp.real(z), jnp.where(alpha > 0, stop, alpha)
+
+    # Only when the loop ran out of iterations are elements left running (MAX_ITER). The
+    # conditional also writes x out as a real array: a kernel that reads x from z instead (f at
+    # the root, say) is vectorised around the complex layout, and LLVM then contracts its
+    # multiply-adds differently from its scalar remainder loop, so its rounding would depend
+    # on the element's position in the array (tests/test_sharding.py compares bitwise).
+    ran_out = out.status == int(Status.MAX_ITER)
+    return lax.cond(ran_out, stamp_max_iter, lambda z: (jnp.real(z), jnp.imag(z)), z)
 
 
 def system_newton(f: Callable, x0: Any, *, rtol, atol, max_iter, ls_steps):
