@@ -140,6 +140,11 @@ def test_elementwise_chunked_path(monkeypatch):
     chex.assert_shape(res.x, (n,))
     assert bool(jnp.all(res.success))
     np.testing.assert_allclose(res.x, np.cbrt(np.asarray(c)), rtol=1e-13)
+    # the root's derivative through the chunked solve (implicit): d cbrt(c)/dc = c^(-2/3) / 3
+    grad = jax.grad(
+        lambda c: mml.newton_raphson(cubic, jnp.ones(n), args=(c,), elementwise=True).x.sum()
+    )(c)
+    np.testing.assert_allclose(grad, np.asarray(c) ** (-2 / 3) / 3, rtol=1e-12)
     c = c[:960]  # 960 = 15 chunks of 64
     bis = mml.bisection(cubic, 0.0, 4.0, args=(c,))
     np.testing.assert_allclose(bis.x, np.cbrt(np.asarray(c)), atol=1e-11)
