@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import _roots_common
 from ._implicit import dense_tangent_solve, solve_with_implicit_grad
 from ._roots_bracket import bisection, bracketed_newton
 from ._roots_common import (
@@ -30,7 +31,7 @@ from ._roots_common import (
     scalar_tangent_solve,
     wrap_scalar_f,
 )
-from ._roots_newton import masked_newton, scalar_newton, system_newton
+from ._roots_newton import decode_status, masked_newton, scalar_newton, system_newton
 from ._tree import PyTree, as_inexact, check_positive_int, default_tolerances, tree_dtype
 
 __all__ = ["RootResult", "newton_raphson", "bisection", "bracketed_newton"]
@@ -219,21 +220,25 @@ def _newton_elementwise(f, x0, args, dtype, opts) -> RootResult:
     check_scalar_output("newton_raphson", f, dtype, args_elem)
     n = int(np.prod(shape))
 
-    def solve_batch(x0_b, args_b):
+    def f_flat(x, args):
         # g on whole arrays, called per element (f is written for one element).
-        def f_batch(x):
-            return jax.vmap(g, in_axes=(0,) + tuple(in_axes))(x, *args_b)
+        return jax.vmap(g, in_axes=(0,) + tuple(in_axes))(x, *args)
 
-        def solve(guess):
-            x, fun, status, n_iter = masked_newton(f_batch, guess, **opts)
-            return x, (fun, status, n_iter)
-
-        x, (fun, status, n_iter) = solve_with_implicit_grad(
-            f_batch, x0_b, solve, tangent_solve=scalar_tangent_solve
+    def solve(guess):
+        x, code = map_chunks(
+            lambda x0, args: masked_newton(lambda x: f_flat(x, args), x0, **opts),
+            (guess,),
+            args_flat,
+            in_axes,
+            n,
+            _roots_common.MASKED_CHUNK,
         )
-        return x, fun, status, n_iter
+        return x, decode_status(code)
 
-    x, fun, status, n_iter = map_chunks(solve_batch, (flat["x0"],), args_flat, in_axes, n)
+    x, (status, n_iter) = solve_with_implicit_grad(
+        lambda x: f_flat(x, args_flat), flat["x0"], solve, tangent_solve=scalar_tangent_solve
+    )
+    fun = f_flat(x, args_flat)
     return make_result(x, fun, status, n_iter, _scalar_n_fev(n_iter), shape)
 
 

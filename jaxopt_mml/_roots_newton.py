@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 from jax.flatten_util import ravel_pytree
 
 from ._driver import iterate, make_progress
@@ -36,9 +37,9 @@ from ._status import Status
 _RUNNING = int(Status.RUNNING)
 
 
-def _code(status: Status) -> np.int32:
-    """A status code as an int32 constant (Python ints would widen selects to int64 in x64)."""
-    return np.int32(int(status))
+def _fcode(status: Status, dtype) -> np.floating:
+    """A status code as a constant of the floating ``dtype`` (exact: the codes are small)."""
+    return np.dtype(dtype).type(int(status))
 
 
 class NewtonState(NamedTuple):
@@ -157,37 +158,44 @@ def _scalar_update(f: Callable, x, alpha, *, rtol, atol, min_alpha, c1):
     """One folded Newton iteration at ``x`` with step size ``alpha`` (elementwise on arrays).
 
     Evaluates ``f`` and ``f'`` at ``x`` in one ``jax.jvp`` and ``f`` at one trial point. Returns
-    ``(x_new, alpha_new, fx, converged, failure)``: ``fx = f(x)``, the convergence test and the
-    failure code (``RUNNING`` for none) decided from ``f`` and ``f'`` at ``x``.
+    ``(x_new, alpha_new, fx, code)``: ``fx = f(x)`` and the :class:`Status` decided from ``f`` and
+    ``f'`` at ``x`` (``RUNNING``, ``SUCCESS`` or a failure), as a float of ``x``'s dtype so that
+    the per-element mode keeps the whole iteration in one floating-point pass.
+
+    With ``d = -f/f'`` the convergence test ``|d| <= atol + rtol |x|`` is evaluated as
+    ``|f| <= (atol + rtol |x|) |f'|`` (likewise the rounding-level test), so the division has one
+    use, the trial point: XLA then fuses it into the pass instead of writing ``d`` out first.
     """
-    eps = jnp.finfo(x.dtype).eps
+    dtype = x.dtype
+    eps = jnp.finfo(dtype).eps
     fx, dfx = jax.jvp(f, (x,), (jnp.ones_like(x),))
-    d = -fx / dfx
-    # f' = 0 (or overflow) gives a non-finite step: no comparison below is true for it, and
-    # its trial point is non-finite, so it is never accepted.
-    singular = ~jnp.isfinite(d)
-    converged = (fx == 0) | (jnp.abs(d) <= atol + rtol * jnp.abs(x))
+    afx, adfx, ax = jnp.abs(fx), jnp.abs(dfx), jnp.abs(x)
+    converged = (fx == 0) | (afx <= (atol + rtol * ax) * adfx)
     alpha = jnp.where(converged, jnp.ones_like(alpha), alpha)
-    trial = x + alpha * d
-    # The stopping decision uses only f and f' at x (not the trial point), so that the status
-    # does not repeat the trial's work: the search has failed when the halvings went below the
-    # floor (in an earlier iteration), or a step no longer moves x.
+    trial = x - alpha * (fx / dfx)
+    # f' = 0 (or an overflowing step) gives a non-finite trial point: SINGULAR, never accepted.
+    singular = ~jnp.isfinite(trial)
+    # The stopping decision uses only f and f' at x (and the trial point itself, not f there):
+    # the search has failed when the halvings went below the floor (in an earlier iteration), or
+    # a step no longer moves x.
     exhausted = alpha < min_alpha
-    code = jnp.where(exhausted, _code(Status.LINESEARCH_FAILED), _code(Status.STAGNATED))
-    at_rounding = jnp.abs(d) <= 64 * eps * jnp.abs(x)
-    code = jnp.where(at_rounding, _code(Status.PRECISION_LIMIT), code)
-    code = jnp.where(exhausted | (trial == x), code, _code(Status.RUNNING))
-    code = jnp.where(singular, _code(Status.SINGULAR), code)
-    failure = jnp.where(converged, _code(Status.RUNNING), code)
+    code = jnp.where(
+        exhausted, _fcode(Status.LINESEARCH_FAILED, dtype), _fcode(Status.STAGNATED, dtype)
+    )
+    at_rounding = afx <= 64 * eps * ax * adfx
+    code = jnp.where(at_rounding, _fcode(Status.PRECISION_LIMIT, dtype), code)
+    code = jnp.where(exhausted | (trial == x), code, _fcode(Status.RUNNING, dtype))
+    code = jnp.where(singular, _fcode(Status.SINGULAR, dtype), code)
+    code = jnp.where(converged, _fcode(Status.SUCCESS, dtype), code)
 
     ft = f(trial)
     m0, mt = fx * fx, ft * ft
     # Armijo, and a strict decrease (in float32 the Armijo margin rounds away for tiny alpha).
     armijo = (mt <= m0 * (1 - 2 * c1 * alpha)) & (mt < m0) & ~exhausted
-    accept = jnp.isfinite(ft) & (armijo | converged)
+    accept = jnp.isfinite(ft) & ~singular & (armijo | converged)
     x_new = jnp.where(accept, trial, x)
     alpha_new = jnp.where(accept, jnp.minimum(2 * alpha, 1), 0.5 * alpha)
-    return x_new, alpha_new, fx, converged, failure
+    return x_new, alpha_new, fx, code
 
 
 def _update_options(dtype, rtol, atol, ls_steps, c1):
@@ -218,7 +226,10 @@ def scalar_newton(f: Callable, x0: jax.Array, *, rtol, atol, max_iter, ls_steps,
     progress = make_progress(x0, jnp.abs(fx0), converged=fx0 == 0)
 
     def step(s: ScalarState):
-        x, alpha, fx, converged, failure = _scalar_update(f, s.x, s.alpha, **opts)
+        x, alpha, fx, code = _scalar_update(f, s.x, s.alpha, **opts)
+        code = code.astype(jnp.int32)
+        converged = code == int(Status.SUCCESS)
+        failure = jnp.where(converged, _RUNNING, code)
         # The progress reports the point where f was evaluated in this iteration (a consistent
         # pair x, f(x)); the step just decided is in the state.
         prog = make_progress(s.x, jnp.abs(fx), converged=converged, failure=failure)
@@ -229,24 +240,21 @@ def scalar_newton(f: Callable, x0: jax.Array, *, rtol, atol, max_iter, ls_steps,
 
 
 class MaskedState(NamedTuple):
-    x: jax.Array
-    alpha: jax.Array  # > 0: the step size of a running element; <= 0: a stopped one (_encode)
+    z: jax.Array  # x + i alpha, one complex array (see masked_newton)
     k: jax.Array  # the iterations taken so far (= n_iter of every running element)
 
 
 # A stopped element keeps its status and n_iter in its alpha slot: -(n_iter * 16 + status + 1),
 # an integer that the float holds exactly (float32: up to 2**24, so n_iter < 2**20).
-_STATUS_SLOTS = 16
+_STATUS_BITS = 4
+_STATUS_SLOTS = 1 << _STATUS_BITS
 MASKED_MAX_ITER = 2**20 - 1
 
 
-def _encode(status, n_iter, dtype):
-    return -(n_iter * _STATUS_SLOTS + status + 1).astype(dtype)
-
-
-def _decode(alpha):
-    code = (-alpha).astype(jnp.int32)
-    return code % _STATUS_SLOTS - 1, code // _STATUS_SLOTS
+def decode_status(code: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(status, n_iter)`` from the status codes returned by :func:`masked_newton`."""
+    code = (-code).astype(jnp.int32)
+    return (code & (_STATUS_SLOTS - 1)) - 1, code >> _STATUS_BITS
 
 
 def masked_newton(f: Callable, x0: jax.Array, *, rtol, atol, max_iter, ls_steps, c1=1e-4):
@@ -259,15 +267,24 @@ def masked_newton(f: Callable, x0: jax.Array, *, rtol, atol, max_iter, ls_steps,
     running (or at ``max_iter``: those left get ``MAX_ITER``). The per-element results equal
     those of ``vmap(scalar_newton)``.
 
-    Why this shape: XLA writes each carried array in its own fused pass, and each such pass
-    recomputes the iteration (``f``, ``f'``, the trial point), so the cost grows with the number
-    of arrays the loop updates. The state is therefore only ``x`` and ``alpha``: a running
-    element's ``n_iter`` is the iteration count ``k`` shared by all, and a stopped element needs
-    no step size, so its status and ``n_iter`` are stored in its ``alpha`` (as a non-positive
-    integer, see ``_encode``). There is no ``vmap`` of a while loop (which would add a select of
-    every carried array per iteration), and the driver is told only whether any element is still
-    running (``check_finite=False``: the non-finite test is per element here). Returns ``(x,
-    f(x), status, n_iter)``.
+    Why this shape: XLA on CPU writes each array that a loop iteration produces in a fused pass
+    of its own, each pass recomputing what it needs (``f``, ``f'``, the trial point), and it
+    does not fuse a division that has several uses. So the iteration produces ONE array: the
+    state is ``x`` and the step size ``alpha`` packed as the complex number ``z = x + i alpha``
+    (a stopped element needs no step size, so its status and ``n_iter`` are stored in ``alpha``
+    as a non-positive integer, ``-(16 n_iter + status + 1)``; a running element's ``n_iter`` is
+    the shared count ``k``), and the division has one use (see :func:`_scalar_update`). An
+    iteration is then one elementwise pass (``f`` and ``f'`` at ``x``
+    by ``jax.jvp``, ``f`` at the trial point, the Armijo test and the status as selects) and one
+    max-reduction of ``alpha`` telling the driver whether any element still runs
+    (``check_finite=False``: the non-finite test is per element here). There is no ``vmap`` of
+    a while loop, which would add a select of every carried array per iteration. The pass is
+    bound by its arithmetic, about 75 vector instructions per 4 float64 elements on x86 (a plain
+    Newton step takes about 10): the Newton step and the Armijo test are a third of them, the
+    tolerance and finiteness tests, the status and the masking the rest.
+
+    Returns ``(x, code)``: the roots and the status codes (``MAX_ITER`` for the elements still
+    running at the end), which :func:`decode_status` splits into ``(status, n_iter)``.
     """
     if max_iter > MASKED_MAX_ITER:
         raise ValueError(
@@ -275,51 +292,65 @@ def masked_newton(f: Callable, x0: jax.Array, *, rtol, atol, max_iter, ls_steps,
         )
     dtype = x0.dtype
     opts = _update_options(dtype, rtol, atol, ls_steps, c1)
-    running = _code(Status.RUNNING)
+    one = np.dtype(dtype).type(1)
+
+    def stopped(status, n_iter):
+        return -(n_iter * _STATUS_SLOTS + one) - status
+
     fx0 = f(x0)
-    status0 = jnp.where(fx0 == 0, _code(Status.SUCCESS), running)
-    finite0 = jnp.isfinite(x0) & jnp.isfinite(fx0)
-    status0 = jnp.where(finite0, status0, _code(Status.NONFINITE))
-    k0 = jnp.zeros((), jnp.int32)
-    alpha0 = jnp.where(status0 == running, jnp.ones_like(x0), _encode(status0, k0, dtype))
-    state = MaskedState(x0, alpha0, k0)
+    # At the start: NONFINITE or SUCCESS (f(x0) = 0) with n_iter = 0, else running (alpha = 1).
+    status0 = jnp.where(fx0 == 0, _fcode(Status.SUCCESS, dtype), _fcode(Status.RUNNING, dtype))
+    status0 = jnp.where(
+        jnp.isfinite(x0) & jnp.isfinite(fx0), status0, _fcode(Status.NONFINITE, dtype)
+    )
+    alpha0 = jnp.where(status0 < 0, one, stopped(status0, 0))
+    state = MaskedState(lax.complex(x0, alpha0), jnp.zeros((), jnp.int32))
+
+    zero = jnp.zeros((), dtype)
 
     def progress(alpha):
-        # The driver sees only whether any element still runs (one max-reduction of alpha,
-        # which XLA fuses better than any(alpha > 0)).
-        zero = jnp.zeros((), dtype)
+        # The driver sees only whether any element still runs (alpha > 0).
         return make_progress(zero, zero, converged=jnp.max(alpha) <= 0)
 
     def step(s: MaskedState):
-        x, alpha, fx, converged, failure = _scalar_update(f, s.x, s.alpha, **opts)
-        active = s.alpha > 0
-        # As the driver decides for one problem: non-finite first, then success or failure (a
-        # converged element has no failure).
-        status = jnp.where(converged, _code(Status.SUCCESS), failure)
-        finite = jnp.isfinite(fx) & jnp.isfinite(s.x)
-        status = jnp.where(finite, status, _code(Status.NONFINITE))
+        x, alpha = jnp.real(s.z), jnp.imag(s.z)
+        x_new, alpha_new, fx, code = _scalar_update(f, x, alpha, **opts)
+        running, finite = alpha > 0, jnp.isfinite(fx)
+        code = jnp.where(finite, code, _fcode(Status.NONFINITE, dtype))
         k = s.k + 1
-        alpha = jnp.where(status == running, alpha, _encode(status, k, dtype))
-        new = MaskedState(
-            x=jnp.where(active & finite, x, s.x), alpha=jnp.where(active, alpha, s.alpha), k=k
-        )
-        return new, progress(new.alpha)
+        alpha_new = jnp.where(code < 0, alpha_new, stopped(code, k.astype(dtype)))
+        z = lax.complex(jnp.where(running & finite, x_new, x), jnp.where(running, alpha_new, alpha))
+        # The barrier makes the reduction read alpha back from z: otherwise XLA forwards
+        # imag(complex(x, alpha)) to alpha and writes alpha in a second pass of its own.
+        z = lax.optimization_barrier(z)
+        return MaskedState(z, k), progress(jnp.imag(z))
 
+    # The initial progress says "running" without a reduction: an element stopped at the start
+    # is frozen (alpha <= 0) in the first iteration.
     out = iterate(
         step,
         state,
-        progress(alpha0),
+        make_progress(zero, zero),
         max_iter=max_iter,
         rtol=rtol,
         atol=atol,
         cauchy=False,
         check_finite=False,
     )
-    x, alpha, k = out.state
-    status, n_iter = _decode(alpha)
-    status = jnp.where(alpha > 0, _code(Status.MAX_ITER), status)
-    n_iter = jnp.where(alpha > 0, k, n_iter)
-    return x, f(x), status, n_iter
+    z, k = out.state
+
+    def stamp_max_iter(z):
+        alpha = jnp.imag(z)
+        stop = stopped(_fcode(Status.MAX_ITER, dtype), k.astype(dtype))
+        return jnp.real(z), jnp.where(alpha > 0, stop, alpha)
+
+    # Only when the loop ran out of iterations are elements left running (MAX_ITER). The
+    # conditional also writes x out as a real array: a kernel that reads x from z instead (f at
+    # the root, say) is vectorised around the complex layout, and LLVM then contracts its
+    # multiply-adds differently from its scalar remainder loop, so its rounding would depend
+    # on the element's position in the array (tests/test_sharding.py compares bitwise).
+    ran_out = out.status == int(Status.MAX_ITER)
+    return lax.cond(ran_out, stamp_max_iter, lambda z: (jnp.real(z), jnp.imag(z)), z)
 
 
 def system_newton(f: Callable, x0: Any, *, rtol, atol, max_iter, ls_steps):

@@ -133,12 +133,18 @@ def test_elementwise_broadcasts_x0_and_args():
 
 def test_elementwise_chunked_path(monkeypatch):
     monkeypatch.setattr(_roots_common, "CHUNK", 64)
+    monkeypatch.setattr(_roots_common, "MASKED_CHUNK", 64)
     n = 997  # prime: padded to whole chunks
     c = jnp.linspace(1.0, 30.0, n)
     res = mml.newton_raphson(cubic, jnp.ones(n), args=(c,), elementwise=True)
     chex.assert_shape(res.x, (n,))
     assert bool(jnp.all(res.success))
     np.testing.assert_allclose(res.x, np.cbrt(np.asarray(c)), rtol=1e-13)
+    # the root's derivative through the chunked solve (implicit): d cbrt(c)/dc = c^(-2/3) / 3
+    grad = jax.grad(
+        lambda c: mml.newton_raphson(cubic, jnp.ones(n), args=(c,), elementwise=True).x.sum()
+    )(c)
+    np.testing.assert_allclose(grad, np.asarray(c) ** (-2 / 3) / 3, rtol=1e-12)
     c = c[:960]  # 960 = 15 chunks of 64
     bis = mml.bisection(cubic, 0.0, 4.0, args=(c,))
     np.testing.assert_allclose(bis.x, np.cbrt(np.asarray(c)), atol=1e-11)
@@ -156,6 +162,50 @@ def test_vmap_of_scalar_solver_equals_elementwise():
     vmapped = jax.vmap(lambda x0, c: mml.newton_raphson(cubic2, x0, args=(c,)))(x0, c)
     elementwise = _ELEMENTWISE(x0, c)
     chex.assert_trees_all_close(vmapped, elementwise, rtol=1e-14, atol=1e-14)
+
+
+def _trap_zoo(x, k):
+    """One scalar equation per k, for per-element tests: the traps and the edge cases."""
+    safe_log = jnp.log(jnp.where(x > 0, x, 1.0)) + jnp.where(x > 0, 0.0, jnp.nan)
+    eqs = [
+        jnp.arctan(x),  # 0: plain Newton diverges from 2
+        x**3 - 2 * x + 2,  # 1: plain Newton cycles from 0; a local minimum of |f|
+        x**2 + 1,  # 2: f' = 0 at 0 (SINGULAR); no real root
+        safe_log,  # 3: Newton from 20 steps to x < 0 (NaN): backtracking
+        x**3 - 8,  # 4: a root at the start (x0 = 2)
+        jnp.arctan(x) - 1e-300,  # 5: f' underflows far out: a non-finite step (SINGULAR)
+    ]
+    return jnp.select([k == i for i in range(len(eqs))], eqs, jnp.nan)
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast")  # 1e200 in float32
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
+def test_elementwise_traps_equal_the_scalar_solver(dtype):
+    # every status path of the masked per-element loop against the scalar solver (vmap)
+    x0 = jnp.array([2.0, 0.0, 0.0, 0.5, 20.0, 2.0, 1e200, jnp.inf, 2.0], dtype)
+    k = jnp.array([0, 1, 2, 2, 3, 4, 5, 0, 4])
+    res = mml.newton_raphson(_trap_zoo, x0, args=(k,), elementwise=True, max_iter=60)
+    one = jax.vmap(lambda x0, k: mml.newton_raphson(_trap_zoo, x0, args=(k,), max_iter=60))(x0, k)
+    chex.assert_trees_all_equal(res.status, one.status)
+    chex.assert_trees_all_equal(res.n_iter, one.n_iter)
+    chex.assert_trees_all_equal(res.x, one.x)
+    assert res.x.dtype == res.fun.dtype == dtype
+    if dtype == jnp.float32:  # 1e200 is inf in float32: the same statuses up to that
+        return
+    status = [Status(int(s)) for s in res.status]
+    assert status[0] == status[4] == Status.SUCCESS
+    assert status[1] in (Status.LINESEARCH_FAILED, Status.STAGNATED)
+    assert status[3] not in (Status.SUCCESS, Status.NONFINITE, Status.MAX_ITER)  # no real root
+    assert status[2] == status[6] == Status.SINGULAR and int(res.n_iter[2]) == 1
+    assert status[5] == status[8] == Status.SUCCESS and int(res.n_iter[5]) == 0
+    assert status[7] == Status.NONFINITE and int(res.n_iter[7]) == 0
+    assert np.all(np.isfinite(np.asarray(res.x)[:7]))
+    # vmap over the per-element mode (a batch of arrays) gives the same elements
+    both = jax.vmap(
+        lambda x0, k: mml.newton_raphson(_trap_zoo, x0, args=(k,), elementwise=True, max_iter=60)
+    )(jnp.stack([x0, x0]), jnp.stack([k, k]))
+    chex.assert_trees_all_equal(both.status[1], res.status)
+    chex.assert_trees_all_equal(both.n_iter[1], res.n_iter)
 
 
 # ------------------------------------------------------------------------------------ the traps
