@@ -83,6 +83,7 @@ class _Spec:
     cauchy: bool
     name: str
     static: tuple
+    self_counting: bool
 
 
 def _check_scalar(f, x0, args):
@@ -92,6 +93,14 @@ def _check_scalar(f, x0, args):
         raise ValueError(f"f must return a scalar, got output of shape {shape}")
     if not jnp.issubdtype(out.dtype, jnp.floating):
         raise TypeError(f"f must return a real floating value, got dtype {out.dtype}")
+
+
+def _driver_steps(spec: _Spec) -> int:
+    """The driver's step limit: a self-counting solver stops itself at ``max_iter`` iterations,
+    each at most ``max_linesearch`` driver steps; the driver's limit is only a backstop."""
+    if not spec.self_counting:
+        return spec.max_iter
+    return min(spec.max_iter * dict(spec.static)["max_linesearch"], 2**31 - 1)
 
 
 def _run(spec: _Spec, x0, args, rtol, atol, dyn):
@@ -111,23 +120,26 @@ def _run(spec: _Spec, x0, args, rtol, atol, dyn):
             value_and_grad=lambda x: jax.value_and_grad(value)(x, args),
             grad=lambda x: jax.grad(value)(x, args),
         )
-        state, progress, step = spec.init(fun, guess, rtol, atol, dyn, dict(spec.static))
+        options = dict(spec.static, max_iter=spec.max_iter)
+        state, progress, step = spec.init(fun, guess, rtol, atol, dyn, options)
         out = iterate(
             step,
             state,
             progress,
-            max_iter=spec.max_iter,
+            max_iter=_driver_steps(spec),
             rtol=rtol,
             atol=atol,
             cauchy=spec.cauchy,
             history=spec.history,
             verbose=spec.verbose,
             name=spec.name,
+            count=(lambda st: st.n_iter) if spec.self_counting else None,
+            check_finite=not spec.self_counting,
         )
         aux = (
             out.state.f,
             tree_max_abs(out.state.g),
-            out.n_iter,
+            out.state.n_iter if spec.self_counting else out.n_iter,
             out.state.n_fev,
             out.status,
             out.history,
@@ -173,10 +185,20 @@ def run_minimiser(
     verbose: bool,
     cauchy: bool,
     flat: bool = True,
+    self_counting: bool = False,
     dynamic: dict | None = None,
     static: dict | None = None,
 ) -> MinimiseResult:
     """Validate the input and run ``init``'s solver, jit-compiled once per static configuration.
+
+    ``self_counting=True`` is for a solver whose iterations may take several driver steps (a line
+    search folded into the driver's loop, one evaluation per step, at most
+    ``static["max_linesearch"]`` steps per iteration). Its state counts the iterations
+    (``n_iter``), its step reports ``Status.MAX_ITER`` when ``n_iter`` reaches
+    ``options["max_iter"]``, and the history is recorded per iteration. It also guarantees finite
+    progress (a non-finite start reported as ``Status.NONFINITE`` by its initial progress,
+    non-finite trial points rejected by its line search), so the driver skips its non-finite
+    check, which under ``vmap`` would select every carried array on the new status every step.
 
     ``dynamic`` options (floats) are traced, so new values do not recompile; ``static`` options
     (ints, strings, callables) are part of the compilation key.
@@ -204,6 +226,7 @@ def run_minimiser(
         cauchy=cauchy,
         name=name,
         static=tuple(sorted((static or {}).items())),
+        self_counting=self_counting,
     )
     dyn = {k: jnp.asarray(v, dtype) for k, v in (dynamic or {}).items()}
     return _run_jit(spec, x0, args, jnp.asarray(rtol, dtype), jnp.asarray(atol, dtype), dyn)
