@@ -352,6 +352,7 @@ def bfgs(
         verbose=verbose,
         cauchy=False,  # the step applies the Cauchy test itself
         self_counting=True,
+        check_finite=False,  # the step reports a non-finite start; trials are checked
         static={"model": "bfgs", "max_linesearch": _check_common(max_linesearch)},
     )
 
@@ -404,6 +405,7 @@ def lbfgs(
         verbose=verbose,
         cauchy=False,  # the step applies the Cauchy test itself
         self_counting=True,
+        check_finite=False,  # the step reports a non-finite start; trials are checked
         static={
             "model": "lbfgs",
             "memory": check_positive_int("memory", memory),

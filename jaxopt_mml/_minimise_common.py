@@ -84,6 +84,7 @@ class _Spec:
     name: str
     static: tuple
     self_counting: bool
+    check_finite: bool
 
 
 def _check_scalar(f, x0, args):
@@ -100,7 +101,7 @@ def _driver_steps(spec: _Spec) -> int:
     each at most ``max_linesearch`` driver steps; the driver's limit is only a backstop."""
     if not spec.self_counting:
         return spec.max_iter
-    return min(spec.max_iter * dict(spec.static)["max_linesearch"], 2**31 - 1)
+    return min(spec.max_iter * dict(spec.static)["max_linesearch"] + 1, 2**31 - 1)
 
 
 def _run(spec: _Spec, x0, args, rtol, atol, dyn):
@@ -134,7 +135,7 @@ def _run(spec: _Spec, x0, args, rtol, atol, dyn):
             verbose=spec.verbose,
             name=spec.name,
             count=(lambda st: st.n_iter) if spec.self_counting else None,
-            check_finite=not spec.self_counting,
+            check_finite=spec.check_finite,
         )
         aux = (
             out.state.f,
@@ -186,6 +187,7 @@ def run_minimiser(
     cauchy: bool,
     flat: bool = True,
     self_counting: bool = False,
+    check_finite: bool = True,
     dynamic: dict | None = None,
     static: dict | None = None,
 ) -> MinimiseResult:
@@ -193,12 +195,13 @@ def run_minimiser(
 
     ``self_counting=True`` is for a solver whose iterations may take several driver steps (a line
     search folded into the driver's loop, one evaluation per step, at most
-    ``static["max_linesearch"]`` steps per iteration). Its state counts the iterations
-    (``n_iter``), its step reports ``Status.MAX_ITER`` when ``n_iter`` reaches
-    ``options["max_iter"]``, and the history is recorded per iteration. It also guarantees finite
-    progress (a non-finite start reported as ``Status.NONFINITE`` by its initial progress,
-    non-finite trial points rejected by its line search), so the driver skips its non-finite
-    check, which under ``vmap`` would select every carried array on the new status every step.
+    ``static["max_linesearch"]`` steps per iteration; or a last step that only tests the point
+    reached). Its state counts the iterations (``n_iter``), its step reports ``Status.MAX_ITER``
+    when ``n_iter`` reaches ``options["max_iter"]``, and the history is recorded per iteration.
+    ``check_finite=False`` is for a solver that guarantees finite progress (a non-finite start
+    reported as ``Status.NONFINITE`` by its initial progress, non-finite trial points rejected
+    by its line search): the driver then skips its non-finite test, which under ``vmap`` selects
+    every carried array on the new status every step.
 
     ``dynamic`` options (floats) are traced, so new values do not recompile; ``static`` options
     (ints, strings, callables) are part of the compilation key.
@@ -227,6 +230,7 @@ def run_minimiser(
         name=name,
         static=tuple(sorted((static or {}).items())),
         self_counting=self_counting,
+        check_finite=check_finite,
     )
     dyn = {k: jnp.asarray(v, dtype) for k, v in (dynamic or {}).items()}
     return _run_jit(spec, x0, args, jnp.asarray(rtol, dtype), jnp.asarray(atol, dtype), dyn)
