@@ -190,19 +190,18 @@ def _init(fun, x0, rtol, atol, dyn, options):
         """
         x, f, g, memory, fresh, p, dphi0, search, stopped, n_iter, n_fev = state
         if fold:
-            was_done = search.phase == WOLFE_DONE  # no descent direction: the search failed
+            # A search starts only along a descent direction (g'p < 0: g = 0 has converged).
             search = wolfe_advance(search, *phi(x, p)(search.trial), f, dphi0, c1=1e-4, c2=0.9)
-            ended = was_done | (search.phase == WOLFE_DONE) | (search.n >= max_ls)
+            ended = (search.phase == WOLFE_DONE) | (search.n >= max_ls)
             n_fev = n_fev + 1
         else:
             p, dphi0, init_step, fresh = _direction(apply_inverse, memory, g, jnp.vdot(g, g), fresh)
             search = wolfe_start(f, dphi0, g, init_step=init_step, active=~stopped)
             search = wolfe_run(phi(x, p), search, f, dphi0, c1=1e-4, c2=0.9, max_steps=max_ls)
-            was_done = jnp.asarray(False)
             ended = jnp.asarray(True)
             n_fev = n_fev + search.n
         a, f_new, _, g_new = search.lo
-        success = (a > 0) & ~was_done
+        success = a > 0
         s = a * p
         x_new = x + s
         y = g_new - g
@@ -234,8 +233,9 @@ def _init(fun, x0, rtol, atol, dyn, options):
             jnp.where(n_iter >= max_iter, int(Status.MAX_ITER), int(Status.RUNNING)),
         )
         failure = jnp.where(ended & ~converged, failure, int(Status.RUNNING))
-        # The next search: from x_new after a success; from x along -g after a failure; none
-        # once stopped (a vmapped loop keeps stepping stopped elements: they must not evaluate).
+        # The next search: from x_new after a success; from x along -g after a failure. With an
+        # inner loop, none once stopped (a vmapped loop keeps stepping stopped elements, which
+        # must not keep the inner loop running); folded, the driver freezes them.
         x_next = jnp.where(success, x_new, x)
         f_next = jnp.where(success, f_new, f)
         fresh_next = ~success | (fresh & ~curv_ok)
@@ -257,7 +257,7 @@ def _init(fun, x0, rtol, atol, dyn, options):
             p_next, dphi_next, step_next, fresh_next = _direction(
                 apply_inverse, new_memory, g_next, gg_next, fresh_next
             )
-            restart = wolfe_start(f_next, dphi_next, g_next, init_step=step_next, active=~stopped)
+            restart = wolfe_start(f_next, dphi_next, g_next, init_step=step_next)
             new_state = _QNState(
                 x=jnp.where(ended, x_next, x),
                 f=jnp.where(ended, f_next, f),

@@ -1,8 +1,8 @@
 """What every minimiser shares: the result type, input checks and the jit-compiled runner (private).
 
 Each solver module supplies ``init(problem, x0, rtol, atol, dynamic, static) -> (state, Progress,
-step)``, with a state
-that has the fields ``f`` (the value), ``g`` (the gradient) and ``n_fev``. :func:`run_minimiser`
+step)``, with a state that has the fields ``f`` (the value), ``g`` (the gradient; or
+``grad_norm``, its largest component) and ``n_fev``. :func:`run_minimiser`
 validates the input, flattens pytree parameters (``ravel_pytree``) when the solver works on vectors,
 runs the solver on the iteration driver, wraps the run in implicit differentiation of
 ``grad f(x, *args) = 0`` and returns a :class:`MinimiseResult` in the caller's structure.
@@ -67,7 +67,12 @@ def gradient_converged(
     Relative to the value (the natural scale of the gradient of a well-scaled problem), but never
     to more than the starting value: a diverging run has a huge ``|f|`` and must not pass.
     """
-    return tree_max_abs(g) <= atol + rtol * jnp.minimum(jnp.abs(f), jnp.abs(f0))
+    return gradient_small(tree_max_abs(g), f, f0, rtol, atol)
+
+
+def gradient_small(g_max, f, f0, rtol, atol) -> jax.Array:
+    """:func:`gradient_converged` from ``g_max = max_i |g_i|``, for a solver that keeps it."""
+    return g_max <= atol + rtol * jnp.minimum(jnp.abs(f), jnp.abs(f0))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,9 +142,10 @@ def _run(spec: _Spec, x0, args, rtol, atol, dyn):
             count=(lambda st: st.n_iter) if spec.self_counting else None,
             check_finite=spec.check_finite,
         )
+        state = out.state
         aux = (
-            out.state.f,
-            tree_max_abs(out.state.g),
+            state.f,
+            state.grad_norm if hasattr(state, "grad_norm") else tree_max_abs(state.g),
             out.state.n_iter if spec.self_counting else out.n_iter,
             out.state.n_fev,
             out.status,

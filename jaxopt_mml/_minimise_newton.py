@@ -11,7 +11,7 @@ from jax import lax
 
 from ._driver import make_progress
 from ._linesearch import backtracking
-from ._minimise_common import MinimiseResult, gradient_converged, run_minimiser
+from ._minimise_common import MinimiseResult, gradient_small, run_minimiser
 from ._status import Status
 from ._tree import PyTree, check_choice, check_positive_int
 
@@ -26,7 +26,7 @@ JACOBI_MAX = 4
 class _NewtonState(NamedTuple):
     x: jax.Array
     f: jax.Array
-    g: jax.Array  # the gradient at x, from the step that started there (NaN before the first)
+    grad_norm: jax.Array  # max|grad f(x)|, from the step that started at x (NaN before the first)
     cauchy: jax.Array  # the last step passed the Cauchy test (judged at the start of the next)
     n_iter: jax.Array  # Newton steps; the driver also counts the final step that only checks
     n_fev: jax.Array
@@ -120,7 +120,7 @@ def _init(fun, x0, rtol, atol, dyn, options):
     state = _NewtonState(
         x=x0,
         f=f0,
-        g=jnp.full_like(x0, jnp.nan),
+        grad_norm=jnp.full_like(f0, jnp.nan),
         cauchy=jnp.asarray(False),
         n_iter=jnp.asarray(0, jnp.int32),
         n_fev=jnp.asarray(1, jnp.int32),
@@ -147,7 +147,8 @@ def _init(fun, x0, rtol, atol, dyn, options):
         """
         x, f, _, cauchy, n_iter, n_fev = state
         g, hvp = jax.linearize(fun.grad, x)
-        converged = cauchy | gradient_converged(g, f, f0, rtol, atol)
+        g_max = jnp.max(jnp.abs(g))
+        converged = cauchy | gradient_small(g_max, f, f0, rtol, atol)
         stop = converged | (n_iter >= max_iter)
         dx, ls, predicted_small = newton_step(x, f, g, hvp)
         x_trial = x + dx
@@ -174,7 +175,7 @@ def _init(fun, x0, rtol, atol, dyn, options):
         new_state = _NewtonState(
             x=x_new,
             f=f_new,
-            g=g,
+            grad_norm=g_max,
             cauchy=cauchy,
             n_iter=n_iter + (~stop).astype(jnp.int32),
             n_fev=n_fev + 1 + jnp.where(stop, 0, ls.n_eval),
