@@ -133,11 +133,12 @@ def test_rosenbrock_n(name, n):
 
 
 def test_folded_and_inner_line_search_agree(monkeypatch):
-    """BFGS folds its line search into the driver's loop for small problems; the inner-loop form
-    (large problems) must take the same iterates, counts and history."""
+    """BFGS folds its line search into the driver's loop for tiny problems; the inner-loop form
+    (larger problems) must take the same iterates, counts and history."""
     import jaxopt_mml._minimise_bfgs as qn
 
     p = zoo.BY_NAME["rosen10"]
+    monkeypatch.setattr(qn, "FOLD_MAX", 10)
     folded = mml.bfgs(lambda x: p.f(x), jnp.asarray(p.x0), history=4)
     monkeypatch.setattr(qn, "FOLD_MAX", 0)
     inner = mml.bfgs(lambda x: p.f(x), jnp.asarray(p.x0), history=4)  # a new f: a new trace
