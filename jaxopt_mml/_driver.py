@@ -172,9 +172,9 @@ def iterate(
             progress) passes False: the step's state is then kept unconditionally, which spares
             a select of every state array per iteration.
         count: ``count(state) -> int``, the solver's own iteration number, for a solver whose
-            iterations take several driver steps (a line search folded into the loop, one
-            evaluation per step). History entry ``k`` then holds the iterate after ``k`` of the
-            solver's iterations (steps within an iteration rewrite the same entry), and verbose
+            driver steps are not all iterations (a final step that only tests convergence, or a
+            line search folded into the loop). History entry ``k`` then holds the iterate after
+            ``k`` of the solver's iterations (other steps rewrite the same entry), and verbose
             output prints that number. ``None``: every driver step is an iteration.
 
     Returns:

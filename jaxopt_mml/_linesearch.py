@@ -17,16 +17,7 @@ from jax import lax
 
 from ._tree import tree_where
 
-__all__ = [
-    "LineSearchResult",
-    "WolfeResult",
-    "WolfeSearch",
-    "backtracking",
-    "wolfe_advance",
-    "wolfe_run",
-    "wolfe_start",
-    "zoom_wolfe",
-]
+__all__ = ["LineSearchResult", "WolfeResult", "backtracking", "zoom_wolfe"]
 
 
 class LineSearchResult(NamedTuple):
@@ -95,23 +86,7 @@ class WolfeResult(NamedTuple):
     wolfe: jax.Array
 
 
-WOLFE_BRACKET, WOLFE_ZOOM, WOLFE_DONE = 0, 1, 2
-
-
-class WolfeSearch(NamedTuple):
-    """The state of a strong-Wolfe search between two evaluations of ``phi``.
-
-    ``lo`` is ``(a, phi(a), phi'(a), aux)`` of the best step with sufficient decrease so far (step
-    0 at the start), ``hi`` the other end ``(a, phi, phi')`` of the bracket, ``trial`` the step to
-    evaluate next, ``n`` the evaluations so far. A solver may carry it in its own state and call :func:`wolfe_advance` once per
-    evaluation (the search folded into the solver's iterations), or run :func:`zoom_wolfe`.
-    """
-
-    phase: jax.Array
-    lo: tuple
-    hi: tuple
-    trial: jax.Array
-    n: jax.Array
+_BRACKET, _ZOOM, _DONE = 0, 1, 2
 
 
 def _cubic_minimiser(a, fa, da, b, fb, db):
@@ -122,128 +97,6 @@ def _cubic_minimiser(a, fa, da, b, fb, db):
     d1 = da + db - 3.0 * (fa - fb) / (a - b)
     d2 = jnp.sign(b - a) * jnp.sqrt(d1 * d1 - da * db)
     return b - (b - a) * (db + d2 - d1) / (db - da + 2.0 * d2)
-
-
-def wolfe_start(
-    phi0: jax.Array,
-    dphi0: jax.Array,
-    aux0: Any,
-    *,
-    init_step: float | jax.Array = 1.0,
-    max_step: float | jax.Array = 1e10,
-    active: jax.Array | bool = True,
-) -> WolfeSearch:
-    """A new search from ``alpha = 0``; it is done at once unless ``active`` and ``dphi0 < 0``."""
-    dtype = jnp.result_type(phi0)
-    zero = jnp.zeros((), dtype)
-    phi0 = jnp.asarray(phi0, dtype)
-    dphi0 = jnp.asarray(dphi0, dtype)
-    descent = (dphi0 < 0) & jnp.asarray(active)
-    return WolfeSearch(
-        phase=jnp.where(descent, WOLFE_BRACKET, WOLFE_DONE).astype(jnp.int32),
-        lo=(zero, phi0, dphi0, aux0),
-        hi=(zero, phi0, dphi0),
-        trial=jnp.minimum(jnp.asarray(init_step, dtype), jnp.asarray(max_step, dtype)),
-        n=jnp.asarray(0, jnp.int32),
-    )
-
-
-def wolfe_advance(
-    search: WolfeSearch,
-    f: jax.Array,
-    d: jax.Array,
-    aux: Any,
-    phi0: jax.Array,
-    dphi0: jax.Array,
-    *,
-    max_step: float | jax.Array = 1e10,
-    c1: float = 1e-4,
-    c2: float = 0.9,
-) -> WolfeSearch:
-    """Take in ``phi(trial) = f``, ``phi'(trial) = d`` (and ``aux``) and choose the next trial.
-
-    The trial counts as "too far" when it lacks sufficient decrease, does not improve on ``lo``,
-    or is not finite: it becomes ``hi``. Otherwise it becomes ``lo``, and the old ``lo`` becomes
-    ``hi`` when the slope points back towards it (N&W Alg. 3.6; while bracketing, any
-    non-negative slope). The search is done at a Wolfe point, when the bracket has shrunk to
-    rounding, or when the growing step reaches ``max_step``. The next trial doubles the step while
-    bracketing, else is the safeguarded cubic interpolant of the bracket (bisection where the
-    cubic leaves its middle 80%).
-    """
-    dtype = jnp.result_type(phi0)
-    eps = jnp.finfo(dtype).eps
-    max_step = jnp.asarray(max_step, dtype)
-    phase, lo, hi, a, n = search
-    a_lo, f_lo, d_lo, _ = lo
-    a_hi, f_hi, d_hi = hi
-    f = jnp.where(jnp.isfinite(f) & jnp.isfinite(d), f, jnp.inf)
-    # Where f differs from phi(0) by rounding only, its comparisons mean nothing: judge the
-    # trial by its slope (the approximate Wolfe condition of Hager & Zhang, 2005).
-    flat = jnp.abs(f - phi0) <= 10.0 * eps * jnp.abs(phi0)
-    too_far = jnp.where(
-        flat,
-        d > -(1.0 - 2.0 * c1) * dphi0,
-        (f > phi0 + c1 * a * dphi0) | (f >= f_lo),
-    )
-    wolfe = (~too_far) & (jnp.abs(d) <= -c2 * dphi0)
-    bracketing = phase == WOLFE_BRACKET
-    flip = (~too_far) & jnp.where(bracketing, d >= 0, d * (a_hi - a_lo) >= 0)
-    a_hi, f_hi, d_hi = jax.tree.map(
-        lambda t, o, h: jnp.where(too_far, t, jnp.where(flip, o, h)),
-        (a, f, d),
-        (a_lo, f_lo, d_lo),
-        (a_hi, f_hi, d_hi),
-    )
-    lo = tree_where(too_far, lo, (a, f, d, aux))
-    a_lo, f_lo, d_lo, _ = lo
-
-    at_cap = bracketing & (a >= max_step)
-    tiny = jnp.abs(a_hi - a_lo) <= eps * jnp.maximum(a_lo, eps)
-    phase = jnp.where(
-        bracketing,
-        jnp.where(too_far | flip, WOLFE_ZOOM, jnp.where(at_cap, WOLFE_DONE, WOLFE_BRACKET)),
-        jnp.where(tiny, WOLFE_DONE, WOLFE_ZOOM),
-    )
-    phase = jnp.where(wolfe, WOLFE_DONE, phase).astype(jnp.int32)
-
-    width = a_hi - a_lo
-    cubic = _cubic_minimiser(a_lo, f_lo, d_lo, a_hi, f_hi, d_hi)
-    left = jnp.minimum(a_lo, a_hi) + 0.1 * jnp.abs(width)
-    right = jnp.maximum(a_lo, a_hi) - 0.1 * jnp.abs(width)
-    inside = jnp.isfinite(cubic) & (cubic >= left) & (cubic <= right)
-    trial = jnp.where(
-        phase == WOLFE_BRACKET,
-        jnp.minimum(2.0 * a, max_step),
-        jnp.where(inside, cubic, 0.5 * (a_lo + a_hi)),
-    )
-    return WolfeSearch(phase, lo, (a_hi, f_hi, d_hi), trial, n + 1)
-
-
-def wolfe_run(
-    phi: Callable[[jax.Array], tuple[jax.Array, jax.Array, Any]],
-    search: WolfeSearch,
-    phi0: jax.Array,
-    dphi0: jax.Array,
-    *,
-    max_step: float | jax.Array = 1e10,
-    c1: float = 1e-4,
-    c2: float = 0.9,
-    max_steps: int = 30,
-) -> WolfeSearch:
-    """Run ``search`` to its end (or ``max_steps`` evaluations) with a ``while_loop``.
-
-    The first trial is evaluated before the loop: most searches of a quasi-Newton method end
-    there, and under vmap the loop then runs only for the elements that need more.
-    """
-
-    def body(s):
-        return wolfe_advance(s, *phi(s.trial), phi0, dphi0, max_step=max_step, c1=c1, c2=c2)
-
-    def cond(s):
-        return (s.phase != WOLFE_DONE) & (s.n < max_steps)
-
-    search = tree_where(cond(search), body(search), search)
-    return lax.while_loop(cond, body, search)
 
 
 def zoom_wolfe(
@@ -271,8 +124,8 @@ def zoom_wolfe(
     Near a minimum, where ``phi`` changes by no more than rounding (``10 eps |phi(0)|``), sufficient
     decrease is judged by the slope instead (``phi'(alpha) <= (1 - 2 c1) |phi'(0)|``, Hager &
     Zhang's approximate Wolfe condition), so that rounding in ``f`` does not fail the search.
-    Each iteration of the single ``while_loop`` evaluates ``phi`` once (:func:`wolfe_advance`).
-    A non-finite trial value counts as "too far" and shrinks the step.
+    Each iteration of the single ``while_loop`` evaluates ``phi`` once, which keeps the search
+    cheap under ``jax.vmap``. A non-finite trial value counts as "too far" and shrinks the step.
     If ``max_steps`` evaluations pass without a Wolfe point, the best step with sufficient decrease
     found so far is returned (``wolfe=False``, ``success=True``); ``success`` is False only when no
     step decreased ``phi`` at all (or ``dphi0 >= 0``: not a descent direction).
@@ -285,27 +138,103 @@ def zoom_wolfe(
         max_step: the largest step tried.
         c1, c2: the Wolfe constants, ``0 < c1 < c2 < 1`` (0.9 suits quasi-Newton methods).
         max_steps: the most evaluations of ``phi`` (static).
-        active: when False the search returns at once (no evaluation, ``success=False``).
+        active: when False the search returns at once (no evaluation, ``success=False``). A
+            batched solver passes False for elements that have already stopped, so that they do
+            not keep the batch's line-search loop running.
 
     References: Nocedal & Wright, *Numerical Optimization*, 2nd ed., Algorithms 3.5 and 3.6;
     Hager & Zhang, SIAM J. Optim. 16 (2005) 170-192 (approximate Wolfe conditions).
     """
     dtype = jnp.result_type(phi0)
-    phi0 = jnp.asarray(phi0, dtype)
+    zero = jnp.zeros((), dtype)
+    eps = jnp.finfo(dtype).eps
+    max_step = jnp.asarray(max_step, dtype)
+    descent = (dphi0 < 0) & jnp.asarray(active)
     dphi0 = jnp.asarray(dphi0, dtype)
-    search = wolfe_start(phi0, dphi0, aux0, init_step=init_step, max_step=max_step, active=active)
-    descent = search.phase != WOLFE_DONE
-    search = wolfe_run(
-        phi, search, phi0, dphi0, max_step=max_step, c1=c1, c2=c2, max_steps=max_steps
+    flat_tol = 10.0 * eps * jnp.abs(phi0)
+
+    # carry: phase, lo (a, f, d, aux), hi (a, f, d), the next bracketing trial, evaluations.
+    init = (
+        jnp.where(descent, _BRACKET, _DONE).astype(jnp.int32),
+        (zero, jnp.asarray(phi0, dtype), dphi0, aux0),
+        (zero, jnp.asarray(phi0, dtype), dphi0),
+        jnp.minimum(jnp.asarray(init_step, dtype), max_step),
+        jnp.asarray(0, jnp.int32),
+        jnp.asarray(False),
     )
-    a, f, d, aux = search.lo
-    # lo has sufficient decrease (or is step 0); a Wolfe point ends the search, so it is the lo.
+
+    def cond(carry):
+        phase, _, _, _, n, _ = carry
+        return (phase != _DONE) & (n < max_steps)
+
+    def advance(carry, a, f, d, aux):
+        """Classify the trial ``a`` (value ``f``, slope ``d``) and update the bracket."""
+        phase, lo, hi, _, n, _ = carry
+        a_lo, f_lo, d_lo, _ = lo
+        a_hi, f_hi, d_hi = hi
+        f = jnp.where(jnp.isfinite(f) & jnp.isfinite(d), f, jnp.inf)
+        # Where f differs from phi(0) by rounding only, its comparisons mean nothing: judge the
+        # trial by its slope (the approximate Wolfe condition of Hager & Zhang, 2005).
+        flat = jnp.abs(f - phi0) <= flat_tol
+        too_far = jnp.where(
+            flat,
+            d > -(1.0 - 2.0 * c1) * dphi0,
+            (f > phi0 + c1 * a * dphi0) | (f >= f_lo),
+        )
+        wolfe = (~too_far) & (jnp.abs(d) <= -c2 * dphi0)
+        # too far: the trial becomes hi. Otherwise it becomes lo; in the zoom phase the old lo
+        # becomes hi when the slope points back towards it (N&W Alg. 3.6); while bracketing,
+        # a non-negative slope also closes the bracket with the old lo as hi.
+        flip = (~too_far) & (d * (a_hi - a_lo) >= 0)
+        flip = jnp.where(phase == _BRACKET, (~too_far) & (d >= 0), flip)
+        new_hi = jax.tree.map(
+            lambda t, o, h: jnp.where(too_far, t, jnp.where(flip, o, h)),
+            (a, f, d),
+            (a_lo, f_lo, d_lo),
+            (a_hi, f_hi, d_hi),
+        )
+        new_lo = tree_where(too_far, lo, (a, f, d, aux))
+
+        at_cap = (phase == _BRACKET) & (a >= max_step)
+        bracketed = too_far | flip
+        tiny = jnp.abs(new_hi[0] - new_lo[0]) <= eps * jnp.maximum(new_lo[0], eps)
+        phase = jnp.where(
+            phase == _BRACKET,
+            jnp.where(bracketed, _ZOOM, jnp.where(at_cap, _DONE, _BRACKET)),
+            jnp.where(tiny, _DONE, _ZOOM),
+        )
+        phase = jnp.where(wolfe, _DONE, phase).astype(jnp.int32)
+        a_next = jnp.minimum(2.0 * a, max_step)
+        return phase, new_lo, new_hi, a_next, n + 1, wolfe
+
+    def body(carry):
+        phase, lo, hi, a_next, _, _ = carry
+        a_lo, f_lo, d_lo, _ = lo
+        a_hi, f_hi, d_hi = hi
+        # The trial point: the growing step while bracketing, else an interpolated point.
+        width = a_hi - a_lo
+        cubic = _cubic_minimiser(a_lo, f_lo, d_lo, a_hi, f_hi, d_hi)
+        left = jnp.minimum(a_lo, a_hi) + 0.1 * jnp.abs(width)
+        right = jnp.maximum(a_lo, a_hi) - 0.1 * jnp.abs(width)
+        inside = jnp.isfinite(cubic) & (cubic >= left) & (cubic <= right)
+        zoom_trial = jnp.where(inside, cubic, 0.5 * (a_lo + a_hi))
+        a = jnp.where(phase == _BRACKET, a_next, zoom_trial)
+        return advance(carry, a, *phi(a))
+
+    # The first trial is evaluated before the loop: most searches of a quasi-Newton method end
+    # there, and under vmap the loop then runs only for the elements that need more.
+    a1 = init[3]
+    first = advance(init, a1, *phi(a1))
+    init = tree_where(descent, first, init)
+
+    _, lo, _, _, n, wolfe = lax.while_loop(cond, body, init)
+    a, f, d, aux = lo
     return WolfeResult(
         step_size=a,
         value=f,
         slope=d,
         aux=aux,
-        n_eval=search.n,
+        n_eval=n,
         success=descent & (a > 0),
-        wolfe=(a > 0) & (jnp.abs(d) <= -c2 * dphi0),
+        wolfe=wolfe,
     )

@@ -10,10 +10,7 @@ of arrays) and returns a :class:`MinimiseResult` (``x``, ``value``, ``grad_norm`
 * vmap: ``jax.vmap(lambda x0: mml.bfgs(f, x0))(starts)`` (or over ``args``) solves a batch with
   per-element ``status`` and ``n_iter``. The batched while loop runs until the *slowest* element
   stops; finished elements are frozen, so the results are exact, but the wall time is that of the
-  worst start. Bound it with ``max_iter`` suited to the problem. A line search inside an
-  iteration would wait in the same way at every iteration for the slowest element's search;
-  ``bfgs`` and ``lbfgs`` therefore fold it into the loop for up to 4 unknowns (one evaluation of
-  ``f`` per pass), so a batch runs as many passes as its slowest element needs evaluations.
+  worst start. Bound it with ``max_iter`` suited to the problem.
 * grad: the minimiser is differentiable with respect to ``args`` by implicit differentiation of
   ``grad f(x*, args) = 0``: ``dx*/dargs = -H^{-1} d(grad f)/dargs``, one linear solve at the
   solution (the Hessian materialised from n Hessian-vector products), never by unrolling the

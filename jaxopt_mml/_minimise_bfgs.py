@@ -10,28 +10,22 @@ import jax.numpy as jnp
 from jax import lax
 
 from ._driver import make_progress
-from ._linesearch import WOLFE_DONE, WolfeSearch, wolfe_advance, wolfe_run, wolfe_start
+from ._linesearch import zoom_wolfe
 from ._minimise_common import MinimiseResult, gradient_converged, run_minimiser
 from ._status import Status
-from ._tree import PyTree, check_positive_int, tree_where
+from ._tree import PyTree, check_positive_int, tree_step_small
 
 __all__ = ["bfgs", "lbfgs"]
 
 
 class _QNState(NamedTuple):
-    x: jax.Array  # the current iterate (the base point of the line search)
+    x: jax.Array
     f: jax.Array
     g: jax.Array
     memory: Any  # the inverse-Hessian model: a matrix (BFGS) or (S, Y, rho) buffers (L-BFGS)
     fresh: jax.Array  # the model is the identity (just started or reset)
-    # Folded line search only (else None): the direction from x, the slope g'p along it and the
-    # search along it, one evaluation per driver step.
-    p: jax.Array | None
-    dphi0: jax.Array | None
-    search: WolfeSearch | None
-    stopped: jax.Array | None  # inner line search only: converged or failed (vmap keeps stepping)
-    n_iter: jax.Array  # iterations (line searches ended); folded, driver steps are evaluations
     n_fev: jax.Array
+    done: jax.Array  # converged: a batched run keeps calling step on finished elements
 
 
 # --- the two inverse-Hessian models -------------------------------------------------------------
@@ -113,168 +107,87 @@ _MODELS = {
 
 # --- the shared step ----------------------------------------------------------------------------
 
-# Up to this many unknowns the line search is folded into the driver's loop (one evaluation per
-# driver step); above, it runs in an inner loop. Tiny problems are the ones solved in large
-# batches, where an inner loop runs until the slowest element's search ends (folded: 1000 starts
-# of 2-D Rosenbrock about 10% faster). A single problem does better with the inner loop (the
-# folded step computes the model update at every evaluation: n = 8 about 15% slower folded).
-FOLD_MAX = 4
-
-
-def _direction(apply_inverse, memory, g, gg, fresh):
-    """The quasi-Newton direction ``-H g``, or ``-g`` for a fresh model or an uphill ``-H g``.
-
-    Returns ``(p, g'p, first trial step, fresh)``: a fresh model's first trial step has length
-    about 1 (scipy's choice); a model that rounding made indefinite is reset (fresh).
-    """
-    p_model = -apply_inverse(memory, g)
-    use_model = ~fresh & (jnp.vdot(g, p_model) < 0)
-    p = jnp.where(use_model, p_model, -g)
-    dphi0 = jnp.where(use_model, jnp.vdot(g, p_model), -gg)
-    init_step = jnp.where(use_model, 1.0, jnp.minimum(1.0, 1.0 / jnp.sqrt(gg)))
-    return p, dphi0, init_step.astype(g.dtype), ~use_model
-
 
 def _init(fun, x0, rtol, atol, dyn, options):
     make_memory, apply_inverse, update = _MODELS[options["model"]]
-    max_ls, max_iter = options["max_linesearch"], options["max_iter"]
-    fold = x0.size <= FOLD_MAX
+    max_ls = options["max_linesearch"]
     dtype = x0.dtype
     eps = jnp.finfo(dtype).eps
     f0, g0 = fun.value_and_grad(x0)
     memory0 = make_memory(x0.size, dtype, options)
-    state = _QNState(
-        x=x0,
-        f=f0,
-        g=g0,
-        memory=memory0,
-        fresh=jnp.asarray(True),
-        p=None,
-        dphi0=None,
-        search=None,
-        stopped=jnp.asarray(False),
-        n_iter=jnp.asarray(0, jnp.int32),
-        n_fev=jnp.asarray(1, jnp.int32),
-    )
-    if fold:
-        p0, dphi0, step0, fresh0 = _direction(
-            apply_inverse, memory0, g0, jnp.vdot(g0, g0), state.fresh
-        )
-        search0 = wolfe_start(f0, dphi0, g0, init_step=step0)
-        state = state._replace(fresh=fresh0, p=p0, dphi0=dphi0, search=search0, stopped=None)
-    # The driver's non-finite test is off (see run_minimiser): a non-finite start is reported here,
-    # and the line search rejects non-finite trial points, so every accepted iterate is finite.
-    finite0 = jnp.all(jnp.isfinite(x0)) & jnp.isfinite(f0) & jnp.all(jnp.isfinite(g0))
-    progress = make_progress(
-        x0,
-        f0,
-        converged=gradient_converged(g0, f0, f0, rtol, atol) & finite0,
-        failure=jnp.where(finite0, int(Status.RUNNING), int(Status.NONFINITE)),
-    )
-
-    def phi(x, p):
-        def along(alpha):
-            x_t = x + alpha * p
-            f_t, g_t = fun.value_and_grad(x_t)
-            # 0 * x_t makes the slope NaN at a non-finite trial point, which the search rejects.
-            return f_t, jnp.sum(g_t * p + 0.0 * x_t), g_t
-
-        return along
+    converged0 = gradient_converged(g0, f0, f0, rtol, atol)
+    state = _QNState(x0, f0, g0, memory0, jnp.asarray(True), jnp.asarray(1, jnp.int32), converged0)
+    progress = make_progress(x0, f0, converged=converged0)
 
     def step(state: _QNState):
-        """Advance the line search; where it has ended, take the step and start the next search.
+        x, f, g, memory, fresh, n_fev, done = state
+        gg = jnp.vdot(g, g)
+        p_model = -apply_inverse(memory, g)
+        dphi_model = jnp.vdot(g, p_model)
+        # A fresh model, or one that rounding made indefinite: steepest descent.
+        use_model = ~fresh & (dphi_model < 0)
+        fresh = ~use_model
+        p = jnp.where(use_model, p_model, -g)
+        dphi0 = jnp.where(use_model, dphi_model, -gg)
+        # First step (identity model): a step of length about 1 (scipy's choice).
+        init_step = jnp.where(fresh, jnp.minimum(1.0, 1.0 / jnp.sqrt(gg)), 1.0)
 
-        Folded (small problems): one evaluation of ``f`` and its gradient per driver step, so
-        that under ``vmap`` no element waits in an inner loop for another's line search; the
-        step, the model update and the next direction are computed every time and kept where
-        the search has ended. Otherwise the search runs to its end in an inner loop.
-        """
-        x, f, g, memory, fresh, p, dphi0, search, stopped, n_iter, n_fev = state
-        if fold:
-            # A search starts only along a descent direction (g'p < 0: g = 0 has converged).
-            search = wolfe_advance(search, *phi(x, p)(search.trial), f, dphi0, c1=1e-4, c2=0.9)
-            ended = (search.phase == WOLFE_DONE) | (search.n >= max_ls)
-            n_fev = n_fev + 1
-        else:
-            p, dphi0, init_step, fresh = _direction(apply_inverse, memory, g, jnp.vdot(g, g), fresh)
-            search = wolfe_start(f, dphi0, g, init_step=init_step, active=~stopped)
-            search = wolfe_run(phi(x, p), search, f, dphi0, c1=1e-4, c2=0.9, max_steps=max_ls)
-            ended = jnp.asarray(True)
-            n_fev = n_fev + search.n
-        a, f_new, _, g_new = search.lo
-        success = a > 0
-        s = a * p
+        def phi(alpha):
+            value, grad = fun.value_and_grad(x + alpha * p)
+            return value, jnp.vdot(grad, p), grad
+
+        ls = zoom_wolfe(
+            phi, f, dphi0, g, init_step=init_step, c1=1e-4, c2=0.9, max_steps=max_ls, active=~done
+        )
+        s = ls.step_size * p
         x_new = x + s
+        g_new = ls.aux
         y = g_new - g
-        g_next = jnp.where(success, g_new, g)
-        sy, yy, gg_next = jnp.vdot(s, y), jnp.vdot(y, y), jnp.vdot(g_next, g_next)
-        g_max = jnp.max(jnp.abs(g_new))
-        step_excess = jnp.max(jnp.abs(s) - atol - rtol * jnp.abs(x_new))
-        predicted_excess = jnp.max(jnp.abs(p) - atol - rtol * jnp.abs(x))
+        sy, yy = jnp.vdot(s, y), jnp.vdot(y, y)
         curv_ok = sy > eps * yy  # the pair keeps the model positive definite (as L-BFGS-B)
         rho = 1.0 / jnp.where(curv_ok, sy, 1.0)
-        new_memory = update(
-            memory, s, y, rho, jnp.where(curv_ok, yy, 1.0), fresh, ended & success & curv_ok
-        )
-        # Converged: the gradient test, or the Cauchy test (a step small in every component and
-        # a change of f within the tolerances; the driver's own test is off, see bfgs).
-        converged = success & (
-            (g_max <= atol + rtol * jnp.minimum(jnp.abs(f_new), jnp.abs(f0)))
-            | ((step_excess <= 0) & (jnp.abs(f_new - f) <= atol + rtol * jnp.abs(f_new)))
-        )
-        # A failed search with a model of past steps is retried along -g (a fresh model); a
-        # failed search along -g is a failure, unless the whole proposed step is within the step
-        # tolerance (then rounding, not the model, stopped the search).
-        gave_up = ~success & fresh
-        converged = ended & (converged | (gave_up & (predicted_excess <= 0)))
-        n_iter = n_iter + ended.astype(jnp.int32)
+        new_memory = update(memory, s, y, rho, jnp.where(curv_ok, yy, 1.0), fresh, curv_ok)
+        converged = gradient_converged(g_new, ls.value, f0, rtol, atol)
+        # A failed search with a model of past steps is retried once along -g; a failed search
+        # along -g is a failure, unless the whole proposed step is within the step tolerance
+        # (then rounding, not the model, stopped the search).
+        predicted_small = jnp.all(jnp.abs(p) <= atol + rtol * jnp.abs(x))
         failure = jnp.where(
-            gave_up & (predicted_excess > 0),
-            int(Status.LINESEARCH_FAILED),
-            jnp.where(n_iter >= max_iter, int(Status.MAX_ITER), int(Status.RUNNING)),
+            ls.success | ~fresh,
+            int(Status.RUNNING),
+            jnp.where(predicted_small, int(Status.RUNNING), int(Status.LINESEARCH_FAILED)),
         )
-        failure = jnp.where(ended & ~converged, failure, int(Status.RUNNING))
-        # The next search: from x_new after a success; from x along -g after a failure. With an
-        # inner loop, none once stopped (a vmapped loop keeps stepping stopped elements, which
-        # must not keep the inner loop running); folded, the driver freezes them.
-        x_next = jnp.where(success, x_new, x)
-        f_next = jnp.where(success, f_new, f)
-        fresh_next = ~success | (fresh & ~curv_ok)
-        stopped = converged | (failure != int(Status.RUNNING))
+        converged = jnp.where(ls.success, converged, converged | (fresh & predicted_small))
         new_state = _QNState(
-            x=x_next,
-            f=f_next,
-            g=g_next,
+            x=x_new,
+            f=ls.value,
+            g=g_new,
             memory=new_memory,
-            fresh=fresh_next,
-            p=None,
-            dphi0=None,
-            search=None,
-            stopped=stopped,
-            n_iter=n_iter,
-            n_fev=n_fev,
+            fresh=~ls.success | (fresh & ~curv_ok),
+            n_fev=n_fev + ls.n_eval,
+            # What the driver will stop on (its Cauchy test included): the element is finished.
+            done=converged
+            | (failure != int(Status.RUNNING))
+            | (
+                ls.success
+                & tree_step_small(x_new, s, rtol, atol)
+                & (jnp.abs(ls.value - f) <= atol + rtol * jnp.abs(ls.value))
+            ),
         )
-        if fold:
-            p_next, dphi_next, step_next, fresh_next = _direction(
-                apply_inverse, new_memory, g_next, gg_next, fresh_next
-            )
-            restart = wolfe_start(f_next, dphi_next, g_next, init_step=step_next)
-            new_state = _QNState(
-                x=jnp.where(ended, x_next, x),
-                f=jnp.where(ended, f_next, f),
-                g=jnp.where(ended, g_next, g),
-                memory=new_memory,
-                fresh=jnp.where(ended, fresh_next, fresh),
-                p=jnp.where(ended, p_next, p),
-                dphi0=jnp.where(ended, dphi_next, dphi0),
-                search=tree_where(ended, restart, search),
-                stopped=None,
-                n_iter=n_iter,
-                n_fev=n_fev,
-            )
-        return new_state, make_progress(
-            new_state.x, new_state.f, converged=converged, failure=failure
+        # On a failed search x_new = x (step 0) and the state keeps the old gradient.
+        new_state = new_state._replace(
+            g=jnp.where(ls.success, g_new, g), f=jnp.where(ls.success, ls.value, f)
         )
+        progress = make_progress(
+            x_new,
+            new_state.f,
+            # A failed search moves nowhere; inf keeps the Cauchy test from calling that converged.
+            dx=jnp.where(ls.success, s, jnp.inf),
+            df=jnp.where(ls.success, new_state.f - f, jnp.inf),
+            converged=converged,
+            failure=failure,
+        )
+        return new_state, progress
 
     return state, progress, step
 
@@ -308,15 +221,9 @@ def bfgs(
 
     with :math:`H_0 = I` scaled by :math:`y^\top s / y^\top y` before the first update. Pairs
     with :math:`y^\top s \le 0` (possible only if the line search stopped short) are skipped.
-    Convergence: ``max|grad f| <= atol + rtol min(|f|, |f(x0)|)``, or the Cauchy test (a step
-    small in every component and a change of ``f`` within the tolerances). Memory is
-    :math:`O(n^2)`: use :func:`lbfgs` for more than a few thousand parameters.
-
-    For up to 4 unknowns the line search is folded into the iterations of the jit-compiled
-    loop: each turn evaluates ``f`` and its gradient once, and the quasi-Newton step is taken
-    on the turn where the search ends. Under ``jax.vmap`` the loop then runs for as many turns
-    as the slowest element needs evaluations, instead of waiting at every iteration for the
-    slowest element's line search. ``n_iter`` counts iterations (line searches) either way.
+    Convergence: ``max|grad f| <= atol + rtol min(|f|, |f(x0)|)``, or the driver's Cauchy test (a
+    step small in every component and a change of ``f`` within the tolerances). Memory is :math:`O(n^2)`: use
+    :func:`lbfgs` for more than a few thousand parameters.
 
     Args:
         f: the objective, a scalar function ``f(x, *args)``; ``x`` may be a pytree.
@@ -351,9 +258,7 @@ def bfgs(
         atol=atol,
         history=history,
         verbose=verbose,
-        cauchy=False,  # the step applies the Cauchy test itself
-        self_counting=True,
-        check_finite=False,  # the step reports a non-finite start; trials are checked
+        cauchy=True,
         static={"model": "bfgs", "max_linesearch": _check_common(max_linesearch)},
     )
 
@@ -404,9 +309,7 @@ def lbfgs(
         atol=atol,
         history=history,
         verbose=verbose,
-        cauchy=False,  # the step applies the Cauchy test itself
-        self_counting=True,
-        check_finite=False,  # the step reports a non-finite start; trials are checked
+        cauchy=True,
         static={
             "model": "lbfgs",
             "memory": check_positive_int("memory", memory),

@@ -101,14 +101,6 @@ def _check_scalar(f, x0, args):
         raise TypeError(f"f must return a real floating value, got dtype {out.dtype}")
 
 
-def _driver_steps(spec: _Spec) -> int:
-    """The driver's step limit: a self-counting solver stops itself at ``max_iter`` iterations,
-    each at most ``max_linesearch`` driver steps; the driver's limit is only a backstop."""
-    if not spec.self_counting:
-        return spec.max_iter
-    return min(spec.max_iter * dict(spec.static)["max_linesearch"] + 1, 2**31 - 1)
-
-
 def _run(spec: _Spec, x0, args, rtol, atol, dyn):
     f = spec.f
     _check_scalar(f, x0, args)
@@ -132,7 +124,8 @@ def _run(spec: _Spec, x0, args, rtol, atol, dyn):
             step,
             state,
             progress,
-            max_iter=_driver_steps(spec),
+            # A self-counting solver stops itself after max_iter iterations and a final test.
+            max_iter=min(spec.max_iter + 1, 2**31 - 1) if spec.self_counting else spec.max_iter,
             rtol=rtol,
             atol=atol,
             cauchy=spec.cauchy,
@@ -146,8 +139,8 @@ def _run(spec: _Spec, x0, args, rtol, atol, dyn):
         aux = (
             state.f,
             state.grad_norm if hasattr(state, "grad_norm") else tree_max_abs(state.g),
-            out.state.n_iter if spec.self_counting else out.n_iter,
-            out.state.n_fev,
+            state.n_iter if spec.self_counting else out.n_iter,
+            state.n_fev,
             out.status,
             out.history,
         )
@@ -199,15 +192,14 @@ def run_minimiser(
 ) -> MinimiseResult:
     """Validate the input and run ``init``'s solver, jit-compiled once per static configuration.
 
-    ``self_counting=True`` is for a solver whose iterations may take several driver steps (a line
-    search folded into the driver's loop, one evaluation per step, at most
-    ``static["max_linesearch"]`` steps per iteration; or a last step that only tests the point
-    reached). Its state counts the iterations (``n_iter``), its step reports ``Status.MAX_ITER``
-    when ``n_iter`` reaches ``options["max_iter"]``, and the history is recorded per iteration.
-    ``check_finite=False`` is for a solver that guarantees finite progress (a non-finite start
-    reported as ``Status.NONFINITE`` by its initial progress, non-finite trial points rejected
-    by its line search): the driver then skips its non-finite test, which under ``vmap`` selects
-    every carried array on the new status every step.
+    ``self_counting=True`` is for a solver that tests the point a step reaches at the start of
+    the next step (where it evaluates the gradient anyway), so that a run ends with one driver
+    step that only tests. Its state counts the iterations (``n_iter``), its step reports
+    ``Status.MAX_ITER`` when ``n_iter`` reaches ``options["max_iter"]``, and the history is
+    recorded per iteration. ``check_finite=False`` is for a solver that guarantees finite
+    progress itself (a non-finite start reported as ``Status.NONFINITE`` by its initial
+    progress, steps only to finite points): the driver then skips its non-finite test, which
+    under ``vmap`` selects every carried array on the new status every step.
 
     ``dynamic`` options (floats) are traced, so new values do not recompile; ``static`` options
     (ints, strings, callables) are part of the compilation key.

@@ -132,22 +132,6 @@ def test_rosenbrock_n(name, n):
     assert float(res.value) < 1e-12
 
 
-def test_folded_and_inner_line_search_agree(monkeypatch):
-    """BFGS folds its line search into the driver's loop for tiny problems; the inner-loop form
-    (larger problems) must take the same iterates, counts and history."""
-    import jaxopt_mml._minimise_bfgs as qn
-
-    p = zoo.BY_NAME["rosen10"]
-    monkeypatch.setattr(qn, "FOLD_MAX", 10)
-    folded = mml.bfgs(lambda x: p.f(x), jnp.asarray(p.x0), history=4)
-    monkeypatch.setattr(qn, "FOLD_MAX", 0)
-    inner = mml.bfgs(lambda x: p.f(x), jnp.asarray(p.x0), history=4)  # a new f: a new trace
-    assert bool(folded.success) and int(folded.status) == int(inner.status)
-    assert int(folded.n_iter) == int(inner.n_iter) and int(folded.n_fev) == int(inner.n_fev)
-    np.testing.assert_allclose(folded.x, inner.x, rtol=1e-12, atol=1e-14)
-    np.testing.assert_allclose(folded.history.f, inner.history.f, rtol=1e-12)
-
-
 def test_newton_cg_rosenbrock_100():
     p = zoo.BY_NAME["rosen100"]
     res = mml.newton_minimise(p.f, jnp.asarray(p.x0), linear_solver="cg")
