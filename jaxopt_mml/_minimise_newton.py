@@ -143,7 +143,8 @@ def _init(fun, x0, rtol, atol, dyn, options):
 
         The gradient is evaluated once per iteration: the test for the point that the last step
         reached happens here, at the start of the next, so the run ends with one driver step that
-        only checks (not counted in ``n_iter``).
+        tests and discards its step (a select, not a branch: the same under ``vmap``); it counts
+        in neither ``n_iter`` nor, beyond its linearisation, ``n_fev``.
         """
         x, f, _, cauchy, n_iter, n_fev = state
         g, hvp = jax.linearize(fun.grad, x)
