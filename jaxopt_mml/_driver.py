@@ -160,6 +160,7 @@ def iterate(
     verbose: bool = False,
     name: str = "solver",
     check_finite: bool = True,
+    count=None,
 ) -> DriverOutput:
     """Run ``step`` from ``(state, progress)`` until it converges, fails or reaches ``max_iter``.
 
@@ -178,6 +179,11 @@ def iterate(
             that reports non-finite values per element in its own state (and never a non-finite
             progress) passes False: the step's state is then kept unconditionally, which spares
             a select of every state array per iteration.
+        count: ``count(state) -> int``, the solver's own iteration number, for a solver whose
+            driver steps are not all iterations (a final step that only tests convergence, or a
+            line search folded into the loop). History entry ``k`` then holds the iterate after
+            ``k`` of the solver's iterations (other steps rewrite the same entry), and verbose
+            output prints that number. ``None``: every driver step is an iteration.
 
     Returns:
         :class:`DriverOutput` with the final state and progress, ``n_iter``, ``status`` (never
@@ -212,18 +218,19 @@ def iterate(
         state, prog, k, _, hist = carry
         new_state, new_prog = step(state)
         k = k + 1
+        k_solver = k if count is None else count(new_state)
         status = _decide(new_prog, rtol, atol, cauchy, check_finite)
         if check_finite:
             keep = status != int(Status.NONFINITE)
             state = tree_where(keep, new_state, state)
             prog = tree_where(keep, new_prog, prog)
-            k_record = jnp.where(keep, k, history)
+            k_record = jnp.where(keep, k_solver, history)
         else:
-            state, prog, k_record = new_state, new_prog, k
+            state, prog, k_record = new_state, new_prog, k_solver
         hist = _record(hist, k_record, prog) if hist is not None else None
         if verbose:
             jax.debug.print(
-                name + " iter {k}: f = {f:.6e}, status = {s}", k=k, f=new_prog.f, s=status
+                name + " iter {k}: f = {f:.6e}, status = {s}", k=k_solver, f=new_prog.f, s=status
             )
         return state, prog, k, status, hist
 

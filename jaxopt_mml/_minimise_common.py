@@ -1,8 +1,8 @@
 """What every minimiser shares: the result type, input checks and the jit-compiled runner (private).
 
 Each solver module supplies ``init(problem, x0, rtol, atol, dynamic, static) -> (state, Progress,
-step)``, with a state
-that has the fields ``f`` (the value), ``g`` (the gradient) and ``n_fev``. :func:`run_minimiser`
+step)``, with a state that has the fields ``f`` (the value), ``g`` (the gradient; or
+``grad_norm``, its largest component) and ``n_fev``. :func:`run_minimiser`
 validates the input, flattens pytree parameters (``ravel_pytree``) when the solver works on vectors,
 runs the solver on the iteration driver, wraps the run in implicit differentiation of
 ``grad f(x, *args) = 0`` and returns a :class:`MinimiseResult` in the caller's structure.
@@ -67,7 +67,12 @@ def gradient_converged(
     Relative to the value (the natural scale of the gradient of a well-scaled problem), but never
     to more than the starting value: a diverging run has a huge ``|f|`` and must not pass.
     """
-    return tree_max_abs(g) <= atol + rtol * jnp.minimum(jnp.abs(f), jnp.abs(f0))
+    return gradient_small(tree_max_abs(g), f, f0, rtol, atol)
+
+
+def gradient_small(g_max, f, f0, rtol, atol) -> jax.Array:
+    """:func:`gradient_converged` from ``g_max = max_i |g_i|``, for a solver that keeps it."""
+    return g_max <= atol + rtol * jnp.minimum(jnp.abs(f), jnp.abs(f0))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +88,8 @@ class _Spec:
     cauchy: bool
     name: str
     static: tuple
+    self_counting: bool
+    check_finite: bool
 
 
 def _check_scalar(f, x0, args):
@@ -111,24 +118,29 @@ def _run(spec: _Spec, x0, args, rtol, atol, dyn):
             value_and_grad=lambda x: jax.value_and_grad(value)(x, args),
             grad=lambda x: jax.grad(value)(x, args),
         )
-        state, progress, step = spec.init(fun, guess, rtol, atol, dyn, dict(spec.static))
+        options = dict(spec.static, max_iter=spec.max_iter)
+        state, progress, step = spec.init(fun, guess, rtol, atol, dyn, options)
         out = iterate(
             step,
             state,
             progress,
-            max_iter=spec.max_iter,
+            # A self-counting solver stops itself after max_iter iterations and a final test.
+            max_iter=min(spec.max_iter + 1, 2**31 - 1) if spec.self_counting else spec.max_iter,
             rtol=rtol,
             atol=atol,
             cauchy=spec.cauchy,
             history=spec.history,
             verbose=spec.verbose,
             name=spec.name,
+            count=(lambda st: st.n_iter) if spec.self_counting else None,
+            check_finite=spec.check_finite,
         )
+        state = out.state
         aux = (
-            out.state.f,
-            tree_max_abs(out.state.g),
-            out.n_iter,
-            out.state.n_fev,
+            state.f,
+            state.grad_norm if hasattr(state, "grad_norm") else tree_max_abs(state.g),
+            state.n_iter if spec.self_counting else out.n_iter,
+            state.n_fev,
             out.status,
             out.history,
         )
@@ -173,10 +185,21 @@ def run_minimiser(
     verbose: bool,
     cauchy: bool,
     flat: bool = True,
+    self_counting: bool = False,
+    check_finite: bool = True,
     dynamic: dict | None = None,
     static: dict | None = None,
 ) -> MinimiseResult:
     """Validate the input and run ``init``'s solver, jit-compiled once per static configuration.
+
+    ``self_counting=True`` is for a solver that tests the point a step reaches at the start of
+    the next step (where it evaluates the gradient anyway), so that a run ends with one driver
+    step that only tests. Its state counts the iterations (``n_iter``), its step reports
+    ``Status.MAX_ITER`` when ``n_iter`` reaches ``options["max_iter"]``, and the history is
+    recorded per iteration. ``check_finite=False`` is for a solver that guarantees finite
+    progress itself (a non-finite start reported as ``Status.NONFINITE`` by its initial
+    progress, steps only to finite points): the driver then skips its non-finite test, which
+    under ``vmap`` selects every carried array on the new status every step.
 
     ``dynamic`` options (floats) are traced, so new values do not recompile; ``static`` options
     (ints, strings, callables) are part of the compilation key.
@@ -204,6 +227,8 @@ def run_minimiser(
         cauchy=cauchy,
         name=name,
         static=tuple(sorted((static or {}).items())),
+        self_counting=self_counting,
+        check_finite=check_finite,
     )
     dyn = {k: jnp.asarray(v, dtype) for k, v in (dynamic or {}).items()}
     return _run_jit(spec, x0, args, jnp.asarray(rtol, dtype), jnp.asarray(atol, dtype), dyn)

@@ -11,7 +11,7 @@ from jax import lax
 
 from ._driver import make_progress
 from ._linesearch import backtracking
-from ._minimise_common import MinimiseResult, gradient_converged, run_minimiser
+from ._minimise_common import MinimiseResult, gradient_small, run_minimiser
 from ._status import Status
 from ._tree import PyTree, check_choice, check_positive_int
 
@@ -26,7 +26,9 @@ JACOBI_MAX = 4
 class _NewtonState(NamedTuple):
     x: jax.Array
     f: jax.Array
-    g: jax.Array
+    grad_norm: jax.Array  # max|grad f(x)|, from the step that started at x (NaN before the first)
+    cauchy: jax.Array  # the last step passed the Cauchy test (judged at the start of the next)
+    n_iter: jax.Array  # Newton steps; the driver also counts the final step that only checks
     n_fev: jax.Array
 
 
@@ -55,107 +57,136 @@ def _jacobi_eigh(a):
     return jnp.diagonal(a), v
 
 
-def _dense_direction(fun, x, g):
+def _dense_direction(hvp, g):
     """-|H|^{-1} g, with |H| = Q max(|lambda|, delta) Q' (eigenvalue modification, N&W 3.4).
 
     Negative curvature becomes positive, so the direction descends and leaves saddle points along
-    the directions of negative curvature; tiny eigenvalues are lifted to ``delta``.
+    the directions of negative curvature; tiny eigenvalues are lifted to ``delta``. ``H`` is
+    formed column by column from the Hessian-vector product (as ``jax.jacfwd`` of the gradient).
     """
-    h = jax.hessian(fun.value)(x)
+    h = jax.vmap(hvp)(jnp.eye(g.shape[0], dtype=g.dtype))
     h = 0.5 * (h + h.T)
     lam, q = _jacobi_eigh(h) if h.shape[0] <= JACOBI_MAX else jnp.linalg.eigh(h)
-    eps = jnp.finfo(x.dtype).eps
+    eps = jnp.finfo(g.dtype).eps
     delta = jnp.sqrt(eps) * jnp.maximum(1.0, jnp.max(jnp.abs(lam)))
     lam = jnp.maximum(jnp.abs(lam), delta)
     return -(q @ ((q.T @ g) / lam))
 
 
-def _cg_direction(fun, x, g, max_cg):
+def _cg_direction(hvp, g, max_cg):
     """Truncated conjugate gradients on H p = -g (Newton-CG, N&W Alg. 7.1).
 
     Stops at the forcing tolerance ``min(0.5, sqrt|g|) |g|`` (superlinear convergence), or on
-    meeting non-positive curvature, where it returns the last iterate (or the scaled steepest-descent
-    direction at the first step), so the direction always descends. The Hessian is never formed: ``H v`` is one forward-over-
-    reverse product through the linearised gradient.
+    meeting non-positive curvature, where it returns the last iterate (or the scaled
+    steepest-descent direction at the first step), so the direction always descends. The Hessian
+    is never formed: ``H v`` is one forward-over-reverse product through the linearised gradient.
     """
-    _, hvp = jax.linearize(fun.grad, x)
-    gnorm = jnp.linalg.norm(g)
+    eps = jnp.finfo(g.dtype).eps
+    gg = jnp.vdot(g, g)
+    gnorm = jnp.sqrt(gg)
     tol = jnp.minimum(0.5, jnp.sqrt(gnorm)) * gnorm
-    eps = jnp.finfo(x.dtype).eps
 
     def cond(carry):
-        _, _, _, rr, j, done = carry
+        _, _, _, _, j, done = carry
         return (~done) & (j < max_cg)
 
     def body(carry):
         z, r, d, rr, j, _ = carry
         bd = hvp(d)
-        curv = jnp.vdot(d, bd)
-        negative = curv <= eps * jnp.vdot(d, d)
+        # d'Hd and d'd as one matrix-vector product: XLA on CPU compiles a dot as a library
+        # call, where each vector reduction is two generated kernels.
+        curv, dd = jnp.stack([bd, d]) @ d
+        negative = curv <= eps * dd
         a = rr / jnp.where(negative, 1.0, curv)
-        z_new = z + a * d
         r_new = r + a * bd
         rr_new = jnp.vdot(r_new, r_new)
-        small = jnp.sqrt(rr_new) <= tol
-        d_new = -r_new + (rr_new / rr) * d
-        first = j == 0
         # Negative curvature at the first step: steepest descent, scaled by the curvature's
         # magnitude along it, |g|^2 / |g'Hg| (as scipy's Newton-CG), so that a unit step is sane.
-        sd = -(rr / jnp.maximum(jnp.abs(curv), eps * jnp.vdot(d, d))) * g
-        z_out = jnp.where(negative, jnp.where(first, sd, z), z_new)
-        return (
-            z_out,
-            jnp.where(negative, r, r_new),
-            jnp.where(negative, d, d_new),
-            jnp.where(negative, rr, rr_new),
-            j + 1,
-            negative | small,
-        )
+        # Otherwise the last iterate; r, d and rr are not used after the loop stops.
+        sd = -(rr / jnp.maximum(jnp.abs(curv), eps * dd)) * g
+        z_out = jnp.where(negative, jnp.where(j == 0, sd, z), z + a * d)
+        small = jnp.sqrt(rr_new) <= tol
+        return z_out, r_new, -r_new + (rr_new / rr) * d, rr_new, j + 1, negative | small
 
-    init = (jnp.zeros_like(g), g, -g, jnp.vdot(g, g), jnp.asarray(0, jnp.int32), gnorm == 0)
+    init = (jnp.zeros_like(g), g, -g, gg, jnp.asarray(0, jnp.int32), gnorm == 0)
     z, *_ = lax.while_loop(cond, body, init)
     return z
 
 
 def _init(fun, x0, rtol, atol, dyn, options):
     solver, max_cg, max_ls = options["linear_solver"], options["max_cg"], options["max_linesearch"]
-    f0, g0 = fun.value_and_grad(x0)
-    state = _NewtonState(x0, f0, g0, jnp.asarray(1, jnp.int32))
-    progress = make_progress(x0, f0, converged=gradient_converged(g0, f0, f0, rtol, atol))
+    max_iter = options["max_iter"]
+    f0 = fun.value(x0)
+    state = _NewtonState(
+        x=x0,
+        f=f0,
+        grad_norm=jnp.full_like(f0, jnp.nan),
+        cauchy=jnp.asarray(False),
+        n_iter=jnp.asarray(0, jnp.int32),
+        n_fev=jnp.asarray(1, jnp.int32),
+    )
+
+    def newton_step(x, f, g, hvp):
+        """The safeguarded Newton direction and the backtracking search along it."""
+        if solver == "dense":
+            p = _dense_direction(hvp, g)
+        else:
+            p = _cg_direction(hvp, g, max_cg)
+        ls = backtracking(lambda a: fun.value(x + a * p), f, jnp.vdot(g, p), max_steps=max_ls)
+        # When the full Newton step is itself within the step tolerance, x has converged as far
+        # as the dtype allows, and a failed search only means rounding.
+        predicted_small = jnp.all(jnp.abs(p) <= atol + rtol * jnp.abs(x))
+        return ls.step_size * p, ls, predicted_small
 
     def step(state: _NewtonState):
-        x, f, g, n_fev = state
-        if solver == "dense":
-            p = _dense_direction(fun, x, g)
-        else:
-            p = _cg_direction(fun, x, g, max_cg)
-        dphi0 = jnp.vdot(g, p)
-        ls = backtracking(lambda a: fun.value(x + a * p), f, dphi0, init_step=1.0, max_steps=max_ls)
-        # When the full Newton step is itself within the step tolerance, x has converged as far as
-        # the dtype allows, and a failed search only means rounding.
-        predicted_small = jnp.all(jnp.abs(p) <= atol + rtol * jnp.abs(x))
-        alpha = jnp.where(ls.success, ls.step_size, 0.0)
-        dx = alpha * p
-        x_new = x + dx
-        f_new, g_new = fun.value_and_grad(x_new)
-        converged = gradient_converged(g_new, f_new, f0, rtol, atol) | (
-            ~ls.success & predicted_small
-        )
-        failure = jnp.where(
-            ls.success | predicted_small, int(Status.RUNNING), int(Status.LINESEARCH_FAILED)
-        )
-        new_state = _NewtonState(x_new, f_new, g_new, n_fev + ls.n_eval + 1)
-        progress = make_progress(
-            x_new,
-            f_new,
-            dx=jnp.where(ls.success, dx, jnp.inf),
-            df=jnp.where(ls.success, f_new - f, jnp.inf),
-            converged=converged,
-            failure=failure,
-        )
-        return new_state, progress
+        """Test the gradient at x (one linearisation gives it and H v); if not converged, step.
 
-    return state, progress, step
+        The gradient is evaluated once per iteration: the test for the point that the last step
+        reached happens here, at the start of the next, so the run ends with one driver step that
+        tests and discards its step (a select, not a branch: the same under ``vmap``); it counts
+        in neither ``n_iter`` nor, beyond its linearisation, ``n_fev``.
+        """
+        x, f, _, cauchy, n_iter, n_fev = state
+        g, hvp = jax.linearize(fun.grad, x)
+        g_max = jnp.max(jnp.abs(g))
+        converged = cauchy | gradient_small(g_max, f, f0, rtol, atol)
+        stop = converged | (n_iter >= max_iter)
+        dx, ls, predicted_small = newton_step(x, f, g, hvp)
+        x_trial = x + dx
+        # One reduction for two tests: the step is small in every component (the driver's Cauchy
+        # test, judged next step so that the gradient reported is fresh), and the trial point is
+        # finite (NaN propagates through max; the driver's non-finite test is off).
+        excess = jnp.max(
+            jnp.where(jnp.isfinite(x_trial), jnp.abs(dx) - atol - rtol * jnp.abs(x_trial), jnp.nan)
+        )
+        finite = ~jnp.isnan(excess)
+        moved = ~stop & ls.success & finite
+        x_new = jnp.where(moved, x_trial, x)
+        f_new = jnp.where(moved, ls.value, f)
+        cauchy = moved & (excess <= 0) & (jnp.abs(f_new - f) <= atol + rtol * jnp.abs(f_new))
+        failure = jnp.where(
+            stop,
+            jnp.where(converged, int(Status.RUNNING), int(Status.MAX_ITER)),
+            jnp.where(
+                ls.success,
+                jnp.where(finite, int(Status.RUNNING), int(Status.NONFINITE)),
+                jnp.where(predicted_small, int(Status.RUNNING), int(Status.LINESEARCH_FAILED)),
+            ),
+        )
+        new_state = _NewtonState(
+            x=x_new,
+            f=f_new,
+            grad_norm=g_max,
+            cauchy=cauchy,
+            n_iter=n_iter + (~stop).astype(jnp.int32),
+            n_fev=n_fev + 1 + jnp.where(stop, 0, ls.n_eval),
+        )
+        converged = (stop & converged) | (~stop & ~ls.success & predicted_small)
+        return new_state, make_progress(x_new, f_new, converged=converged, failure=failure)
+
+    finite0 = jnp.all(jnp.isfinite(x0)) & jnp.isfinite(f0)
+    nonfinite = jnp.where(finite0, int(Status.RUNNING), int(Status.NONFINITE))
+    return state, make_progress(x0, f0, failure=nonfinite), step
 
 
 def newton_minimise(
@@ -187,9 +218,15 @@ def newton_minimise(
       non-positive curvature; memory :math:`O(n)`, for large problems.
     * ``"auto"`` (default): dense up to 200 unknowns, CG above.
 
-    Convergence: ``max|grad f| <= atol + rtol min(|f|, |f(x0)|)``, the driver's Cauchy test, or a
-    full Newton step within ``atol + rtol |x|`` in every component when rounding stops the line
-    search.
+    Convergence: ``max|grad f| <= atol + rtol min(|f|, |f(x0)|)``, the Cauchy test (a step small
+    in every component and a change of ``f`` within the tolerances), or a full Newton step within
+    ``atol + rtol |x|`` in every component when rounding stops the line search.
+
+    Each iteration linearises the gradient once (``jax.linearize``), which gives both
+    :math:`\nabla f(x_k)` and the products :math:`\nabla^2 f(x_k) v`; the convergence test for
+    the point a step reaches is made at the start of the next iteration, so a run ends with one
+    pass of the loop that only tests (it is not counted in ``n_iter``; ``n_fev`` counts every
+    call of ``f`` or of its linearised gradient).
 
     Args:
         f: the objective, a scalar function ``f(x, *args)``; ``x`` may be a pytree.
@@ -230,7 +267,9 @@ def newton_minimise(
         atol=atol,
         history=history,
         verbose=verbose,
-        cauchy=True,
+        cauchy=False,  # the step applies the Cauchy test itself
+        self_counting=True,
+        check_finite=False,  # the step moves only to finite points; the start is checked
         static={
             "linear_solver": linear_solver,
             "max_cg": max_cg,
