@@ -159,15 +159,20 @@ def _finish(model, cfg: _Config, x, y, w, bad, fit: _Fit, lo, hi, f_scale):
     u, _ = solve_with_implicit_grad(optimality, s.u, lambda guess: (guess, ()))
     p = to_p(u)
     res_p = _residual_fn(model, cfg.layout, x, y, w)
-    r = res_p(p)
-    jac = jax.jacfwd(res_p)(p)
+
+    def with_aux(q):
+        r = res_p(q)
+        return r, r
+
+    jac, r = jax.jacfwd(with_aux, has_aux=True)(p)  # r and J in one pass
     rs, js, cost = robust_scale(cfg.loss, r, jac, f_scale)
-    cov0, regular = spd_inverse(js.T @ js)
+    a = js.T @ js
+    cov0, regular = spd_inverse(a)
     cov, chi2, dof, reduced, p_value, r2, cov_ok = fit_statistics(
         r, cost, y, w, p.shape[0], cfg.absolute_sigma, cov0, regular
     )
     succ = int(Status.SUCCESS)
-    cos = gradient_cosine(rs, js, cost)  # scale-free: the same in p as in u
+    cos = gradient_cosine(js.T @ rs, jnp.diagonal(a), cost)  # scale-free: the same in p as in u
     stalled = (status == succ) & (s.n_accepted == 0) & (cos > cfg.rtol) & (s.cost > 0)
     status = jnp.where(
         stalled | (status == int(Status.STAGNATED)), int(Status.PRECISION_LIMIT), status

@@ -108,14 +108,10 @@ def _finite(*arrays):
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(a)) for a in arrays]))
 
 
-def gradient_cosine(r, jac, cost):
-    """``max_j |J_j . r| / (|J_j| sqrt(cost))``: 0 at a stationary point (MINPACK's gtol measure;
-    ``sqrt(cost) = |r|`` for least squares, and the robust cost's root for robust losses)."""
-    return _cosine(jac.T @ r, jnp.sum(jac * jac, axis=0), cost)
-
-
-def _cosine(g, diag, cost):
-    """:func:`gradient_cosine` from ``g = J^T r`` and the squared column norms ``diag``."""
+def gradient_cosine(g, diag, cost):
+    """``max_j |J_j . r| / (|J_j| sqrt(cost))`` from ``g = J^T r`` and the squared column norms
+    ``diag``: 0 at a stationary point (MINPACK's gtol measure; ``sqrt(cost) = |r|`` for least
+    squares, and the robust cost's root for robust losses)."""
     denom = jnp.sqrt(diag) * jnp.sqrt(cost)
     cos = jnp.where(denom > 0, jnp.abs(g) / jnp.where(denom > 0, denom, 1.0), 0.0)
     return jnp.max(cos, initial=0.0)
@@ -211,7 +207,7 @@ def lm_step(problem: Problem, rtol, atol):
         lam = jnp.where(accept, lam_acc, state.lam * state.nu)
         nu = jnp.where(accept, 2.0, 2.0 * state.nu)
         # The gradient test at the current point: a stationary point stops without a step.
-        cos = _cosine(g, diag, cost)
+        cos = gradient_cosine(g, diag, cost)
         converged = _tests(state, h, act, pred, rtol, atol, cos, accept, jnp.sqrt(diag))
         converged = converged & (ok | ~solved)  # a non-finite trial is never convergence
         new = LSState(
@@ -284,7 +280,7 @@ def _finish_line_step(state, r, jac, search, h, g, rtol, atol, solved):
     act = state.cost - cost_new
     pred = -(2.0 * (g @ dx) + jnp.sum((jac @ dx) ** 2))
     colnorm = jnp.sqrt(jnp.sum(jac * jac, axis=0))
-    cos = _cosine(g, colnorm * colnorm, state.cost)
+    cos = gradient_cosine(g, colnorm * colnorm, state.cost)
     gtest = cos <= 16 * jnp.finfo(state.cost.dtype).eps
     undamped = state._replace(lam=jnp.zeros_like(state.lam))
     converged = (accept & _tests(undamped, dx, act, pred, rtol, atol, cos, accept, colnorm)) | (
