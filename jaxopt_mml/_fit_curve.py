@@ -22,6 +22,7 @@ from ._fit_data import (
     to_internal,
     weights,
 )
+from ._fit_linalg import diagonal
 from ._fit_lm import (
     DEFAULT_MAX_ITER,
     METHODS,
@@ -172,7 +173,7 @@ def _finish(model, cfg: _Config, x, y, w, bad, fit: _Fit, lo, hi, f_scale):
         r, cost, y, w, p.shape[0], cfg.absolute_sigma, cov0, regular
     )
     succ = int(Status.SUCCESS)
-    cos = gradient_cosine(js.T @ rs, jnp.diagonal(a), cost)  # scale-free: the same in p as in u
+    cos = gradient_cosine(js.T @ rs, diagonal(a), cost)  # scale-free: the same in p as in u
     stalled = (status == succ) & (s.n_accepted == 0) & (cos > cfg.rtol) & (s.cost > 0)
     status = jnp.where(
         stalled | (status == int(Status.STAGNATED)), int(Status.PRECISION_LIMIT), status
@@ -180,7 +181,7 @@ def _finish(model, cfg: _Config, x, y, w, bad, fit: _Fit, lo, hi, f_scale):
     status = jnp.where(bad, int(Status.INVALID_INPUT), status).astype(jnp.int32)
     success = status == succ
     status = jnp.where(success & ~cov_ok, int(Status.COVARIANCE_UNDEFINED), status)
-    stderr = jnp.sqrt(jnp.diagonal(cov))
+    stderr = jnp.sqrt(diagonal(cov))
     return FitResult(
         params=cfg.layout.unravel(p),
         covariance=cov,

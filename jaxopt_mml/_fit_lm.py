@@ -51,7 +51,7 @@ import jax
 import jax.numpy as jnp
 
 from ._driver import make_progress
-from ._fit_linalg import chol_solve, cholesky
+from ._fit_linalg import chol_solve, cholesky, diagonal
 from ._fit_losses import robust_cost, robust_scale
 from ._linesearch import backtracking
 from ._status import Status
@@ -174,7 +174,7 @@ def lm_step(problem: Problem, rtol, atol):
         state = state._replace(cost=cost)
         a = jac.T @ jac
         g = jac.T @ r
-        diag = jnp.diagonal(a)
+        diag = diagonal(a)
         dscale = jnp.maximum(state.dscale, diag)
         dsafe = jnp.where(dscale > 0, dscale, 1.0)  # a column that is 0 so far: unit scale
         s = 1.0 / jnp.sqrt(dsafe)
@@ -233,7 +233,7 @@ def gn_step(problem: Problem, rtol, atol):
         r, jac, cost = _value_and_jac(problem, state.u)
         a = jac.T @ jac
         g = jac.T @ r
-        dscale = jnp.maximum(state.dscale, jnp.diagonal(a))
+        dscale = jnp.maximum(state.dscale, diagonal(a))
         h = _damped_solve(a, g, dscale, jnp.zeros((), a.dtype))
         solved = jnp.all(jnp.isfinite(h))
         h = jnp.where(solved, h, 0.0)

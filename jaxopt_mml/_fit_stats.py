@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.linalg import solve_triangular
 
+from ._fit_linalg import diagonal
 from ._special import gammaincc
 from ._tree import as_inexact
 
@@ -92,13 +93,13 @@ def spd_inverse(a):
     """
     k = a.shape[-1]
     eps = jnp.finfo(a.dtype).eps
-    d = jnp.sqrt(jnp.diagonal(a))
+    d = jnp.sqrt(diagonal(a))
     ok_d = jnp.all(d > 0) & jnp.all(jnp.isfinite(d))
     dinv = jnp.where(d > 0, 1.0 / jnp.where(d > 0, d, 1.0), 0.0)
     eye = jnp.eye(k, dtype=a.dtype)
     a_s = jnp.where(ok_d, a * dinv[:, None] * dinv[None, :], eye)
     chol = jnp.linalg.cholesky(a_s)
-    piv = jnp.diagonal(chol)
+    piv = diagonal(chol)
     regular = ok_d & jnp.all(jnp.isfinite(chol)) & jnp.all(piv > jnp.sqrt(k * eps))
     chol = jnp.where(regular, chol, eye)
     linv = solve_triangular(chol, eye, lower=True)
