@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from ._status import Status
@@ -249,6 +250,37 @@ def _lane_where(mask: jax.Array, on_true: PyTree, on_false: PyTree) -> PyTree:
     return jax.tree.map(pick, on_true, on_false)
 
 
+class _LanePacker:
+    """Packs a pytree of per-lane arrays (leading axis: lanes) into one ``(lanes, m)`` array per
+    dtype, and back. Built from an example tree; the pack/unpack are reshapes, concatenations and
+    slices, which XLA fuses into their producers and consumers."""
+
+    def __init__(self, example: PyTree):
+        leaves, self.treedef = jax.tree.flatten(example)
+        self.dtypes = sorted({jnp.dtype(a.dtype).name for a in leaves})
+        self.layout = []  # per leaf: (group, start, size, trailing shape)
+        fill = dict.fromkeys(self.dtypes, 0)
+        for a in leaves:
+            g = self.dtypes.index(jnp.dtype(a.dtype).name)
+            size = int(np.prod(a.shape[1:], dtype=int))
+            self.layout.append((g, fill[self.dtypes[g]], size, a.shape[1:]))
+            fill[self.dtypes[g]] += size
+
+    def pack(self, tree: PyTree) -> tuple:
+        leaves = jax.tree.leaves(tree)
+        groups = [[] for _ in self.dtypes]
+        for a, (g, _, size, _) in zip(leaves, self.layout, strict=True):
+            groups[g].append(a.reshape(a.shape[0], size))
+        return tuple(jnp.concatenate(parts, axis=1) for parts in groups)
+
+    def unpack(self, packed: tuple) -> PyTree:
+        leaves = [
+            packed[g][:, start : start + size].reshape((packed[g].shape[0],) + shape)
+            for g, start, size, shape in self.layout
+        ]
+        return jax.tree.unflatten(self.treedef, leaves)
+
+
 def iterate_pool(
     step,
     start,
@@ -304,17 +336,21 @@ def iterate_pool(
 
     lane_idx = jnp.arange(width, dtype=jnp.int32)
     state, _, status = load(lane_idx)
-    out_state = jax.tree.map(lambda a: jnp.zeros((n,) + a.shape[1:], a.dtype), state)
-    out_k = jnp.zeros((n,), jnp.int32)
-    out_status = jnp.zeros((n,), jnp.int32)
-    active = jnp.ones((width,), bool)
     k = jnp.zeros((width,), jnp.int32)
+    # Each lane's record (state, k, status) travels packed: one array per dtype, so that taking
+    # a step, refilling a lane and writing a result out are one select or scatter per dtype
+    # rather than one per state leaf (every one a kernel of its own, at every turn).
+    packer = _LanePacker((state, k, status))
+    rec = packer.pack((state, k, status))
+    out = tuple(jnp.zeros((n,) + a.shape[1:], a.dtype) for a in rec)
+    active = jnp.ones((width,), bool)
 
     def cond(carry):
         return jnp.any(carry[1])
 
     def body(carry):
-        idx, active, state, k, status, queued, out_state, out_k, out_status = carry
+        idx, active, rec, queued, out = carry
+        state, k, status = packer.unpack(rec)
         new_state, new_prog = jax.vmap(step)(idx, state)
         new_status = decide(new_prog, cauchy)
         # A lane loaded with a start that already stopped (e.g. non-finite) takes no step; a
@@ -329,25 +365,23 @@ def iterate_pool(
             (new_status == _RUNNING) & (k >= max_iter), int(Status.MAX_ITER), new_status
         )
         status = jnp.where(running, new_status, status)
+        rec = packer.pack((state, k, status))
 
         done = active & (status != _RUNNING)
         target = jnp.where(done, idx, n)  # index n is out of range: dropped
-        out_state = jax.tree.map(lambda o, v: o.at[target].set(v, mode="drop"), out_state, state)
-        out_k = out_k.at[target].set(k, mode="drop")
-        out_status = out_status.at[target].set(status, mode="drop")
+        out = tuple(o.at[target].set(r, mode="drop") for o, r in zip(out, rec, strict=True))
         # Refill the lanes that stopped with the next problems in the queue.
         nxt = queued + jnp.cumsum(done, dtype=jnp.int32) - 1
         refill = done & (nxt < n)
         idx = jnp.where(refill, nxt, idx)
         f_state, _, f_status = load(jnp.minimum(idx, n - 1))
-        state = _lane_where(refill, f_state, state)
-        status = jnp.where(refill, f_status, status)
-        k = jnp.where(refill, 0, k)
+        fresh = packer.pack((f_state, jnp.zeros_like(k), f_status))
+        rec = tuple(jnp.where(refill[:, None], f, r) for f, r in zip(fresh, rec, strict=True))
         active = (active & ~done) | refill
         queued = jnp.minimum(queued + jnp.sum(done, dtype=jnp.int32), n)
-        return idx, active, state, k, status, queued, out_state, out_k, out_status
+        return idx, active, rec, queued, out
 
     queued = jnp.asarray(width, jnp.int32)
-    carry = (lane_idx, active, state, k, status, queued, out_state, out_k, out_status)
-    *_, out_state, out_k, out_status = lax.while_loop(cond, body, carry)
+    out = lax.while_loop(cond, body, (lane_idx, active, rec, queued, out))[-1]
+    out_state, out_k, out_status = packer.unpack(out)
     return DriverOutput(out_state, None, out_k, out_status, None)
