@@ -334,7 +334,7 @@ def iterate_pool(
             status = jnp.where(status == _RUNNING, int(Status.MAX_ITER), status)
         return state, prog, status
 
-    lane_idx = jnp.arange(width, dtype=jnp.int32)
+    lane_idx = jnp.asarray(np.arange(width, dtype=np.int32))
     state, _, status = load(lane_idx)
     k = jnp.zeros((width,), jnp.int32)
     # Each lane's record (state, k, status) travels packed: one array per dtype, so that taking

@@ -32,6 +32,7 @@ from ._fit_lm import (
     gradient_cosine,
     init,
     lm_step,
+    value_and_jacfwd,
 )
 from ._fit_losses import LOSSES, robust_scale
 from ._fit_stats import FitResult, fit_statistics, spd_inverse
@@ -161,11 +162,7 @@ def _finish(model, cfg: _Config, x, y, w, bad, fit: _Fit, lo, hi, f_scale):
     p = to_p(u)
     res_p = _residual_fn(model, cfg.layout, x, y, w)
 
-    def with_aux(q):
-        r = res_p(q)
-        return r, r
-
-    jac, r = jax.jacfwd(with_aux, has_aux=True)(p)  # r and J in one pass
+    r, jac = value_and_jacfwd(res_p, p)  # r and J in one pass
     rs, js, cost = robust_scale(cfg.loss, r, jac, f_scale)
     a = js.T @ js
     cov0, regular = spd_inverse(a)

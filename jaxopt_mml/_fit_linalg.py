@@ -12,6 +12,7 @@ A matrix that is not (numerically) positive definite gives NaN in the factor: ca
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 
 
 def diagonal(a):
@@ -24,7 +25,7 @@ def diagonal(a):
 def cholesky(a):
     """Lower Cholesky factor of a symmetric positive-definite ``(k, k)`` matrix (NaN if not PD)."""
     k = a.shape[-1]
-    idx = jnp.arange(k)
+    idx = np.arange(k)  # masks as constants in the program, not kernels
     cols = []
     for j in range(k):
         piv = a[j, j]

@@ -49,6 +49,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ._driver import make_progress
 from ._fit_linalg import chol_solve, cholesky, diagonal
@@ -91,12 +92,18 @@ def _second_directional(problem: Problem, u, v):
     return jax.jvp(dir_deriv, (u,), (v,))[1]
 
 
-def _value_and_jac(problem: Problem, u):
-    def with_aux(v):
-        r = problem.residual(v)
-        return r, r
+def value_and_jacfwd(fun, u):
+    """``(fun(u), J)`` in one forward-mode pass, ``J[:, i] = d fun / d u_i``.
 
-    jac, r = jax.jacfwd(with_aux, has_aux=True)(u)
+    As ``jax.jacfwd`` with ``has_aux``, but the tangent basis is a NumPy constant: jacfwd builds
+    it in the program, and inside a loop XLA hoists it into kernels of their own."""
+    basis = np.eye(u.shape[0], dtype=u.dtype)
+    r, jac = jax.vmap(lambda t: jax.jvp(fun, (u,), (t,)), out_axes=(None, 1))(basis)
+    return r, jac
+
+
+def _value_and_jac(problem: Problem, u):
+    r, jac = value_and_jacfwd(problem.residual, u)
     return robust_scale(problem.loss, r, jac, problem.f_scale)
 
 
@@ -138,7 +145,7 @@ def init(u0, *, method: str = "lm", lam0: float = 1e-3):
 def _damped_solve(a, g, dscale, lam):
     """Solve ``(A + lam D) h = -g`` by Cholesky of the equilibrated matrix; NaN if it fails."""
     s = 1.0 / jnp.sqrt(dscale)
-    m = a * s[:, None] * s[None, :] + lam * jnp.eye(a.shape[0], dtype=a.dtype)
+    m = a * s[:, None] * s[None, :] + lam * np.eye(a.shape[0], dtype=a.dtype)
     z = chol_solve(cholesky(m), -g * s)
     return z * s
 
@@ -178,7 +185,7 @@ def lm_step(problem: Problem, rtol, atol):
         dscale = jnp.maximum(state.dscale, diag)
         dsafe = jnp.where(dscale > 0, dscale, 1.0)  # a column that is 0 so far: unit scale
         s = 1.0 / jnp.sqrt(dsafe)
-        m = a * s[:, None] * s[None, :] + state.lam * jnp.eye(a.shape[0], dtype=a.dtype)
+        m = a * s[:, None] * s[None, :] + state.lam * np.eye(a.shape[0], dtype=a.dtype)
         chol = cholesky(m)
         v = chol_solve(chol, -g * s) * s
         solved = jnp.all(jnp.isfinite(v))

@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.linalg import solve_triangular
 
 from ._fit_linalg import diagonal
@@ -96,7 +97,7 @@ def spd_inverse(a):
     d = jnp.sqrt(diagonal(a))
     ok_d = jnp.all(d > 0) & jnp.all(jnp.isfinite(d))
     dinv = jnp.where(d > 0, 1.0 / jnp.where(d > 0, d, 1.0), 0.0)
-    eye = jnp.eye(k, dtype=a.dtype)
+    eye = np.eye(k, dtype=a.dtype)
     a_s = jnp.where(ok_d, a * dinv[:, None] * dinv[None, :], eye)
     chol = jnp.linalg.cholesky(a_s)
     piv = diagonal(chol)
