@@ -17,7 +17,9 @@ own (``Progress.failure``, e.g. ``Status.SINGULAR``), which stops the loop with 
 
 Under ``jax.vmap`` the loop runs until the slowest element stops; finished elements are frozen (their
 state and ``n_iter`` no longer change), so per-element results are exact, but the wall time is set by
-the stragglers. Keep ``max_iter`` suited to the problem when batching.
+the stragglers. Keep ``max_iter`` suited to the problem when batching, or give a batch of
+independent problems to :func:`iterate_pool`, which runs them through a fixed number of lanes
+and hands a lane the next problem as soon as its own stops (same tests, same statuses).
 """
 
 from __future__ import annotations
