@@ -96,3 +96,33 @@ def test_float32_batch():
     assert fit.params.dtype == jnp.float32
     assert np.mean(np.asarray(fit.success)) >= 0.98
     np.testing.assert_allclose(fit.params, truth, rtol=0.2, atol=0.05)
+
+
+def test_batched_fit_under_vmap_and_grad(monkeypatch):
+    # The pool under the user's vmap (a batch of batches) gives the flat batch's fits, and the
+    # derivative of a batched fit's parameters with respect to its data equals the one-dataset
+    # (implicit) derivative.
+    import jaxopt_mml._fit_curve as fc
+
+    monkeypatch.setattr(fc, "_LANES", 2)  # several refills per inner batch
+
+    def model(x, p):  # a distinct model: a fresh compile under the patched constant
+        return gaussian_peak(x, p)
+
+    x, y, _, p0 = peak_data(6, seed=11)
+    flat = mml.curve_fit(model, x, y, p0)
+    nested = jax.vmap(lambda yy, pp: mml.curve_fit(model, x, yy, pp))(
+        jnp.asarray(y).reshape(2, 3, -1), jnp.asarray(p0).reshape(2, 3, -1)
+    )
+    np.testing.assert_allclose(nested.params.reshape(6, 4), flat.params, rtol=1e-10)
+    np.testing.assert_array_equal(nested.n_iter.reshape(6), flat.n_iter)
+
+    def centre_sum(yy):
+        return jnp.sum(mml.curve_fit(model, x, yy, p0).params[:, 1])
+
+    grad = jax.grad(centre_sum)(jnp.asarray(y))
+    for i in (0, 4):
+        one = jax.grad(lambda yi, pi: mml.curve_fit(gaussian_peak, x, yi, pi).params[1])(
+            jnp.asarray(y[i]), jnp.asarray(p0[i])
+        )
+        np.testing.assert_allclose(grad[i], one, rtol=1e-6, atol=1e-12)
