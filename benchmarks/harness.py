@@ -97,9 +97,8 @@ def measure(impl: Impl, *, repeats: int = 5, budget_s: float = 3.0) -> Timing:
                 out = _block(fn())
                 warm += 1
             per_call = (time.perf_counter() - t0) / warm
-        n = max(1, min(max(repeats, int(budget_s / max(per_call, 1e-6))), 50))
-        if per_call * repeats > budget_s:  # slow calls: as many as the budget allows
-            n = max(1, min(repeats, int(budget_s / max(per_call, 1e-6))))
+        # As many repeats as the budget allows: at least one, at most max(repeats, 50).
+        n = max(1, min(max(repeats, 50), int(budget_s / max(per_call, 1e-6))))
         while len(times) < n:
             t0 = time.perf_counter()
             out = _block(fn())

@@ -334,10 +334,10 @@ def iterate_pool(
         status = decide(prog, False)
         if max_iter == 0:
             status = jnp.where(status == _RUNNING, int(Status.MAX_ITER), status)
-        return state, prog, status
+        return state, status
 
     lane_idx = jnp.asarray(np.arange(width, dtype=np.int32))
-    state, _, status = load(lane_idx)
+    state, status = load(lane_idx)
     k = jnp.zeros((width,), jnp.int32)
     # Each lane's record (state, k, status) travels packed: one array per dtype, so that taking
     # a step, refilling a lane and writing a result out are one select or scatter per dtype
@@ -376,7 +376,7 @@ def iterate_pool(
         nxt = queued + jnp.cumsum(done, dtype=jnp.int32) - 1
         refill = done & (nxt < n)
         idx = jnp.where(refill, nxt, idx)
-        f_state, _, f_status = load(jnp.minimum(idx, n - 1))
+        f_state, f_status = load(jnp.minimum(idx, n - 1))
         fresh = packer.pack((f_state, jnp.zeros_like(k), f_status))
         rec = tuple(jnp.where(refill[:, None], f, r) for f, r in zip(fresh, rec, strict=True))
         active = (active & ~done) | refill

@@ -38,7 +38,7 @@ from ._fit_losses import LOSSES, robust_scale
 from ._fit_stats import FitResult, fit_statistics, spd_inverse
 from ._implicit import solve_with_implicit_grad
 from ._status import Status
-from ._tree import check_positive_int, default_tolerances
+from ._tree import check_choice, check_positive_int, default_tolerances
 
 __all__ = ["curve_fit"]
 
@@ -118,7 +118,7 @@ def _to_params(cfg: _Config, lo, hi):
 
 def _start(cfg: _Config, p0, lo, hi) -> _Fit:
     u0 = to_internal(p0, Bounds(lo, hi)) if cfg.bounded else p0
-    state, _ = init(u0, method=cfg.method)
+    state = init(u0, method=cfg.method)
     return _Fit(state, jnp.asarray(0, jnp.int32), jnp.asarray(int(Status.MAX_ITER), jnp.int32))
 
 
@@ -374,9 +374,9 @@ def curve_fit(
     """
     if not callable(model):
         raise TypeError(f"model must be callable as model(x, params), got {type(model).__name__}")
-    method = _choice("method", method, METHODS)
-    loss = _choice("loss", loss, LOSSES)
-    nan_policy = _choice("nan_policy", nan_policy, NAN_POLICIES)
+    method = check_choice("method", method, METHODS)
+    loss = check_choice("loss", loss, LOSSES)
+    nan_policy = check_choice("nan_policy", nan_policy, NAN_POLICIES)
     if not isinstance(absolute_sigma, bool):
         raise TypeError(f"absolute_sigma must be a bool, got {absolute_sigma!r}")
     max_iter = (
@@ -465,9 +465,3 @@ def _p0_looks_batched(p0, shapes, batch):
     if len(shapes) == 1 and jax.tree.structure(p0).num_nodes == 1:
         return len(shapes[0]) == 2 and shapes[0][0] == batch
     return all(len(shape) >= 1 and shape[0] == batch for shape in shapes)
-
-
-def _choice(name, value, choices):
-    if not isinstance(value, str) or value not in choices:
-        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-    return value

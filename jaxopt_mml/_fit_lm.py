@@ -131,7 +131,7 @@ def init(u0, *, method: str = "lm", lam0: float = 1e-3):
     driver start a problem at no cost. The scaling ``D`` starts at 0 and takes the first step's
     ``diag(J^T J)``; gradient descent's first step size (``lam = 0``) comes from its first step."""
     dtype = u0.dtype
-    state = LSState(
+    return LSState(
         u=u0,
         cost=jnp.zeros((), dtype),
         lam=jnp.asarray(lam0 if method == "lm" else 0.0, dtype),
@@ -139,15 +139,20 @@ def init(u0, *, method: str = "lm", lam0: float = 1e-3):
         dscale=jnp.zeros(u0.shape, dtype),
         n_accepted=jnp.asarray(0, jnp.int32),
     )
-    return state, make_progress(u0, state.cost)
+
+
+def _damped_factor(a, dscale, lam):
+    """Cholesky factor of ``A + lam D`` in the equilibrated variables ``D^{1/2} h``, and
+    ``D^{-1/2}``: ``h = s * chol_solve(chol, rhs * s)`` solves ``(A + lam D) h = rhs``."""
+    s = 1.0 / jnp.sqrt(dscale)
+    m = a * s[:, None] * s[None, :] + lam * np.eye(a.shape[0], dtype=a.dtype)
+    return cholesky(m), s
 
 
 def _damped_solve(a, g, dscale, lam):
     """Solve ``(A + lam D) h = -g`` by Cholesky of the equilibrated matrix; NaN if it fails."""
-    s = 1.0 / jnp.sqrt(dscale)
-    m = a * s[:, None] * s[None, :] + lam * np.eye(a.shape[0], dtype=a.dtype)
-    z = chol_solve(cholesky(m), -g * s)
-    return z * s
+    chol, s = _damped_factor(a, dscale, lam)
+    return chol_solve(chol, -g * s) * s
 
 
 def _tests(state: LSState, h, act, pred, rtol, atol, cos, accept, colnorm):
@@ -184,9 +189,7 @@ def lm_step(problem: Problem, rtol, atol):
         diag = diagonal(a)
         dscale = jnp.maximum(state.dscale, diag)
         dsafe = jnp.where(dscale > 0, dscale, 1.0)  # a column that is 0 so far: unit scale
-        s = 1.0 / jnp.sqrt(dsafe)
-        m = a * s[:, None] * s[None, :] + state.lam * np.eye(a.shape[0], dtype=a.dtype)
-        chol = cholesky(m)
+        chol, s = _damped_factor(a, dsafe, state.lam)  # one factor for the step and its correction
         v = chol_solve(chol, -g * s) * s
         solved = jnp.all(jnp.isfinite(v))
         v = jnp.where(solved, v, 0.0)

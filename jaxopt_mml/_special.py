@@ -12,7 +12,8 @@ time does too (``O(sqrt(a))`` loop steps). Per element, one of:
       Q(a, x) = erfc(eta sqrt(a / 2)) / 2 + exp(-a eta^2 / 2) / sqrt(2 pi a) sum_k C_k(eta) a^-k,
 
   ``C_k(eta) = sum_n d[k, n] eta^n`` (DLMF 8.12.12), coefficients computed exactly (rational
-  arithmetic) at import. The terms do not cancel: the relative accuracy holds into the far tail.
+  arithmetic) at the first trace, once per process (not at import). The terms do not cancel:
+  the relative accuracy holds into the far tail.
   ``erfc(|z|) = Q(1/2, z^2)`` is computed by the recurrences below.
 * ``x < max(a + 1, 1.5)``: ``Q = 1 - P`` (``Q`` is not small there) with the power series
   ``P(a, x) = x^a e^-x / Gamma(a) sum_n x^n / (a (a + 1) ... (a + n))`` (DLMF 8.7.1).
@@ -34,6 +35,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
 from fractions import Fraction
 
@@ -69,6 +71,7 @@ def _stirling_log_coefficients(n: int) -> list[Fraction]:
     ]
 
 
+@functools.cache
 def _temme_coefficients(n_k: int, n_eta: int) -> np.ndarray:
     """``d[k, n]`` of ``C_k(eta) = sum_n d[k, n] eta^n`` (DLMF 8.12.11-13), exactly.
 
@@ -96,7 +99,6 @@ def _temme_coefficients(n_k: int, n_eta: int) -> np.ndarray:
     return np.array([[float(c) for c in row[:n_eta]] for row in rows])
 
 
-_TEMME_D = _temme_coefficients(_TEMME_K, _TEMME_N)
 # log Gamma*(a) = sum_i s_{2i-1} a^(1-2i), i = 1..8: as a polynomial in 1 / a^2, times 1 / a.
 _STIRLING = np.array([float(c) for c in _stirling_log_coefficients(15)[1::2]])
 _ATANH = np.array([1.0 / (2 * j + 3) for j in range(11)])
@@ -169,7 +171,8 @@ def _q_by_recurrence(a, x, f):
 def _temme_tail(a, f, eta):
     """``exp(-a eta^2 / 2) / sqrt(2 pi a) sum_k C_k(eta) a^-k`` (``f = eta^2 / 2``)."""
     powers = eta[..., None] ** jnp.arange(_TEMME_N, dtype=a.dtype)
-    c = powers @ jnp.asarray(_TEMME_D.T, a.dtype)  # (..., K): C_k(eta)
+    table = _temme_coefficients(_TEMME_K, _TEMME_N)  # exact arithmetic, once, at first trace
+    c = powers @ jnp.asarray(table.T, a.dtype)  # (..., K): C_k(eta)
     inv_powers = (1.0 / a)[..., None] ** jnp.arange(_TEMME_K, dtype=a.dtype)
     return jnp.exp(-a * f) / jnp.sqrt(2.0 * math.pi * a) * jnp.sum(c * inv_powers, axis=-1)
 

@@ -103,6 +103,6 @@ def check_positive_int(name: str, value: Any) -> int:
 
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     """Validate a static string option against its allowed values."""
-    if value not in choices:
+    if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
     return value
