@@ -231,7 +231,7 @@ def _newton_elementwise(f, x0, args, dtype, opts) -> RootResult:
             args_flat,
             in_axes,
             n,
-            _roots_common.MASKED_CHUNK,
+            _roots_common.masked_chunk(),
         )
         return x, decode_status(code)
 

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from ._backend import wide_backend
 from ._status import Status
 from ._tree import PyTree
 
@@ -33,6 +34,16 @@ CHUNK = 65536
 # (its 16 MB state and temporaries are fresh pages on every call: ~4000 page faults); chunking
 # costs compile time (slices, updates, buffers), so problems up to one chunk are not chunked.
 MASKED_CHUNK = 2**18
+# On a GPU one iteration over 10^7 elements is a single sub-millisecond kernel, while every chunk
+# costs a loop of its own (a launch and a host synchronisation per iteration): there the problem
+# is chunked only beyond this size, to bound the memory of the temporaries.
+WIDE_CHUNK = 2**24
+
+
+def masked_chunk() -> int:
+    """The chunk size of the masked Newton iteration for the backend being compiled for."""
+    return WIDE_CHUNK if wide_backend() else MASKED_CHUNK
+
 
 _SCIPY_NAMES = {
     "maxiter": "max_iter",
@@ -188,7 +199,7 @@ def map_chunks(solve_batch: Callable, flat: tuple, args, in_axes, n: int, chunk:
     chunk size is an even divisor of ``n`` near ``chunk`` when one exists (else the input is padded
     by repeating its last element), so the body compiles once.
     """
-    chunk = CHUNK if chunk is None else chunk
+    chunk = (WIDE_CHUNK if wide_backend() else CHUNK) if chunk is None else chunk
     leaves, treedef = jax.tree.flatten(args)
     axes = treedef.flatten_up_to(in_axes)
     mapped = [i for i, ax in enumerate(axes) if ax is not None]

@@ -1,8 +1,11 @@
 """Batched fits: one compiled call for B datasets, each with its own result."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import jaxopt_mml as mml
 from jaxopt_mml import Status
@@ -23,18 +26,11 @@ def test_batched_equals_one_at_a_time():
         assert int(batch.status[i]) == int(one.status)
 
 
-def test_batched_few_lanes_and_shared_p0(monkeypatch):
+def test_batched_few_lanes_and_shared_p0():
     # Few lanes force many refills; every fit must still match its one-dataset solve.
-    import jaxopt_mml._fit_curve as fc
-
-    monkeypatch.setattr(fc, "_LANES", 3)
-
-    def model(x, p):  # a distinct model: a fresh compile under the patched constant
-        return gaussian_peak(x, p)
-
     x, y, truth, _ = peak_data(13, seed=3)
     p0 = jnp.asarray([2.0, 0.0, 1.0, 0.5])
-    batch = mml.curve_fit(model, x, y, p0)
+    batch = mml.curve_fit(gaussian_peak, x, y, p0, lanes=3)
     ref = jax.vmap(lambda yy: mml.curve_fit(gaussian_peak, x, yy, p0))(jnp.asarray(y))
     np.testing.assert_allclose(batch.params, ref.params, rtol=1e-8)
     np.testing.assert_array_equal(batch.n_iter, ref.n_iter)
@@ -98,27 +94,24 @@ def test_float32_batch():
     np.testing.assert_allclose(fit.params, truth, rtol=0.2, atol=0.05)
 
 
-def test_batched_fit_under_vmap_and_grad(monkeypatch):
+def test_batched_fit_under_vmap_and_grad():
     # The pool under the user's vmap (a batch of batches) gives the flat batch's fits, and the
     # derivative of a batched fit's parameters with respect to its data equals the one-dataset
     # (implicit) derivative.
-    import jaxopt_mml._fit_curve as fc
-
-    monkeypatch.setattr(fc, "_LANES", 2)  # several refills per inner batch
-
-    def model(x, p):  # a distinct model: a fresh compile under the patched constant
+    def model(x, p):  # two lanes: several refills per inner batch
         return gaussian_peak(x, p)
 
+    model = functools.partial(mml.curve_fit, model, lanes=2)
     x, y, _, p0 = peak_data(6, seed=11)
-    flat = mml.curve_fit(model, x, y, p0)
-    nested = jax.vmap(lambda yy, pp: mml.curve_fit(model, x, yy, pp))(
+    flat = model(x, y, p0)
+    nested = jax.vmap(lambda yy, pp: model(x, yy, pp))(
         jnp.asarray(y).reshape(2, 3, -1), jnp.asarray(p0).reshape(2, 3, -1)
     )
     np.testing.assert_allclose(nested.params.reshape(6, 4), flat.params, rtol=1e-10)
     np.testing.assert_array_equal(nested.n_iter.reshape(6), flat.n_iter)
 
     def centre_sum(yy):
-        return jnp.sum(mml.curve_fit(model, x, yy, p0).params[:, 1])
+        return jnp.sum(model(x, yy, p0).params[:, 1])
 
     grad = jax.grad(centre_sum)(jnp.asarray(y))
     for i in (0, 4):
@@ -126,3 +119,23 @@ def test_batched_fit_under_vmap_and_grad(monkeypatch):
             jnp.asarray(y[i]), jnp.asarray(p0[i])
         )
         np.testing.assert_allclose(grad[i], one, rtol=1e-6, atol=1e-12)
+
+
+def test_pool_width_changes_speed_not_results(monkeypatch):
+    # Any width gives the same fits; the default follows the backend (narrow on a CPU, wide on
+    # an accelerator); a bad width is a trace-time error naming the argument.
+    import jaxopt_mml._fit_curve as fc
+
+    x, y, _, p0 = peak_data(9, seed=5)
+    fits = [mml.curve_fit(gaussian_peak, x, y, p0, lanes=n) for n in (1, 4, 9, 100)]
+    for fit in fits[1:]:
+        np.testing.assert_array_equal(fit.params, fits[0].params)
+        np.testing.assert_array_equal(fit.n_iter, fits[0].n_iter)
+        np.testing.assert_array_equal(fit.stderr, fits[0].stderr)
+    assert fc.pool_lanes(10**4, None) == 1024 and fc.pool_lanes(500, None) == 128
+    assert fc.pool_lanes(50, None) == 50 and fc.pool_lanes(10**4, 7) == 7
+    monkeypatch.setattr(fc, "wide_backend", lambda: True)
+    assert fc.pool_lanes(10**4, None) == 10**4 and fc.pool_lanes(10**7, None) == 1_250_000
+    for bad in (0, -3, 2.5, "8", True):
+        with pytest.raises((ValueError, TypeError), match="lanes"):
+            mml.curve_fit(gaussian_peak, x, y, p0, lanes=bad)

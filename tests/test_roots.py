@@ -455,3 +455,12 @@ def test_property_root_or_honest_failure_from_anywhere(c, sign, x0):
     from_root_side = sign * x0 > np.sqrt(2 / 3)  # past the extremum, f is monotone and convex
     if from_root_side:
         assert bool(res.success[0])
+
+
+def test_elementwise_chunks_follow_the_backend(monkeypatch):
+    # Narrow chunks on a CPU (cache), wide on an accelerator (a loop per chunk costs launches).
+    import jaxopt_mml._roots_common as rc
+
+    assert rc.masked_chunk() == rc.MASKED_CHUNK
+    monkeypatch.setattr(rc, "wide_backend", lambda: True)
+    assert rc.masked_chunk() == rc.WIDE_CHUNK > rc.MASKED_CHUNK
