@@ -6,10 +6,11 @@
 # Runs from the repository root with the machine's own Python (jax with CUDA, optax, optimistix,
 # scipy, chex, pytest); jaxopt travels as a wheel in .whl/ (see .git/info/exclude). Each stage has
 # its own time limit, most valuable first, so that a stage that runs long costs only itself:
-#   1. Gpufit's benchmark (2-D Gaussian 5x5, float32, 10^4 to 10^7 fits) against jaxopt;
-#   2. pool widths for those fits (benchmarks/lanes.py);
-#   3. the Gaussian-peak fits in float64 (full mode), then pool widths for them;
-#   4. roots (full mode), minimisation (quick), the peak fits in float32 (quick).
+#   1. the slowest fits of a 10^5 batch, replayed step by step (benchmarks/stragglers.py);
+#   2. Gpufit's benchmark (2-D Gaussian 5x5, float32, 10^4 to 10^7 fits) against jaxopt;
+#   3. the Gaussian-peak fits in float64 (full mode), then pool widths (benchmarks/lanes.py);
+#   4. roots (full mode), minimisation (quick), the peak fits in float32 (quick);
+#   5. the operations per loop turn of ours and jaxopt's compiled fits (benchmarks/kernels.py).
 # Meanwhile the test suite runs on the host's CPU (JAX_PLATFORMS=cpu, other cores): a check that
 # the library works with the machine's newer JAX. JSON records and logs land in OUT_DIR.
 set -u
@@ -36,20 +37,23 @@ stage() {  # stage SECONDS CPUS command...: one stage, its own limit, its output
   nproc
 } >>"$LOG" 2>&1
 
-JAX_PLATFORMS=cpu taskset -c "$TEST_CPUS" timeout "${TEST_LIMIT:-520}" \
+JAX_PLATFORMS=cpu taskset -c "$TEST_CPUS" timeout "${TEST_LIMIT:-400}" \
   python3 -m pytest -q -n 6 -p no:cacheprovider >"$OUT_DIR/pytest_cpu.log" 2>&1 &
 TESTS=$!
 
 B=benchmarks
 R="--out /tmp/mml_results --budget 1"
+stage 40 "$BENCH_CPUS" python3 $B/stragglers.py --size 100000 --top 2 --steps 60 --out "$OUT_DIR/stragglers.json"
 stage 100 "$BENCH_CPUS" python3 $B/run.py --full --f32 --only gpufit $R
-stage 60 "$BENCH_CPUS" python3 $B/lanes.py --f32 --task gauss2d --sizes 1000000,10000000 --lanes 1/1,1/32
-stage 140 "$BENCH_CPUS" python3 $B/run.py --full --only fitting $R
-stage 50 "$BENCH_CPUS" python3 $B/lanes.py --task peak --sizes 10000,100000 --lanes 1/1,1024,1/64
-stage 60 "$BENCH_CPUS" python3 $B/run.py --full --only roots $R
+stage 110 "$BENCH_CPUS" python3 $B/run.py --full --only fitting $R
+stage 50 "$BENCH_CPUS" python3 $B/lanes.py --task peak --sizes 10000,100000 --lanes default,1/1,4096,1/64
+stage 40 "$BENCH_CPUS" python3 $B/run.py --full --only roots $R
 stage 60 "$BENCH_CPUS" python3 $B/run.py --only minimise $R
-stage 50 "$BENCH_CPUS" python3 $B/run.py --f32 --only fitting $R
+stage 45 "$BENCH_CPUS" python3 $B/run.py --f32 --only fitting $R
+stage 40 "$BENCH_CPUS" python3 $B/kernels.py --size 10000 --out-dir /tmp/mml_hlo
+tar -czf "$OUT_DIR/hlo.tgz" -C /tmp mml_hlo 2>/dev/null
 cp /tmp/mml_results/*.json "$OUT_DIR"/ 2>/dev/null
 wait $TESTS
 echo "tests exit $?" >>"$LOG"
 tail -3 "$OUT_DIR/pytest_cpu.log" >>"$LOG"
+rm -f "$OUT_DIR/pytest_cpu.log"  # (its tail is in the log: the call brings back 8 files at most)

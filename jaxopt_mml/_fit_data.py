@@ -80,25 +80,61 @@ def check_data(x, y, sigma, mask, nan_policy: str, x_per_dataset: bool | None) -
             raise ValueError(
                 f"mask must broadcast to y's shape {y_shape}, got {np.shape(mask)}"
             ) from None
-    if is_concrete(sigma) and sigma is not None and np.any(np.asarray(sigma) <= 0):
+    layout = Layout(batch=batch, n=n, x_batched=x_batched)
+    values = nan_policy == "raise" and is_concrete(x, y, sigma, mask)
+    positive = sigma is not None and is_concrete(sigma)
+    if not (values or positive):
+        return layout
+    if not values:
+        x = y = mask = None  # only sigma's sign is checked
+    if on_accelerator(x, y, sigma, mask):
+        # One reduction on the device and four booleans back, rather than the data to the host.
+        bad = [bool(b) for b in _bad_values(x, y, sigma, mask)]
+    else:
+        bad = _bad_values(x, y, sigma, mask, xp=np)
+    if bad[0]:
         raise ValueError("sigma must be positive (use inf, or mask, to give a point no weight)")
-    if nan_policy == "raise" and is_concrete(x, y, sigma, mask):
-        keep = (
-            np.ones(y_shape, bool) if mask is None else np.broadcast_to(np.asarray(mask), y_shape)
+    names = [name for name, b in zip(("y", "x", "sigma"), bad[1:], strict=True) if b]
+    if values and names:
+        raise ValueError(
+            f"{' and '.join(names)} hold(s) NaN or inf; clean the data, or pass "
+            "nan_policy='omit' to drop those points"
         )
-        names = []
-        if not np.all(np.isfinite(np.asarray(y))[keep]):
-            names.append("y")
-        if not np.all(np.isfinite(np.asarray(x))):
-            names.append("x")
-        if sigma is not None and np.any(np.isnan(np.asarray(sigma))):
-            names.append("sigma")
-        if names:
-            raise ValueError(
-                f"{' and '.join(names)} hold(s) NaN or inf; clean the data, or pass "
-                "nan_policy='omit' to drop those points"
-            )
-    return Layout(batch=batch, n=n, x_batched=x_batched)
+    return layout
+
+
+def on_accelerator(*trees) -> bool:
+    """True when a leaf is a JAX array held by a GPU or TPU (reading it on the host is a copy)."""
+    return any(
+        isinstance(leaf, jax.Array) and any(d.platform != "cpu" for d in leaf.devices())
+        for leaf in jax.tree.leaves(trees)
+    )
+
+
+def _bad_values(x, y, sigma, mask, xp=jnp):
+    """``(sigma <= 0 anywhere, y non-finite where kept, x non-finite, sigma NaN)``; the data
+    that are None are not checked. ``xp``: NumPy on the host, or jax.numpy (then jitted)."""
+    if xp is jnp:
+        return _bad_values_jit(x, y, sigma, mask)
+    false = np.zeros((), bool)
+    sig_bad = false if sigma is None else np.any(np.asarray(sigma) <= 0)
+    sig_nan = false if sigma is None else np.any(np.isnan(np.asarray(sigma)))
+    if y is None:
+        return [sig_bad, false, false, sig_nan]
+    y = np.asarray(y)
+    fin = np.isfinite(y) if mask is None else np.isfinite(y) | ~np.asarray(mask)
+    return [sig_bad, ~np.all(fin), ~np.all(np.isfinite(np.asarray(x))), sig_nan]
+
+
+@jax.jit
+def _bad_values_jit(x, y, sigma, mask):
+    false = jnp.zeros((), bool)
+    sig_bad = false if sigma is None else jnp.any(sigma <= 0)
+    sig_nan = false if sigma is None else jnp.any(jnp.isnan(sigma))
+    if y is None:
+        return jnp.stack([sig_bad, false, false, sig_nan])
+    fin = jnp.isfinite(y) if mask is None else jnp.isfinite(y) | ~mask
+    return jnp.stack([sig_bad, ~jnp.all(fin), ~jnp.all(jnp.isfinite(x)), sig_nan])
 
 
 def _point_mask_from_x(x, n):
