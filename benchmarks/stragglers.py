@@ -48,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     n_iter = np.asarray(fit.n_iter)
     order = np.argsort(-n_iter, kind="stable")[: args.top]
     counts = np.bincount(n_iter)
-    print(f"# {jax.devices()[0]}: B={args.size}, n_iter histogram {({k: int(c) for k, c in enumerate(counts) if c})}")
+    print(
+        f"# {jax.devices()[0]}: B={args.size}, n_iter histogram { ({k: int(c) for k, c in enumerate(counts) if c}) }"
+    )
     rtol, atol = default_tolerances(np.dtype(np.float64), None, 0.0)
     records = []
     for i in order:
