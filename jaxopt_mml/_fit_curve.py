@@ -361,6 +361,9 @@ def curve_fit(
             ``gradient-descent``).
         rtol: relative tolerance (default ``sqrt(eps)`` of the dtype: 1.5e-8 in float64) on the
             reduction of the cost and on the (scaled) step, as MINPACK's ``ftol`` and ``xtol``.
+            With ``"lm"`` a fit also stops when its next step, predicted from how much the last
+            two accepted steps shrank (at least 4x), would pass the step test: the parameters
+            are then about ``rtol`` from the minimum (one iteration fewer in most fits).
         atol: absolute tolerance added to the step test
             :math:`\max(1, \lambda) |h_i| \le r_{tol} |p_i| + a_{tol}`; default 0, as purely
             relative tests serve badly scaled problems (NIST's) best. (The cost test uses

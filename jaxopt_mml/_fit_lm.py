@@ -69,6 +69,7 @@ class LSState(NamedTuple):
     nu: jax.Array  # LM damping growth factor
     dscale: jax.Array  # running max of squared column norms
     n_accepted: jax.Array
+    last_q: jax.Array  # LM: the last accepted step's size in tolerances (inf before one)
 
 
 class Problem(NamedTuple):
@@ -80,6 +81,7 @@ class Problem(NamedTuple):
     accel: bool = True
 
 
+_EARLY_MAX = 64.0  # the longest step (in tolerances) after which a fit may stop early
 _ACCEL_RATIO = 1.5  # bound on 2 |a| / |v| (Transtrum & Sethna suggest <= 0.75; 1.5 passes NIST)
 
 
@@ -138,6 +140,7 @@ def init(u0, *, method: str = "lm", lam0: float = 1e-3):
         nu=jnp.asarray(2.0, dtype),
         dscale=jnp.zeros(u0.shape, dtype),
         n_accepted=jnp.asarray(0, jnp.int32),
+        last_q=jnp.asarray(jnp.inf, dtype),
     )
 
 
@@ -179,6 +182,20 @@ def _tests(state: LSState, h, act, pred, rtol, atol, cos, accept, colnorm):
     xtest = jnp.all(small)
     gtest = cos <= 16 * jnp.finfo(cost.dtype).eps
     return ftest | xtest | gtest | (cost == 0)
+
+
+def _step_ratio(state: LSState, h, rtol, atol, colnorm):
+    """The step's size in units of the step test's tolerance: ``max_i hs_i / tol_i`` with
+    ``hs`` and the two per-parameter tolerances of :func:`_tests` (the larger of the two), so
+    that the step test passes where this is <= 1."""
+    hs = jnp.abs(h) * jnp.maximum(state.lam, 1.0)
+    stat = rtol * jnp.sqrt(state.cost)
+    tol = jnp.maximum(
+        rtol * jnp.abs(state.u + h) + atol,
+        jnp.where(colnorm > 0, stat / jnp.where(colnorm > 0, colnorm, 1.0), jnp.inf),
+    )
+    ratio = jnp.where(tol > 0, hs / jnp.where(tol > 0, tol, 1.0), jnp.where(hs > 0, jnp.inf, 0.0))
+    return jnp.max(ratio)
 
 
 def _current_cost(state: LSState, cost_with_jac):
@@ -233,7 +250,15 @@ def lm_step(problem: Problem, rtol, atol):
         nu = jnp.where(accept, 2.0, 2.0 * state.nu)
         # The gradient test at the current point: a stationary point stops without a step.
         cos = gradient_cosine(g, diag, cost)
-        converged = _tests(state, h, act, pred, rtol, atol, cos, accept, jnp.sqrt(diag))
+        colnorm = jnp.sqrt(diag)
+        converged = _tests(state, h, act, pred, rtol, atol, cos, accept, colnorm)
+        # The next step, predicted from the rate at which the last two accepted steps shrank,
+        # would pass the step test: stop now rather than take it (one iteration in six here).
+        # Only after a clear contraction (at least 4x) and for a step at most _EARLY_MAX
+        # tolerances long, so that an erratic sequence cannot stop a fit far out.
+        q = _step_ratio(state, h, rtol, atol, colnorm)
+        early = (q * q <= state.last_q) & (4.0 * q <= state.last_q) & (q <= _EARLY_MAX)
+        converged = converged | (accept & early)
         converged = converged & (ok | ~solved)  # a non-finite trial is never convergence
         new = LSState(
             u=jnp.where(accept, u_new, state.u),
@@ -242,6 +267,7 @@ def lm_step(problem: Problem, rtol, atol):
             nu=nu,
             dscale=dscale,
             n_accepted=state.n_accepted + accept.astype(jnp.int32),
+            last_q=jnp.where(accept, q, state.last_q),
         )
         df = jnp.where(accept, cost_new - cost, 0.0)
         failure = jnp.where(
