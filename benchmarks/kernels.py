@@ -42,7 +42,7 @@ def loop_bodies(text: str) -> dict[str, collections.Counter]:
     for body in sorted(bodies):
         kinds = collections.Counter()
         for line in comps.get(body, []):
-            op = re.search(r"= [^ ]+ ([\w\-]+)\(", line) or re.search(r"= \S+ ([\w\-]+)\(", line)
+            op = re.search(r"\s([\w\-]+)\(", line.split("=", 1)[1])
             kind = op.group(1) if op else "?"
             if kind == "custom-call":
                 target = re.search(r'custom_call_target="([^"]+)"', line)
