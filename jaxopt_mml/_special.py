@@ -14,7 +14,8 @@ time does too (``O(sqrt(a))`` loop steps). Per element, one of:
   ``C_k(eta) = sum_n d[k, n] eta^n`` (DLMF 8.12.12), coefficients computed exactly (rational
   arithmetic) at the first trace, once per process (not at import). The terms do not cancel:
   the relative accuracy holds into the far tail.
-  ``erfc(|z|) = Q(1/2, z^2)`` is computed by the recurrences below.
+  ``erfc`` is XLA's (``jax.scipy.special.erfc``), accurate to 1.4e-15 relative in float64 and
+  3.6e-6 in float32 into the tail.
 * ``x < max(a + 1, 1.5)``: ``Q = 1 - P`` (``Q`` is not small there) with the power series
   ``P(a, x) = x^a e^-x / Gamma(a) sum_n x^n / (a (a + 1) ... (a + n))`` (DLMF 8.7.1).
 * elsewhere Legendre's continued fraction ``Q = x^a e^-x / Gamma(a) / (x + 1 - a - 1 (1 - a) /
@@ -22,7 +23,7 @@ time does too (``O(sqrt(a))`` loop steps). Per element, one of:
 
 Both recurrences run side by side in one ``fori_loop`` of 90 steps (they converge within 82
 wherever they are used), which costs less compile time than a ``while_loop`` with a convergence
-test. The prefactor ``x^a e^-x / Gamma(a)`` uses Stirling's series (no ``lgamma``), as
+test, and only when some element needs them (``lax.cond``; under ``vmap`` always). The prefactor ``x^a e^-x / Gamma(a)`` uses Stirling's series (no ``lgamma``), as
 ``exp(-a (lambda - 1 - log lambda)) sqrt(a / (2 pi)) / Gamma*(a)`` for ``a >= 10`` so that no
 large logarithms cancel.
 
@@ -177,12 +178,23 @@ def _q_by_recurrence(a, x, f):
 
 
 def _temme_tail(a, f, eta):
-    """``exp(-a eta^2 / 2) / sqrt(2 pi a) sum_k C_k(eta) a^-k`` (``f = eta^2 / 2``)."""
-    powers = eta[..., None] ** jnp.arange(_TEMME_N, dtype=a.dtype)
+    """``exp(-a eta^2 / 2) / sqrt(2 pi a) sum_k C_k(eta) a^-k`` (``f = eta^2 / 2``).
+
+    Horner's rule, in ``eta`` for every ``C_k`` at once, then in ``1 / a``: the powers
+    ``eta ** arange(n)`` cost an exp and a log per entry (2.2 ms more for 10^4 p-values on a
+    2-core CPU, 4% of a batched fit of 10^4 datasets), and a stack of products compiled slower.
+    """
     table = _temme_coefficients(_TEMME_K, _TEMME_N)  # exact arithmetic, once, at first trace
-    c = powers @ jnp.asarray(table.T, a.dtype)  # (..., K): C_k(eta)
-    inv_powers = (1.0 / a)[..., None] ** jnp.arange(_TEMME_K, dtype=a.dtype)
-    return jnp.exp(-a * f) / jnp.sqrt(2.0 * math.pi * a) * jnp.sum(c * inv_powers, axis=-1)
+    d = table.astype(a.dtype)  # (K, N): C_k(eta) = sum_n d[k, n] eta^n
+    e = eta[..., None]
+    c = jnp.broadcast_to(d[:, -1], eta.shape + (_TEMME_K,))
+    for n in range(_TEMME_N - 2, -1, -1):
+        c = c * e + d[:, n]
+    inv_a = 1.0 / a
+    total = c[..., _TEMME_K - 1]
+    for k in range(_TEMME_K - 2, -1, -1):
+        total = total * inv_a + c[..., k]
+    return jnp.exp(-a * f) / jnp.sqrt(2.0 * math.pi * a) * total
 
 
 @jax.custom_jvp
