@@ -485,3 +485,33 @@ def test_implicit_gradient_wrt_data_is_the_pseudo_inverse():
     )
     design = np.stack([np.ones(12), x], axis=1)
     np.testing.assert_allclose(jac, np.linalg.pinv(design), atol=1e-8)
+
+
+@pytest.mark.parametrize("on_device", [False, True])
+def test_value_checks_on_host_and_device_agree(monkeypatch, on_device):
+    # Data held by a GPU are checked by one jitted reduction on the device (no copy of the batch
+    # to the host); NumPy data on the host. Forced here on the CPU: both must flag the same data.
+    import jaxopt_mml._fit_data as fd
+
+    monkeypatch.setattr(fd, "on_accelerator", lambda *trees: on_device)
+    x, y, sigma = exp_data()
+    p0 = jnp.array([1.0, 1.0, 0.0])
+    y_nan, x_inf, s_nan = y.copy(), x.copy(), sigma.copy()
+    y_nan[3], x_inf[5], s_nan[7] = np.nan, np.inf, np.nan
+    for kwargs, match in [
+        ({"y": y_nan}, "^y hold"),
+        ({"x": x_inf}, "^x hold"),
+        ({"sigma": s_nan}, "^sigma hold"),
+        ({"sigma": -sigma}, "sigma must be positive"),
+        ({"y": jnp.asarray(y_nan), "x": jnp.asarray(x_inf)}, "^y and x hold"),
+    ]:
+        args = {"x": x, "y": y, "sigma": sigma} | kwargs
+        with pytest.raises(ValueError, match=match):
+            mml.curve_fit(exp_decay, args["x"], args["y"], p0, sigma=args["sigma"])
+    mask = np.ones(40, bool)
+    mask[3] = False  # the NaN is masked out: no error, and the fit equals dropping the point
+    fit = mml.curve_fit(exp_decay, x, y_nan, p0, sigma=sigma, mask=mask)
+    assert bool(fit.success)
+    # under nan_policy="omit" only sigma's sign is checked
+    fit = mml.curve_fit(exp_decay, x, y_nan, p0, sigma=sigma, nan_policy="omit")
+    assert bool(fit.success)
