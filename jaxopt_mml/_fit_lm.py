@@ -257,7 +257,8 @@ def lm_step(problem: Problem, rtol, atol):
         # Only after a clear contraction (at least 4x) and for a step at most _EARLY_MAX
         # tolerances long, so that an erratic sequence cannot stop a fit far out.
         q = _step_ratio(state, h, rtol, atol, colnorm)
-        early = (q * q <= state.last_q) & (4.0 * q <= state.last_q) & (q <= _EARLY_MAX)
+        last = state.last_q  # inf until a step has been accepted: no rate to predict from
+        early = jnp.isfinite(last) & (q * q <= last) & (4.0 * q <= last) & (q <= _EARLY_MAX)
         converged = converged | (accept & early)
         converged = converged & (ok | ~solved)  # a non-finite trial is never convergence
         new = LSState(

@@ -169,3 +169,14 @@ def test_converges_when_value_and_jacobian_passes_round_differently(method):
     np.testing.assert_array_equal(fit.status, Status.SUCCESS)
     assert int(fit.n_iter.max()) <= int(exact.n_iter.max()) + 3
     np.testing.assert_allclose(fit.params, exact.params, rtol=1e-6, atol=1e-9)
+
+
+def test_start_near_the_minimum_still_converges():
+    # A fit may stop when its next step, predicted from the contraction of its last two accepted
+    # steps, would pass the step test; never after its first step (no rate yet). Starting 3e-7
+    # off the minimum, stopping after the first step left fits 1.9e-6 from it.
+    x, y, _, p0 = peak_data(200, seed=3)
+    ref = np.asarray(mml.curve_fit(gaussian_peak, x, y, p0, rtol=1e-13).params)
+    fit = mml.curve_fit(gaussian_peak, x, y, jnp.asarray(ref * (1 + 3e-7)))
+    assert int(fit.n_iter.min()) >= 2
+    np.testing.assert_allclose(fit.params, ref, rtol=1e-6)
