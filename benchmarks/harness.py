@@ -232,6 +232,12 @@ def write_results(rows: list[dict], env: dict, out_dir: Path, mode: str) -> tupl
             indent=1,
         )
     )
+    md_path.write_text(markdown(rows, env, mode))
+    return json_path, md_path
+
+
+def markdown(rows: list[dict], env: dict, mode: str) -> str:
+    """The markdown table of a run's rows, headed by its device, date and versions."""
     lines = [
         f"Device: {env['device']} ({env['cpu_count']} CPU cores on the host), "
         f"date {env['date']}, mode {mode}, "
@@ -243,5 +249,11 @@ def write_results(rows: list[dict], env: dict, out_dir: Path, mode: str) -> tupl
         "Times are steady-state medians after warm-up; compile = first call - steady state. "
         "Ratio = peer time / our time in this run (above 1: we are faster).",
     ]
-    md_path.write_text("\n".join(lines) + "\n")
-    return json_path, md_path
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # python benchmarks/harness.py RECORD.json TABLE.md: re-render a table
+    import sys
+
+    record = json.loads(Path(sys.argv[1]).read_text())
+    Path(sys.argv[2]).write_text(markdown(record["rows"], record["environment"], record["mode"]))
