@@ -252,10 +252,10 @@ def pool_lanes(batch: int, lanes: int | None) -> int:
     batches of 500 to 2000 refill lanes too (17-30% faster there than one lane per fit, measured
     on a 2-core CPU). On a GPU or TPU, where each loop turn costs a fixed launch overhead and the
     device needs many fits in flight, an eighth of the batch but at least 2^14 lanes (all of a
-    batch up to that size). Measured on an H100 (float64 peak fits, B = 10^4: all 10^4 lanes
-    5.5 ms, 1024 lanes 9.3 ms; B = 10^5, where one fit ran to 200 iterations: all lanes 205 ms,
-    1024 to 1562 lanes 58-65 ms; 2-D Gaussians, B = 10^7: B / 8 lanes 0.92 s, B / 32 1.01 s,
-    all 1.14 s).
+    batch up to that size). Measured on an H100 (docs/gpu_benchmark.md; float64 peak fits,
+    B = 10^4: all 10^4 lanes 4.5-5.5 ms, 4096 lanes 5.1 ms, 1024 lanes 9.3 ms; B = 10^5: 2^14
+    lanes 14.8 ms, 4096 19.7 ms, 1562 43.2 ms, all 10^5 189 ms (one fit ran long and held them);
+    2-D Gaussians, B = 10^7: B / 8 lanes 0.92 s, B / 32 1.01 s, all 1.14 s).
     """
     if lanes is not None:
         return min(check_positive_int("lanes", lanes), batch)
