@@ -13,6 +13,7 @@
 #   5. the operations per loop turn of ours and jaxopt's compiled fits (benchmarks/kernels.py).
 # Meanwhile the test suite runs on the host's CPU (JAX_PLATFORMS=cpu, other cores): a check that
 # the library works with the machine's newer JAX. JSON records and logs land in OUT_DIR.
+# The cores of each side are BENCH_CPUS (default 0-9) and TEST_CPUS (10-15), for a 16-core host.
 set -u
 OUT_DIR=${1:?usage: gpu_session.sh OUT_DIR}
 mkdir -p "$OUT_DIR" /tmp/mml_results
