@@ -13,6 +13,7 @@ Conventions shared by :func:`curve_fit`, :func:`linear_fit` and :func:`chi_squar
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -89,9 +90,9 @@ def check_data(x, y, sigma, mask, nan_policy: str, x_per_dataset: bool | None) -
         x = y = mask = None  # only sigma's sign is checked
     if on_accelerator(x, y, sigma, mask):
         # One reduction on the device and four booleans back, rather than the data to the host.
-        bad = [bool(b) for b in _bad_values(x, y, sigma, mask)]
+        bad = [bool(b) for b in _bad_values_jit(x, y, sigma, mask)]
     else:
-        bad = _bad_values(x, y, sigma, mask, xp=np)
+        bad = _bad_values(x, y, sigma, mask, np)
     if bad[0]:
         raise ValueError("sigma must be positive (use inf, or mask, to give a point no weight)")
     names = [name for name, b in zip(("y", "x", "sigma"), bad[1:], strict=True) if b]
@@ -111,30 +112,21 @@ def on_accelerator(*trees) -> bool:
     )
 
 
-def _bad_values(x, y, sigma, mask, xp=jnp):
+def _bad_values(x, y, sigma, mask, xp):
     """``(sigma <= 0 anywhere, y non-finite where kept, x non-finite, sigma NaN)``; the data
-    that are None are not checked. ``xp``: NumPy on the host, or jax.numpy (then jitted)."""
-    if xp is jnp:
-        return _bad_values_jit(x, y, sigma, mask)
-    false = np.zeros((), bool)
-    sig_bad = false if sigma is None else np.any(np.asarray(sigma) <= 0)
-    sig_nan = false if sigma is None else np.any(np.isnan(np.asarray(sigma)))
+    that are None are not checked. ``xp``: NumPy on the host, or jax.numpy (jitted, below)."""
+    false = xp.zeros((), bool)
+    sig_bad = false if sigma is None else xp.any(xp.asarray(sigma) <= 0)
+    sig_nan = false if sigma is None else xp.any(xp.isnan(xp.asarray(sigma)))
     if y is None:
         return [sig_bad, false, false, sig_nan]
-    y = np.asarray(y)
-    fin = np.isfinite(y) if mask is None else np.isfinite(y) | ~np.asarray(mask)
-    return [sig_bad, ~np.all(fin), ~np.all(np.isfinite(np.asarray(x))), sig_nan]
+    fin = xp.isfinite(xp.asarray(y))
+    if mask is not None:
+        fin = fin | ~xp.asarray(mask)
+    return [sig_bad, ~xp.all(fin), ~xp.all(xp.isfinite(xp.asarray(x))), sig_nan]
 
 
-@jax.jit
-def _bad_values_jit(x, y, sigma, mask):
-    false = jnp.zeros((), bool)
-    sig_bad = false if sigma is None else jnp.any(sigma <= 0)
-    sig_nan = false if sigma is None else jnp.any(jnp.isnan(sigma))
-    if y is None:
-        return jnp.stack([sig_bad, false, false, sig_nan])
-    fin = jnp.isfinite(y) if mask is None else jnp.isfinite(y) | ~mask
-    return jnp.stack([sig_bad, ~jnp.all(fin), ~jnp.all(jnp.isfinite(x)), sig_nan])
+_bad_values_jit = jax.jit(functools.partial(_bad_values, xp=jnp))
 
 
 def _point_mask_from_x(x, n):

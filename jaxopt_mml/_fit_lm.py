@@ -175,24 +175,28 @@ def _tests(state: LSState, h, act, pred, rtol, atol, cos, accept, colnorm):
     # stricter than that waits for the damping to shrink the predicted reduction instead)
     ftol = jnp.maximum(rtol * rtol, 4.0 * jnp.finfo(cost.dtype).eps)
     ftest = (jnp.abs(act) <= ftol * cost) & (pred <= ftol * cost) & (act <= 2.0 * pred)
-    # A step made small by heavy damping is not convergence: with lam >> 1 (in equilibrated
-    # units) the step is about the Gauss-Newton step / lam, so the test scales it back up.
-    hs = jnp.abs(h) * jnp.maximum(state.lam, 1.0)
-    small = (hs <= rtol * jnp.abs(state.u + h) + atol) | (hs * colnorm <= rtol * jnp.sqrt(cost))
-    xtest = jnp.all(small)
+    hs, tol, stat = _step_scales(state, h, rtol, atol)
+    xtest = jnp.all((hs <= tol) | (hs * colnorm <= stat))
     gtest = cos <= 16 * jnp.finfo(cost.dtype).eps
     return ftest | xtest | gtest | (cost == 0)
+
+
+def _step_scales(state: LSState, h, rtol, atol):
+    """What the step test compares: the step ``hs``, scaled back up by the damping (with
+    ``lam >> 1`` in equilibrated units the step is about the Gauss-Newton step / lam: a step made
+    small by heavy damping is not convergence), its relative tolerance ``rtol |u + h| + atol``
+    and the statistical one for ``hs |J_i|``, ``rtol |r|``."""
+    hs = jnp.abs(h) * jnp.maximum(state.lam, 1.0)
+    return hs, rtol * jnp.abs(state.u + h) + atol, rtol * jnp.sqrt(state.cost)
 
 
 def _step_ratio(state: LSState, h, rtol, atol, colnorm):
     """The step's size in units of the step test's tolerance: ``max_i hs_i / tol_i`` with
     ``hs`` and the two per-parameter tolerances of :func:`_tests` (the larger of the two), so
     that the step test passes where this is <= 1."""
-    hs = jnp.abs(h) * jnp.maximum(state.lam, 1.0)
-    stat = rtol * jnp.sqrt(state.cost)
+    hs, rel, stat = _step_scales(state, h, rtol, atol)
     tol = jnp.maximum(
-        rtol * jnp.abs(state.u + h) + atol,
-        jnp.where(colnorm > 0, stat / jnp.where(colnorm > 0, colnorm, 1.0), jnp.inf),
+        rel, jnp.where(colnorm > 0, stat / jnp.where(colnorm > 0, colnorm, 1.0), jnp.inf)
     )
     ratio = jnp.where(tol > 0, hs / jnp.where(tol > 0, tol, 1.0), jnp.where(hs > 0, jnp.inf, 0.0))
     return jnp.max(ratio)
