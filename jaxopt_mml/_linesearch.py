@@ -87,6 +87,9 @@ class WolfeResult(NamedTuple):
 
 
 _BRACKET, _ZOOM, _DONE = 0, 1, 2
+# While bracketing, each trial step is this many times the last (More & Thuente's largest
+# extrapolation; MINPACK's dcsrch and so scipy's BFGS use the same bound).
+_GROW = 4.0
 
 
 def _cubic_minimiser(a, fa, da, b, fb, db):
@@ -119,7 +122,7 @@ def zoom_wolfe(
         phi(alpha) <= phi(0) + c1 * alpha * phi'(0)        (sufficient decrease)
         |phi'(alpha)| <= c2 * |phi'(0)|                    (curvature)
 
-    First the trial step grows (doubling from ``init_step``, up to ``max_step``) until an interval
+    First the trial step grows (by 4x from ``init_step``, up to ``max_step``) until an interval
     is known to hold such a step; then the interval shrinks by safeguarded cubic interpolation.
     Near a minimum, where ``phi`` changes by no more than rounding (``10 eps |phi(0)|``), sufficient
     decrease is judged by the slope instead (``phi'(alpha) <= (1 - 2 c1) |phi'(0)|``, Hager &
@@ -153,23 +156,26 @@ def zoom_wolfe(
     dphi0 = jnp.asarray(dphi0, dtype)
     flat_tol = 10.0 * eps * jnp.abs(phi0)
 
-    # carry: phase, lo (a, f, d, aux), hi (a, f, d), the next bracketing trial, evaluations.
+    # carry: phase, lo (a, f, d, aux), hi (a, f, d), evaluations. While bracketing, the next
+    # trial is _GROW times lo's step; whether the search met the Wolfe conditions is read from
+    # lo at the end. (Each carried array is a kernel per iteration on XLA:CPU: carry few.)
     init = (
         jnp.where(descent, _BRACKET, _DONE).astype(jnp.int32),
         (zero, jnp.asarray(phi0, dtype), dphi0, aux0),
         (zero, jnp.asarray(phi0, dtype), dphi0),
-        jnp.minimum(jnp.asarray(init_step, dtype), max_step),
         jnp.asarray(0, jnp.int32),
-        jnp.asarray(False),
     )
 
     def cond(carry):
-        phase, _, _, _, n, _ = carry
+        phase, _, _, n = carry
         return (phase != _DONE) & (n < max_steps)
+
+    def curvature_ok(d):
+        return jnp.abs(d) <= -c2 * dphi0
 
     def advance(carry, a, f, d, aux):
         """Classify the trial ``a`` (value ``f``, slope ``d``) and update the bracket."""
-        phase, lo, hi, _, n, _ = carry
+        phase, lo, hi, n = carry
         a_lo, f_lo, d_lo, _ = lo
         a_hi, f_hi, d_hi = hi
         f = jnp.where(jnp.isfinite(f) & jnp.isfinite(d), f, jnp.inf)
@@ -181,7 +187,7 @@ def zoom_wolfe(
             d > -(1.0 - 2.0 * c1) * dphi0,
             (f > phi0 + c1 * a * dphi0) | (f >= f_lo),
         )
-        wolfe = (~too_far) & (jnp.abs(d) <= -c2 * dphi0)
+        wolfe = (~too_far) & curvature_ok(d)
         # too far: the trial becomes hi. Otherwise it becomes lo; in the zoom phase the old lo
         # becomes hi when the slope points back towards it (N&W Alg. 3.6); while bracketing,
         # a non-negative slope also closes the bracket with the old lo as hi.
@@ -204,11 +210,10 @@ def zoom_wolfe(
             jnp.where(tiny, _DONE, _ZOOM),
         )
         phase = jnp.where(wolfe, _DONE, phase).astype(jnp.int32)
-        a_next = jnp.minimum(2.0 * a, max_step)
-        return phase, new_lo, new_hi, a_next, n + 1, wolfe
+        return phase, new_lo, new_hi, n + 1
 
     def body(carry):
-        phase, lo, hi, a_next, _, _ = carry
+        phase, lo, hi, _ = carry
         a_lo, f_lo, d_lo, _ = lo
         a_hi, f_hi, d_hi = hi
         # The trial point: the growing step while bracketing, else an interpolated point.
@@ -218,17 +223,20 @@ def zoom_wolfe(
         right = jnp.maximum(a_lo, a_hi) - 0.1 * jnp.abs(width)
         inside = jnp.isfinite(cubic) & (cubic >= left) & (cubic <= right)
         zoom_trial = jnp.where(inside, cubic, 0.5 * (a_lo + a_hi))
-        a = jnp.where(phase == _BRACKET, a_next, zoom_trial)
+        a = jnp.where(phase == _BRACKET, jnp.minimum(_GROW * a_lo, max_step), zoom_trial)
         return advance(carry, a, *phi(a))
 
     # The first trial is evaluated before the loop: most searches of a quasi-Newton method end
-    # there, and under vmap the loop then runs only for the elements that need more.
-    a1 = init[3]
+    # there, and under vmap the loop then runs only for the elements that need more. (Inside the
+    # loop, bracketing has a positive lo: the first trial became lo.)
+    a1 = jnp.minimum(jnp.asarray(init_step, dtype), max_step)
     first = advance(init, a1, *phi(a1))
     init = tree_where(descent, first, init)
 
-    _, lo, _, _, n, wolfe = lax.while_loop(cond, body, init)
+    _, lo, _, n = lax.while_loop(cond, body, init)
     a, f, d, aux = lo
+    # lo is never "too far"; it met the Wolfe conditions exactly when the search stopped on
+    # them (a lo that met them would have ended the search when it was tried).
     return WolfeResult(
         step_size=a,
         value=f,
@@ -236,5 +244,5 @@ def zoom_wolfe(
         aux=aux,
         n_eval=n,
         success=descent & (a > 0),
-        wolfe=wolfe,
+        wolfe=(a > 0) & curvature_ok(d),
     )

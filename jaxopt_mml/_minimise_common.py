@@ -144,7 +144,9 @@ def _run(spec: _Spec, x0, args, rtol, atol, dyn):
             out.status,
             out.history,
         )
-        return out.progress.x, aux
+        # Every minimiser's state holds the iterate it reports (the driver's progress.x): read
+        # it there, so that XLA need not carry the progress's copy of x through the loop.
+        return state.x, aux
 
     def optimality(x):
         return jax.grad(value)(x, args)

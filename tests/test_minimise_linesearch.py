@@ -73,3 +73,32 @@ def test_inactive_search_returns_at_once():
     res = zoom_wolfe(phi, jnp.asarray(1.0), jnp.asarray(-2.0), None)
     assert bool(res.wolfe) and int(res.n_eval) == 1  # the unit step is exact here
     np.testing.assert_allclose(res.step_size, 1.0)
+
+
+def _parabola(centre):
+    def phi(a):
+        return (a - centre) ** 2, 2.0 * (a - centre), None
+
+    return phi, jnp.asarray(centre**2), jnp.asarray(-2.0 * centre)
+
+
+def test_bracketing_grows_the_step_fourfold():
+    """A minimum 100 unit steps away (Wolfe points within 10 of it) is bracketed by 1, 4, 16, 64,
+    256 and then found by one cubic step (exact on a parabola): six evaluations, where doubling
+    would need nine."""
+    phi, f0, d0 = _parabola(100.0)
+    res = zoom_wolfe(phi, f0, d0, None, c2=0.1)
+    assert bool(res.success) and bool(res.wolfe)
+    assert int(res.n_eval) == 6
+    np.testing.assert_allclose(res.step_size, 100.0, rtol=1e-12)
+
+
+@pytest.mark.parametrize("max_steps", [1, 2, 3])
+def test_evaluation_budget_reports_no_wolfe_point(max_steps):
+    """Out of evaluations before the Wolfe conditions hold: the best decreasing step so far,
+    success but not wolfe (what BFGS uses to decide on its model update)."""
+    phi, f0, d0 = _parabola(100.0)
+    res = zoom_wolfe(phi, f0, d0, None, c2=0.1, max_steps=max_steps)
+    assert bool(res.success) and res.wolfe.dtype == jnp.bool_ and not bool(res.wolfe)
+    assert int(res.n_eval) == max_steps
+    np.testing.assert_allclose(res.step_size, 4.0 ** (max_steps - 1))
