@@ -39,7 +39,7 @@ from ._fit_losses import LOSSES, robust_scale
 from ._fit_stats import FitResult, fit_statistics, spd_inverse
 from ._implicit import solve_with_implicit_grad
 from ._status import Status
-from ._tree import check_choice, check_positive_int, default_tolerances
+from ._tree import check_choice, check_positive_int, default_tolerances, dtype_of
 
 __all__ = ["curve_fit"]
 
@@ -416,11 +416,11 @@ def curve_fit(
     if not leaves:
         raise ValueError("p0 must hold at least one parameter (an array or a pytree of arrays)")
     shapes = [np.shape(leaf) for leaf in leaves]
-    dtypes = [np.result_type(leaf) for leaf in leaves]
+    dtypes = [dtype_of(leaf) for leaf in leaves]
     for dt in dtypes:
         if not (np.issubdtype(dt, np.number) or dt == np.dtype(bool)):
             raise TypeError(f"p0 must hold numbers, got a leaf of dtype {dt}")
-    dtype = jnp.result_type(*dtypes, np.result_type(y))
+    dtype = jnp.result_type(*dtypes, dtype_of(y))
     if not jnp.issubdtype(dtype, jnp.inexact):
         dtype = jnp.result_type(float)
     if jnp.issubdtype(dtype, jnp.complexfloating):
@@ -470,7 +470,7 @@ def curve_fit(
 
 def _check_model(model, layout, x, data, dtype):
     x_shape = tuple(np.shape(x)[1:] if data.x_batched else np.shape(x))
-    _check_model_cached(model, layout, x_shape, np.result_type(x), data.n, np.dtype(dtype))
+    _check_model_cached(model, layout, x_shape, dtype_of(x), data.n, np.dtype(dtype))
 
 
 @functools.lru_cache(maxsize=256)

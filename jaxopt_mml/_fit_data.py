@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._tree import dtype_of
+
 NAN_POLICIES = ("raise", "omit", "propagate")
 
 
@@ -73,8 +75,8 @@ def check_data(x, y, sigma, mask, nan_policy: str, x_per_dataset: bool | None) -
                 f"sigma must be a scalar or broadcast to y's shape {y_shape}, got shape {s_shape}"
             ) from None
     if mask is not None:
-        if np.result_type(mask) != np.dtype(bool):
-            raise TypeError(f"mask must be a boolean array, got dtype {np.result_type(mask)}")
+        if dtype_of(mask) != np.dtype(bool):
+            raise TypeError(f"mask must be a boolean array, got dtype {dtype_of(mask)}")
         try:
             np.broadcast_shapes(np.shape(mask), y_shape)
         except ValueError:

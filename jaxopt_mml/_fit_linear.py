@@ -9,6 +9,7 @@ import numpy as np
 from ._fit_data import NAN_POLICIES, check_data, is_concrete, weights
 from ._fit_stats import FitResult, fit_statistics
 from ._status import Status
+from ._tree import dtype_of
 
 __all__ = ["chi_squared", "linear_fit"]
 
@@ -138,7 +139,7 @@ def linear_fit(
         raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
     if not isinstance(absolute_sigma, bool):
         raise TypeError(f"absolute_sigma must be a bool, got {absolute_sigma!r}")
-    y_dtype = np.result_type(y)
+    y_dtype = dtype_of(y)
     dtype = y_dtype if np.issubdtype(y_dtype, np.floating) else np.dtype(jnp.result_type(float))
     n = np.shape(y)[-1] if np.ndim(y) else 0
     if design is not None:

@@ -71,6 +71,16 @@ def as_inexact(tree: PyTree) -> PyTree:
     return jax.tree.map(convert, tree)
 
 
+def dtype_of(a) -> np.dtype:
+    """The dtype of an array (NumPy or JAX, without a copy), a scalar or a nested sequence.
+
+    ``np.result_type`` would do for NumPy input, but it converts a JAX array through a
+    deprecated path (a DeprecationWarning now, an error in a later NumPy) and rejects lists.
+    """
+    dt = getattr(a, "dtype", None)
+    return np.dtype(dt) if dt is not None else np.asarray(a).dtype
+
+
 def tree_dtype(tree: PyTree) -> np.dtype:
     """The common floating dtype of a pytree's leaves."""
     leaves = jax.tree.leaves(tree)

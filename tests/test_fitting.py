@@ -1,5 +1,7 @@
 """Tests of chi_squared, linear_fit and curve_fit (single datasets): oracles, statistics, options."""
 
+import warnings
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -515,3 +517,24 @@ def test_value_checks_on_host_and_device_agree(monkeypatch, on_device):
     # under nan_policy="omit" only sigma's sign is checked
     fit = mml.curve_fit(exp_decay, x, y_nan, p0, sigma=sigma, nan_policy="omit")
     assert bool(fit.success)
+
+
+def test_jax_arrays_and_lists_are_taken_without_warnings():
+    """Inputs as JAX arrays (the dtype is read, not converted: NumPy deprecates converting an
+    array to a dtype) and as plain lists, like scipy's curve_fit; the same fit either way."""
+    x = np.linspace(0.0, 4.0, 20)
+    y = exp_decay(x, np.array([2.0, 0.7, 0.3]))
+    mask = np.ones(20, bool)
+    ref = mml.curve_fit(exp_decay, x, y, np.array([1.0, 1.0, 0.0]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fits = [
+            mml.curve_fit(exp_decay, jnp.asarray(x), jnp.asarray(y), jnp.array([1.0, 1.0, 0.0])),
+            mml.curve_fit(exp_decay, x, list(y), [1.0, 1.0, 0.0], mask=jnp.asarray(mask)),
+        ]
+        lin = mml.linear_fit(jnp.asarray(x), jnp.asarray(y), degree=1)
+        lin_list = mml.linear_fit(x, list(y), degree=1)
+    for fit in fits:
+        assert bool(fit.success)
+        np.testing.assert_allclose(np.ravel(fit.params), ref.params, rtol=1e-10)
+    np.testing.assert_allclose(lin.params, lin_list.params, rtol=1e-12)
