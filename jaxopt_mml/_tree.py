@@ -72,13 +72,15 @@ def as_inexact(tree: PyTree) -> PyTree:
 
 
 def dtype_of(a) -> np.dtype:
-    """The dtype of an array (NumPy or JAX, without a copy), a scalar or a nested sequence.
+    """The dtype JAX gives an input (``jnp.asarray(a).dtype``) without converting it.
 
-    ``np.result_type`` would do for NumPy input, but it converts a JAX array through a
-    deprecated path (a DeprecationWarning now, an error in a later NumPy) and rejects lists.
+    Works for NumPy and JAX arrays (read, not copied), scalars and nested sequences. Canonical:
+    without ``jax_enable_x64`` a float64 input is float32 here, as it is once JAX holds it, so
+    that no later step asks for float64 (JAX warns on each such request). ``np.result_type``
+    would convert a JAX array through a path NumPy deprecates, and rejects lists.
     """
     dt = getattr(a, "dtype", None)
-    return np.dtype(dt) if dt is not None else np.asarray(a).dtype
+    return np.dtype(jax.dtypes.canonicalize_dtype(dt if dt is not None else np.asarray(a).dtype))
 
 
 def tree_dtype(tree: PyTree) -> np.dtype:

@@ -1,5 +1,8 @@
 """Tests of chi_squared, linear_fit and curve_fit (single datasets): oracles, statistics, options."""
 
+import os
+import subprocess
+import sys
 import warnings
 
 import chex
@@ -538,3 +541,38 @@ def test_jax_arrays_and_lists_are_taken_without_warnings():
         assert bool(fit.success)
         np.testing.assert_allclose(np.ravel(fit.params), ref.params, rtol=1e-10)
     np.testing.assert_allclose(lin.params, lin_list.params, rtol=1e-12)
+
+
+_DEFAULT_CONFIG_SCRIPT = """
+import os
+import subprocess
+import sys
+import warnings
+import numpy as np, jax.numpy as jnp, jaxopt_mml as mml
+warnings.simplefilter("error")
+x = np.linspace(0.0, 4.0, 20)
+y = 2.0 * np.exp(-0.7 * x) + 0.3
+model = lambda x, p: p[0] * jnp.exp(-p[1] * x) + p[2]
+fits = [
+    mml.curve_fit(model, x, y, np.array([1.0, 1.0, 0.0])),
+    mml.curve_fit(model, x, np.stack([y, y]), np.array([1.0, 1.0, 0.0]), sigma=np.full(20, 0.1)),
+    mml.linear_fit(x, y, degree=1, sigma=np.full(20, 0.1)),
+]
+assert all(bool(np.all(f.success)) and f.params.dtype == np.float32 for f in fits)
+print("ok")
+"""
+
+
+def test_float64_numpy_data_under_jax_default_config():
+    """The common case in a fresh process (float64 off, NumPy float64 data): fits run in float32,
+    as JAX holds the data, without a warning (asking JAX for float64 warns on every request)."""
+    env = dict(os.environ, JAX_ENABLE_X64="0", JAX_PLATFORMS="cpu")
+    out = subprocess.run(
+        [sys.executable, "-c", _DEFAULT_CONFIG_SCRIPT],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        timeout=300,
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
