@@ -41,6 +41,7 @@ from ._constrained_problem import (
 )
 from ._implicit import solve_with_implicit_grad
 from ._lagrange_points import LagrangePoints, lagrange_stationary_points
+from ._static import static_function
 from ._status import Status
 from ._tree import PyTree, check_choice, check_positive_int, default_tolerances
 
@@ -179,9 +180,9 @@ def minimise_constrained(
         x0,
         args,
         bounds,
-        f=f,
-        eq=eq,
-        ineq=ineq,
+        f=static_function(f),
+        eq=static_function(eq),
+        ineq=static_function(ineq),
         maximise=bool(maximise),
         method=method,
         rtol=None if rtol is None else float(rtol),

@@ -38,6 +38,7 @@ from ._fit_lm import (
 from ._fit_losses import LOSSES, robust_scale
 from ._fit_stats import FitResult, fit_statistics, spd_inverse
 from ._implicit import solve_with_implicit_grad
+from ._static import static_function
 from ._status import Status
 from ._tree import check_choice, check_positive_int, default_tolerances, dtype_of
 
@@ -449,6 +450,7 @@ def curve_fit(
             if np.any(p < np.asarray(lo)) or np.any(p > np.asarray(hi)):
                 raise ValueError("p0 must lie within bounds (lower <= p0 <= upper)")
 
+    model = static_function(model)  # an inline lambda, written again, reuses the compilation
     _check_model(model, layout, x, data, dtype)
     cfg = _Config(
         layout=layout,

@@ -20,6 +20,7 @@ from jax.flatten_util import ravel_pytree
 
 from ._driver import History, check_loop_options, iterate
 from ._implicit import dense_tangent_solve, solve_with_implicit_grad
+from ._static import static_function
 from ._status import Status
 from ._tree import PyTree, as_inexact, default_tolerances, tree_dtype, tree_max_abs
 
@@ -221,7 +222,7 @@ def run_minimiser(
     rtol, atol = default_tolerances(dtype, rtol, atol)
     spec = _Spec(
         init=init,
-        f=f,
+        f=static_function(f),
         flat=flat,
         max_iter=max_iter,
         history=history,

@@ -32,6 +32,7 @@ from ._roots_common import (
     wrap_scalar_f,
 )
 from ._roots_newton import decode_status, masked_newton, scalar_newton, system_newton
+from ._static import static_function
 from ._tree import PyTree, as_inexact, check_positive_int, default_tolerances, tree_dtype
 
 __all__ = ["RootResult", "newton_raphson", "bisection", "bracketed_newton"]
@@ -91,7 +92,8 @@ def newton_raphson(
     forms the Jacobian and one LU solve at the accepted point.
 
     The solve is compiled as one program per ``f`` (and shapes and options): calling it again with
-    the same ``f`` object reuses the compilation; inside the caller's ``jax.jit`` it is inlined.
+    the same ``f``, or the same lambda written again (same code and closure values), reuses the
+    compilation; inside the caller's ``jax.jit`` it is inlined.
 
     Failure is reported in ``status`` (never raised): ``NONFINITE`` for NaN/inf in ``x0`` or ``f``
     (at once), ``SINGULAR`` when no descent direction exists (``f'(x) = 0`` with ``f(x) != 0``),
@@ -148,7 +150,7 @@ def newton_raphson(
     return _newton_jit(
         x0,
         args,
-        f=f,
+        f=static_function(f),
         elementwise=elementwise,
         rtol=rtol,
         atol=atol,

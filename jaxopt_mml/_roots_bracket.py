@@ -31,6 +31,7 @@ from ._roots_common import (
     wrap_scalar_f,
 )
 from ._roots_newton import polish
+from ._static import static_function
 from ._status import Status
 from ._tree import check_positive_int, default_tolerances
 
@@ -157,7 +158,7 @@ def _bracket_solver(name: str, newton: bool):
         dtype = float_dtype(jnp.result_type(*arrays.values()))
         arrays = {k: v.astype(dtype) for k, v in arrays.items()}
         rtol, atol = default_tolerances(dtype, rtol, atol, power=0.75)
-        return run(arrays, args, f=f, rtol=rtol, atol=atol, max_iter=max_iter)
+        return run(arrays, args, f=static_function(f), rtol=rtol, atol=atol, max_iter=max_iter)
 
     @functools.partial(jax.jit, static_argnames=("f", "rtol", "atol", "max_iter"))
     def run(arrays, args, *, f, rtol, atol, max_iter):

@@ -1,0 +1,120 @@
+"""User functions as static arguments: an inline lambda written again reuses its compilation, and
+nothing it reads can change without a new one (jaxopt_mml._static)."""
+
+import functools
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxopt_mml as mml
+from jaxopt_mml import _constrained, _fit_curve, _minimise_common, _roots
+from jaxopt_mml._static import static_function
+
+K = 2.0  # rebound by the tests below: a global that functions read
+
+
+def _compilations(jitted, calls):
+    before = jitted._cache_size()
+    for call in calls:
+        call()
+    return jitted._cache_size() - before
+
+
+def test_inline_lambdas_compile_once_per_entry_point():
+    x = np.linspace(0.0, 4.0, 20)
+    y = 2.0 * np.exp(-0.7 * x) + 0.3
+    cases = [
+        (_roots._newton_jit, lambda: mml.newton_raphson(lambda u: u**2 - 2.0, 1.0)),
+        (
+            _minimise_common._run_jit,
+            lambda: mml.bfgs(lambda u: jnp.sum((u - 3.0) ** 2), np.zeros(2)),
+        ),
+        (
+            _constrained._minimise_constrained_jit,
+            lambda: mml.minimise_constrained(
+                lambda u: jnp.sum(u**2), np.ones(2), eq=lambda u: u[0] + u[1] - 1.0
+            ),
+        ),
+        (
+            _fit_curve._fit_jit,
+            lambda: mml.curve_fit(lambda t, p: p[0] * jnp.exp(-p[1] * t) + p[2], x, y, np.ones(3)),
+        ),
+    ]
+    for jitted, call in cases:
+        assert _compilations(jitted, [call, call, call]) <= 1
+
+
+def test_a_rebound_global_gives_a_new_compilation_not_a_stale_result():
+    global K
+    roots = []
+    for k in (2.0, 3.0, 3.0):
+        K = k
+        roots.append(float(mml.newton_raphson(lambda u: u**2 - K, 1.0).x))  # noqa: B023
+    K = 2.0
+    np.testing.assert_allclose(roots, [np.sqrt(2.0), np.sqrt(3.0), np.sqrt(3.0)], rtol=1e-12)
+
+
+def _helper(u):
+    return u**2 - K
+
+
+def test_a_function_is_judged_by_the_globals_it_reads_at_each_call():
+    """The same function object, with a global it reads rebound between calls (``jax.jit`` of
+    one function would return the first result again)."""
+    global K
+    roots = []
+    for k in (5.0, 7.0):
+        K = k
+        roots.append(float(mml.newton_raphson(_helper, 1.0).x))
+        roots.append(float(mml.newton_raphson(lambda u: _helper(u), 1.0).x))
+    K = 2.0
+    np.testing.assert_allclose(roots, np.sqrt([5.0, 5.0, 7.0, 7.0]), rtol=1e-12)
+
+
+def test_closures_defaults_and_partials_compare_by_value():
+    def make(c, power=2):
+        return lambda u: u**power - c
+
+    assert static_function(make(2.0)) == static_function(make(2.0))
+    assert static_function(make(2.0)) != static_function(make(3.0))
+    assert static_function(make(2, power=2)) != static_function(make(2.0, power=2))  # int vs float
+    assert static_function(make(2.0, power=3)) != static_function(make(2.0, power=2))
+    assert hash(static_function(make(2.0))) == hash(static_function(make(2.0)))
+
+    def g(u, c):
+        return u**2 - c
+
+    assert static_function(functools.partial(g, c=2.0)) == static_function(
+        functools.partial(g, c=2.0)
+    )
+    assert static_function(functools.partial(g, c=2.0)) != static_function(
+        functools.partial(g, c=3.0)
+    )
+
+
+class _Config:
+    k = 2.0
+
+
+@pytest.mark.parametrize(
+    "value",
+    [np.array(2.0), jnp.asarray(2.0), [2.0], {"k": 2.0}, _Config()],
+    ids=["numpy", "jax", "list", "dict", "object"],
+)
+def test_mutable_or_array_values_fall_back_to_identity(value):
+    def make():
+        return lambda u: u - (value if not isinstance(value, (list, dict, _Config)) else 0.0)
+
+    a, b = make(), make()
+    assert static_function(a) != static_function(b)
+    assert static_function(a) == static_function(a)
+
+
+def test_an_object_attribute_read_through_a_lambda_is_never_stale():
+    cfg = _Config()
+    roots = []
+    for k in (2.0, 7.0):
+        cfg.k = k
+        roots.append(float(mml.newton_raphson(lambda u: u**2 - cfg.k, 1.0).x))
+    np.testing.assert_allclose(roots, np.sqrt([2.0, 7.0]), rtol=1e-12)
