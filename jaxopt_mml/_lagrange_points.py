@@ -19,6 +19,7 @@ and **degenerate** when ``B`` is singular (the second-order test says nothing).
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -29,6 +30,7 @@ from jax.flatten_util import ravel_pytree
 from ._constrained_problem import make_problem, scale_of
 from ._driver import iterate, make_progress
 from ._linesearch import backtracking
+from ._static import static_function
 from ._status import Status
 from ._tree import PyTree, check_positive_int, default_tolerances
 
@@ -127,6 +129,20 @@ def _bordered_hessian(problem, z):
     return jnp.block([[jnp.zeros((m, m), dtype), jac], [jac.T, hess]])
 
 
+@functools.partial(jax.jit, static_argnames=("f", "eq", "rtol", "atol", "max_iter"))
+def _solve_all(starts, args, *, f, eq, rtol, atol, max_iter):
+    """Newton on the Lagrangian from every start (one compiled program per functions, shapes and
+    options), with the bordered Hessian and the value at each end point."""
+
+    def one(start):
+        problem, x0 = make_problem(f, start, args, eq, None, None, False)
+        z, status = _newton_lagrange(problem, x0, rtol=rtol, atol=atol, max_iter=max_iter)
+        bordered = _bordered_hessian(problem, z)
+        return z, status, problem.objective(z[: problem.n]), bordered
+
+    return jax.vmap(one)(starts)
+
+
 def lagrange_stationary_points(
     f,
     eq,
@@ -185,17 +201,17 @@ def lagrange_stationary_points(
         dtype = jnp.result_type(float)
     rtol, atol = default_tolerances(dtype, rtol, atol)
 
-    @jax.jit
-    def solve_all(starts, args):
-        def one(start):
-            problem, x0 = make_problem(f, start, args, eq, None, None, False)
-            z, status = _newton_lagrange(problem, x0, rtol=rtol, atol=atol, max_iter=max_iter)
-            bordered = _bordered_hessian(problem, z)
-            return z, status, problem.objective(z[: problem.n]), bordered
-
-        return jax.vmap(one)(starts)
-
-    z, status, value, bordered = jax.device_get(solve_all(starts, args))
+    z, status, value, bordered = jax.device_get(
+        _solve_all(
+            starts,
+            args,
+            f=static_function(f),
+            eq=static_function(eq),
+            rtol=float(rtol),
+            atol=float(atol),
+            max_iter=max_iter,
+        )
+    )
     problem, x_flat = make_problem(f, template, args, eq, None, None, False)
     n, m = problem.n, problem.m_eq
     ok = status == int(Status.SUCCESS)

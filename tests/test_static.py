@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import jaxopt_mml as mml
-from jaxopt_mml import _constrained, _fit_curve, _minimise_common, _roots
+from jaxopt_mml import _constrained, _fit_curve, _lagrange_points, _minimise_common, _roots
 from jaxopt_mml._static import static_function
 
 K = 2.0  # rebound by the tests below: a global that functions read
@@ -39,6 +39,12 @@ def test_inline_lambdas_compile_once_per_entry_point():
         (
             _fit_curve._fit_jit,
             lambda: mml.curve_fit(lambda t, p: p[0] * jnp.exp(-p[1] * t) + p[2], x, y, np.ones(3)),
+        ),
+        (
+            _lagrange_points._solve_all,
+            lambda: mml.lagrange_stationary_points(
+                lambda u: u[0] ** 2 * u[1], lambda u: jnp.array([u @ u - 1.0]), np.ones((4, 2))
+            ),
         ),
     ]
     for jitted, call in cases:
