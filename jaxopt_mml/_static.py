@@ -58,10 +58,11 @@ def _value_key(value, seen: set[int]) -> Any:
         return _UNKNOWN if any(i is _UNKNOWN for i in items) else ("tuple", items)
     if isinstance(value, (types.ModuleType, type)):
         return ("object", value)
-    if type(value) is types.FunctionType or isinstance(value, functools.partial):
-        return _key(value, seen)
     module = getattr(value, "__module__", None) or ""
-    if callable(value) and module.partition(".")[0] in _LIBRARIES:
+    library = module.partition(".")[0] in _LIBRARIES
+    if not library and (type(value) is types.FunctionType or isinstance(value, functools.partial)):
+        return _key(value, seen)
+    if callable(value) and library:
         try:
             hash(value)
         except TypeError:
