@@ -92,8 +92,8 @@ def newton_raphson(
     forms the Jacobian and one LU solve at the accepted point.
 
     The solve is compiled as one program per ``f`` (and shapes and options): calling it again with
-    the same ``f``, or the same lambda written again (same code and closure values), reuses the
-    compilation; inside the caller's ``jax.jit`` it is inlined.
+    the same ``f``, or the same lambda written again (the same code and the same values it reads),
+    reuses the compilation; inside the caller's ``jax.jit`` it is inlined.
 
     Failure is reported in ``status`` (never raised): ``NONFINITE`` for NaN/inf in ``x0`` or ``f``
     (at once), ``SINGULAR`` when no descent direction exists (``f'(x) = 0`` with ``f(x) != 0``),
