@@ -11,14 +11,14 @@ another wrapped function when both compute the same thing, judged from what they
 * a ``functools.partial``: its function and arguments.
 
 Values are compared by value when they are immutable (``None``, numbers, strings, NumPy scalars,
-tuples of them) and by identity when they are modules, classes, or functions of JAX, NumPy and
-the like; a function found among them is judged by these same rules. Anything else (an array, a
-list, an object of the user's own class, which may be mutated between calls) makes the function
-equal only to itself, as ``jax.jit`` has it. The judgement is made at every call, so a global the
-function reads that has been rebound since the last call gives a new compilation rather than a
-stale result (``jax.jit`` of one function object would not notice). What is not seen: a
-mutable object reached through a module attribute, or ``global`` state changed inside a
-library module.
+tuples of them) and by identity when they are modules, classes, JAX arrays (immutable too), or
+functions of JAX, NumPy and the like; a function found among them is judged by these same rules.
+Anything else (a NumPy array, a list, an object of the user's own class: all may be mutated
+between calls) makes the function equal only to itself, as ``jax.jit`` has it. The judgement is
+made at every call, so a global the function reads that has been rebound since the last call
+gives a new compilation rather than a stale result (``jax.jit`` of one function object would not
+notice). What is not seen: a mutable object reached through a module attribute, or ``global``
+state changed inside a library module.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import types
 from collections.abc import Callable
 from typing import Any
 
+import jax
 import numpy as np
 
 __all__ = ["StaticFunction", "static_function"]
@@ -38,6 +39,21 @@ _LIBRARIES = frozenset(
     ("jax", "jaxlib", "numpy", "scipy", "optax", "math", "cmath", "builtins", "operator")
 )
 _UNKNOWN = object()  # a value that can only be compared by identity
+
+
+class _Same:
+    """Compares the object it holds by identity (a JAX array's ``==`` is elementwise)."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _Same) and other.obj is self.obj
+
+    def __hash__(self) -> int:
+        return id(self.obj)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -58,6 +74,8 @@ def _value_key(value, seen: set[int]) -> Any:
         return _UNKNOWN if any(i is _UNKNOWN for i in items) else ("tuple", items)
     if isinstance(value, (types.ModuleType, type)):
         return ("object", value)
+    if isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer):
+        return ("array", _Same(value))  # immutable: the same array holds the same values
     module = getattr(value, "__module__", None) or ""
     library = module.partition(".")[0] in _LIBRARIES
     if not library and (type(value) is types.FunctionType or isinstance(value, functools.partial)):
