@@ -11,6 +11,7 @@ import optax
 
 from ._driver import make_progress
 from ._minimise_common import MinimiseResult, gradient_converged, run_minimiser
+from ._static import StaticValue
 from ._tree import PyTree, tree_sub
 
 __all__ = ["optax_minimise"]
@@ -32,7 +33,7 @@ def _tree_get(state, key):
 
 
 def _init(fun, x0, rtol, atol, dyn, options):
-    opt = optax.with_extra_args_support(options["optimizer"])
+    opt = optax.with_extra_args_support(options["optimizer"].value)
     f0, g0 = fun.value_and_grad(x0)
     opt_state0 = opt.init(x0)
     # Optimisers with a line search (optax.lbfgs, scale_by_zoom_linesearch...) store the value
@@ -136,5 +137,6 @@ def optax_minimise(
         verbose=verbose,
         cauchy=False,
         flat=False,
-        static={"optimizer": optimizer},
+        # An optimiser made again (optax.adam(0.1) in a loop) reuses the compilation.
+        static={"optimizer": StaticValue(optimizer)},
     )

@@ -8,7 +8,12 @@ another wrapped function when both compute the same thing, judged from what they
 
 * a plain function or lambda: its code, and the values of everything the code can read that is
   not an argument: closure cells, defaults and the module globals its code names;
-* a ``functools.partial``: its function and arguments.
+* a ``functools.partial``: its function and arguments;
+* a tuple or NamedTuple (an optax optimiser is a NamedTuple of closures): its items.
+
+A library's function (JAX, NumPy, scipy, optax, ...) is compared by identity, or, when it is a
+closure, by its code and closure values (``optax.adam(0.1)`` made twice gives equal
+optimisers; its module's globals are taken as fixed).
 
 Values are compared by value when they are immutable (``None``, numbers, strings, NumPy scalars,
 tuples of them) and by identity when they are modules, classes, JAX arrays (immutable too), or
@@ -31,7 +36,7 @@ from typing import Any
 import jax
 import numpy as np
 
-__all__ = ["StaticFunction", "static_function"]
+__all__ = ["StaticFunction", "StaticValue", "static_function"]
 
 _IMMUTABLE = (type(None), bool, int, float, complex, str, bytes, np.generic)
 # Callables from these packages are taken to be fixed (compared by identity).
@@ -66,21 +71,24 @@ def _global_names(code: types.CodeType) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
+def _is_library(value) -> bool:
+    module = getattr(value, "__module__", None) or ""
+    return module.partition(".")[0] in _LIBRARIES
+
+
 def _value_key(value, seen: set[int]) -> Any:
     if isinstance(value, _IMMUTABLE):
         return (type(value), value)
-    if type(value) is tuple:
-        items = tuple(_value_key(v, seen) for v in value)
-        return _UNKNOWN if any(i is _UNKNOWN for i in items) else ("tuple", items)
+    if isinstance(value, tuple) and (type(value) is tuple or hasattr(value, "_fields")):
+        items = tuple(_value_key(v, seen) for v in value)  # a tuple or a NamedTuple
+        return _UNKNOWN if any(i is _UNKNOWN for i in items) else ("tuple", type(value), items)
     if isinstance(value, (types.ModuleType, type)):
         return ("object", value)
     if isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer):
         return ("array", _Same(value))  # immutable: the same array holds the same values
-    module = getattr(value, "__module__", None) or ""
-    library = module.partition(".")[0] in _LIBRARIES
-    if not library and (type(value) is types.FunctionType or isinstance(value, functools.partial)):
+    if type(value) is types.FunctionType or isinstance(value, functools.partial):
         return _key(value, seen)
-    if callable(value) and library:
+    if callable(value) and _is_library(value):
         try:
             hash(value)
         except TypeError:
@@ -90,6 +98,8 @@ def _value_key(value, seen: set[int]) -> Any:
 
 
 def _function_key(fn: types.FunctionType, seen: set[int]) -> Any:
+    """A plain function: its code and what it reads. A library's function (an optax
+    optimiser's closure, say) reads its own module's globals, which are taken as fixed."""
     if id(fn) in seen:  # recursion: the code identifies it
         return ("recursive", fn.__code__)
     seen = seen | {id(fn)}
@@ -97,7 +107,7 @@ def _function_key(fn: types.FunctionType, seen: set[int]) -> Any:
         cells = [c.cell_contents for c in fn.__closure__ or ()]
     except ValueError:  # an empty cell (a name assigned after the function was made)
         return _UNKNOWN
-    glob = fn.__globals__
+    glob = {} if _is_library(fn) else fn.__globals__
     parts = (
         [_value_key(v, seen) for v in cells],
         [_value_key(v, seen) for v in fn.__defaults__ or ()],
@@ -153,3 +163,24 @@ def static_function(fn):
     if fn is None or isinstance(fn, StaticFunction):
         return fn
     return StaticFunction(fn)
+
+
+class StaticValue:
+    """Any static option (an optax optimiser, a NamedTuple of functions) held with the same
+    notion of equality as :class:`StaticFunction`; the option itself is ``.value``."""
+
+    __slots__ = ("value", "key")
+
+    def __init__(self, value):
+        key = _value_key(value, frozenset())
+        self.value = value
+        self.key = ("identity", value) if key is _UNKNOWN else key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, StaticValue) and self.key == other.key
+
+    def __repr__(self) -> str:
+        return f"StaticValue({self.value!r})"

@@ -138,3 +138,16 @@ def test_jax_arrays_compare_by_identity():
     assert static_function(make(a)) != static_function(make(b))
     roots = [mml.newton_raphson(make(c), jnp.zeros(2)).x for c in (a, b * 2)]
     np.testing.assert_allclose(roots[1], 2 * np.asarray(roots[0]), rtol=1e-12)
+
+
+def test_an_optax_optimiser_made_again_reuses_the_compilation():
+    import optax
+
+    def run(lr):
+        return mml.optax_minimise(lambda u: jnp.sum((u - 3.0) ** 2), np.zeros(2), optax.adam(lr))
+
+    assert _compilations(_minimise_common._run_jit, [lambda: run(0.1)] * 3) <= 1
+    assert static_function(optax.adam(0.1).update) == static_function(optax.adam(0.1).update)
+    assert static_function(optax.adam(0.1).update) != static_function(optax.adam(0.2).update)
+    fast, slow = run(0.5), run(0.001)  # a different learning rate is a different program
+    assert float(fast.value) < float(slow.value)
