@@ -44,6 +44,9 @@ _LIBRARIES = frozenset(
     ("jax", "jaxlib", "numpy", "scipy", "optax", "math", "cmath", "builtins", "operator")
 )
 _UNKNOWN = object()  # a value that can only be compared by identity
+# A traced value is not a fixed array. Should a later jax move the class, arrays are not
+# recognised at all (compared by identity through their function): slower, never wrong.
+_TRACER = getattr(getattr(jax, "core", None), "Tracer", None)
 
 
 class _Same:
@@ -84,7 +87,7 @@ def _value_key(value, seen: set[int]) -> Any:
         return _UNKNOWN if any(i is _UNKNOWN for i in items) else ("tuple", type(value), items)
     if isinstance(value, (types.ModuleType, type)):
         return ("object", value)
-    if isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer):
+    if _TRACER is not None and isinstance(value, jax.Array) and not isinstance(value, _TRACER):
         return ("array", _Same(value))  # immutable: the same array holds the same values
     if type(value) is types.FunctionType or isinstance(value, functools.partial):
         return _key(value, seen)
