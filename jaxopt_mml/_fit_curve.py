@@ -332,8 +332,9 @@ def curve_fit(
     the whole batch (a vmapped loop runs until its slowest member stops) and the working set
     stays in cache. The function also works under the user's ``jax.jit`` and ``jax.vmap``.
 
-    **Compilation.** The compiled fit is cached on ``model`` (by identity) and the shapes: define
-    ``model`` once (not a new ``lambda`` per call) so that repeated fits do not recompile.
+    **Compilation.** The compiled fit is cached on ``model`` and the shapes. ``model`` is
+    recognised by what it is made of (its code and the values it reads), so a ``lambda`` written
+    again per call reuses the compilation too.
 
     Args:
         model: ``model(x, params) -> (N,)`` predictions; ``params`` has ``p0``'s structure.

@@ -9,7 +9,7 @@ import numpy as np
 from ._fit_data import NAN_POLICIES, check_data, is_concrete, weights
 from ._fit_stats import FitResult, fit_statistics
 from ._status import Status
-from ._tree import dtype_of
+from ._tree import check_choice, dtype_of
 
 __all__ = ["chi_squared", "linear_fit"]
 
@@ -135,8 +135,7 @@ def linear_fit(
         G. H. Golub and C. F. Van Loan, *Matrix Computations*, 4th ed. (2013), section 5.5.
         P. R. Bevington and D. K. Robinson, *Data Reduction and Error Analysis* (2003), ch. 6-7.
     """
-    if nan_policy not in NAN_POLICIES:
-        raise ValueError(f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}")
+    nan_policy = check_choice("nan_policy", nan_policy, NAN_POLICIES)
     if not isinstance(absolute_sigma, bool):
         raise TypeError(f"absolute_sigma must be a bool, got {absolute_sigma!r}")
     y_dtype = dtype_of(y)

@@ -146,7 +146,7 @@ def newton_raphson(
     dtype = float_dtype(tree_dtype(x0))
     rtol, atol = default_tolerances(dtype, rtol, atol, power=0.75)
     # One jitted program per (f, shapes, options): an eager call compiles once and is cached for
-    # the same f; inside the caller's jit this is inlined.
+    # an equal f (see _static); inside the caller's jit this is inlined.
     return _newton_jit(
         x0,
         args,

@@ -107,21 +107,19 @@ def _function_key(fn: types.FunctionType, seen: set[int]) -> Any:
         return ("recursive", fn.__code__)
     seen = seen | {id(fn)}
     try:
-        cells = [c.cell_contents for c in fn.__closure__ or ()]
+        cells = tuple(c.cell_contents for c in fn.__closure__ or ())
     except ValueError:  # an empty cell (a name assigned after the function was made)
         return _UNKNOWN
+    defaults = fn.__defaults__ or ()
+    kwdefaults = sorted((fn.__kwdefaults__ or {}).items())
     glob = {} if _is_library(fn) else fn.__globals__
-    parts = (
-        [_value_key(v, seen) for v in cells],
-        [_value_key(v, seen) for v in fn.__defaults__ or ()],
-        [(k, _value_key(v, seen)) for k, v in sorted((fn.__kwdefaults__ or {}).items())],
-        [(n, _value_key(glob[n], seen)) for n in _global_names(fn.__code__) if n in glob],
-    )
-    for part in parts:
-        for item in part:
-            if item is _UNKNOWN or (isinstance(item, tuple) and item[-1] is _UNKNOWN):
-                return _UNKNOWN
-    return ("function", fn.__code__) + tuple(tuple(p) for p in parts)
+    names = tuple(n for n in _global_names(fn.__code__) if n in glob)
+    values = (*cells, *defaults, *(v for _, v in kwdefaults), *(glob[n] for n in names))
+    keys = tuple(_value_key(v, seen) for v in values)
+    if any(k is _UNKNOWN for k in keys):
+        return _UNKNOWN
+    layout = (len(cells), len(defaults), tuple(k for k, _ in kwdefaults), names)
+    return ("function", fn.__code__, layout, keys)
 
 
 def _key(fn, seen: set[int] = frozenset()) -> Any:
@@ -131,46 +129,15 @@ def _key(fn, seen: set[int] = frozenset()) -> Any:
         inner = _key(fn.func, seen) if callable(fn.func) else _UNKNOWN
         args = _value_key(tuple(fn.args), seen)
         kwargs = _value_key(tuple(sorted(fn.keywords.items())), seen)
-        if _UNKNOWN in (inner, args, kwargs):
+        if any(k is _UNKNOWN for k in (inner, args, kwargs)):
             return _UNKNOWN
         return ("partial", inner, args, kwargs)
     return _UNKNOWN
 
 
-class StaticFunction:
-    """A callable equal to another that computes the same thing (see the module docstring)."""
-
-    __slots__ = ("fn", "key", "__wrapped__")
-
-    def __init__(self, fn: Callable):
-        key = _key(fn)
-        self.fn = fn
-        self.key = ("identity", fn) if key is _UNKNOWN else key
-        self.__wrapped__ = fn
-
-    def __call__(self, *args, **kwargs):
-        return self.fn(*args, **kwargs)
-
-    def __hash__(self) -> int:
-        return hash(self.key)
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, StaticFunction) and self.key == other.key
-
-    def __repr__(self) -> str:
-        return f"StaticFunction({self.fn!r})"
-
-
-def static_function(fn):
-    """``fn`` wrapped as a :class:`StaticFunction` (None and wrapped functions pass through)."""
-    if fn is None or isinstance(fn, StaticFunction):
-        return fn
-    return StaticFunction(fn)
-
-
 class StaticValue:
-    """Any static option (an optax optimiser, a NamedTuple of functions) held with the same
-    notion of equality as :class:`StaticFunction`; the option itself is ``.value``."""
+    """A static option held with an equality that reflects what it computes (see the module
+    docstring); the option itself is ``.value``. Equal to nothing but another holder."""
 
     __slots__ = ("value", "key")
 
@@ -183,7 +150,27 @@ class StaticValue:
         return hash(self.key)
 
     def __eq__(self, other) -> bool:
-        return isinstance(other, StaticValue) and self.key == other.key
+        return type(other) is type(self) and self.key == other.key
 
     def __repr__(self) -> str:
-        return f"StaticValue({self.value!r})"
+        return f"{type(self).__name__}({self.value!r})"
+
+
+class StaticFunction(StaticValue):
+    """A :class:`StaticValue` holding a function, and callable as that function."""
+
+    __slots__ = ("__wrapped__",)
+
+    def __init__(self, fn: Callable):
+        super().__init__(fn)
+        self.__wrapped__ = fn
+
+    def __call__(self, *args, **kwargs):
+        return self.value(*args, **kwargs)
+
+
+def static_function(fn):
+    """``fn`` wrapped as a :class:`StaticFunction` (None and wrapped functions pass through)."""
+    if fn is None or isinstance(fn, StaticFunction):
+        return fn
+    return StaticFunction(fn)

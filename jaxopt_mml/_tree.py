@@ -88,7 +88,7 @@ def tree_dtype(tree: PyTree) -> np.dtype:
     leaves = jax.tree.leaves(tree)
     if not leaves:
         return jnp.result_type(float)
-    return jnp.result_type(*[jnp.asarray(leaf).dtype for leaf in leaves])
+    return jnp.result_type(*[dtype_of(leaf) for leaf in leaves])
 
 
 def default_tolerances(
