@@ -13,7 +13,7 @@ For weighted residuals ``r_i = (y_i - f(x_i; p)) / sigma_i`` and the weighted Ja
 * ``r_squared = 1 - sum w (y - f)^2 / sum w (y - ybar_w)^2`` with ``w = 1 / sigma^2`` and the
   weighted mean ``ybar_w``.
 
-The covariance is computed from the Cholesky factor of the column-equilibrated ``J^T J``; when
+The covariance is the inverse of the column-equilibrated ``J^T J`` (see :func:`spd_inverse`); when
 that matrix is singular to working precision (condition number beyond ``1 / (k eps)``) or when
 ``dof <= 0`` (and ``absolute_sigma`` is off), the covariance cannot be estimated: it is ``inf`` and
 the status is ``COVARIANCE_UNDEFINED``.
@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.scipy.linalg import solve_triangular
+from jax import lax
 
 from ._fit_linalg import diagonal
 from ._special import gammaincc
@@ -85,26 +85,51 @@ def chi2_sf(chi2, dof):
 
 
 def spd_inverse(a):
-    """Inverse of a symmetric positive semi-definite ``(k, k)`` matrix and whether it is regular.
+    r"""Inverse of a symmetric positive semi-definite ``(k, k)`` matrix and whether it is regular.
 
-    Equilibrates ``a`` to unit diagonal, factors it by Cholesky and declares it singular when a
-    pivot falls below ``sqrt(k eps)`` (condition number beyond ``1 / (k eps)``). This runs once per
-    fit, so LAPACK's factorisation serves: it compiles to a library call, where the unrolled
-    kernels of :mod:`._fit_linalg` (made for the iterations) took 4x the compile time.
+    Equilibrates ``a`` to unit diagonal and inverts it by the sweep operator (Gauss-Jordan
+    elimination without pivoting, kept symmetric): sweeping pivot ``j`` of ``S`` maps
+
+    .. math::
+        S_{jj} \to -1/S_{jj}, \quad S_{ij} \to S_{ij}/S_{jj}, \quad
+        S_{il} \to S_{il} - S_{ij} S_{jl} / S_{jj} \ (i, l \ne j),
+
+    and sweeping every pivot in turn leaves ``-S^{-1}`` (Goodnight 1979). The pivots are those of
+    the Cholesky factorisation squared (the diagonal of the successive Schur complements), so the
+    matrix is declared singular when one falls below ``k eps`` (a condition number beyond
+    ``1 / (k eps)``); the accuracy is that of a Cholesky-based inverse (both err by about
+    ``cond * eps``). The pivots run in a ``fori_loop`` whose one pass updates the whole matrix:
+    under ``vmap`` a few vector kernels over all the fits, where LAPACK's Cholesky and triangular
+    solve are one library call per small matrix (5 ms for 10^4 fits of 4 parameters on a CPU,
+    against 0.3 ms).
+
+    References:
+        J. H. Goodnight, "A tutorial on the SWEEP operator", The American Statistician 33 (1979).
     """
     k = a.shape[-1]
     eps = jnp.finfo(a.dtype).eps
     d = jnp.sqrt(diagonal(a))
     ok_d = jnp.all(d > 0) & jnp.all(jnp.isfinite(d))
     dinv = jnp.where(d > 0, 1.0 / jnp.where(d > 0, d, 1.0), 0.0)
-    eye = np.eye(k, dtype=a.dtype)
-    a_s = jnp.where(ok_d, a * dinv[:, None] * dinv[None, :], eye)
-    chol = jnp.linalg.cholesky(a_s)
-    piv = diagonal(chol)
-    regular = ok_d & jnp.all(jnp.isfinite(chol)) & jnp.all(piv > jnp.sqrt(k * eps))
-    chol = jnp.where(regular, chol, eye)
-    linv = solve_triangular(chol, eye, lower=True)
-    inv_s = linv.T @ linv
+    idx = np.arange(k)
+    a_s = jnp.where(ok_d, a * dinv[:, None] * dinv[None, :], np.eye(k, dtype=a.dtype))
+
+    def sweep(j, carry):
+        s, min_pivot = carry
+        row = lax.dynamic_index_in_dim(s, j, 0, keepdims=False)
+        pivot = lax.dynamic_index_in_dim(row, j, 0, keepdims=False)
+        rp = 1.0 / jnp.where(pivot > 0, pivot, 1.0)  # a bad pivot only flags the matrix
+        t = row * rp
+        on_j = idx == j
+        edge = jnp.where(on_j[:, None], t[None, :], t[:, None])  # row and column j
+        edge = jnp.where(on_j[:, None] & on_j[None, :], -rp, edge)
+        s = jnp.where(on_j[:, None] | on_j[None, :], edge, s - row[:, None] * t[None, :])
+        return s, jnp.minimum(min_pivot, pivot)
+
+    s, min_pivot = lax.fori_loop(0, k, sweep, (a_s, jnp.asarray(jnp.inf, a.dtype)))
+    inv_s = -s
+    regular = ok_d & (min_pivot > k * eps) & jnp.all(jnp.isfinite(inv_s))
+    inv_s = jnp.where(regular, inv_s, 0.0)
     return inv_s * dinv[:, None] * dinv[None, :], regular
 
 

@@ -15,7 +15,7 @@ import scipy.stats
 
 import jaxopt_mml as mml
 from jaxopt_mml import Status
-from jaxopt_mml._fit_stats import chi2_sf
+from jaxopt_mml._fit_stats import chi2_sf, spd_inverse
 from tests.zoo.fitting import exp_decay, gaussian_peak
 
 RNG = np.random.default_rng(1234)
@@ -380,6 +380,30 @@ def test_covariance_undefined_when_no_dof_or_singular():
     assert bool(redundant.success)
     assert int(redundant.status) == Status.COVARIANCE_UNDEFINED
     assert np.all(np.isinf(redundant.stderr))
+
+
+@pytest.mark.parametrize("k", [1, 2, 4, 7])
+def test_spd_inverse_matches_numpy_and_flags_singular(k):
+    rng = np.random.default_rng(k)
+    mats, refs = [], []
+    for cond in (1.0, 1e4, 1e9):
+        q, _ = np.linalg.qr(rng.standard_normal((k, k)))
+        scale = np.exp(rng.uniform(-5.0, 5.0, k))  # unequal column scales: equilibration
+        a = (q * np.logspace(0.0, -np.log10(cond), k)) @ q.T * scale[:, None] * scale[None, :]
+        mats.append(a)
+        refs.append(np.linalg.inv(a))
+    inv, regular = jax.vmap(spd_inverse)(jnp.asarray(np.stack(mats)))
+    assert np.all(np.asarray(regular))
+    for got, ref, cond in zip(np.asarray(inv), refs, (1.0, 1e4, 1e9), strict=True):
+        np.testing.assert_allclose(got, ref, rtol=1e-13 * cond * k, atol=0.0)
+    v = rng.standard_normal((k, 1))
+    singular = [np.zeros((k, k)), np.full((k, k), np.nan), -np.eye(k)]
+    if k > 1:
+        indefinite = np.eye(k)
+        indefinite[0, -1] = indefinite[-1, 0] = 2.0
+        singular += [v @ v.T, indefinite]
+    _, regular = jax.vmap(spd_inverse)(jnp.asarray(np.stack(singular)))
+    assert not np.any(np.asarray(regular))
 
 
 # ---------------------------------------------------------------- bad input
