@@ -303,8 +303,10 @@ def iterate_pool(
     lanes by one step; a lane whose problem has stopped writes its result out and takes the next
     unstarted problem. Every lane stays busy until the queue is empty, so the work is about the
     total number of steps the problems need rather than ``n_problems x`` the slowest one, and the
-    working set (``lanes`` problems) stays in cache however large the batch. Each problem's
-    iterates are exactly those :func:`iterate` would produce for it alone.
+    working set (``lanes`` problems) stays in cache however large the batch. Each problem takes
+    the steps :func:`iterate` would take for it alone, up to rounding: XLA may sum a batched
+    reduction in another order than a single one, so results agree to rounding (and a problem
+    near its stopping test may stop one step apart), not bitwise across widths.
 
     Args:
         step: ``step(i, state) -> (state, Progress)``: one step of problem ``i`` (a traced int

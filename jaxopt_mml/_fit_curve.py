@@ -23,7 +23,7 @@ from ._fit_data import (
     to_internal,
     weights,
 )
-from ._fit_linalg import diagonal
+from ._fit_linalg import diagonal, gram
 from ._fit_lm import (
     DEFAULT_MAX_ITER,
     METHODS,
@@ -171,7 +171,7 @@ def _finish(model, cfg: _Config, x, y, w, bad, fit: _Fit, lo, hi, f_scale):
 
     r, jac = value_and_jacfwd(res_p, p)  # r and J in one pass
     rs, js, cost = robust_scale(cfg.loss, r, jac, f_scale)
-    a = js.T @ js
+    a = gram(js)
     cov0, regular = spd_inverse(a)
     cov, chi2, dof, reduced, p_value, r2, cov_ok = fit_statistics(
         r, cost, y, w, p.shape[0], cfg.absolute_sigma, cov0, regular
@@ -215,7 +215,8 @@ def _fit_batched(model, cfg: _Config, x, y, w, bad, p0, lo, hi, f_scale):
     every lane by one iteration, and a lane whose fit has stopped takes the next dataset: the
     work is the total of the iterations the fits need, a few slow fits cost only their own
     iterations, and on a CPU the working set stays in cache. The width is ``cfg.lanes`` (see
-    :func:`pool_lanes`). Each fit's iterates are exactly those of the one-dataset solver.
+    :func:`pool_lanes`). Each fit takes the one-dataset solver's iterations, up to rounding (see
+    :func:`iterate_pool`).
     """
 
     def data(i):
@@ -375,7 +376,8 @@ def curve_fit(
             ``(k, N)`` with ``k == B`` predictors).
         lanes: the width of a batched fit's pool (how many fits advance together; static). Default:
             an eighth of the batch, 128 to 1024 on a CPU and at least 2^14 on a GPU or TPU. Each
-            fit's result is the same for every width; only the speed changes.
+            fit's result is the same for every width up to rounding (XLA's batched sums round
+            with the batch's shape; a fit may stop one iteration apart, within ``rtol``).
 
     Returns:
         :class:`FitResult`. ``success`` says whether the fit converged; ``status`` is

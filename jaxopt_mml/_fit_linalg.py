@@ -22,6 +22,18 @@ def diagonal(a):
     return a.reshape(a.shape[:-2] + (k * k,))[..., :: k + 1]
 
 
+def gram(jac):
+    """``J^T J`` of an ``(n, k)`` Jacobian, as products summed along ``n`` in ``(k, n)`` layout.
+
+    Under ``vmap`` (a batch of fits) this is one reduction over the points, which XLA:CPU runs
+    1.4x faster than the batched matrix product ``jac.T @ jac`` on tiny ``k x n`` matrices (4 x 64
+    for 1024 fits: 118 against 165 us per iteration, measured on a 2-core CPU) and 2x faster at
+    10^4 fits, where the product's per-matrix cost dominates.
+    """
+    jt = jac.T
+    return jnp.sum(jt[:, None, :] * jt[None, :, :], axis=-1)
+
+
 def cholesky(a):
     """Lower Cholesky factor of a symmetric positive-definite ``(k, k)`` matrix (NaN if not PD)."""
     k = a.shape[-1]

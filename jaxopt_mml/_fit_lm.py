@@ -52,7 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._driver import make_progress
-from ._fit_linalg import chol_solve, cholesky, diagonal
+from ._fit_linalg import chol_solve, cholesky, diagonal, gram
 from ._fit_losses import robust_cost, robust_scale
 from ._linesearch import backtracking
 from ._status import Status
@@ -220,7 +220,7 @@ def lm_step(problem: Problem, rtol, atol):
         r, jac, cost = _value_and_jac(problem, state.u)
         cost = _current_cost(state, cost)
         state = state._replace(cost=cost)
-        a = jac.T @ jac
+        a = gram(jac)
         g = jac.T @ r
         diag = diagonal(a)
         dscale = jnp.maximum(state.dscale, diag)
@@ -288,7 +288,7 @@ def gn_step(problem: Problem, rtol, atol):
     def step(state: LSState):
         r, jac, cost = _value_and_jac(problem, state.u)
         cost = _current_cost(state, cost)
-        a = jac.T @ jac
+        a = gram(jac)
         g = jac.T @ r
         dscale = jnp.maximum(state.dscale, diagonal(a))
         h = _damped_solve(a, g, dscale, jnp.zeros((), a.dtype))

@@ -122,16 +122,19 @@ def test_batched_fit_under_vmap_and_grad():
 
 
 def test_pool_width_changes_speed_not_results(monkeypatch):
-    # Any width gives the same fits; the default follows the backend (narrow on a CPU, wide on
-    # an accelerator); a bad width is a trace-time error naming the argument.
+    # Any width gives the same fits up to rounding (XLA's batched sums round with the batch's
+    # shape, so a fit near its stopping test may take one iteration more or fewer: its result
+    # moves within the tolerance, about 1e-8 relative); the default follows the backend (narrow
+    # on a CPU, wide on an accelerator); a bad width is a trace-time error naming the argument.
     import jaxopt_mml._fit_curve as fc
 
-    x, y, _, p0 = peak_data(9, seed=5)
+    x, y, _, p0 = peak_data(64, seed=5)
     fits = [mml.curve_fit(gaussian_peak, x, y, p0, lanes=n) for n in (1, 4, 9, 100)]
     for fit in fits[1:]:
-        np.testing.assert_array_equal(fit.params, fits[0].params)
-        np.testing.assert_array_equal(fit.n_iter, fits[0].n_iter)
-        np.testing.assert_array_equal(fit.stderr, fits[0].stderr)
+        np.testing.assert_allclose(fit.params, fits[0].params, rtol=1e-7, atol=1e-9)
+        assert np.max(np.abs(np.asarray(fit.n_iter) - np.asarray(fits[0].n_iter))) <= 1
+        np.testing.assert_allclose(fit.stderr, fits[0].stderr, rtol=1e-6)
+        np.testing.assert_array_equal(fit.status, fits[0].status)
     assert fc.pool_lanes(10**4, None) == 1024 and fc.pool_lanes(500, None) == 128
     assert fc.pool_lanes(50, None) == 50 and fc.pool_lanes(10**4, 7) == 7
     monkeypatch.setattr(fc, "wide_backend", lambda: True)
