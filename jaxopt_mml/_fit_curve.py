@@ -45,9 +45,11 @@ from ._tree import check_choice, check_positive_int, default_tolerances, dtype_o
 __all__ = ["curve_fit"]
 
 # The pool of a batched fit (see _fit_batched and pool_lanes): an eighth of the batch, within
-# [_MIN_LANES, _LANES] on a CPU (cache-bound) and at least _WIDE_LANES on a GPU (launch-bound).
-_LANES = 1024
+# [_MIN_LANES, _MAX_LANES] on a CPU, and no wider than fills _LANE_BYTES with the lanes' arrays
+# (cache-bound); at least _WIDE_LANES on a GPU (launch-bound).
+_MAX_LANES = 4096
 _MIN_LANES = 128
+_LANE_BYTES = 16 * 2**20
 _WIDE_LANES = 2**14
 
 
@@ -247,12 +249,15 @@ def _fit_batched(model, cfg: _Config, x, y, w, bad, p0, lo, hi, f_scale):
     )(x, y, w, bad, fits)
 
 
-def pool_lanes(batch: int, lanes: int | None) -> int:
+def pool_lanes(batch: int, lanes: int | None, n_points: int = 64, n_params: int = 4, itemsize=8):
     """The width of a batched fit's pool: ``lanes`` if given, else the backend's default.
 
-    On a CPU an eighth of the batch within 128 to 1024 lanes: the working set stays in cache, and
-    batches of 500 to 2000 refill lanes too (17-30% faster there than one lane per fit, measured
-    on a 2-core CPU). On a GPU or TPU, where each loop turn costs a fixed launch overhead and the
+    On a CPU an eighth of the batch within 128 to 4096 lanes, and no more than keeps the lanes'
+    per-point arrays (the Jacobian, residuals and data: about ``n_points (n_params + 4)`` numbers
+    a lane) within 16 MiB, so that the working set stays in cache; batches of 500 to 2000 refill
+    lanes too (17-30% faster there than one lane per fit). Measured on a 2-core CPU with a 32 MiB
+    L3 cache, peak fits of 64 points: B = 10^5 in 401 ms with 4096 lanes, 420 ms with 2048, 457
+    ms with 1024; 256 points, B = 10^4: 256 to 1024 lanes alike, 2048 (33 MiB) 20% slower. On a GPU or TPU, where each loop turn costs a fixed launch overhead and the
     device needs many fits in flight, an eighth of the batch but at least 2^14 lanes (all of a
     batch up to that size). Measured on an H100 (docs/gpu_benchmark.md; float64 peak fits,
     B = 10^4: all 10^4 lanes 4.5-5.5 ms, 4096 lanes 5.1 ms, 1024 lanes 9.3 ms; B = 10^5: 2^14
@@ -263,7 +268,9 @@ def pool_lanes(batch: int, lanes: int | None) -> int:
         return min(check_positive_int("lanes", lanes), batch)
     if wide_backend():
         return min(batch, max(_WIDE_LANES, batch // 8))
-    return min(batch, _LANES, max(_MIN_LANES, batch // 8))
+    fit_in_cache = _LANE_BYTES // (n_points * (n_params + 4) * itemsize)
+    widest = min(_MAX_LANES, max(_MIN_LANES, fit_in_cache))
+    return min(batch, widest, max(_MIN_LANES, batch // 8))
 
 
 def _flat_p0(cfg: _Config, p0):
@@ -375,9 +382,10 @@ def curve_fit(
             when its leading axis equals ``B``); set it where that is ambiguous (``x`` of shape
             ``(k, N)`` with ``k == B`` predictors).
         lanes: the width of a batched fit's pool (how many fits advance together; static). Default:
-            an eighth of the batch, 128 to 1024 on a CPU and at least 2^14 on a GPU or TPU. Each
-            fit's result is the same for every width up to rounding (XLA's batched sums round
-            with the batch's shape; a fit may stop one iteration apart, within ``rtol``).
+            an eighth of the batch, 128 to 4096 on a CPU (fewer for many points) and at least
+            2^14 on a GPU or TPU. Each fit's result is the same for every width up to rounding
+            (XLA's batched sums round with the batch's shape; a fit may stop one iteration
+            apart, within ``rtol``).
 
     Returns:
         :class:`FitResult`. ``success`` says whether the fit converged; ``status`` is
@@ -468,7 +476,7 @@ def curve_fit(
         p0_batched=p0_batched,
         nan_policy=nan_policy,
         dtype=dtype.name,
-        lanes=None if batch is None else pool_lanes(batch, lanes),
+        lanes=None if batch is None else pool_lanes(batch, lanes, data.n, n_params, dtype.itemsize),
     )
     return _fit_jit(model, cfg, x, y, sigma, mask, p0, lo, hi, f_scale)
 
