@@ -185,3 +185,17 @@ def test_start_near_the_minimum_still_converges():
     fit = mml.curve_fit(gaussian_peak, x, y, jnp.asarray(ref * (1 + 3e-7)))
     assert int(fit.n_iter.min()) >= 2
     np.testing.assert_allclose(fit.params, ref, rtol=1e-6)
+
+
+def test_batched_fit_calls_no_lapack(monkeypatch):
+    # jaxlib 0.10's CPU LAPACK kernels can deadlock with several host devices
+    # (docs/sharding.md); the batched fit's program avoids them entirely, and under vmap a
+    # library call per tiny matrix is slow anyway (the covariance is a sweep, not potrf).
+    import jaxopt_mml._fit_curve as fc
+
+    x, y, _, p0 = peak_data(16, seed=2)
+    captured = {}
+    monkeypatch.setattr(fc, "_fit_jit", lambda *a: captured.setdefault("args", a))
+    mml.curve_fit(gaussian_peak, x, y, p0)
+    text = jax.jit(fc._fit_impl, static_argnums=(0, 1)).lower(*captured["args"]).as_text()
+    assert "custom_call" not in text, [ln for ln in text.splitlines() if "custom_call" in ln][:3]
