@@ -16,7 +16,7 @@ import scipy.stats
 import jaxopt_mml as mml
 from jaxopt_mml import Status
 from jaxopt_mml._fit_stats import chi2_sf, spd_inverse
-from tests.zoo.fitting import exp_decay, gaussian_peak
+from tests.zoo.fitting import exp_decay, gaussian_peak, peak_data
 
 RNG = np.random.default_rng(1234)
 
@@ -514,6 +514,26 @@ def test_implicit_gradient_wrt_data_is_the_pseudo_inverse():
     )
     design = np.stack([np.ones(12), x], axis=1)
     np.testing.assert_allclose(jac, np.linalg.pinv(design), atol=1e-8)
+
+
+def test_stderr_is_differentiable_in_the_data():
+    # The standard errors depend on the data through the best fit and the residuals; their
+    # gradient (through the implicit derivative of the fit and the sweep's inverse) matches
+    # central differences, one dataset and batched alike.
+    x, y, _, p0 = peak_data(2, seed=1)
+
+    def total_stderr(yy, pp):
+        return jnp.sum(mml.curve_fit(gaussian_peak, x, yy, pp).stderr)
+
+    grad = jax.grad(total_stderr)(jnp.asarray(y[0]), jnp.asarray(p0[0]))
+    batched = jax.grad(total_stderr)(jnp.asarray(y), jnp.asarray(p0))
+    h = 1e-6
+    for i in (5, 30):
+        e = np.zeros(y.shape[1])
+        e[i] = h
+        fd = (total_stderr(y[0] + e, p0[0]) - total_stderr(y[0] - e, p0[0])) / (2 * h)
+        np.testing.assert_allclose(grad[i], fd, rtol=1e-5, atol=1e-9)
+        np.testing.assert_allclose(batched[0, i], grad[i], rtol=1e-8)
 
 
 @pytest.mark.parametrize("on_device", [False, True])
