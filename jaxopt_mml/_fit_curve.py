@@ -249,7 +249,9 @@ def _fit_batched(model, cfg: _Config, x, y, w, bad, p0, lo, hi, f_scale):
     )(x, y, w, bad, fits)
 
 
-def pool_lanes(batch: int, lanes: int | None, n_points: int = 64, n_params: int = 4, itemsize=8):
+def pool_lanes(
+    batch: int, lanes: int | None, n_points: int = 64, n_params: int = 4, itemsize: int = 8
+) -> int:
     """The width of a batched fit's pool: ``lanes`` if given, else the backend's default.
 
     On a CPU an eighth of the batch within 128 to 4096 lanes, and no more than keeps the lanes'
@@ -257,8 +259,10 @@ def pool_lanes(batch: int, lanes: int | None, n_points: int = 64, n_params: int 
     a lane) within 16 MiB, so that the working set stays in cache; batches of 500 to 2000 refill
     lanes too (17-30% faster there than one lane per fit). Measured on a 2-core CPU with a 32 MiB
     L3 cache, peak fits of 64 points: B = 10^5 in 401 ms with 4096 lanes, 420 ms with 2048, 457
-    ms with 1024; 256 points, B = 10^4: 256 to 1024 lanes alike, 2048 (33 MiB) 20% slower. On a GPU or TPU, where each loop turn costs a fixed launch overhead and the
-    device needs many fits in flight, an eighth of the batch but at least 2^14 lanes (all of a
+    ms with 1024; 256 points, B = 10^4: 256 to 1024 lanes alike, 2048 (33 MiB) 20% slower.
+
+    On a GPU or TPU, where each loop turn costs a fixed launch overhead and the device needs
+    many fits in flight, an eighth of the batch but at least 2^14 lanes (all of a
     batch up to that size). Measured on an H100 (docs/gpu_benchmark.md; float64 peak fits,
     B = 10^4: all 10^4 lanes 4.5-5.5 ms, 4096 lanes 5.1 ms, 1024 lanes 9.3 ms; B = 10^5: 2^14
     lanes 14.8 ms, 4096 19.7 ms, 1562 43.2 ms, all 10^5 189 ms (one fit ran long and held them);
