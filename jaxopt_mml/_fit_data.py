@@ -92,7 +92,7 @@ def check_data(x, y, sigma, mask, nan_policy: str, x_per_dataset: bool | None) -
         x = y = mask = None  # only sigma's sign is checked
     if on_accelerator(x, y, sigma, mask):
         # One reduction on the device and four booleans back, rather than the data to the host.
-        bad = [bool(b) for b in _bad_values_jit(x, y, sigma, mask)]
+        bad = [bool(b) for b in jax.device_get(_bad_values_jit(x, y, sigma, mask))]
     else:
         bad = _bad_values(x, y, sigma, mask, np)
     if bad[0]:
