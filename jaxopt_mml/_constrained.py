@@ -29,6 +29,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from ._batching import sequential_under_vmap
 from ._constrained_al import augmented_lagrangian
 from ._constrained_kkt import newton_kkt
 from ._constrained_problem import (
@@ -124,6 +125,14 @@ def minimise_constrained(
       multipliers' signs and the inactive constraints confirm the active set). At the largest
       penalty a violation that no longer falls gives ``INFEASIBLE`` where the point minimises
       the violation, ``STAGNATED`` otherwise.
+
+    Batching: ``jax.vmap`` works for both methods, with per-problem statuses. Newton-KKT is
+    vectorised (one loop over the batch, until its slowest problem stops). The augmented
+    Lagrangian's loops are nested three deep, and vectorised each level would wait for the
+    slowest problem at every turn of the level above; so on a CPU a vmapped call solves the
+    problems one after another in a ``lax.map`` inside the same compiled program (1000 bounded
+    10-asset portfolios: 0.2 s that way, 1.9 s vectorised in chunks of 250). On a GPU it stays
+    vectorised.
 
     Args:
         f: the objective, ``f(x, *args) -> scalar``; ``x`` has the structure of ``x0``.
@@ -265,6 +274,9 @@ def _minimise_constrained_jit(
             )
         return z, (out.n_iter, out.status)
 
+    if method == "augmented-lagrangian":
+        # Nested loops: under vmap on a CPU, one problem after another (see _batching).
+        solve = sequential_under_vmap(solve)
     guess = zeros_primal(problem, x_flat)
     if implicit_diff:
         z, (n_iter, status) = solve_with_implicit_grad(

@@ -116,6 +116,45 @@ def test_vmap_with_inequalities_and_bounds():
     np.testing.assert_allclose(res.multipliers_ineq, 0.0, atol=1e-7)
 
 
+def _hs35_bounded(t):
+    # HS35 with a moving right-hand side t; x >= 0 plus an upper bound on x1.
+    def f(x, t):
+        return (9.0 - 8.0 * x[0] - 6.0 * x[1] - 4.0 * x[2] + 2.0 * x[0] ** 2 + 2.0 * x[1] ** 2) + (
+            x[2] ** 2 + 2.0 * x[0] * x[1] + 2.0 * x[0] * x[2]
+        )
+
+    return mml.minimise_constrained(
+        f,
+        jnp.array([0.5, 0.5, 0.5]),
+        args=(t,),
+        ineq=lambda x, t: jnp.array([t - x[0] - x[1] - 2.0 * x[2]]),
+        bounds=(jnp.zeros(3), jnp.array([1.2, jnp.inf, jnp.inf])),
+    )
+
+
+def test_vmapped_augmented_lagrangian_equals_a_loop_and_differentiates():
+    # On a CPU vmap solves the problems one after another inside the program (_batching); the
+    # results, their derivatives and nested vmaps must be those of one problem at a time.
+    ts = jnp.array([2.5, 3.0, 3.5, 4.0])
+
+    def solve_x(t):
+        return _hs35_bounded(t).x
+
+    batched = jax.jit(jax.vmap(_hs35_bounded))(ts)
+    looped = [_hs35_bounded(t) for t in ts]
+    chex.assert_trees_all_close(batched, jax.tree.map(lambda *u: jnp.stack(u), *looped), atol=1e-12)
+    jac_loop = jnp.stack([jax.jacfwd(solve_x)(t) for t in ts])
+    chex.assert_trees_all_close(jax.vmap(jax.jacrev(solve_x))(ts), jac_loop, atol=1e-10)
+    full = jax.jacfwd(jax.vmap(solve_x))(ts)  # (batch, n, batch): block diagonal
+    chex.assert_trees_all_close(jnp.einsum("iji->ij", full), jac_loop, atol=1e-10)
+    grad = jax.grad(lambda ts: jnp.sum(jax.vmap(solve_x)(ts)))(ts)
+    chex.assert_trees_all_close(grad, jnp.sum(jac_loop, axis=1), atol=1e-10)
+    nested = jax.vmap(jax.vmap(solve_x))(jnp.stack([ts, ts + 0.25]))
+    chex.assert_trees_all_close(nested[0], batched.x, atol=1e-12)
+    if jax.default_backend() == "cpu":
+        assert "scan" in str(jax.make_jaxpr(jax.vmap(solve_x))(ts))  # the sequential map
+
+
 def test_float32_easy_problem():
     a = jnp.array([1.0, -2.0, 2.0], jnp.float32)
     res = mml.minimise_constrained(
@@ -179,21 +218,7 @@ def test_implicit_gradient_equality_matches_finite_differences():
 
 
 def test_implicit_gradient_with_active_inequality_and_bound():
-    # HS35 with a moving right-hand side t of its constraint; x >= 0 plus an upper bound on x1.
-    def f(x, t):
-        return (9.0 - 8.0 * x[0] - 6.0 * x[1] - 4.0 * x[2] + 2.0 * x[0] ** 2 + 2.0 * x[1] ** 2) + (
-            x[2] ** 2 + 2.0 * x[0] * x[1] + 2.0 * x[0] * x[2]
-        )
-
-    def solve(t):
-        return mml.minimise_constrained(
-            f,
-            jnp.array([0.5, 0.5, 0.5]),
-            args=(t,),
-            ineq=lambda x, t: jnp.array([t - x[0] - x[1] - 2.0 * x[2]]),
-            bounds=(jnp.zeros(3), jnp.array([1.2, jnp.inf, jnp.inf])),
-        )
-
+    solve = _hs35_bounded
     t = 3.0
     # One compiled forward-mode pass gives the solution and its derivative.
     res, tangent = jax.jit(lambda t: jax.jvp(solve, (t,), (1.0,)))(t)

@@ -143,9 +143,11 @@ def _case(n_problems: int, n: int, peer_count: int) -> Case:
 
 
 def _long_only_case(n_problems: int, n: int) -> Case:
-    """The same portfolios with w >= 0 (augmented Lagrangian + active-set polish). About 1% of
-    them are infeasible (the target return is outside [min mu, max mu]): both solvers must say so;
-    the check compares the others."""
+    """The same portfolios with w >= 0 (augmented Lagrangian + active-set polish), all in one
+    ``jax.vmap``: on a CPU the library runs them one after another inside it (the solver's
+    nested loops would otherwise wait for the slowest problem at every level; see
+    ``jaxopt_mml/_batching.py``). About 1% of them are infeasible (the target return is outside
+    [min mu, max mu]): both solvers must say so; the check compares the others."""
     data = _data(n_problems, n, seed=1)
 
     def check(ours, peer):
@@ -166,7 +168,7 @@ def _long_only_case(n_problems: int, n: int) -> Case:
     return Case(
         task="constrained portfolios (eq + bounds)",
         size=f"{n_problems} x n={n}",
-        ours=Impl("mml minimise_constrained", _ours(data, n, long_only=True, chunk=250)),
+        ours=Impl("mml minimise_constrained", _ours(data, n, long_only=True, chunk=n_problems)),
         peers=[Impl(f"scipy SLSQP loop x{n_problems}", _scipy(data, n, n_problems, True), False)],
         check=check,
         note=note,
