@@ -33,6 +33,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from ._constrained_kkt import newton_kkt
 from ._constrained_problem import (
@@ -84,12 +85,12 @@ def projected_newton(fun, z0, lo, hi, omega, *, max_iter, tol):
         near_lo, near_hi = z - lo <= width, hi - z <= width
         binding = (near_lo & (grad > 0)) | (near_hi & (grad < 0))
 
-        def newton(held, flip=True):
+        def newton(held):
             # Newton on the free variables. Where their Hessian is not positive definite (far
             # from a minimum: plain Newton heads for a saddle or a maximum of the augmented
             # Lagrangian just as well) its negative eigenvalues are flipped, |lambda| (Gill,
             # Murray & Wright, section 4.4.2); a diagonally scaled gradient step is the last
-            # resort. (flip=False: plain Newton, enough to predict which variables to hold.)
+            # resort.
             free = ~held
             g = jnp.where(held, 0.0, grad)
             reduced = jnp.where(free[:, None] & free[None, :], hess, 0.0) + jnp.diag(
@@ -97,24 +98,38 @@ def projected_newton(fun, z0, lo, hi, omega, *, max_iter, tol):
             )
             diag = jnp.abs(jnp.diagonal(hess))
             scale = jnp.maximum(1.0, jnp.max(diag))
-            if flip:
-                lam, vec = jnp.linalg.eigh(0.5 * (reduced + reduced.T))
-                lam = jnp.maximum(jnp.abs(lam), eps * scale)
-                d = -vec @ ((vec.T @ g) / lam)
-            else:
-                d = -jnp.linalg.solve(reduced, g)
+            lam, vec = jnp.linalg.eigh(0.5 * (reduced + reduced.T))
+            lam = jnp.maximum(jnp.abs(lam), eps * scale)
+            d = -vec @ ((vec.T @ g) / lam)
             descent = jnp.vdot(g, d) < -jnp.sqrt(eps) * jnp.linalg.norm(g) * jnp.linalg.norm(d)
             ok = jnp.all(jnp.isfinite(d)) & (descent | jnp.all(g == 0))
             scaled = -g / jnp.maximum(diag, jnp.sqrt(eps) * scale)
             return jnp.where(ok, d, scaled)
 
         # Variables on a bound whose Newton step points out of the box are held as well (else
-        # they are freed, clipped back and freed again: the projected iteration zigzags).
-        d1 = newton(binding, flip=False)
-        held = binding | ((z <= lo) & (d1 < 0)) | ((z >= hi) & (d1 > 0))
-        d = newton(held)
-        # Variables pushed outwards by the gradient move onto their bound (Bertsekas).
-        d = jnp.where(binding, -grad, d)
+        # they are freed, clipped back and freed again: the projected iteration zigzags, or
+        # crawls along a path clipped after a tiny step). Holding one changes the others' step,
+        # so this repeats until no free variable on a bound is pushed out (one or two passes
+        # in practice, at most one per variable).
+        def pushed_out(d):
+            return ((z <= lo) & (d < 0)) | ((z >= hi) & (d > 0))
+
+        def more(carry):
+            held, d, k = carry
+            return jnp.any(pushed_out(d) & ~held) & (k < z.shape[0])
+
+        def hold(carry):
+            held, d, k = carry
+            held = held | pushed_out(d)
+            return held, newton(held), k + 1
+
+        _, d, _ = lax.while_loop(more, hold, (binding, newton(binding), 0))
+        # Variables pushed outwards by the gradient move onto their bound (Bertsekas): the step
+        # is the distance to it (a gradient step's length is off by the curvature, here up to
+        # the penalty rho: too long, the projected path fails the Armijo test; scaled by the
+        # Hessian's diagonal, it can stop short of the bound and the variable zigzags in and
+        # out of the binding set).
+        d = jnp.where(binding, jnp.where(near_lo & (grad > 0), lo, hi) - z, d)
 
         def path(a):
             return jnp.clip(z + a * d, lo, hi)

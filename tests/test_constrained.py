@@ -216,3 +216,49 @@ def test_long_only_portfolios_batched_match_slsqp_or_are_infeasible():
             options={"ftol": 1e-14, "maxiter": 500},
         )
         np.testing.assert_allclose(res.x[i], ref.x, atol=1e-6)
+
+
+def test_long_only_portfolios_near_many_bounds_are_solved():
+    # Two problems of the benchmark's generator (seed 1, n = 10) on which the projected Newton
+    # inner solver used to crawl: a variable on its bound was freed and clipped back at every
+    # step (420: STAGNATED), or gradient steps on the binding variables, off by the penalty's
+    # curvature, failed the line search (833: reported INFEASIBLE though feasible).
+    rng = np.random.default_rng(1)
+    k, n = 1000, 10
+    a = rng.normal(size=(k, n, n))
+    cov = a @ a.transpose(0, 2, 1) / n + 0.1 * np.eye(n)
+    mu = rng.uniform(0.01, 0.15, size=(k, n))
+    budget = rng.uniform(0.5, 2.0, size=k)
+    target = budget * rng.uniform(0.05, 0.1, size=k)
+    pick = np.array([420, 833])
+    cov, mu, budget, target = cov[pick], mu[pick], budget[pick], target[pick]
+    ratio = target / budget
+    assert np.all((ratio > mu.min(axis=1)) & (ratio < mu.max(axis=1)))  # feasible
+
+    def one(s, m, b, r):
+        return mml.minimise_constrained(
+            lambda w, s, m, b, r: 0.5 * w @ s @ w,
+            jnp.full((n,), b / n),
+            args=(s, m, b, r),
+            eq=lambda w, s, m, b, r: jnp.stack([jnp.sum(w) - b, m @ w - r]),
+            bounds=(jnp.zeros(n), None),
+        )
+
+    import jax
+
+    res = jax.jit(jax.vmap(one))(cov, mu, budget, target)
+    np.testing.assert_array_equal(np.asarray(res.status), [0, 0])
+    for i in range(2):
+        s, m, b, r = cov[i], mu[i], budget[i], target[i]
+        ref = so.minimize(
+            lambda w, s=s: 0.5 * w @ s @ w,
+            np.full(n, b / n),
+            jac=lambda w, s=s: s @ w,
+            method="SLSQP",
+            bounds=[(0.0, None)] * n,
+            constraints=[
+                {"type": "eq", "fun": lambda w, m=m, b=b, r=r: np.array([w.sum() - b, m @ w - r])}
+            ],
+            options={"ftol": 1e-14, "maxiter": 500},
+        )
+        np.testing.assert_allclose(res.x[i], ref.x, atol=1e-6)
