@@ -218,19 +218,21 @@ def test_long_only_portfolios_batched_match_slsqp_or_are_infeasible():
         np.testing.assert_allclose(res.x[i], ref.x, atol=1e-6)
 
 
-def test_long_only_portfolios_near_many_bounds_are_solved():
-    # Two problems of the benchmark's generator (seed 1, n = 10) on which the projected Newton
-    # inner solver used to crawl: a variable on its bound was freed and clipped back at every
-    # step (420: STAGNATED), or gradient steps on the binding variables, off by the penalty's
-    # curvature, failed the line search (833: reported INFEASIBLE though feasible).
+@pytest.mark.parametrize(("n", "k", "pick"), [(10, 1000, (420, 833)), (20, 10000, (844, 3032))])
+def test_long_only_portfolios_near_many_bounds_are_solved(n, k, pick):
+    # Problems of the benchmark's generator (seed 1) on which the projected Newton inner solver
+    # used to crawl: a variable on its bound was freed and clipped back at every step (n = 10,
+    # 420: STAGNATED), gradient steps on the binding variables, off by the penalty's curvature,
+    # failed the line search (833: reported INFEASIBLE though feasible), or variables free at
+    # the solution sat in a band of nearly active ones too wide for the penalty's scale and
+    # were held and freed in turn (n = 20, 844: STAGNATED; 3032: INFEASIBLE).
     rng = np.random.default_rng(1)
-    k, n = 1000, 10
     a = rng.normal(size=(k, n, n))
     cov = a @ a.transpose(0, 2, 1) / n + 0.1 * np.eye(n)
     mu = rng.uniform(0.01, 0.15, size=(k, n))
     budget = rng.uniform(0.5, 2.0, size=k)
     target = budget * rng.uniform(0.05, 0.1, size=k)
-    pick = np.array([420, 833])
+    pick = np.asarray(pick)
     cov, mu, budget, target = cov[pick], mu[pick], budget[pick], target[pick]
     ratio = target / budget
     assert np.all((ratio > mu.min(axis=1)) & (ratio < mu.max(axis=1)))  # feasible
