@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import jax
 import jax.extend as jex
+from jax import lax
 
 from ._backend import wide_backend
 
@@ -23,14 +24,14 @@ __all__ = ["sequential_under_vmap"]
 
 
 def sequential_under_vmap(fun: Callable) -> Callable:
-    """``fun`` as is, except that ``jax.vmap`` of it maps it over the batch with ``lax.map``
-    (on a CPU; unchanged on a GPU or TPU).
+    """``fun`` as is, except that ``jax.vmap`` of it runs it over the batch in a ``lax.scan``,
+    one problem after another (on a CPU; unchanged on a GPU or TPU).
 
     ``fun`` may close over traced values (the user's ``args``, batched or not): they are traced
-    into its jaxpr and passed to the sequential map as arguments, since
-    ``jax.custom_batching.sequential_vmap`` cannot see batched values in a closure. Only for
-    functions that are not differentiated themselves (a solver inside ``lax.custom_root``, whose
-    derivatives come from the optimality conditions): ``custom_vmap`` has no reverse mode.
+    into its jaxpr and passed to the scan as arguments, since ``custom_vmap`` cannot see batched
+    values in a closure. Only for functions that are not differentiated themselves (a solver
+    inside ``lax.custom_root``, whose derivatives come from the optimality conditions):
+    ``custom_vmap`` has no reverse mode, and its forward mode under ``vmap`` is fragile.
     """
     if wide_backend():
         return fun
@@ -42,7 +43,33 @@ def sequential_under_vmap(fun: Callable) -> Callable:
             call = jex.core.jaxpr_as_fun(jex.core.ClosedJaxpr(closed.jaxpr, consts))
             return call(*jax.tree.leaves(inputs))
 
-        flat = jax.custom_batching.sequential_vmap(run)(list(closed.consts), *args)
+        flat = _sequential(run)(list(closed.consts), *args)
         return jax.tree.unflatten(jax.tree.structure(shape), flat)
 
     return wrapped
+
+
+def _sequential(fun: Callable) -> Callable:
+    """``fun`` with a ``vmap`` rule that scans over the batch. Unlike
+    ``jax.custom_batching.sequential_vmap`` it also takes batches where no argument is batched
+    (the tangents of ``jax.jacfwd`` of a vmapped call are, the primals not): the scan's length is
+    the batch's. The scan runs ``fun`` itself, so an outer ``vmap`` vectorises it (the innermost
+    batch axis is the sequential one)."""
+    plain = fun
+    fun = jax.custom_batching.custom_vmap(fun)
+
+    @fun.def_vmap
+    def rule(axis_size, in_batched, *args):
+        leaves, treedef = jax.tree.flatten(args)
+        batched = jax.tree.leaves(in_batched)
+
+        def one(_, mapped):
+            it = iter(mapped)
+            full = [next(it) if b else leaf for leaf, b in zip(leaves, batched, strict=True)]
+            return None, plain(*jax.tree.unflatten(treedef, full))
+
+        mapped = [leaf for leaf, b in zip(leaves, batched, strict=True) if b]
+        _, out = lax.scan(one, None, mapped, length=axis_size)
+        return out, jax.tree.map(lambda _: True, out)
+
+    return fun

@@ -131,8 +131,8 @@ def minimise_constrained(
     Lagrangian's loops are nested three deep, and vectorised each level would wait for the
     slowest problem at every turn of the level above; so on a CPU a vmapped call solves the
     problems one after another in a ``lax.map`` inside the same compiled program (1000 bounded
-    10-asset portfolios: 0.2 s that way, 1.9 s vectorised in chunks of 250). On a GPU it stays
-    vectorised.
+    10-asset portfolios: 0.2 s that way, 1.9 s vectorised in chunks of 250). On a GPU, and with
+    ``implicit_diff=False``, it stays vectorised.
 
     Args:
         f: the objective, ``f(x, *args) -> scalar``; ``x`` has the structure of ``x0``.
@@ -274,8 +274,10 @@ def _minimise_constrained_jit(
             )
         return z, (out.n_iter, out.status)
 
-    if method == "augmented-lagrangian":
-        # Nested loops: under vmap on a CPU, one problem after another (see _batching).
+    if method == "augmented-lagrangian" and implicit_diff:
+        # Nested loops: under vmap on a CPU, one problem after another (see _batching). Only
+        # inside custom_root, which never differentiates the solve; without implicit
+        # differentiation, forward mode runs through the loops, vectorised.
         solve = sequential_under_vmap(solve)
     guess = zeros_primal(problem, x_flat)
     if implicit_diff:
