@@ -71,6 +71,33 @@ def _projected_gradient_norm(z, grad, lo, hi):
     return jnp.max(jnp.abs(z - jnp.clip(z - grad, lo, hi)), initial=0.0)
 
 
+@jax.custom_jvp
+def _flipped_newton_step(a, g, floor):
+    """``-(V |L| V^T)^{-1} g`` for the eigendecomposition ``a = V L V^T`` of a symmetric ``a``,
+    with ``|L|`` floored at ``floor``: the Newton step with negative curvature flipped."""
+    lam, vec = jnp.linalg.eigh(a)
+    lam = jnp.maximum(jnp.abs(lam), floor)
+    return -vec @ ((vec.T @ g) / lam)
+
+
+@_flipped_newton_step.defjvp
+def _flipped_newton_step_jvp(primals, tangents):
+    # The derivative of -M^{-1} g with dM = da: exact where ``a`` is positive definite (M = a),
+    # the common case near a minimum. (eigh's own derivative is NaN at repeated eigenvalues,
+    # which the held variables' unit rows make: forward mode through the iterations, with
+    # implicit_diff=False, gave NaN wherever a bound was active.)
+    a, g, floor = primals
+    da, dg, _ = tangents
+    lam, vec = jnp.linalg.eigh(a)
+    lam = jnp.maximum(jnp.abs(lam), floor)
+
+    def solve(x):
+        return vec @ ((vec.T @ x) / lam)
+
+    d = -solve(g)
+    return d, -solve(dg + da @ d)
+
+
 def projected_newton(fun, z0, lo, hi, omega, *, max_iter, tol):
     """Minimise ``fun`` over the box ``[lo, hi]`` from ``z0`` until the projected gradient is
     within ``omega``; returns the driver's output (``state.z``, ``state.grad``)."""
@@ -105,9 +132,7 @@ def projected_newton(fun, z0, lo, hi, omega, *, max_iter, tol):
             )
             diag = jnp.abs(jnp.diagonal(hess))
             scale = jnp.maximum(1.0, jnp.max(diag))
-            lam, vec = jnp.linalg.eigh(0.5 * (reduced + reduced.T))
-            lam = jnp.maximum(jnp.abs(lam), eps * scale)
-            d = -vec @ ((vec.T @ g) / lam)
+            d = _flipped_newton_step(0.5 * (reduced + reduced.T), g, eps * scale)
             descent = jnp.vdot(g, d) < -jnp.sqrt(eps) * jnp.linalg.norm(g) * jnp.linalg.norm(d)
             ok = jnp.all(jnp.isfinite(d)) & (descent | jnp.all(g == 0))
             scaled = -g / jnp.maximum(diag, jnp.sqrt(eps) * scale)
