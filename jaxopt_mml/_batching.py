@@ -4,10 +4,11 @@
 it does so at every turn of the outer one: a solver with nested loops (the augmented
 Lagrangian's outer iterations, its projected-Newton inner solves, their line searches) pays the
 slowest problem's count at each level, multiplied. On a CPU, where one problem's step is
-already a few short vector kernels, running the problems one after another in a ``lax.map`` is
-then faster: 1000 bounded portfolios (``benchmarks/tasks/constrained.py``) take 0.19 s that way
-and 1.0 s vectorised in chunks of 250 (2-core CPU). On a GPU the vectorised loop stays: there
-every kernel launch costs the same for one problem or thousands.
+already a few short vector kernels, running the problems one after another in a ``lax.scan``
+is then faster: 1000 bounded portfolios (``benchmarks/tasks/constrained.py``) took 0.19 s that
+way and 1.9 s vectorised in chunks of 250 (2-core CPU; docs/constrained_benchmark.md). On a GPU
+the vectorised loop stays: there every kernel launch costs the same for one problem or
+thousands.
 """
 
 from __future__ import annotations

@@ -130,12 +130,11 @@ def projected_newton(fun, z0, lo, hi, omega, *, max_iter, tol):
             reduced = jnp.where(free[:, None] & free[None, :], hess, 0.0) + jnp.diag(
                 jnp.where(held, 1.0, 0.0).astype(dtype)
             )
-            diag = jnp.abs(jnp.diagonal(hess))
-            scale = jnp.maximum(1.0, jnp.max(diag))
+            scale = jnp.maximum(1.0, jnp.max(hd))
             d = _flipped_newton_step(0.5 * (reduced + reduced.T), g, eps * scale)
             descent = jnp.vdot(g, d) < -jnp.sqrt(eps) * jnp.linalg.norm(g) * jnp.linalg.norm(d)
             ok = jnp.all(jnp.isfinite(d)) & (descent | jnp.all(g == 0))
-            scaled = -g / jnp.maximum(diag, jnp.sqrt(eps) * scale)
+            scaled = -g / jnp.maximum(hd, jnp.sqrt(eps) * scale)
             return jnp.where(ok, d, scaled)
 
         # Variables on a bound whose Newton step points out of the box are held as well (else
