@@ -174,18 +174,20 @@ def test_kkt_conditions_hold_in_the_documented_convention():
     assert float(res.multipliers_bounds[0]) < 0  # x1 sits on its lower bound
 
 
-def test_long_only_portfolios_batched_match_slsqp_or_are_infeasible():
-    # minimise w'Sw/2 subject to sum(w) = b, mu'w = r, w >= 0, for 24 random problems at once.
-    # Where r/b lies outside [min mu, max mu] no long-only portfolio exists: INFEASIBLE.
-    import jax
-
-    rng = np.random.default_rng(3)
-    k, n = 24, 6
+def _portfolios(rng, k, n, target_range):
+    """k random minimum-variance problems: covariances, mean returns, budgets, target returns."""
     a = rng.normal(size=(k, n, n))
     cov = a @ a.transpose(0, 2, 1) / n + 0.1 * np.eye(n)
     mu = rng.uniform(0.01, 0.15, size=(k, n))
     budget = rng.uniform(0.5, 2.0, size=k)
-    target = budget * rng.uniform(0.02, 0.14, size=k)
+    return cov, mu, budget, budget * rng.uniform(*target_range, size=k)
+
+
+def _solve_long_only(cov, mu, budget, target):
+    """minimise w'Sw/2 subject to sum(w) = b, mu'w = r, w >= 0: all problems in one vmap."""
+    import jax
+
+    n = mu.shape[1]
 
     def one(s, m, b, r):
         return mml.minimise_constrained(
@@ -196,26 +198,35 @@ def test_long_only_portfolios_batched_match_slsqp_or_are_infeasible():
             bounds=(jnp.zeros(n), None),
         )
 
-    res = jax.jit(jax.vmap(one))(cov, mu, budget, target)
+    return jax.jit(jax.vmap(one))(cov, mu, budget, target)
+
+
+def _slsqp_long_only(s, m, b, r):
+    n = m.shape[0]
+    return so.minimize(
+        lambda w: 0.5 * w @ s @ w,
+        np.full(n, b / n),
+        jac=lambda w: s @ w,
+        method="SLSQP",
+        bounds=[(0.0, None)] * n,
+        constraints=[{"type": "eq", "fun": lambda w: np.array([w.sum() - b, m @ w - r])}],
+        options={"ftol": 1e-14, "maxiter": 500},
+    ).x
+
+
+def test_long_only_portfolios_batched_match_slsqp_or_are_infeasible():
+    # 24 random problems at once. Where r/b lies outside [min mu, max mu] no long-only
+    # portfolio exists: INFEASIBLE.
+    cov, mu, budget, target = _portfolios(np.random.default_rng(3), 24, 6, (0.02, 0.14))
+    res = _solve_long_only(cov, mu, budget, target)
     ratio = target / budget
     feasible = (ratio >= mu.min(axis=1)) & (ratio <= mu.max(axis=1))
-    assert 0 < feasible.sum() < k  # both kinds are present
+    assert 0 < feasible.sum() < len(ratio)  # both kinds are present
     np.testing.assert_array_equal(np.asarray(res.success), feasible)
     assert np.all(np.asarray(res.status)[~feasible] == mml.Status.INFEASIBLE)
     for i in np.flatnonzero(feasible):
-        s, m, b, r = cov[i], mu[i], budget[i], target[i]
-        ref = so.minimize(
-            lambda w, s=s: 0.5 * w @ s @ w,
-            np.full(n, b / n),
-            jac=lambda w, s=s: s @ w,
-            method="SLSQP",
-            bounds=[(0.0, None)] * n,
-            constraints=[
-                {"type": "eq", "fun": lambda w, m=m, b=b, r=r: np.array([w.sum() - b, m @ w - r])}
-            ],
-            options={"ftol": 1e-14, "maxiter": 500},
-        )
-        np.testing.assert_allclose(res.x[i], ref.x, atol=1e-6)
+        ref = _slsqp_long_only(cov[i], mu[i], budget[i], target[i])
+        np.testing.assert_allclose(res.x[i], ref, atol=1e-6)
 
 
 @pytest.mark.parametrize(("n", "k", "pick"), [(10, 1000, (420, 833)), (20, 10000, (844, 3032))])
@@ -226,41 +237,12 @@ def test_long_only_portfolios_near_many_bounds_are_solved(n, k, pick):
     # failed the line search (833: reported INFEASIBLE though feasible), or variables free at
     # the solution sat in a band of nearly active ones too wide for the penalty's scale and
     # were held and freed in turn (n = 20, 844: STAGNATED; 3032: INFEASIBLE).
-    rng = np.random.default_rng(1)
-    a = rng.normal(size=(k, n, n))
-    cov = a @ a.transpose(0, 2, 1) / n + 0.1 * np.eye(n)
-    mu = rng.uniform(0.01, 0.15, size=(k, n))
-    budget = rng.uniform(0.5, 2.0, size=k)
-    target = budget * rng.uniform(0.05, 0.1, size=k)
-    pick = np.asarray(pick)
-    cov, mu, budget, target = cov[pick], mu[pick], budget[pick], target[pick]
+    data = _portfolios(np.random.default_rng(1), k, n, (0.05, 0.1))
+    cov, mu, budget, target = (u[np.asarray(pick)] for u in data)
     ratio = target / budget
     assert np.all((ratio > mu.min(axis=1)) & (ratio < mu.max(axis=1)))  # feasible
-
-    def one(s, m, b, r):
-        return mml.minimise_constrained(
-            lambda w, s, m, b, r: 0.5 * w @ s @ w,
-            jnp.full((n,), b / n),
-            args=(s, m, b, r),
-            eq=lambda w, s, m, b, r: jnp.stack([jnp.sum(w) - b, m @ w - r]),
-            bounds=(jnp.zeros(n), None),
-        )
-
-    import jax
-
-    res = jax.jit(jax.vmap(one))(cov, mu, budget, target)
+    res = _solve_long_only(cov, mu, budget, target)
     np.testing.assert_array_equal(np.asarray(res.status), [0, 0])
     for i in range(2):
-        s, m, b, r = cov[i], mu[i], budget[i], target[i]
-        ref = so.minimize(
-            lambda w, s=s: 0.5 * w @ s @ w,
-            np.full(n, b / n),
-            jac=lambda w, s=s: s @ w,
-            method="SLSQP",
-            bounds=[(0.0, None)] * n,
-            constraints=[
-                {"type": "eq", "fun": lambda w, m=m, b=b, r=r: np.array([w.sum() - b, m @ w - r])}
-            ],
-            options={"ftol": 1e-14, "maxiter": 500},
-        )
-        np.testing.assert_allclose(res.x[i], ref.x, atol=1e-6)
+        ref = _slsqp_long_only(cov[i], mu[i], budget[i], target[i])
+        np.testing.assert_allclose(res.x[i], ref, atol=1e-6)
