@@ -4,7 +4,7 @@
 it does so at every turn of the outer one: a solver with nested loops (the augmented
 Lagrangian's outer iterations, its projected-Newton inner solves, their line searches) pays the
 slowest problem's count at each level, multiplied. On a CPU, where one problem's step is
-already a few short vector kernels, running the problems one after another in a ``lax.scan``
+already a few short vector kernels, running the problems one after another in a ``lax.map``
 is then faster: 1000 bounded portfolios (``benchmarks/tasks/constrained.py``) took 0.19 s that
 way and 1.9 s vectorised in chunks of 250 (2-core CPU; docs/constrained_benchmark.md). On a GPU
 the vectorised loop stays: there every kernel launch costs the same for one problem or
@@ -17,7 +17,6 @@ from collections.abc import Callable
 
 import jax
 import jax.extend as jex
-from jax import lax
 
 from ._backend import wide_backend
 
@@ -25,14 +24,15 @@ __all__ = ["sequential_under_vmap"]
 
 
 def sequential_under_vmap(fun: Callable) -> Callable:
-    """``fun`` as is, except that ``jax.vmap`` of it runs it over the batch in a ``lax.scan``,
+    """``fun`` as is, except that ``jax.vmap`` of it runs it over the batch in a ``lax.map``,
     one problem after another (on a CPU; unchanged on a GPU or TPU).
 
     ``fun`` may close over traced values (the user's ``args``, batched or not): they are traced
-    into its jaxpr and passed to the scan as arguments, since ``custom_vmap`` cannot see batched
-    values in a closure. Only for functions that are not differentiated themselves (a solver
-    inside ``lax.custom_root``, whose derivatives come from the optimality conditions):
-    ``custom_vmap`` has no reverse mode, and its forward mode under ``vmap`` is fragile.
+    into its jaxpr and passed to ``jax.custom_batching.sequential_vmap`` as arguments, since it
+    cannot see batched values in a closure. Only for functions that are not differentiated
+    themselves (a solver inside ``lax.custom_root``, whose derivatives come from the optimality
+    conditions): ``custom_vmap`` has no reverse mode, and its forward mode under ``vmap`` fails
+    (``jax.jacfwd`` batches the tangents alone, and the sequential map then has nothing to map).
     """
     if wide_backend():
         return fun
@@ -44,33 +44,7 @@ def sequential_under_vmap(fun: Callable) -> Callable:
             call = jex.core.jaxpr_as_fun(jex.core.ClosedJaxpr(closed.jaxpr, consts))
             return call(*jax.tree.leaves(inputs))
 
-        flat = _sequential(run)(list(closed.consts), *args)
+        flat = jax.custom_batching.sequential_vmap(run)(list(closed.consts), *args)
         return jax.tree.unflatten(jax.tree.structure(shape), flat)
 
     return wrapped
-
-
-def _sequential(fun: Callable) -> Callable:
-    """``fun`` with a ``vmap`` rule that scans over the batch. Unlike
-    ``jax.custom_batching.sequential_vmap`` it also takes batches where no argument is batched
-    (the tangents of ``jax.jacfwd`` of a vmapped call are, the primals not): the scan's length is
-    the batch's. The scan runs ``fun`` itself, so an outer ``vmap`` vectorises it (the innermost
-    batch axis is the sequential one)."""
-    plain = fun
-    fun = jax.custom_batching.custom_vmap(fun)
-
-    @fun.def_vmap
-    def rule(axis_size, in_batched, *args):
-        leaves, treedef = jax.tree.flatten(args)
-        batched = jax.tree.leaves(in_batched)
-
-        def one(_, mapped):
-            it = iter(mapped)
-            full = [next(it) if b else leaf for leaf, b in zip(leaves, batched, strict=True)]
-            return None, plain(*jax.tree.unflatten(treedef, full))
-
-        mapped = [leaf for leaf, b in zip(leaves, batched, strict=True) if b]
-        _, out = lax.scan(one, None, mapped, length=axis_size)
-        return out, jax.tree.map(lambda _: True, out)
-
-    return fun

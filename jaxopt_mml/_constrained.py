@@ -130,7 +130,7 @@ def minimise_constrained(
     vectorised (one loop over the batch, until its slowest problem stops). The augmented
     Lagrangian's loops are nested three deep, and vectorised each level would wait for the
     slowest problem at every turn of the level above; so on a CPU a vmapped call solves the
-    problems one after another (a ``lax.scan``) inside the same compiled program (1000 bounded
+    problems one after another (a ``lax.map``) inside the same compiled program (1000 bounded
     10-asset portfolios: 0.2 s that way, 1.9 s vectorised in chunks of 250). On a GPU, and with
     ``implicit_diff=False``, it stays vectorised.
 

@@ -71,13 +71,18 @@ def _projected_gradient_norm(z, grad, lo, hi):
     return jnp.max(jnp.abs(z - jnp.clip(z - grad, lo, hi)), initial=0.0)
 
 
-@jax.custom_jvp
-def _flipped_newton_step(a, g, floor):
-    """``-(V |L| V^T)^{-1} g`` for the eigendecomposition ``a = V L V^T`` of a symmetric ``a``,
-    with ``|L|`` floored at ``floor``: the Newton step with negative curvature flipped."""
+def _flipped_solver(a, floor):
+    """``x -> (V |L| V^T)^{-1} x`` for the eigendecomposition ``a = V L V^T`` of a symmetric
+    ``a``, with ``|L|`` floored at ``floor``."""
     lam, vec = jnp.linalg.eigh(a)
     lam = jnp.maximum(jnp.abs(lam), floor)
-    return -vec @ ((vec.T @ g) / lam)
+    return lambda x: vec @ ((vec.T @ x) / lam)
+
+
+@jax.custom_jvp
+def _flipped_newton_step(a, g, floor):
+    """The Newton step ``-M^{-1} g`` with negative curvature flipped (see :func:`_flipped_solver`)."""
+    return -_flipped_solver(a, floor)(g)
 
 
 @_flipped_newton_step.defjvp
@@ -88,12 +93,7 @@ def _flipped_newton_step_jvp(primals, tangents):
     # implicit_diff=False, gave NaN wherever a bound was active.)
     a, g, floor = primals
     da, dg, _ = tangents
-    lam, vec = jnp.linalg.eigh(a)
-    lam = jnp.maximum(jnp.abs(lam), floor)
-
-    def solve(x):
-        return vec @ ((vec.T @ x) / lam)
-
+    solve = _flipped_solver(a, floor)
     d = -solve(g)
     return d, -solve(dg + da @ d)
 
