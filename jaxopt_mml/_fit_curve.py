@@ -89,7 +89,7 @@ class _Config(NamedTuple):
 
 
 def _residual_fn(model, layout, x, y, w):
-    used = w > 0
+    used = w != 0  # NaN weights (nan_policy='propagate') propagate
 
     def residual(p):
         f = model(x, layout.unravel(p))
@@ -114,6 +114,7 @@ def _problem(model, cfg: _Config, x, y, w, lo, hi, f_scale):
         loss=cfg.loss,
         f_scale=f_scale,
         accel=cfg.loss == "linear",
+        to_params=to_p if cfg.bounded else None,
     )
 
 
@@ -179,12 +180,20 @@ def _finish(model, cfg: _Config, x, y, w, bad, fit: _Fit, lo, hi, f_scale):
         r, cost, y, w, p.shape[0], cfg.absolute_sigma, cov0, regular
     )
     succ = int(Status.SUCCESS)
-    cos = gradient_cosine(js.T @ rs, diagonal(a), cost)  # scale-free: the same in p as in u
-    stalled = (status == succ) & (s.n_accepted == 0) & (cos > cfg.rtol) & (s.cost > 0)
+    g = js.T @ rs
+    diag = diagonal(a)
+    cos = gradient_cosine(g, diag, cost)  # scale-free: the same in p as in u
+    # A fit that stopped without accepting a step, short of a stationary point: the dtype could
+    # not resolve the cost's change near p0. Unless p0 was already as good as the minimum (a
+    # warm start): the Gauss-Newton step from p would lower the cost by at most rtol of it
+    # (about sqrt(rtol dof) standard errors from the minimum).
+    near = regular & (g @ (cov0 @ g) <= cfg.rtol * cost)
+    stalled = (status == succ) & (s.n_accepted == 0) & (cos > cfg.rtol) & (s.cost > 0) & ~near
     status = jnp.where(
         stalled | (status == int(Status.STAGNATED)), int(Status.PRECISION_LIMIT), status
     )
-    status = jnp.where(bad, int(Status.INVALID_INPUT), status).astype(jnp.int32)
+    # Nothing to fit (every point masked, omitted or of zero weight): invalid input.
+    status = jnp.where(bad | ~jnp.any(w != 0), int(Status.INVALID_INPUT), status)
     success = status == succ
     status = jnp.where(success & ~cov_ok, int(Status.COVARIANCE_UNDEFINED), status)
     stderr = jnp.sqrt(diagonal(cov))
@@ -330,6 +339,9 @@ def curve_fit(
       :math:`\mathrm{diag}(J^T J)`, and Nielsen's update of :math:`\lambda`. Certified on the
       27 NIST StRD nonlinear problems from both starts (``docs/nist_lre.md``).
     * ``"gauss-newton"``: :math:`J^T J h = -J^T r` with a backtracking (Armijo) line search.
+      Where a bound is active at the minimum it can stall (the change of variables flattens the
+      model there and the Gauss-Newton step grows without limit) and report
+      ``LINESEARCH_FAILED``; ``"lm"`` handles active bounds.
     * ``"gradient-descent"``: steepest descent on :math:`\chi^2` with a backtracking line search
       (slow; for teaching and comparison).
 
@@ -398,7 +410,9 @@ def curve_fit(
         ``success`` stays True, the counterpart of scipy's ``OptimizeWarning``),
         ``PRECISION_LIMIT`` (the dtype cannot resolve the problem, e.g. float32 data whose
         chi-squared does not change measurably near ``p0``: no step was ever accepted),
-        ``MAX_ITER``, ``INVALID_INPUT`` or ``NONFINITE``. Derivatives of ``params`` with respect to
+        ``MAX_ITER``, ``LINESEARCH_FAILED`` or ``SINGULAR`` (Gauss-Newton and gradient
+        descent), ``INVALID_INPUT`` (NaN data under jit, or no point left to fit) or
+        ``NONFINITE``. Derivatives of ``params`` with respect to
         ``y`` (and ``sigma``, ``x``) come from implicit differentiation of the optimality
         condition :math:`J^T r = 0` (valid where no bound is active).
 
@@ -427,6 +441,10 @@ def curve_fit(
     max_iter = (
         DEFAULT_MAX_ITER[method] if max_iter is None else check_positive_int("max_iter", max_iter)
     )
+    if np.ndim(f_scale) != 0:
+        raise ValueError(f"f_scale must be a scalar, got shape {np.shape(f_scale)}")
+    if is_concrete(f_scale) and not float(f_scale) > 0:
+        raise ValueError(f"f_scale must be positive (the residual scale C), got {f_scale!r}")
 
     leaves, treedef = jax.tree.flatten(p0)
     if not leaves:

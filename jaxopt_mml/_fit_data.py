@@ -68,33 +68,28 @@ def check_data(x, y, sigma, mask, nan_policy: str, x_per_dataset: bool | None) -
             raise ValueError(
                 f"sigma must have at most y's {len(y_shape)} axes, got shape {s_shape}"
             )
-        try:
-            np.broadcast_shapes(s_shape, y_shape)
-        except ValueError:
+        if not _broadcasts_to(s_shape, y_shape):
             raise ValueError(
                 f"sigma must be a scalar or broadcast to y's shape {y_shape}, got shape {s_shape}"
-            ) from None
+            )
     if mask is not None:
         if dtype_of(mask) != np.dtype(bool):
             raise TypeError(f"mask must be a boolean array, got dtype {dtype_of(mask)}")
-        try:
-            np.broadcast_shapes(np.shape(mask), y_shape)
-        except ValueError:
-            raise ValueError(
-                f"mask must broadcast to y's shape {y_shape}, got {np.shape(mask)}"
-            ) from None
+        if not _broadcasts_to(np.shape(mask), y_shape):
+            raise ValueError(f"mask must broadcast to y's shape {y_shape}, got {np.shape(mask)}")
     layout = Layout(batch=batch, n=n, x_batched=x_batched)
     values = nan_policy == "raise" and is_concrete(x, y, sigma, mask)
     positive = sigma is not None and is_concrete(sigma)
     if not (values or positive):
         return layout
     if not values:
-        x = y = mask = None  # only sigma's sign is checked
+        x = y = None  # only sigma's sign is checked (where the mask keeps a point, if known)
+        mask = mask if is_concrete(mask) else None
     if on_accelerator(x, y, sigma, mask):
         # One reduction on the device and four booleans back, rather than the data to the host.
-        bad = [bool(b) for b in jax.device_get(_bad_values_jit(x, y, sigma, mask))]
+        bad = [bool(b) for b in jax.device_get(_bad_values_jit(x, y, sigma, mask, x_batched))]
     else:
-        bad = _bad_values(x, y, sigma, mask, np)
+        bad = _bad_values(x, y, sigma, mask, x_batched, np)
     if bad[0]:
         raise ValueError("sigma must be positive (use inf, or mask, to give a point no weight)")
     names = [name for name, b in zip(("y", "x", "sigma"), bad[1:], strict=True) if b]
@@ -106,6 +101,14 @@ def check_data(x, y, sigma, mask, nan_policy: str, x_per_dataset: bool | None) -
     return layout
 
 
+def _broadcasts_to(shape, target) -> bool:
+    """Whether an array of ``shape`` broadcasts to ``target`` without growing it."""
+    try:
+        return np.broadcast_shapes(shape, target) == tuple(target)
+    except ValueError:
+        return False
+
+
 def on_accelerator(*trees) -> bool:
     """True when a leaf is a JAX array held by a GPU or TPU (reading it on the host is a copy)."""
     return any(
@@ -114,21 +117,39 @@ def on_accelerator(*trees) -> bool:
     )
 
 
-def _bad_values(x, y, sigma, mask, xp):
-    """``(sigma <= 0 anywhere, y non-finite where kept, x non-finite, sigma NaN)``; the data
-    that are None are not checked. ``xp``: NumPy on the host, or jax.numpy (jitted, below)."""
+def _bad_values(x, y, sigma, mask, x_batched, xp):
+    """``(sigma <= 0, y non-finite, x non-finite, sigma NaN)``, each only where ``mask`` keeps a
+    point (a masked point is as good as deleted); ``x`` and ``y`` None: only sigma is checked.
+    ``xp``: NumPy on the host, or jax.numpy (jitted, below)."""
     false = xp.zeros((), bool)
-    sig_bad = false if sigma is None else xp.any(xp.asarray(sigma) <= 0)
-    sig_nan = false if sigma is None else xp.any(xp.isnan(xp.asarray(sigma)))
+    if sigma is None:
+        sig_bad = sig_nan = false
+    else:
+        sig = xp.asarray(sigma)
+        kept = True
+        if mask is not None:  # a shared sigma counts where any dataset keeps the point
+            shape = np.broadcast_shapes(np.shape(sig), np.shape(mask))
+            sig, kept = xp.broadcast_to(sig, shape), xp.broadcast_to(xp.asarray(mask), shape)
+        sig_bad = xp.any((sig <= 0) & kept)
+        sig_nan = xp.any(xp.isnan(sig) & kept)
     if y is None:
         return [sig_bad, false, false, sig_nan]
-    fin = xp.isfinite(xp.asarray(y))
-    if mask is not None:
-        fin = fin | ~xp.asarray(mask)
-    return [sig_bad, ~xp.all(fin), ~xp.all(xp.isfinite(xp.asarray(x))), sig_nan]
+    y = xp.asarray(y)
+    keep = xp.ones(y.shape, bool) if mask is None else xp.broadcast_to(xp.asarray(mask), y.shape)
+    y_bad = xp.any(~xp.isfinite(y) & keep)
+    x = xp.asarray(x)
+    n = y.shape[-1]
+    if x.ndim == 0:
+        return [sig_bad, y_bad, ~xp.isfinite(x), sig_nan]
+    # x's last axis is the points: a point's x is bad if any of its values is not finite
+    lead = 1 if x_batched else 0
+    x_fin = xp.all(xp.isfinite(x.reshape(x.shape[:lead] + (-1, n))), axis=lead)
+    x_keep = keep if x_batched or y.ndim == 1 else xp.any(keep, axis=0)
+    x_bad = xp.any(~x_fin & x_keep)
+    return [sig_bad, y_bad, x_bad, sig_nan]
 
 
-_bad_values_jit = jax.jit(functools.partial(_bad_values, xp=jnp))
+_bad_values_jit = jax.jit(functools.partial(_bad_values, xp=jnp), static_argnums=4)
 
 
 def _point_mask_from_x(x, n):
@@ -140,8 +161,9 @@ def _point_mask_from_x(x, n):
 
 
 def weights(x, y, sigma, mask, nan_policy: str, layout: Layout, dtype):
-    """Traced part: ``(x, y, w, bad)`` with ``w = 1 / sigma`` (0 at dropped points) and ``bad``
-    per dataset (NaN/inf in used data where ``nan_policy='raise'`` could not raise)."""
+    """Traced part: ``(x, y, w, bad)`` with ``w = 1 / sigma`` (0 at dropped points; a point is
+    used where ``w != 0``, NaN included under ``nan_policy='propagate'``) and ``bad`` per dataset
+    (NaN/inf in used data where ``nan_policy='raise'`` could not raise)."""
     y = jnp.asarray(y).astype(dtype)
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.inexact):
@@ -161,7 +183,10 @@ def weights(x, y, sigma, mask, nan_policy: str, layout: Layout, dtype):
         keep = keep & finite
         y = jnp.where(keep, y, 0.0)
         x = jnp.where(jnp.isfinite(x), x, 0.0)
-    w = jnp.where(keep & ~jnp.isnan(sig), 1.0 / jnp.where(jnp.isnan(sig), 1.0, sig), 0.0)
+    if nan_policy == "propagate":  # a NaN sigma gives a NaN weight, and the fit NONFINITE
+        w = jnp.where(keep, 1.0 / sig, 0.0)
+    else:
+        w = jnp.where(keep & ~jnp.isnan(sig), 1.0 / jnp.where(jnp.isnan(sig), 1.0, sig), 0.0)
     return x, y, w.astype(dtype), bad
 
 
@@ -180,7 +205,7 @@ def make_bounds(bounds, p0_flat_shape, ravel, dtype) -> Bounds | None:
     for name, b in zip(("lower", "upper"), bounds, strict=True):
         if b is None:
             b = jnp.inf if name == "upper" else -jnp.inf
-        if jnp.ndim(b) == 0 and not isinstance(b, dict | list | tuple):
+        if not isinstance(b, dict | list | tuple) and np.ndim(b) == 0:
             flat.append(jnp.full(p0_flat_shape, b, dtype))
             continue
         try:
@@ -196,6 +221,8 @@ def make_bounds(bounds, p0_flat_shape, ravel, dtype) -> Bounds | None:
             )
         flat.append(fb)
     lo, hi = flat
+    if is_concrete(lo, hi) and (np.any(np.isnan(np.asarray(lo))) or np.any(np.isnan(hi))):
+        raise ValueError("bounds hold NaN; use -inf / inf (or None) for a side without a bound")
     if is_concrete(lo, hi) and np.any(np.asarray(lo) >= np.asarray(hi)):
         raise ValueError("bounds must have lower < upper for every parameter")
     return Bounds(lo, hi)
@@ -204,8 +231,13 @@ def make_bounds(bounds, p0_flat_shape, ravel, dtype) -> Bounds | None:
 _NUDGE = 1e-6
 
 
+def _one_sided(u):
+    """``sqrt(u^2 + 1) - 1`` written without cancellation: ``u^2 / (sqrt(u^2 + 1) + 1)``."""
+    return u * u / (jnp.sqrt(u * u + 1.0) + 1.0)
+
+
 def to_internal(p, b: Bounds):
-    """Parameters -> unconstrained variables ``u`` (MINUIT's transforms)."""
+    """Parameters -> unconstrained variables ``u`` (MINUIT's transforms; see :func:`to_external`)."""
     lo, hi = b.lo, b.hi
     has_lo, has_hi = jnp.isfinite(lo), jnp.isfinite(hi)
     # A start on a bound is moved slightly inside: the transforms are flat there, so a parameter
@@ -216,10 +248,15 @@ def to_internal(p, b: Bounds):
         _NUDGE * jnp.maximum(1.0, jnp.abs(jnp.where(has_lo, lo, hi))),
     )
     p = jnp.clip(p, jnp.where(has_lo, lo + gap, lo), jnp.where(has_hi, hi - gap, hi))
-    span = jnp.where(has_lo & has_hi, hi - lo, 1.0)
-    both = jnp.arcsin(jnp.clip(2.0 * (p - jnp.where(has_lo, lo, 0.0)) / span - 1.0, -1.0, 1.0))
-    lower = jnp.sqrt(jnp.maximum((p - jnp.where(has_lo, lo, 0.0) + 1.0) ** 2 - 1.0, 0.0))
-    upper = jnp.sqrt(jnp.maximum((jnp.where(has_hi, hi, 0.0) - p + 1.0) ** 2 - 1.0, 0.0))
+    lo0 = jnp.where(has_lo, lo, 0.0)
+    hi0 = jnp.where(has_hi, hi, 0.0)
+    # Two-sided: sin^2(a) = (p - lo) / span and cos^2(a) = (hi - p) / span, a = pi/4 + u/2;
+    # arctan2 of the two roots is accurate at both ends (arcsin(2 f - 1) is not near f = 0, 1).
+    above, below = jnp.maximum(p - lo0, 0.0), jnp.maximum(hi0 - p, 0.0)
+    both = 2.0 * jnp.arctan2(jnp.sqrt(above), jnp.sqrt(below)) - 0.5 * np.pi
+    # One-sided: t = sqrt(u^2 + 1) - 1 is the distance from the bound, so u = sqrt(t (t + 2)).
+    lower = jnp.sqrt(above * (above + 2.0))
+    upper = jnp.sqrt(below * (below + 2.0))
     return jnp.where(has_lo & has_hi, both, jnp.where(has_lo, lower, jnp.where(has_hi, upper, p)))
 
 
@@ -228,16 +265,23 @@ def to_external(u, b: Bounds):
 
     Two-sided: ``lo + (hi - lo) (1 + sin u) / 2``; lower only: ``lo - 1 + sqrt(u^2 + 1)``;
     upper only: ``hi + 1 - sqrt(u^2 + 1)`` (James, *MINUIT Reference Manual*, 1994, section 1.3).
+    Each is evaluated as the bound plus or minus a distance computed without cancellation
+    (``(1 + sin u) / 2 = sin^2(pi/4 + u/2)``, measured from the nearer bound, and
+    ``sqrt(u^2 + 1) - 1 = u^2 / (sqrt(u^2 + 1) + 1)``), so that a parameter near its bound keeps
+    its relative precision: ``1 + sin u`` itself holds ``p - lo`` only to ``eps`` absolute.
     """
     lo, hi = b.lo, b.hi
     has_lo, has_hi = jnp.isfinite(lo), jnp.isfinite(hi)
     lo0 = jnp.where(has_lo, lo, 0.0)
     hi0 = jnp.where(has_hi, hi, 0.0)
-    both = lo0 + (hi0 - lo0) * 0.5 * (1.0 + jnp.sin(u))
-    root = jnp.sqrt(u * u + 1.0)
+    span = hi0 - lo0
+    a = 0.25 * np.pi + 0.5 * u
+    sin2, cos2 = jnp.sin(a) ** 2, jnp.cos(a) ** 2
+    both = jnp.where(sin2 <= cos2, lo0 + span * sin2, hi0 - span * cos2)
+    t = _one_sided(u)
     p = jnp.where(
         has_lo & has_hi,
         both,
-        jnp.where(has_lo, lo0 - 1.0 + root, jnp.where(has_hi, hi0 + 1.0 - root, u)),
+        jnp.where(has_lo, lo0 + t, jnp.where(has_hi, hi0 - t, u)),
     )
     return jnp.clip(p, lo, hi)

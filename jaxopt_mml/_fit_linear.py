@@ -46,35 +46,46 @@ def chi_squared(model, params, x, y, sigma=None):
             f"model(x, params) must broadcast to y's shape {y.shape}, got {jnp.shape(f)}"
         )
     r = y - f
-    if r.shape != y.shape:
-        raise ValueError(f"model(x, params) must broadcast to y's shape {y.shape}, got {r.shape}")
     if sigma is not None:
-        r = r / jnp.asarray(sigma)
+        sigma = jnp.asarray(sigma)
+        try:
+            grown = jnp.broadcast_shapes(sigma.shape, y.shape) != y.shape
+        except ValueError:
+            grown = True
+        if grown:
+            raise ValueError(
+                f"sigma must be a scalar or broadcast to y's shape {y.shape}, got {sigma.shape}"
+            )
+        r = r / sigma
     return jnp.sum(r * r, axis=-1)
 
 
 def _solve_one(a, y, w, absolute_sigma):
     k = a.shape[-1]
-    aw = a * w[:, None]
-    bw = jnp.where(w > 0, y * w, 0.0)
+    aw = jnp.where(w[:, None] != 0, a * w[:, None], 0.0)  # a dropped row may hold NaN
+    bw = jnp.where(w != 0, y * w, 0.0)
     u, s, vt = jnp.linalg.svd(aw, full_matrices=False)
     eps = jnp.finfo(a.dtype).eps
     cutoff = eps * max(a.shape) * s[0]
     keep = s > cutoff
     sinv = jnp.where(keep, 1.0 / jnp.where(keep, s, 1.0), 0.0)
     params = vt.T @ (sinv * (u.T @ bw))
-    full_rank = jnp.all(keep)
+    # fewer rows than columns: the SVD has only N values, and the k - N missing ones are zeros
+    full_rank = jnp.all(keep) & (a.shape[0] >= k)
     cov0 = (vt.T * sinv**2) @ vt
     r = bw - aw @ params
     cost = jnp.sum(r * r)
     cov, chi2, dof, reduced, p_value, r2, cov_ok = fit_statistics(
         r, cost, y, w, k, absolute_sigma, cov0, full_rank
     )
+    finite = jnp.all(jnp.isfinite(params)) & jnp.isfinite(chi2)
     status = jnp.where(
         full_rank,
         jnp.where(cov_ok, int(Status.SUCCESS), int(Status.COVARIANCE_UNDEFINED)),
         int(Status.SINGULAR),
     )
+    # NaN data under nan_policy='propagate', or an overflow (float32 with tiny sigma)
+    status = jnp.where(finite, status, int(Status.NONFINITE))
     return FitResult(
         params=params,
         covariance=cov,
@@ -86,7 +97,7 @@ def _solve_one(a, y, w, absolute_sigma):
         r_squared=r2,
         residuals=r,
         n_iter=jnp.asarray(0, jnp.int32),
-        success=full_rank,
+        success=full_rank & finite,
         status=status.astype(jnp.int32),
     )
 
@@ -140,16 +151,24 @@ def linear_fit(
         raise TypeError(f"absolute_sigma must be a bool, got {absolute_sigma!r}")
     y_dtype = dtype_of(y)
     dtype = y_dtype if np.issubdtype(y_dtype, np.floating) else np.dtype(jnp.result_type(float))
-    n = np.shape(y)[-1] if np.ndim(y) else 0
+    y_shape = np.shape(y)
+    n = y_shape[-1] if y_shape else 0
+    batch = y_shape[:-1]  # () for one dataset, (B,) for B
     if design is not None:
         d_shape = np.shape(design)
-        if len(d_shape) not in (2, 3) or d_shape[-2] != n:
+        if len(d_shape) not in (2, 3) or d_shape[-2] != n or d_shape[:-2] not in ((), batch):
             raise ValueError(
-                f"design must have shape (N, k) or (B, N, k) with N = {n} points, got {d_shape}"
+                f"design must have shape (N, k), or (B, N, k) for y of shape (B, N), with "
+                f"N = {n} points; got {d_shape} for y of shape {y_shape}"
             )
         x = np.zeros(n, dtype)
     elif isinstance(degree, bool) or not isinstance(degree, int) or degree < 0:
         raise ValueError(f"degree must be a non-negative int, got {degree!r}")
+    elif np.shape(x)[:-1] not in ((), batch) or np.ndim(x) == 0:
+        raise ValueError(
+            f"x must have shape (N,), or (B, N) for y of shape (B, N); got {np.shape(x)} for y "
+            f"of shape {y_shape}"
+        )
     layout = check_data(x, y, sigma, mask, nan_policy, None)
     if design is not None and nan_policy == "raise" and is_concrete(design):
         if not np.all(np.isfinite(np.asarray(design))):
@@ -170,7 +189,7 @@ def _linear_impl(x, y, sigma, mask, design, degree, absolute_sigma, nan_policy, 
             w = jnp.where(finite, w, 0.0)
             a = jnp.where(jnp.isfinite(a), a, 0.0)
         elif nan_policy == "raise":
-            bad = bad | jnp.any(~finite & (w > 0), axis=-1)
+            bad = bad | jnp.any(~finite & (w != 0), axis=-1)
     if y.ndim == 1:
         res = _solve_one(a, y, w, absolute_sigma)
     else:

@@ -73,12 +73,15 @@ class LSState(NamedTuple):
 
 
 class Problem(NamedTuple):
-    """What the iterations need: the residual function of ``u`` and the loss (static)."""
+    """What the iterations need: the residual function of ``u`` and the loss (static), and
+    ``to_params``, the map from ``u`` to the parameters where they differ (bounds: the step
+    test is on the parameters, not on ``u``, whose scale the change of variables sets)."""
 
     residual: object
     loss: str
     f_scale: object
     accel: bool = True
+    to_params: object = None
 
 
 _EARLY_MAX = 64.0  # the longest step (in tolerances) after which a fit may stop early
@@ -158,7 +161,7 @@ def _damped_solve(a, g, dscale, lam):
     return chol_solve(chol, -g * s) * s
 
 
-def _tests(state: LSState, h, act, pred, rtol, atol, cos, accept, colnorm):
+def _tests(problem: Problem, state: LSState, h, act, pred, rtol, atol, cos, colnorm):
     """The convergence tests: the cost's reduction (MINPACK's ftol, at ``rtol**2`` since the cost
     is quadratic in the parameters' error), a step small in every parameter, or a gradient
     orthogonal to the residuals (gtol).
@@ -168,38 +171,50 @@ def _tests(state: LSState, h, act, pred, rtol, atol, cos, accept, colnorm):
     column norm ``colnorm``). The second test is relative to the parameter's statistical
     uncertainty (``|r| / |J_i|`` is about ``sqrt(dof)`` standard errors), and serves parameters
     near zero, which a purely relative test would chase to ``rtol |u_i|`` (a tiny absolute
-    accuracy, far below their standard error).
+    accuracy, far below their standard error). With bounds the first test is on the parameters'
+    step (the change of variables would set its scale: ``u`` grows like ``|p - bound|`` for a
+    one-sided bound); the second is the same in either variables.
     """
     cost = state.cost
     # (at least 4 eps: a cost cannot resolve relative changes near its rounding, and a test
     # stricter than that waits for the damping to shrink the predicted reduction instead)
     ftol = jnp.maximum(rtol * rtol, 4.0 * jnp.finfo(cost.dtype).eps)
     ftest = (jnp.abs(act) <= ftol * cost) & (pred <= ftol * cost) & (act <= 2.0 * pred)
-    hs, tol, stat = _step_scales(state, h, rtol, atol)
-    xtest = jnp.all((hs <= tol) | (hs * colnorm <= stat))
+    hs, hp, tol, stat = _step_scales(problem, state, h, rtol, atol)
+    xtest = jnp.all((hp <= tol) | (hs * colnorm <= stat))
     gtest = cos <= 16 * jnp.finfo(cost.dtype).eps
     return ftest | xtest | gtest | (cost == 0)
 
 
-def _step_scales(state: LSState, h, rtol, atol):
+def _step_scales(problem: Problem, state: LSState, h, rtol, atol):
     """What the step test compares: the step ``hs``, scaled back up by the damping (with
     ``lam >> 1`` in equilibrated units the step is about the Gauss-Newton step / lam: a step made
-    small by heavy damping is not convergence), its relative tolerance ``rtol |u + h| + atol``
-    and the statistical one for ``hs |J_i|``, ``rtol |r|``."""
-    hs = jnp.abs(h) * jnp.maximum(state.lam, 1.0)
-    return hs, rtol * jnp.abs(state.u + h) + atol, rtol * jnp.sqrt(state.cost)
+    small by heavy damping is not convergence), the parameters' step ``hp`` likewise (``hs``
+    itself without bounds), its relative tolerance ``rtol |p + hp| + atol`` and the statistical
+    one for ``hs |J_i|``, ``rtol |r|``."""
+    damping = jnp.maximum(state.lam, 1.0)
+    hs = jnp.abs(h) * damping
+    if problem.to_params is None:
+        return hs, hs, rtol * jnp.abs(state.u + h) + atol, rtol * jnp.sqrt(state.cost)
+    p_new = problem.to_params(state.u + h)
+    hp = jnp.abs(p_new - problem.to_params(state.u)) * damping
+    return hs, hp, rtol * jnp.abs(p_new) + atol, rtol * jnp.sqrt(state.cost)
 
 
-def _step_ratio(state: LSState, h, rtol, atol, colnorm):
-    """The step's size in units of the step test's tolerance: ``max_i hs_i / tol_i`` with
-    ``hs`` and the two per-parameter tolerances of :func:`_tests` (the larger of the two), so
-    that the step test passes where this is <= 1."""
-    hs, rel, stat = _step_scales(state, h, rtol, atol)
-    tol = jnp.maximum(
-        rel, jnp.where(colnorm > 0, stat / jnp.where(colnorm > 0, colnorm, 1.0), jnp.inf)
-    )
-    ratio = jnp.where(tol > 0, hs / jnp.where(tol > 0, tol, 1.0), jnp.where(hs > 0, jnp.inf, 0.0))
-    return jnp.max(ratio)
+def _step_ratio(problem: Problem, state: LSState, h, rtol, atol, colnorm):
+    """The step's size in units of the step test's tolerance: per parameter the smaller of
+    ``hp_i / tol_i`` and ``hs_i |J_i| / stat`` (the two tests of :func:`_tests`), the largest
+    over the parameters, so that the step test passes where this is <= 1."""
+    hs, hp, rel, stat = _step_scales(problem, state, h, rtol, atol)
+    by_rel = _ratio(hp, rel)
+    by_stat = _ratio(hs * colnorm, stat)
+    return jnp.max(jnp.minimum(by_rel, by_stat))
+
+
+def _ratio(step, tol):
+    """``step / tol``, with ``0 / 0 = 0`` and ``step / 0 = inf``."""
+    safe = jnp.where(tol > 0, tol, 1.0)
+    return jnp.where(tol > 0, step / safe, jnp.where(step > 0, jnp.inf, 0.0))
 
 
 def _current_cost(state: LSState, cost_with_jac):
@@ -255,12 +270,12 @@ def lm_step(problem: Problem, rtol, atol):
         # The gradient test at the current point: a stationary point stops without a step.
         cos = gradient_cosine(g, diag, cost)
         colnorm = jnp.sqrt(diag)
-        converged = _tests(state, h, act, pred, rtol, atol, cos, accept, colnorm)
+        converged = _tests(problem, state, h, act, pred, rtol, atol, cos, colnorm)
         # The next step, predicted from the rate at which the last two accepted steps shrank,
         # would pass the step test: stop now rather than take it (one iteration in six here).
         # Only after a clear contraction (at least 4x) and for a step at most _EARLY_MAX
         # tolerances long, so that an erratic sequence cannot stop a fit far out.
-        q = _step_ratio(state, h, rtol, atol, colnorm)
+        q = _step_ratio(problem, state, h, rtol, atol, colnorm)
         last = state.last_q  # inf until a step has been accepted: no rate to predict from
         early = jnp.isfinite(last) & (q * q <= last) & (4.0 * q <= last) & (q <= _EARLY_MAX)
         converged = converged | (accept & early)
@@ -297,7 +312,7 @@ def gn_step(problem: Problem, rtol, atol):
         dphi0 = 2.0 * (g @ h)
         search = backtracking(lambda t: _cost(problem, state.u + t * h), cost, dphi0)
         state = state._replace(cost=cost, dscale=dscale)
-        return _finish_line_step(state, r, jac, search, h, g, rtol, atol, solved)
+        return _finish_line_step(problem, state, r, jac, search, h, g, rtol, atol, solved, True)
 
     return step
 
@@ -318,7 +333,7 @@ def gd_step(problem: Problem, rtol, atol):
         )
         state = state._replace(cost=cost)
         new, progress = _finish_line_step(
-            state, r, jac, search, h, g, rtol, atol, jnp.asarray(True)
+            problem, state, r, jac, search, h, g, rtol, atol, jnp.asarray(True), False
         )
         lam = jnp.where(search.success, search.step_size, last)
         return new._replace(lam=lam), progress
@@ -326,24 +341,28 @@ def gd_step(problem: Problem, rtol, atol):
     return step
 
 
-def _finish_line_step(state, r, jac, search, h, g, rtol, atol, solved):
+def _finish_line_step(problem, state, r, jac, search, h, g, rtol, atol, solved, full_step):
     """Accept the line search's point (its cost is ``search.value``) and test convergence.
 
-    The gradient test runs at the current point (where ``r`` and ``J`` are known): a stationary
-    point stops without a step, as in the Levenberg-Marquardt step."""
+    With ``full_step`` (Gauss-Newton) the step and cost tests judge the full step ``h``, not the
+    line search's ``t h``: a short step is the search cutting a step that the linear model got
+    wrong (near a bound, where the change of variables flattens the model, the Gauss-Newton step
+    grows without limit), not convergence. Gradient descent's step has no natural length, and
+    its tests judge the step taken. The gradient test runs at the current point (where ``r`` and
+    ``J`` are known): a stationary point stops without a step, as in Levenberg-Marquardt."""
     t = search.step_size
     dx = t * h
     cost_new = search.value
     accept = search.success & solved & jnp.isfinite(cost_new) & _finite(state.u + dx)
     act = state.cost - cost_new
-    pred = -(2.0 * (g @ dx) + jnp.sum((jac @ dx) ** 2))
+    tested = h if full_step else dx
+    pred = -(2.0 * (g @ tested) + jnp.sum((jac @ tested) ** 2))
     colnorm = jnp.sqrt(jnp.sum(jac * jac, axis=0))
     cos = gradient_cosine(g, colnorm * colnorm, state.cost)
     gtest = cos <= 16 * jnp.finfo(state.cost.dtype).eps
     undamped = state._replace(lam=jnp.zeros_like(state.lam))
-    converged = (accept & _tests(undamped, dx, act, pred, rtol, atol, cos, accept, colnorm)) | (
-        gtest | (state.cost == 0)
-    )
+    small = _tests(problem, undamped, tested, act, pred, rtol, atol, cos, colnorm)
+    converged = (accept & small) | gtest | (state.cost == 0)
     new = state._replace(
         u=jnp.where(accept, state.u + dx, state.u),
         cost=jnp.where(accept, cost_new, state.cost),

@@ -147,7 +147,7 @@ def fit_statistics(residuals, cost, y, weights, n_params, absolute_sigma: bool, 
         ``(covariance, chi2, dof, reduced_chi2, p_value, r_squared, cov_ok)``.
     """
     dtype = residuals.dtype
-    used = weights > 0
+    used = weights != 0
     n = jnp.sum(used)
     dof = (n - n_params).astype(jnp.int32)
     chi2 = jnp.sum(residuals * residuals)
@@ -157,7 +157,8 @@ def fit_statistics(residuals, cost, y, weights, n_params, absolute_sigma: bool, 
     w2 = weights * weights
     ybar = jnp.sum(w2 * jnp.where(used, y, 0.0)) / jnp.sum(w2)
     ss_tot = jnp.sum(w2 * jnp.where(used, y - ybar, 0.0) ** 2)
-    r_squared = 1.0 - chi2 / ss_tot
+    # undefined (NaN) for data with no spread about their mean, whatever the fit
+    r_squared = jnp.where(ss_tot > 0, 1.0 - chi2 / jnp.where(ss_tot > 0, ss_tot, 1.0), jnp.nan)
     if absolute_sigma:
         ok = regular
         cov = cov0

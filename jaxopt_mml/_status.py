@@ -78,8 +78,9 @@ _MESSAGES = {
         "degrees of freedom); covariance and stderr are inf."
     ),
     Status.INVALID_INPUT: (
-        "the input holds NaN or inf (in x0, data or sigma). Clean the input, or use "
-        "nan_policy='omit' where the function offers it."
+        "the input holds NaN or inf (in x0, data or sigma), or leaves nothing to fit (every "
+        "point masked or omitted). Clean the input, or use nan_policy='omit' where the function "
+        "offers it."
     ),
 }
 

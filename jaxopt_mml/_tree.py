@@ -101,6 +101,9 @@ def default_tolerances(
     """
     eps = float(jnp.finfo(dtype).eps)
     default = eps**power
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        if value is not None and not (np.isfinite(float(value)) and float(value) >= 0):
+            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return (default if rtol is None else float(rtol), default if atol is None else float(atol))
 
 

@@ -1,0 +1,225 @@
+"""Edge cases of the fitting routines: bounds far away or nearly active, warm starts, empty and
+masked data, non-finite results, and static misuse (each found failing once; see the commit)."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.optimize
+
+import jaxopt_mml as mml
+from jaxopt_mml import Status
+
+
+def decay(x, p):
+    return p[0] * jnp.exp(-p[1] * x) + p[2]
+
+
+def _decay_data(n=40, seed=4):
+    rng = np.random.default_rng(seed)
+    x = np.linspace(0.0, 5.0, n)
+    return x, 2.0 * np.exp(-1.3 * x) + 0.3 + 0.02 * rng.standard_normal(n)
+
+
+def _scipy_decay(x, y, **kw):
+    return scipy.optimize.curve_fit(
+        lambda xx, a, k, c: a * np.exp(-k * xx) + c, x, y, p0=[1.0, 1.0, 0.0], **kw
+    )
+
+
+# ---------------------------------------------------------------- bounds
+
+
+@pytest.mark.parametrize("far", [1e4, 1e8])
+def test_a_far_inactive_bound_changes_nothing(far):
+    # The step test runs on the parameters: with u ~ p - bound ~ 1e8 a test on the internal
+    # variable passed any step below 1.5 and stopped after one iteration, 8 stderr off.
+    x, y = _decay_data()
+    ref, cov = _scipy_decay(x, y)
+    stderr = np.sqrt(np.diag(cov))
+    for bounds in [(-far, np.inf), (-np.inf, far), (-far, far)]:
+        fit = mml.curve_fit(decay, x, y, jnp.array([1.0, 1.0, 0.0]), bounds=bounds)
+        assert int(fit.status) == Status.SUCCESS
+        np.testing.assert_array_less(np.abs(np.asarray(fit.params) - ref) / stderr, 1e-3)
+
+
+@pytest.mark.parametrize("bounds", [(0.0, np.inf), (0.0, 1.0), (-np.inf, 1e-11)])
+def test_a_small_parameter_near_its_bound_keeps_its_precision(bounds):
+    # p ~ 3e-12 known to 3e-18: MINUIT's transforms evaluated as written (1 + sin u, and
+    # sqrt(u^2 + 1) - 1) hold p - bound only to eps absolute, 16 to 3000 stderr here.
+    rng = np.random.default_rng(0)
+    x = np.linspace(1.0, 10.0, 30)
+    sigma = np.full(30, 1e-16)
+    y = 3e-12 * x + sigma * rng.standard_normal(30)
+    exact = np.sum(x * y) / np.sum(x * x)
+    stderr = 1.0 / np.sqrt(np.sum(x * x / sigma**2))
+    fit = mml.curve_fit(
+        lambda xx, p: p[0] * xx, x, y, jnp.array([1e-12]), sigma=sigma, bounds=bounds
+    )
+    assert int(fit.status) == Status.SUCCESS
+    assert abs(float(fit.params[0]) - exact) < 0.01 * stderr
+
+
+def test_bounded_transforms_keep_relative_precision_near_the_bounds():
+    from jaxopt_mml._fit_data import Bounds, to_external, to_internal
+
+    lo = jnp.array([0.0, -1e8, -jnp.inf, 1.0])
+    hi = jnp.array([1.0, jnp.inf, 0.0, 2.0])
+    b = Bounds(lo, hi)
+    # distances from the nearer bound, beyond the start's nudge (1e-6 of the span or bound)
+    p = jnp.array([3e-5, -1e8 + 500.0, -2e-5, 2.0 - 3e-5])
+    back = to_external(to_internal(p, b), b)
+    near = jnp.array([back[0] - lo[0], back[1] - lo[1], hi[2] - back[2], hi[3] - back[3]])
+    np.testing.assert_allclose(near, jnp.array([3e-5, 500.0, 2e-5, 3e-5]), rtol=1e-9)
+    # u at pi/2 + d from the two-sided bound: p - lo = sin(d / 2)^2 without cancellation
+    d = 1e-6
+    u = jnp.array([-0.5 * np.pi + d, 0.0, 0.0, 0.5 * np.pi - d])
+    out = to_external(u, b)
+    np.testing.assert_allclose(out[0], np.sin(d / 2) ** 2, rtol=1e-8)
+    np.testing.assert_allclose(2.0 - out[3], np.sin(d / 2) ** 2, rtol=1e-3)  # 2 - p: rounding of 2
+
+
+def test_gauss_newton_with_an_active_bound_does_not_claim_success():
+    # The Gauss-Newton step grows without limit where the change of variables flattens the
+    # model; its line search cut it to a tiny step that the tests took for convergence.
+    x, y = _decay_data()
+    bounds = ([-np.inf, -np.inf, -np.inf], [np.inf, np.inf, 0.1])
+    lm = mml.curve_fit(decay, x, y, jnp.array([1.0, 1.0, 0.0]), bounds=bounds)
+    gn = mml.curve_fit(
+        decay, x, y, jnp.array([1.0, 1.0, 0.0]), bounds=bounds, method="gauss-newton"
+    )
+    assert int(lm.status) == Status.SUCCESS
+    if bool(gn.success):
+        np.testing.assert_allclose(gn.params, lm.params, rtol=1e-6)
+    else:
+        assert float(gn.chi2) > float(lm.chi2)
+
+
+def test_nan_bounds_raise():
+    x, y = _decay_data()
+    with pytest.raises(ValueError, match="bounds"):
+        mml.curve_fit(decay, x, y, jnp.ones(3), bounds=(np.array([0.0, np.nan, 0.0]), np.inf))
+
+
+# ---------------------------------------------------------------- statuses
+
+
+def test_a_warm_start_at_the_minimum_is_success_not_precision_limit():
+    # Started within ~1e-9 of the minimum, the first step's cost change is below rounding and
+    # no step is accepted: that is convergence, not a dtype that cannot resolve the problem.
+    rng = np.random.default_rng(8)
+    x = np.linspace(0.0, 4.0, 50)
+    y = 2.0 * np.exp(-1.3 * x) + 0.01 * rng.standard_normal(50)
+    model = lambda xx, p: p[0] * jnp.exp(-p[1] * xx)  # noqa: E731
+    best = mml.curve_fit(model, x, y, jnp.array([1.0, 1.0]))
+    starts = np.asarray(best.params) * (1.0 + 1e-9 * rng.standard_normal((300, 2)))
+    fits = mml.curve_fit(model, x, np.broadcast_to(y, (300, 50)), starts)
+    assert mml.summarise_status(fits.status) == {Status.SUCCESS: 300}
+    stderr = np.asarray(best.stderr)
+    np.testing.assert_array_less(np.abs(np.asarray(fits.params) - best.params) / stderr, 1e-4)
+
+
+@pytest.mark.parametrize("how", ["mask", "omit"])
+def test_a_dataset_with_no_usable_point_is_invalid_input(how):
+    x, y = _decay_data()
+    if how == "mask":
+        fit = mml.curve_fit(decay, x, y, jnp.ones(3), mask=np.zeros(40, bool))
+    else:
+        fit = mml.curve_fit(decay, x, np.full(40, np.nan), jnp.ones(3), nan_policy="omit")
+    assert int(fit.status) == Status.INVALID_INPUT and not bool(fit.success)
+    batch = mml.curve_fit(decay, x, np.stack([y, y]), jnp.ones(3), mask=np.array([[True], [False]]))
+    assert [int(s) for s in batch.status] == [Status.SUCCESS, Status.INVALID_INPUT]
+
+
+def test_non_finite_values_at_masked_points_are_ignored():
+    # A masked point is as good as deleted, NaN in x or sigma there included.
+    x, y = _decay_data()
+    keep = np.arange(40) != 7
+    ref = mml.curve_fit(decay, x[keep], y[keep], jnp.ones(3), sigma=0.02)
+    for xx, ss in [(np.where(keep, x, np.nan), 0.02), (x, np.where(keep, 0.02, np.nan))]:
+        fit = mml.curve_fit(decay, xx, y, jnp.ones(3), sigma=ss, mask=keep)
+        assert int(fit.status) == Status.SUCCESS
+        np.testing.assert_allclose(fit.params, ref.params, rtol=1e-8)
+        line = mml.linear_fit(xx, y, sigma=ss, mask=keep)
+        assert int(line.status) == Status.SUCCESS
+    with pytest.raises(ValueError, match="x"):
+        mml.curve_fit(decay, np.where(keep, x, np.nan), y, jnp.ones(3))
+
+
+def test_nan_sigma_propagates_to_a_nonfinite_status():
+    x, y = _decay_data()
+    sigma = np.full(40, 0.02)
+    sigma[3] = np.nan
+    fit = mml.curve_fit(decay, x, y, jnp.ones(3), sigma=sigma, nan_policy="propagate")
+    assert int(fit.status) == Status.NONFINITE
+    line = mml.linear_fit(x, y, sigma=sigma, nan_policy="propagate")
+    assert int(line.status) == Status.NONFINITE and not bool(line.success)
+
+
+def test_linear_fit_reports_non_finite_results():
+    x = np.linspace(0.0, 1.0, 10)
+    for y in (np.where(np.arange(10) == 2, np.nan, x), np.where(np.arange(10) == 2, np.inf, x)):
+        fit = mml.linear_fit(x, y, nan_policy="propagate")
+        assert int(fit.status) == Status.NONFINITE and not bool(fit.success)
+    noisy = (x + 1 + 0.1 * np.random.default_rng(0).standard_normal(10)).astype(np.float32)
+    tiny = mml.linear_fit(x.astype(np.float32), noisy, sigma=np.float32(1e-20))
+    assert int(tiny.status) == Status.NONFINITE and not bool(tiny.success)
+
+
+@pytest.mark.parametrize("absolute_sigma", [False, True])
+def test_linear_fit_with_fewer_points_than_coefficients_is_singular(absolute_sigma):
+    fit = mml.linear_fit(
+        np.array([0.0, 1.0, 2.0]),
+        np.array([1.0, 0.0, 3.0]),
+        degree=4,
+        absolute_sigma=absolute_sigma,
+    )
+    assert int(fit.status) == Status.SINGULAR and not bool(fit.success)
+    assert np.all(np.isinf(np.asarray(fit.covariance)))
+
+
+def test_r_squared_of_constant_data_is_nan_for_both_fits():
+    x = np.linspace(0.0, 1.0, 10)
+    y = np.full(10, 2.0)
+    assert np.isnan(float(mml.linear_fit(x, y).r_squared))
+    assert np.isnan(
+        float(mml.curve_fit(lambda xx, p: p[0] + p[1] * xx, x, y, jnp.ones(2)).r_squared)
+    )
+
+
+# ---------------------------------------------------------------- static misuse
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"f_scale": -1.0, "loss": "huber"}, "f_scale"),
+        ({"f_scale": 0.0, "loss": "huber"}, "f_scale"),
+        ({"f_scale": np.ones(40), "loss": "huber"}, "f_scale"),
+        ({"rtol": -1.0}, "rtol"),
+        ({"atol": np.nan}, "atol"),
+        ({"mask": np.ones((1, 40), bool)}, "mask"),
+        ({"sigma": np.ones((1, 40))}, "sigma"),
+    ],
+)
+def test_curve_fit_options_are_checked(kwargs, match):
+    x, y = _decay_data()
+    with pytest.raises(ValueError, match=match):
+        mml.curve_fit(decay, x, y, jnp.ones(3), **kwargs)
+
+
+def test_linear_fit_and_chi_squared_check_shapes():
+    x = np.linspace(0.0, 1.0, 20)
+    y = 2 * x
+    with pytest.raises(ValueError, match="x must"):
+        mml.linear_fit(np.stack([x, x]), y)
+    with pytest.raises(ValueError, match="x must"):
+        mml.linear_fit(np.stack([x, x, x]), np.stack([y, y]))
+    with pytest.raises(ValueError, match="design"):
+        mml.linear_fit(None, y, design=np.ones((2, 20, 2)))
+    with pytest.raises(ValueError, match="design"):
+        mml.linear_fit(None, np.stack([y, y]), design=np.ones((3, 20, 2)))
+    with pytest.raises(ValueError, match="mask"):
+        mml.linear_fit(x, y, mask=np.ones((1, 20), bool))
+    for sigma in (np.ones(19), np.ones((2, 20))):
+        with pytest.raises(ValueError, match="sigma"):
+            mml.chi_squared(lambda xx, p: p * xx, 2.0, x, y, sigma=sigma)
