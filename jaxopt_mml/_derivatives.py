@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 _MODES = ("auto", "fwd", "rev")
-_CHECK_GRAD_CHUNK = 256  # perturbed points per batch in check_grad (times two: + and -)
+_CHECK_GRAD_CHUNK = 256  # components per batch in check_grad (times four: +-h, +-2h)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -321,7 +321,7 @@ class GradCheck(NamedTuple):
         max_rel_error: The largest per-component relative error (a Python float).
         errors: Per-component relative errors, flattened like ``jax.flatten_util.ravel_pytree(x)``.
         grad: The checked gradient, flattened, in float64.
-        fd_grad: The central finite-difference gradient, flattened, in float64.
+        fd_grad: The central finite-difference gradient (step :math:`h_i`), flattened, in float64.
     """
 
     max_rel_error: float
@@ -348,16 +348,29 @@ def check_grad(
     :math:`h_i = \epsilon \max(1, |x_i|)` and :math:`\epsilon = \varepsilon^{1/3}` by default
     (:math:`\varepsilon` the machine epsilon of ``x``'s dtype: the step that balances the
     :math:`O(h^2)` truncation error against the :math:`O(\varepsilon/h)` rounding error). The
-    perturbed points are rounded to ``x``'s dtype and the actual step is used in the quotient. The
-    error of component :math:`i` is :math:`|g_i - d_i| / \max(|g_i|, |d_i|,
-    \varepsilon^{1/3}\max(\|g\|_\infty, \|d\|_\infty))` (the floor keeps components that are
-    negligible next to the whole gradient from reporting rounding noise as error).
+    perturbed points are rounded to ``x``'s dtype and the actual step is used in the quotient.
 
-    This is a host-side diagnostic (not jit-able, not vmappable): the ``2n`` perturbed evaluations run
+    The error of component :math:`i` is :math:`|g_i - d_i| / \max(|g_i|, |d_i|, \phi_i)`: relative to
+    the larger of the two, with a floor :math:`\phi_i` below which a component counts as zero:
+
+    * :math:`\varepsilon^{1/3} \max(\|g\|_\infty, \|d\|_\infty)`: components negligible next to the
+      whole gradient do not report rounding noise as error;
+    * :math:`\max(\rho_i, \tau_i) / \varepsilon^{1/3}`, the estimated error of :math:`d_i` itself
+      over :math:`\varepsilon^{1/3}`: the rounding error :math:`\rho_i = \varepsilon \max|f| / h_i`
+      (over the stencil) and the truncation error :math:`\tau_i = |d_i^{(2h)} - d_i| / 3 \approx
+      h_i^2 |\partial_i^3 f| / 6` (Richardson: a central difference with step :math:`2 h_i`).
+
+    So at or near a stationary point, where :math:`|g_i|` is itself below the finite difference's
+    error, a correct gradient reports at most about :math:`\varepsilon^{1/3}` (:math:`6\times10^{-6}`
+    in float64, :math:`5\times10^{-3}` in float32) rather than 1, while a gradient that is wrong by
+    more than that error still reports a large one.
+
+    This is a host-side diagnostic (not jit-able, not vmappable): the ``4n`` perturbed evaluations run
     as a jitted ``vmap`` of ``f`` (in batches of 256 components, to bound memory), and the
     differences and errors are computed with NumPy in float64. ``f`` itself runs in ``x``'s dtype
-    (float64 when ``jax_enable_x64`` is on); with float32 inputs expect errors near :math:`\varepsilon_{32}^{2/3} \approx 2\times10^{-5}` for a correct
-    gradient, near :math:`10^{-10}` in float64.
+    (float64 when ``jax_enable_x64`` is on); with float32 inputs expect errors near
+    :math:`\varepsilon_{32}^{2/3} \approx 2\times10^{-5}` for a correct gradient away from stationary
+    points, near :math:`10^{-10}` in float64. An empty ``x`` gives an error of 0.
 
     Args:
         f: Scalar function, called as ``f(x, *args)``.
@@ -371,7 +384,8 @@ def check_grad(
         A :class:`GradCheck`; ``float(check_grad(...))`` is the largest relative error.
 
     Raises:
-        ValueError: ``f`` is not scalar-valued, ``grad`` does not match ``x``, or ``eps`` <= 0.
+        ValueError: ``f`` is not scalar-valued, ``grad`` does not match ``x`` (pytree structure and
+            every leaf's shape), or ``eps`` <= 0.
         TypeError: called under a JAX transformation (``x`` is a tracer).
 
     Example:
@@ -392,32 +406,6 @@ def check_grad(
         raise ValueError(f"eps must be > 0, got {eps!r}")
     x = _as_float(x)
     _check_scalar_output(f, jax.eval_shape(f, x, *args), "check_grad")
-    flat, unravel = ravel_pytree(x)
-    dtype = flat.dtype
-    machine_eps = float(jnp.finfo(dtype).eps)
-    step = machine_eps ** (1.0 / 3.0) if eps is None else float(eps)
-
-    x64 = np.asarray(flat, dtype=np.float64)
-    n = x64.size
-    h = step * np.maximum(1.0, np.abs(x64))
-    # Round the perturbed coordinates to the working dtype; the quotient uses the step actually taken.
-    up = np.asarray(jnp.asarray(x64 + h, dtype), dtype=np.float64)
-    down = np.asarray(jnp.asarray(x64 - h, dtype), dtype=np.float64)
-    evaluate = jax.jit(jax.vmap(lambda p, a: f(unravel(p), *a), in_axes=(0, None)))
-    values = np.empty((2, n))
-    chunk = min(n, _CHECK_GRAD_CHUNK)  # bounded memory; one compiled shape (last chunk padded)
-    for start in range(0, n, chunk):
-        index = np.arange(start, start + chunk) % n
-        rows = np.arange(chunk)
-        points = np.broadcast_to(x64, (2, chunk, n)).copy()
-        points[0, rows, index] = up[index]
-        points[1, rows, index] = down[index]
-        out = evaluate(jnp.asarray(points.reshape(2 * chunk, n), dtype), args)
-        out = np.asarray(out, dtype=np.float64).reshape(2, chunk)
-        stop = min(chunk, n - start)
-        values[:, start : start + stop] = out[:, :stop]
-    fd = (values[0] - values[1]) / (up - down)
-
     if grad is None:
         g = jax.grad(f)(x, *args)
     elif callable(grad):
@@ -429,11 +417,54 @@ def check_grad(
             f"grad must have the pytree structure of x: {jax.tree.structure(g)} "
             f"vs {jax.tree.structure(x)}"
         )
+    for g_leaf, x_leaf in zip(jax.tree.leaves(g), jax.tree.leaves(x), strict=True):
+        if np.shape(g_leaf) != np.shape(x_leaf):
+            raise ValueError(
+                f"grad must have the shapes of x leaf by leaf: got {np.shape(g_leaf)} "
+                f"for a leaf of shape {np.shape(x_leaf)}"
+            )
     g = np.asarray(ravel_pytree(jax.tree.map(jnp.asarray, g))[0], dtype=np.float64)
-    if g.shape != fd.shape:
-        raise ValueError(f"grad must have {n} components like x, got {g.size}")
+    flat, unravel = ravel_pytree(x)
+    if flat.size == 0:  # nothing to check
+        empty = np.zeros((0,))
+        return GradCheck(0.0, empty, empty, empty)
+    dtype = flat.dtype
+    machine_eps = float(jnp.finfo(dtype).eps)
+    step = machine_eps ** (1.0 / 3.0) if eps is None else float(eps)
 
+    x64 = np.asarray(flat, dtype=np.float64)
+    n = x64.size
+    h = step * np.maximum(1.0, np.abs(x64))
+    # Round the perturbed coordinates to the working dtype; the quotient uses the step actually
+    # taken. Rows: x + h, x - h, x + 2h, x - 2h (the last two estimate the truncation error).
+    shifted = np.stack([x64 + h, x64 - h, x64 + 2 * h, x64 - 2 * h])
+    shifted = np.asarray(jnp.asarray(shifted, dtype), dtype=np.float64)
+    evaluate = jax.jit(jax.vmap(lambda p, a: f(unravel(p), *a), in_axes=(0, None)))
+    values = np.empty((4, n))
+    chunk = min(n, _CHECK_GRAD_CHUNK)  # bounded memory; one compiled shape (last chunk padded)
+    for start in range(0, n, chunk):
+        index = np.arange(start, start + chunk) % n
+        rows = np.arange(chunk)
+        points = np.broadcast_to(x64, (4, chunk, n)).copy()
+        points[:, rows, index] = shifted[:, index]
+        out = evaluate(jnp.asarray(points.reshape(4 * chunk, n), dtype), args)
+        out = np.asarray(out, dtype=np.float64).reshape(4, chunk)
+        stop = min(chunk, n - start)
+        values[:, start : start + stop] = out[:, :stop]
+    width = shifted[0] - shifted[1]
+    fd = (values[0] - values[1]) / width
+    fd_wide = (values[2] - values[3]) / (shifted[2] - shifted[3])
+
+    # The estimated error of fd (rounding plus truncation), over eps^(1/3): a discrepancy within
+    # the finite difference's own error then reports at most about eps^(1/3).
+    root_eps = machine_eps ** (1.0 / 3.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        rounding = machine_eps * np.max(np.abs(values), axis=0) / (width / 2)
+        truncation = np.abs(fd_wide - fd) / 3.0  # h^2 f_iii / 6, from steps h and 2h (Richardson)
     scale = max(np.max(np.abs(g), initial=0.0), np.max(np.abs(fd), initial=0.0))
-    floor = max(machine_eps ** (1.0 / 3.0) * scale, np.finfo(np.float64).tiny)
+    floor = np.fmax(
+        np.fmax(rounding, truncation) / root_eps,
+        max(root_eps * scale, np.finfo(np.float64).tiny),
+    )
     errors = np.abs(g - fd) / np.maximum(np.maximum(np.abs(g), np.abs(fd)), floor)
     return GradCheck(float(np.max(errors, initial=0.0)), errors, g, fd)

@@ -9,7 +9,14 @@ which propagates a truncated power series through each primitive at :math:`O(n^2
 fallback to nested forward mode (``jax.jvp`` of ``jax.jvp`` ..., as nested ``jax.jacfwd``; cost
 grows like :math:`2^n`) for functions containing primitives that ``jet`` has no rule for
 (``lax.while_loop``, ``lax.scan``, linear solves, ``arctan``, ...). The failure is detected while
-tracing, so the choice costs nothing at run time and works under ``jit``.
+tracing, so the choice costs nothing at run time and works under ``jit``. A few ``jet`` rules also
+fail numerically where the function is smooth: ``pow`` goes through :math:`\log x`, so ``x ** 2.0``
+at :math:`x_0 \le 0` gives NaN coefficients (``atan2`` and ``asinh`` have similar weak spots). For
+functions containing these primitives both engines are traced, and nested forward mode replaces
+``jet``'s series when some output element of :math:`f` is finite but its ``jet`` coefficients are
+not (a select, decided per mapped element under ``vmap``; the nested series runs only when needed
+outside ``vmap``). Derivatives that nested forward mode itself cannot form stay NaN: JAX's ``pow`` rule
+gives :math:`0 \cdot \infty` for the third derivative of ``x ** 2.0`` at 0, as ``jax.grad`` does.
 
 Every function here works under ``jax.jit`` and ``jax.vmap``; orders are static Python ints.
 
@@ -116,6 +123,60 @@ def _series_nested(g: Callable, leaves: list, dirs: list, order: int) -> list:
     return [[d / math.factorial(k) for d in dk] for k, dk in enumerate(derivatives)]
 
 
+# Primitives whose ``jet`` rule can give non-finite coefficients where the function and its
+# derivatives are finite: ``pow`` goes through ``log(x)`` (NaN for x <= 0, as for ``x ** 2.0`` at
+# x = -3), ``atan2`` through ``x / y`` (infinite at y = 0) and ``asinh`` through
+# ``log(x + sqrt(x^2 + 1))`` (which cancels to log(0) for large negative x).
+_JET_RISKY = frozenset({"pow", "atan2", "asinh"})
+
+
+def _uses_primitives(jaxpr: Any, names: frozenset) -> bool:
+    """Whether a (closed) jaxpr or any jaxpr nested in its equations' parameters binds one of
+    ``names`` (``jit``, ``cond``, ``custom_jvp_call``, loops ... are searched recursively)."""
+    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name in names:
+            return True
+        stack = list(eqn.params.values())
+        while stack:
+            value = stack.pop()
+            if isinstance(value, tuple | list):
+                stack.extend(value)
+            elif hasattr(value, "eqns") or hasattr(getattr(value, "jaxpr", None), "eqns"):
+                if _uses_primitives(value, names):
+                    return True
+    return False
+
+
+def _series_guarded(g: Callable, leaves: list, dirs: list, order: int) -> list:
+    """``_series_jet``, with nested forward mode taking over where ``jet`` fails numerically.
+
+    Where ``g``'s value is finite but some ``jet`` coefficient (or ``jet``'s own value) is not, the
+    whole series comes from nested forward mode (a select, so it works under ``jit`` and ``vmap``,
+    deciding per mapped element). The nested series runs under a ``lax.cond``: unbatched, only when
+    needed; under ``vmap`` the ``cond`` becomes a select and both engines run. In that case the
+    ``jet`` path sees its inputs through ``stop_gradient``, so that its NaN intermediates do not
+    poison reverse-mode derivatives with respect to ``x0`` (those w.r.t. values ``f`` closes over can
+    still be NaN there: use forward mode).
+    """
+    value = g(*leaves)
+    probe = _series_jet(g, [jax.lax.stop_gradient(a) for a in leaves], dirs, order)
+    finite = [
+        jnp.all(jnp.stack([jnp.isfinite(c[i]) for c in probe]), axis=0) for i in range(len(value))
+    ]
+    failed = jnp.stack(
+        [jnp.any(jnp.isfinite(v) & ~ok) for v, ok in zip(value, finite, strict=True)]
+    ).any()
+    guarded = [jnp.where(failed, jax.lax.stop_gradient(a), a) for a in leaves]
+    by_jet = _series_jet(g, guarded, dirs, order)
+    by_nested = jax.lax.cond(
+        failed,
+        lambda: _series_nested(g, leaves, dirs, order),
+        lambda: jax.tree.map(jnp.zeros_like, by_jet),
+    )
+    return jax.tree.map(lambda n, j: jnp.where(failed, n, j), by_nested, by_jet)
+
+
 def _directional_series(
     f: Callable, x: PyTree, u: PyTree, order: int, args: tuple, method: str
 ) -> list[PyTree]:
@@ -123,7 +184,9 @@ def _directional_series(
 
     ``x`` must already be inexact and ``u`` match it. ``method="auto"`` probes ``jet`` with
     ``jax.eval_shape`` (a separate trace, so a failure leaves nothing behind) and falls back to
-    nested forward mode when it raises.
+    nested forward mode when it raises. When ``f`` contains a primitive whose ``jet`` rule can fail
+    numerically (``_JET_RISKY``), both engines are traced and nested forward mode replaces the
+    series where an output element's value is finite but its ``jet`` coefficients are not.
     """
     leaves, in_def = jax.tree.flatten(x)
     dirs = in_def.flatten_up_to(u)
@@ -141,6 +204,10 @@ def _directional_series(
             engine = _series_jet
         except Exception:  # jet has no rule for some primitive: use nested forward mode
             engine = _series_nested
+        if engine is _series_jet and order > 0:
+            avals = [jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)) for a in leaves]
+            if _uses_primitives(jax.make_jaxpr(g)(*avals), _JET_RISKY):
+                engine = _series_guarded
         out_def.clear()
     series = engine(g, leaves, dirs, order)
     return [jax.tree.unflatten(out_def[-1], list(terms)) for terms in series]
@@ -169,8 +236,9 @@ def taylor_coefficients(
         x0: The expansion point, a scalar.
         order: :math:`n \ge 0`, a static Python int.
         args: Extra arguments of ``f`` (not differentiated).
-        method: ``"auto"`` (``jet``, falling back to nested forward mode where ``jet`` has no rule),
-            ``"jet"`` or ``"jacfwd"`` (nested forward mode).
+        method: ``"auto"`` (``jet``, falling back to nested forward mode where ``jet`` has no rule
+            or gives non-finite coefficients for a finite value, as ``x ** 2.0`` at ``x0 <= 0``),
+            ``"jet"`` (unguarded) or ``"jacfwd"`` (nested forward mode).
 
     Returns:
         An array of shape ``(order + 1,) + out.shape`` (a pytree of them for pytree outputs), in the
@@ -434,7 +502,9 @@ def taylor_error(
         A :class:`TaylorError`.
 
     Raises:
-        ValueError: ``order < 0``, ``radius <= 0`` (when concrete) or ``n_samples < 1``.
+        ValueError: ``order < 0``, ``radius`` not finite and positive (checked when concrete: Python
+            numbers, NumPy and JAX arrays outside a trace) or ``n_samples < 1``.
+        TypeError: ``radius`` not a real number.
 
     Example:
         >>> import jax.numpy as jnp, jaxopt_mml as mml
@@ -449,8 +519,12 @@ def taylor_error(
     order = _check_order(order)
     n_samples = check_positive_int("n_samples", n_samples)
     check_choice("method", method, _METHODS)
-    if isinstance(radius, int | float | np.number) and not radius > 0:
-        raise ValueError(f"radius must be > 0, got {radius!r}")
+    if not isinstance(radius, jax.core.Tracer):
+        concrete = np.asarray(radius)
+        if not np.issubdtype(concrete.dtype, np.number) or np.iscomplexobj(concrete):
+            raise TypeError(f"radius must be a real number, got {radius!r}")
+        if not np.all(np.isfinite(concrete) & (concrete > 0)):
+            raise ValueError(f"radius must be finite and > 0, got {radius!r}")
     x0 = _as_float(x0)
     leaves, in_def = jax.tree.flatten(x0)
     dtype = jnp.result_type(*leaves)

@@ -299,3 +299,44 @@ def test_check_grad_float32_and_bad_input():
         mml.check_grad(rosenbrock, x, eps=0.0)
     with pytest.raises(TypeError, match="host-side"):
         jax.jit(lambda y: mml.check_grad(rosenbrock, y).max_rel_error)(x)
+
+
+def test_check_grad_correct_gradient_at_a_stationary_point_is_no_error():
+    # The exact gradient is 0 there and the central difference is truncation error (h^2 f'''/6):
+    # relative to max(|g|, |d|) alone that read as a 100 % error.
+    rosen3 = lambda x: jnp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2)
+    for x in (jnp.ones(3), jnp.array([1.0 + 1e-7, 1.0, 1.0]), jnp.array([1.0 + 1e-5, 1.0, 1.0])):
+        assert mml.check_grad(rosen3, x).max_rel_error < 2e-5
+    assert mml.check_grad(rosenbrock, jnp.ones(2), rosenbrock_gradient).max_rel_error < 2e-5
+    assert mml.check_grad(lambda x: jnp.sum(x**2 + x**3), jnp.zeros(2)).max_rel_error < 2e-5
+    assert mml.check_grad(lambda x: jnp.sum(x**3), jnp.zeros(2)).max_rel_error < 2e-5  # f'' = 0 too
+    assert mml.check_grad(lambda x: 1e6 + jnp.sum(x**2), jnp.zeros(2)).max_rel_error < 2e-5
+    assert mml.check_grad(rosen3, jnp.ones(3, jnp.float32)).max_rel_error < 1e-2  # eps32^(1/3)
+    # A wrong gradient is still caught there, and the floor is no absolute scale that would hide
+    # a wrong gradient of a function with tiny values.
+    # (reported against the error of the difference, 1.5e-8 in x_2, over eps^(1/3): 4e-2).
+    wrong = lambda x: jax.grad(rosen3)(x) + jnp.array([0.0, 1e-4, 0.0])
+    out = mml.check_grad(rosen3, jnp.ones(3), wrong)
+    assert out.max_rel_error > 1e-2 and np.argmax(out.errors) == 1
+    wrong = lambda x: jax.grad(rosen3)(x) + jnp.array([0.0, 0.0, 1e-6])  # x_3 enters quadratically
+    assert mml.check_grad(rosen3, jnp.ones(3), wrong).max_rel_error > 0.5
+    tiny = lambda x: 1e-20 * jnp.sum(x**2)
+    assert mml.check_grad(tiny, jnp.ones(2)).max_rel_error < 1e-8
+    out = mml.check_grad(tiny, jnp.ones(2), lambda x: 4e-20 * x)  # twice the true gradient
+    np.testing.assert_allclose(out.max_rel_error, 0.5, rtol=1e-6)
+
+
+def test_check_grad_empty_x_and_grad_shapes_leaf_by_leaf():
+    out = mml.check_grad(lambda x: jnp.sum(x), jnp.zeros((0,)))
+    assert out.max_rel_error == 0.0 and float(out) == 0.0
+    chex.assert_shape((out.errors, out.grad, out.fd_grad), ((0,), (0,), (0,)))
+    with pytest.raises(ValueError, match="grad must have"):
+        mml.check_grad(lambda x: jnp.sum(x), jnp.zeros((0,)), jnp.zeros((1,)))
+    # The same number of components in the wrong shape is no gradient of x.
+    with pytest.raises(ValueError, match=r"grad must have the shapes of x.*\(4,\).*\(2, 2\)"):
+        mml.check_grad(lambda x: jnp.sum(x), jnp.zeros((2, 2)), jnp.ones(4))
+    p = {"a": jnp.zeros(2), "b": jnp.zeros(3)}
+    f = lambda p: jnp.sum(p["a"]) + jnp.sum(p["b"])
+    with pytest.raises(ValueError, match="grad must have the shapes of x"):
+        mml.check_grad(f, p, {"a": jnp.ones(3), "b": jnp.ones(2)})
+    assert mml.check_grad(f, p, {"a": jnp.ones(2), "b": jnp.ones(3)}).max_rel_error < 1e-8

@@ -57,6 +57,41 @@ def test_coefficients_fall_back_where_jet_has_no_rule(f, closed):
     np.testing.assert_allclose(forced, want, rtol=1e-12, atol=1e-12)
 
 
+def test_auto_falls_back_where_jet_pow_rule_gives_nan():
+    # jet's pow rule goes through log(x): NaN coefficients at x0 <= 0 for a smooth x ** 2.0.
+    square, cube = (lambda x: x**2.0), (lambda x: jnp.power(x, 3.0))
+    np.testing.assert_allclose(mml.taylor_coefficients(square, -3.0, 3), [9, -6, 1, 0], atol=1e-14)
+    np.testing.assert_allclose(mml.taylor_coefficients(square, 0.0, 2), [0, 0, 1], atol=1e-14)
+    np.testing.assert_allclose(mml.taylor_coefficients(cube, 0.0, 3), [0, 0, 0, 1], atol=1e-14)
+    np.testing.assert_allclose(
+        mml.taylor_coefficients(cube, -2.0, 4), [-8, 12, -6, 1, 0], atol=1e-13
+    )
+    got = mml.taylor_coefficients(lambda x: jnp.arctan2(1.0, x), 0.0, 3)  # jet divides by x
+    np.testing.assert_allclose(got, [np.pi / 2, -1, 0, 1 / 3], atol=1e-14)
+    # Per mapped element under jit and vmap, with a vector output and float32.
+    f = lambda x: jnp.stack([x**2.0, jnp.exp(x)])
+    x0s = jnp.array([-3.0, 0.5, 2.0])
+    got = jax.jit(jax.vmap(lambda x0: mml.taylor_coefficients(f, x0, 3)))(x0s)
+    want = [[x0**2, 2 * x0, 1, 0] for x0 in (-3.0, 0.5, 2.0)]
+    np.testing.assert_allclose(got[:, :, 0], want, rtol=1e-13, atol=1e-13)
+    exp_want = [[np.exp(x0) / math.factorial(k) for k in range(4)] for x0 in (-3.0, 0.5, 2.0)]
+    np.testing.assert_allclose(got[:, :, 1], exp_want, rtol=1e-13)
+    got32 = mml.taylor_coefficients(square, jnp.float32(-3.0), 2)
+    assert got32.dtype == jnp.float32
+    np.testing.assert_allclose(got32, [9, -6, 1], rtol=1e-6)
+    # Derivatives in both modes: d c_k / d x0 = (k + 1) c_{k+1}.
+    c = lambda x0: mml.taylor_coefficients(square, x0, 3)
+    np.testing.assert_allclose(jax.jacfwd(c)(-3.0), [-6, 2, 0, 0], atol=1e-13)
+    np.testing.assert_allclose(jax.jit(jax.jacrev(c))(-3.0), [-6, 2, 0, 0], atol=1e-13)
+    # The models built on the coefficients.
+    np.testing.assert_allclose(mml.taylor_polynomial(square, -3.0, 2)(-2.0), 4.0, rtol=1e-14)
+    e = mml.taylor_error(square, -3.0, 1, 0.5)
+    np.testing.assert_allclose((e.max_error, e.lagrange_bound), (0.25, 0.25), rtol=1e-12)
+    # The nested engine is traced only for functions that contain such a primitive.
+    trace = lambda g: str(jax.make_jaxpr(lambda x0: mml.taylor_coefficients(g, x0, 3))(0.5))
+    assert "cond" not in trace(jnp.exp) and "cond" in trace(square)
+
+
 def test_both_engines_agree_with_args_and_vector_output():
     f = lambda x, a: jnp.stack([jnp.exp(a * x), jnp.sin(x) * x])
     run = jax.jit(
@@ -314,6 +349,14 @@ def test_taylor_error_vmap_float32_and_bad_input():
     np.testing.assert_allclose(e.max_error[1:], np.sin(x0s[1:]) * 0.005, rtol=0.25)
     with pytest.raises(ValueError, match="radius"):
         mml.taylor_error(jnp.sin, 0.0, 1, -0.1)
+    # Concrete arrays are checked too (they gave a negative bound), and non-finite radii.
+    for bad in (jnp.array(-0.5), np.array(-0.5), np.float32(0.0), jnp.array([0.1, -0.1]), np.inf):
+        with pytest.raises(ValueError, match="radius"):
+            mml.taylor_error(jnp.sin, 0.0, 1, bad)
+    with pytest.raises(TypeError, match="radius"):
+        mml.taylor_error(jnp.sin, 0.0, 1, "0.1")
+    traced = jax.jit(lambda r: mml.taylor_error(jnp.sin, 0.0, 1, r, n_samples=9).max_error)
+    np.testing.assert_allclose(traced(jnp.array(0.1)), 0.1 - np.sin(0.1), rtol=1e-10)
     with pytest.raises(ValueError, match="order"):
         mml.taylor_error(jnp.sin, 0.0, -1, 0.1)
     with pytest.raises(ValueError, match="n_samples"):
