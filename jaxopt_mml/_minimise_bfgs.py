@@ -115,7 +115,7 @@ def _init(fun, x0, rtol, atol, dyn, options):
     eps = jnp.finfo(dtype).eps
     f0, g0 = fun.value_and_grad(x0)
     memory0 = make_memory(x0.size, dtype, options)
-    converged0 = gradient_converged(g0, f0, f0, rtol, atol)
+    converged0 = gradient_converged(g0, atol)
     state = _QNState(x0, f0, g0, memory0, jnp.asarray(True), jnp.asarray(1, jnp.int32), converged0)
     progress = make_progress(x0, f0, converged=converged0)
 
@@ -147,7 +147,11 @@ def _init(fun, x0, rtol, atol, dyn, options):
         curv_ok = sy > eps * yy  # the pair keeps the model positive definite (as L-BFGS-B)
         rho = 1.0 / jnp.where(curv_ok, sy, 1.0)
         new_memory = update(memory, s, y, rho, jnp.where(curv_ok, yy, 1.0), fresh, curv_ok)
-        converged = gradient_converged(g_new, ls.value, f0, rtol, atol)
+        converged = gradient_converged(g_new, atol)
+        # The step the Cauchy test judges: the one taken or the full one proposed, whichever is
+        # longer (alpha p, alpha >= the first trial). A step that the search cut short below
+        # the proposal (a kink, a wall, a wrong gradient) is not convergence, however small.
+        reach = jnp.maximum(ls.step_size, init_step) * p
         # A failed search with a model of past steps is retried once along -g; a failed search
         # along -g is a failure, unless the whole proposed step is within the step tolerance
         # (then rounding, not the model, stopped the search).
@@ -158,6 +162,15 @@ def _init(fun, x0, rtol, atol, dyn, options):
             jnp.where(predicted_small, int(Status.RUNNING), int(Status.LINESEARCH_FAILED)),
         )
         converged = jnp.where(ls.success, converged, converged | (fresh & predicted_small))
+        cauchy = (
+            ls.success
+            & tree_step_small(x_new, reach, rtol, atol)
+            & (jnp.abs(ls.value - f) <= atol + rtol * jnp.abs(ls.value))
+        )
+        # A step accepted by the search that rounds away (x unchanged) and meets neither test:
+        # the iteration can go no further (a kink, or a gradient that f does not follow).
+        stuck = ls.success & ~converged & ~cauchy & jnp.all(x_new == x)
+        failure = jnp.where(stuck, int(Status.STAGNATED), failure)
         new_state = _QNState(
             x=x_new,
             f=ls.value,
@@ -166,13 +179,7 @@ def _init(fun, x0, rtol, atol, dyn, options):
             fresh=~ls.success | (fresh & ~curv_ok),
             n_fev=n_fev + ls.n_eval,
             # What the driver will stop on (its Cauchy test included): the element is finished.
-            done=converged
-            | (failure != int(Status.RUNNING))
-            | (
-                ls.success
-                & tree_step_small(x_new, s, rtol, atol)
-                & (jnp.abs(ls.value - f) <= atol + rtol * jnp.abs(ls.value))
-            ),
+            done=converged | (failure != int(Status.RUNNING)) | cauchy,
         )
         # On a failed search x_new = x (step 0) and the state keeps the old gradient.
         new_state = new_state._replace(
@@ -182,7 +189,7 @@ def _init(fun, x0, rtol, atol, dyn, options):
             x_new,
             new_state.f,
             # A failed search moves nowhere; inf keeps the Cauchy test from calling that converged.
-            dx=jnp.where(ls.success, s, jnp.inf),
+            dx=jnp.where(ls.success, reach, jnp.inf),
             df=jnp.where(ls.success, new_state.f - f, jnp.inf),
             converged=converged,
             failure=failure,
@@ -221,8 +228,11 @@ def bfgs(
 
     with :math:`H_0 = I` scaled by :math:`y^\top s / y^\top y` before the first update. Pairs
     with :math:`y^\top s \le 0` (possible only if the line search stopped short) are skipped.
-    Convergence: ``max|grad f| <= atol + rtol min(|f|, |f(x0)|)``, or the driver's Cauchy test (a
-    step small in every component and a change of ``f`` within the tolerances). Memory is :math:`O(n^2)`: use
+    Convergence: ``max|grad f| <= atol`` (absolute, as scipy's ``gtol``), or the driver's Cauchy
+    test: a step within ``atol + rtol |x|`` in every component and a change of ``f`` within
+    ``atol + rtol |f|``. The step judged is :math:`\max(\alpha_k, \alpha_0) p_k`, the step taken
+    or the full step proposed (:math:`\alpha_0 = 1` once the model has curvature) if that is
+    longer: a step that the line search cut short is not convergence. Memory is :math:`O(n^2)`: use
     :func:`lbfgs` for more than a few thousand parameters.
 
     Args:

@@ -43,7 +43,7 @@ def _init(fun, x0, rtol, atol, dyn, options):
         jnp.asarray(1.0, dtype),
         jnp.asarray(1, jnp.int32),
     )
-    progress = make_progress(x0, f0, converged=gradient_converged(g0, f0, f0, rtol, atol))
+    progress = make_progress(x0, f0, converged=gradient_converged(g0, atol))
 
     def step(state: _GDState):
         x, f, g, v, count, alpha_prev, n_fev = state
@@ -72,18 +72,22 @@ def _init(fun, x0, rtol, atol, dyn, options):
             alpha = jnp.where(ls.success, ls.step_size, 0.0)
             alpha_prev = jnp.where(ls.success, ls.step_size, alpha_prev)
             failure = jnp.where(ls.success, failure, int(Status.LINESEARCH_FAILED))
+            # A step accepted with no decrease at all: the sufficient-decrease margin rounded
+            # away, f cannot resolve the progress left (a large f, or offset, in float32).
+            failure = jnp.where(ls.success & (ls.value >= f), int(Status.PRECISION_LIMIT), failure)
             n_ls = ls.n_eval
         dx = -alpha * d
         x_new = x + dx
         f_new, g_new = fun.value_and_grad(x_new)
         new_state = _GDState(x_new, f_new, g_new, v, count + 1, alpha_prev, n_fev + 1 + n_ls)
+        converged = gradient_converged(g_new, atol)
         progress = make_progress(
             x_new,
             f_new,
             dx=dx,
             df=f_new - f,
-            converged=gradient_converged(g_new, f_new, f0, rtol, atol),
-            failure=failure,
+            converged=converged,
+            failure=jnp.where(converged, int(Status.RUNNING), failure),
         )
         return new_state, progress
 
@@ -125,8 +129,10 @@ def gradient_descent(
       :math:`f(x - \alpha d) \le f(x) - 10^{-4}\alpha\, \nabla f^\top d`; a momentum direction that
       does not descend is replaced by the gradient.
 
-    Convergence: ``max|grad f| <= atol + rtol min(|f|, |f(x0)|)`` (no Cauchy test: small steps do not mean
-    convergence here). Gradient descent converges linearly, at a rate set by the condition number
+    Convergence: ``max|grad f| <= atol`` (absolute, as scipy's ``gtol``; ``rtol`` is not used: a
+    gradient has no relative scale free of constant offsets in ``f``). There is no Cauchy test:
+    small steps do not mean convergence here. With the line search, a step accepted with no
+    decrease of ``f`` (rounding) stops with ``Status.PRECISION_LIMIT``. Gradient descent converges linearly, at a rate set by the condition number
     :math:`\kappa`: about :math:`\kappa \log(1/\text{tol})` iterations; prefer :func:`bfgs`,
     :func:`lbfgs` or :func:`newton_minimise` for ill-conditioned problems.
 
@@ -136,7 +142,7 @@ def gradient_descent(
         args: extra arguments of ``f``; the minimiser is differentiable with respect to them.
         step_size: a float, a schedule ``count -> step``, or ``"backtracking"``/``"armijo"``.
         max_iter: the most iterations.
-        rtol, atol: tolerances (default ``sqrt(eps)`` of the dtype).
+        rtol, atol: tolerances (default ``sqrt(eps)`` of the dtype); only ``atol`` is used.
         momentum: the momentum coefficient :math:`\mu \in [0, 1)`.
         nesterov: use Nesterov's look-ahead form of momentum.
         max_linesearch: the most backtracking steps per iteration.

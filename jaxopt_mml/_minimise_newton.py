@@ -58,19 +58,28 @@ def _jacobi_eigh(a):
 
 
 def _dense_direction(hvp, g):
-    """-|H|^{-1} g, with |H| = Q max(|lambda|, delta) Q' (eigenvalue modification, N&W 3.4).
+    """-|H|^{-1} g, with |H| = Q diag(mu) Q' (eigenvalue modification, N&W 3.4).
 
-    Negative curvature becomes positive, so the direction descends and leaves saddle points along
-    the directions of negative curvature; tiny eigenvalues are lifted to ``delta``. ``H`` is
+    An eigenvalue that is safely positive, ``lambda_i > n eps max|lambda|`` (above the rounding
+    error of the eigendecomposition), is kept: a positive-definite Hessian of condition up to
+    about ``1 / (n eps)`` gets the plain Newton step. The others are not trusted:
+    ``mu_i = max(|lambda_i|, delta)``, ``delta = sqrt(eps) max(1, max|lambda|)``, so negative
+    curvature becomes positive (the direction descends and leaves saddle points along the
+    directions of negative curvature) and (numerically) zero curvature bounds the step. ``H`` is
     formed column by column from the Hessian-vector product (as ``jax.jacfwd`` of the gradient).
     """
-    h = jax.vmap(hvp)(jnp.eye(g.shape[0], dtype=g.dtype))
+    n = g.shape[0]
+    h = jax.vmap(hvp)(jnp.eye(n, dtype=g.dtype))
     h = 0.5 * (h + h.T)
-    lam, q = _jacobi_eigh(h) if h.shape[0] <= JACOBI_MAX else jnp.linalg.eigh(h)
+    lam, q = _jacobi_eigh(h) if n <= JACOBI_MAX else jnp.linalg.eigh(h)
     eps = jnp.finfo(g.dtype).eps
-    delta = jnp.sqrt(eps) * jnp.maximum(1.0, jnp.max(jnp.abs(lam)))
-    lam = jnp.maximum(jnp.abs(lam), delta)
-    return -(q @ ((q.T @ g) / lam))
+    scale = jnp.max(jnp.abs(lam))
+    delta = jnp.sqrt(eps) * jnp.maximum(1.0, scale)
+    kept = lam > n * eps * scale
+    lam = jnp.where(kept, lam, jnp.maximum(jnp.abs(lam), delta))
+    # A modified step is no estimate of the distance to a minimum (a lifted eigenvalue shortens
+    # it along that direction): the caller does not apply the Cauchy test to it.
+    return -(q @ ((q.T @ g) / lam)), jnp.all(kept)
 
 
 def _cg_direction(hvp, g, max_cg):
@@ -129,14 +138,14 @@ def _init(fun, x0, rtol, atol, dyn, options):
     def newton_step(x, f, g, hvp):
         """The safeguarded Newton direction and the backtracking search along it."""
         if solver == "dense":
-            p = _dense_direction(hvp, g)
+            p, exact = _dense_direction(hvp, g)
         else:
-            p = _cg_direction(hvp, g, max_cg)
+            p, exact = _cg_direction(hvp, g, max_cg), True
         ls = backtracking(lambda a: fun.value(x + a * p), f, jnp.vdot(g, p), max_steps=max_ls)
         # When the full Newton step is itself within the step tolerance, x has converged as far
         # as the dtype allows, and a failed search only means rounding.
         predicted_small = jnp.all(jnp.abs(p) <= atol + rtol * jnp.abs(x))
-        return ls.step_size * p, ls, predicted_small
+        return p, ls, predicted_small, exact
 
     def step(state: _NewtonState):
         """Test the gradient at x (one linearisation gives it and H v); if not converged, step.
@@ -149,21 +158,24 @@ def _init(fun, x0, rtol, atol, dyn, options):
         x, f, _, cauchy, n_iter, n_fev = state
         g, hvp = jax.linearize(fun.grad, x)
         g_max = jnp.max(jnp.abs(g))
-        converged = cauchy | gradient_small(g_max, f, f0, rtol, atol)
+        converged = cauchy | gradient_small(g_max, atol)
         stop = converged | (n_iter >= max_iter)
-        dx, ls, predicted_small = newton_step(x, f, g, hvp)
-        x_trial = x + dx
-        # One reduction for two tests: the step is small in every component (the driver's Cauchy
-        # test, judged next step so that the gradient reported is fresh), and the trial point is
-        # finite (NaN propagates through max; the driver's non-finite test is off).
+        p, ls, predicted_small, exact = newton_step(x, f, g, hvp)
+        x_trial = x + ls.step_size * p
+        # One reduction for two tests: the full Newton step p is small in every component (the
+        # Cauchy test, judged next step so that the gradient reported is fresh; the full step,
+        # not the one taken: a step that the line search cut short is not convergence), and the
+        # trial point is finite (NaN propagates through max; the driver's non-finite test is off).
         excess = jnp.max(
-            jnp.where(jnp.isfinite(x_trial), jnp.abs(dx) - atol - rtol * jnp.abs(x_trial), jnp.nan)
+            jnp.where(jnp.isfinite(x_trial), jnp.abs(p) - atol - rtol * jnp.abs(x_trial), jnp.nan)
         )
         finite = ~jnp.isnan(excess)
         moved = ~stop & ls.success & finite
         x_new = jnp.where(moved, x_trial, x)
         f_new = jnp.where(moved, ls.value, f)
-        cauchy = moved & (excess <= 0) & (jnp.abs(f_new - f) <= atol + rtol * jnp.abs(f_new))
+        cauchy = (
+            moved & exact & (excess <= 0) & (jnp.abs(f_new - f) <= atol + rtol * jnp.abs(f_new))
+        )
         failure = jnp.where(
             stop,
             jnp.where(converged, int(Status.RUNNING), int(Status.MAX_ITER)),
@@ -209,18 +221,23 @@ def newton_minimise(
     backtracks (Armijo) along :math:`p` from the full step :math:`\alpha = 1`:
 
     * ``linear_solver="dense"``: the exact Hessian (``jax.hessian``), with its eigenvalues
-      :math:`\lambda_i` replaced by :math:`\max(|\lambda_i|, \delta)`,
+      :math:`\lambda_i` that are not safely positive (:math:`\lambda_i \le n\varepsilon
+      \max|\lambda|`) replaced by :math:`\max(|\lambda_i|, \delta)`,
       :math:`\delta = \sqrt{\varepsilon}\max(1, \max|\lambda|)`. Near a minimum this is plain
-      Newton (quadratic convergence); where the Hessian is indefinite the step still descends and
-      moves *away* from saddle points, where plain Newton would step uphill onto them.
+      Newton (quadratic convergence, for a condition number up to about :math:`1/(n\varepsilon)`);
+      where the Hessian is indefinite the step still descends and moves *away* from saddle points,
+      where plain Newton would step uphill onto them.
     * ``linear_solver="cg"``: truncated conjugate gradients with Hessian-vector products (Newton-CG),
       stopped at the forcing tolerance :math:`\min(0.5, \sqrt{|g|})|g|` or at the first direction of
       non-positive curvature; memory :math:`O(n)`, for large problems.
     * ``"auto"`` (default): dense up to 200 unknowns, CG above.
 
-    Convergence: ``max|grad f| <= atol + rtol min(|f|, |f(x0)|)``, the Cauchy test (a step small
-    in every component and a change of ``f`` within the tolerances), or a full Newton step within
-    ``atol + rtol |x|`` in every component when rounding stops the line search.
+    Convergence: ``max|grad f| <= atol`` (absolute, as scipy's ``gtol``: see
+    ``gradient_converged``), the Cauchy test (a full Newton step :math:`p` within
+    ``atol + rtol |x|`` in every component, taken by the line search with a change of ``f``
+    within ``atol + rtol |f|``; neither a step that the line search cut short nor a dense step
+    whose Hessian was modified counts), or a full Newton step within the tolerance when rounding
+    stops the line search.
 
     Each iteration linearises the gradient once (``jax.linearize``), which gives both
     :math:`\nabla f(x_k)` and the products :math:`\nabla^2 f(x_k) v`; the convergence test for

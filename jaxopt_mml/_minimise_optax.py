@@ -38,11 +38,15 @@ def _init(fun, x0, rtol, atol, dyn, options):
     opt_state0 = opt.init(x0)
     # Optimisers with a line search (optax.lbfgs, scale_by_zoom_linesearch...) store the value
     # and gradient at the new point in their state: reuse them instead of evaluating again.
-    stores_value = _tree_get(opt_state0, "value") is not None
+    # scale_by_backtracking_linesearch stores the gradient only with store_grad=True (its
+    # default stores the value alone): then evaluate both (a gradient costs the value anyway).
+    stores_value = (
+        _tree_get(opt_state0, "value") is not None and _tree_get(opt_state0, "grad") is not None
+    )
     counts_ls = _tree_get(opt_state0, "num_linesearch_steps") is not None
     value_and_grad = optax.value_and_grad_from_state(fun.value) if stores_value else None
     state = _OptaxState(x0, opt_state0, f0, g0, jnp.asarray(1, jnp.int32))
-    progress = make_progress(x0, f0, converged=gradient_converged(g0, f0, f0, rtol, atol))
+    progress = make_progress(x0, f0, converged=gradient_converged(g0, atol))
 
     def step(state: _OptaxState):
         x, opt_state, f, g, n_fev = state
@@ -60,7 +64,7 @@ def _init(fun, x0, rtol, atol, dyn, options):
             f_new,
             dx=tree_sub(x_new, x),
             df=f_new - f,
-            converged=gradient_converged(g_new, f_new, f0, rtol, atol),
+            converged=gradient_converged(g_new, atol),
         )
         return _OptaxState(x_new, opt_state, f_new, g_new, n_fev), progress
 
@@ -84,16 +88,17 @@ def optax_minimise(
     Each iteration is ``updates, state = optimizer.update(grad, state, x, value=f, grad=grad,
     value_fn=...)`` followed by ``x = optax.apply_updates(x, updates)``, so optimisers that need the
     objective itself work too: ``optax.lbfgs()`` and anything chained with
-    ``optax.scale_by_zoom_linesearch`` or ``scale_by_backtracking_linesearch``. Where the optimiser
-    stores the value and gradient at the new point in its state, they are reused
-    (``optax.value_and_grad_from_state``) instead of evaluated again. Parameters keep their pytree
+    ``optax.scale_by_zoom_linesearch`` or ``scale_by_backtracking_linesearch`` (with or without
+    ``store_grad``). Where the optimiser stores both the value and the gradient at the new point in
+    its state, they are reused (``optax.value_and_grad_from_state``) instead of evaluated again. Parameters keep their pytree
     structure, so optax masks and ``multi_transform`` labels apply as usual.
 
     The optimiser is part of the compilation key: build it once (``opt = optax.adam(1e-2)``) and
     reuse the object; calling ``optax.adam(1e-2)`` anew for each solve compiles each time.
 
-    Convergence: ``max|grad f| <= atol + rtol min(|f|, |f(x0)|)`` (no Cauchy test: a small learning rate makes
-    small steps far from a minimum). Expect many iterations from first-order optimisers such as
+    Convergence: ``max|grad f| <= atol`` (absolute, as scipy's ``gtol``; ``rtol`` is not used: a
+    gradient has no relative scale free of constant offsets in ``f``). There is no Cauchy test: a
+    small learning rate makes small steps far from a minimum. Expect many iterations from first-order optimisers such as
     ``optax.adam``: raise ``max_iter`` or loosen the tolerances; ``optax.lbfgs()`` converges like
     :func:`lbfgs`.
 
@@ -103,7 +108,7 @@ def optax_minimise(
         optimizer: an optax ``GradientTransformation`` (with or without extra-args support).
         args: extra arguments of ``f``; the minimiser is differentiable with respect to them.
         max_iter: the most iterations.
-        rtol, atol: tolerances (default ``sqrt(eps)`` of the dtype).
+        rtol, atol: tolerances (default ``sqrt(eps)`` of the dtype); only ``atol`` is used.
         history: record ``x`` and ``f`` per iteration (``True``: the first 1000; an int: that many).
         verbose: print progress each iteration.
 

@@ -221,6 +221,9 @@ def _newton_elementwise(f, x0, args, dtype, opts) -> RootResult:
     )
     check_scalar_output("newton_raphson", f, dtype, args_elem)
     n = int(np.prod(shape))
+    if n == 0:  # nothing to solve (the masked iteration's reductions need an element)
+        empty = jnp.zeros((0,), jnp.int32)
+        return make_result(flat["x0"], jnp.zeros((0,), dtype), empty, empty, empty, shape)
 
     def f_flat(x, args):
         # g on whole arrays, called per element (f is written for one element).

@@ -62,6 +62,13 @@ def _tol(x, rtol, atol):
     return atol + rtol * jnp.abs(x)
 
 
+def _midpoint(lo, hi):
+    """The middle of ``[lo, hi]``, without overflow: ``hi - lo`` overflows for ends of opposite
+    signs near the largest float, ``hi / 2 - lo / 2`` never does (and equals ``(hi - lo) / 2``
+    exactly whenever that is finite, halving being exact above the subnormals)."""
+    return lo + (hi / 2 - lo / 2)
+
+
 def _init(f, lower, upper, x0, with_derivative):
     """Order the bracket, evaluate its ends, start at ``x0`` (or the middle)."""
     lo, hi = jnp.minimum(lower, upper), jnp.maximum(lower, upper)
@@ -69,7 +76,7 @@ def _init(f, lower, upper, x0, with_derivative):
     invalid = _same_sign(flo, fhi) & (flo != 0) & (fhi != 0)
     root_lo, root_hi = flo == 0, fhi == 0
     if with_derivative:
-        x = lo + (hi - lo) / 2 if x0 is None else jnp.clip(x0, lo, hi)
+        x = _midpoint(lo, hi) if x0 is None else jnp.clip(x0, lo, hi)
         fx, dfx = jax.jvp(f, (x,), (jnp.ones_like(x),))
         lo, hi, flo = _shrink(lo, hi, flo, x, fx)
     else:  # start at the better end; the first step evaluates the middle
@@ -88,9 +95,10 @@ def _init(f, lower, upper, x0, with_derivative):
 
 
 def _finished(s: _Bracket, rtol, atol):
-    mid = s.lo + (s.hi - s.lo) / 2
+    mid = _midpoint(s.lo, s.hi)
     unsplittable = (mid <= s.lo) | (mid >= s.hi)  # adjacent floats: nothing left to bisect
-    return (s.fx == 0) | (s.hi - s.lo <= 2 * _tol(s.x, rtol, atol)) | unsplittable
+    # hi / 2 - lo / 2: the width itself may overflow (an infinite width is never converged).
+    return (s.fx == 0) | (s.hi / 2 - s.lo / 2 <= _tol(s.x, rtol, atol)) | unsplittable
 
 
 def _run(f, lower, upper, x0, *, rtol, atol, max_iter, newton):
@@ -108,7 +116,7 @@ def _run(f, lower, upper, x0, *, rtol, atol, max_iter, newton):
     )
 
     def step(s: _Bracket):
-        mid = s.lo + (s.hi - s.lo) / 2
+        mid = _midpoint(s.lo, s.hi)
         if newton:
             xn = s.x - s.fx / s.dfx
             inside = (xn > s.lo) & (xn < s.hi)  # False for NaN/inf as well
@@ -123,7 +131,8 @@ def _run(f, lower, upper, x0, *, rtol, atol, max_iter, newton):
         new = _Bracket(lo, hi, flo, x, fx, dfx, x - s.x)
         converged = _finished(new, rtol_, atol_)
         if newton:
-            predicted = jnp.abs(fx / dfx) <= _tol(x, rtol_, atol_)
+            # An infinite f'(x) makes the Newton step 0 whatever f(x) is: no estimate.
+            predicted = (jnp.abs(fx / dfx) <= _tol(x, rtol_, atol_)) & jnp.isfinite(dfx)
             inside = (x - fx / dfx >= lo) & (x - fx / dfx <= hi)
             converged = converged | (predicted & inside)
         prog = make_progress(
@@ -144,7 +153,9 @@ def _run(f, lower, upper, x0, *, rtol, atol, max_iter, newton):
 def _bracket_solver(name: str, newton: bool):
     known = ("args", "rtol", "atol", "max_iter") + (("x0",) if newton else ())
 
-    def solver(f, lower, upper, *, x0=None, args=(), rtol=None, atol=None, max_iter=None, **opts):
+    def solver(f, lower, upper, *, args=(), rtol=None, atol=None, max_iter=None, **opts):
+        # x0 is an option of bracketed Newton only: bisection reports it as unknown.
+        x0 = opts.pop("x0", None) if newton else None
         reject_unknown(name, opts, known)
         if max_iter is None:
             max_iter = 100

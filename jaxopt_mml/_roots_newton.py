@@ -1,8 +1,10 @@
 """Safeguarded Newton-Raphson, run by the driver (private): a scalar and a system variant.
 
 Both take the Newton step ``d = -J(x)^{-1} F(x)`` (``-f/f'`` for a scalar) and safeguard it by
-backtracking on the merit ``m(x) = |F(x)|^2 / 2``, whose slope along a Newton step is ``-|F(x)|^2``
-(Armijo; the full step is tried first and is accepted near a root). Both are converged when the
+backtracking on a merit whose slope along the Newton step is known (Armijo; the full step is tried
+first and is accepted near a root): ``|f(x)|`` for a scalar (slope ``-|f(x)|``), and for a system
+``m(x) = |F(x)|^2 / 2`` (slope ``-|F(x)|^2``) divided by ``max|F|^2`` at the search's start, so
+that neither is squared out of the dtype's range (``|f|`` of ``1e-20`` or ``1e20`` in float32). Both are converged when the
 Newton step is within tolerance, ``|d_i| <= atol + rtol |x_i|`` for every element (an estimate of
 the error left), or ``F(x) = 0`` exactly; that last step is taken too (near a simple root it squares
 the error, as scipy's and optimistix's Newton do) and ``F`` is evaluated at the returned point.
@@ -49,13 +51,26 @@ class NewtonState(NamedTuple):
     n_fev: jax.Array
 
 
+def _scale(fx):
+    """``max|F|``, or 1 where ``F = 0``: ``F / scale`` has components of order one."""
+    scale = jnp.max(jnp.abs(fx))
+    return jnp.where(scale > 0, scale, jnp.ones_like(scale))
+
+
 def _system_direction(fx, jac):
-    """The Newton step, or steepest descent on the merit where the Newton step is unusable."""
+    """The Newton step, or steepest descent on the merit where the Newton step is unusable.
+
+    The tests are made on ``F / max|F|``, so that neither a tiny nor a huge ``F`` (``1e-20`` or
+    ``1e20`` in float32) underflows or overflows them.
+    """
     d = jnp.linalg.solve(jac, -fx)
-    slope = jnp.vdot(fx, jac @ d)  # = -|F|^2 when the solve is accurate
+    scale = _scale(fx)
+    u = fx / scale
+    slope = jnp.vdot(u, (jac @ d) / scale)  # = -|F|^2 / scale^2 when the solve is accurate
     newton_ok = jnp.all(jnp.isfinite(d)) & (slope < 0)
+    grad_u = jac.T @ u
+    grad_ok = jnp.all(jnp.isfinite(grad_u)) & jnp.any(grad_u != 0)
     grad = jac.T @ fx
-    grad_ok = jnp.all(jnp.isfinite(grad)) & jnp.any(grad != 0)
     d = jnp.where(newton_ok, d, jnp.where(grad_ok, -grad, jnp.zeros_like(grad)))
     return d, ~(newton_ok | grad_ok)
 
@@ -65,8 +80,16 @@ def _converged(x, fx, d, singular, rtol, atol):
     return jnp.all(fx == 0) | (small & ~singular)
 
 
-def _merit(fx):
-    return 0.5 * jnp.sum(fx * fx)
+def _merit(fx, scale):
+    """``|F|^2 / 2`` in units of ``scale`` (a constant through a line search)."""
+    u = fx / scale
+    return 0.5 * jnp.sum(u * u)
+
+
+def _norm(fx):
+    """``|F|`` without overflow or underflow."""
+    scale = _scale(fx)
+    return scale * jnp.sqrt(2 * _merit(fx, scale))
 
 
 def _system_solve(f: Callable, x0: jax.Array, *, rtol, atol, max_iter, ls_steps):
@@ -92,17 +115,20 @@ def _system_solve(f: Callable, x0: jax.Array, *, rtol, atol, max_iter, ls_steps)
     conv0 = _converged(x0, fx0, d0, singular0, rtol_, atol_)
     state = NewtonState(x0, fx0, d0, jnp.asarray(1, jnp.int32))
     fail0 = jnp.where(singular0 & ~conv0, int(Status.SINGULAR), _RUNNING)
-    progress = make_progress(x0, jnp.sqrt(2 * _merit(fx0)), converged=conv0, failure=fail0)
+    progress = make_progress(x0, _norm(fx0), converged=conv0, failure=fail0)
 
     def step(s: NewtonState):
-        m0 = _merit(s.fx)
+        # The merit of this step's search is |F|^2 / 2 in units of max|F(x)| at its start: the
+        # same Armijo test as on |F|^2 / 2, with m0 between 1/2 and n/2 whatever the size of F.
+        scale = _scale(s.fx)
+        m0 = _merit(s.fx, scale)
         # An element that has already stopped (a root, or no step left) is only stepped when it is
         # batched with running ones (vmap), and its result is discarded: let its search accept at
         # once, so that it does not hold the batch's inner loop at rounding-level merits.
         done = _converged(s.x, s.fx, s.d, False, rtol_, atol_)
 
         def phi(a):
-            return jnp.where(done, jnp.zeros_like(m0), _merit(f(s.x + a * s.d)))
+            return jnp.where(done, jnp.zeros_like(m0), _merit(f(s.x + a * s.d), scale))
 
         ls = backtracking(phi, m0, -2 * m0, max_steps=ls_steps)
         x = jnp.where(ls.success, s.x + ls.step_size * s.d, s.x)
@@ -119,12 +145,12 @@ def _system_solve(f: Callable, x0: jax.Array, *, rtol, atol, max_iter, ls_steps)
         failure = jnp.where(ls.success, failure, ls_failure)
         failure = jnp.where(converged, _RUNNING, failure)
         new = NewtonState(x, fx, d, s.n_fev + ls.n_eval + 1)
-        fnorm = jnp.sqrt(2 * _merit(fx))
+        fnorm = _norm(fx)
         prog = make_progress(
             x,
             fnorm,
             dx=x - s.x,
-            df=fnorm - jnp.sqrt(2 * m0),
+            df=fnorm - _norm(s.fx),
             converged=converged,
             failure=failure,
         )
@@ -170,11 +196,13 @@ def _scalar_update(f: Callable, x, alpha, *, rtol, atol, min_alpha, c1):
     eps = jnp.finfo(dtype).eps
     fx, dfx = jax.jvp(f, (x,), (jnp.ones_like(x),))
     afx, adfx, ax = jnp.abs(fx), jnp.abs(dfx), jnp.abs(x)
-    converged = (fx == 0) | (afx <= (atol + rtol * ax) * adfx)
+    # An infinite f'(x) (cbrt at 0) makes the step 0 whatever f(x) is: no convergence, SINGULAR.
+    inf_slope = adfx == jnp.inf
+    converged = (fx == 0) | ((afx <= (atol + rtol * ax) * adfx) & ~inf_slope)
     alpha = jnp.where(converged, jnp.ones_like(alpha), alpha)
     trial = x - alpha * (fx / dfx)
     # f' = 0 (or an overflowing step) gives a non-finite trial point: SINGULAR, never accepted.
-    singular = ~jnp.isfinite(trial)
+    singular = ~jnp.isfinite(trial) | inf_slope
     # The stopping decision uses only f and f' at x (and the trial point itself, not f there):
     # the search has failed when the halvings went below the floor (in an earlier iteration), or
     # a step no longer moves x.
@@ -189,9 +217,11 @@ def _scalar_update(f: Callable, x, alpha, *, rtol, atol, min_alpha, c1):
     code = jnp.where(converged, _fcode(Status.SUCCESS, dtype), code)
 
     ft = f(trial)
-    m0, mt = fx * fx, ft * ft
-    # Armijo, and a strict decrease (in float32 the Armijo margin rounds away for tiny alpha).
-    armijo = (mt <= m0 * (1 - 2 * c1 * alpha)) & (mt < m0) & ~exhausted
+    aft = jnp.abs(ft)
+    # Armijo on the merit |f| (slope -|f| along the Newton step; |f|, not f^2, which would
+    # overflow or underflow for |f| beyond about 1e19 or below 1e-19 in float32), and a strict
+    # decrease (in float32 the Armijo margin rounds away for tiny alpha).
+    armijo = (aft <= afx * (1 - c1 * alpha)) & (aft < afx) & ~exhausted
     accept = jnp.isfinite(ft) & ~singular & (armijo | converged)
     x_new = jnp.where(accept, trial, x)
     alpha_new = jnp.where(accept, jnp.minimum(2 * alpha, 1), 0.5 * alpha)
@@ -208,9 +238,11 @@ def scalar_newton(f: Callable, x0: jax.Array, *, rtol, atol, max_iter, ls_steps,
     """Newton on a scalar equation ``f(x) = 0`` (one problem; see :func:`masked_newton` for many).
 
     Each iteration evaluates ``f`` and ``f'`` at ``x`` in one ``jax.jvp``, forms the Newton step
-    ``d = -f/f'`` and either stops (``|d| <= atol + rtol |x|``: the step is taken and the loop
-    ends) or tries ``x + alpha d``: accepted when it satisfies the Armijo condition on ``f^2/2``
-    (then ``alpha`` doubles, up to 1), else ``alpha`` is halved and ``x`` kept. When ``alpha`` has
+    ``d = -f/f'`` and either stops (``|d| <= atol + rtol |x|`` with a finite ``f'``: the step is
+    taken and the loop ends) or tries ``x + alpha d``: accepted when it satisfies the Armijo
+    condition on ``|f|``, ``|f(x + alpha d)| <= (1 - c1 alpha) |f(x)|`` (then ``alpha`` doubles,
+    up to 1), else ``alpha`` is halved and ``x`` kept. An infinite ``f'(x)`` (a zero step whatever
+    ``f(x)`` is) stops with ``SINGULAR``, as ``f'(x) = 0`` does. When ``alpha`` has
     fallen below ``2**-ls_steps`` the next iteration stops with ``LINESEARCH_FAILED`` (a local
     minimum of ``|f|`` that is not a root).
 

@@ -16,6 +16,7 @@ import scipy.optimize as so
 from jax import lax
 
 import jaxopt_mml as mml
+from jaxopt_mml._status import Status
 from tests.zoo import minimise as zoo
 
 OPTAX_LBFGS = optax.lbfgs()  # one object: a new optimiser object would be a new compilation
@@ -351,3 +352,94 @@ def test_jacobi_eigh_small_hessians(n):
     np.testing.assert_allclose(v.T @ v, np.eye(n), atol=1e-12)
     lam0, v0 = _jacobi_eigh(jnp.diag(jnp.arange(1.0, n + 1)))  # already diagonal: no NaN
     np.testing.assert_allclose(lam0, np.arange(1.0, n + 1))
+
+
+# --------------------------------------------------------------------------- regressions
+
+ALL_SOLVERS = {**SOLVERS, "newton_cg": functools.partial(mml.newton_minimise, linear_solver="cg")}
+ALL_SOLVERS["gd"] = _gd
+
+
+def _far_quadratic(x, c):
+    return jnp.sum((x - c) ** 2)
+
+
+def _offset_quadratic(x, c):
+    return c + jnp.sum((x - 3.0) ** 2)
+
+
+@pytest.mark.parametrize("name", sorted(ALL_SOLVERS))
+def test_far_start_or_offset_is_not_converged_at_the_start(name):
+    # |g| <= atol + rtol min(|f|, |f0|) held at x0 for f = |x - c|^2 with |c| >= 2 / rtol, and
+    # for a large constant in f: SUCCESS with n_iter = 0 at x0.
+    solver = ALL_SOLVERS[name]
+    res = solver(_far_quadratic, jnp.zeros(2, jnp.float32), args=(jnp.float32(1e4),))
+    assert bool(res.success) and int(res.n_iter) > 0
+    np.testing.assert_allclose(res.x, 1e4, rtol=1e-6)
+    res = solver(_far_quadratic, jnp.zeros(2), args=(1e9,))
+    assert bool(res.success) and int(res.n_iter) > 0
+    np.testing.assert_allclose(res.x, 1e9, rtol=1e-12)
+    res = solver(_offset_quadratic, jnp.zeros(2), args=(1e9,))
+    assert bool(res.success) and int(res.n_iter) > 0
+    np.testing.assert_allclose(res.x, 3.0, atol=1e-7)
+
+
+def test_float32_offset_beyond_resolution_ends_with_a_status():
+    # 1e9 + |x - 3|^2 is constant in float32 near x = 0 (its ulp is 64): never MAX_ITER.
+    x0 = jnp.zeros(2, jnp.float32)
+    for name, solver in ALL_SOLVERS.items():
+        res = solver(_offset_quadratic, x0, args=(jnp.float32(1e9),), max_iter=500)
+        assert int(res.status) in (Status.SUCCESS, Status.PRECISION_LIMIT), name
+
+
+def _helical(x):  # Fletcher & Powell's helical valley: minimum 0 at (1, 0, 0), a cut at x0 < 0
+    theta = jnp.arctan2(x[1], x[0]) / (2 * jnp.pi)
+    return 100 * ((x[2] - 10 * theta) ** 2 + (jnp.sqrt(x[0] ** 2 + x[1] ** 2) - 1) ** 2) + x[2] ** 2
+
+
+def _abs_sum(x):
+    return jnp.sum(jnp.abs(x - 1.0))
+
+
+def test_step_cut_short_by_the_line_search_is_not_convergence():
+    # Newton's line search shrank to a tiny step on the branch cut: SUCCESS at f = 71, |g| = 174.
+    res = mml.newton_minimise(_helical, jnp.array([-8.13677706, 1.32319409, -4.21337009]))
+    gmax = float(jnp.max(jnp.abs(jax.grad(_helical)(res.x))))
+    assert bool(res.success) == (gmax <= 1e-6)
+    # A kink: the quasi-Newton searches end in tiny steps with |g| = 1 (was SUCCESS).
+    for solver in (mml.bfgs, mml.lbfgs):
+        res = solver(_abs_sum, jnp.array([0.0, 3.0]))
+        assert not bool(res.success)
+        assert int(res.status) == Status.STAGNATED
+        assert int(res.n_iter) < 20
+
+
+def test_dense_newton_keeps_a_positive_definite_ill_conditioned_hessian():
+    # Eigenvalues 2 and 2e10: the small one was lifted to sqrt(eps) 2e10 (MAX_ITER).
+    def f(x):
+        return (x[0] - 1.0) ** 2 + 1e10 * (x[1] - 1.0) ** 2
+
+    res = mml.newton_minimise(f, jnp.zeros(2), linear_solver="dense")
+    assert bool(res.success) and int(res.n_iter) <= 2
+    np.testing.assert_allclose(res.x, [1.0, 1.0], rtol=1e-12)
+
+
+def test_dense_newton_modified_step_is_not_convergence():
+    # Beale far out in a valley: the Hessian's condition (1e16) lifts an eigenvalue, the step is
+    # tiny along it, and the Cauchy test called that converged with |g| = 2e-3.
+    res = mml.newton_minimise(zoo.BY_NAME["beale"].f, jnp.array([-1.11120571, -2.79626441]))
+    gmax = float(jnp.max(jnp.abs(jax.grad(zoo.BY_NAME["beale"].f)(res.x))))
+    assert bool(res.success) == (gmax <= 1e-6)
+
+
+BACKTRACKING = optax.chain(
+    optax.sgd(1.0), optax.scale_by_backtracking_linesearch(max_backtracking_steps=20)
+)
+
+
+def test_optax_backtracking_without_stored_gradient():
+    # optax's default store_grad=False: "Value or gradient not found in the state".
+    target = jnp.array([1.0, 2.0])
+    res = mml.optax_minimise(lambda x: jnp.sum((x - target) ** 2), jnp.zeros(2), BACKTRACKING)
+    assert bool(res.success)
+    np.testing.assert_allclose(res.x, target, atol=1e-8)

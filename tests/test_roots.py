@@ -464,3 +464,74 @@ def test_elementwise_chunks_follow_the_backend(monkeypatch):
     assert rc.masked_chunk() == rc.MASKED_CHUNK
     monkeypatch.setattr(rc, "wide_backend", lambda: True)
     assert rc.masked_chunk() == rc.WIDE_CHUNK > rc.MASKED_CHUNK
+
+
+# --------------------------------------------------------------------------- regressions
+
+
+def test_bracket_midpoint_does_not_overflow():
+    # hi - lo overflows to inf in float32: the midpoint was inf and the end came back as SUCCESS.
+    lo, hi = np.float32(-3e38), np.float32(3e38)
+    res = mml.bisection(lambda x: x - 1.0, lo, hi, max_iter=300)
+    assert res.x.dtype == jnp.float32 and int(res.status) == Status.SUCCESS
+    np.testing.assert_allclose(res.x, 1.0, atol=1e-4)
+    res = mml.bracketed_newton(lambda x: x - 1.0, lo, hi)
+    assert int(res.status) == Status.SUCCESS
+    np.testing.assert_allclose(res.x, 1.0, atol=1e-6)
+    # Too few halvings for such a bracket: an honest MAX_ITER, not an end of it.
+    assert int(mml.bisection(lambda x: x - 1.0, lo, hi).status) == Status.MAX_ITER
+
+
+def test_bisection_rejects_x0():
+    with pytest.raises(TypeError, match="x0"):
+        mml.bisection(lambda x: x - 0.3, 0.0, 1.0, x0=0.9)
+
+
+def test_elementwise_newton_on_empty_input():
+    res = mml.newton_raphson(
+        lambda x, c: x**2 - c, jnp.zeros((3, 0)), args=(2.0,), elementwise=True
+    )
+    for leaf in res:
+        assert leaf.shape == (3, 0)
+    assert res.status.dtype == jnp.int32 and res.x.dtype == jnp.float64
+
+
+def _cbrt_shifted(x):
+    return jnp.cbrt(x - 1.0) + 0.5  # root 0.875; f'(1) is infinite, f(1) = 0.5
+
+
+def test_newton_infinite_derivative_is_not_success():
+    res = mml.newton_raphson(_cbrt_shifted, 1.0)
+    assert int(res.status) == Status.SINGULAR
+    res = mml.newton_raphson(_cbrt_shifted, jnp.array([1.0, 2.0]), elementwise=True)
+    np.testing.assert_array_equal(res.status, [Status.SINGULAR, Status.SUCCESS])
+    np.testing.assert_allclose(res.x[1], 0.875, rtol=1e-12)
+    # sqrt(x) + 1 has no root; the line search reaches x = 0, where f' is infinite.
+    res = mml.newton_raphson(lambda x: jnp.sqrt(x) + 1.0, 1.0)
+    assert not bool(res.success)
+    # Bracketed Newton starts at the middle, x = 1: no convergence there either.
+    res = mml.bracketed_newton(_cbrt_shifted, 0.0, 2.0)
+    assert int(res.status) == Status.SUCCESS
+    np.testing.assert_allclose(res.x, 0.875, rtol=1e-12)
+
+
+@pytest.mark.parametrize("s", [1e-20, 1e20])
+def test_newton_merit_does_not_overflow_or_underflow(s):
+    # A linear equation scaled by s, float32: f^2 underflows (1e-40) or overflows (1e40).
+    def f(x):
+        return s * (x - 2.0)
+
+    x0 = jnp.zeros((), jnp.float32)
+    res = mml.newton_raphson(f, x0)
+    assert int(res.status) == Status.SUCCESS
+    np.testing.assert_allclose(res.x, 2.0, rtol=1e-6)
+    res = mml.newton_raphson(f, jnp.zeros(2, jnp.float32), elementwise=True)
+    np.testing.assert_array_equal(res.status, [Status.SUCCESS] * 2)
+    np.testing.assert_allclose(res.x, 2.0, rtol=1e-6)
+    res = mml.newton_raphson(f, jnp.zeros(2, jnp.float32), elementwise=False)
+    assert int(res.status) == Status.SUCCESS
+    np.testing.assert_allclose(res.x, 2.0, rtol=1e-6)
+    # float64 at the same distance from its range.
+    res = mml.newton_raphson(lambda x: s**7.7 * (x - 2.0), jnp.zeros(2), elementwise=False)
+    assert int(res.status) == Status.SUCCESS
+    np.testing.assert_allclose(res.x, 2.0, rtol=1e-12)
