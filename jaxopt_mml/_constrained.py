@@ -34,6 +34,7 @@ from ._constrained_al import augmented_lagrangian
 from ._constrained_kkt import newton_kkt
 from ._constrained_problem import (
     Primal,
+    check_bounds,
     kkt_map,
     kkt_residual,
     make_problem,
@@ -145,7 +146,8 @@ def minimise_constrained(
         ineq: ``ineq(x, *args) -> array`` of inequality constraints ``g(x) >= 0`` (the sign
             convention of scipy's SLSQP ``'ineq'``; write ``a(x) <= b`` as ``b - a(x) >= 0``).
         bounds: ``(lower, upper)``, each a scalar or shaped like ``x0``, with ``-inf`` / ``inf``
-            (or ``None`` for a whole side) where a side is free.
+            (or ``None`` for a whole side) where a side is free. A lower bound above its upper
+            bound raises ``ValueError`` (or, for traced bounds, gives ``INFEASIBLE``).
         maximise: maximise ``f`` instead.
         method: ``"auto"``, ``"newton-kkt"`` or ``"augmented-lagrangian"``.
         rtol, atol: tolerances of the KKT test (stationarity within ``atol + rtol |grad f|``,
@@ -163,7 +165,7 @@ def minimise_constrained(
 
     Raises:
         ValueError / TypeError: at trace time, when ``f`` is not scalar, a constraint is not 1-D,
-            the bounds do not match ``x0``, or an option is unknown.
+            the bounds do not match ``x0`` or cross (``lower > upper``), or an option is unknown.
 
     Example:
         >>> import jax.numpy as jnp, jaxopt_mml as mml
@@ -183,6 +185,7 @@ def minimise_constrained(
     check_choice("method", method, _METHODS)
     max_iter = check_positive_int("max_iter", max_iter)
     max_inner_iter = check_positive_int("max_inner_iter", max_inner_iter)
+    check_bounds(bounds, x0)
     # One jitted program per (functions, shapes, options): a repeated eager call with the same
     # f reuses the compilation; inside the caller's jit it is inlined.
     return _minimise_constrained_jit(
@@ -286,6 +289,10 @@ def _minimise_constrained_jit(
         )
     else:
         z, (n_iter, status) = solve(guess)
+    # Traced bounds escape check_bounds: an empty box (a lower bound above its upper bound) has
+    # no feasible point, whatever the solve made of it.
+    crossed = jnp.any(problem.lower > problem.upper)
+    status = jnp.where(crossed, int(Status.INFEASIBLE), status)
     return _result(problem, z, n_iter, status)
 
 

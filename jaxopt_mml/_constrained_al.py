@@ -50,6 +50,8 @@ from ._linesearch import backtracking
 from ._status import Status
 
 _RUNNING = int(Status.RUNNING)
+# The trust radius of the inner Newton steps along each eigendirection, relative to max(1, |z|).
+_STEP_RADIUS = 10.0
 
 
 class _InnerState(NamedTuple):
@@ -71,29 +73,39 @@ def _projected_gradient_norm(z, grad, lo, hi):
     return jnp.max(jnp.abs(z - jnp.clip(z - grad, lo, hi)), initial=0.0)
 
 
-def _flipped_solver(a, floor):
-    """``x -> (V |L| V^T)^{-1} x`` for the eigendecomposition ``a = V L V^T`` of a symmetric
-    ``a``, with ``|L|`` floored at ``floor``."""
+def _flipped_solver(a, g, floor, radius):
+    """``x -> (V M V^T)^{-1} x`` for the eigendecomposition ``a = V L V^T`` of a symmetric ``a``,
+    with ``M = max(|L|, floor, |V^T g| / radius)``: negative curvature flipped, and no component
+    of the step ``-(V M V^T)^{-1} g`` along an eigenvector longer than ``radius``.
+
+    The last term is a trust region on each eigendirection. Where ``a`` is singular or nearly so
+    along a direction in which ``g`` is not zero (a linear objective, or one flat along a
+    direction that only a bound or an inequality limits: the slack formulation makes the
+    augmented Lagrangian's Hessian exactly singular along ``(x, s)``), the step would otherwise
+    be ``|g| / floor`` long, ~1/eps, and no backtracking could shorten it to an acceptable one.
+    It changes no direction whose Newton step is shorter than ``radius``: near a minimum, where
+    ``g`` vanishes, the steps are pure Newton steps."""
     lam, vec = jnp.linalg.eigh(a)
-    lam = jnp.maximum(jnp.abs(lam), floor)
+    lam = jnp.maximum(jnp.maximum(jnp.abs(lam), floor), jnp.abs(vec.T @ g) / radius)
     return lambda x: vec @ ((vec.T @ x) / lam)
 
 
 @jax.custom_jvp
-def _flipped_newton_step(a, g, floor):
-    """The Newton step ``-M^{-1} g`` with negative curvature flipped (see :func:`_flipped_solver`)."""
-    return -_flipped_solver(a, floor)(g)
+def _flipped_newton_step(a, g, floor, radius):
+    """The Newton step ``-M^{-1} g`` with negative curvature flipped and each eigencomponent no
+    longer than ``radius`` (see :func:`_flipped_solver`)."""
+    return -_flipped_solver(a, g, floor, radius)(g)
 
 
 @_flipped_newton_step.defjvp
 def _flipped_newton_step_jvp(primals, tangents):
-    # The derivative of -M^{-1} g with dM = da: exact where ``a`` is positive definite (M = a),
-    # the common case near a minimum. (eigh's own derivative is NaN at repeated eigenvalues,
-    # which the held variables' unit rows make: forward mode through the iterations, with
-    # implicit_diff=False, gave NaN wherever a bound was active.)
-    a, g, floor = primals
-    da, dg, _ = tangents
-    solve = _flipped_solver(a, floor)
+    # The derivative of -M^{-1} g with dM = da: exact where ``a`` is positive definite and the
+    # step within the radius (M = a), the common case near a minimum. (eigh's own derivative is
+    # NaN at repeated eigenvalues, which the held variables' unit rows make: forward mode
+    # through the iterations, with implicit_diff=False, gave NaN wherever a bound was active.)
+    a, g, floor, radius = primals
+    da, dg, _, _ = tangents
+    solve = _flipped_solver(a, g, floor, radius)
     d = -solve(g)
     return d, -solve(dg + da @ d)
 
@@ -118,6 +130,9 @@ def projected_newton(fun, z0, lo, hi, omega, *, max_iter, tol):
         width = jnp.minimum(_projected_gradient_norm(z, scaled_grad, lo, hi), 1e-2)
         near_lo, near_hi = z - lo <= width, hi - z <= width
         binding = (near_lo & (grad > 0)) | (near_hi & (grad < 0))
+        # No eigencomponent of a Newton step goes further than this (see _flipped_solver): the
+        # size of the iterate, and at least 1.
+        radius = _STEP_RADIUS * scale_of(z)
 
         def newton(held):
             # Newton on the free variables. Where their Hessian is not positive definite (far
@@ -131,7 +146,7 @@ def projected_newton(fun, z0, lo, hi, omega, *, max_iter, tol):
                 jnp.where(held, 1.0, 0.0).astype(dtype)
             )
             scale = jnp.maximum(1.0, jnp.max(hd))
-            d = _flipped_newton_step(0.5 * (reduced + reduced.T), g, eps * scale)
+            d = _flipped_newton_step(0.5 * (reduced + reduced.T), g, eps * scale, radius)
             descent = jnp.vdot(g, d) < -jnp.sqrt(eps) * jnp.linalg.norm(g) * jnp.linalg.norm(d)
             ok = jnp.all(jnp.isfinite(d)) & (descent | jnp.all(g == 0))
             scaled = -g / jnp.maximum(hd, jnp.sqrt(eps) * scale)
@@ -248,11 +263,16 @@ def augmented_lagrangian(
         stationarity = _projected_gradient_norm(z, grad, lo, hi)
         converged = (viol <= tol_viol) & (stationarity <= tol_kkt)
         # At the largest penalty the violation no longer falls: infeasible if z (nearly)
-        # minimises the violation |c|^2 / 2 over the box, else the method has stagnated.
+        # minimises the violation |c|^2 / 2 over the box, else the method has stagnated. A
+        # violation below eps**(1/3) is what a feasible but degenerate problem leaves there
+        # (HS13: the constraint's gradient vanishes at the solution, so does that of |c|^2, and
+        # the penalty rho c J cannot outweigh grad f): it proves nothing, STAGNATED.
         stuck = slow & (st.rho >= rho_max) & ~converged
         jac = jax.jacfwd(constraints)(z)
         violation_pg = _projected_gradient_norm(z, jac.T @ c, lo, hi)
-        infeasible = violation_pg <= 0.1 * viol * scale_of(jac)
+        infeasible = (violation_pg <= 0.1 * viol * scale_of(jac)) & (
+            viol > eps ** (1.0 / 3.0) * scale_of(jac) * scale_of(z)
+        )
         failure = jnp.where(infeasible, int(Status.INFEASIBLE), int(Status.STAGNATED))
         value = problem.objective(z[:n])
         progress = make_progress(

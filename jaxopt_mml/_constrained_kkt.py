@@ -16,13 +16,17 @@ points of the Lagrangian). Three safeguards make it converge from a distance:
   the constraints and stays moderate; unlike the l1 merit it accepts full Newton steps near the
   solution (no Maratos effect). (A search along ``(dx, dy)`` with the old multipliers has the
   extra slope ``-2 h^T dy``, which drives ``rho`` to ``|dy| / |h|`` on a nearly feasible iterate
-  with a poor multiplier, and the search then creeps along the constraint in tiny steps);
+  with a poor multiplier, and the search then creeps along the constraint in tiny steps).
+  ``rho`` is raised as the step needs and halves (down to 1) after each accepted step;
 * when the step has negative curvature along the constraints (``t^T H t <= 0`` for its
   tangential part ``t``: the step points to a maximum or a saddle), it is rejected and
   ``delta`` grows past the curvature it revealed (inertia-free curvature test, Chiang & Zavala
   2016); ``delta`` shrinks again after accepted steps, so the last steps are pure Newton steps;
 * a tiny ``delta_c`` keeps the matrix regular when the constraint Jacobian loses rank
-  (redundant or inconsistent constraints).
+  (redundant or inconsistent constraints); a failed line search grows ``delta`` as well.
+
+``INFEASIBLE`` means that the run stalled where the gradient ``J^T h`` of the violation
+``|h|^2 / 2`` vanishes with ``h != 0``; any other stall off the constraints is ``STAGNATED``.
 
 Each iteration costs one Hessian, one Jacobian and one dense ``(n + m)`` solve; everything has
 fixed shapes, so problems batch with ``jax.vmap``.
@@ -136,15 +140,19 @@ def newton_kkt(problem: Problem, x0, y0, *, rtol, atol, max_iter, verbose=False)
 
         # The shift shrinks after an accepted step (the last steps are pure Newton steps); after
         # a rejected one it grows past the negative curvature that the step revealed, so one
-        # rejection usually suffices. rho is kept only with an accepted step.
+        # rejection usually suffices, and tenfold after a failed search. rho is kept only with
+        # an accepted step, and halves after it (down to 1): a rho raised by one wild step far
+        # from the constraints (with a near-singular J) made the later merit a pure penalty,
+        # and the search crept along the curved constraint in steps of 1e-4.
         delta0 = 1e-4 * scale_of(hess)
         revealed = 2.0 * (state.delta - curv_t / jnp.maximum(jnp.vdot(dx_t, dx_t), eps))
+        grown = jnp.maximum(delta0, 10.0 * state.delta)
         delta = jnp.where(
-            curv_ok,
+            accept,
             jnp.where(state.delta * 0.25 < 1e-3 * delta0, 0.0, state.delta * 0.25),
-            jnp.maximum(jnp.maximum(delta0, 10.0 * state.delta), jnp.where(finite, revealed, 0.0)),
+            jnp.where(curv_ok, grown, jnp.maximum(grown, jnp.where(finite, revealed, 0.0))),
         ).astype(dtype)
-        rho = jnp.where(accept, rho, state.rho)
+        rho = jnp.where(accept, jnp.maximum(1.0, 0.5 * rho), state.rho)
         new = KKTState(x_new, y_new, value, grad_new, h_new, jac_new, rho, delta)
 
         tol_kkt, tol_viol = _tolerances(new, rtol, atol)
@@ -153,16 +161,26 @@ def newton_kkt(problem: Problem, x0, y0, *, rtol, atol, max_iter, verbose=False)
         converged = (stationarity <= tol_kkt) & (viol <= tol_viol)
         # A vanishing accepted step ends the run: at a solution the dtype cannot refine further
         # (feasible to sqrt(eps)), or at a point that minimises the violation without reaching
-        # h = 0 (infeasible).
+        # h = 0 (infeasible). So does a failed search once the shift has swamped the Hessian
+        # (a failed search grows it, as a rejected step does: the step gets shorter and turns
+        # towards the merit's steepest descent).
         feasible = viol <= jnp.sqrt(eps) * scale_of(jac_new) * scale_of(x_new)
         stalled = accept & small
         converged = converged | (stalled & feasible)
-        failure = jnp.where(stalled & ~feasible, int(Status.INFEASIBLE), _RUNNING)
+        stuck = ~converged & ((stalled & ~feasible) | (~accept & (delta > 1e8 * delta0)))
+        # INFEASIBLE only where x (nearly) minimises the violation |h|^2 / 2 without reaching 0:
+        # its gradient J^T h vanishes. Elsewhere (a stall or a failed search near a
+        # rank-deficient J) nothing is known about the constraints: STAGNATED. (It used to be
+        # INFEASIBLE after any failed search off the constraints: min |x - (2, 1)|^2 subject to
+        # x0 x1 = 1 from (1e-3, 0) stopped there at the first step.)
+        violation_grad = jnp.max(jnp.abs(jac_new.T @ h_new), initial=0.0)
+        infeasible = violation_grad <= 1e-3 * viol * scale_of(jac_new)
         failure = jnp.where(
-            curv_ok & ~accept & ~converged,
-            jnp.where(feasible, int(Status.LINESEARCH_FAILED), int(Status.INFEASIBLE)),
-            failure,
+            feasible,
+            int(Status.LINESEARCH_FAILED),
+            jnp.where(infeasible, int(Status.INFEASIBLE), int(Status.STAGNATED)),
         )
+        failure = jnp.where(stuck, failure, _RUNNING)
         progress = make_progress(
             x_new,
             value,

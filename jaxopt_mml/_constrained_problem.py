@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from ._tree import PyTree, as_inexact, tree_dtype
@@ -75,37 +76,56 @@ def _flat_output(name: str, fn: Callable | None, unravel, x_flat, args, dtype) -
     return flat
 
 
-def _flat_bounds(bounds, x0: PyTree, n: int, dtype) -> tuple[jax.Array, jax.Array]:
+def _flat_bounds(bounds, x0: PyTree, n: int, dtype, xp=jnp) -> tuple[jax.Array, jax.Array]:
+    """The bounds as two flat vectors of length ``n``; ``xp`` is ``jnp`` (traced) or ``np``."""
     if bounds is None:
-        return jnp.full((n,), -jnp.inf, dtype), jnp.full((n,), jnp.inf, dtype)
+        return xp.full((n,), -np.inf, dtype), xp.full((n,), np.inf, dtype)
     if not isinstance(bounds, tuple | list) or len(bounds) != 2:
         raise ValueError("bounds must be a pair (lower, upper), each shaped like x0 or a scalar")
     structure = jax.tree.structure(x0)
     flats = []
-    for side, fill, value in (("lower", -jnp.inf, bounds[0]), ("upper", jnp.inf, bounds[1])):
+    for side, fill, value in (("lower", -np.inf, bounds[0]), ("upper", np.inf, bounds[1])):
         if value is None:
-            flats.append(jnp.full((n,), fill, dtype))
+            flats.append(xp.full((n,), fill, dtype))
             continue
         if jax.tree.structure(value) == structure:
             leaves_v, leaves_x = jax.tree.leaves(value), jax.tree.leaves(x0)
             parts = []
             for lv, lx in zip(leaves_v, leaves_x, strict=True):
-                lv = jnp.asarray(lv, dtype)
-                if lv.shape not in ((), jnp.shape(lx)):
+                lv = xp.asarray(lv, dtype)
+                if lv.shape not in ((), np.shape(lx)):
                     raise ValueError(
                         f"bounds {side} has a leaf of shape {lv.shape} where x0 has shape "
-                        f"{jnp.shape(lx)}"
+                        f"{np.shape(lx)}"
                     )
-                parts.append(jnp.ravel(jnp.broadcast_to(lv, jnp.shape(lx))))
-            flats.append(jnp.concatenate(parts) if parts else jnp.zeros((0,), dtype))
-        elif isinstance(value, int | float) or (hasattr(value, "shape") and jnp.ndim(value) == 0):
-            flats.append(jnp.full((n,), jnp.asarray(value, dtype)))
+                parts.append(xp.ravel(xp.broadcast_to(lv, np.shape(lx))))
+            flats.append(xp.concatenate(parts) if parts else xp.zeros((0,), dtype))
+        elif isinstance(value, int | float) or (hasattr(value, "shape") and np.ndim(value) == 0):
+            flats.append(xp.full((n,), xp.asarray(value, dtype)))
         else:
             raise ValueError(
                 f"bounds {side} must be a scalar or have the structure and shapes of x0 "
                 f"({structure}), got {jax.tree.structure(value)}"
             )
     return flats[0], flats[1]
+
+
+def check_bounds(bounds, x0: PyTree) -> None:
+    """Validate concrete ``bounds`` on the host, before tracing: their shapes, and that no lower
+    bound exceeds its upper bound (an empty box), which raises ``ValueError``. Traced bounds
+    (inside the caller's ``jit`` or ``vmap``) are left to the solve, which reports a crossed pair
+    as ``INFEASIBLE``."""
+    if bounds is None or any(isinstance(v, jax.core.Tracer) for v in jax.tree.leaves(bounds)):
+        return
+    n = sum(int(np.size(leaf)) for leaf in jax.tree.leaves(x0))
+    lower, upper = _flat_bounds(bounds, x0, n, np.float64, xp=np)
+    crossed = np.flatnonzero(lower > upper)
+    if crossed.size:
+        k = int(crossed[0])
+        raise ValueError(
+            f"bounds must have lower <= upper: lower > upper at {crossed.size} of the {n} flat "
+            f"positions of x0 (the first, position {k}: lower {lower[k]} > upper {upper[k]})"
+        )
 
 
 def make_problem(f, x0, args, eq, ineq, bounds, maximise: bool) -> tuple[Problem, jax.Array]:

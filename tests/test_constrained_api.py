@@ -271,3 +271,88 @@ def test_lagrange_stationary_points_saddle():
     assert kinds[(1.0, 1.0, 1.0)] == "maximum"
     assert kinds[(3.0, 0.0, 0.0)] == "saddle"
     assert kinds[(0.0, 3.0, 0.0)] == "saddle"
+
+
+def test_lagrange_stationary_points_of_a_linear_objective():
+    # f = x + y on the ellipse x^2/4 + y^2 = 1. Newton used to start at lam = 0, where grad L
+    # has a singular Jacobian (zero Hessian block): no start converged.
+    starts = jax.random.normal(jax.random.key(1), (64, 2)) * 1.5
+    pts = mml.lagrange_stationary_points(
+        lambda p: p[0] + p[1], lambda p: jnp.array([p[0] ** 2 / 4 + p[1] ** 2 - 1.0]), starts
+    )
+    a, b = 4 / np.sqrt(5), 1 / np.sqrt(5)
+    assert pts.kind == ("minimum", "maximum")
+    np.testing.assert_allclose(pts.x, [[-a, -b], [a, b]], atol=1e-8)
+    np.testing.assert_allclose(pts.multipliers[:, 0], [np.sqrt(5) / 2, -np.sqrt(5) / 2], atol=1e-8)
+    np.testing.assert_allclose(pts.value, [-np.sqrt(5), np.sqrt(5)], atol=1e-8)
+    assert pts.n_converged == 64
+
+
+def test_lagrange_stationary_points_on_a_curve_of_them_and_at_a_cusp():
+    # |x|^2 on the unit circle: every point is stationary (lam = -1), degenerate.
+    starts = jax.random.normal(jax.random.key(2), (6, 2))
+    pts = mml.lagrange_stationary_points(
+        lambda p: p @ p, lambda p: jnp.array([p @ p - 1.0]), starts
+    )
+    assert pts.n_converged == 6 and set(pts.kind) == {"degenerate"}
+    np.testing.assert_allclose(np.linalg.norm(pts.x, axis=1), 1.0, atol=1e-8)
+    # f = y on x^2 = y^3: the minimum (0, 0) is no Lagrange point (J = 0); nothing may pass
+    # for one (a point near the cusp with lam ~ 5e3 and x^2 - y^3 = 5e-7 did).
+    pts = mml.lagrange_stationary_points(
+        lambda p: p[1], lambda p: jnp.array([p[0] ** 2 - p[1] ** 3]), starts
+    )
+    for x in np.asarray(pts.x).reshape(-1, 2):
+        assert abs(x[0] ** 2 - x[1] ** 3) < 1e-7
+
+
+def test_lagrange_stationary_points_float32_merges_duplicates():
+    # Newton stops at sqrt(eps) ~ 3e-4 in float32; the fixed unique_tol = 1e-6 kept 28 copies of
+    # the 6 points. The default now follows the tolerance; an explicit value still applies.
+    starts = jax.random.normal(jax.random.key(0), (32, 2)).astype(jnp.float32)
+    args = (lambda p: p[0] ** 2 * p[1], lambda p: jnp.array([p @ p - 1.0]), starts)
+    pts = mml.lagrange_stationary_points(*args)
+    assert np.asarray(pts.x).dtype == np.float32
+    assert len(pts.kind) == 6 and pts.count.sum() == pts.n_converged
+    assert sorted(pts.kind) == ["maximum"] * 3 + ["minimum"] * 3
+    s = 2 / (3 * np.sqrt(3))
+    np.testing.assert_allclose(pts.value, [-s, -s, 0.0, 0.0, s, s], atol=1e-3)
+    assert len(mml.lagrange_stationary_points(*args, unique_tol=0.0).kind) > 6
+    with pytest.raises(ValueError, match="unique_tol"):
+        mml.lagrange_stationary_points(*args, unique_tol=-1.0)
+
+
+def test_crossed_bounds_raise_or_are_infeasible():
+    # lower > upper (an empty box) used to return success=True with max_violation 1.
+    with pytest.raises(ValueError, match="bounds"):
+        mml.minimise_constrained(_sq, jnp.array([0.5, 0.5]), bounds=(1.0, 0.0))
+    with pytest.raises(ValueError, match="bounds"):
+        mml.minimise_constrained(
+            _sq, jnp.array([0.5, 0.5]), bounds=(jnp.array([0.0, 2.0]), jnp.array([1.0, 1.0]))
+        )
+
+    @jax.jit
+    def solve(lower):
+        return mml.minimise_constrained(
+            _sq, jnp.array([0.5, 0.5]), bounds=(lower, 1.0), ineq=lambda x: x[:1] + 1.0
+        )
+
+    res = jax.vmap(solve)(jnp.array([[0.0, 0.0], [0.0, 2.0]]))
+    np.testing.assert_array_equal(res.status, [mml.Status.SUCCESS, mml.Status.INFEASIBLE])
+    np.testing.assert_array_equal(res.success, [True, False])
+
+
+@pytest.mark.parametrize(
+    ("x0", "expected"), [((1e-3, 0.0), mml.Status.SUCCESS), ((0.0, 0.0), None)]
+)
+def test_newton_kkt_near_a_rank_deficient_jacobian_is_not_infeasible(x0, expected):
+    # min |x - (2, 1)|^2 s.t. x0 x1 = 1 is feasible; from near the origin (J ~ 0) Newton-KKT
+    # reported INFEASIBLE after its first failed line search.
+    res = mml.minimise_constrained(
+        lambda x: jnp.sum((x - jnp.array([2.0, 1.0])) ** 2),
+        jnp.array(x0),
+        eq=lambda x: jnp.array([x[0] * x[1] - 1.0]),
+    )
+    assert int(res.status) != mml.Status.INFEASIBLE
+    if expected is not None:
+        assert int(res.status) == expected
+        np.testing.assert_allclose(res.x, [1.8667604, 0.53568739], atol=1e-7)

@@ -111,3 +111,54 @@ def test_equality_zoo_from_perturbed_starts_reaches_a_local_minimum(problem, met
     values = np.asarray(_LOCAL_VALUES.get(problem.name, (problem.f_star,)))
     gap = np.min(np.abs(np.asarray(res.value)[:, None] - values[None]), axis=1)
     assert gap.max() < 1e-6
+
+
+_ELLIPSE = {"ineq": lambda x: jnp.array([1.0 - x[0] ** 2 / 4 - x[1] ** 2])}
+
+
+@pytest.mark.parametrize(
+    ("f", "x0", "kwargs", "expected"),
+    [
+        (lambda x: x[0], [1.0], {"ineq": lambda x: x}, [0.0]),
+        (lambda x: x[0] ** 2 + x[1], [1.0, 1.0], {"ineq": lambda x: x[1:2]}, [0.0, 0.0]),
+        (
+            lambda x: x[0] + 2 * x[1],
+            [2.0, 2.0],
+            {"ineq": lambda x: jnp.array([x[0] + x[1] - 1.0]), "bounds": (0.0, None)},
+            [1.0, 0.0],
+        ),
+        (  # HS3
+            lambda x: x[1] + 1e-5 * (x[1] - x[0]) ** 2,
+            [10.0, 1.0],
+            {"bounds": (jnp.array([-jnp.inf, 0.0]), jnp.inf)},
+            [0.0, 0.0],
+        ),
+        (
+            lambda x: x[0] + x[1],
+            [0.0, 0.0],
+            {**_ELLIPSE, "maximise": True},
+            [0.8 * 5**0.5, 0.2 * 5**0.5],
+        ),
+    ],
+    ids=["x-ineq", "x1-ineq", "lp", "hs3", "ellipse-max"],
+)
+def test_objective_linear_where_only_an_inequality_or_bound_limits_it(f, x0, kwargs, expected):
+    # The augmented Lagrangian's Hessian is singular along (x, slack) there: the inner Newton
+    # step was ~1/eps long, no backtracking could shorten it, and the run never left x0.
+    res = mml.minimise_constrained(f, jnp.array(x0), **kwargs)
+    assert bool(res.success), int(res.status)
+    np.testing.assert_allclose(res.x, expected, atol=1e-6)
+    assert int(res.n_iter) < 20
+
+
+def test_degenerate_feasible_problem_is_not_reported_infeasible():
+    # HS13: the inequality's gradient vanishes at the solution (1, 0); the augmented Lagrangian
+    # ends 3e-7 off the constraint, which proves no infeasibility.
+    res = mml.minimise_constrained(
+        lambda x: (x[0] - 2.0) ** 2 + x[1] ** 2,
+        jnp.array([-2.0, -2.0]),
+        ineq=lambda x: jnp.array([(1.0 - x[0]) ** 3 - x[1]]),
+        bounds=(0.0, None),
+    )
+    assert int(res.status) != mml.Status.INFEASIBLE
+    assert float(res.max_violation) < 1e-5
