@@ -41,6 +41,7 @@ from ._constrained_problem import (
     Primal,
     Problem,
     bound_multipliers,
+    kkt_residual,
     lagrangian_gradient,
     max_violation,
     scale_of,
@@ -70,7 +71,11 @@ class ALState(NamedTuple):
 
 
 def _projected_gradient_norm(z, grad, lo, hi):
-    return jnp.max(jnp.abs(z - jnp.clip(z - grad, lo, hi)), initial=0.0)
+    """``max |P(z - grad) - z|`` for the projection ``P`` on the box, written as the step
+    ``-grad`` clipped to the distances to the bounds: ``z - clip(z - grad)`` itself rounds
+    ``grad`` away where ``|z| >> |grad|`` (an objective unbounded below was "stationary" at
+    ``z = -1.8e16``, where ``z - 1`` rounds to ``z``)."""
+    return jnp.max(jnp.abs(jnp.clip(-grad, lo - z, hi - z)), initial=0.0)
 
 
 def _flipped_solver(a, g, floor, radius):
@@ -361,8 +366,13 @@ def polish(problem: Problem, z: Primal, active_ineq, out, *, rtol, atol):
     signs_ok = jnp.all(polished.y_ineq >= -tol_kkt) & jnp.all(
         jnp.where(at_lower, polished.nu >= -tol_kkt, polished.nu <= tol_kkt)
     )
+    # Where the augmented Lagrangian itself did not converge, the polished point must also meet
+    # the stationarity test: Newton-KKT's "no step left" stop holds no evidence at a huge x
+    # (an objective unbounded below ran to x = -1e18 and was polished into SUCCESS there).
+    evidence = (out.status == int(Status.SUCCESS)) | (kkt_residual(problem, polished) <= tol_kkt)
     keep = (
         (out_p.status == int(Status.SUCCESS))
+        & evidence
         & (max_violation(problem, x_p) <= tol_viol)
         & signs_ok
         & (jnp.max(jnp.abs(x_p - x), initial=0.0) <= 1e-2 * scale_of(x))

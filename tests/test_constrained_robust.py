@@ -162,3 +162,18 @@ def test_degenerate_feasible_problem_is_not_reported_infeasible():
     )
     assert int(res.status) != mml.Status.INFEASIBLE
     assert float(res.max_violation) < 1e-5
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"ineq": lambda x: jnp.array([1.0 - x[0]])},
+        {"bounds": (-jnp.inf, 1.0)},
+    ],
+)
+def test_objective_unbounded_below_is_not_success(kwargs):
+    # min x with only an upper limit: the iterates run off to -inf. At x = -1.8e16 the projected
+    # gradient x - clip(x - 1) rounded to 0 (stationary!), and the active-set polish turned the
+    # run into SUCCESS; it must end in a failure status.
+    res = mml.minimise_constrained(lambda x: x[0], jnp.array([0.0]), max_iter=30, **kwargs)
+    assert not bool(res.success), (res.x, mml.Status(int(res.status)))
