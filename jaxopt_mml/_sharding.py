@@ -45,9 +45,9 @@ References:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -68,8 +68,13 @@ except AttributeError:  # pragma: no cover - older jax
     _NO_CHECK = {"check_rep": False}
 
 
-class ShardedBatch(NamedTuple):
+@jax.tree_util.register_pytree_node_class
+@dataclasses.dataclass(frozen=True)
+class ShardedBatch:
     """A batch placed across a mesh, with the number of real (unpadded) rows.
+
+    A pytree whose only children are ``tree``'s leaves: ``size`` and ``axis`` are static
+    metadata, so a ``ShardedBatch`` passes through ``jax.jit`` and ``jax.tree.map`` unchanged.
 
     Attributes:
         tree: the pytree of arrays, each sharded over its batch axis, padded to a multiple of the
@@ -82,6 +87,19 @@ class ShardedBatch(NamedTuple):
     tree: PyTree
     size: int
     axis: int = 0
+
+    def __post_init__(self):
+        for name in ("size", "axis"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 0:
+                raise TypeError(f"ShardedBatch {name} must be a non-negative int, got {value!r}")
+
+    def tree_flatten(self):
+        return (self.tree,), (self.size, self.axis)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        return cls(children[0], *aux)
 
 
 def batch_mesh(devices: Sequence[jax.Device] | None = None, *, axis_name: str = "batch") -> Mesh:
@@ -232,12 +250,21 @@ def unshard(tree: PyTree | ShardedBatch, size: int | None = None, *, axis: int =
     Returns:
         The same pytree with NumPy leaves of ``size`` rows along ``axis``.
     """
+    real = None
     if isinstance(tree, ShardedBatch):
+        real = tree.size
         size = tree.size if size is None else size
         tree, axis = tree.tree, tree.axis
+    if size is not None:
+        if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 0:
+            raise ValueError(f"size must be a non-negative int, got {size!r}")
+        if real is not None and size > real:
+            raise ValueError(f"size {size} is more than the batch's {real} real rows")
 
     def one(leaf):
         rows = _local_rows(leaf, axis)
+        if size is not None and size > rows.shape[axis]:
+            raise ValueError(f"size {size} is more than the {rows.shape[axis]} rows held")
         return rows if size is None else np.take(rows, np.arange(size), axis=axis)
 
     return jax.tree.map(one, tree)
@@ -393,6 +420,12 @@ def sharded(
                     raise ValueError(
                         f"argument {i} is a ShardedBatch on axis {arg.axis}, "
                         f"but in_axes[{i}] is {ax!r}"
+                    )
+                if _batch_len(arg.tree, ax, f"argument {i}") % d:
+                    raise ValueError(
+                        f"argument {i}: a ShardedBatch of {_batch_len(arg.tree, ax, '')} rows "
+                        f"does not divide over this mesh's {d} devices; shard it with "
+                        "shard_batch(tree, mesh) for the same mesh"
                     )
                 arg = arg.tree
             elif ax is not None and _batch_len(arg, ax, f"argument {i}") % d:

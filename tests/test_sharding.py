@@ -167,3 +167,27 @@ def test_sharded_single_device_matches_vmap_and_traces_once():
 def test_misuse_is_a_clear_error(call, words):
     with pytest.raises((ValueError, TypeError), match=words):
         call()
+
+
+def test_sharded_batch_is_a_pytree_with_static_size_and_axis():
+    # size and axis were pytree leaves: jit traced them (then hashing a tracer crashed sharded)
+    # and tree.map rewrote them.
+    x = jnp.arange(3.0)
+    batch = mml.shard_batch(x)
+    assert jax.tree.leaves(batch) == [batch.tree]
+    doubled = jax.tree.map(lambda a: 2 * a, batch)
+    assert (doubled.size, doubled.axis) == (3, 0)
+    traced = jax.jit(mml.shard_batch)(x)
+    assert (traced.size, traced.axis) == (3, 0)
+    out = jax.jit(mml.sharded(jnp.sqrt))(batch)
+    np.testing.assert_allclose(mml.unshard(out), np.sqrt(np.arange(3.0)))
+
+
+def test_unshard_checks_size():
+    batch = mml.shard_batch(jnp.arange(3.0))
+    for bad in (-1, 4):
+        with pytest.raises(ValueError, match="size"):
+            mml.unshard(batch, size=bad)
+    with pytest.raises(ValueError, match="size"):
+        mml.unshard(jnp.arange(3.0), size=10)
+    np.testing.assert_array_equal(mml.unshard(batch, size=2), [0.0, 1.0])
