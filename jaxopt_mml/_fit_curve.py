@@ -92,7 +92,7 @@ def _residual_fn(model, layout, x, y, w):
     used = w != 0  # NaN weights (nan_policy='propagate') propagate
 
     def residual(p):
-        f = model(x, layout.unravel(p))
+        f = model(x, layout.unravel(p)).astype(y.dtype)  # float64 x with float32 data: y's dtype
         return jnp.where(used, (y - f) * w, 0.0)
 
     return residual
@@ -370,9 +370,10 @@ def curve_fit(
             ``inf`` gives a point no weight.
         absolute_sigma: if True, ``sigma`` is absolute and the covariance is
             :math:`(J^T J)^{-1}`; if False (scipy's default) it is scaled by ``chi2 / dof``.
-        bounds: ``(lower, upper)``, each a scalar or with ``p0``'s structure, ``+-inf`` for none.
-            Enforced by a smooth change of variables (MINUIT's), so that every iterate and the
-            result lie within the bounds. ``p0`` must lie within them.
+        bounds: ``(lower, upper)``, each a scalar or with ``p0``'s structure (one dataset's),
+            ``+-inf`` for none; shared by every dataset of a batch. Enforced by a smooth change
+            of variables (MINUIT's), so that every iterate and the result lie within the bounds.
+            ``p0`` must lie within them.
         method: ``"lm"``, ``"gauss-newton"`` or ``"gradient-descent"``.
         loss: ``"linear"`` (least squares), ``"huber"``, ``"soft_l1"`` or ``"cauchy"``, as in
             ``scipy.optimize.least_squares``; ``f_scale`` is the residual scale ``C`` (in units of
@@ -485,6 +486,8 @@ def curve_fit(
 
     model = static_function(model)  # an inline lambda, written again, reuses the compilation
     _check_model(model, layout, x, data, dtype)
+    if lanes is not None:
+        check_positive_int("lanes", lanes)
     cfg = _Config(
         layout=layout,
         method=method,

@@ -57,7 +57,11 @@ def check_data(x, y, sigma, mask, nan_policy: str, x_per_dataset: bool | None) -
     if x_per_dataset is None:
         x_batched = auto
     else:
+        if not isinstance(x_per_dataset, bool | np.bool_):
+            raise TypeError(f"x_per_dataset must be True, False or None, got {x_per_dataset!r}")
         x_batched = bool(x_per_dataset)
+        if x_batched and batch is None:
+            raise ValueError("x_per_dataset=True needs a batch of datasets, y of shape (B, N)")
         if x_batched and not auto:
             raise ValueError(
                 f"x_per_dataset=True needs x with a leading axis B = {batch} (y's), got {x_shape}"
@@ -216,8 +220,9 @@ def make_bounds(bounds, p0_flat_shape, ravel, dtype) -> Bounds | None:
             ) from None
         if fb.shape != p0_flat_shape:
             raise ValueError(
-                f"bounds {name} must be a scalar or have p0's structure and shapes, got {fb.shape} "
-                f"values for {p0_flat_shape[0]} parameters"
+                f"bounds {name} must be a scalar or have one dataset's p0 structure and shapes "
+                f"(bounds are shared by every dataset), got {fb.shape} values for "
+                f"{p0_flat_shape[0]} parameters"
             )
         flat.append(fb)
     lo, hi = flat

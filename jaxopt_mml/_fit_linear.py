@@ -181,7 +181,11 @@ def linear_fit(
 def _linear_impl(x, y, sigma, mask, design, degree, absolute_sigma, nan_policy, layout, dtype):
     x, y, w, bad = weights(x, y, sigma, mask, nan_policy, layout, dtype)
     if design is None:
-        a = x[..., :, None] ** jnp.arange(degree + 1, dtype=dtype)
+        # x^k by repeated products: x ** arange differentiates x^0 as 0 * x^-1, NaN at x = 0
+        columns = [jnp.ones_like(x, dtype=dtype)]
+        for _ in range(degree):
+            columns.append(columns[-1] * x.astype(dtype))
+        a = jnp.stack(columns, axis=-1)
     else:
         a = jnp.asarray(design).astype(dtype)
         finite = jnp.all(jnp.isfinite(a), axis=-1)
@@ -195,6 +199,8 @@ def _linear_impl(x, y, sigma, mask, design, degree, absolute_sigma, nan_policy, 
     else:
         in_a = 0 if a.ndim == 3 else None
         res = jax.vmap(_solve_one, in_axes=(in_a, 0, 0, None))(a, y, w, absolute_sigma)
+    # NaN data under jit, or no point left to fit (every point masked or omitted), as curve_fit
+    bad = bad | ~jnp.any(w != 0, axis=-1)
     status = jnp.where(bad, int(Status.INVALID_INPUT), res.status).astype(jnp.int32)
     return res._replace(status=status, success=res.success & ~bad)
 

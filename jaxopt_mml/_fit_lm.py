@@ -179,7 +179,12 @@ def _tests(problem: Problem, state: LSState, h, act, pred, rtol, atol, cos, coln
     # (at least 4 eps: a cost cannot resolve relative changes near its rounding, and a test
     # stricter than that waits for the damping to shrink the predicted reduction instead)
     ftol = jnp.maximum(rtol * rtol, 4.0 * jnp.finfo(cost.dtype).eps)
-    ftest = (jnp.abs(act) <= ftol * cost) & (pred <= ftol * cost) & (act <= 2.0 * pred)
+    # The predicted reduction scaled back up by the damping, as the step is in the step test:
+    # with lam >> 1 it is about the Gauss-Newton decrement / lam, and a reduction made small by
+    # heavy damping is not convergence (robust losses from a start where every point is an
+    # outlier drove lam to 1e20 and stopped at a non-stationary point, SUCCESS).
+    damped = pred * jnp.maximum(state.lam, 1.0)
+    ftest = (jnp.abs(act) <= ftol * cost) & (damped <= ftol * cost) & (act <= 2.0 * pred)
     hs, hp, tol, stat = _step_scales(problem, state, h, rtol, atol)
     xtest = jnp.all((hp <= tol) | (hs * colnorm <= stat))
     gtest = cos <= 16 * jnp.finfo(cost.dtype).eps

@@ -113,8 +113,12 @@ def _run(spec: _Spec, x0, args, rtol, atol, dyn):
     else:
         flat0, unravel = x0, lambda u: u
 
+    # f's value in x0's dtype: an f computing in float64 from a float32 x0 (data in float64
+    # under x64) would otherwise change the loop carry's dtype
+    dtype = jnp.result_type(*jax.tree.leaves(flat0))
+
     def value(x, a):
-        return f(unravel(x), *a)
+        return f(unravel(x), *a).astype(dtype)
 
     def solve(guess):
         fun = Problem(

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from ._driver import make_progress
 from ._linesearch import backtracking
 from ._minimise_common import MinimiseResult, gradient_converged, run_minimiser
+from ._static import static_function
 from ._status import Status
 from ._tree import PyTree, check_positive_int
 
@@ -169,7 +170,7 @@ def gradient_descent(
             )
         mode = "linesearch"
     elif callable(step_size):
-        mode, schedule = "schedule", step_size
+        mode, schedule = "schedule", static_function(step_size)  # a rebound global recompiles
     elif isinstance(step_size, int | float) and not isinstance(step_size, bool):
         if not step_size > 0:
             raise ValueError(f"step_size must be positive, got {step_size}")

@@ -16,14 +16,19 @@ closure, by its code and closure values (``optax.adam(0.1)`` made twice gives eq
 optimisers; its module's globals are taken as fixed).
 
 Values are compared by value when they are immutable (``None``, numbers, strings, NumPy scalars,
-tuples of them) and by identity when they are modules, classes, JAX arrays (immutable too), or
-functions of JAX, NumPy and the like; a function found among them is judged by these same rules.
-Anything else (a NumPy array, a list, an object of the user's own class: all may be mutated
-between calls) makes the function equal only to itself, as ``jax.jit`` has it. The judgement is
-made at every call, so a global the function reads that has been rebound since the last call
-gives a new compilation rather than a stale result (``jax.jit`` of one function object would not
-notice). What is not seen: a mutable object reached through a module attribute, or ``global``
-state changed inside a library module.
+tuples of them; floats by their representation, so ``-0.0`` is not ``0.0``) and by identity
+when they are modules, classes, JAX arrays (immutable too), or functions of JAX, NumPy and the
+like; a function found among them is judged by these same rules. Anything else (a NumPy array,
+a list, a dict, an object of the user's own class: all may be mutated between calls) is
+compared by identity *and* makes the function that reads it equal only to itself, as
+``jax.jit`` has it: a lambda made anew around a mutated object compiles anew. The judgement is
+made at every call, so a global the function reads that has been rebound since the last call,
+to any value, gives a new compilation rather than a stale result (``jax.jit`` of one function
+object would not notice). What is not seen, as with ``jax.jit``: an object mutated in place (an
+array written into, a list appended to, an attribute set) and read by the *same* function
+object, including objects reached through module or class attributes, and ``global`` state
+changed inside a library module. A library function is recognised by the module its code runs
+in (its globals), not by ``__module__``, which ``functools.wraps`` copies.
 """
 
 from __future__ import annotations
@@ -44,6 +49,13 @@ _LIBRARIES = frozenset(
     ("jax", "jaxlib", "numpy", "scipy", "optax", "math", "cmath", "builtins", "operator")
 )
 _UNKNOWN = object()  # a value that can only be compared by identity
+
+
+def _mutable(key) -> bool:
+    """Whether a key holds a value compared by identity that may change in place."""
+    return isinstance(key, tuple) and bool(key) and key[0] in ("same", "owned")
+
+
 # A traced value is not a fixed array. Should a later jax move the class, arrays are not
 # recognised at all (compared by identity through their function): slower, never wrong.
 _TRACER = getattr(getattr(jax, "core", None), "Tracer", None)
@@ -75,12 +87,17 @@ def _global_names(code: types.CodeType) -> tuple[str, ...]:
 
 
 def _is_library(value) -> bool:
-    module = getattr(value, "__module__", None) or ""
+    if type(value) is types.FunctionType:  # where its code runs: __module__ is copied by wraps
+        module = value.__globals__.get("__name__", "") or ""
+    else:
+        module = getattr(value, "__module__", None) or ""
     return module.partition(".")[0] in _LIBRARIES
 
 
 def _value_key(value, seen: set[int]) -> Any:
     if isinstance(value, _IMMUTABLE):
+        if isinstance(value, float | complex | np.inexact):  # -0.0 == 0.0, but not in a program
+            return (type(value), repr(value))
         return (type(value), value)
     if isinstance(value, tuple) and (type(value) is tuple or hasattr(value, "_fields")):
         items = tuple(_value_key(v, seen) for v in value)  # a tuple or a NamedTuple
@@ -95,9 +112,13 @@ def _value_key(value, seen: set[int]) -> Any:
         try:
             hash(value)
         except TypeError:
-            return _UNKNOWN
+            return ("same", _Same(value))
         return ("object", value)
-    return _UNKNOWN
+    if isinstance(value, types.MethodType):  # made anew at each attribute access
+        return ("method", _value_key(value.__func__, seen), _value_key(value.__self__, seen))
+    # Mutable or unknown (a NumPy array, a list, a user's object): by identity, held alive so
+    # that its id is not reused; rebinding a name to another such value changes the key.
+    return ("same", _Same(value))
 
 
 def _function_key(fn: types.FunctionType, seen: set[int]) -> Any:
@@ -109,7 +130,7 @@ def _function_key(fn: types.FunctionType, seen: set[int]) -> Any:
     try:
         cells = tuple(c.cell_contents for c in fn.__closure__ or ())
     except ValueError:  # an empty cell (a name assigned after the function was made)
-        return _UNKNOWN
+        return ("owned", _Same(fn), ())
     defaults = fn.__defaults__ or ()
     kwdefaults = sorted((fn.__kwdefaults__ or {}).items())
     glob = {} if _is_library(fn) else fn.__globals__
@@ -119,6 +140,8 @@ def _function_key(fn: types.FunctionType, seen: set[int]) -> Any:
     if any(k is _UNKNOWN for k in keys):
         return _UNKNOWN
     layout = (len(cells), len(defaults), tuple(k for k, _ in kwdefaults), names)
+    if any(_mutable(k) for k in keys):  # equal only to itself, and only while it reads the same
+        return ("owned", _Same(fn), layout, keys)
     return ("function", fn.__code__, layout, keys)
 
 
@@ -131,6 +154,8 @@ def _key(fn, seen: set[int] = frozenset()) -> Any:
         kwargs = _value_key(tuple(sorted(fn.keywords.items())), seen)
         if any(k is _UNKNOWN for k in (inner, args, kwargs)):
             return _UNKNOWN
+        if any(_mutable(k) for k in (inner, *args[2], *kwargs[2])):
+            return ("owned", _Same(fn), inner, args, kwargs)
         return ("partial", inner, args, kwargs)
     return _UNKNOWN
 
@@ -144,7 +169,7 @@ class StaticValue:
     def __init__(self, value):
         key = _value_key(value, frozenset())
         self.value = value
-        self.key = ("identity", value) if key is _UNKNOWN else key
+        self.key = ("same", _Same(value)) if key is _UNKNOWN else key
 
     def __hash__(self) -> int:
         return hash(self.key)

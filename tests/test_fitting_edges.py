@@ -223,3 +223,70 @@ def test_linear_fit_and_chi_squared_check_shapes():
     for sigma in (np.ones(19), np.ones((2, 20))):
         with pytest.raises(ValueError, match="sigma"):
             mml.chi_squared(lambda xx, p: p * xx, 2.0, x, y, sigma=sigma)
+
+
+# ---------------------------------------------------------------- second bug hunt
+
+
+@pytest.mark.parametrize("loss, f_scale", [("cauchy", 2.0), ("huber", 3.0)])
+def test_robust_fit_from_a_start_where_every_point_is_an_outlier(loss, f_scale):
+    # Every residual beyond f_scale at p0: the damping grew to ~1e20 while all steps failed,
+    # then the damped predicted reduction passed the cost test at a non-stationary point.
+    rng = np.random.default_rng(9)
+    x = np.linspace(0.0, 3.0, 20)
+    y = 2.0 * np.exp(-1.0 * x) + 0.5 + 0.05 * rng.standard_normal(20)
+    y[4] += 1.0  # an outlier
+    sigma = 0.05
+    p0 = jnp.array([1.0, 0.5, 0.0])
+    fit = mml.curve_fit(decay, x, y, p0, sigma=sigma, loss=loss, f_scale=f_scale)
+    ref = scipy.optimize.least_squares(
+        lambda p: (y - np.asarray(decay(x, p))) / sigma,
+        np.asarray(p0),
+        loss=loss,
+        f_scale=f_scale,
+        xtol=1e-15,
+        ftol=1e-15,
+        gtol=1e-15,
+    )
+    assert bool(fit.success)
+    np.testing.assert_allclose(fit.params, ref.x, rtol=1e-6)
+
+
+def test_float64_x_with_float32_data_fits_in_float32():
+    x = np.linspace(0.0, 4.0, 40)  # float64 under x64
+    y = (2.0 * np.exp(-x)).astype(np.float32)
+    model = lambda xx, p: p[0] * jnp.exp(-p[1] * xx)  # noqa: E731
+    fit = mml.curve_fit(model, x, y, np.array([1.0, 0.5], np.float32))
+    assert fit.params.dtype == jnp.float32 and bool(fit.success)
+    np.testing.assert_allclose(fit.params, [2.0, 1.0], rtol=1e-4)
+
+
+def test_linear_fit_derivative_in_x_is_finite_at_zero():
+    import jax
+
+    x = np.array([0.0, 1.0, 2.0, 3.0])
+    y = np.array([1.0, 2.9, 5.2, 6.8])
+    jac = jax.jacfwd(lambda xx: mml.linear_fit(xx, y).params)(jnp.asarray(x))
+    h = 1e-6
+    fd = np.stack(
+        [
+            (mml.linear_fit(x + h * e, y).params - mml.linear_fit(x - h * e, y).params) / (2 * h)
+            for e in np.eye(4)
+        ],
+        axis=1,
+    )
+    np.testing.assert_allclose(jac, fd, rtol=1e-6, atol=1e-8)
+
+
+def test_batch_options_are_checked_and_no_data_is_invalid_in_both_fits():
+    x = np.linspace(0.0, 1.0, 20)
+    y = np.stack([2 * x, 3 * x])
+    with pytest.raises(TypeError, match="x_per_dataset"):
+        mml.curve_fit(lambda xx, p: p[0] * xx, np.stack([x, x]), y, jnp.ones(1), x_per_dataset="no")
+    with pytest.raises(ValueError, match="x_per_dataset"):
+        mml.curve_fit(lambda xx, p: p[0] * xx, x, 2 * x, jnp.ones(1), x_per_dataset=True)
+    with pytest.raises(ValueError, match="lanes"):
+        mml.curve_fit(lambda xx, p: p[0] * xx, x, 2 * x, jnp.ones(1), lanes=-5)
+    mask = np.array([[True], [False]])
+    line = mml.linear_fit(x, y, mask=mask)
+    assert [int(s) for s in line.status] == [Status.SUCCESS, Status.INVALID_INPUT]

@@ -443,3 +443,13 @@ def test_optax_backtracking_without_stored_gradient():
     res = mml.optax_minimise(lambda x: jnp.sum((x - target) ** 2), jnp.zeros(2), BACKTRACKING)
     assert bool(res.success)
     np.testing.assert_allclose(res.x, target, atol=1e-8)
+
+
+@pytest.mark.parametrize("solver", ["gradient_descent", "newton_minimise", "bfgs", "lbfgs"])
+def test_float32_start_with_float64_data_runs_in_float32(solver):
+    # Under x64, f computing with float64 data from a float32 x0 returned float64: the loop's
+    # carry changed dtype and tracing failed.
+    data = np.array([1.0, 2.0])  # float64
+    res = getattr(mml, solver)(lambda u: jnp.sum((u - data) ** 2), np.zeros(2, np.float32))
+    assert res.x.dtype == jnp.float32 and bool(res.success)
+    np.testing.assert_allclose(res.x, data, rtol=1e-4)

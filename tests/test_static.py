@@ -151,3 +151,100 @@ def test_an_optax_optimiser_made_again_reuses_the_compilation():
     assert static_function(optax.adam(0.1).update) != static_function(optax.adam(0.2).update)
     fast, slow = run(0.5), run(0.001)  # a different learning rate is a different program
     assert float(fast.value) < float(slow.value)
+
+
+DATA = np.array([1.0, 2.0])  # rebound by the test below
+TABLE = {"slope": 3.0}
+
+
+def _objective(u):
+    return jnp.sum((u - DATA) ** 2)
+
+
+def _root_of(u):
+    return u**3 - TABLE["slope"] ** 3
+
+
+def test_the_same_function_reading_a_rebound_mutable_global_is_never_stale():
+    # The same function object reading a global NumPy array or dict: rebinding the global gave
+    # the old compilation's result (the function was keyed by its identity alone).
+    global DATA, TABLE
+    first = mml.bfgs(_objective, np.zeros(2)).x
+    DATA = np.array([3.0, 4.0])
+    second = mml.bfgs(_objective, np.zeros(2)).x
+    np.testing.assert_allclose([first, second], [[1.0, 2.0], [3.0, 4.0]], rtol=1e-7)
+    roots = []
+    for slope in (3.0, 5.0):
+        TABLE = {"slope": slope}
+        roots.append(float(mml.newton_raphson(_root_of, 1.0).x))
+    np.testing.assert_allclose(roots, [3.0, 5.0], rtol=1e-10)
+
+
+def test_signed_zeros_are_different_values():
+    def make(c):
+        return lambda u: u - jnp.arctan2(c, -1.0)
+
+    assert static_function(make(0.0)) != static_function(make(-0.0))
+    xs = [float(mml.newton_raphson(make(c), 0.0).x) for c in (0.0, -0.0)]
+    np.testing.assert_allclose(xs, [np.pi, -np.pi], rtol=1e-12)
+
+
+SCALE = 8.0
+
+
+@functools.wraps(jnp.cbrt)
+def _wrapped_like_a_library_function(u):
+    return u**3 - SCALE
+
+
+def test_a_user_function_wrapped_with_a_library_name_still_reads_its_globals():
+    global SCALE
+    roots = []
+    for scale in (8.0, 27.0):
+        SCALE = scale
+        roots.append(float(mml.newton_raphson(_wrapped_like_a_library_function, 1.0).x))
+    np.testing.assert_allclose(roots, [2.0, 3.0], rtol=1e-10)
+
+
+LR = 0.1
+
+
+def test_a_gradient_descent_schedule_reading_a_rebound_global_is_never_stale():
+    global LR
+
+    def schedule(k):
+        return LR
+
+    f = lambda u: jnp.sum(u**2)  # noqa: E731
+    LR = 0.1
+    slow = mml.gradient_descent(f, np.ones(2), step_size=schedule, max_iter=3).x
+    LR = 0.5  # one step to the minimum
+    fast = mml.gradient_descent(f, np.ones(2), step_size=schedule, max_iter=3).x
+    np.testing.assert_allclose(slow, 0.8**3 * np.ones(2), rtol=1e-12)
+    np.testing.assert_allclose(fast, np.zeros(2), atol=1e-12)
+
+
+class _Quadratic:
+    """A callable object that is not hashable (a dataclass with eq, an equinox module...)."""
+
+    __hash__ = None
+
+    def __init__(self, centre):
+        self.centre = np.asarray(centre)
+
+    def __call__(self, u):
+        return jnp.sum((u - self.centre) ** 2)
+
+
+def test_unhashable_callables_are_accepted():
+    res = mml.bfgs(_Quadratic([1.0, 2.0]), np.zeros(2))
+    np.testing.assert_allclose(res.x, [1.0, 2.0], rtol=1e-7)
+    fit = mml.curve_fit(_Fitted(), np.linspace(0, 1, 10), 2 * np.linspace(0, 1, 10), np.ones(1))
+    np.testing.assert_allclose(fit.params, [2.0], rtol=1e-8)
+
+
+class _Fitted:
+    __hash__ = None
+
+    def __call__(self, x, p):
+        return p[0] * x
