@@ -162,8 +162,12 @@ def _init(fun, x0, rtol, atol, dyn, options):
             jnp.where(predicted_small, int(Status.RUNNING), int(Status.LINESEARCH_FAILED)),
         )
         converged = jnp.where(ls.success, converged, converged | (fresh & predicted_small))
+        # Not on a steepest-descent step: its first trial has length 1 (or 1 / |g|), no
+        # estimate of the distance to a minimum (an objective unbounded below, reset to steepest
+        # descent at x ~ 1e154, took a unit step there and passed for converged).
         cauchy = (
             ls.success
+            & use_model
             & tree_step_small(x_new, reach, rtol, atol)
             & (jnp.abs(ls.value - f) <= atol + rtol * jnp.abs(ls.value))
         )

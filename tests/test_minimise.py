@@ -453,3 +453,11 @@ def test_float32_start_with_float64_data_runs_in_float32(solver):
     res = getattr(mml, solver)(lambda u: jnp.sum((u - data) ** 2), np.zeros(2, np.float32))
     assert res.x.dtype == jnp.float32 and bool(res.success)
     np.testing.assert_allclose(res.x, data, rtol=1e-4)
+
+
+@pytest.mark.parametrize("solver", ["bfgs", "lbfgs", "newton_minimise", "gradient_descent"])
+def test_objective_unbounded_below_is_not_success(solver):
+    # BFGS ran x0 + x1^2 off to x ~ 1e154, reset to steepest descent there, and its unit-length
+    # first trial passed the Cauchy test (SUCCESS with |g| = 2e77).
+    res = getattr(mml, solver)(lambda u: u[0] + u[1] ** 2, jnp.array([0.5, 0.5]), max_iter=400)
+    assert not bool(res.success), (res.x, mml.Status(int(res.status)))
