@@ -71,7 +71,8 @@ class History(NamedTuple):
     """Fixed-size per-iteration record: entry ``k`` holds the iterate after ``k`` steps.
 
     ``x`` leaves and ``f`` have a leading axis of the requested length; entries past ``length``
-    (the number recorded, ``min(n_iter + 1, len)``) are NaN so that plots skip them.
+    (the number recorded: ``min(n_iter + 1, len)``, one fewer after a step rejected as
+    non-finite, which is not recorded) are NaN so that plots skip them.
     """
 
     x: PyTree
@@ -146,7 +147,9 @@ def _record(history: History | None, k: jax.Array, progress: Progress) -> Histor
         return None
     x = jax.tree.map(lambda buf, v: buf.at[k].set(v, mode="drop"), history.x, progress.x)
     f = history.f.at[k].set(progress.f, mode="drop")
-    length = jnp.minimum(k + 1, history.f.shape[0]).astype(jnp.int32)
+    # Entries at or past the buffer's end are dropped (a rejected non-finite step is sent
+    # there): the length then stays as it was (it is the buffer's length once k passes it).
+    length = jnp.where(k < history.f.shape[0], k + 1, history.length).astype(jnp.int32)
     return History(x=x, f=f, length=length)
 
 

@@ -14,7 +14,9 @@ With ``J`` of full rank, ``B`` has ``m`` positive and ``m`` negative eigenvalues
 Hessian of ``L`` restricted to the tangent space of the constraints (the classical test of signs of
 the bordered minors says the same): a **minimum** when ``B`` has ``n`` positive and ``m`` negative
 eigenvalues, a **maximum** when it has ``m`` positive and ``n`` negative, a **saddle** otherwise,
-and **degenerate** when ``B`` is singular (the second-order test says nothing).
+and **degenerate** when ``B`` is singular (the second-order test says nothing). The inertia is
+computed from the restricted Hessian itself, relative to the Hessian's scale, so that it does
+not depend on how ``f`` and ``h`` are scaled against each other.
 """
 
 from __future__ import annotations
@@ -89,33 +91,43 @@ def _newton_lagrange(problem, x0, *, rtol, atol, max_iter):
         grad = jax.grad(lambda u: problem.objective(u) + jnp.vdot(lam, problem.eq(u)))(x)
         return jnp.concatenate([grad, problem.eq(x)])
 
-    def merit(z):
-        r = residual(z)
+    def merit(z, w):
+        r = residual(z) * w
         return 0.5 * jnp.vdot(r, r)
 
-    def converged_at(z, r):
-        # Stationarity relative to the size of the terms of grad f + J^T lam, feasibility
-        # relative to |J| |x| (as in minimise_constrained). (Relative to |(x, lam)|, a point near
-        # the cusp of x^2 = y^3 with lam ~ 5e3 passed for f = y, with x^2 - y^3 = 5e-7.)
+    def scales(z):
+        # The sizes that stationarity (the terms of grad f + J^T lam) and feasibility (|J| |x|)
+        # are judged against, as in minimise_constrained.
         x, lam = z[:n], z[n:]
         grad_f = jax.grad(problem.objective)(x)
         jac_h = jax.jacfwd(problem.eq)(x)
-        tol_kkt = atol + rtol * jnp.maximum(scale_of(grad_f), scale_of(jac_h.T @ lam))
-        tol_viol = atol + rtol * scale_of(jac_h) * scale_of(x)
-        return (jnp.max(jnp.abs(r[:n]), initial=0.0) <= tol_kkt) & (
-            jnp.max(jnp.abs(r[n:]), initial=0.0) <= tol_viol
+        return jnp.maximum(scale_of(grad_f), scale_of(jac_h.T @ lam)), scale_of(jac_h) * scale_of(x)
+
+    def converged_at(z, r):
+        # (Relative to |(x, lam)|, a point near the cusp of x^2 = y^3 with lam ~ 5e3 passed for
+        # f = y, with x^2 - y^3 = 5e-7.)
+        kkt, viol = scales(z)
+        return (jnp.max(jnp.abs(r[:n]), initial=0.0) <= atol + rtol * kkt) & (
+            jnp.max(jnp.abs(r[n:]), initial=0.0) <= atol + rtol * viol
         )
 
     def step(st: _State):
         z, r = st
-        jac = jax.jacfwd(residual)(z)
+        # Newton on the residual in the units of the convergence test (each block over its
+        # scale), and the line search on that residual's square: unweighted, a constraint in
+        # large units (h scaled by 1e4) made the merit all feasibility, and the tangential
+        # steps Newton needs were cut to nothing (no start converged).
+        kkt, viol = scales(z)
+        w = jnp.concatenate([jnp.full((n,), 1.0 / kkt, dtype), jnp.full((m,), 1.0 / viol, dtype)])
+        jac = w[:, None] * jax.jacfwd(residual)(z)
+        rw = w * r
         u, sv, vt = jnp.linalg.svd(jac)
-        ur = u.T @ r
+        ur = u.T @ rw
         radius = _STEP_RADIUS * scale_of(z)
         sv_mod = jnp.maximum(jnp.maximum(sv, eps * sv[0]), jnp.abs(ur) / radius)
         d = -vt.T @ jnp.where(sv_mod > 0, ur / jnp.where(sv_mod > 0, sv_mod, 1.0), 0.0)
-        phi0 = 0.5 * jnp.vdot(r, r)
-        ls = backtracking(lambda a: merit(z + a * d), phi0, jnp.vdot(jac.T @ r, d))
+        phi0 = 0.5 * jnp.vdot(rw, rw)
+        ls = backtracking(lambda a: merit(z + a * d, w), phi0, jnp.vdot(jac.T @ rw, d))
         z_new = z + jnp.where(ls.success, ls.step_size, 0.0) * d
         r_new = residual(z_new)
         norm = jnp.max(jnp.abs(r_new))
@@ -161,6 +173,30 @@ def _bordered_hessian(problem, z):
     jac = jax.jacfwd(problem.eq)(x)
     dtype = x.dtype
     return jnp.block([[jnp.zeros((m, m), dtype), jac], [jac.T, hess]])
+
+
+def _classify(bordered, n: int, m: int, eps: float) -> str:
+    """The kind of a point from its bordered Hessian, by the inertia of ``Z^T H Z``: the Hessian
+    of ``L`` on the tangent space of the constraints (``Z`` an orthonormal basis of ``J``'s null
+    space). The same inertia as ``B``'s less ``m`` of each sign, judged relative to each block's
+    own scale (a threshold on ``B``'s eigenvalues mixes the scales of ``J`` and of ``H``: with
+    ``f`` or ``h`` scaled by 1e4 in float32 every point was "degenerate")."""
+    jac, hess = bordered[:m, m:], bordered[m:, m:]
+    _, sv, vt = np.linalg.svd(jac)
+    if m and (sv.size < m or sv[-1] <= np.sqrt(eps) * sv[0]):
+        return "degenerate"  # J not of full rank: the tangent space is not n - m dimensional
+    z = vt[m:].T
+    w = np.linalg.eigvalsh(z.T @ hess @ z) if n > m else np.zeros(0)
+    scale = max(np.max(np.abs(w), initial=0.0), np.max(np.abs(hess), initial=0.0))
+    tiny = np.sqrt(eps) * scale
+    n_pos, n_neg = int(np.sum(w > tiny)), int(np.sum(w < -tiny))
+    if n_pos + n_neg < n - m or (scale == 0.0 and n > m):
+        return "degenerate"
+    if n_pos == n - m:
+        return "minimum"
+    if n_neg == n - m:
+        return "maximum"
+    return "saddle"
 
 
 @functools.partial(jax.jit, static_argnames=("f", "eq", "rtol", "atol", "max_iter"))
@@ -277,17 +313,7 @@ def lagrange_stationary_points(
     eps = np.finfo(dtype).eps
     kinds = []
     for i in idx:
-        w = np.linalg.eigvalsh(bordered[i])
-        tiny = np.sqrt(eps) * max(1.0, np.max(np.abs(w)))
-        n_pos, n_neg = int(np.sum(w > tiny)), int(np.sum(w < -tiny))
-        if n_pos + n_neg < n + m:
-            kinds.append("degenerate")
-        elif n_pos == n and n_neg == m:
-            kinds.append("minimum")
-        elif n_pos == m and n_neg == n:
-            kinds.append("maximum")
-        else:
-            kinds.append("saddle")
+        kinds.append(_classify(bordered[i], n, m, eps))
     x_points = jax.vmap(problem.unravel)(jnp.asarray(z[idx, :n].reshape(len(idx), n)))
     return LagrangePoints(
         x=jax.device_get(x_points),

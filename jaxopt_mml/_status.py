@@ -91,7 +91,10 @@ class SolverError(RuntimeError):
 
 def status_message(status: Any) -> str:
     """The message for one status code: what happened and what to do about it."""
-    code = Status(int(status))
+    value = np.asarray(status)
+    if value.shape != () or not np.issubdtype(value.dtype, np.integer):
+        raise ValueError(f"status must be one integer Status code, got {status!r}")
+    code = Status(int(value))
     return f"{code.name}: {_MESSAGES[code]}"
 
 
@@ -105,14 +108,24 @@ def raise_for_status(result: Any) -> Any:
     """Raise :class:`SolverError` if any element of ``result`` failed; return ``result`` otherwise.
 
     Host-side only (it reads concrete values): call it outside ``jit``. Works for any result with a
-    ``status`` field, batched or not, and names how many elements failed with which code.
+    ``status`` field, batched or not, and names how many elements failed with which code. An
+    element fails where its ``success`` is False (where the result has that field): a fit whose
+    only problem is its covariance (``COVARIANCE_UNDEFINED``, ``success`` True) does not raise.
 
     Example:
         >>> res = mml.newton_raphson(lambda x: x**2 - 2.0, 1.0)
         >>> mml.raise_for_status(res).x
     """
-    counts = summarise_status(result.status)
-    failed = {code: n for code, n in counts.items() if code != Status.SUCCESS}
+    if not hasattr(result, "status"):
+        raise TypeError(
+            f"raise_for_status needs a solver result with a status field, got "
+            f"{type(result).__name__} (LagrangePoints: check n_converged instead)"
+        )
+    codes = np.asarray(result.status).ravel()
+    success = getattr(result, "success", None)
+    ok = codes == int(Status.SUCCESS) if success is None else np.asarray(success).ravel()
+    counts = summarise_status(codes)
+    failed = summarise_status(codes[~ok])
     if not failed:
         return result
     total = sum(counts.values())

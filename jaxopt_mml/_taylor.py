@@ -550,7 +550,8 @@ def taylor_error(
     def at_sample(s_i, u_i):
         u_i = _tangent_like("u", u_i, x0)
         series = _directional_series(f, x0, u_i, order, args, method)
-        point = jax.tree.map(lambda a, b: a + s_i * b, x0, u_i)
+        # in each leaf's own dtype (a float32 leaf beside a float64 one stays float32)
+        point = jax.tree.map(lambda a, b: (a + s_i * b).astype(jnp.result_type(a)), x0, u_i)
         model = jax.tree.map(lambda *c: _horner(c, s_i), *series)
         gap = jax.tree.map(lambda a, b: jnp.max(jnp.abs(a - b)), f(point, *args), model)
         error = jnp.max(jnp.stack(jax.tree.leaves(gap)))

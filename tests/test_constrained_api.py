@@ -356,3 +356,16 @@ def test_newton_kkt_near_a_rank_deficient_jacobian_is_not_infeasible(x0, expecte
     if expected is not None:
         assert int(res.status) == expected
         np.testing.assert_allclose(res.x, [1.8667604, 0.53568739], atol=1e-7)
+
+
+@pytest.mark.parametrize("scale", [1e-8, 1.0, 1e8])
+def test_lagrange_point_kinds_do_not_depend_on_scaling(scale):
+    # A threshold on the bordered Hessian's eigenvalues mixed the scales of J and of H: with f
+    # scaled by 1e8 (1e4 in float32) every point was "degenerate".
+    for f_scale, h_scale in ((scale, 1.0), (1.0, scale)):
+        pts = mml.lagrange_stationary_points(
+            lambda x, c=f_scale: c * x[0] * x[1],
+            lambda x, c=h_scale: jnp.array([c * (x @ x - 1.0)]),
+            jnp.array([[0.6, 0.8], [-0.6, 0.8], [0.6, -0.8], [-0.6, -0.8]]),
+        )
+        assert sorted(pts.kind) == ["maximum", "maximum", "minimum", "minimum"], pts.kind

@@ -252,3 +252,31 @@ def test_default_tolerances_follow_dtype():
     r32, _ = default_tolerances(jnp.float32)
     assert r64 < 1e-7 < r32
     assert default_tolerances(jnp.float64, 1e-3, 0.0) == (1e-3, 0.0)
+
+
+def test_history_length_counts_only_recorded_entries_after_a_nonfinite_step():
+    # The rejected step was sent past the buffer (dropped) but the length became the buffer's.
+    res = mml.gradient_descent(
+        lambda x: jnp.sum(x**4), jnp.array([1.0]), step_size=10.0, history=20, max_iter=15
+    )
+    assert mml.Status(int(res.status)) == mml.Status.NONFINITE
+    length = int(res.history.length)
+    assert length < 20
+    assert np.all(np.isfinite(np.asarray(res.history.f[:length])))
+    assert np.all(np.isnan(np.asarray(res.history.f[length:])))
+
+
+def test_status_helpers_edge_cases():
+    for bad in (2.5, 0.9, True, np.array([0, 1])):
+        with pytest.raises(ValueError, match="status"):
+            mml.status_message(bad)
+    assert mml.status_message(np.int32(2)).startswith("NONFINITE")
+    # a fit whose only problem is its covariance converged: success True, nothing to raise
+    line = mml.linear_fit(np.array([0.0, 1.0]), np.array([1.0, 3.0]))
+    assert mml.Status(int(line.status)) == mml.Status.COVARIANCE_UNDEFINED
+    assert mml.raise_for_status(line) is line
+    points = mml.lagrange_stationary_points(
+        lambda x: x[0] * x[1], lambda x: jnp.array([x @ x - 1.0]), jnp.ones((2, 2)) * 0.5
+    )
+    with pytest.raises(TypeError, match="status"):
+        mml.raise_for_status(points)

@@ -363,3 +363,12 @@ def test_taylor_error_vmap_float32_and_bad_input():
         mml.taylor_error(jnp.sin, 0.0, 1, 0.1, n_samples=0)
     no_bound = mml.taylor_error(jnp.sin, 0.0, 1, 0.1, n_samples=9, lagrange=False)
     assert np.isnan(no_bound.lagrange_bound)
+
+
+def test_taylor_error_keeps_each_leafs_dtype():
+    x0 = {"a": jnp.ones(2, jnp.float32), "b": jnp.ones(2, jnp.float64)}
+    err = mml.taylor_error(lambda p: jnp.sum(jnp.sin(p["a"])) + jnp.sum(p["b"] ** 3), x0, 1, 0.1)
+    assert np.isfinite(float(err.lagrange_bound)) and float(err.lagrange_bound) >= float(
+        err.max_error
+    )
+    assert err.x_worst["a"].dtype == jnp.float32
