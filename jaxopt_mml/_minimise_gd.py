@@ -70,12 +70,21 @@ def _init(fun, x0, rtol, atol, dyn, options):
                 init_step=2.0 * alpha_prev,
                 max_steps=max_ls,
             )
-            alpha = jnp.where(ls.success, ls.step_size, 0.0)
-            alpha_prev = jnp.where(ls.success, ls.step_size, alpha_prev)
+            # A step that Armijo's test accepts with no decrease at all: its sufficient-decrease
+            # margin rounded away next to f. If the step's predicted decrease is itself below
+            # f's rounding, f cannot resolve the progress left (a large f, or offset, in
+            # float32): PRECISION_LIMIT. Otherwise the trial (twice the last step) overshot
+            # across a valley to an equal value: stay, and try a quarter of it next.
+            flat = ls.success & (ls.value >= f)
+            eps = jnp.finfo(dtype).eps
+            resolvable = ls.step_size * jnp.vdot(g, d) > 4.0 * eps * jnp.abs(f)
+            moved = ls.success & ~flat
+            alpha = jnp.where(moved, ls.step_size, 0.0)
+            alpha_prev = jnp.where(
+                moved, ls.step_size, jnp.where(flat, 0.25 * ls.step_size, alpha_prev)
+            )
             failure = jnp.where(ls.success, failure, int(Status.LINESEARCH_FAILED))
-            # A step accepted with no decrease at all: the sufficient-decrease margin rounded
-            # away, f cannot resolve the progress left (a large f, or offset, in float32).
-            failure = jnp.where(ls.success & (ls.value >= f), int(Status.PRECISION_LIMIT), failure)
+            failure = jnp.where(flat & ~resolvable, int(Status.PRECISION_LIMIT), failure)
             n_ls = ls.n_eval
         dx = -alpha * d
         x_new = x + dx
@@ -133,7 +142,8 @@ def gradient_descent(
     Convergence: ``max|grad f| <= atol`` (absolute, as scipy's ``gtol``; ``rtol`` is not used: a
     gradient has no relative scale free of constant offsets in ``f``). There is no Cauchy test:
     small steps do not mean convergence here. With the line search, a step accepted with no
-    decrease of ``f`` (rounding) stops with ``Status.PRECISION_LIMIT``. Gradient descent converges linearly, at a rate set by the condition number
+    decrease of ``f`` stops with ``Status.PRECISION_LIMIT`` where the step's predicted decrease is
+    below ``f``'s rounding (otherwise the step is not taken and the next trial is shorter). Gradient descent converges linearly, at a rate set by the condition number
     :math:`\kappa`: about :math:`\kappa \log(1/\text{tol})` iterations; prefer :func:`bfgs`,
     :func:`lbfgs` or :func:`newton_minimise` for ill-conditioned problems.
 

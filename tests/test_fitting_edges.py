@@ -290,3 +290,20 @@ def test_batch_options_are_checked_and_no_data_is_invalid_in_both_fits():
     mask = np.array([[True], [False]])
     line = mml.linear_fit(x, y, mask=mask)
     assert [int(s) for s in line.status] == [Status.SUCCESS, Status.INVALID_INPUT]
+
+
+def test_gauss_newton_at_the_rounding_floor_is_converged_not_a_failed_search():
+    # A power law a x^b + c: at the minimum, Armijo could not resolve the Gauss-Newton step's
+    # predicted reduction (30 ulps of the cost) and the fit ended LINESEARCH_FAILED there.
+    rng = np.random.default_rng(5)
+    x = np.linspace(0.5, 5.0, 40)
+    truth = np.stack(
+        [rng.uniform(0.5, 5, 400), rng.uniform(-2, 3, 400), rng.uniform(-1, 1, 400)], 1
+    )
+    power = lambda xx, p: p[0] * xx ** p[1] + p[2]  # noqa: E731
+    ys = np.array([power(x, p) for p in truth]) + 0.05 * rng.standard_normal((400, 40))
+    starts = truth * (1 + 0.1 * rng.choice([-1, 1], truth.shape))
+    fit = mml.curve_fit(power, x, ys[340], starts[340], method="gauss-newton")
+    lm = mml.curve_fit(power, x, ys[340], starts[340])
+    assert int(fit.status) == Status.SUCCESS, Status(int(fit.status))
+    np.testing.assert_allclose(fit.params, lm.params, rtol=1e-7)

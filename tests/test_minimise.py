@@ -461,3 +461,19 @@ def test_objective_unbounded_below_is_not_success(solver):
     # first trial passed the Cauchy test (SUCCESS with |g| = 2e77).
     res = getattr(mml, solver)(lambda u: u[0] + u[1] ** 2, jnp.array([0.5, 0.5]), max_iter=400)
     assert not bool(res.success), (res.x, mml.Status(int(res.status)))
+
+
+def test_gradient_descent_with_an_offset_stops_at_the_rounding_floor_not_before():
+    # Armijo accepted a doubled trial step that overshot across the valley to an equal value,
+    # and that was read as PRECISION_LIMIT ~9000 ulps above the minimum; now the step is not
+    # taken and a shorter one tried, and PRECISION_LIMIT waits for a step whose predicted
+    # decrease is below f's rounding.
+    offset, cond = 5.0, 1000.0
+    res = mml.gradient_descent(
+        lambda u: 0.5 * (u[0] ** 2 + cond * u[1] ** 2) + offset,
+        jnp.array([1.0, 1.0]),
+        max_iter=50_000,
+    )
+    ulp = np.spacing(offset)
+    assert float(res.value) - offset <= 1000 * ulp, (float(res.value) - offset) / ulp
+    assert mml.Status(int(res.status)) in (mml.Status.SUCCESS, mml.Status.PRECISION_LIMIT)
