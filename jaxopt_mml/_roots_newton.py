@@ -49,6 +49,18 @@ class NewtonState(NamedTuple):
     fx: jax.Array
     d: jax.Array
     n_fev: jax.Array
+    steep: jax.Array = False  # systems: d is the Cauchy step (retrying a failed Newton search)
+
+
+def _cauchy_step(fx, jac):
+    """The minimiser of the merit's quadratic model along steepest descent, ``-t J^T F`` with
+    ``t = |J^T F|^2 / |J J^T F|^2`` (computed on ``F / max|F|``: no overflow)."""
+    scale = _scale(fx)
+    g = jac.T @ (fx / scale)
+    jg = jac @ g
+    denom = jnp.vdot(jg, jg)
+    t = jnp.where(denom > 0, jnp.vdot(g, g) / jnp.where(denom > 0, denom, 1.0), 0.0)
+    return -(t * scale) * g
 
 
 def _scale(fx):
@@ -113,7 +125,7 @@ def _system_solve(f: Callable, x0: jax.Array, *, rtol, atol, max_iter, ls_steps)
     fx0, jac0 = value_and_deriv(x0)
     d0, singular0 = direction(fx0, jac0)
     conv0 = _converged(x0, fx0, d0, singular0, rtol_, atol_)
-    state = NewtonState(x0, fx0, d0, jnp.asarray(1, jnp.int32))
+    state = NewtonState(x0, fx0, d0, jnp.asarray(1, jnp.int32), jnp.asarray(False))
     fail0 = jnp.where(singular0 & ~conv0, int(Status.SINGULAR), _RUNNING)
     progress = make_progress(x0, _norm(fx0), converged=conv0, failure=fail0)
 
@@ -125,7 +137,7 @@ def _system_solve(f: Callable, x0: jax.Array, *, rtol, atol, max_iter, ls_steps)
         # An element that has already stopped (a root, or no step left) is only stepped when it is
         # batched with running ones (vmap), and its result is discarded: let its search accept at
         # once, so that it does not hold the batch's inner loop at rounding-level merits.
-        done = _converged(s.x, s.fx, s.d, False, rtol_, atol_)
+        done = _converged(s.x, s.fx, s.d, jnp.asarray(False), rtol_, atol_)
 
         def phi(a):
             return jnp.where(done, jnp.zeros_like(m0), _merit(f(s.x + a * s.d), scale))
@@ -142,9 +154,15 @@ def _system_solve(f: Callable, x0: jax.Array, *, rtol, atol, max_iter, ls_steps)
         stagnated = jnp.where(at_rounding, int(Status.PRECISION_LIMIT), int(Status.STAGNATED))
         failure = jnp.where(singular, int(Status.SINGULAR), _RUNNING)
         failure = jnp.where(jnp.all(x == s.x), stagnated, failure)
+        # A failed search along a Newton step is retried once along the Cauchy step (steepest
+        # descent on the merit): near a nearly singular J the Newton step is huge and valid,
+        # and backtracking cannot shorten it enough (1 in 60 random systems stopped at
+        # |F| = 0.4 with J^T F far from 0, where hybr went on to the root).
+        retry = ~ls.success & ~s.steep & ~done & ~converged
         failure = jnp.where(ls.success, failure, ls_failure)
-        failure = jnp.where(converged, _RUNNING, failure)
-        new = NewtonState(x, fx, d, s.n_fev + ls.n_eval + 1)
+        failure = jnp.where(converged | retry, _RUNNING, failure)
+        d = jnp.where(retry, _cauchy_step(fx, jac), d)
+        new = NewtonState(x, fx, d, s.n_fev + ls.n_eval + 1, retry)
         fnorm = _norm(fx)
         prog = make_progress(
             x,
