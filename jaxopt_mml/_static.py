@@ -121,16 +121,27 @@ def _value_key(value, seen: set[int]) -> Any:
     return ("same", _Same(value))
 
 
+_EMPTY_CELL = ("empty cell",)
+
+
+def _cell_value(cell):
+    """A closure cell's value, or a marker for an empty cell (a name the enclosing function
+    assigns after making this one, or never: optax's schedules have one). The key is made at
+    every call, and the function cannot read an empty cell without failing, so the marker is
+    as good as a value: a cell filled later gives another key."""
+    try:
+        return cell.cell_contents
+    except ValueError:
+        return _EMPTY_CELL
+
+
 def _function_key(fn: types.FunctionType, seen: set[int]) -> Any:
     """A plain function: its code and what it reads. A library's function (an optax
     optimiser's closure, say) reads its own module's globals, which are taken as fixed."""
     if id(fn) in seen:  # recursion: the code identifies it
         return ("recursive", fn.__code__)
     seen = seen | {id(fn)}
-    try:
-        cells = tuple(c.cell_contents for c in fn.__closure__ or ())
-    except ValueError:  # an empty cell (a name assigned after the function was made)
-        return ("owned", _Same(fn), ())
+    cells = tuple(_cell_value(c) for c in fn.__closure__ or ())
     defaults = fn.__defaults__ or ()
     kwdefaults = sorted((fn.__kwdefaults__ or {}).items())
     glob = {} if _is_library(fn) else fn.__globals__

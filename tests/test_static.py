@@ -248,3 +248,17 @@ class _Fitted:
 
     def __call__(self, x, p):
         return p[0] * x
+
+
+def test_an_optax_schedule_made_again_reuses_the_compilation():
+    # optax's schedules close over a cell that stays empty: it made the optimiser equal only to
+    # itself, and every call compiled anew.
+    import optax
+
+    def run(rate):
+        opt = optax.adam(optax.exponential_decay(0.1, 10, rate))
+        return mml.optax_minimise(lambda u: jnp.sum((u - 3.0) ** 2), np.zeros(2), opt, max_iter=50)
+
+    assert _compilations(_minimise_common._run_jit, [lambda: run(0.9)] * 3) <= 1
+    fast, slow = run(0.99), run(0.01)  # another decay rate is another program
+    assert float(fast.value) < float(slow.value)
