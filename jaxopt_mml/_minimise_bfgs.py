@@ -162,14 +162,13 @@ def _init(fun, x0, rtol, atol, dyn, options):
             jnp.where(predicted_small, int(Status.RUNNING), int(Status.LINESEARCH_FAILED)),
         )
         converged = jnp.where(ls.success, converged, converged | (fresh & predicted_small))
-        # Not on a steepest-descent step: its first trial has length 1 (or 1 / |g|), no
-        # estimate of the distance to a minimum (an objective unbounded below, reset to steepest
-        # descent at x ~ 1e154, took a unit step there and passed for converged).
-        cauchy = (
-            ls.success
-            & use_model
-            & tree_step_small(x_new, reach, rtol, atol)
-            & (jnp.abs(ls.value - f) <= atol + rtol * jnp.abs(ls.value))
+        # The step the driver's Cauchy test judges (inf: none): not a failed search's, nor a
+        # steepest-descent step's, whose first trial has length 1 (or 1 / |g|) and estimates no
+        # distance to a minimum (an objective unbounded below, reset to steepest descent at
+        # x ~ 1e154, took a unit step there and passed for converged). `cauchy` is that test.
+        judged = jnp.where(ls.success & use_model, reach, jnp.inf)
+        cauchy = tree_step_small(x_new, judged, rtol, atol) & (
+            jnp.abs(ls.value - f) <= atol + rtol * jnp.abs(ls.value)
         )
         # A step accepted by the search that rounds away (x unchanged) and meets neither test:
         # the iteration can go no further (a kink, or a gradient that f does not follow).
@@ -192,8 +191,7 @@ def _init(fun, x0, rtol, atol, dyn, options):
         progress = make_progress(
             x_new,
             new_state.f,
-            # A failed search moves nowhere; inf keeps the Cauchy test from calling that converged.
-            dx=jnp.where(ls.success, reach, jnp.inf),
+            dx=judged,
             df=jnp.where(ls.success, new_state.f - f, jnp.inf),
             converged=converged,
             failure=failure,
