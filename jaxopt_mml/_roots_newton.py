@@ -49,7 +49,7 @@ class NewtonState(NamedTuple):
     fx: jax.Array
     d: jax.Array
     n_fev: jax.Array
-    steep: jax.Array = False  # systems: d is the Cauchy step (retrying a failed Newton search)
+    steep: jax.Array  # d is the Cauchy step (retrying a failed Newton search)
 
 
 def _cauchy_step(fx, jac):
