@@ -265,6 +265,19 @@ def to_internal(p, b: Bounds):
     return jnp.where(has_lo & has_hi, both, jnp.where(has_lo, lower, jnp.where(has_hi, upper, p)))
 
 
+def curvature_ratio(u, b: Bounds):
+    """``p''(u) / p'(u)`` of the transforms of :func:`to_external`, 0 for a free parameter.
+
+    Two-sided: ``p' = (hi - lo) cos(u) / 2`` and ``p'' = -(hi - lo) sin(u) / 2``, so ``-tan u``;
+    one-sided: ``p' = +-u / sqrt(u^2 + 1)`` and ``p'' = +-(u^2 + 1)^(-3/2)``, so
+    ``1 / (u (u^2 + 1))``. Times the gradient in ``u`` it is the change of variables' own term of
+    the Hessian, ``(J_p^T r)_i p''_i`` (see :func:`._fit_lm.with_bound_curvature`); infinite on a
+    bound, where that gradient is 0."""
+    has_lo, has_hi = jnp.isfinite(b.lo), jnp.isfinite(b.hi)
+    one = 1.0 / (u * (u * u + 1.0))
+    return jnp.where(has_lo & has_hi, -jnp.tan(u), jnp.where(has_lo | has_hi, one, 0.0))
+
+
 def to_external(u, b: Bounds):
     """Unconstrained ``u`` -> parameters, always within ``[lower, upper]``.
 

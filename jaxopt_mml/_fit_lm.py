@@ -12,7 +12,9 @@ the step solves the damped normal equations
 
     (A + lambda D) h = -g
 
-by Cholesky in the equilibrated variables ``D^{1/2} h``. Geodesic acceleration (Transtrum &
+by Cholesky in the equilibrated variables ``D^{1/2} h``. With bounds (a change of variables
+``p(u)``) ``A`` includes the change of variables' own curvature where it is positive
+(:func:`with_bound_curvature`), in Gauss-Newton too. Geodesic acceleration (Transtrum &
 Sethna 2012) adds the second-order correction ``a = -(A + lambda D)^{-1} J^T r''_vv`` (one
 forward-over-forward pass for the directional second derivative ``r''_vv``) and rejects steps with
 ``2 |a| > 1.5 |v|`` (in the scaled norm; Transtrum and Sethna suggest 0.75, which rejects more
@@ -33,10 +35,12 @@ course's first method.
 
 Convergence (relative, as MINPACK's ``ftol``/``xtol``/``gtol``): the predicted and actual relative
 reductions of the cost are both below ``rtol**2`` (the cost is quadratic in the parameters' error);
-or every parameter's step, scaled up by the damping, ``max(1, lambda) |h_i|``, is below
-``rtol |u_i| + atol`` or changes the residuals by less than ``rtol |r|`` (``|J_i| |h_i|``; a
-step made small by heavy damping is not convergence); or the gradient is orthogonal to the
-residuals to machine precision.
+or every parameter's step, scaled up by the damping of that parameter,
+``max(1, lambda D_i / A_ii) |h_i|``, is below ``rtol |u_i| + atol`` or changes the residuals by
+less than ``rtol |r|`` (``|J_i| |h_i|``; a step made small by heavy damping is not convergence);
+or the gradient is orthogonal to the residuals to machine precision. A fit whose damping grows
+past ``1 / eps**2`` (no step lowers the cost measurably, short of those tests) ends
+``PRECISION_LIMIT``.
 
 References: J. J. More, Lecture Notes in Mathematics 630 (1978); H. B. Nielsen, IMM-REP-1999-05;
 M. K. Transtrum and J. P. Sethna, "Improvements to the Levenberg-Marquardt algorithm for nonlinear
@@ -75,13 +79,37 @@ class LSState(NamedTuple):
 class Problem(NamedTuple):
     """What the iterations need: the residual function of ``u`` and the loss (static), and
     ``to_params``, the map from ``u`` to the parameters where they differ (bounds: the step
-    test is on the parameters, not on ``u``, whose scale the change of variables sets)."""
+    test is on the parameters, not on ``u``, whose scale the change of variables sets), and
+    ``curvature``, the change of variables' ``u -> p''(u) / p'(u)`` (see
+    :func:`with_bound_curvature`)."""
 
     residual: object
     loss: str
     f_scale: object
     accel: bool = True
     to_params: object = None
+    curvature: object = None
+
+
+def with_bound_curvature(problem: Problem, u, a, g):
+    """``J^T J`` plus the change of variables' own curvature, where it is positive.
+
+    With bounds the residuals are ``r(p(u))`` and the Hessian of ``|r|^2 / 2`` in ``u`` has,
+    beside ``J^T J`` and the model's own second derivatives, the diagonal term
+    ``E_i = (J_p^T r)_i p''(u_i) = g_i p''(u_i) / p'(u_i)`` (``g = J^T r`` in ``u``). Gauss-Newton
+    drops it with the rest, but near a bound ``p' -> 0`` and ``J^T J`` vanishes in that
+    parameter while ``E_i`` does not: where the data push the parameter against its bound
+    (``E_i > 0``) the true model is ``E_i (u_i - u*)^2 / 2`` and the Gauss-Newton one is flat, so
+    its steps overshoot, the damping climbs and the fit creeps onto the bound linearly (runs of
+    hundreds of iterations, and stops with SUCCESS short of the bound once the damped steps are
+    small). With ``E_i`` the step lands on the bound as Newton's would. Where ``E_i < 0`` (the
+    data pull the parameter away from its bound) it is left out, which keeps the matrix
+    positive semidefinite; it vanishes at an interior minimum either way (``J_p^T r -> 0``)."""
+    if problem.curvature is None:
+        return a
+    e = g * problem.curvature(u)
+    e = jnp.where(jnp.isfinite(e), jnp.maximum(e, 0.0), 0.0)
+    return a + np.eye(a.shape[0], dtype=a.dtype) * e
 
 
 _EARLY_MAX = 64.0  # the longest step (in tolerances) after which a fit may stop early
@@ -161,17 +189,18 @@ def _damped_solve(a, g, dscale, lam):
     return chol_solve(chol, -g * s) * s
 
 
-def _tests(problem: Problem, state: LSState, h, act, pred, rtol, atol, cos, colnorm):
+def _tests(problem: Problem, state: LSState, h, act, pred, rtol, atol, cos, colnorm, damping):
     """The convergence tests: the cost's reduction (MINPACK's ftol, at ``rtol**2`` since the cost
     is quadratic in the parameters' error), a step small in every parameter, or a gradient
     orthogonal to the residuals (gtol).
 
-    A parameter's step is small when ``max(1, lam) |h_i| <= rtol |u_i| + atol`` (relative), or
-    when its effect on the residuals is: ``max(1, lam) |h_i| |J_i| <= rtol |r|`` (``|J_i|`` the
-    column norm ``colnorm``). The second test is relative to the parameter's statistical
-    uncertainty (``|r| / |J_i|`` is about ``sqrt(dof)`` standard errors), and serves parameters
-    near zero, which a purely relative test would chase to ``rtol |u_i|`` (a tiny absolute
-    accuracy, far below their standard error). With bounds the first test is on the parameters'
+    A parameter's step is small when ``d_i |h_i| <= rtol |u_i| + atol`` (relative), or when its
+    effect on the residuals is: ``d_i |h_i| |J_i| <= rtol |r|`` (``|J_i|`` the column norm
+    ``colnorm``), ``d_i`` undoing the damping of that parameter's step (``damping``, see
+    :func:`_damping`; 1 for Gauss-Newton and gradient descent). The second test is relative to
+    the parameter's statistical uncertainty (``|r| / |J_i|`` is about ``sqrt(dof)`` standard
+    errors), and serves parameters near zero, which a purely relative test would chase to
+    ``rtol |u_i|`` (a tiny absolute accuracy, far below their standard error). With bounds the first test is on the parameters'
     step (the change of variables would set its scale: ``u`` grows like ``|p - bound|`` for a
     one-sided bound); the second is the same in either variables.
     """
@@ -179,43 +208,62 @@ def _tests(problem: Problem, state: LSState, h, act, pred, rtol, atol, cos, coln
     # (at least 4 eps: a cost cannot resolve relative changes near its rounding, and a test
     # stricter than that waits for the damping to shrink the predicted reduction instead)
     ftol = jnp.maximum(rtol * rtol, 4.0 * jnp.finfo(cost.dtype).eps)
-    # The predicted reduction scaled back up by the damping, as the step is in the step test:
-    # with lam >> 1 it is about the Gauss-Newton decrement / lam, and a reduction made small by
-    # heavy damping is not convergence (robust losses from a start where every point is an
-    # outlier drove lam to 1e20 and stopped at a non-stationary point, SUCCESS).
-    damped = pred * jnp.maximum(state.lam, 1.0)
+    # The predicted reduction scaled back up by the largest damping, as the step is in the step
+    # test: a reduction made small by heavy damping is not convergence (robust losses from a
+    # start where every point is an outlier drove lam to 1e20 and stopped at a non-stationary
+    # point, SUCCESS; a float32 fit whose rate parameter's step was damped 1e8-fold stopped 25%
+    # above the minimum in chi2: it goes on, and ends PRECISION_LIMIT).
+    damped = _undamped(pred, jnp.max(damping))
     ftest = (jnp.abs(act) <= ftol * cost) & (damped <= ftol * cost) & (act <= 2.0 * pred)
-    xtest = _step_small(problem, state, h, rtol, atol, colnorm)
+    xtest = _step_small(problem, state, h, rtol, atol, colnorm, damping)
     gtest = cos <= 16 * jnp.finfo(cost.dtype).eps
     return ftest | xtest | gtest | (cost == 0)
 
 
-def _step_small(problem: Problem, state: LSState, h, rtol, atol, colnorm):
+def _step_small(problem: Problem, state: LSState, h, rtol, atol, colnorm, damping):
     """The step test of :func:`_tests`: every parameter's step is within its tolerance."""
-    hs, hp, tol, stat = _step_scales(problem, state, h, rtol, atol)
+    hs, hp, tol, stat = _step_scales(problem, state, h, rtol, atol, damping)
     return jnp.all((hp <= tol) | (hs * colnorm <= stat))
 
 
-def _step_scales(problem: Problem, state: LSState, h, rtol, atol):
-    """What the step test compares: the step ``hs``, scaled back up by the damping (with
-    ``lam >> 1`` in equilibrated units the step is about the Gauss-Newton step / lam: a step made
+def _step_scales(problem: Problem, state: LSState, h, rtol, atol, damping):
+    """What the step test compares: the step ``hs``, scaled back up by the damping (a step made
     small by heavy damping is not convergence), the parameters' step ``hp`` likewise (``hs``
     itself without bounds), its relative tolerance ``rtol |p + hp| + atol`` and the statistical
     one for ``hs |J_i|``, ``rtol |r|``."""
-    damping = jnp.maximum(state.lam, 1.0)
-    hs = jnp.abs(h) * damping
+    hs = _undamped(jnp.abs(h), damping)
     if problem.to_params is None:
         return hs, hs, rtol * jnp.abs(state.u + h) + atol, rtol * jnp.sqrt(state.cost)
     p_new = problem.to_params(state.u + h)
-    hp = jnp.abs(p_new - problem.to_params(state.u)) * damping
+    hp = _undamped(jnp.abs(p_new - problem.to_params(state.u)), damping)
     return hs, hp, rtol * jnp.abs(p_new) + atol, rtol * jnp.sqrt(state.cost)
 
 
-def _step_ratio(problem: Problem, state: LSState, h, rtol, atol, colnorm):
+def _undamped(step, damping):
+    """``step * damping``, 0 for no step (whatever the damping, which may be inf)."""
+    return jnp.where(step > 0, step * damping, 0.0)
+
+
+def _damping(lam, dscale, curvature):
+    """Per parameter, how many times the damping shortened its step: ``max(1, lam D_i / M_ii)``,
+    ``M`` the model's matrix (``J^T J``, with bounds' curvature), inf for ``M_ii = 0``.
+
+    The step in parameter ``i`` alone is ``-g_i / (M_ii + lam D_i)``, the Gauss-Newton one
+    ``-g_i / M_ii``. With ``D`` the running maximum of ``diag(J^T J)`` the ratio ``D_i / M_ii``
+    is about 1 for most fits, and this is ``max(1, lam)``; but a parameter whose column has
+    shrunk since (a rate that drifted to where its term no longer reaches the data: ``M_ii``
+    1e-8 of ``D_i`` in a float32 fit of two exponentials) takes steps damped by a factor of
+    ``1e4`` at ``lam = 1e-4``, and a step test on the damped step stopped that fit with SUCCESS
+    at chi2 15% above the minimum."""
+    ratio = lam * dscale / jnp.where(curvature > 0, curvature, 1.0)
+    return jnp.where(curvature > 0, jnp.maximum(ratio, 1.0), jnp.inf)
+
+
+def _step_ratio(problem: Problem, state: LSState, h, rtol, atol, colnorm, damping):
     """The step's size in units of the step test's tolerance: per parameter the smaller of
     ``hp_i / tol_i`` and ``hs_i |J_i| / stat`` (the two tests of :func:`_tests`), the largest
     over the parameters, so that the step test passes where this is <= 1."""
-    hs, hp, rel, stat = _step_scales(problem, state, h, rtol, atol)
+    hs, hp, rel, stat = _step_scales(problem, state, h, rtol, atol, damping)
     by_rel = _ratio(hp, rel)
     by_stat = _ratio(hs * colnorm, stat)
     return jnp.max(jnp.minimum(by_rel, by_stat))
@@ -250,7 +298,9 @@ def lm_step(problem: Problem, rtol, atol):
         diag = diagonal(a)
         dscale = jnp.maximum(state.dscale, diag)
         dsafe = jnp.where(dscale > 0, dscale, 1.0)  # a column that is 0 so far: unit scale
-        chol, s = _damped_factor(a, dsafe, state.lam)  # one factor for the step and its correction
+        model = with_bound_curvature(problem, state.u, a, g)
+        # one factor for the step and its correction
+        chol, s = _damped_factor(model, dsafe, state.lam)
         v = chol_solve(chol, -g * s) * s
         solved = jnp.all(jnp.isfinite(v))
         v = jnp.where(solved, v, 0.0)
@@ -280,14 +330,18 @@ def lm_step(problem: Problem, rtol, atol):
         # The gradient test at the current point: a stationary point stops without a step.
         cos = gradient_cosine(g, diag, cost)
         colnorm = jnp.sqrt(diag)
-        converged = _tests(problem, state, h, act, pred, rtol, atol, cos, colnorm)
+        damping = _damping(state.lam, dsafe, diagonal(model))
+        converged = _tests(problem, state, h, act, pred, rtol, atol, cos, colnorm, damping)
         # The next step, predicted from the rate at which the last two accepted steps shrank,
         # would pass the step test: stop now rather than take it (one iteration in six here).
         # Only after a clear contraction (at least 4x) and for a step at most _EARLY_MAX
-        # tolerances long, so that an erratic sequence cannot stop a fit far out.
-        q = _step_ratio(problem, state, h, rtol, atol, colnorm)
-        last = state.last_q  # inf until a step has been accepted: no rate to predict from
-        early = jnp.isfinite(last) & (q * q <= last) & (4.0 * q <= last) & (q <= _EARLY_MAX)
+        # tolerances long, so that an erratic sequence cannot stop a fit far out; and not on the
+        # rate from the first step, which is rarely in the quadratic regime (in a narrow valley
+        # a long first step then a short one along the valley stopped a float32 fit after two
+        # iterations, 0.08 standard errors out).
+        q = _step_ratio(problem, state, h, rtol, atol, colnorm, damping)
+        last = state.last_q
+        early = (state.n_accepted >= 2) & (q * q <= last) & (4.0 * q <= last) & (q <= _EARLY_MAX)
         converged = converged | (accept & early)
         converged = converged & (ok | ~solved)  # a non-finite trial is never convergence
         new = LSState(
@@ -316,7 +370,8 @@ def gn_step(problem: Problem, rtol, atol):
         a = gram(jac)
         g = jac.T @ r
         dscale = jnp.maximum(state.dscale, diagonal(a))
-        h = _damped_solve(a, g, dscale, jnp.zeros((), a.dtype))
+        model = with_bound_curvature(problem, state.u, a, g)
+        h = _damped_solve(model, g, dscale, jnp.zeros((), a.dtype))
         solved = jnp.all(jnp.isfinite(h))
         h = jnp.where(solved, h, 0.0)
         dphi0 = 2.0 * (g @ h)
@@ -370,8 +425,7 @@ def _finish_line_step(problem, state, r, jac, search, h, g, rtol, atol, solved, 
     colnorm = jnp.sqrt(jnp.sum(jac * jac, axis=0))
     cos = gradient_cosine(g, colnorm * colnorm, state.cost)
     gtest = cos <= 16 * jnp.finfo(state.cost.dtype).eps
-    undamped = state._replace(lam=jnp.zeros_like(state.lam))
-    small = _tests(problem, undamped, tested, act, pred, rtol, atol, cos, colnorm)
+    small = _tests(problem, state, tested, act, pred, rtol, atol, cos, colnorm, 1.0)
     converged = (accept & small) | gtest | (state.cost == 0)
     if full_step:
         # A failed search along a full Gauss-Newton step that is itself within the step
@@ -381,7 +435,7 @@ def _finish_line_step(problem, state, r, jac, search, h, g, rtol, atol, solved, 
         # LINESEARCH_FAILED.
         ftol = jnp.maximum(rtol * rtol, 64.0 * jnp.finfo(state.cost.dtype).eps)
         at_floor = (pred <= ftol * state.cost) | _step_small(
-            problem, undamped, h, rtol, atol, colnorm
+            problem, state, h, rtol, atol, colnorm, 1.0
         )
         converged = converged | (~accept & solved & at_floor)
     new = state._replace(

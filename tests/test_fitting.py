@@ -300,7 +300,7 @@ def test_bounds_are_respected_and_active_bound_is_found():
         ftol=1e-15,
         gtol=1e-15,
     )
-    np.testing.assert_allclose(p, ref.x, rtol=2e-4, atol=1e-6)
+    np.testing.assert_allclose(p, ref.x, rtol=1e-6, atol=1e-8)
 
 
 def test_one_sided_bounds_and_scalars():
