@@ -221,7 +221,7 @@ def iterate(
         return (status == _RUNNING) & (k < max_iter)
 
     def body(carry):
-        state, prog, k, _, hist = carry
+        state, prog, k, was, hist = carry
         new_state, new_prog = step(state)
         k = k + 1
         k_solver = k if count is None else count(new_state)
@@ -235,15 +235,28 @@ def iterate(
             state, prog, k_record = new_state, new_prog, k_solver
         hist = _record(hist, k_record, prog) if hist is not None else None
         if verbose:
-            jax.debug.print(
-                name + " iter {k}: f = {f:.6e}, status = {s}", k=k_solver, f=new_prog.f, s=status
-            )
+            _print_progress(name, k_solver, new_prog.f, status, was == _RUNNING)
         return state, prog, k, status, hist
 
     carry = (state, progress, jnp.asarray(0, jnp.int32), status0, hist)
     state, prog, n_iter, status, hist = lax.while_loop(cond, body, carry)
     status = jnp.where(status == _RUNNING, int(Status.MAX_ITER), status).astype(jnp.int32)
     return DriverOutput(state=state, progress=prog, n_iter=n_iter, status=status, history=hist)
+
+
+def _print_progress(name: str, k, f, status, running) -> None:
+    """One line per iteration: ``name iter k: f = ..., running`` (or the status that ended it).
+
+    A host callback, so that the status prints by name; under ``vmap`` it runs once per element,
+    and an element that had already stopped (a vmapped loop runs until its slowest element
+    stops, computing, then discarding, steps for the others) prints nothing."""
+
+    def show(k, f, status, running):
+        if bool(running):
+            state = "running" if int(status) == _RUNNING else Status(int(status)).name
+            print(f"{name} iter {int(k)}: f = {float(f):.6e}, {state}")
+
+    jax.debug.callback(show, k, f, status, running, ordered=False)
 
 
 def _lane_where(mask: jax.Array, on_true: PyTree, on_false: PyTree) -> PyTree:

@@ -349,7 +349,9 @@ def curve_fit(
       27 NIST StRD nonlinear problems from both starts (``docs/nist_lre.md``).
     * ``"gauss-newton"``: :math:`J^T J h = -J^T r` with a backtracking (Armijo) line search.
     * ``"gradient-descent"``: steepest descent on :math:`\chi^2` with a backtracking line search
-      (slow; for teaching and comparison).
+      (slow; for teaching and comparison). It stops when the Gauss-Newton step from its point
+      passes the tests below (its own short steps would stop it far from the minimum), which
+      at the default ``rtol`` often takes more than its ``max_iter`` (20000): ``MAX_ITER``.
 
     **Batched fits.** ``y`` of shape ``(B, N)`` fits ``B`` datasets in one compiled call, each with
     its own result (every field of the :class:`FitResult` gets a leading axis ``B``). ``x`` (shape

@@ -408,3 +408,24 @@ def test_float32_fit_does_not_stop_early_in_a_narrow_valley():
     fit = mml.curve_fit(power, x, y, p0)
     assert int(fit.status) == Status.SUCCESS
     assert np.max(np.abs(np.asarray(fit.params, float) - ref.x) / stderr) < 0.01
+
+
+def test_gradient_descent_fit_success_means_within_rtol():
+    # Gradient descent converges linearly; its step test on its own (short) steps stopped this
+    # fit (condition 23) with SUCCESS 5e-5 relative from the minimum at rtol 1.5e-8. Its tests
+    # now judge the Gauss-Newton step from the current point: SUCCESS within tolerance, or not
+    # SUCCESS.
+    rng = np.random.default_rng(0)
+    x = np.linspace(0.5, 2.577, 25)
+    y = 3.46 * x**2.88 - 0.437 + 0.01 * rng.standard_normal(25)
+
+    def power(xx, p):
+        return p[0] * xx ** p[1] + p[2]
+
+    ref = mml.curve_fit(power, x, y, np.array([3.0, 2.5, 0.0]))
+    fit = mml.curve_fit(power, x, y, np.array([3.0, 2.5, 0.0]), method="gradient-descent")
+    if bool(fit.success):
+        np.testing.assert_allclose(fit.params, ref.params, rtol=1e-6)
+    else:
+        assert int(fit.status) == Status.MAX_ITER
+        np.testing.assert_allclose(fit.params, ref.params, rtol=1e-4)

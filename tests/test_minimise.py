@@ -286,7 +286,9 @@ def test_history_and_verbose(capfd):
     p = zoo.BY_NAME["rosen2"]
     res = mml.bfgs(p.f, jnp.asarray(p.x0), history=True, verbose=True)
     out = capfd.readouterr().out
-    assert "bfgs iter 1:" in out
+    lines = out.strip().splitlines()
+    assert lines[0].startswith("bfgs iter 1:") and lines[0].endswith(", running")
+    assert lines[-1].endswith(", SUCCESS") and len(lines) == int(res.n_iter)
     n = int(res.n_iter)
     chex.assert_shape(res.history.x, (1000, 2))
     assert int(res.history.length) == n + 1
@@ -295,6 +297,18 @@ def test_history_and_verbose(capfd):
     assert np.all(np.isnan(np.asarray(res.history.f[n + 1 :])))
     assert np.all(np.diff(np.asarray(res.history.f[: n + 1])) <= 0)  # Wolfe steps descend
     assert mml.bfgs(p.f, jnp.asarray(p.x0)).history is None
+
+
+def test_verbose_under_vmap_prints_running_elements_only(capfd):
+    # A vmapped loop runs until its slowest element stops; the elements that stopped earlier
+    # printed a line (with their raw status code) at every remaining step.
+    p = zoo.BY_NAME["rosen2"]
+    starts = jnp.array([[1.0, 1.0 + 1e-3], [-1.2, 1.0]])
+    res = jax.vmap(lambda x0: mml.gradient_descent(p.f, x0, verbose=True, max_iter=50))(starts)
+    lines = capfd.readouterr().out.strip().splitlines()
+    assert len(lines) == int(np.sum(res.n_iter))
+    assert sum(line.endswith(", SUCCESS") for line in lines) == int(np.sum(res.success))
+    assert not any("-1" in line.split(",")[-1] for line in lines)
 
 
 def test_bad_input():
