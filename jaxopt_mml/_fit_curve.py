@@ -426,7 +426,8 @@ def curve_fit(
         descent), ``INVALID_INPUT`` (NaN data under jit, or no point left to fit) or
         ``NONFINITE``. Derivatives of ``params`` with respect to
         ``y`` (and ``sigma``, ``x``) come from implicit differentiation of the optimality
-        condition :math:`J^T r = 0` (valid where no bound is active).
+        condition :math:`J^T r = 0` (in the bounds' unconstrained variables: a parameter held
+        on an active bound has derivative 0, and the others move as a refit would).
 
     Example:
         >>> def model(x, p):

@@ -1,6 +1,7 @@
 """Edge cases of the fitting routines: bounds far away or nearly active, warm starts, empty and
 masked data, non-finite results, and static misuse (each found failing once; see the commit)."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -109,6 +110,27 @@ def test_a_fit_converges_onto_an_active_bound(method, seed):
     assert int(fit.n_iter) < 30
     np.testing.assert_allclose(float(fit.chi2), 2 * ref.cost, rtol=1e-12)
     np.testing.assert_allclose(fit.params, ref.x, atol=1e-5 * float(np.min(fit.stderr)))
+
+
+@pytest.mark.parametrize("which", [0, 2])
+def test_derivative_of_a_fit_with_an_active_bound_holds_that_parameter(which):
+    # Implicit differentiation in the bounded variables: a parameter on an active bound does
+    # not move with the data (derivative 0), the others move as the refitted fit does.
+    x, y, _, (lo, hi), _ = _active_bound_case(1)
+    p0 = np.array([2.25, 2.2, 0.3])
+    if which == 2:  # the offset's upper bound active instead of the amplitude's lower one
+        lo, hi = np.array([-np.inf, -np.inf, -0.4]), np.array([np.inf, np.inf, 0.35])
+
+    def fitp(yy):
+        return mml.curve_fit(decay, x, yy, p0, bounds=(lo, hi)).params
+
+    v = np.random.default_rng(5).standard_normal(y.shape)
+    p, dp = jax.jvp(fitp, (jnp.asarray(y),), (jnp.asarray(v),))
+    assert float(p[which]) == (lo[which] if which == 0 else hi[which])
+    eps = 1e-6
+    fd = (np.asarray(fitp(y + eps * v)) - np.asarray(fitp(y - eps * v))) / (2 * eps)
+    assert fd[which] == 0.0 and abs(float(dp[which])) < 1e-12
+    np.testing.assert_allclose(dp, fd, rtol=1e-5, atol=1e-8)
 
 
 def test_a_fit_does_not_stop_short_of_an_active_bound():
