@@ -420,8 +420,11 @@ def curve_fit(
         ``SUCCESS``, ``COVARIANCE_UNDEFINED`` (the fit converged but the covariance cannot be
         estimated: singular Jacobian or ``dof <= 0``; ``covariance`` and ``stderr`` are inf and
         ``success`` stays True, the counterpart of scipy's ``OptimizeWarning``),
-        ``PRECISION_LIMIT`` (the dtype cannot resolve the problem, e.g. float32 data whose
-        chi-squared does not change measurably near ``p0``: no step was ever accepted),
+        ``PRECISION_LIMIT`` (the dtype cannot resolve the problem to ``rtol``: float32 data
+        whose chi-squared does not change measurably near ``p0``, so that no step was ever
+        accepted; a float32 parameter whose remaining effect on chi-squared is below the
+        dtype's resolution; a Gauss-Newton or gradient-descent search that finds no decrease
+        where the predicted one is below ``rtol`` of chi-squared),
         ``MAX_ITER``, ``LINESEARCH_FAILED`` or ``SINGULAR`` (Gauss-Newton and gradient
         descent), ``INVALID_INPUT`` (NaN data under jit, or no point left to fit) or
         ``NONFINITE``. Derivatives of ``params`` with respect to

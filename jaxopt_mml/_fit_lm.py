@@ -242,13 +242,15 @@ def _step_scales(problem: Problem, state: LSState, h, rtol, atol, damping):
 
 
 def _undamped(step, damping):
-    """``step * damping``, 0 for no step (whatever the damping, which may be inf)."""
-    return jnp.where(step > 0, step * damping, 0.0)
+    """``step * damping``, 0 for no step (whatever the damping, which may overflow to inf);
+    NaN stays NaN (fails every test)."""
+    return jnp.where(step == 0, 0.0, step * damping)
 
 
 def _damping(lam, dscale, curvature):
     """Per parameter, how many times the damping shortened its step: ``max(1, lam D_i / M_ii)``,
-    ``M`` the model's matrix (``J^T J``, with bounds' curvature), inf for ``M_ii = 0``.
+    ``M`` the model's matrix (``J^T J``, with bounds' curvature); 1 for ``M_ii = 0``, a
+    parameter with no effect on the residuals, whose step is 0.
 
     The step in parameter ``i`` alone is ``-g_i / (M_ii + lam D_i)``, the Gauss-Newton one
     ``-g_i / M_ii``. With ``D`` the running maximum of ``diag(J^T J)`` the ratio ``D_i / M_ii``
@@ -258,7 +260,7 @@ def _damping(lam, dscale, curvature):
     ``1e4`` at ``lam = 1e-4``, and a step test on the damped step stopped that fit with SUCCESS
     at chi2 15% above the minimum."""
     ratio = lam * dscale / jnp.where(curvature > 0, curvature, 1.0)
-    return jnp.where(curvature > 0, jnp.maximum(ratio, 1.0), jnp.inf)
+    return jnp.where(curvature > 0, jnp.maximum(ratio, 1.0), 1.0)
 
 
 def _step_ratio(problem: Problem, state: LSState, h, rtol, atol, colnorm, damping):
@@ -410,12 +412,16 @@ def gd_step(problem: Problem, rtol, atol):
 
 
 def _gauss_newton_step(problem: Problem, u, jac, g):
-    """The Gauss-Newton step from ``u`` (NaN where ``J^T J`` is singular): what gradient
-    descent's convergence tests judge."""
+    """The Gauss-Newton step from ``u``, what gradient descent's convergence tests judge.
+
+    Damped by ``16 eps`` in equilibrated units, which changes it by about that relative amount
+    where ``J^T J`` is well conditioned, and gives 0 (not NaN) along a direction that does not
+    change the residuals (a parameter without effect: ``g`` has no component there)."""
     a = gram(jac)
     diag = diagonal(a)
     model = with_bound_curvature(problem, u, a, g)
-    return _damped_solve(model, g, jnp.where(diag > 0, diag, 1.0), jnp.zeros((), a.dtype))
+    lam = jnp.asarray(16.0 * jnp.finfo(a.dtype).eps, a.dtype)
+    return _damped_solve(model, g, jnp.where(diag > 0, diag, 1.0), lam)
 
 
 def _finish_line_step(problem, state, r, jac, search, h, g, rtol, atol, solved, judged):
@@ -433,8 +439,12 @@ def _finish_line_step(problem, state, r, jac, search, h, g, rtol, atol, solved, 
     t = search.step_size
     dx = t * h
     cost_new = search.value
-    accept = search.success & solved & jnp.isfinite(cost_new) & _finite(state.u + dx)
     act = state.cost - cost_new
+    # (a step that does not lower the cost is not taken: at a trial step of 1e-9 Armijo's
+    # sufficient decrease is below the cost's rounding, and such "accepted" null steps repeated
+    # until MAX_ITER at the minimum)
+    ok = search.success & solved & jnp.isfinite(cost_new) & _finite(state.u + dx)
+    accept = ok & (act > 0)
     pred = -(2.0 * (g @ judged) + jnp.sum((jac @ judged) ** 2))
     colnorm = jnp.sqrt(jnp.sum(jac * jac, axis=0))
     cos = gradient_cosine(g, colnorm * colnorm, state.cost)
@@ -455,10 +465,13 @@ def _finish_line_step(problem, state, r, jac, search, h, g, rtol, atol, solved, 
         cost=jnp.where(accept, cost_new, state.cost),
         n_accepted=state.n_accepted + accept.astype(jnp.int32),
     )
+    # No decrease along a descent direction whose predicted reduction is below rtol of the
+    # cost but above its rounding floor: the cost's rounding (residuals computed from large
+    # model values cancel) hides what is left, short of the tolerance.
+    resolution = (pred <= rtol * state.cost) & jnp.isfinite(cost_new)
+    failed = jnp.where(resolution, int(Status.PRECISION_LIMIT), int(Status.LINESEARCH_FAILED))
     failure = jnp.where(
-        accept | converged,
-        _RUNNING,
-        jnp.where(solved, int(Status.LINESEARCH_FAILED), int(Status.SINGULAR)),
+        accept | converged, _RUNNING, jnp.where(solved, failed, int(Status.SINGULAR))
     )
     df = jnp.where(accept, cost_new - state.cost, 0.0)
     progress = make_progress(new.u, new.cost, dx=dx, df=df, converged=converged, failure=failure)
