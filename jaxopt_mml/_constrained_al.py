@@ -19,7 +19,8 @@ the problem is: minimise ``F(x)`` subject to ``c(z) = 0`` and the box ``lower <=
 It stops when the violation and the projected gradient of the Lagrangian (which equals that of
 ``Phi`` with the updated ``y``) are within tolerance. When ``rho`` has reached its cap and the
 violation still does not fall, the problem is reported ``INFEASIBLE`` if the point (nearly)
-minimises the violation over the box, and ``STAGNATED`` otherwise.
+minimises the violation over the box (its projected gradient is small, and the linearised
+constraints cannot halve it), and ``STAGNATED`` otherwise.
 
 Both loops are init/step pieces run by ``_driver.iterate``; every step has fixed shapes.
 
@@ -34,6 +35,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from ._constrained_kkt import newton_kkt
@@ -68,6 +70,26 @@ class ALState(NamedTuple):
     viol: jax.Array
     value: jax.Array
     inner_iter: jax.Array
+
+
+def _violation_reducible(z, c, jac, lo, hi):
+    """Whether the linearised constraints say the violation can be halved within the box.
+
+    The least-norm Gauss-Newton step on ``|c|^2 / 2`` in the variables not held by the box,
+    ``d = -J_F^+ c``, along the projected path: if the linear model ``|c + J d|`` there is at
+    most half ``|c|`` (at ``t d`` for one of ``t = 1, 1/2, 1/4, 1/8``), ``z`` does not minimise the
+    violation, whatever its projected gradient says (that test alone passed for ill-conditioned
+    ``J``, where ``J^T c`` is small although ``c`` is not: a feasible float32 QP was reported
+    INFEASIBLE). At a stationary point of the violation over the box no such point exists (0 is
+    the minimum of the convex linearised problem there), so the test never hides infeasibility
+    there."""
+    grad = jac.T @ c
+    held = ((z <= lo) & (grad > 0)) | ((z >= hi) & (grad < 0))  # pushed against the box
+    d = jnp.linalg.lstsq(jnp.where(held, 0.0, jac), -c)[0]  # (0 in the held variables)
+    t = np.array([1.0, 0.5, 0.25, 0.125], dtype=z.dtype)[:, None]
+    steps = jnp.clip(z + t * d, lo, hi) - z  # the projected path
+    reduced = jnp.min(jnp.sum((c + steps @ jac.T) ** 2, axis=1))
+    return jnp.isfinite(reduced) & (reduced <= 0.25 * jnp.sum(c * c))
 
 
 def _projected_gradient_norm(z, grad, lo, hi):
@@ -275,9 +297,16 @@ def augmented_lagrangian(
         stuck = slow & (st.rho >= rho_max) & ~converged
         jac = jax.jacfwd(constraints)(z)
         violation_pg = _projected_gradient_norm(z, jac.T @ c, lo, hi)
-        infeasible = (violation_pg <= 0.1 * viol * scale_of(jac)) & (
+        candidate = (violation_pg <= 0.1 * viol * scale_of(jac)) & (
             viol > eps ** (1.0 / 3.0) * scale_of(jac) * scale_of(z)
         )
+        # (the least-squares solve only where it decides something)
+        reducible = lax.cond(
+            stuck & candidate,
+            lambda: _violation_reducible(z, c, jac, lo, hi),
+            lambda: jnp.asarray(False),
+        )
+        infeasible = candidate & ~reducible
         failure = jnp.where(infeasible, int(Status.INFEASIBLE), int(Status.STAGNATED))
         value = problem.objective(z[:n])
         progress = make_progress(

@@ -177,3 +177,56 @@ def test_objective_unbounded_below_is_not_success(kwargs):
     # run into SUCCESS; it must end in a failure status.
     res = mml.minimise_constrained(lambda x: x[0], jnp.array([0.0]), max_iter=30, **kwargs)
     assert not bool(res.success), (res.x, mml.Status(int(res.status)))
+
+
+def test_float32_feasible_qp_is_not_reported_infeasible():
+    # An ill-conditioned convex QP (Q of condition ~1e5, entries ~1700) with 2 equalities, 4
+    # inequalities and bounds, feasible by construction; float64 solves it. In float32 the
+    # augmented Lagrangian stalls at the largest penalty with violation 0.04 and the projected
+    # gradient of the violation passed "small" (J^T c is small along J's weak directions): it
+    # reported INFEASIBLE. The linearised constraints say the violation can be halved there.
+    Q = np.array(
+        [
+            [302.37833292, -674.58640789, 240.40073449, -494.25616478, 366.82325434],
+            [-674.58640789, 1692.35819844, -652.10858168, 1163.48165364, -891.67541383],
+            [240.40073449, -652.10858168, 357.9332852, -439.66679189, 549.6308588],
+            [-494.25616478, 1163.48165364, -439.66679189, 832.8719119, -636.01312792],
+            [366.82325434, -891.67541383, 549.6308588, -636.01312792, 996.47543918],
+        ]
+    )
+    c = np.array([-0.19596737, -3.48382443, 1.15717094, 1.73660573, -0.84064943])
+    E = np.array(
+        [
+            [0.25377316, -0.27920146, 0.12416504, -0.34104087, 0.02356914],
+            [-2.49759976, 1.25636453, -1.0066649, 0.22613129, -0.89272823],
+        ]
+    )
+    e = np.array([0.4229813, 1.50646439])
+    G = np.array(
+        [
+            [-1.17654289, -0.07749089, 0.91510187, -0.70129511, -0.41320392],
+            [-1.57086973, 0.178333, -1.04412393, -1.01836446, -1.64058996],
+            [-0.14540024, 1.72248622, 0.92045669, -1.45965296, 1.70037629],
+            [-0.52306444, 0.4751755, 0.33535686, 2.50957035, -1.25441339],
+        ]
+    )
+    h = np.array([0.50709268, 4.92952893, -1.16124216, -1.66756476])
+    lo = np.array([-1.67605663, -1.93690046, -2.14422745, -2.36441879, -2.68965768])
+    hi = np.array([1.27596169, 1.05792098, 2.69892699, 1.69472275, 2.21002026])
+    x0 = np.array([-0.60342702, -1.24002794, -0.02669689, -1.45438074, 0.61652127])
+
+    def run(dt):
+        def cv(a):
+            return jnp.asarray(a, dt)
+
+        return mml.minimise_constrained(
+            lambda x: 0.5 * x @ (cv(Q) @ x) + cv(c) @ x,
+            cv(x0),
+            eq=lambda x: cv(E) @ x - cv(e),
+            ineq=lambda x: cv(G) @ x - cv(h),
+            bounds=(cv(lo), cv(hi)),
+        )
+
+    assert int(run(jnp.float64).status) == mml.Status.SUCCESS
+    res = run(jnp.float32)
+    assert int(res.status) != mml.Status.INFEASIBLE
