@@ -70,7 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         module = importlib.import_module(f"tasks.{name}")
         for case in module.cases(args.full):
             rows.extend(harness.run_case(case, repeats=args.repeats, budget_s=args.budget))
-    json_path, md_path = harness.write_results(rows, env, Path(args.out), mode)
+    # A float32 or partial run is named for what it ran, so that it does not replace the table
+    # of the whole float64 suite (latest_<device>_<mode>.md).
+    label = "_".join([mode] + ["f32"] * args.f32 + sorted(wanted))
+    json_path, md_path = harness.write_results(rows, env, Path(args.out), label)
     print(f"\nwrote {json_path} and {md_path}")
     return 0
 
