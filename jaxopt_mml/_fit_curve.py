@@ -108,29 +108,28 @@ class _Fit(NamedTuple):
 
 
 def _problem(model, cfg: _Config, x, y, w, lo, hi, f_scale):
-    to_p = _to_params(cfg, lo, hi)
     res_p = _residual_fn(model, cfg.layout, x, y, w)
+    common = dict(loss=cfg.loss, f_scale=f_scale, accel=cfg.loss == "linear")
+    if not cfg.bounded:
+        return Problem(residual=res_p, **common)
+    bounds = _bounds(cfg, lo, hi)
+    to_p = _to_params(cfg, lo, hi)
     return Problem(
         residual=lambda u: res_p(to_p(u)),
-        loss=cfg.loss,
-        f_scale=f_scale,
-        accel=cfg.loss == "linear",
-        to_params=to_p if cfg.bounded else None,
-        curvature=_curvature(cfg, lo, hi),
+        to_params=to_p,
+        curvature=lambda u: curvature_ratio(u, bounds),
+        **common,
     )
 
 
-def _curvature(cfg: _Config, lo, hi):
-    if not cfg.bounded:
-        return None
-    bounds = Bounds(jnp.asarray(lo, cfg.dtype), jnp.asarray(hi, cfg.dtype))
-    return lambda u: curvature_ratio(u, bounds)
+def _bounds(cfg: _Config, lo, hi) -> Bounds:
+    return Bounds(jnp.asarray(lo, cfg.dtype), jnp.asarray(hi, cfg.dtype))
 
 
 def _to_params(cfg: _Config, lo, hi):
     if not cfg.bounded:
         return lambda u: u
-    bounds = Bounds(jnp.asarray(lo, cfg.dtype), jnp.asarray(hi, cfg.dtype))
+    bounds = _bounds(cfg, lo, hi)
     return lambda u: to_external(u, bounds)
 
 

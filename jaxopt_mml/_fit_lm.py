@@ -391,14 +391,13 @@ def gn_step(problem: Problem, rtol, atol):
         a = gram(jac)
         g = jac.T @ r
         dscale = jnp.maximum(state.dscale, diagonal(a))
-        model = with_bound_curvature(problem, state.u, a, g)
-        h = _damped_solve(model, g, jnp.where(dscale > 0, dscale, 1.0), _tiny_damping(a.dtype))
+        h = _gauss_newton_step(problem, state.u, a, g, dscale)
         solved = jnp.all(jnp.isfinite(h))
         h = jnp.where(solved, h, 0.0)
         dphi0 = 2.0 * (g @ h)
         search = backtracking(lambda t: _cost(problem, state.u + t * h), cost, dphi0)
         state = state._replace(cost=cost, dscale=dscale)
-        return _finish_line_step(problem, state, r, jac, search, h, g, rtol, atol, solved, h)
+        return _finish_line_step(problem, state, jac, search, h, g, rtol, atol, solved, h)
 
     return step
 
@@ -418,9 +417,10 @@ def gd_step(problem: Problem, rtol, atol):
             lambda t: _cost(problem, state.u + t * h), cost, dphi0, init_step=2.0 * last
         )
         state = state._replace(cost=cost)
-        judged = _gauss_newton_step(problem, state.u, jac, g)
+        a = gram(jac)
+        judged = _gauss_newton_step(problem, state.u, a, g, diagonal(a))
         new, progress = _finish_line_step(
-            problem, state, r, jac, search, h, g, rtol, atol, jnp.asarray(True), judged
+            problem, state, jac, search, h, g, rtol, atol, jnp.asarray(True), judged
         )
         lam = jnp.where(search.success, search.step_size, last)
         return new._replace(lam=lam), progress
@@ -428,16 +428,16 @@ def gd_step(problem: Problem, rtol, atol):
     return step
 
 
-def _gauss_newton_step(problem: Problem, u, jac, g):
-    """The Gauss-Newton step from ``u``, what gradient descent's convergence tests judge.
+def _gauss_newton_step(problem: Problem, u, a, g, scale):
+    """The Gauss-Newton step from ``u`` (``a = J^T J``, ``g = J^T r``, with the bounds'
+    curvature), in the variables equilibrated by ``scale`` (Gauss-Newton: the running maximum of
+    ``diag(a)``; gradient descent, whose tests judge this step: ``diag(a)``).
 
-    Damped by ``16 eps`` in equilibrated units, which changes it by about that relative amount
-    where ``J^T J`` is well conditioned, and gives 0 (not NaN) along a direction that does not
-    change the residuals (a parameter without effect: ``g`` has no component there)."""
-    a = gram(jac)
-    diag = diagonal(a)
+    Damped by ``16 eps`` in those units, which changes it by about that relative amount where
+    ``J^T J`` is well conditioned, and gives 0 (not NaN) along a direction that does not change
+    the residuals (a parameter without effect: ``g`` has no component there)."""
     model = with_bound_curvature(problem, u, a, g)
-    return _damped_solve(model, g, jnp.where(diag > 0, diag, 1.0), _tiny_damping(a.dtype))
+    return _damped_solve(model, g, jnp.where(scale > 0, scale, 1.0), _tiny_damping(a.dtype))
 
 
 def _tiny_damping(dtype):
@@ -448,7 +448,7 @@ def _tiny_damping(dtype):
     return jnp.asarray(16.0 * jnp.finfo(dtype).eps, dtype)
 
 
-def _finish_line_step(problem, state, r, jac, search, h, g, rtol, atol, solved, judged):
+def _finish_line_step(problem, state, jac, search, h, g, rtol, atol, solved, judged):
     """Accept the line search's point (its cost is ``search.value``) and test convergence.
 
     The step and cost tests judge the Gauss-Newton step from the current point, ``judged``, not
