@@ -72,8 +72,9 @@ class ALState(NamedTuple):
     inner_iter: jax.Array
 
 
-def _violation_reducible(z, c, jac, lo, hi):
-    """Whether the linearised constraints say the violation can be halved within the box.
+def _violation_reducible(z, c, jac, grad, lo, hi):
+    """Whether the linearised constraints say the violation can be halved within the box
+    (``grad = J^T c``, the violation's gradient).
 
     The least-norm Gauss-Newton step on ``|c|^2 / 2`` in the variables not held by the box,
     ``d = -J_F^+ c``, along the projected path: if the linear model ``|c + J d|`` there is at
@@ -83,7 +84,6 @@ def _violation_reducible(z, c, jac, lo, hi):
     INFEASIBLE). At a stationary point of the violation over the box no such point exists (0 is
     the minimum of the convex linearised problem there), so the test never hides infeasibility
     there."""
-    grad = jac.T @ c
     held = ((z <= lo) & (grad > 0)) | ((z >= hi) & (grad < 0))  # pushed against the box
     d = jnp.linalg.lstsq(jnp.where(held, 0.0, jac), -c)[0]  # (0 in the held variables)
     t = np.array([1.0, 0.5, 0.25, 0.125], dtype=z.dtype)[:, None]
@@ -296,14 +296,15 @@ def augmented_lagrangian(
         # the penalty rho c J cannot outweigh grad f): it proves nothing, STAGNATED.
         stuck = slow & (st.rho >= rho_max) & ~converged
         jac = jax.jacfwd(constraints)(z)
-        violation_pg = _projected_gradient_norm(z, jac.T @ c, lo, hi)
+        violation_grad = jac.T @ c  # of |c|^2 / 2
+        violation_pg = _projected_gradient_norm(z, violation_grad, lo, hi)
         candidate = (violation_pg <= 0.1 * viol * scale_of(jac)) & (
             viol > eps ** (1.0 / 3.0) * scale_of(jac) * scale_of(z)
         )
         # (the least-squares solve only where it decides something)
         reducible = lax.cond(
             stuck & candidate,
-            lambda: _violation_reducible(z, c, jac, lo, hi),
+            lambda: _violation_reducible(z, c, jac, violation_grad, lo, hi),
             lambda: jnp.asarray(False),
         )
         infeasible = candidate & ~reducible
