@@ -17,9 +17,9 @@ from ._fit_data import (
     NAN_POLICIES,
     Bounds,
     check_data,
-    curvature_ratio,
     is_concrete,
     make_bounds,
+    slopes,
     to_external,
     to_internal,
     weights,
@@ -117,7 +117,8 @@ def _problem(model, cfg: _Config, x, y, w, lo, hi, f_scale):
     return Problem(
         residual=lambda u: res_p(to_p(u)),
         to_params=to_p,
-        curvature=lambda u: curvature_ratio(u, bounds),
+        slopes=lambda u: slopes(u, bounds),
+        from_params=lambda p: to_internal(p, bounds),
         **common,
     )
 

@@ -265,19 +265,41 @@ def to_internal(p, b: Bounds):
     return jnp.where(has_lo & has_hi, both, jnp.where(has_lo, lower, jnp.where(has_hi, upper, p)))
 
 
-def curvature_ratio(u, b: Bounds):
-    """``p''(u) / p'(u)`` of the transforms of :func:`to_external`, 0 for a free parameter.
+def slopes(u, b: Bounds):
+    """``(p'(u), p''(u), |p'(u)| / max |p'|)`` of the transforms of :func:`to_external`
+    (``(1, 0, 1)`` for a free parameter), ``p'`` never exactly 0.
 
-    Two-sided: ``p' = (hi - lo) cos(u) / 2`` and ``p'' = -(hi - lo) sin(u) / 2``, so ``-tan u``;
-    one-sided: ``p' = +-u / sqrt(u^2 + 1)`` and ``p'' = +-(u^2 + 1)^(-3/2)``, so
-    ``1 / (u (u^2 + 1))``. Times the gradient in ``u`` it is the change of variables' own term of
-    the Hessian, ``(J_p^T r)_i p''_i`` (see :func:`._fit_lm.with_bound_curvature`); infinite on a
-    bound, where that gradient is 0."""
-    has_lo, has_hi = jnp.isfinite(b.lo), jnp.isfinite(b.hi)
-    one = 1.0 / (u * (u * u + 1.0))
-    return jnp.where(has_lo & has_hi, -jnp.tan(u), jnp.where(has_lo | has_hi, one, 0.0))
+    Two-sided, with ``a = pi/4 + u/2`` as :func:`to_external` computes it:
+    ``p' = (hi - lo) sin(a) cos(a)`` and ``p'' = (hi - lo) (cos^2 a - sin^2 a) / 2``; one-sided:
+    ``p' = +-u / sqrt(u^2 + 1)`` and ``p'' = +-(u^2 + 1)^(-3/2)``. On a bound ``p' = 0`` (the
+    transform's extremum, where the parameter is flat in ``u``): it is replaced by a tiny number
+    there (``tiny**(1/4)`` of the dtype, so that its square is still normal), so that ``J = J_p p'``
+    keeps the direction and size of ``J_p`` (``J_p = J / p'``) and a parameter on its bound can
+    tell whether the data pull it off (see :func:`._fit_lm.release_from_bounds`)."""
+    lo, hi = b.lo, b.hi
+    has_lo, has_hi = jnp.isfinite(lo), jnp.isfinite(hi)
+    span = jnp.where(has_lo & has_hi, hi - lo, 0.0)
+    a = 0.25 * np.pi + 0.5 * u
+    sa, ca = jnp.sin(a), jnp.cos(a)
+    root = jnp.sqrt(u * u + 1.0)
+    side = jnp.where(has_lo, 1.0, -1.0)
+    d1 = jnp.where(
+        has_lo & has_hi, span * sa * ca, jnp.where(has_lo | has_hi, side * u / root, 1.0)
+    )
+    d2 = jnp.where(
+        has_lo & has_hi,
+        0.5 * span * (ca * ca - sa * sa),
+        jnp.where(has_lo | has_hi, side / (root * root * root), 0.0),
+    )
+    # |p'| / max |p'|: 1 far from the bounds, 0 on one
+    rel = jnp.where(
+        has_lo & has_hi, jnp.abs(2.0 * sa * ca), jnp.where(has_lo | has_hi, jnp.abs(u) / root, 1.0)
+    )
+    tiny = np.asarray(np.finfo(np.dtype(u.dtype)).tiny ** 0.25, u.dtype)
+    return jnp.where(d1 == 0, tiny, d1), d2, rel
 
 
+@jax.custom_jvp
 def to_external(u, b: Bounds):
     """Unconstrained ``u`` -> parameters, always within ``[lower, upper]``.
 
@@ -303,3 +325,18 @@ def to_external(u, b: Bounds):
         jnp.where(has_lo, lo0 + t, jnp.where(has_hi, hi0 - t, u)),
     )
     return jnp.clip(p, lo, hi)
+
+
+@to_external.defjvp
+def _to_external_jvp(primals, tangents):
+    """The transform's derivative in ``u`` is :func:`slopes`'s ``p'`` (never exactly 0); in the
+    bounds, ``cos^2 a`` and ``sin^2 a`` (two-sided) or 1 (one-sided, the bound present)."""
+    u, b = primals
+    du, db = tangents
+    has_lo, has_hi = jnp.isfinite(b.lo), jnp.isfinite(b.hi)
+    a = 0.25 * np.pi + 0.5 * u
+    w_hi = jnp.where(has_lo & has_hi, jnp.sin(a) ** 2, jnp.where(has_hi, 1.0, 0.0))
+    w_lo = jnp.where(has_lo & has_hi, jnp.cos(a) ** 2, jnp.where(has_lo, 1.0, 0.0))
+    d_lo = jnp.where(has_lo, db.lo, 0.0)
+    d_hi = jnp.where(has_hi, db.hi, 0.0)
+    return to_external(u, b), slopes(u, b)[0] * du + w_lo * d_lo + w_hi * d_hi

@@ -14,7 +14,9 @@ the step solves the damped normal equations
 
 by Cholesky in the equilibrated variables ``D^{1/2} h``. With bounds (a change of variables
 ``p(u)``) ``A`` includes the change of variables' own curvature where it is positive
-(:func:`with_bound_curvature`), in Gauss-Newton too. Geodesic acceleration (Transtrum &
+(:func:`with_bound_curvature`), in Gauss-Newton too; a parameter held on its bound (where the
+change of variables is flat) while the data pull it off takes a Newton step of its own in ``p``
+(:func:`release_from_bounds`, Levenberg-Marquardt only). Geodesic acceleration (Transtrum &
 Sethna 2012) adds the second-order correction ``a = -(A + lambda D)^{-1} J^T r''_vv`` (one
 forward-over-forward pass for the directional second derivative ``r''_vv``) and rejects steps with
 ``2 |a| > 1.5 |v|`` (in the scaled norm; Transtrum and Sethna suggest 0.75, which rejects more
@@ -23,7 +25,8 @@ holds, and accepting them is how parameters "evaporate" to infinity from a poor 
 BoxBOD, Eckerle4 and MGH10 from their first starts). The gain ratio
 ``rho = (cost(u) - cost(u + h)) / (v^T (lambda D v - g))`` decides: ``rho > 0`` accepts the step and
 sets ``lambda *= max(1/3, 1 - (2 rho - 1)^3)`` (Nielsen's smooth update, few iterations near the
-solution); otherwise ``lambda *= nu, nu *= 2``. Each iteration computes ``r`` and ``J`` at the
+solution); otherwise ``lambda *= nu, nu *= 2``; a step damped below the resolution of the cost
+cuts ``lambda`` at once (:func:`_unblind`). Each iteration computes ``r`` and ``J`` at the
 current point (one ``jacfwd``), the second derivative there, and only the residual at the trial
 point. The state carries no ``N``-sized array: under ``vmap`` a while loop copies its whole carry
 (by a select) every iteration, and recomputing ``J`` costs less than carrying it.
@@ -83,15 +86,17 @@ class Problem(NamedTuple):
     """What the iterations need: the residual function of ``u`` and the loss (static), and
     ``to_params``, the map from ``u`` to the parameters where they differ (bounds: the step
     test is on the parameters, not on ``u``, whose scale the change of variables sets), and
-    ``curvature``, the change of variables' ``u -> p''(u) / p'(u)`` (see
-    :func:`with_bound_curvature`)."""
+    ``slopes``, the change of variables' ``u -> (p'(u), p''(u), |p'(u)| / max |p'|)`` (see
+    :func:`._fit_data.slopes`), and ``from_params``, its inverse (for
+    :func:`release_from_bounds`)."""
 
     residual: object
     loss: str
     f_scale: object
     accel: bool = True
     to_params: object = None
-    curvature: object = None
+    slopes: object = None
+    from_params: object = None
 
 
 def with_bound_curvature(problem: Problem, u, a, g):
@@ -108,11 +113,57 @@ def with_bound_curvature(problem: Problem, u, a, g):
     small). With ``E_i`` the step lands on the bound as Newton's would. Where ``E_i < 0`` (the
     data pull the parameter away from its bound) it is left out, which keeps the matrix
     positive semidefinite; it vanishes at an interior minimum either way (``J_p^T r -> 0``)."""
-    if problem.curvature is None:
+    if problem.slopes is None:
         return a
-    e = g * problem.curvature(u)
+    e = _bound_curvature(problem, u, g)
     e = jnp.where(jnp.isfinite(e), jnp.maximum(e, 0.0), 0.0)
     return a + np.eye(a.shape[0], dtype=a.dtype) * e
+
+
+def _bound_curvature(problem: Problem, u, g):
+    """``E_i = g_i p''(u_i) / p'(u_i)``, the change of variables' term of the Hessian."""
+    d1, d2, _ = problem.slopes(u)
+    return g * (d2 / d1)
+
+
+_NEAR_BOUND = 0.1  # |p'| / max |p'| under which a parameter may be released from its bound
+
+
+def release_from_bounds(problem: Problem, u, a, g, lam):
+    """Steps that take parameters off a bound that the data pull them away from.
+
+    On a bound the change of variables is at an extremum (``p'(u) = 0``): the parameter is flat
+    in ``u``, its column of ``J`` vanishes with ``p'`` and so does its gradient, and no step of
+    the Gauss-Newton model moves it. Where the data push it against the bound that is right
+    (the bound is active); where they pull it off (``E_i = (J_p^T r)_i p''_i < 0``: the cost
+    has a maximum in ``u_i`` there, a saddle) the fit is stuck at a point that is no minimum,
+    and stopped there with SUCCESS (a bounded rational fit with a robust loss, 17% above the
+    minimum in cost: a parameter that the first, poor, steps had pressed onto its bound).
+
+    A parameter is released where it is near its bound (``|p'|`` under a tenth of its largest:
+    within 0.25% of the span of a two-sided bound, 0.005 of a one-sided one) and that negative
+    curvature outweighs the Gauss-Newton one (``-E_i > (J^T J)_ii``; away from the bounds this
+    also holds for a parameter that has drifted out of the data's reach, whose Newton step is
+    no rescue). It takes the damped Newton step of its own one-dimensional model in ``p``,
+    ``dp = -g_p / (H_p (1 + lam))``, ``g_p = g_i / p'`` and ``H_p = (J^T J)_ii / p'^2`` (``p'`` is
+    never exactly 0: :func:`._fit_data.slopes`), mapped back to ``u`` by the inverse transform.
+    Returns the step in ``u`` (0 elsewhere), the released mask, and the step's predicted and
+    undamped (``lam = 0``) reductions of the cost.
+    """
+    d1, d2, rel = problem.slopes(u)
+    e = g * (d2 / d1)
+    m = diagonal(a)
+    gp = g / d1
+    hp = m / (d1 * d1)
+    near = rel < _NEAR_BOUND
+    released = near & (e < 0) & (m < -e) & (hp > 0) & jnp.isfinite(gp) & jnp.isfinite(hp)
+    hp_safe = jnp.where(released, hp, 1.0)
+    dp = jnp.where(released, -gp / (hp_safe * (1.0 + lam)), 0.0)
+    target = problem.from_params(problem.to_params(u) + dp)
+    step = jnp.where(released, target - u, 0.0)
+    pred = jnp.sum(jnp.where(released, -(2.0 * gp * dp + hp * dp * dp), 0.0))
+    gain = jnp.sum(jnp.where(released, gp * gp / hp_safe, 0.0))
+    return step, released, pred, gain
 
 
 _EARLY_MAX = 64.0  # the longest step (in tolerances) after which a fit may stop early
@@ -195,7 +246,7 @@ def _damped_solve(a, g, dscale, lam):
 
 
 def _tests(
-    problem: Problem, state: LSState, h, act, pred, rtol, atol, cos, colnorm, damping, gain=None
+    problem: Problem, state: LSState, h, act, pred, rtol, atol, cos, colnorm, g, damping, gain=None
 ):
     """The convergence tests: the cost's reduction (MINPACK's ftol, at ``rtol**2`` since the cost
     is quadratic in the parameters' error), a step small in every parameter, or a gradient
@@ -227,29 +278,45 @@ def _tests(
     # length: parameters known far better than rtol (stderr 1e-5 of their value, float32's
     # rtol 3.4e-4) passed the relative test while the step cut the cost by 3%, and the fit
     # stopped with chi2 twice the minimum)
-    xtest = _step_small(problem, state, h, rtol, atol, colnorm, damping) & (
+    xtest = _step_small(problem, state, h, rtol, atol, colnorm, g, damping) & (
         jnp.abs(act) <= rtol * cost
     )
     gtest = cos <= 16 * jnp.finfo(cost.dtype).eps
     return ftest | xtest | gtest | (cost == 0)
 
 
-def _step_small(problem: Problem, state: LSState, h, rtol, atol, colnorm, damping):
-    """The step test of :func:`_tests`: every parameter's step is within its tolerance."""
+def _step_small(problem: Problem, state: LSState, h, rtol, atol, colnorm, g, damping):
+    """The step test of :func:`_tests`: every parameter's step is within its tolerance.
+
+    The statistical test, ``|J_i| hs_i <= rtol |r|``, also asks that the step's first-order
+    effect on the cost, ``|g_i| hs_i``, be within ``rtol`` of it: the same for least squares
+    (``|g_i| <= |J_i| |r|``), but a robust loss's rescaled ``J`` says little of the cost where
+    residuals are beyond the loss's inflection (their rows are scaled by ``sqrt(eps)``, and a
+    Cauchy fit far from its minimum passed the test on a step of 0.04 with the gradient at 1e5).
+    """
     hs, hp, tol, stat = _step_scales(problem, state, h, rtol, atol, damping)
-    return jnp.all((hp <= tol) | (hs * colnorm <= stat))
+    by_stat = (hs * colnorm <= stat) & (jnp.abs(g) * hs <= rtol * state.cost)
+    return jnp.all((hp <= tol) | by_stat)
 
 
 def _step_scales(problem: Problem, state: LSState, h, rtol, atol, damping):
     """What the step test compares: the step ``hs``, scaled back up by the damping (a step made
     small by heavy damping is not convergence), the parameters' step ``hp`` likewise (``hs``
     itself without bounds), its relative tolerance ``rtol |p + hp| + atol`` and the statistical
-    one for ``hs |J_i|``, ``rtol |r|``."""
+    one for ``hs |J_i|``, ``rtol |r|``.
+
+    With bounds the parameters' step is at least ``|p'(u) h|``: a step below the resolution of
+    ``u`` leaves ``p`` unchanged, and a difference of 0 scaled up by any damping passed the test
+    (a robust fit damped 1e14-fold after its model's curvature had collapsed stopped with
+    SUCCESS at 24x the minimum's cost)."""
     hs = _undamped(jnp.abs(h), damping)
     if problem.to_params is None:
         return hs, hs, rtol * jnp.abs(state.u + h) + atol, rtol * jnp.sqrt(state.cost)
     p_new = problem.to_params(state.u + h)
-    hp = _undamped(jnp.abs(p_new - problem.to_params(state.u)), damping)
+    dp = jnp.maximum(
+        jnp.abs(p_new - problem.to_params(state.u)), jnp.abs(problem.slopes(state.u)[0] * h)
+    )
+    hp = _undamped(dp, damping)
     return hs, hp, rtol * jnp.abs(p_new) + atol, rtol * jnp.sqrt(state.cost)
 
 
@@ -275,13 +342,43 @@ def _damping(lam, dscale, curvature):
     return jnp.where(curvature > 0, jnp.maximum(ratio, 1.0), 1.0)
 
 
-def _step_ratio(problem: Problem, state: LSState, h, rtol, atol, colnorm, damping):
+_RESOLVE = 64.0  # a predicted reduction below this many roundings of the cost is not judged
+
+
+def _unblind(lam, nu, lam_old, pred, gain, cost, accept, act, damping):
+    """The damping after a step too short to be judged: its predicted reduction is within
+    ``_RESOLVE`` roundings of the cost while the undamped (Gauss-Newton) one is not, and the
+    damping would make it so (``pred * max_i d_i`` above the floor): the damping, not the model,
+    made it small. If the step lowered the cost or left it unchanged
+    (it may not even change the parameters), its gain ratio is rounding noise, and the usual
+    update (at most a third down per accepted step, up on a rejected one) keeps the damping
+    where it is. It is cut instead in proportion, to where the next step's predicted reduction
+    is about ``_RESOLVE`` roundings of the cost; ``nu`` is left alone, so that where larger steps
+    fail again the damping climbs ever faster (and a fit that the dtype cannot resolve still
+    ends PRECISION_LIMIT).
+
+    The damping reaches such heights where the model's curvature collapsed for a while: a robust
+    loss with every residual beyond its inflection (the curvature factor floored at eps) took
+    the damping to 1e15 and, once the points were back in range, the fit crept on with steps of
+    1e-17 and stopped with SUCCESS at 17x the minimum's cost."""
+    floor = _RESOLVE * jnp.finfo(cost.dtype).eps * cost
+    # (the damping shortened the step enough to matter: in a degenerate valley, undamped, the
+    # per-parameter gain exceeds the predicted reduction by cancellation, not by damping, and
+    # cutting nothing there only sent the fit along the valley with steps that failed)
+    damped = pred * jnp.max(damping) > floor
+    blind = (accept | (act == 0)) & (pred < floor) & (gain > floor) & damped
+    cut = lam_old * (pred / jnp.where(blind, floor, 1.0))
+    return jnp.where(blind, jnp.minimum(cut, lam), lam), nu
+
+
+def _step_ratio(problem: Problem, state: LSState, h, rtol, atol, colnorm, g, damping):
     """The step's size in units of the step test's tolerance: per parameter the smaller of
-    ``hp_i / tol_i`` and ``hs_i |J_i| / stat`` (the two tests of :func:`_tests`), the largest
-    over the parameters, so that the step test passes where this is <= 1."""
+    ``hp_i / tol_i`` and the statistical test's ratio (the larger of ``hs_i |J_i| / stat`` and
+    ``hs_i |g_i| / (rtol cost)``: see :func:`_step_small`), the largest over the parameters, so
+    that the step test passes where this is <= 1."""
     hs, hp, rel, stat = _step_scales(problem, state, h, rtol, atol, damping)
     by_rel = _ratio(hp, rel)
-    by_stat = _ratio(hs * colnorm, stat)
+    by_stat = jnp.maximum(_ratio(hs * colnorm, stat), _ratio(jnp.abs(g) * hs, rtol * state.cost))
     return jnp.max(jnp.minimum(by_rel, by_stat))
 
 
@@ -331,10 +428,20 @@ def lm_step(problem: Problem, rtol, atol):
         else:
             acc_ok = True
             h = v
+        if problem.slopes is None:
+            pred = v @ (state.lam * dsafe * v - g)
+            gain_released = 0.0
+        else:
+            # parameters held on a bound that the data pull them off take a step of their own
+            release, released, pred_rel, gain_released = release_from_bounds(
+                problem, state.u, a, g, state.lam
+            )
+            h = jnp.where(released, release, h)
+            v = jnp.where(released, 0.0, v)
+            pred = -(2.0 * (g @ v) + v @ (model @ v)) + pred_rel
         u_new = state.u + h
         r_new = problem.residual(u_new)
         cost_new = robust_cost(problem.loss, r_new, problem.f_scale)
-        pred = v @ (state.lam * dsafe * v - g)
         act = cost - cost_new
         ok = solved & jnp.isfinite(cost_new)  # a sum over r: non-finite with any r_i
         act = jnp.where(ok, act, -jnp.inf)
@@ -350,8 +457,9 @@ def lm_step(problem: Problem, rtol, atol):
         # The Gauss-Newton reduction, parameter by parameter: g_i^2 / M_ii = |g_i v_i| d_i (for
         # a diagonal M; pred = sum |g_i v_i| at lam = 0). A parameter that has no effect left
         # (g_i = 0 at a degenerate minimum) adds nothing however damped its step.
-        gain = jnp.sum(_undamped(jnp.abs(g * v), damping))
-        converged = _tests(problem, state, h, act, pred, rtol, atol, cos, colnorm, damping, gain)
+        gain = jnp.sum(_undamped(jnp.abs(g * v), damping)) + gain_released
+        lam, nu = _unblind(lam, nu, state.lam, pred, gain, cost, accept, act, damping)
+        converged = _tests(problem, state, h, act, pred, rtol, atol, cos, colnorm, g, damping, gain)
         # The next step, predicted from the rate at which the last two accepted steps shrank,
         # would pass the step test: stop now rather than take it (one iteration in six here).
         # Only after a clear contraction (at least 4x) and for a step at most _EARLY_MAX
@@ -359,7 +467,7 @@ def lm_step(problem: Problem, rtol, atol):
         # rate from the first step, which is rarely in the quadratic regime (in a narrow valley
         # a long first step then a short one along the valley stopped a float32 fit after two
         # iterations, 0.08 standard errors out).
-        q = _step_ratio(problem, state, h, rtol, atol, colnorm, damping)
+        q = _step_ratio(problem, state, h, rtol, atol, colnorm, g, damping)
         last = state.last_q
         early = (state.n_accepted >= 2) & (q * q <= last) & (4.0 * q <= last) & (q <= _EARLY_MAX)
         early = early & (jnp.max(damping) <= _EARLY_DAMPING) & (act <= rtol * cost)
@@ -473,7 +581,7 @@ def _finish_line_step(problem, state, jac, search, h, g, rtol, atol, solved, jud
     colnorm = jnp.sqrt(jnp.sum(jac * jac, axis=0))
     cos = gradient_cosine(g, colnorm * colnorm, state.cost)
     gtest = cos <= 16 * jnp.finfo(state.cost.dtype).eps
-    small = _tests(problem, state, judged, act, pred, rtol, atol, cos, colnorm, 1.0)
+    small = _tests(problem, state, judged, act, pred, rtol, atol, cos, colnorm, g, 1.0)
     converged = (accept & small) | gtest | (state.cost == 0)
     # A failed search where the Gauss-Newton step is itself within the step tolerance, or its
     # predicted reduction within a few hundred roundings of the cost: rounding, not the model,
@@ -483,7 +591,7 @@ def _finish_line_step(problem, state, jac, search, h, g, rtol, atol, solved, jud
     # parameters that is about 1e-6 standard errors (float64) from the minimum.
     ftol = jnp.maximum(rtol * rtol, 256.0 * jnp.finfo(state.cost.dtype).eps)
     at_floor = (pred <= ftol * state.cost) | _step_small(
-        problem, state, judged, rtol, atol, colnorm, 1.0
+        problem, state, judged, rtol, atol, colnorm, g, 1.0
     )
     converged = converged | (~accept & solved & at_floor)
     new = state._replace(

@@ -79,6 +79,42 @@ def test_bounded_transforms_keep_relative_precision_near_the_bounds():
     np.testing.assert_allclose(2.0 - out[3], np.sin(d / 2) ** 2, rtol=1e-3)  # 2 - p: rounding of 2
 
 
+def test_bounded_transforms_derivatives_and_a_slope_never_zero():
+    """The transform's derivatives (``slopes``, and ``to_external``'s own jvp in u and in the
+    bounds) match central differences; on a bound the slope is tiny but not 0, so that a
+    parameter pressed there can tell whether the data pull it off (it was exactly 0 at
+    ``u = -pi/2``, and such a parameter stayed there)."""
+    from jaxopt_mml._fit_data import Bounds, slopes, to_external
+
+    lo = jnp.array([0.5, 1.0, -jnp.inf, -jnp.inf])
+    hi = jnp.array([2.0, jnp.inf, 3.0, jnp.inf])
+    for u0 in (0.3, -1.1, 2.4):
+        u = jnp.full(4, u0)
+        d1, d2, _ = slopes(u, Bounds(lo, hi))
+        step = 1e-5
+        plus, minus = to_external(u + step, Bounds(lo, hi)), to_external(u - step, Bounds(lo, hi))
+        mid = to_external(u, Bounds(lo, hi))
+        np.testing.assert_allclose(d1, (plus - minus) / (2 * step), rtol=1e-8, atol=1e-10)
+        np.testing.assert_allclose(d2, (plus - 2 * mid + minus) / step**2, rtol=1e-4, atol=1e-5)
+        jac = jax.jacfwd(lambda v: to_external(v, Bounds(lo, hi)))(u)
+        np.testing.assert_allclose(np.diag(jac), d1, rtol=1e-14)
+        for which in (0, 1):
+
+            def moved(e, which=which, u=u):
+                # shift the finite lower (which = 0) or upper (1) bounds by e
+                lo_e = jnp.where(jnp.isfinite(lo) & (which == 0), lo + e, lo)
+                hi_e = jnp.where(jnp.isfinite(hi) & (which == 1), hi + e, hi)
+                return to_external(u, Bounds(lo_e, hi_e))
+
+            got = jax.jvp(moved, (0.0,), (1.0,))[1]
+            fd = (moved(1e-6) - moved(-1e-6)) / 2e-6
+            np.testing.assert_allclose(got, fd, rtol=1e-7, atol=1e-9)
+    on = jnp.array([-0.5 * np.pi, 0.0, 0.0, 0.0])
+    d1, _, rel = slopes(on, Bounds(lo, hi))
+    assert np.all(np.asarray(d1[:3]) != 0) and np.all(np.abs(np.asarray(d1[:3])) < 1e-15)
+    np.testing.assert_allclose(rel, [0.0, 0.0, 0.0, 1.0], atol=1e-15)
+
+
 def _active_bound_case(seed):
     """Decay data with the amplitude's lower bound 0.8 above its free optimum (active), the
     offset's bounds inactive; scipy's trf (bounds handled without a change of variables) as the
