@@ -395,7 +395,10 @@ def curve_fit(
             ``p0`` must lie within them. Where the data push a parameter against its bound the
             change of variables' own curvature is added to :math:`J^T J` (it flattens the
             Gauss-Newton model there), so that a fit converges onto an active bound as fast as
-            to an interior minimum.
+            to an interior minimum; where they pull a parameter held on its bound away from it
+            (the change of variables is flat there), Levenberg-Marquardt gives it a Newton step
+            of its own in the parameter, so it does not stay stuck (Gauss-Newton and gradient
+            descent have no such release).
         method: ``"lm"``, ``"gauss-newton"`` or ``"gradient-descent"``.
         loss: ``"linear"`` (least squares), ``"huber"``, ``"soft_l1"`` or ``"cauchy"``, as in
             ``scipy.optimize.least_squares``; ``f_scale`` is the residual scale ``C`` (in units of
