@@ -109,7 +109,7 @@ class _Fit(NamedTuple):
 
 def _problem(model, cfg: _Config, x, y, w, lo, hi, f_scale):
     res_p = _residual_fn(model, cfg.layout, x, y, w)
-    common = dict(loss=cfg.loss, f_scale=f_scale, accel=cfg.loss == "linear")
+    common = dict(loss=cfg.loss, f_scale=f_scale)
     if not cfg.bounded:
         return Problem(residual=res_p, **common)
     bounds = _bounds(cfg, lo, hi)

