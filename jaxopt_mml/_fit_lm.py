@@ -350,31 +350,40 @@ def _damping(lam, dscale, curvature):
 # there (COVARIANCE_UNDEFINED, success) at 15x the minimum's cost.
 _RHO_MIN = 1e-4
 _RESOLVE = 64.0  # a predicted reduction below this many roundings of the cost is not judged
+_NULL_CUT = 64.0  # the further cut after a step that left the cost unchanged
 
 
 def _unblind(lam, nu, lam_old, pred, gain, cost, accept, act, damping):
-    """The damping after a step too short to be judged: its predicted reduction is within
-    ``_RESOLVE`` roundings of the cost while the undamped (Gauss-Newton) one is not, and the
-    damping would make it so (``pred * max_i d_i`` above the floor): the damping, not the model,
-    made it small. If the step lowered the cost or left it unchanged
-    (it may not even change the parameters), its gain ratio is rounding noise, and the usual
-    update (at most a third down per accepted step, up on a rejected one) keeps the damping
-    where it is. It is cut instead in proportion, to where the next step's predicted reduction
-    is about ``_RESOLVE`` roundings of the cost; ``nu`` is left alone, so that where larger steps
-    fail again the damping climbs ever faster (and a fit that the dtype cannot resolve still
-    ends PRECISION_LIMIT).
+    """The damping after a step too short to be judged.
+
+    An accepted step whose predicted reduction is within ``_RESOLVE`` roundings of the cost,
+    while the undamped (Gauss-Newton) one is not and the damping makes the difference: its gain
+    ratio is rounding noise (the step may not even change the parameters), and the usual update
+    (at most a third down per accepted step) keeps the damping where it is. It is cut instead in
+    proportion, to where the next step's predicted reduction is about ``_RESOLVE`` roundings of
+    the cost. Likewise, and ``_NULL_CUT`` times further, after a heavily damped step that left
+    the cost exactly as it was. ``nu`` is left alone, so that where larger steps fail again the
+    damping climbs ever faster (and a fit that the dtype cannot resolve still ends
+    PRECISION_LIMIT).
 
     The damping reaches such heights where the model's curvature collapsed for a while: a robust
     loss with every residual beyond its inflection (the curvature factor floored at eps) took
     the damping to 1e15 and, once the points were back in range, the fit crept on with steps of
     1e-17 and stopped with SUCCESS at 17x the minimum's cost."""
     floor = _RESOLVE * jnp.finfo(cost.dtype).eps * cost
+    dmax = jnp.max(damping)
     # (the damping shortened the step enough to matter: in a degenerate valley, undamped, the
     # per-parameter gain exceeds the predicted reduction by cancellation, not by damping, and
     # cutting nothing there only sent the fit along the valley with steps that failed)
-    damped = pred * jnp.max(damping) > floor
-    blind = (accept | (act == 0)) & (pred < floor) & (gain > floor) & damped
-    cut = lam_old * (pred / jnp.where(blind, floor, 1.0))
+    unjudged = accept & (pred < floor) & (gain > floor) & (pred * dmax > floor)
+    # A heavily damped step that left the cost exactly as it was (below the resolution of u),
+    # whatever its prediction: a cut to where the prediction is resolvable can leave it there,
+    # and the damping then cycled between that cut and its growth after each null step. (Not an
+    # undamped one: a float32 optimum between two representable values must end on the step
+    # test, PRECISION_LIMIT.)
+    null = (act == 0) & (gain > floor) & (dmax > _NULL_CUT)
+    blind = unjudged | null
+    cut = lam_old * jnp.minimum(pred / floor, 1.0) / jnp.where(null, _NULL_CUT, 1.0)
     return jnp.where(blind, jnp.minimum(cut, lam), lam), nu
 
 
