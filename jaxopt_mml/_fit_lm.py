@@ -29,9 +29,9 @@ scipy it reaches the minimum in 95.3% of them instead of 94.0%, in 5% fewer iter
 gain ratio ``rho = (cost(u) - cost(u + h)) / (v^T (lambda D v - g))`` decides: ``rho >= 1e-4``
 (MINPACK's rule) accepts the step and sets ``lambda *= max(1/3, 1 - (2 rho - 1)^3)`` (Nielsen's
 smooth update, few iterations near the solution); otherwise ``lambda *= nu, nu *= 2``; a step
-damped below the resolution of the cost cuts ``lambda`` at once (:func:`_unblind`). Each iteration computes ``r`` and ``J`` at the
-current point (one ``jacfwd``), the second derivative there, and only the residual at the trial
-point. The state carries no ``N``-sized array: under ``vmap`` a while loop copies its whole carry
+damped below the resolution of the cost cuts ``lambda`` at once (:func:`_unblind`). Each
+iteration computes ``r`` and ``J`` at the current point (one ``jacfwd``), the second derivative
+there, and only the residual at the trial point. The state carries no ``N``-sized array: under ``vmap`` a while loop copies its whole carry
 (by a select) every iteration, and recomputing ``J`` costs less than carrying it.
 
 **Gauss-Newton** solves ``A h = -g`` (with a damping of ``16 eps``, :func:`_tiny_damping`) and
@@ -175,7 +175,7 @@ _ACCEL_RATIO = 1.5  # bound on 2 |a| / |v| (Transtrum & Sethna suggest <= 0.75; 
 
 
 def _second_directional(problem: Problem, u, v):
-    """``d^2/dt^2 r(u + t v)`` at 0 (one forward-over-forward pass), robustly rescaled."""
+    """``d^2/dt^2 r(u + t v)`` at 0 (one forward-over-forward pass), of the raw residuals."""
 
     def dir_deriv(w):
         return jax.jvp(problem.residual, (w,), (v,))[1]
