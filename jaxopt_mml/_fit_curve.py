@@ -113,7 +113,10 @@ def _problem(model, cfg: _Config, x, y, w, lo, hi, f_scale):
     if not cfg.bounded:
         return Problem(residual=res_p, **common)
     bounds = _bounds(cfg, lo, hi)
-    to_p = _to_params(cfg, lo, hi)
+
+    def to_p(u):
+        return to_external(u, bounds)
+
     return Problem(
         residual=lambda u: res_p(to_p(u)),
         to_params=to_p,

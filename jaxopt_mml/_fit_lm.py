@@ -66,7 +66,7 @@ import numpy as np
 
 from ._driver import make_progress
 from ._fit_linalg import chol_solve, cholesky, diagonal, gram
-from ._fit_losses import robust_cost, robust_scale, robust_scale_with_factor
+from ._fit_losses import robust_cost, robust_scale_with_factor
 from ._linesearch import backtracking
 from ._status import Status
 
@@ -194,8 +194,11 @@ def value_and_jacfwd(fun, u):
 
 
 def _value_and_jac(problem: Problem, u):
+    """``(r_s, J_s, cost, rows)`` at ``u``: the residuals and Jacobian rescaled for the robust
+    loss, its cost, and the rows' factor (1 for least squares; see
+    :func:`._fit_losses.robust_scale_with_factor`)."""
     r, jac = value_and_jacfwd(problem.residual, u)
-    return robust_scale(problem.loss, r, jac, problem.f_scale)
+    return robust_scale_with_factor(problem.loss, r, jac, problem.f_scale)
 
 
 def _cost(problem: Problem, u):
@@ -419,8 +422,7 @@ def _current_cost(state: LSState, cost_with_jac):
 def lm_step(problem: Problem, rtol, atol):
     def step(state: LSState):
         # r, J and the cost at the current point; the trial point needs only its cost.
-        r, jac0 = value_and_jacfwd(problem.residual, state.u)
-        r, jac, cost, rows = robust_scale_with_factor(problem.loss, r, jac0, problem.f_scale)
+        r, jac, cost, rows = _value_and_jac(problem, state.u)
         cost = _current_cost(state, cost)
         state = state._replace(cost=cost)
         a = gram(jac)
@@ -509,7 +511,7 @@ def lm_step(problem: Problem, rtol, atol):
 
 def gn_step(problem: Problem, rtol, atol):
     def step(state: LSState):
-        r, jac, cost = _value_and_jac(problem, state.u)
+        r, jac, cost, _ = _value_and_jac(problem, state.u)
         cost = _current_cost(state, cost)
         a = gram(jac)
         g = jac.T @ r
@@ -527,7 +529,7 @@ def gn_step(problem: Problem, rtol, atol):
 
 def gd_step(problem: Problem, rtol, atol):
     def step(state: LSState):
-        r, jac, cost = _value_and_jac(problem, state.u)
+        r, jac, cost, _ = _value_and_jac(problem, state.u)
         cost = _current_cost(state, cost)
         g = jac.T @ r
         h = -g
