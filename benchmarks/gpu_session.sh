@@ -8,9 +8,11 @@
 # its own time limit, most valuable first, so that a stage that runs long costs only itself:
 #   1. the slowest fits of a 10^5 batch, replayed step by step (benchmarks/stragglers.py);
 #   2. Gpufit's benchmark (2-D Gaussian 5x5, float32, 10^4 to 10^7 fits) against jaxopt;
-#   3. the Gaussian-peak fits in float64 (full mode), then pool widths (benchmarks/lanes.py);
+#   3. the Gaussian-peak fits in float64 (full mode);
 #   4. roots (full mode), minimisation (quick), the peak fits in float32 (quick);
-#   5. the operations per loop turn of ours and jaxopt's compiled fits (benchmarks/kernels.py).
+#   5. where a small fit's time goes: kernels and their time per call (benchmarks/profile_fit.py),
+#      and the operations per loop turn of ours and jaxopt's compiled fits (benchmarks/kernels.py).
+# (Pool widths, benchmarks/lanes.py, were swept on an H100 in docs/gpu_benchmark.md.)
 # Meanwhile the test suite runs on the host's CPU (JAX_PLATFORMS=cpu, other cores): a check that
 # the library works with the machine's newer JAX. JSON records and logs land in OUT_DIR.
 # The cores of each side are BENCH_CPUS (default 0-9) and TEST_CPUS (10-15), for a 16-core host.
@@ -47,10 +49,10 @@ R="--out /tmp/mml_results --budget 1"
 stage 40 "$BENCH_CPUS" python3 $B/stragglers.py --size 100000 --top 2 --steps 60 --out "$OUT_DIR/stragglers.json"
 stage 100 "$BENCH_CPUS" python3 $B/run.py --full --f32 --only gpufit $R
 stage 110 "$BENCH_CPUS" python3 $B/run.py --full --only fitting $R
-stage 50 "$BENCH_CPUS" python3 $B/lanes.py --task peak --sizes 10000,100000 --lanes default,1/1,4096,1/64
 stage 40 "$BENCH_CPUS" python3 $B/run.py --full --only roots $R
 stage 60 "$BENCH_CPUS" python3 $B/run.py --only minimise $R
 stage 45 "$BENCH_CPUS" python3 $B/run.py --f32 --only fitting $R
+stage 60 "$BENCH_CPUS" python3 $B/profile_fit.py --sizes 1,10000
 stage 40 "$BENCH_CPUS" python3 $B/kernels.py --size 10000 --out-dir /tmp/mml_hlo
 tar -czf "$OUT_DIR/hlo.tgz" -C /tmp mml_hlo 2>/dev/null
 cp /tmp/mml_results/*.json "$OUT_DIR"/ 2>/dev/null
