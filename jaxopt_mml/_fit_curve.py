@@ -16,7 +16,8 @@ from ._driver import iterate, iterate_pool, make_progress
 from ._fit_data import (
     NAN_POLICIES,
     Bounds,
-    check_data,
+    check_shapes,
+    check_values,
     is_concrete,
     make_bounds,
     slopes,
@@ -495,14 +496,14 @@ def curve_fit(
     dtype = np.dtype(dtype)
     rtol, atol = default_tolerances(dtype, rtol, 0.0 if atol is None else atol)
 
-    data = check_data(x, y, sigma, mask, nan_policy, x_per_dataset)
+    data = check_shapes(x, y, sigma, mask, x_per_dataset)
     batch = data.batch
     p0_batched = batch is not None and _p0_looks_batched(p0, shapes, batch)
     elem = [shape[1:] if p0_batched else shape for shape in shapes]
     layout = _Layout(treedef, tuple(elem), tuple(math.prod(e) for e in elem))
     n_params = sum(layout.sizes)
-    if is_concrete(p0) and not all(np.all(np.isfinite(np.asarray(leaf))) for leaf in leaves):
-        raise ValueError("p0 holds NaN or inf; give a finite starting point")
+    # Raises now for data on the host; for data on a GPU, once the fit is dispatched.
+    check_pending = check_values(x, y, sigma, mask, nan_policy, data.x_batched, p0)
 
     b = make_bounds(bounds, (n_params,), layout.ravel, dtype)
     if b is None:
@@ -535,7 +536,9 @@ def curve_fit(
         dtype=dtype.name,
         lanes=None if batch is None else pool_lanes(batch, lanes, data.n, n_params, dtype.itemsize),
     )
-    return _fit_jit(model, cfg, x, y, sigma, mask, p0, lo, hi, f_scale)
+    out = _fit_jit(model, cfg, x, y, sigma, mask, p0, lo, hi, f_scale)
+    check_pending()
+    return out
 
 
 def _check_model(model, layout, x, data, dtype):

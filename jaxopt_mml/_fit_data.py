@@ -39,7 +39,14 @@ class Layout(NamedTuple):
 
 
 def check_data(x, y, sigma, mask, nan_policy: str, x_per_dataset: bool | None) -> Layout:
-    """Check shapes (and, for concrete data under ``nan_policy='raise'``, values) on the host."""
+    """Check shapes, and values where they are known (:func:`check_values`), now."""
+    layout = check_shapes(x, y, sigma, mask, x_per_dataset)
+    check_values(x, y, sigma, mask, nan_policy, layout.x_batched)()
+    return layout
+
+
+def check_shapes(x, y, sigma, mask, x_per_dataset: bool | None) -> Layout:
+    """Check the shapes of the data (and mask's dtype); the static facts about them."""
     y_shape = np.shape(y)
     if len(y_shape) not in (1, 2):
         raise ValueError(f"y must have shape (N,) or (B, N) for B datasets, got shape {y_shape}")
@@ -81,28 +88,68 @@ def check_data(x, y, sigma, mask, nan_policy: str, x_per_dataset: bool | None) -
             raise TypeError(f"mask must be a boolean array, got dtype {dtype_of(mask)}")
         if not _broadcasts_to(np.shape(mask), y_shape):
             raise ValueError(f"mask must broadcast to y's shape {y_shape}, got {np.shape(mask)}")
-    layout = Layout(batch=batch, n=n, x_batched=x_batched)
+    return Layout(batch=batch, n=n, x_batched=x_batched)
+
+
+def check_values(x, y, sigma, mask, nan_policy: str, x_batched: bool, p0=None):
+    """Check concrete values: data under ``nan_policy='raise'``, sigma's sign, ``p0`` finite.
+
+    Returns a function of no arguments that raises ``ValueError`` for bad values. Data on the
+    host are checked with NumPy before this returns (the function then does nothing). Data held
+    by a GPU or TPU are checked by one jitted reduction on the device, whose flags (one integer)
+    are read when the function is called: call it after dispatching the work on the data, so
+    that the round trip to the device overlaps that work rather than preceding it (on an H100 a
+    synchronous check cost a small fit 0.85 ms of its 1.6 ms).
+    """
     values = nan_policy == "raise" and is_concrete(x, y, sigma, mask)
     positive = sigma is not None and is_concrete(sigma)
-    if not (values or positive):
-        return layout
+    p0 = jax.tree.leaves(p0) if p0 is not None and is_concrete(p0) else []
     if not values:
         x = y = None  # only sigma's sign is checked (where the mask keeps a point, if known)
         mask = mask if is_concrete(mask) else None
-    if on_accelerator(x, y, sigma, mask):
-        # One reduction on the device and four booleans back, rather than the data to the host.
-        bad = [bool(b) for b in jax.device_get(_bad_values_jit(x, y, sigma, mask, x_batched))]
-    else:
-        bad = _bad_values(x, y, sigma, mask, x_batched, np)
+    if not positive:
+        sigma = None
+    if not (values or positive or p0):
+        return _nothing
+    if on_accelerator(x, y, sigma, mask, p0):
+        # One reduction on the device and one integer back, rather than the data to the host.
+        flags = _bad_flags_jit(x, y, sigma, mask, p0, x_batched)
+        return lambda: _raise_for(_unpack(int(jax.device_get(flags))), values)
+    bad = _bad_values(x, y, sigma, mask, x_batched, np)
+    bad.append(not all(np.all(np.isfinite(np.asarray(leaf))) for leaf in p0))
+    _raise_for([bool(b) for b in bad], values)
+    return _nothing
+
+
+def _nothing():
+    return None
+
+
+def _raise_for(bad, values: bool):
+    """Raise for the flags ``(sigma <= 0, y, x, sigma NaN, p0)`` of :func:`_bad_values` (NaN
+    data only where ``values``: under ``nan_policy='raise'``)."""
     if bad[0]:
         raise ValueError("sigma must be positive (use inf, or mask, to give a point no weight)")
-    names = [name for name, b in zip(("y", "x", "sigma"), bad[1:], strict=True) if b]
+    names = [name for name, b in zip(("y", "x", "sigma"), bad[1:4], strict=True) if b]
     if values and names:
         raise ValueError(
             f"{' and '.join(names)} hold(s) NaN or inf; clean the data, or pass "
             "nan_policy='omit' to drop those points"
         )
-    return layout
+    if bad[4]:
+        raise ValueError("p0 holds NaN or inf; give a finite starting point")
+
+
+def _unpack(flags: int) -> list[bool]:
+    return [bool(flags >> i & 1) for i in range(5)]
+
+
+@functools.partial(jax.jit, static_argnums=5)
+def _bad_flags_jit(x, y, sigma, mask, p0, x_batched):
+    """:func:`_bad_values` on the device, with ``p0`` not finite, packed into one int32."""
+    bad = _bad_values(x, y, sigma, mask, x_batched, jnp)
+    bad.append(~jnp.all(jnp.asarray([jnp.all(jnp.isfinite(leaf)) for leaf in p0] or [True])))
+    return sum(jnp.asarray(b, jnp.int32) << i for i, b in enumerate(bad))
 
 
 def _broadcasts_to(shape, target) -> bool:
@@ -151,9 +198,6 @@ def _bad_values(x, y, sigma, mask, x_batched, xp):
     x_keep = keep if x_batched or y.ndim == 1 else xp.any(keep, axis=0)
     x_bad = xp.any(~x_fin & x_keep)
     return [sig_bad, y_bad, x_bad, sig_nan]
-
-
-_bad_values_jit = jax.jit(functools.partial(_bad_values, xp=jnp), static_argnums=4)
 
 
 def _point_mask_from_x(x, n):

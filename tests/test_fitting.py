@@ -564,6 +564,33 @@ def test_value_checks_on_host_and_device_agree(monkeypatch, on_device):
     # under nan_policy="omit" only sigma's sign is checked
     fit = mml.curve_fit(exp_decay, x, y_nan, p0, sigma=sigma, nan_policy="omit")
     assert bool(fit.success)
+    fit = mml.curve_fit(exp_decay, x, y, p0, sigma=jnp.asarray(s_nan), nan_policy="omit")
+    assert bool(fit.success)
+    with pytest.raises(ValueError, match="sigma must be positive"):
+        mml.curve_fit(exp_decay, x, y_nan, p0, sigma=-sigma, nan_policy="omit")
+    with pytest.raises(ValueError, match="^p0 holds NaN"):
+        mml.curve_fit(exp_decay, x, y, p0.at[1].set(jnp.nan), sigma=sigma)
+
+
+def test_device_value_checks_are_read_after_the_fit_is_dispatched(monkeypatch):
+    # On a GPU the flags of the value checks come back in one integer, read once the fit is
+    # queued behind their reduction: the round trip overlaps the fit instead of preceding it.
+    import jaxopt_mml._fit_curve as fc
+    import jaxopt_mml._fit_data as fd
+
+    events = []
+    real_fit, real_unpack = fc._fit_jit, fd._unpack
+    monkeypatch.setattr(fd, "on_accelerator", lambda *trees: True)
+    monkeypatch.setattr(fc, "_fit_jit", lambda *a: events.append("fit") or real_fit(*a))
+    monkeypatch.setattr(fd, "_unpack", lambda flags: events.append("read") or real_unpack(flags))
+    x, y, sigma = exp_data()
+    p0 = jnp.array([1.0, 1.0, 0.0])
+    fit = mml.curve_fit(exp_decay, jnp.asarray(x), jnp.asarray(y), p0, sigma=sigma)
+    assert bool(fit.success) and events == ["fit", "read"]
+    y[2] = np.inf
+    with pytest.raises(ValueError, match="^y hold"):
+        mml.curve_fit(exp_decay, x, jnp.asarray(y), p0)
+    assert events[2:] == ["fit", "read"]
 
 
 def test_jax_arrays_and_lists_are_taken_without_warnings():
