@@ -115,6 +115,7 @@ def one_size(b):
     )
     profile(f"B={b} ours curve_fit", ours)
     profile(f"B={b} ours compiled alone", lambda: real(*captured["args"]))
+    host_breakdown(b, ours, real, captured["args"])
     for k in (1, 4):
         profile(
             f"B={b} ours max_iter={k}",
@@ -129,6 +130,36 @@ def one_size(b):
         profile(f"B={b} jaxopt jit(vmap)", lambda: f(p0, y))
     except ImportError as exc:
         print(f"jaxopt: {exc}")
+
+
+def host_breakdown(b, ours, real, args):
+    """Wall time of ``curve_fit`` with parts of its host side left out, and a cProfile of it."""
+    import cProfile
+    import pstats
+
+    from jaxopt_mml import _fit_curve as fc
+
+    variants = {
+        "host side alone (no fit)": ("_fit_jit", lambda *a: None),
+        "no value checks": ("check_values", lambda *a, **k: lambda: None),
+        "static arguments reused": ("_fit_jit", lambda m, c, *rest: real(*args[:2], *rest)),
+    }
+    for name, (attr, patch) in variants.items():
+        saved = getattr(fc, attr)
+        setattr(fc, attr, patch)
+        try:
+            print(f"B={b} ours {name}: wall {wall(ours) * 1e6:.0f} us per call")
+        finally:
+            setattr(fc, attr, saved)
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(20):
+        import jax
+
+        jax.block_until_ready(ours())
+    prof.disable()
+    print(f"B={b} cProfile of 20 calls, by own time:")
+    pstats.Stats(prof).sort_stats("tottime").print_stats(12)
 
 
 def main(argv=None):
