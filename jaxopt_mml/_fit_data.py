@@ -98,8 +98,8 @@ def check_values(x, y, sigma, mask, nan_policy: str, x_batched: bool, p0=None):
     host are checked with NumPy before this returns (the function then does nothing). Data held
     by a GPU or TPU are checked by one jitted reduction on the device, whose flags (one integer)
     are read when the function is called: call it after dispatching the work on the data, so
-    that the round trip to the device overlaps that work rather than preceding it (on an H100 a
-    synchronous check cost a small fit 0.85 ms of its 1.6 ms).
+    that the round trip overlaps that work where the runtime dispatches it asynchronously. The
+    read of that one integer took 0.2-0.35 ms on an H100 (jax 0.11.2; docs/gpu_benchmark.md).
     """
     values = nan_policy == "raise" and is_concrete(x, y, sigma, mask)
     positive = sigma is not None and is_concrete(sigma)
