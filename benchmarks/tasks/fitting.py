@@ -5,7 +5,8 @@ issue's benchmark). Ours fits all B datasets in one compiled call; scipy's curve
 Python loop; optimistix's and jaxopt's LevenbergMarquardt run under jit(vmap). Every solver
 starts from the same p0 with its default settings (optimistix at rtol = atol = sqrt(eps)).
 B = 1, 100, 1000, 10^4 (scipy up to B = 1000 in quick mode: its loop costs the same per fit at
-any B); full mode adds B = 10^5 (jaxopt only) and growth with N at B = 1000. float64 by default;
+any B); full mode adds B = 10^5 (jaxopt only), growth with N at B = 1000, and at B = 1 and
+10^4 ours inside ``jax.jit`` as a reference (what the host-side checks of an eager call cost). float64 by default;
 ``run.py --f32`` runs the same cases in float32 (the peers cannot mix float32 data with x64).
 The agreement column: the share of fits whose parameters agree with the peer's within 1e-6
 relative (max over the 4 parameters), each peer at its default tolerances. Our row's note (float64)
@@ -51,6 +52,23 @@ def _ours(batch, n, dtype):
         return lambda: mml.curve_fit(_model, x, y, p0)
 
     return Impl("jaxopt_mml curve_fit (lm)", make)
+
+
+def _ours_jit(batch, n, dtype):
+    """Ours inside the caller's ``jax.jit``: no host-side checks (bad data then give a status),
+    a reference for what those cost per call (about 0.5 ms on an H100: docs/gpu_benchmark.md)."""
+
+    def make():
+        import jaxopt_mml as mml
+
+        x, y, p0 = _data(batch, n, dtype)
+        x, y, p0 = jnp.asarray(x), jnp.asarray(y), jnp.asarray(p0)
+        if batch == 1:
+            y, p0 = y[0], p0[0]
+        f = jax.jit(lambda yy, pp: mml.curve_fit(_model, x, yy, pp).params)
+        return lambda: f(y, p0)
+
+    return Impl("jaxopt_mml curve_fit under jax.jit (reference)", make)
 
 
 def _scipy(batch, n, dtype):
@@ -194,6 +212,8 @@ def cases(full: bool) -> list[Case]:
             peers.insert(0, _scipy(batch, n, dtype))
         if batch >= 100_000:
             peers = [_jaxopt(batch, n, dtype)]
+        if full and batch in (1, 10_000) and n == N_POINTS:
+            peers.append(_ours_jit(batch, n, dtype))
         out.append(
             Case(
                 task=f"gaussian peak fit, {np.dtype(dtype).name}",
