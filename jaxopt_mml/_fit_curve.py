@@ -409,7 +409,10 @@ def curve_fit(
             ``sigma``) beyond which a point counts as an outlier.
         nan_policy: ``"raise"`` (default): NaN or inf in ``x``, ``y`` or ``sigma`` raises
             ValueError when the data are concrete; under ``jit`` (traced data) nothing can be
-            raised, and such a fit returns ``status = INVALID_INPUT`` instead. ``"omit"``: drop
+            raised, and such a fit returns ``status = INVALID_INPUT`` instead. An eager
+            call's host-side work, these checks included, costs about 0.1 ms on a CPU and 0.5
+            ms on a GPU (where the checks' answer comes back from the device): for many small
+            fits, call ``curve_fit`` inside ``jax.jit`` (or batch the datasets). ``"omit"``: drop
             those points (weight 0; works under ``jit`` and keeps the shapes). ``"propagate"``:
             compute anyway; NaN data end in ``status = NONFINITE``.
         mask: booleans broadcastable to ``y``; False drops a point (same as deleting it).
