@@ -109,10 +109,12 @@ def check_values(x, y, sigma, mask, nan_policy: str, x_batched: bool, p0=None):
         mask = mask if is_concrete(mask) else None
     if not positive:
         sigma = None
-    if not (values or positive or p0):
+    data = values or positive
+    if not (data or p0):
         return _nothing
-    if on_accelerator(x, y, sigma, mask, p0):
-        # One reduction on the device and one integer back, rather than the data to the host.
+    if on_accelerator(x, y, sigma, mask) or (not data and on_accelerator(p0)):
+        # One reduction on the device and one integer back, rather than the data to the host
+        # (data on the host are checked there, with p0 read back if it is on the device).
         flags = _bad_flags_jit(x, y, sigma, mask, p0, x_batched)
         return lambda: _raise_for(_unpack(int(jax.device_get(flags))), values)
     bad = _bad_values(x, y, sigma, mask, x_batched, np)
