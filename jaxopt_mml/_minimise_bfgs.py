@@ -11,7 +11,12 @@ from jax import lax
 
 from ._driver import make_progress
 from ._linesearch import zoom_wolfe
-from ._minimise_common import MinimiseResult, gradient_converged, run_minimiser
+from ._minimise_common import (
+    MinimiseResult,
+    gradient_converged,
+    relative_gradient_small,
+    run_minimiser,
+)
 from ._status import Status
 from ._tree import PyTree, check_positive_int, tree_step_small
 
@@ -165,8 +170,12 @@ def _init(fun, x0, rtol, atol, dyn, options):
         # The step the driver's Cauchy test judges (inf: none): not a failed search's, nor a
         # steepest-descent step's, whose first trial has length 1 (or 1 / |g|) and estimates no
         # distance to a minimum (an objective unbounded below, reset to steepest descent at
-        # x ~ 1e154, took a unit step there and passed for converged). `cauchy` is that test.
-        judged = jnp.where(ls.success & use_model, reach, jnp.inf)
+        # x ~ 1e154, took a unit step there and passed for converged). Nor a model step where
+        # the scaled gradient is still large: a model that has not learnt a badly scaled
+        # valley's curvature proposes ever shorter steps along it (`relative_gradient_small`).
+        # `cauchy` is that test.
+        trusted = ls.success & use_model & relative_gradient_small(g_new, x_new, ls.value, rtol)
+        judged = jnp.where(trusted, reach, jnp.inf)
         cauchy = tree_step_small(x_new, judged, rtol, atol) & (
             jnp.abs(ls.value - f) <= atol + rtol * jnp.abs(ls.value)
         )
@@ -234,7 +243,11 @@ def bfgs(
     test: a step within ``atol + rtol |x|`` in every component and a change of ``f`` within
     ``atol + rtol |f|``. The step judged is :math:`\max(\alpha_k, \alpha_0) p_k`, the step taken
     or the full step proposed (:math:`\alpha_0 = 1` once the model has curvature) if that is
-    longer: a step that the line search cut short is not convergence. Memory is :math:`O(n^2)`: use
+    longer: a step that the line search cut short is not convergence. The Cauchy test also asks
+    for a small scaled gradient, :math:`\max_i |g_i| \max(|x_i|, 1) \le \max(r_{tol}^{2/3},
+    \epsilon^{1/3}) \max(|f|, 1)` (Dennis & Schnabel's relative gradient): in a badly scaled valley
+    whose curvature the model has not learnt, its steps shrink long before the minimum (the
+    Moré-Garbow-Hillstrom problems, ``docs/mgh.md``). Memory is :math:`O(n^2)`: use
     :func:`lbfgs` for more than a few thousand parameters.
 
     Args:
