@@ -67,6 +67,10 @@ def _dense_direction(hvp, g):
     curvature becomes positive (the direction descends and leaves saddle points along the
     directions of negative curvature) and (numerically) zero curvature bounds the step. ``H`` is
     formed column by column from the Hessian-vector product (as ``jax.jacfwd`` of the gradient).
+
+    Also returns the direction of most negative curvature ``v`` (a unit eigenvector) and its
+    eigenvalue, and whether that curvature is significantly negative (``< -delta``): where the
+    gradient vanishes there, ``x`` is a saddle point (or a maximum), not a minimum.
     """
     n = g.shape[0]
     h = jax.vmap(hvp)(jnp.eye(n, dtype=g.dtype))
@@ -76,10 +80,30 @@ def _dense_direction(hvp, g):
     scale = jnp.max(jnp.abs(lam))
     delta = jnp.sqrt(eps) * jnp.maximum(1.0, scale)
     kept = lam > n * eps * scale
+    lowest = jnp.argmin(lam)
+    curvature = _Curvature(q[:, lowest], lam[lowest], lam[lowest] < -delta)
     lam = jnp.where(kept, lam, jnp.maximum(jnp.abs(lam), delta))
     # A modified step is no estimate of the distance to a minimum (a lifted eigenvalue shortens
     # it along that direction): the caller does not apply the Cauchy test to it.
-    return -(q @ ((q.T @ g) / lam)), jnp.all(kept)
+    return -(q @ ((q.T @ g) / lam)), jnp.all(kept), curvature
+
+
+class _Curvature(NamedTuple):
+    direction: jax.Array  # unit eigenvector of the lowest eigenvalue
+    value: jax.Array  # that eigenvalue
+    negative: jax.Array  # significantly negative: below -sqrt(eps) max(1, max|lambda|)
+
+
+def _escape(x, g, curvature):
+    """A step off a saddle point along the direction of negative curvature ``v`` (the sign that
+    does not ascend), of length ``max(1, max|x|)``, and the slope its sufficient-decrease test
+    uses: the quadratic model's decrease per unit step, ``g.p + lambda |p|^2 / 2 < 0`` (at a
+    saddle ``g.p`` is about 0; Moré & Sorensen's curvilinear search, with ``alpha`` for ``alpha^2``:
+    stricter, so any step it accepts also decreases ``f`` by the model's share)."""
+    v = curvature.direction
+    t = jnp.maximum(1.0, jnp.max(jnp.abs(x)))
+    p = jnp.where(jnp.vdot(g, v) > 0, -t, t) * v
+    return p, jnp.vdot(g, p) + 0.5 * curvature.value * t * t
 
 
 def _cg_direction(hvp, g, max_cg):
@@ -135,17 +159,24 @@ def _init(fun, x0, rtol, atol, dyn, options):
         n_fev=jnp.asarray(1, jnp.int32),
     )
 
-    def newton_step(x, f, g, hvp):
-        """The safeguarded Newton direction and the backtracking search along it."""
+    def newton_step(x, f, g, hvp, g_small):
+        """The safeguarded Newton direction and the backtracking search along it; at a saddle
+        point (dense Hessian only: a vanishing gradient and significant negative curvature),
+        the step along the negative curvature instead (``saddle``)."""
         if solver == "dense":
-            p, exact = _dense_direction(hvp, g)
+            p, exact, curvature = _dense_direction(hvp, g)
+            saddle = g_small & curvature.negative
+            p_off, slope_off = _escape(x, g, curvature)
+            p = jnp.where(saddle, p_off, p)
+            slope = jnp.where(saddle, slope_off, jnp.vdot(g, p))
         else:
-            p, exact = _cg_direction(hvp, g, max_cg), True
-        ls = backtracking(lambda a: fun.value(x + a * p), f, jnp.vdot(g, p), max_steps=max_ls)
+            p, exact, saddle = _cg_direction(hvp, g, max_cg), True, jnp.asarray(False)
+            slope = jnp.vdot(g, p)
+        ls = backtracking(lambda a: fun.value(x + a * p), f, slope, max_steps=max_ls)
         # When the full Newton step is itself within the step tolerance, x has converged as far
         # as the dtype allows, and a failed search only means rounding.
         predicted_small = jnp.all(jnp.abs(p) <= atol + rtol * jnp.abs(x))
-        return p, ls, predicted_small, exact
+        return p, ls, predicted_small, exact & ~saddle, saddle
 
     def step(state: _NewtonState):
         """Test the gradient at x (one linearisation gives it and H v); if not converged, step.
@@ -158,9 +189,11 @@ def _init(fun, x0, rtol, atol, dyn, options):
         x, f, _, cauchy, n_iter, n_fev = state
         g, hvp = jax.linearize(fun.grad, x)
         g_max = jnp.max(jnp.abs(g))
-        converged = cauchy | gradient_small(g_max, atol)
+        p, ls, predicted_small, exact, saddle = newton_step(
+            x, f, g, hvp, gradient_small(g_max, atol)
+        )
+        converged = (cauchy | gradient_small(g_max, atol)) & ~saddle
         stop = converged | (n_iter >= max_iter)
-        p, ls, predicted_small, exact = newton_step(x, f, g, hvp)
         x_trial = x + ls.step_size * p
         # One reduction for two tests: the full Newton step p is small in every component (the
         # Cauchy test, judged next step so that the gradient reported is fresh; the full step,
@@ -226,7 +259,12 @@ def newton_minimise(
       :math:`\delta = \sqrt{\varepsilon}\max(1, \max|\lambda|)`. Near a minimum this is plain
       Newton (quadratic convergence, for a condition number up to about :math:`1/(n\varepsilon)`);
       where the Hessian is indefinite the step still descends and moves *away* from saddle points,
-      where plain Newton would step uphill onto them.
+      where plain Newton would step uphill onto them. Where the gradient has vanished but the
+      Hessian has an eigenvalue below :math:`-\delta` (a saddle point or a maximum, which the
+      gradient test alone would accept), the step goes along that eigenvector instead, length
+      :math:`\max(1, \max|x|)`, backtracking until ``f`` decreases by a share of the quadratic
+      model's :math:`\lambda_{min} |p|^2 / 2` (Moré & Sorensen): a run reports SUCCESS only at a
+      point where the Hessian is positive semi-definite to that tolerance.
     * ``linear_solver="cg"``: truncated conjugate gradients with Hessian-vector products (Newton-CG),
       stopped at the forcing tolerance :math:`\min(0.5, \sqrt{|g|})|g|` or at the first direction of
       non-positive curvature; memory :math:`O(n)`, for large problems.
@@ -266,7 +304,9 @@ def newton_minimise(
 
     References:
         Nocedal & Wright, *Numerical Optimization*, 2nd ed., sections 3.4 and 7.1 (Algorithm 7.1);
-        Gill, Murray & Wright, *Practical Optimization* (1981), section 4.4.2.
+        Gill, Murray & Wright, *Practical Optimization* (1981), section 4.4.2; Moré & Sorensen,
+        "On the use of directions of negative curvature in a modified Newton method", Math.
+        Programming 16 (1979) 1-20.
     """
     check_choice("linear_solver", linear_solver, ("auto", "dense", "cg"))
     n = sum(int(jnp.size(u)) for u in jax.tree.leaves(x0))

@@ -99,6 +99,18 @@ def test_quasi_newton_no_success_far_from_the_minimum(solver, name, factor):
         assert int(r.status) == int(mml.Status.MAX_ITER)
 
 
+def test_newton_leaves_the_biggs_saddle():
+    """From 100 x0 the dense Newton method reached the point MGH list as a local minimum of
+    Biggs EXP6 (f = 5.65565e-3), a saddle (a Hessian eigenvalue of -9.8e-3), and reported
+    SUCCESS there by the gradient test; it now steps off it along the negative curvature."""
+    p = mgh.BY_NAME["biggs_exp6"]
+    r = mml.newton_minimise(mgh.objective(p), jnp.asarray(_start(p, 100.0)), max_iter=5000)
+    assert bool(r.success)
+    assert float(r.value) < 1e-10  # the global minimum, f* = 0
+    w = np.linalg.eigvalsh(np.asarray(jax.hessian(mgh.objective(p))(r.x)))
+    assert w.min() > -1e-8 * w.max()
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_curve_fit_from_the_standard_start(name):
     """Least squares by ``curve_fit`` (``model(x, p) = r(p)``, ``y = 0``): every SUCCESS is a

@@ -181,6 +181,23 @@ def test_saddle_plain_newton_goes_uphill_ours_descends():
     assert np.all(np.diff(f_hist) < 0)  # every step descends
 
 
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
+def test_newton_leaves_a_saddle_it_starts_on(dtype):
+    """At the saddle itself the gradient is 0: the dense Newton step's eigendecomposition sees
+    the negative curvature and steps off along it, instead of reporting SUCCESS there (as before:
+    0 iterations at x = 0); a batch started there does the same."""
+    p = zoo.BY_NAME["saddle"]
+    x0 = jnp.zeros(2, dtype)
+    res = mml.newton_minimise(p.f, x0)
+    assert bool(res.success) and int(res.n_iter) >= 1
+    np.testing.assert_allclose(
+        jnp.abs(res.x), np.abs(p.x_star), atol=1e-3 if dtype == jnp.float32 else 1e-8
+    )
+    assert float(res.value) < float(p.f(x0))
+    many = jax.vmap(lambda x: mml.newton_minimise(p.f, x))(jnp.zeros((3, 2), dtype))
+    assert bool(many.success.all()) and bool((many.value < 0).all())
+
+
 @pytest.mark.parametrize("name", sorted(SOLVERS) + ["gd"])
 def test_vmap_equals_loop(name):
     """Per-element results of the batched run equal single runs (Himmelblau and Rosenbrock)."""
