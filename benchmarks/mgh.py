@@ -66,6 +66,24 @@ def _status_name(code: int) -> str:
     return mml.Status(int(code)).name
 
 
+def _ours(f, x, status, success, n_iter) -> list[dict]:
+    """One record per start from a batched result of ours."""
+    return [
+        dict(
+            f=float(f[i]),
+            x=np.asarray(x[i]),
+            status=_status_name(status[i]),
+            ok=bool(success[i]),
+            it=int(n_iter[i]),
+        )
+        for i in range(len(f))
+    ]
+
+
+def _scipy(f, x, success, it) -> dict:
+    return dict(f=float(f), x=x, status="ok" if success else "fail", ok=bool(success), it=int(it))
+
+
 # --- oracles ---------------------------------------------------------------------------------
 
 
@@ -111,16 +129,7 @@ def ours_min(solver, obj, x0s):
 
     fn = jax.jit(jax.vmap(lambda x: getattr(mml, solver)(obj, x, max_iter=MIN_ITER)))
     r = fn(jnp.asarray(x0s))
-    return [
-        dict(
-            f=float(r.value[i]),
-            x=np.asarray(r.x[i]),
-            status=_status_name(r.status[i]),
-            ok=bool(r.success[i]),
-            it=int(r.n_iter[i]),
-        )
-        for i in range(len(x0s))
-    ]
+    return _ours(r.value, r.x, r.status, r.success, r.n_iter)
 
 
 def scipy_min(method, obj, x0s):
@@ -135,15 +144,7 @@ def scipy_min(method, obj, x0s):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             r = so.minimize(lambda z: float(fun(z)), x0, jac=grad, method=method, options=opts)
-        out.append(
-            dict(
-                f=float(r.fun),
-                x=r.x,
-                status="ok" if r.success else "fail",
-                ok=bool(r.success),
-                it=int(r.nit),
-            )
-        )
+        out.append(_scipy(r.fun, r.x, r.success, r.nit))
     return out
 
 
@@ -158,16 +159,7 @@ def ours_fit(p, x0s):
     fit = mml.curve_fit(
         lambda x, q: res(q), xdummy, jnp.zeros((len(x0s), p.m)), jnp.asarray(x0s), max_iter=FIT_ITER
     )
-    return [
-        dict(
-            f=float(fit.chi2[i]),
-            x=np.asarray(fit.params[i]),
-            status=_status_name(fit.status[i]),
-            ok=bool(fit.success[i]),
-            it=int(fit.n_iter[i]),
-        )
-        for i in range(len(x0s))
-    ]
+    return _ours(fit.chi2, fit.params, fit.status, fit.success, fit.n_iter)
 
 
 def scipy_lsq(p, x0s):
@@ -179,15 +171,7 @@ def scipy_lsq(p, x0s):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             r = so.least_squares(fun, x0, jac=jac, method="lm", max_nfev=FIT_ITER * 10)
-        out.append(
-            dict(
-                f=float(2 * r.cost),
-                x=r.x,
-                status="ok" if r.success else "fail",
-                ok=bool(r.success),
-                it=int(r.nfev),
-            )
-        )
+        out.append(_scipy(2 * r.cost, r.x, r.success, r.nfev))
     return out
 
 
@@ -199,16 +183,7 @@ def ours_root(p, x0s):
 
     fn = jax.jit(jax.vmap(lambda x: mml.newton_raphson(p.residual, x, max_iter=ROOT_ITER)))
     r = fn(jnp.asarray(x0s))
-    return [
-        dict(
-            f=float(jnp.sum(r.fun[i] ** 2)),
-            x=np.asarray(r.x[i]),
-            status=_status_name(r.status[i]),
-            ok=bool(r.success[i]),
-            it=int(r.n_iter[i]),
-        )
-        for i in range(len(x0s))
-    ]
+    return _ours(jnp.sum(r.fun**2, axis=1), r.x, r.status, r.success, r.n_iter)
 
 
 def scipy_root(p, x0s):
@@ -220,15 +195,7 @@ def scipy_root(p, x0s):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             r = so.root(fun, x0, jac=jac, method="hybr")
-        out.append(
-            dict(
-                f=float(np.sum(r.fun**2)),
-                x=r.x,
-                status="ok" if r.success else "fail",
-                ok=bool(r.success),
-                it=int(r.nfev),
-            )
-        )
+        out.append(_scipy(np.sum(r.fun**2), r.x, r.success, r.nfev))
     return out
 
 
@@ -257,6 +224,17 @@ def summary(results, names, fstars):
         total = sum(len(rr) for rr, _ in rows)
         out.append(f"| {k} | {total} | {ok} | {solved} | {false} |")
     return out
+
+
+def rows(p, results: dict, names: list, n_ours: int) -> list[str]:
+    """The table's rows of problem ``p``, one per start; the first ``n_ours`` names are ours."""
+    fs = "-" if p.fstar is None else f"{p.fstar:.6g}"
+    return [
+        f"| {p.name} | {p.n}, {p.m} | {fac:g} | {fs} | "
+        + " | ".join(cell(results[k][i], p.fstar, j < n_ours) for j, k in enumerate(names))
+        + " |"
+        for i, fac in enumerate(FACTORS)
+    ]
 
 
 def main(argv=None) -> int:
@@ -292,19 +270,8 @@ def main(argv=None) -> int:
         min_res.append(res)
         fit_res.append(fres)
         fstars.append(p.fstar)
-        for i, fac in enumerate(FACTORS):
-            fs = "-" if p.fstar is None else f"{p.fstar:.6g}"
-            head = f"| {p.name} | {p.n}, {p.m} | {fac:g} | {fs} | "
-            rows_min.append(
-                head
-                + " | ".join(cell(res[k][i], p.fstar, j < 3) for j, k in enumerate(min_names))
-                + " |"
-            )
-            rows_fit.append(
-                head
-                + " | ".join(cell(fres[k][i], p.fstar, j < 1) for j, k in enumerate(fit_names))
-                + " |"
-            )
+        rows_min += rows(p, res, min_names, 3)
+        rows_fit += rows(p, fres, fit_names, 1)
         if p.name in systems:
             rres = {"newton_raphson": ours_root(p, x0s), "scipy root (hybr)": scipy_root(p, x0s)}
             for r in rres["newton_raphson"] + rres["scipy root (hybr)"]:
@@ -313,14 +280,7 @@ def main(argv=None) -> int:
                 )
             root_res.append(rres)
             root_fstars.append(p.fstar)
-            for i, fac in enumerate(FACTORS):
-                fs = "-" if p.fstar is None else f"{p.fstar:.6g}"
-                head = f"| {p.name} | {p.n}, {p.m} | {fac:g} | {fs} | "
-                rows_root.append(
-                    head
-                    + " | ".join(cell(rres[k][i], p.fstar, j < 1) for j, k in enumerate(root_names))
-                    + " |"
-                )
+            rows_root += rows(p, rres, root_names, 1)
         print(f"{p.name}: {time.perf_counter() - t0:.1f} s", flush=True)
         for line in rows_min[-3:] + rows_fit[-3:] + (rows_root[-3:] if p.name in systems else []):
             print("  ", line, flush=True)
