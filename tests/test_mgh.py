@@ -2,7 +2,8 @@
 
 The whole table, every solver from x0, 10 x0 and 100 x0 against scipy, is
 ``benchmarks/mgh.py`` (docs/mgh.md). Here: every problem from its standard start, and the runs
-where BFGS and L-BFGS used to report SUCCESS far from any minimum. A success is checked by
+where BFGS and L-BFGS used to report SUCCESS far from any minimum (and where Newton stopped on
+a saddle). A success is checked by
 restarting scipy's BFGS (or ``least_squares``) from it at tight tolerances: it must not lower
 ``f`` by more than ``1e-6 |f| + 1e-12 f(x0)``.
 """
@@ -63,13 +64,36 @@ def test_zoo_is_consistent():
         assert p.m == p.n, p.name
 
 
+# Where the standard start does not lead BFGS to the published minimum (f*): another stationary
+# point (the paper's local minima; Biggs EXP6's is a saddle, which a gradient method cannot tell),
+# a singular Hessian at f* = 0 (the gradient test stops at f ~ 1e-12), or Meyer's valley, whose
+# Hessian condition 5e12 BFGS does not resolve in 5000 iterations (scipy's BFGS fails there too).
+_BFGS_ELSEWHERE = {
+    "freudenstein_roth": 48.9842,
+    "biggs_exp6": 5.65565e-3,
+    "trigonometric": 2.79506e-5,
+    "extended_powell": None,
+    "meyer": "MAX_ITER",
+}
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_bfgs_from_the_standard_start(name):
-    """Every SUCCESS of ``bfgs`` from x0 is a minimum (most are the published one)."""
+    """``bfgs`` from x0 reaches the published minimum, or the point said above; every SUCCESS is
+    a minimum that a tight scipy restart cannot improve."""
     p = mgh.BY_NAME[name]
     r = mml.bfgs(mgh.objective(p), jnp.asarray(p.x0), max_iter=5000)
-    if bool(r.success):
-        assert not _improvable(p, np.asarray(r.x), float(r.value)), (name, float(r.value))
+    f = float(r.value)
+    expect = _BFGS_ELSEWHERE.get(name, p.fstar)
+    if expect == "MAX_ITER":
+        assert int(r.status) == int(mml.Status.MAX_ITER), (name, r.status)
+        return
+    assert bool(r.success), (name, mml.Status(int(r.status)).name)
+    assert not _improvable(p, np.asarray(r.x), f), (name, f)
+    if expect is None:
+        assert f <= 1e-10, (name, f)
+    else:
+        assert abs(f - expect) <= 1e-5 * expect + 1e-12, (name, f, expect)
 
 
 # (problem, start factor): runs where bfgs and lbfgs stopped on their step-and-value (Cauchy)
@@ -111,10 +135,25 @@ def test_newton_leaves_the_biggs_saddle():
     assert w.min() > -1e-8 * w.max()
 
 
+# Where the standard start does not lead Levenberg-Marquardt to f*: the paper's local minima
+# (scipy's "lm" stops there too), and the zero-residual problems whose Jacobian is singular at the
+# solution, where the damping falls more slowly than the columns of J and the fit crawls
+# (MAX_ITER with the cost at 1e-39). Brown-Dennis has large residuals (f* = 85822), where
+# Gauss-Newton converges linearly: the fit reaches f* but its last steps change the cost by less
+# than its rounding, PRECISION_LIMIT (float64 cannot pin the parameters to rtol through the cost).
+_LM_ELSEWHERE = {
+    "freudenstein_roth": 48.9842,
+    "trigonometric": 2.79506e-5,
+    "powell_singular": "MAX_ITER",
+    "extended_powell": "MAX_ITER",
+}
+_LM_PRECISION_LIMIT = {"brown_dennis"}
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_curve_fit_from_the_standard_start(name):
-    """Least squares by ``curve_fit`` (``model(x, p) = r(p)``, ``y = 0``): every SUCCESS is a
-    minimum; from x0 every problem but the ones whose start leads elsewhere reaches f*."""
+    """Least squares by ``curve_fit`` (``model(x, p) = r(p)``, ``y = 0``) from x0: the
+    published minimum, or the point said above; every SUCCESS is a minimum."""
     p = mgh.BY_NAME[name]
     fit = mml.curve_fit(
         lambda x, q: p.residual(q),
@@ -124,16 +163,28 @@ def test_curve_fit_from_the_standard_start(name):
         max_iter=1000,
     )
     f = float(fit.chi2)
-    if int(fit.status) == int(mml.Status.SUCCESS):
-        assert not _improvable(p, np.asarray(fit.params), f), (name, f)
+    expect = _LM_ELSEWHERE.get(name, p.fstar)
+    if expect == "MAX_ITER":
+        assert int(fit.status) == int(mml.Status.MAX_ITER) and f < 1e-30, (name, f)
+        return
+    if name in _LM_PRECISION_LIMIT:
+        assert int(fit.status) == int(mml.Status.PRECISION_LIMIT), (name, fit.status)
+    else:
+        # (square problems have dof = 0: COVARIANCE_UNDEFINED, with success True)
+        assert bool(fit.success), (name, mml.Status(int(fit.status)).name)
+    assert not _improvable(p, np.asarray(fit.params), f), (name, f)
+    assert abs(f - expect) <= 1e-5 * expect + 1e-12, (name, f, expect)
 
 
 @pytest.mark.parametrize("p", mgh.square_systems(), ids=lambda p: p.name)
 def test_newton_raphson_on_the_square_systems(p):
-    """Every SUCCESS is a root; a failure is a status (the systems without a root from x0)."""
+    """From x0 every square system with a root is solved; Freudenstein-Roth (whose start leads
+    to a local minimum of |F|) and Chebyquad n = 8 (no root) end LINESEARCH_FAILED, at the
+    merit's local minimum. (scipy's hybr fails on 5 of the 14, solving none that we do not.)"""
     r = mml.newton_raphson(p.residual, jnp.asarray(p.x0), max_iter=100)
     res = float(jnp.sum(r.fun**2))
-    if bool(r.success):
-        assert res <= 1e-20 * (1.0 + float(mgh.objective(p)(jnp.asarray(p.x0)))), (p.name, res)
-    else:
-        assert int(r.status) != int(mml.Status.RUNNING)
+    if p.name in ("freudenstein_roth", "chebyquad"):
+        assert int(r.status) == int(mml.Status.LINESEARCH_FAILED), (p.name, r.status)
+        return
+    assert bool(r.success), (p.name, mml.Status(int(r.status)).name)
+    assert res <= 1e-20 * (1.0 + float(mgh.objective(p)(jnp.asarray(p.x0)))), (p.name, res)
