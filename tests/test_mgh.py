@@ -137,8 +137,9 @@ def test_newton_leaves_the_biggs_saddle():
 
 # Where the standard start does not lead Levenberg-Marquardt to f*: the paper's local minima
 # (scipy's "lm" stops there too), and the zero-residual problems whose Jacobian is singular at the
-# solution, where the damping falls more slowly than the columns of J and the fit crawls
-# (MAX_ITER with the cost at 1e-39). Brown-Dennis has large residuals (f* = 85822), where
+# solution: near x* = 0 the columns of J differ by 1e9, the normal equations that the step
+# solves have condition 1e18, past float64's, and the fit crawls (MAX_ITER with the cost at
+# 1e-39; MINPACK's QR of J does not square the condition). Brown-Dennis has large residuals (f* = 85822), where
 # Gauss-Newton converges linearly: the fit reaches f* but its last steps change the cost by less
 # than its rounding, PRECISION_LIMIT (float64 cannot pin the parameters to rtol through the cost).
 _LM_ELSEWHERE = {
