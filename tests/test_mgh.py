@@ -123,6 +123,18 @@ def test_quasi_newton_no_success_far_from_the_minimum(solver, name, factor):
         assert int(r.status) == int(mml.Status.MAX_ITER)
 
 
+@pytest.mark.parametrize("name", ["wood", "gulf", "watson_6"])
+def test_bfgs_float32_no_early_cauchy_stop(name):
+    """float32 from x0: BFGS's step-and-value test used to pass on short model steps with the
+    scaled gradient still large (Wood at f = 6.3e-4, Gulf 4.5e-3, Watson n = 6 at 4.3x f*, all
+    SUCCESS); with the guard each reaches f* to float32's resolution."""
+    p = mgh.BY_NAME[name]
+    r = mml.bfgs(mgh.objective(p), jnp.asarray(p.x0, jnp.float32), max_iter=5000)
+    assert r.x.dtype == jnp.float32 and bool(r.success)
+    f = float(mgh.objective(p)(jnp.asarray(r.x, jnp.float64)))
+    assert f <= p.fstar * (1 + 1e-3) + 1e-8, (name, f, p.fstar)
+
+
 def test_newton_leaves_the_biggs_saddle():
     """From 100 x0 the dense Newton method reached the point MGH list as a local minimum of
     Biggs EXP6 (f = 5.65565e-3), a saddle (a Hessian eigenvalue of -9.8e-3), and reported
