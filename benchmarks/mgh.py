@@ -60,10 +60,7 @@ def _judge():
 
 def starts(p) -> np.ndarray:
     """x0, 10 x0 and 100 x0 (MINPACK's rule: the factor itself where x0 = 0)."""
-    x0 = np.asarray(p.x0, float)
-    if not np.any(x0):
-        return np.stack([x0] + [np.full_like(x0, f) for f in FACTORS[1:]])
-    return np.stack([f * x0 for f in FACTORS])
+    return np.stack([mgh.start(p, f) for f in FACTORS])
 
 
 def matches(f: float, fstar: float | None, f0: float) -> bool | None:
@@ -104,27 +101,16 @@ def _scipy(f, x, success, it) -> dict:
 # --- oracles ---------------------------------------------------------------------------------
 
 
+def _quiet(solve, *args, **kwargs):
+    """A scipy call with its warnings silenced (their outcomes are judged from the results)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return solve(*args, **kwargs)
+
+
 def _np_fun(fun):
     jf = jax.jit(fun)
     return lambda x: np.asarray(jf(jnp.asarray(x)))
-
-
-def improvable_min(obj, x: np.ndarray, f: float, f0: float) -> bool:
-    """scipy's BFGS from ``x`` (tight tolerances) lowers f by more than ``1e-6 |f| + 1e-12 f0``
-    (float64; see ``JUDGE``)."""
-    import scipy.optimize as so
-
-    fun, grad = _np_fun(obj), _np_fun(jax.grad(obj))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        r = so.minimize(
-            lambda z: float(fun(z)),
-            x,
-            jac=grad,
-            method="BFGS",
-            options={"gtol": 1e-12, "maxiter": 20000},
-        )
-    return bool(r.fun < f - _gain(f, f0))
 
 
 def _gain(f: float, f0: float) -> float:
@@ -136,11 +122,17 @@ def improvable_lsq(res, x: np.ndarray, f: float, f0: float) -> bool:
     import scipy.optimize as so
 
     fun, jac = _np_fun(res), _np_fun(jax.jacfwd(res))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        r = so.least_squares(
-            fun, x, jac=jac, method="lm", xtol=1e-15, ftol=1e-15, gtol=1e-15, max_nfev=20000
-        )
+    r = _quiet(
+        so.least_squares,
+        fun,
+        x,
+        jac=jac,
+        method="lm",
+        xtol=1e-15,
+        ftol=1e-15,
+        gtol=1e-15,
+        max_nfev=20000,
+    )
     return bool(2 * r.cost < f - _gain(f, f0))
 
 
@@ -164,9 +156,7 @@ def scipy_min(method, obj, x0s):
         opts = {"maxiter": MIN_ITER, "gtol": GTOL}
         if method == "L-BFGS-B":
             opts = {"maxiter": MIN_ITER, "gtol": GTOL, "ftol": 1e-15}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            r = so.minimize(lambda z: float(fun(z)), x0, jac=grad, method=method, options=opts)
+        r = _quiet(so.minimize, lambda z: float(fun(z)), x0, jac=grad, method=method, options=opts)
         out.append(_scipy(r.fun, r.x, r.success, r.nit))
     return out
 
@@ -192,9 +182,7 @@ def scipy_lsq(p, x0s):
     fun, jac = _np_fun(p.residual), _np_fun(jax.jacfwd(p.residual))
     out = []
     for x0 in x0s:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            r = so.least_squares(fun, x0, jac=jac, method="lm", max_nfev=FIT_ITER * 10)
+        r = _quiet(so.least_squares, fun, x0, jac=jac, method="lm", max_nfev=FIT_ITER * 10)
         out.append(_scipy(2 * r.cost, r.x, r.success, r.nfev))
     return out
 
@@ -216,9 +204,7 @@ def scipy_root(p, x0s):
     fun, jac = _np_fun(p.residual), _np_fun(jax.jacfwd(p.residual))
     out = []
     for x0 in x0s:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            r = so.root(fun, x0, jac=jac, method="hybr")
+        r = _quiet(so.root, fun, x0, jac=jac, method="hybr")
         out.append(_scipy(np.sum(r.fun**2), r.x, r.success, r.nfev))
     return out
 
@@ -329,7 +315,9 @@ def main(argv=None) -> int:
         res["scipy L-BFGS-B"] = scipy_min("L-BFGS-B", obj, x0s)
         for k in min_names:
             for r in res[k]:
-                r["false"] = r["ok"] and improvable_min(obj, r["x"], r["f"], f0)
+                r["false"] = r["ok"] and mgh.improvable(
+                    p, r["x"], r["f"], rel=_judge()["gain_rel"], f0_share=_judge()["gain_f0"]
+                )
         fres = {
             "curve_fit (lm)": _in_float64(p, ours_fit(p, x0s)),
             "scipy least_squares (lm)": scipy_lsq(p, x0s),

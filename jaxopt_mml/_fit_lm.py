@@ -31,8 +31,9 @@ gain ratio ``rho = (cost(u) - cost(u + h)) / (v^T (lambda D v - g))`` decides: `
 smooth update, few iterations near the solution); otherwise ``lambda *= nu, nu *= 2``; a step
 damped below the resolution of the cost cuts ``lambda`` at once (:func:`_unblind`). Each
 iteration computes ``r`` and ``J`` at the current point (one ``jacfwd``), the second derivative
-there, and only the residual at the trial point. The state carries no ``N``-sized array: under ``vmap`` a while loop copies its whole carry
-(by a select) every iteration, and recomputing ``J`` costs less than carrying it.
+there, and only the residual at the trial point. The state carries no ``N``-sized array: under
+``vmap`` a while loop copies its whole carry (by a select) every iteration, and recomputing
+``J`` costs less than carrying it.
 
 **Gauss-Newton** solves ``A h = -g`` (with a damping of ``16 eps``, :func:`_tiny_damping`) and
 backtracks along ``h`` (Armijo) on the cost.

@@ -10,14 +10,11 @@ restarting scipy's BFGS (or ``least_squares``) from it at tight tolerances: it m
 
 from __future__ import annotations
 
-import warnings
-
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import scipy.optimize as so
 
 import jaxopt_mml as mml
 from tests.zoo import mgh
@@ -25,32 +22,8 @@ from tests.zoo import mgh
 NAMES = [p.name for p in mgh.PROBLEMS]
 
 
-def _np(fun):
-    jf = jax.jit(fun)
-    return lambda x: np.asarray(jf(jnp.asarray(x)))
-
-
-def _floor(p) -> float:
-    return 1e-12 * float(mgh.objective(p)(jnp.asarray(p.x0)))
-
-
-def _improvable(p, x, f) -> bool:
-    """scipy's BFGS from ``x`` lowers f by more than rounding: ``x`` is not a minimum."""
-    obj = mgh.objective(p)
-    fun, grad = _np(obj), _np(jax.grad(obj))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        r = so.minimize(fun, x, jac=grad, method="BFGS", options={"gtol": 1e-12, "maxiter": 20000})
-    return bool(r.fun < f - 1e-6 * abs(f) - _floor(p))
-
-
 def _at_fstar(p, f) -> bool:
     return abs(f - p.fstar) <= 1e-5 * p.fstar + 1e-12
-
-
-def _start(p, factor):
-    x0 = np.asarray(p.x0, float)
-    return factor * x0 if np.any(x0) else np.full_like(x0, factor)
 
 
 def test_zoo_is_consistent():
@@ -89,7 +62,7 @@ def test_bfgs_from_the_standard_start(name):
         assert int(r.status) == int(mml.Status.MAX_ITER), (name, r.status)
         return
     assert bool(r.success), (name, mml.Status(int(r.status)).name)
-    assert not _improvable(p, np.asarray(r.x), f), (name, f)
+    assert not mgh.improvable(p, np.asarray(r.x), f), (name, f)
     if expect is None:
         assert f <= 1e-10, (name, f)
     else:
@@ -112,7 +85,7 @@ _CAUCHY_TRAPS = [
 @pytest.mark.parametrize(("name", "factor"), _CAUCHY_TRAPS)
 def test_quasi_newton_no_success_far_from_the_minimum(solver, name, factor):
     p = mgh.BY_NAME[name]
-    r = getattr(mml, solver)(mgh.objective(p), jnp.asarray(_start(p, factor)), max_iter=5000)
+    r = getattr(mml, solver)(mgh.objective(p), jnp.asarray(mgh.start(p, factor)), max_iter=5000)
     f = float(r.value)
     if bool(r.success):
         assert _at_fstar(p, f), (solver, name, factor, f, p.fstar)
@@ -140,7 +113,7 @@ def test_newton_leaves_the_biggs_saddle():
     Biggs EXP6 (f = 5.65565e-3), a saddle (a Hessian eigenvalue of -9.8e-3), and reported
     SUCCESS there by the gradient test; it now steps off it along the negative curvature."""
     p = mgh.BY_NAME["biggs_exp6"]
-    r = mml.newton_minimise(mgh.objective(p), jnp.asarray(_start(p, 100.0)), max_iter=5000)
+    r = mml.newton_minimise(mgh.objective(p), jnp.asarray(mgh.start(p, 100.0)), max_iter=5000)
     assert bool(r.success)
     assert float(r.value) < 1e-10  # the global minimum, f* = 0
     w = np.linalg.eigvalsh(np.asarray(jax.hessian(mgh.objective(p))(r.x)))
@@ -185,7 +158,7 @@ def test_curve_fit_from_the_standard_start(name):
     else:
         # (square problems have dof = 0: COVARIANCE_UNDEFINED, with success True)
         assert bool(fit.success), (name, mml.Status(int(fit.status)).name)
-    assert not _improvable(p, np.asarray(fit.params), f), (name, f)
+    assert not mgh.improvable(p, np.asarray(fit.params), f), (name, f)
     assert abs(f - expect) <= 1e-5 * expect + 1e-12, (name, f, expect)
 
 

@@ -46,6 +46,36 @@ def objective(p: MGHProblem) -> Callable:
     return f
 
 
+def start(p: MGHProblem, factor: float = 1.0) -> np.ndarray:
+    """``factor * x0``; MINPACK's rule where ``x0 = 0``: ``factor`` in every component."""
+    x0 = np.asarray(p.x0, float)
+    return factor * x0 if np.any(x0) else np.full_like(x0, factor)
+
+
+def improvable(p: MGHProblem, x, f: float, *, rel: float = 1e-6, f0_share: float = 1e-12) -> bool:
+    """Whether scipy's BFGS, restarted from ``x`` at tight tolerances, lowers ``f`` by more than
+    ``rel |f| + f0_share f(x0)``: then ``x`` is not a minimum (the oracle for a reported success;
+    scipy is imported here, as only the tests and benchmarks call this)."""
+    import warnings
+
+    import jax
+    import scipy.optimize as so
+
+    obj = jax.jit(objective(p))
+    grad = jax.jit(jax.grad(objective(p)))
+    f0 = float(obj(jnp.asarray(p.x0)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = so.minimize(
+            lambda z: float(obj(jnp.asarray(z))),
+            np.asarray(x, np.float64),
+            jac=lambda z: np.asarray(grad(jnp.asarray(z))),
+            method="BFGS",
+            options={"gtol": 1e-12, "maxiter": 20000},
+        )
+    return bool(r.fun < f - rel * abs(f) - f0_share * f0)
+
+
 def _float(x):
     """x as a floating jnp array (integers go to the default float; float32 stays float32)."""
     x = jnp.asarray(x)
