@@ -6,6 +6,7 @@
 # Runs from the repository root with the machine's own Python (jax with CUDA, optax, optimistix,
 # scipy, chex, pytest); jaxopt travels as a wheel in .whl/ (see .git/info/exclude). Each stage has
 # its own time limit, most valuable first, so that a stage that runs long costs only itself:
+#   0. whether our calls take JAX's C++ dispatch path there (benchmarks/dispatch_path.py);
 #   1. the slowest fits of a 10^5 batch, replayed step by step (benchmarks/stragglers.py);
 #   2. Gpufit's benchmark (2-D Gaussian 5x5, float32, 10^4 to 10^7 fits) against jaxopt;
 #   3. the Gaussian-peak fits in float64 (full mode);
@@ -46,6 +47,7 @@ TESTS=$!
 
 B=benchmarks
 R="--out /tmp/mml_results --budget 1"
+stage 40 "$BENCH_CPUS" python3 $B/dispatch_path.py
 stage 40 "$BENCH_CPUS" python3 $B/stragglers.py --size 100000 --top 2 --steps 60 --out "$OUT_DIR/stragglers.json"
 stage 100 "$BENCH_CPUS" python3 $B/run.py --full --f32 --only gpufit $R
 stage 130 "$BENCH_CPUS" python3 $B/run.py --full --only fitting $R
