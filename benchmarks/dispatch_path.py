@@ -1,66 +1,62 @@
-"""Does a call of ours take JAX's C++ dispatch path, and if not, why?
+"""Does a call of ours take JAX's C++ dispatch path, and what does the Python path cost?
 
-    python benchmarks/dispatch_path.py [--f32]
+    python benchmarks/dispatch_path.py [--f32] [--size-b 10000]
 
-A jitted function's later calls with the same shapes should run through JAX's C++ fast path
-(a few microseconds of host time). JAX falls back to its Python path on every call when the
-compiled program has effects, host callbacks, or outputs it cannot hand back directly; on a GPU,
-where a small fit is bound by host time, that costs a large share of the call. For each case
-this prints the steady-state time per call, how many times per call JAX entered its Python
-dispatch (``_pjit_call_impl_python``; 0 means the fast path), and, where ``_get_fastpath_data``
-refused, the values it looked at. Cases: trivial programs (a sum, a while loop, a
-``lax.custom_root``) as controls, then ``curve_fit``, ``newton_raphson`` and ``bfgs``, under
-the user's ``jax.jit`` and as called plainly.
+A jitted function's later calls with the same shapes should run through JAX's C++ fast path (a
+few microseconds of host time). JAX 0.11 sends a program whose jaxpr holds a "high" primitive
+through Python at every call instead: ``_run_python_pjit``, then ``_to_lojax``, which lowers the
+jaxpr and binds it eagerly. On the GPU machine's jax 0.11.2, ``lax.custom_root`` (our implicit
+differentiation) is such a primitive (``call_hi_primitive``); jax 0.10.2 has no such path.
+
+For each case this prints the steady-state time per call and how many times per call JAX entered
+``_run_python_pjit`` and ``_to_lojax`` (0 and 0: the C++ path), and for jitted cases the high
+primitives in the jaxpr. Then it replaces ``lax.custom_root`` in ``jaxopt_mml._implicit`` by a
+plain call of the solver (no derivatives: a measurement, not a mode of the library) and times the
+same cases again, which says what the eager dispatch costs.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import timeit
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-from jax._src import pjit
+from jax import lax
+from jax._src import core, pjit
+
+_COUNTED = ("_run_python_pjit", "_to_lojax")
 
 
-def _counting(module, name, counter):
-    original = getattr(module, name)
+def _count_calls(counts):
+    for name in _COUNTED:
+        original = getattr(pjit, name, None)
+        if original is None:  # (jax 0.10 has no _to_lojax)
+            continue
 
-    @functools.wraps(original)
-    def wrapped(*args, **kwargs):
-        counter[name] = counter.get(name, 0) + 1
-        return original(*args, **kwargs)
+        def wrapped(*args, _original=original, _name=name, **kwargs):
+            counts[_name] = counts.get(_name, 0) + 1
+            return _original(*args, **kwargs)
 
-    setattr(module, name, wrapped)
-
-
-def _explain_refusals(refusals):
-    original = pjit._get_fastpath_data
-
-    @functools.wraps(original)
-    def wrapped(executable, out_tree, args_flat, out_flat, effects, *rest, **kwargs):
-        data = original(executable, out_tree, args_flat, out_flat, effects, *rest, **kwargs)
-        if data is None:
-            call = getattr(executable, "unsafe_call", None)
-            refusals.append(
-                {
-                    "executable": type(executable).__name__,
-                    "unsafe_call": type(call).__name__,
-                    "ordered_effects": getattr(call, "ordered_effects", "?"),
-                    "has_unordered_effects": getattr(call, "has_unordered_effects", "?"),
-                    "has_host_callbacks": getattr(call, "has_host_callbacks", "?"),
-                    "jaxpr effects": list(effects),
-                    "output types": sorted({type(x).__name__ for x in out_flat}),
-                }
-            )
-        return data
-
-    pjit._get_fastpath_data = wrapped
+        setattr(pjit, name, wrapped)
 
 
-def _cases(dtype):
+def _high_primitives(jaxpr, path=""):
+    found = []
+    for eqn in jaxpr.eqns:
+        is_high = getattr(eqn.primitive, "is_high", None)
+        if callable(is_high) and is_high(**eqn.params):
+            found.append(f"{path}/{eqn.primitive.name}")
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, tuple | list) else [value]:
+                if isinstance(sub, core.ClosedJaxpr):
+                    sub = sub.jaxpr
+                if isinstance(sub, core.Jaxpr):
+                    found += _high_primitives(sub, f"{path}/{eqn.primitive.name}")
+    return found
+
+
+def _cases(dtype, size_b):
     import jaxopt_mml as mml
 
     def model(x, p):
@@ -68,45 +64,36 @@ def _cases(dtype):
         return a * jnp.exp(-((x - mu) ** 2) / (2 * s**2)) + c
 
     x = jnp.linspace(-3, 3, 64, dtype=dtype)
-    noise = 0.05 * np.random.default_rng(0).standard_normal(64)
-    y = (model(x, jnp.array([1.0, 0.2, 0.7, 0.1], dtype)) + noise).astype(dtype)
+    y1 = model(x, jnp.array([1.0, 0.2, 0.7, 0.1], dtype))
+    yb = (y1 + 0.05 * jax.random.normal(jax.random.key(0), (size_b, 64))).astype(dtype)
     p0 = jnp.array([1.2, 0.1, 0.8, 0.12], dtype)
     c = jnp.linspace(0, 5, 1000, dtype=dtype)
-    x0 = jnp.ones(1000, dtype)
 
-    def cubic(x, c):
-        return x**3 - 2 * x - c
+    def cubic(v, c):
+        return v**3 - 2 * v - c
 
     def rosen(z):
         return (1 - z[0]) ** 2 + 100 * (z[1] - z[0] ** 2) ** 2
 
-    def custom_root_sqrt(a):
-        def solve(f, x):
-            return jax.lax.while_loop(
-                lambda v: jnp.abs(f(v)) > 1e-6, lambda v: v - f(v) / (2 * v), x
-            )
+    def fit(y, p0):
+        return mml.curve_fit(model, x, y, p0)
 
-        return jax.lax.custom_root(lambda v: v**2 - a, a, solve, lambda g, y: y / 2.0)
+    def roots(c):
+        return mml.newton_raphson(cubic, jnp.ones_like(c), args=(c,), elementwise=True)
 
-    z0 = jnp.array([-1.2, 1.0], dtype)
+    def count_to_ten(v):
+        return lax.while_loop(lambda u: u < 10, lambda u: u + 1, v)
+
     return {
-        "control: jit(sum)": (jax.jit(jnp.sum), (x,)),
-        "control: jit(while_loop)": (
-            jax.jit(lambda v: jax.lax.while_loop(lambda u: u < 10, lambda u: u + 1, v)),
-            (jnp.asarray(0, dtype),),
+        "control: jit(while_loop)": (jax.jit(count_to_ten), (jnp.asarray(0, dtype),)),
+        "jit(curve_fit), B=1": (jax.jit(fit), (y1, p0)),
+        f"jit(curve_fit), B={size_b}": (jax.jit(fit), (yb, p0)),
+        "curve_fit, B=1 (plain call)": (fit, (y1, p0)),
+        "jit(newton_raphson), 1000 roots": (jax.jit(roots), (c,)),
+        "jit(bfgs), Rosenbrock": (
+            jax.jit(lambda z: mml.bfgs(rosen, z)),
+            (jnp.array([-1.2, 1.0], dtype),),
         ),
-        "control: jit(custom_root)": (jax.jit(custom_root_sqrt), (jnp.asarray(2.0, dtype),)),
-        "jit(curve_fit), B=1": (jax.jit(lambda y, p0: mml.curve_fit(model, x, y, p0)), (y, p0)),
-        "curve_fit, B=1 (plain call)": (lambda y, p0: mml.curve_fit(model, x, y, p0), (y, p0)),
-        "jit(newton_raphson), 1000 roots": (
-            jax.jit(lambda x0, c: mml.newton_raphson(cubic, x0, args=(c,), elementwise=True)),
-            (x0, c),
-        ),
-        "newton_raphson, 1000 roots (plain call)": (
-            lambda x0, c: mml.newton_raphson(cubic, x0, args=(c,), elementwise=True),
-            (x0, c),
-        ),
-        "jit(bfgs), Rosenbrock": (jax.jit(lambda z: mml.bfgs(rosen, z)), (z0,)),
     }
 
 
@@ -114,35 +101,47 @@ def _call(fn, args):
     return jax.block_until_ready(fn(*args))
 
 
+def _run(tag, cases, counts):
+    for name, (fn, args) in cases.items():
+        for _ in range(3):
+            _call(fn, args)
+        counts.clear()
+        calls = 20
+        for _ in range(calls):
+            _call(fn, args)
+        per_call = {k: v / calls for k, v in sorted(counts.items())}
+        seconds = min(
+            timeit.repeat(lambda fn=fn, args=args: _call(fn, args), number=calls, repeat=7)
+        )
+        print(
+            f"{tag:14s} {name:34s} {1e6 * seconds / calls:9.1f} us/call  python path/call {per_call}"
+        )
+        if tag == "custom_root" and hasattr(fn, "trace"):
+            high = sorted(set(_high_primitives(jax.make_jaxpr(fn)(*args).jaxpr)))
+            print(f"{'':14s} high primitives: {high or 'none'}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--f32", action="store_true", help="float32 (default float64)")
+    parser.add_argument("--size-b", type=int, default=10_000, help="the batched fit's B")
     options = parser.parse_args()
     if not options.f32:
         jax.config.update("jax_enable_x64", True)
     dtype = jnp.float32 if options.f32 else jnp.float64
     print(f"jax {jax.__version__} on {jax.devices()[0].device_kind} ({jax.default_backend()})")
-    counter, refusals = {}, []
-    _counting(pjit, "_pjit_call_impl_python", counter)
-    _explain_refusals(refusals)
-    for name, (fn, args) in _cases(dtype).items():
-        for _ in range(3):
-            jax.block_until_ready(fn(*args))
-        counter.clear()
-        refusals.clear()
-        calls = 20
-        for _ in range(calls):
-            jax.block_until_ready(fn(*args))
-        python_per_call = counter.get("_pjit_call_impl_python", 0) / calls
-        seconds = min(timeit.repeat(functools.partial(_call, fn, args), number=calls, repeat=5))
-        print(
-            f"{name:42s} {1e6 * seconds / calls:9.1f} us/call   python dispatch/call {python_per_call:.1f}"
-        )
-        seen = []
-        for refusal in refusals:
-            if refusal not in seen:
-                seen.append(refusal)
-                print(f"    fast path refused: {refusal}")
+    from jaxopt_mml import _implicit
+
+    counts = {}
+    _count_calls(counts)
+    _run("custom_root", _cases(dtype, options.size_b), counts)
+    original = _implicit.lax.custom_root
+    _implicit.lax.custom_root = lambda f, x0, solve, tangent_solve, has_aux=False: solve(f, x0)
+    jax.clear_caches()  # (else the programs traced above, with custom_root, are reused)
+    try:
+        _run("plain solve", _cases(dtype, options.size_b), counts)
+    finally:
+        _implicit.lax.custom_root = original
 
 
 if __name__ == "__main__":
