@@ -49,7 +49,7 @@ B=benchmarks
 R="--out /tmp/mml_results --budget 1"
 stage 40 "$BENCH_CPUS" python3 $B/dispatch_path.py
 stage 40 "$BENCH_CPUS" python3 $B/stragglers.py --size 100000 --top 2 --steps 60 --out "$OUT_DIR/stragglers.json"
-stage 100 "$BENCH_CPUS" python3 $B/run.py --full --f32 --only gpufit $R
+stage 150 "$BENCH_CPUS" python3 $B/run.py --full --f32 --only gpufit $R
 stage 130 "$BENCH_CPUS" python3 $B/run.py --full --only fitting $R
 stage 40 "$BENCH_CPUS" python3 $B/run.py --full --only roots $R
 stage 60 "$BENCH_CPUS" python3 $B/run.py --only minimise $R
