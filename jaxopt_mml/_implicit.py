@@ -1,4 +1,4 @@
-"""Implicit differentiation of solutions through ``lax.custom_root`` (private core).
+"""Implicit differentiation of solutions (private core).
 
 A solver's answer ``x*(theta)`` satisfies an optimality condition ``F(x*, theta) = 0`` (a root of
 ``f``, a zero gradient, the KKT conditions). By the implicit function theorem
@@ -6,11 +6,20 @@ A solver's answer ``x*(theta)`` satisfies an optimality condition ``F(x*, theta)
     dx*/dtheta = -[dF/dx]^{-1} dF/dtheta,
 
 so derivatives come from one linear solve at the solution, never from unrolling the iterations.
-``lax.custom_root`` applies this rule to everything ``F`` closes over (the ``args``).
+The rule applies to everything ``F`` closes over (the ``args``).
+
+It is ``lax.custom_root``'s rule, written here on ``jax.custom_jvp`` (which is what
+``lax.custom_root`` is in jax 0.10): in jax 0.11, ``lax.custom_root`` became a "high" primitive,
+and a jitted program holding one is dispatched through JAX's Python path at every call (lowered
+again each time) instead of its C++ fast path; ``custom_jvp`` is not high there (both seen on
+the GPU machine's jax 0.11.2, docs/gpu_benchmark.md). The two give the same program on jax
+0.10; ``_USE_LAX_CUSTOM_ROOT`` switches to ``lax.custom_root`` (for
+``benchmarks/dispatch_path.py``, which compares the dispatch of the two).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +29,8 @@ from jax import lax
 from jax.flatten_util import ravel_pytree
 
 __all__ = ["dense_tangent_solve", "solve_with_implicit_grad"]
+
+_USE_LAX_CUSTOM_ROOT = False
 
 
 def dense_tangent_solve(g: Callable, y: Any) -> Any:
@@ -56,20 +67,51 @@ def solve_with_implicit_grad(
     Returns:
         ``(x, aux)``.
     """
-    # custom_root's JVP rule mishandles integer auxiliary outputs (it expects float0 tangents),
-    # so integer and boolean leaves of aux travel as floats and are cast back afterwards.
+    # Integer and boolean leaves of aux travel as floats (whose tangents are plain zeros, where
+    # integers would need float0 ones) and are cast back afterwards.
     dtypes = {}
 
-    def solve_float_aux(_f, guess):
+    def solve_float_aux(guess):
         x, aux = solve(guess)
         leaves, treedef = jax.tree.flatten(aux)
         dtypes["aux"] = (treedef, [jnp.result_type(leaf) for leaf in leaves])
         return x, jax.tree.unflatten(treedef, [_to_float(leaf) for leaf in leaves])
 
-    x, aux = lax.custom_root(optimality, x0, solve_float_aux, tangent_solve, has_aux=True)
+    if _USE_LAX_CUSTOM_ROOT:
+        x, aux = lax.custom_root(
+            optimality, x0, lambda _f, guess: solve_float_aux(guess), tangent_solve, has_aux=True
+        )
+    else:
+        # The optimality condition and the solver close over the parameters; closure conversion
+        # makes the (float, possibly differentiated) ones explicit arguments of the custom rule.
+        f_conv, f_consts = jax.closure_convert(optimality, x0)
+        solve_conv, solve_consts = jax.closure_convert(solve_float_aux, x0)
+        x, aux = _root(
+            f_conv, solve_conv, tangent_solve, len(f_consts), x0, *f_consts, *solve_consts
+        )
     treedef, leaf_dtypes = dtypes["aux"]
     leaves = [leaf.astype(dt) for leaf, dt in zip(jax.tree.leaves(aux), leaf_dtypes, strict=True)]
     return x, jax.tree.unflatten(treedef, leaves)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2, 3))
+def _root(f_conv, solve_conv, tangent_solve, n_f, x0, *consts):
+    """``solve_conv(x0, *solver's consts)``, differentiated by the implicit function theorem with
+    respect to the optimality condition's consts (``consts[:n_f]``); the guess and the solver's
+    own consts get no derivative, as in ``lax.custom_root``."""
+    return solve_conv(x0, *consts[n_f:])
+
+
+@_root.defjvp
+def _root_jvp(f_conv, solve_conv, tangent_solve, n_f, primals, tangents):
+    x0, *consts = primals
+    f_consts, f_dots = tuple(consts[:n_f]), tuple(tangents[1 : 1 + n_f])
+    x, aux = _root(f_conv, solve_conv, tangent_solve, n_f, x0, *consts)
+    # F(x*(theta), theta) = 0, so dF/dx . x_dot = -dF/dtheta . theta_dot at the solution.
+    _, rhs = jax.jvp(lambda *c: f_conv(x, *c), f_consts, f_dots)
+    _, linear = jax.linearize(lambda v: f_conv(v, *f_consts), x)
+    x_dot = jax.tree.map(jnp.negative, tangent_solve(linear, rhs))
+    return (x, aux), (x_dot, jax.tree.map(jnp.zeros_like, aux))
 
 
 def _to_float(leaf):
