@@ -84,6 +84,7 @@ class LSState(NamedTuple):
     dscale: jax.Array  # running max of squared column norms
     n_accepted: jax.Array
     last_q: jax.Array  # LM: the last accepted step's size in tolerances (inf before one)
+    last_act: jax.Array  # LM: the last accepted step's reduction of the cost (inf before one)
 
 
 class Problem(NamedTuple):
@@ -234,6 +235,7 @@ def init(u0, *, method: str = "lm", lam0: float = 1e-3):
         dscale=jnp.zeros(u0.shape, dtype),
         n_accepted=jnp.asarray(0, jnp.int32),
         last_q=jnp.asarray(jnp.inf, dtype),
+        last_act=jnp.asarray(jnp.inf, dtype),
     )
 
 
@@ -489,6 +491,15 @@ def lm_step(problem: Problem, rtol, atol):
         last = state.last_q
         early = (state.n_accepted >= 2) & (q * q <= last) & (4.0 * q <= last) & (q <= _EARLY_MAX)
         early = early & (jnp.max(damping) <= _EARLY_DAMPING) & (act <= rtol * cost)
+        # And the cost's reductions contract with the steps as near a minimum, where a step's
+        # reduction goes as its length squared: at least as the 1.5th power (early stops of the
+        # peak fits show 2, rarely below 1.5 unless the reduction is within the cost's rounding,
+        # where its ratio is noise). A float32 fit of Osborne 1 from 100 x0, its steps and its
+        # reductions both shrinking 4-fold (a gradient that does not vanish), stopped early at
+        # 1.8e4 times the minimum's cost.
+        shrink_act, shrink_q = act / state.last_act, q / last
+        at_rounding = act <= _RESOLVE * jnp.finfo(cost.dtype).eps * cost
+        early = early & (at_rounding | (shrink_act * shrink_act <= shrink_q**3))
         converged = converged | (accept & early)
         converged = converged & (ok | ~solved)  # a non-finite trial is never convergence
         new = LSState(
@@ -499,6 +510,7 @@ def lm_step(problem: Problem, rtol, atol):
             dscale=dscale,
             n_accepted=state.n_accepted + accept.astype(jnp.int32),
             last_q=jnp.where(accept, q, state.last_q),
+            last_act=jnp.where(accept, act, state.last_act),
         )
         df = jnp.where(accept, cost_new - cost, 0.0)
         failure = jnp.where(
