@@ -491,15 +491,17 @@ def lm_step(problem: Problem, rtol, atol):
         last = state.last_q
         early = (state.n_accepted >= 2) & (q * q <= last) & (4.0 * q <= last) & (q <= _EARLY_MAX)
         early = early & (jnp.max(damping) <= _EARLY_DAMPING) & (act <= rtol * cost)
-        # And the cost's reductions contract with the steps as near a minimum, where a step's
-        # reduction goes as its length squared: at least as the 1.5th power (early stops of the
-        # peak fits show 2, rarely below 1.5 unless the reduction is within the cost's rounding,
-        # where its ratio is noise). A float32 fit of Osborne 1 from 100 x0, its steps and its
-        # reductions both shrinking 4-fold (a gradient that does not vanish), stopped early at
-        # 1.8e4 times the minimum's cost.
+        # And, unless the reduction is negligible (below rtol^1.5 of the cost: about
+        # sqrt(rtol^1.5 dof) standard errors, 0.02 in float32 at dof = 60; or within the cost's
+        # rounding, where its ratio is noise), the cost's reductions contract with the steps as
+        # near a minimum, where a step's reduction goes as its length squared: at least as the
+        # 1.5th power (early stops of the peak fits show 2). A float32 fit of Osborne 1 from
+        # 100 x0, its steps and its reductions of 1e-4 of the cost both shrinking 4-fold (a
+        # gradient that does not vanish), stopped early at 1.8e4 times the minimum's cost.
         shrink_act, shrink_q = act / state.last_act, q / last
-        at_rounding = act <= _RESOLVE * jnp.finfo(cost.dtype).eps * cost
-        early = early & (at_rounding | (shrink_act * shrink_act <= shrink_q**3))
+        negligible = _RESOLVE * jnp.finfo(cost.dtype).eps
+        negligible = act <= jnp.maximum(negligible, jnp.asarray(rtol, cost.dtype) ** 1.5) * cost
+        early = early & (negligible | (shrink_act * shrink_act <= shrink_q**3))
         converged = converged | (accept & early)
         converged = converged & (ok | ~solved)  # a non-finite trial is never convergence
         new = LSState(
