@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 from jax import lax
 from jax.flatten_util import ravel_pytree
@@ -82,34 +83,59 @@ def solve_with_implicit_grad(
             optimality, x0, lambda _f, guess: solve_float_aux(guess), tangent_solve, has_aux=True
         )
     else:
-        # The optimality condition and the solver close over the parameters; closure conversion
-        # makes the (float, possibly differentiated) ones explicit arguments of the custom rule.
-        f_conv, f_consts = jax.closure_convert(optimality, x0)
-        solve_conv, solve_consts = jax.closure_convert(solve_float_aux, x0)
+        # The optimality condition and the solver close over the parameters: staged out, their
+        # constants become explicit arguments of the custom rule.
+        f_staged, f_consts = _stage(optimality, x0)
+        solve_staged, solve_consts = _stage(solve_float_aux, x0)
         x, aux = _root(
-            f_conv, solve_conv, tangent_solve, len(f_consts), x0, *f_consts, *solve_consts
+            f_staged, solve_staged, tangent_solve, len(f_consts), x0, *f_consts, *solve_consts
         )
     treedef, leaf_dtypes = dtypes["aux"]
     leaves = [leaf.astype(dt) for leaf, dt in zip(jax.tree.leaves(aux), leaf_dtypes, strict=True)]
     return x, jax.tree.unflatten(treedef, leaves)
 
 
+class _Staged(NamedTuple):
+    """A function of ``x`` staged out as a jaxpr without its constants (which the custom rule
+    takes as arguments), and its output's structure."""
+
+    jaxpr: Any
+    out_tree: Any
+
+    def __call__(self, x, consts):
+        closed = jax.extend.core.ClosedJaxpr(self.jaxpr, list(consts))
+        flat = jax.extend.core.jaxpr_as_fun(closed)(*jax.tree.leaves(x))
+        return jax.tree.unflatten(self.out_tree, flat)
+
+
+def _stage(fun: Callable, example: Any) -> tuple[_Staged, list]:
+    """``fun`` of ``x`` as a :class:`_Staged` and the constants it closes over (traced or not).
+
+    The constants travel as arguments of the custom rule, and only the jaxpr as its static part,
+    as in ``lax.custom_root``: JAX keeps the static parts of the calls it has traced, and a
+    closure over traced values there (``jax.closure_convert``'s converted function, which it
+    caches as well) kept every traced program alive, about 2 MB a fit's trace.
+    """
+    closed, out_shape = jax.make_jaxpr(fun, return_shape=True)(example)
+    return _Staged(closed.jaxpr, jax.tree.structure(out_shape)), list(closed.consts)
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2, 3))
-def _root(f_conv, solve_conv, tangent_solve, n_f, x0, *consts):
-    """``solve_conv(x0, *solver's consts)``, differentiated by the implicit function theorem with
-    respect to the optimality condition's consts (``consts[:n_f]``); the guess and the solver's
-    own consts get no derivative, as in ``lax.custom_root``."""
-    return solve_conv(x0, *consts[n_f:])
+def _root(f, solve, tangent_solve, n_f, x0, *consts):
+    """``solve(x0)`` with its constants ``consts[n_f:]``, differentiated by the implicit function
+    theorem with respect to the optimality condition's constants ``consts[:n_f]``; the guess and
+    the solver's own constants get no derivative, as in ``lax.custom_root``."""
+    return solve(x0, consts[n_f:])
 
 
 @_root.defjvp
-def _root_jvp(f_conv, solve_conv, tangent_solve, n_f, primals, tangents):
+def _root_jvp(f, solve, tangent_solve, n_f, primals, tangents):
     x0, *consts = primals
     f_consts, f_dots = tuple(consts[:n_f]), tuple(tangents[1 : 1 + n_f])
-    x, aux = _root(f_conv, solve_conv, tangent_solve, n_f, x0, *consts)
+    x, aux = _root(f, solve, tangent_solve, n_f, x0, *consts)
     # F(x*(theta), theta) = 0, so dF/dx . x_dot = -dF/dtheta . theta_dot at the solution.
-    _, rhs = jax.jvp(lambda *c: f_conv(x, *c), f_consts, f_dots)
-    _, linear = jax.linearize(lambda v: f_conv(v, *f_consts), x)
+    _, rhs = jax.jvp(lambda *c: f(x, c), f_consts, f_dots)
+    _, linear = jax.linearize(lambda v: f(v, f_consts), x)
     x_dot = jax.tree.map(jnp.negative, tangent_solve(linear, rhs))
     return (x, aux), (x_dot, jax.tree.map(jnp.zeros_like, aux))
 
