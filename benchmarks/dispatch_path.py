@@ -5,16 +5,14 @@
 A jitted function's later calls with the same shapes should run through JAX's C++ fast path (a
 few microseconds of host time). JAX 0.11 sends a program whose jaxpr holds a "high" primitive
 through Python at every call instead: ``_run_python_pjit``, then ``_to_lojax``, which lowers the
-jaxpr and binds it eagerly. On the GPU machine's jax 0.11.2, ``lax.custom_root`` is such a
-primitive (``call_hi_primitive``), and every solver of ours used it for implicit
-differentiation until session 12, which moved the same rule onto ``jax.custom_jvp`` (not high
-there); jax 0.10.2 has no such path.
+jaxpr and binds it eagerly. On the GPU machine's jax 0.11.2, ``lax.custom_root`` (our implicit
+differentiation) is such a primitive (``call_hi_primitive``); jax 0.10.2 has no such path.
 
 For each case this prints the steady-state time per call and how many times per call JAX entered
 ``_run_python_pjit`` and ``_to_lojax`` (0 and 0: the C++ path), and for jitted cases the high
-primitives in the jaxpr: first with the library as it is (``jax.custom_jvp``), then with
-``jaxopt_mml._implicit._USE_LAX_CUSTOM_ROOT`` set (``lax.custom_root``, JAX's caches cleared so
-that every program is traced anew), which says what the Python path costs on that JAX.
+primitives in the jaxpr. Then it replaces ``lax.custom_root`` in ``jaxopt_mml._implicit`` by a
+plain call of the solver (no derivatives: a measurement, not a mode of the library) and times the
+same cases again, which says what the eager dispatch costs.
 """
 
 from __future__ import annotations
@@ -118,9 +116,9 @@ def _run(tag, cases, counts):
         print(
             f"{tag:14s} {name:34s} {1e6 * seconds / calls:9.1f} us/call  python path/call {per_call}"
         )
-        if hasattr(fn, "trace"):
+        if tag == "custom_root" and hasattr(fn, "trace"):
             high = sorted(set(_high_primitives(jax.make_jaxpr(fn)(*args).jaxpr)))
-            print(f"{'':16s} high primitives: {high or 'none'}")
+            print(f"{'':14s} high primitives: {high or 'none'}")
 
 
 def main():
@@ -136,13 +134,14 @@ def main():
 
     counts = {}
     _count_calls(counts)
-    _run("custom_jvp", _cases(dtype, options.size_b), counts)
-    _implicit._USE_LAX_CUSTOM_ROOT = True
-    jax.clear_caches()  # (else the programs traced above are reused)
+    _run("custom_root", _cases(dtype, options.size_b), counts)
+    original = _implicit.lax.custom_root
+    _implicit.lax.custom_root = lambda f, x0, solve, tangent_solve, has_aux=False: solve(f, x0)
+    jax.clear_caches()  # (else the programs traced above, with custom_root, are reused)
     try:
-        _run("lax.custom_root", _cases(dtype, options.size_b), counts)
+        _run("plain solve", _cases(dtype, options.size_b), counts)
     finally:
-        _implicit._USE_LAX_CUSTOM_ROOT = False
+        _implicit.lax.custom_root = original
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Implicit differentiation of solutions (private core).
+"""Implicit differentiation of solutions through ``lax.custom_root`` (private core).
 
 A solver's answer ``x*(theta)`` satisfies an optimality condition ``F(x*, theta) = 0`` (a root of
 ``f``, a zero gradient, the KKT conditions). By the implicit function theorem
@@ -6,32 +6,20 @@ A solver's answer ``x*(theta)`` satisfies an optimality condition ``F(x*, theta)
     dx*/dtheta = -[dF/dx]^{-1} dF/dtheta,
 
 so derivatives come from one linear solve at the solution, never from unrolling the iterations.
-The rule applies to everything ``F`` closes over (the ``args``).
-
-It is ``lax.custom_root``'s rule, written here on ``jax.custom_jvp`` (which is what
-``lax.custom_root`` is in jax 0.10): in jax 0.11, ``lax.custom_root`` became a "high" primitive,
-and a jitted program holding one is dispatched through JAX's Python path at every call (lowered
-again each time) instead of its C++ fast path; ``custom_jvp`` is not high there (both seen on
-the GPU machine's jax 0.11.2, docs/gpu_benchmark.md). The two give the same program on jax
-0.10; ``_USE_LAX_CUSTOM_ROOT`` switches to ``lax.custom_root`` (for
-``benchmarks/dispatch_path.py``, which compares the dispatch of the two).
+``lax.custom_root`` applies this rule to everything ``F`` closes over (the ``args``).
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
-import jax.extend
 import jax.numpy as jnp
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
 __all__ = ["dense_tangent_solve", "solve_with_implicit_grad"]
-
-_USE_LAX_CUSTOM_ROOT = False
 
 
 def dense_tangent_solve(g: Callable, y: Any) -> Any:
@@ -68,76 +56,20 @@ def solve_with_implicit_grad(
     Returns:
         ``(x, aux)``.
     """
-    # Integer and boolean leaves of aux travel as floats (whose tangents are plain zeros, where
-    # integers would need float0 ones) and are cast back afterwards.
+    # custom_root's JVP rule mishandles integer auxiliary outputs (it expects float0 tangents),
+    # so integer and boolean leaves of aux travel as floats and are cast back afterwards.
     dtypes = {}
 
-    def solve_float_aux(guess):
+    def solve_float_aux(_f, guess):
         x, aux = solve(guess)
         leaves, treedef = jax.tree.flatten(aux)
         dtypes["aux"] = (treedef, [jnp.result_type(leaf) for leaf in leaves])
         return x, jax.tree.unflatten(treedef, [_to_float(leaf) for leaf in leaves])
 
-    if _USE_LAX_CUSTOM_ROOT:
-        x, aux = lax.custom_root(
-            optimality, x0, lambda _f, guess: solve_float_aux(guess), tangent_solve, has_aux=True
-        )
-    else:
-        # The optimality condition and the solver close over the parameters: staged out, their
-        # constants become explicit arguments of the custom rule.
-        f_staged, f_consts = _stage(optimality, x0)
-        solve_staged, solve_consts = _stage(solve_float_aux, x0)
-        x, aux = _root(
-            f_staged, solve_staged, tangent_solve, len(f_consts), x0, *f_consts, *solve_consts
-        )
+    x, aux = lax.custom_root(optimality, x0, solve_float_aux, tangent_solve, has_aux=True)
     treedef, leaf_dtypes = dtypes["aux"]
     leaves = [leaf.astype(dt) for leaf, dt in zip(jax.tree.leaves(aux), leaf_dtypes, strict=True)]
     return x, jax.tree.unflatten(treedef, leaves)
-
-
-class _Staged(NamedTuple):
-    """A function of ``x`` staged out as a jaxpr without its constants (which the custom rule
-    takes as arguments), and its output's structure."""
-
-    jaxpr: Any
-    out_tree: Any
-
-    def __call__(self, x, consts):
-        closed = jax.extend.core.ClosedJaxpr(self.jaxpr, list(consts))
-        flat = jax.extend.core.jaxpr_as_fun(closed)(*jax.tree.leaves(x))
-        return jax.tree.unflatten(self.out_tree, flat)
-
-
-def _stage(fun: Callable, example: Any) -> tuple[_Staged, list]:
-    """``fun`` of ``x`` as a :class:`_Staged` and the constants it closes over (traced or not).
-
-    The constants travel as arguments of the custom rule, and only the jaxpr as its static part,
-    as in ``lax.custom_root``: JAX keeps the static parts of the calls it has traced, and a
-    closure over traced values there (``jax.closure_convert``'s converted function, which it
-    caches as well) kept every traced program alive, about 2 MB a fit's trace.
-    """
-    closed, out_shape = jax.make_jaxpr(fun, return_shape=True)(example)
-    return _Staged(closed.jaxpr, jax.tree.structure(out_shape)), list(closed.consts)
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2, 3))
-def _root(f, solve, tangent_solve, n_f, x0, *consts):
-    """``solve(x0)`` with its constants ``consts[n_f:]``, differentiated by the implicit function
-    theorem with respect to the optimality condition's constants ``consts[:n_f]``; the guess and
-    the solver's own constants get no derivative, as in ``lax.custom_root``."""
-    return solve(x0, consts[n_f:])
-
-
-@_root.defjvp
-def _root_jvp(f, solve, tangent_solve, n_f, primals, tangents):
-    x0, *consts = primals
-    f_consts, f_dots = tuple(consts[:n_f]), tuple(tangents[1 : 1 + n_f])
-    x, aux = _root(f, solve, tangent_solve, n_f, x0, *consts)
-    # F(x*(theta), theta) = 0, so dF/dx . x_dot = -dF/dtheta . theta_dot at the solution.
-    _, rhs = jax.jvp(lambda *c: f(x, c), f_consts, f_dots)
-    _, linear = jax.linearize(lambda v: f(v, f_consts), x)
-    x_dot = jax.tree.map(jnp.negative, tangent_solve(linear, rhs))
-    return (x, aux), (x_dot, jax.tree.map(jnp.zeros_like, aux))
 
 
 def _to_float(leaf):
