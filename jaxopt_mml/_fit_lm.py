@@ -359,6 +359,11 @@ _RESOLVE = 64.0  # a predicted reduction below this many roundings of the cost i
 _NULL_CUT = 64.0  # the further cut after a step that left the cost unchanged
 
 
+def _resolution(cost):
+    """``_RESOLVE`` roundings of the cost: changes below this are not judged."""
+    return _RESOLVE * jnp.finfo(cost.dtype).eps * cost
+
+
 def _unblind(lam, nu, lam_old, pred, gain, cost, accept, act, damping):
     """The damping after a step too short to be judged.
 
@@ -376,7 +381,7 @@ def _unblind(lam, nu, lam_old, pred, gain, cost, accept, act, damping):
     loss with every residual beyond its inflection (the curvature factor floored at eps) took
     the damping to 1e15 and, once the points were back in range, the fit crept on with steps of
     1e-17 and stopped with SUCCESS at 17x the minimum's cost."""
-    floor = _RESOLVE * jnp.finfo(cost.dtype).eps * cost
+    floor = _resolution(cost)
     dmax = jnp.max(damping)
     # (the damping shortened the step enough to matter: in a degenerate valley, undamped, the
     # per-parameter gain exceeds the predicted reduction by cancellation, not by damping, and
@@ -499,8 +504,8 @@ def lm_step(problem: Problem, rtol, atol):
         # 100 x0, its steps and its reductions of 1e-4 of the cost both shrinking 4-fold (a
         # gradient that does not vanish), stopped early at 1.8e4 times the minimum's cost.
         shrink_act, shrink_q = act / state.last_act, q / last
-        negligible = _RESOLVE * jnp.finfo(cost.dtype).eps
-        negligible = act <= jnp.maximum(negligible, jnp.asarray(rtol, cost.dtype) ** 1.5) * cost
+        rtol_15 = jnp.asarray(rtol, cost.dtype) ** 1.5
+        negligible = act <= jnp.maximum(_resolution(cost), rtol_15 * cost)
         early = early & (negligible | (shrink_act * shrink_act <= shrink_q**3))
         converged = converged | (accept & early)
         converged = converged & (ok | ~solved)  # a non-finite trial is never convergence
