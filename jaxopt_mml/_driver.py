@@ -11,6 +11,9 @@ Termination (all tests per problem; batch with ``jax.vmap``):
 * the Cauchy test, when ``cauchy=True``: the last step was small in every element,
   ``|dx_i| <= atol + rtol |x_i|``, *and* the merit barely changed, ``|df| <= atol + rtol |f|``.
 
+A minimiser may also give a lower limit on the merit (``f_limit``): an iterate below it stops
+the loop with ``Status.UNBOUNDED`` (MATLAB's ``ObjectiveLimit``).
+
 A step that produces a NaN or inf in ``x`` or ``f`` is rejected: the loop stops with
 ``Status.NONFINITE`` and the last finite iterate is returned. A step may also report a failure of its
 own (``Progress.failure``, e.g. ``Status.SINGULAR``), which stops the loop with that status.
@@ -128,8 +131,10 @@ def _finite(progress: Progress) -> jax.Array:
     return tree_all_finite(progress.x) & jnp.all(jnp.isfinite(progress.f))
 
 
-def _decide(progress: Progress, rtol, atol, cauchy: bool, check_finite: bool = True) -> jax.Array:
-    """The status after a step: NONFINITE, the step's failure, SUCCESS, or RUNNING."""
+def _decide(
+    progress: Progress, rtol, atol, cauchy: bool, check_finite: bool = True, f_limit=None
+) -> jax.Array:
+    """The status after a step: UNBOUNDED, NONFINITE, the step's failure, SUCCESS, or RUNNING."""
     converged = progress.converged
     if cauchy:
         step_small = tree_step_small(progress.x, progress.dx, rtol, atol)
@@ -139,6 +144,12 @@ def _decide(progress: Progress, rtol, atol, cauchy: bool, check_finite: bool = T
     status = jnp.where(progress.failure != _RUNNING, progress.failure, status)
     if check_finite:
         status = jnp.where(_finite(progress), status, int(Status.NONFINITE))
+    if f_limit is not None:
+        # f below the limit (-inf included, NaN not) at a finite x: the problem looks unbounded
+        below = progress.f < f_limit
+        if check_finite:
+            below = below & tree_all_finite(progress.x)
+        status = jnp.where(below, int(Status.UNBOUNDED), status)
     return status.astype(jnp.int32)
 
 
@@ -167,6 +178,7 @@ def iterate(
     name: str = "solver",
     check_finite: bool = True,
     count=None,
+    f_limit=None,
 ) -> DriverOutput:
     """Run ``step`` from ``(state, progress)`` until it converges, fails or reaches ``max_iter``.
 
@@ -190,6 +202,9 @@ def iterate(
             line search folded into the loop). History entry ``k`` then holds the iterate after
             ``k`` of the solver's iterations (other steps rewrite the same entry), and verbose
             output prints that number. ``None``: every driver step is an iteration.
+        f_limit: a lower limit on ``f`` (a scalar, traced or not), for minimisers: an iterate
+            with ``f < f_limit`` (``-inf`` included) at a finite ``x`` stops the loop with
+            ``Status.UNBOUNDED`` and is the one returned. ``None``: no such test.
 
     Returns:
         :class:`DriverOutput` with the final state and progress, ``n_iter``, ``status`` (never
@@ -200,6 +215,8 @@ def iterate(
     dtype = jnp.result_type(progress.f)
     rtol = jnp.asarray(rtol, dtype=dtype)
     atol = jnp.asarray(atol, dtype=dtype)
+    if f_limit is not None:
+        f_limit = jnp.asarray(f_limit, dtype=dtype)
 
     hist = None
     if history:
@@ -214,7 +231,9 @@ def iterate(
         hist = _record(hist, jnp.asarray(0, jnp.int32), progress)
 
     # At the start only the solver's own test counts (dx is inf), plus non-finite input.
-    status0 = _decide(progress, rtol, atol, cauchy=False, check_finite=check_finite)
+    status0 = _decide(
+        progress, rtol, atol, cauchy=False, check_finite=check_finite, f_limit=f_limit
+    )
 
     def cond(carry):
         _, _, k, status, _ = carry
@@ -225,7 +244,7 @@ def iterate(
         new_state, new_prog = step(state)
         k = k + 1
         k_solver = k if count is None else count(new_state)
-        status = _decide(new_prog, rtol, atol, cauchy, check_finite)
+        status = _decide(new_prog, rtol, atol, cauchy, check_finite, f_limit)
         if check_finite:
             keep = status != int(Status.NONFINITE)
             state = tree_where(keep, new_state, state)

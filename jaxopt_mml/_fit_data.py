@@ -20,14 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._tree import dtype_of
+from ._tree import dtype_of, is_concrete
 
 NAN_POLICIES = ("raise", "omit", "propagate")
-
-
-def is_concrete(*trees) -> bool:
-    """True when no leaf is a tracer (so that values can be read on the host)."""
-    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(trees))
 
 
 class Layout(NamedTuple):

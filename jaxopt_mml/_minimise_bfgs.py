@@ -225,6 +225,7 @@ def bfgs(
     max_linesearch: int = 30,
     history: bool | int = False,
     verbose: bool = False,
+    objective_limit: float | None = -1e20,
 ) -> MinimiseResult:
     r"""Minimise ``f(x, *args)`` by BFGS with a strong-Wolfe line search.
 
@@ -259,6 +260,10 @@ def bfgs(
         max_linesearch: the most function evaluations per line search.
         history: record ``x`` and ``f`` per iteration (``True``: the first 1000; an int: that many).
         verbose: print progress each iteration (``jax.debug.print``).
+        objective_limit: stop with ``Status.UNBOUNDED`` at the first iterate where ``f`` falls
+            below this (default ``-1e20``, MATLAB's ``ObjectiveLimit``): a problem unbounded
+            below (a sign error, a missing constraint or regulariser) is then named as such.
+            ``None`` switches the test off. Traced: a new value does not recompile.
 
     Returns:
         :class:`MinimiseResult`.
@@ -283,6 +288,7 @@ def bfgs(
         atol=atol,
         history=history,
         verbose=verbose,
+        objective_limit=objective_limit,
         cauchy=True,
         static={"model": "bfgs", "max_linesearch": _check_common(max_linesearch)},
     )
@@ -300,6 +306,7 @@ def lbfgs(
     max_linesearch: int = 30,
     history: bool | int = False,
     verbose: bool = False,
+    objective_limit: float | None = -1e20,
 ) -> MinimiseResult:
     r"""Minimise ``f(x, *args)`` by limited-memory BFGS with a strong-Wolfe line search.
 
@@ -310,7 +317,8 @@ def lbfgs(
     :math:`O(\text{memory}\cdot n)` and the shapes never change under ``jit``.
 
     Args:
-        f, x0, args, max_iter, rtol, atol, max_linesearch, history, verbose: as :func:`bfgs`.
+        f, x0, args, max_iter, rtol, atol, max_linesearch, history, verbose,
+            objective_limit: as :func:`bfgs`.
         memory: the number of correction pairs kept.
 
     Returns:
@@ -334,6 +342,7 @@ def lbfgs(
         atol=atol,
         history=history,
         verbose=verbose,
+        objective_limit=objective_limit,
         cauchy=True,
         static={
             "model": "lbfgs",

@@ -16,13 +16,22 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from ._driver import History, check_loop_options, iterate
 from ._implicit import dense_tangent_solve, solve_with_implicit_grad
 from ._static import static_function
 from ._status import Status
-from ._tree import PyTree, as_inexact, default_tolerances, tree_dtype, tree_max_abs
+from ._tree import (
+    PyTree,
+    as_inexact,
+    default_tolerances,
+    dtype_of,
+    is_concrete,
+    tree_dtype,
+    tree_max_abs,
+)
 
 __all__ = ["MinimiseResult"]
 
@@ -124,7 +133,7 @@ def _check_scalar(f, x0, args):
         raise TypeError(f"f must return a real floating value, got dtype {out.dtype}")
 
 
-def _run(spec: _Spec, x0, args, rtol, atol, dyn):
+def _run(spec: _Spec, x0, args, rtol, atol, dyn, limit):
     f = spec.f
     _check_scalar(f, x0, args)
     if spec.flat:
@@ -161,6 +170,7 @@ def _run(spec: _Spec, x0, args, rtol, atol, dyn):
             name=spec.name,
             count=(lambda st: st.n_iter) if spec.self_counting else None,
             check_finite=spec.check_finite,
+            f_limit=limit,
         )
         state = out.state
         aux = (
@@ -216,6 +226,7 @@ def run_minimiser(
     flat: bool = True,
     self_counting: bool = False,
     check_finite: bool = True,
+    objective_limit: float | None = None,
     dynamic: dict | None = None,
     static: dict | None = None,
 ) -> MinimiseResult:
@@ -230,6 +241,7 @@ def run_minimiser(
     progress, steps only to finite points): the driver then skips its non-finite test, which
     under ``vmap`` selects every carried array on the new status every step.
 
+    ``objective_limit``: the public option (see :func:`check_objective_limit`), traced.
     ``dynamic`` options (floats) are traced, so new values do not recompile; ``static`` options
     (ints, strings, callables) are part of the compilation key.
     """
@@ -260,4 +272,25 @@ def run_minimiser(
         check_finite=check_finite,
     )
     dyn = {k: jnp.asarray(v, dtype) for k, v in (dynamic or {}).items()}
-    return _run_jit(spec, x0, args, jnp.asarray(rtol, dtype), jnp.asarray(atol, dtype), dyn)
+    limit = jnp.asarray(check_objective_limit(objective_limit), dtype)
+    return _run_jit(spec, x0, args, jnp.asarray(rtol, dtype), jnp.asarray(atol, dtype), dyn, limit)
+
+
+def check_objective_limit(value) -> Any:
+    """The ``objective_limit`` option: a real scalar (traced or not; ``-inf`` or ``None``: off).
+
+    Every minimiser stops with ``Status.UNBOUNDED`` at the first iterate where ``f`` falls below
+    it (MATLAB's ``ObjectiveLimit``, also -1e20 by default): on a problem unbounded below, a
+    line search otherwise walks on until ``max_iter``, overflow (``NONFINITE``) or a line
+    search that rounding stops, each reported with advice that does not fit.
+    """
+    if value is None:
+        return -jnp.inf
+    if isinstance(value, bool) or np.ndim(value) != 0:
+        raise ValueError(f"objective_limit must be a real scalar or None, got {value!r}")
+    dtype = dtype_of(value)
+    if not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)):
+        raise TypeError(f"objective_limit must be a real scalar or None, got dtype {dtype}")
+    if is_concrete(value) and np.isnan(float(value)):
+        raise ValueError("objective_limit must not be NaN (None switches the test off)")
+    return value

@@ -118,6 +118,7 @@ def gradient_descent(
     max_linesearch: int = 30,
     history: bool | int = False,
     verbose: bool = False,
+    objective_limit: float | None = -1e20,
 ) -> MinimiseResult:
     r"""Minimise ``f(x, *args)`` by gradient descent, with optional (Nesterov) momentum.
 
@@ -159,6 +160,10 @@ def gradient_descent(
         max_linesearch: the most backtracking steps per iteration.
         history: record ``x`` and ``f`` per iteration (``True``: the first 1000; an int: that many).
         verbose: print progress each iteration.
+        objective_limit: stop with ``Status.UNBOUNDED`` at the first iterate where ``f`` falls
+            below this (default ``-1e20``, MATLAB's ``ObjectiveLimit``): a problem unbounded
+            below (a sign error, a missing constraint or regulariser) is then named as such.
+            ``None`` switches the test off. Traced: a new value does not recompile.
 
     Returns:
         :class:`MinimiseResult`.
@@ -203,6 +208,7 @@ def gradient_descent(
         atol=atol,
         history=history,
         verbose=verbose,
+        objective_limit=objective_limit,
         cauchy=False,
         dynamic=dynamic,
         static={

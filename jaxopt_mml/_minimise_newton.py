@@ -247,6 +247,7 @@ def newton_minimise(
     max_linesearch: int = 30,
     history: bool | int = False,
     verbose: bool = False,
+    objective_limit: float | None = -1e20,
 ) -> MinimiseResult:
     r"""Minimise ``f(x, *args)`` by Newton's method, safe where the Hessian is not positive definite.
 
@@ -294,6 +295,10 @@ def newton_minimise(
         max_linesearch: the most backtracking steps per iteration.
         history: record ``x`` and ``f`` per iteration (``True``: the first 1000; an int: that many).
         verbose: print progress each iteration.
+        objective_limit: stop with ``Status.UNBOUNDED`` at the first iterate where ``f`` falls
+            below this (default ``-1e20``, MATLAB's ``ObjectiveLimit``): a problem unbounded
+            below (a sign error, a missing constraint or regulariser) is then named as such.
+            ``None`` switches the test off. Traced: a new value does not recompile.
 
     Returns:
         :class:`MinimiseResult`.
@@ -324,6 +329,7 @@ def newton_minimise(
         atol=atol,
         history=history,
         verbose=verbose,
+        objective_limit=objective_limit,
         cauchy=False,  # the step applies the Cauchy test itself
         self_counting=True,
         check_finite=False,  # the step moves only to finite points; the start is checked

@@ -82,6 +82,7 @@ def optax_minimise(
     atol: float | None = None,
     history: bool | int = False,
     verbose: bool = False,
+    objective_limit: float | None = -1e20,
 ) -> MinimiseResult:
     r"""Minimise ``f(x, *args)`` with any optax optimiser, inside one jit-compiled loop.
 
@@ -111,6 +112,10 @@ def optax_minimise(
         rtol, atol: tolerances (default ``sqrt(eps)`` of the dtype); only ``atol`` is used.
         history: record ``x`` and ``f`` per iteration (``True``: the first 1000; an int: that many).
         verbose: print progress each iteration.
+        objective_limit: stop with ``Status.UNBOUNDED`` at the first iterate where ``f`` falls
+            below this (default ``-1e20``, MATLAB's ``ObjectiveLimit``): a problem unbounded
+            below (a sign error, a missing constraint or regulariser) is then named as such.
+            ``None`` switches the test off. Traced: a new value does not recompile.
 
     Returns:
         :class:`MinimiseResult`.
@@ -140,6 +145,7 @@ def optax_minimise(
         atol=atol,
         history=history,
         verbose=verbose,
+        objective_limit=objective_limit,
         cauchy=False,
         flat=False,
         # An optimiser made again (optax.adam(0.1) in a loop) reuses the compilation.

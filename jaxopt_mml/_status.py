@@ -34,6 +34,7 @@ class Status(enum.IntEnum):
     PRECISION_LIMIT = 8
     COVARIANCE_UNDEFINED = 9
     INVALID_INPUT = 10
+    UNBOUNDED = 11
 
 
 _MESSAGES = {
@@ -81,6 +82,12 @@ _MESSAGES = {
         "the input holds NaN or inf (in x0, data or sigma), or leaves nothing to fit (every "
         "point masked or omitted). Clean the input, or use nan_policy='omit' where the function "
         "offers it."
+    ),
+    Status.UNBOUNDED: (
+        "the objective fell below objective_limit (default -1e20): the problem looks unbounded "
+        "below. Check the objective's sign (minimising what should be maximised) and whether a "
+        "constraint, bound or regularising term is missing; where values that low are real, "
+        "pass a lower objective_limit (or None). x is the first iterate found below the limit."
     ),
 }
 

@@ -71,6 +71,11 @@ def as_inexact(tree: PyTree) -> PyTree:
     return jax.tree.map(convert, tree)
 
 
+def is_concrete(*trees) -> bool:
+    """True when no leaf is a tracer (so that values can be read on the host)."""
+    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(trees))
+
+
 def dtype_of(a) -> np.dtype:
     """The dtype JAX gives an input (``jnp.asarray(a).dtype``) without converting it.
 
