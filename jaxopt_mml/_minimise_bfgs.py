@@ -246,9 +246,10 @@ def bfgs(
     or the full step proposed (:math:`\alpha_0 = 1` once the model has curvature) if that is
     longer: a step that the line search cut short is not convergence. The Cauchy test also asks
     for a small scaled gradient, :math:`\max_i |g_i| \max(|x_i|, 1) \le \max(r_{tol}^{2/3},
-    \epsilon^{1/3}) \max(|f|, 1)` (Dennis & Schnabel's relative gradient): in a badly scaled valley
-    whose curvature the model has not learnt, its steps shrink long before the minimum (the
-    Moré-Garbow-Hillstrom problems, ``docs/mgh.md``). Memory is :math:`O(n^2)`: use
+    \epsilon^{1/3}) |f|` (Dennis & Schnabel's relative gradient, without their floor of 1 on
+    :math:`|f|`): in a badly scaled valley whose curvature the model has not learnt, its steps
+    shrink long before the minimum (the Moré-Garbow-Hillstrom problems, ``docs/mgh.md``); where
+    :math:`f^* = 0` the gradient test ends the run. Memory is :math:`O(n^2)`: use
     :func:`lbfgs` for more than a few thousand parameters.
 
     Args:

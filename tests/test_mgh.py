@@ -108,6 +108,17 @@ def test_bfgs_float32_no_early_cauchy_stop(name):
     assert f <= p.fstar * (1 + 1e-3) + 1e-8, (name, f, p.fstar)
 
 
+@pytest.mark.parametrize("solver", ["bfgs", "lbfgs"])
+def test_quasi_newton_float32_small_minimum_is_not_passed_early(solver):
+    """float32 from x0: with Dennis & Schnabel's floor of 1 on |f| in the scaled gradient, the
+    guard passed on Bard's problem (f* = 8.2e-3) at f = 9.98e-3, |g| = 2.4e-3 (SUCCESS)."""
+    p = mgh.BY_NAME["bard"]
+    r = getattr(mml, solver)(mgh.objective(p), jnp.asarray(p.x0, jnp.float32), max_iter=5000)
+    assert r.x.dtype == jnp.float32 and bool(r.success)
+    f = float(mgh.objective(p)(jnp.asarray(r.x, jnp.float64)))
+    assert f <= p.fstar * (1 + 1e-3), (solver, f, p.fstar)
+
+
 def test_newton_leaves_the_biggs_saddle():
     """From 100 x0 the dense Newton method reached the point MGH list as a local minimum of
     Biggs EXP6 (f = 5.65565e-3), a saddle (a Hessian eigenvalue of -9.8e-3), and reported
