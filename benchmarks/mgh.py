@@ -265,13 +265,13 @@ def rows(p, results: dict, names: list, n_ours: int) -> list[str]:
 # What the float64 table's remaining marks are (docs/mgh.md; written from its runs).
 F64_FINDINGS = [
     (
-        "Our successes still marked false are of three kinds: stops by the absolute gradient test "
+        "Our successes still marked false are of two kinds: stops by the absolute gradient test "
         "(scipy's `gtol`, max|g| <= 1.5e-8) where the scale of x makes it loose (Powell badly "
-        "scaled, x1 ~ 1e-5); asymptotes, where f decreases towards a limit as parameters go to "
-        "infinity and a restart only moves further out (Bard, Kowalik-Osborne from 100 x0); and "
-        "flat stretches of ill-conditioned problems (Hessian condition 1e9 and more) where the "
-        "quasi-Newton step-and-value test still passes with a small scaled gradient (Watson n = 9 "
-        "and Osborne 1 from 100 x0). Slow rather than wrong: Levenberg-Marquardt on the "
+        "scaled, x1 ~ 1e-5), and asymptotes, where f decreases towards a limit as parameters go "
+        "to infinity and a restart only moves further out (Kowalik-Osborne from 100 x0). The "
+        "quasi-Newton step-and-value test on flat stretches of ill-conditioned problems (Watson "
+        "n = 9 and Osborne 1 from 100 x0 until session 13) now waits for a scaled gradient small "
+        "relative to |f| itself, not to max(|f|, 1). Slow rather than wrong: Levenberg-Marquardt on the "
         "zero-residual problems whose Jacobian is singular at the solution (Powell singular, "
         "extended Powell: f = 1e-39 after 1000 iterations, still MAX_ITER: near x* = 0 the columns "
         "of J differ by 1e9, and the step solves the normal equations, whose condition (1e18) "
