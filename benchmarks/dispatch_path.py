@@ -5,14 +5,14 @@
 A jitted function's later calls with the same shapes should run through JAX's C++ fast path (a
 few microseconds of host time). JAX 0.11 sends a program whose jaxpr holds a "high" primitive
 through Python at every call instead: ``_run_python_pjit``, then ``_to_lojax``, which lowers the
-jaxpr and binds it eagerly. On the GPU machine's jax 0.11.2, ``lax.custom_root`` (our implicit
-differentiation) is such a primitive (``call_hi_primitive``); jax 0.10.2 has no such path.
+jaxpr and binds it eagerly. On jax 0.11.2, ``lax.custom_root`` is such a primitive
+(``call_hi_primitive``); jax 0.10.2 has no such path. Since session 13 the library carries its
+implicit rule on ``jax.custom_jvp`` where ``lax.custom_root`` is high (``_implicit.RULE``).
 
 For each case this prints the steady-state time per call and how many times per call JAX entered
 ``_run_python_pjit`` and ``_to_lojax`` (0 and 0: the C++ path), and for jitted cases the high
-primitives in the jaxpr. Then it replaces ``lax.custom_root`` in ``jaxopt_mml._implicit`` by a
-plain call of the solver (no derivatives: a measurement, not a mode of the library) and times the
-same cases again, which says what the eager dispatch costs.
+primitives in the jaxpr: with the library's own choice of rule, then with each rule forced
+(JAX's caches cleared before each, so that every program is traced anew).
 """
 
 from __future__ import annotations
@@ -114,11 +114,11 @@ def _run(tag, cases, counts):
             timeit.repeat(lambda fn=fn, args=args: _call(fn, args), number=calls, repeat=7)
         )
         print(
-            f"{tag:14s} {name:34s} {1e6 * seconds / calls:9.1f} us/call  python path/call {per_call}"
+            f"{tag:18s} {name:34s} {1e6 * seconds / calls:9.1f} us/call  python path/call {per_call}"
         )
-        if tag == "custom_root" and hasattr(fn, "trace"):
+        if hasattr(fn, "trace"):
             high = sorted(set(_high_primitives(jax.make_jaxpr(fn)(*args).jaxpr)))
-            print(f"{'':14s} high primitives: {high or 'none'}")
+            print(f"{'':18s} high primitives: {high or 'none'}")
 
 
 def main():
@@ -134,14 +134,14 @@ def main():
 
     counts = {}
     _count_calls(counts)
-    _run("custom_root", _cases(dtype, options.size_b), counts)
-    original = _implicit.lax.custom_root
-    _implicit.lax.custom_root = lambda f, x0, solve, tangent_solve, has_aux=False: solve(f, x0)
-    jax.clear_caches()  # (else the programs traced above, with custom_root, are reused)
+    print(f"lax.custom_root is high here: {_implicit.custom_root_is_high()}")
     try:
-        _run("plain solve", _cases(dtype, options.size_b), counts)
+        for rule in (None, "custom_root", "custom_jvp"):
+            _implicit.RULE = rule
+            jax.clear_caches()  # (else the programs traced before are reused)
+            _run(rule or f"auto ({_implicit._rule()})", _cases(dtype, options.size_b), counts)
     finally:
-        _implicit.lax.custom_root = original
+        _implicit.RULE = None
 
 
 if __name__ == "__main__":

@@ -30,8 +30,9 @@ def sequential_under_vmap(fun: Callable) -> Callable:
     ``fun`` may close over traced values (the user's ``args``, batched or not): they are traced
     into its jaxpr and passed to ``jax.custom_batching.sequential_vmap`` as arguments, since it
     cannot see batched values in a closure. Only for functions that are not differentiated
-    themselves (a solver inside ``lax.custom_root``, whose derivatives come from the optimality
-    conditions): ``custom_vmap`` has no reverse mode, and its forward mode under ``vmap`` fails
+    themselves (a solver inside the implicit-differentiation rule of ``_implicit``, whose
+    derivatives come from the optimality conditions): ``custom_vmap`` has no reverse mode, and
+    its forward mode under ``vmap`` fails
     (``jax.jacfwd`` batches the tangents alone, and the sequential map then has nothing to map).
     """
     if wide_backend():

@@ -279,8 +279,8 @@ def _minimise_constrained_jit(
 
     if method == "augmented-lagrangian" and implicit_diff:
         # Nested loops: under vmap on a CPU, one problem after another (see _batching). Only
-        # inside custom_root, which never differentiates the solve; without implicit
-        # differentiation, forward mode runs through the loops, vectorised.
+        # inside the implicit rule (_implicit), which never differentiates the solve; without
+        # implicit differentiation, forward mode runs through the loops, vectorised.
         solve = sequential_under_vmap(solve)
     guess = zeros_primal(problem, x_flat)
     if implicit_diff:

@@ -169,7 +169,7 @@ def _advance(model, cfg: _Config, x, y, w, lo, hi, f_scale, fit: _Fit) -> _Fit:
 
 
 def _finish(model, cfg: _Config, x, y, w, bad, fit: _Fit, lo, hi, f_scale):
-    """Statistics of one fit; ``params`` gets implicit derivatives through lax.custom_root."""
+    """Statistics of one fit; ``params`` gets implicit derivatives (``_implicit``)."""
     to_p = _to_params(cfg, lo, hi)
     s = lax.stop_gradient(fit.state)
     status = fit.status

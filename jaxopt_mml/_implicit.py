@@ -1,4 +1,4 @@
-"""Implicit differentiation of solutions through ``lax.custom_root`` (private core).
+"""Implicit differentiation of solutions (private core).
 
 A solver's answer ``x*(theta)`` satisfies an optimality condition ``F(x*, theta) = 0`` (a root of
 ``f``, a zero gradient, the KKT conditions). By the implicit function theorem
@@ -6,20 +6,31 @@ A solver's answer ``x*(theta)`` satisfies an optimality condition ``F(x*, theta)
     dx*/dtheta = -[dF/dx]^{-1} dF/dtheta,
 
 so derivatives come from one linear solve at the solution, never from unrolling the iterations.
-``lax.custom_root`` applies this rule to everything ``F`` closes over (the ``args``).
+The rule applies to everything ``F`` closes over (the ``args``).
+
+Two carriers of the same rule. ``lax.custom_root`` (on jax 0.10, itself a ``custom_jvp``); and,
+where ``lax.custom_root`` is a "high" primitive (jax 0.11), the rule written here on
+``jax.custom_jvp``, which is not: a jitted program that holds a high primitive is dispatched
+through JAX's Python path at every call, 0.1-0.8 ms on an H100's host and 10-75 us on a 2-core
+CPU (docs/gpu_benchmark.md). :data:`RULE` chooses (``None``: by that test, made once).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
 __all__ = ["dense_tangent_solve", "solve_with_implicit_grad"]
+
+# "custom_root", "custom_jvp", or None: custom_jvp where lax.custom_root is a high primitive.
+RULE: str | None = None
 
 
 def dense_tangent_solve(g: Callable, y: Any) -> Any:
@@ -56,17 +67,28 @@ def solve_with_implicit_grad(
     Returns:
         ``(x, aux)``.
     """
-    # custom_root's JVP rule mishandles integer auxiliary outputs (it expects float0 tangents),
-    # so integer and boolean leaves of aux travel as floats and are cast back afterwards.
+    # Integer and boolean leaves of aux travel as floats (custom_root's rule expects float0
+    # tangents for them) and are cast back afterwards.
     dtypes = {}
 
-    def solve_float_aux(_f, guess):
+    def solve_float_aux(guess):
         x, aux = solve(guess)
         leaves, treedef = jax.tree.flatten(aux)
         dtypes["aux"] = (treedef, [jnp.result_type(leaf) for leaf in leaves])
         return x, jax.tree.unflatten(treedef, [_to_float(leaf) for leaf in leaves])
 
-    x, aux = lax.custom_root(optimality, x0, solve_float_aux, tangent_solve, has_aux=True)
+    if _rule() == "custom_root":
+        x, aux = lax.custom_root(
+            optimality, x0, lambda _f, guess: solve_float_aux(guess), tangent_solve, has_aux=True
+        )
+    else:
+        # The optimality condition and the solver close over the parameters: staged out, their
+        # constants become explicit arguments of the custom rule.
+        f_staged, f_consts = _stage(optimality, x0)
+        solve_staged, solve_consts = _stage(solve_float_aux, x0)
+        x, aux = _root(
+            f_staged, solve_staged, tangent_solve, len(f_consts), x0, *f_consts, *solve_consts
+        )
     treedef, leaf_dtypes = dtypes["aux"]
     leaves = [leaf.astype(dt) for leaf, dt in zip(jax.tree.leaves(aux), leaf_dtypes, strict=True)]
     return x, jax.tree.unflatten(treedef, leaves)
@@ -77,3 +99,76 @@ def _to_float(leaf):
     if jnp.issubdtype(leaf.dtype, jnp.inexact):
         return leaf
     return leaf.astype(jnp.result_type(float))
+
+
+def _rule() -> str:
+    if RULE is not None:
+        if RULE not in ("custom_root", "custom_jvp"):
+            raise ValueError(
+                f"_implicit.RULE must be 'custom_root', 'custom_jvp' or None: {RULE!r}"
+            )
+        return RULE
+    return "custom_jvp" if custom_root_is_high() else "custom_root"
+
+
+@functools.cache
+def custom_root_is_high() -> bool:
+    """Whether this JAX makes ``lax.custom_root`` a "high" primitive (jax 0.11 does; 0.10 not)."""
+
+    def probe(c):
+        return lax.custom_root(lambda u: u - c, c, lambda f, g: g, lambda g, y: y)
+
+    jaxpr = jax.make_jaxpr(probe)(1.0).jaxpr
+    for eqn in jaxpr.eqns:
+        is_high = getattr(eqn.primitive, "is_high", None)
+        if callable(is_high) and is_high(**eqn.params):
+            return True
+    return False
+
+
+class _Staged(NamedTuple):
+    """A function of ``x`` staged out as a jaxpr without its constants (which the custom rule
+    takes as arguments), and its output's structure."""
+
+    jaxpr: Any
+    out_tree: Any
+
+    def __call__(self, x, consts):
+        closed = jax.extend.core.ClosedJaxpr(self.jaxpr, list(consts))
+        flat = jax.extend.core.jaxpr_as_fun(closed)(*jax.tree.leaves(x))
+        return jax.tree.unflatten(self.out_tree, flat)
+
+
+def _stage(fun: Callable, example: Any) -> tuple[_Staged, list]:
+    """``fun`` of ``x`` as a :class:`_Staged` and the constants it closes over (traced or not).
+
+    The constants travel as arguments of the custom rule, and only the jaxpr as its static part,
+    as in ``lax.custom_root``: JAX keeps the static parts of the calls it has traced, and a
+    closure over traced values there (``jax.closure_convert``'s converted function, which it
+    caches as well) kept every traced program alive, about 2 MB a fit's trace.
+    """
+    closed, out_shape = jax.make_jaxpr(fun, return_shape=True)(example)
+    jaxpr = closed.jaxpr
+    if getattr(jaxpr, "consts", None):  # jax 0.11: a Jaxpr holds its constants' values too
+        jaxpr = jaxpr.replace(consts=None)
+    return _Staged(jaxpr, jax.tree.structure(out_shape)), list(closed.consts)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2, 3))
+def _root(f, solve, tangent_solve, n_f, x0, *consts):
+    """``solve(x0)`` with its constants ``consts[n_f:]``, differentiated by the implicit function
+    theorem with respect to the optimality condition's constants ``consts[:n_f]``; the guess and
+    the solver's own constants get no derivative, as in ``lax.custom_root``."""
+    return solve(x0, consts[n_f:])
+
+
+@_root.defjvp
+def _root_jvp(f, solve, tangent_solve, n_f, primals, tangents):
+    x0, *consts = primals
+    f_consts, f_dots = tuple(consts[:n_f]), tuple(tangents[1 : 1 + n_f])
+    x, aux = _root(f, solve, tangent_solve, n_f, x0, *consts)
+    # F(x*(theta), theta) = 0, so dF/dx . x_dot = -dF/dtheta . theta_dot at the solution.
+    _, rhs = jax.jvp(lambda *c: f(x, c), f_consts, f_dots)
+    _, linear = jax.linearize(lambda v: f(v, f_consts), x)
+    x_dot = jax.tree.map(jnp.negative, tangent_solve(linear, rhs))
+    return (x, aux), (x_dot, jax.tree.map(jnp.zeros_like, aux))
