@@ -236,28 +236,6 @@ def test_implicit_grad_of_a_root():
     np.testing.assert_allclose(jax.grad(root)(c), 1 / (3 * c ** (2 / 3)), rtol=1e-12)
 
 
-def test_solver_calls_keep_no_traced_program_alive():
-    """Each call with new shapes traces a new program; once compiled, none of its tracers may
-    stay reachable (an implicit rule on jax.closure_convert, tried in session 12, kept every
-    traced program alive through its cache, about 2 MB a fit)."""
-    import gc
-
-    def live_tracers():
-        gc.collect()
-        return sum(isinstance(o, jax.core.Tracer) for o in gc.get_objects())
-
-    def model(x, p):
-        return p[0] * x + p[1]
-
-    mml.curve_fit(model, jnp.arange(5.0), jnp.arange(5.0), jnp.ones(2))
-    before = live_tracers()
-    for n in range(6, 9):
-        mml.curve_fit(model, jnp.arange(float(n)), jnp.arange(float(n)), jnp.ones(2))
-        mml.newton_raphson(lambda x, c: x**3 - c, jnp.ones(n), args=(jnp.arange(float(n)),))
-        mml.bfgs(lambda z: jnp.sum((z - 1.0) ** 2), jnp.zeros(n))
-    assert live_tracers() <= before
-
-
 def test_dense_tangent_solve_pytree():
     A = jnp.array([[3.0, 1.0], [1.0, 2.0]])
     g = lambda t: {
