@@ -127,10 +127,6 @@ def check_loop_options(max_iter: Any, history: Any) -> tuple[int, int]:
     return max_iter, history
 
 
-def _finite(progress: Progress) -> jax.Array:
-    return tree_all_finite(progress.x) & jnp.all(jnp.isfinite(progress.f))
-
-
 def _decide(
     progress: Progress, rtol, atol, cauchy: bool, check_finite: bool = True, f_limit=None
 ) -> jax.Array:
@@ -143,12 +139,15 @@ def _decide(
     status = jnp.where(converged, int(Status.SUCCESS), _RUNNING)
     status = jnp.where(progress.failure != _RUNNING, progress.failure, status)
     if check_finite:
-        status = jnp.where(_finite(progress), status, int(Status.NONFINITE))
+        x_finite = tree_all_finite(progress.x)
+        finite = x_finite & jnp.all(jnp.isfinite(progress.f))
+        status = jnp.where(finite, status, int(Status.NONFINITE))
     if f_limit is not None:
         # f below the limit (-inf included, NaN not) at a finite x: the problem looks unbounded
+        # (a solver that skips the finite test steps only to finite points)
         below = progress.f < f_limit
         if check_finite:
-            below = below & tree_all_finite(progress.x)
+            below = below & x_finite
         status = jnp.where(below, int(Status.UNBOUNDED), status)
     return status.astype(jnp.int32)
 
