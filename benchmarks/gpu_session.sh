@@ -17,6 +17,7 @@
 # Meanwhile the test suite runs on the host's CPU (JAX_PLATFORMS=cpu, other cores): a check that
 # the library works with the machine's newer JAX. JSON records and logs land in OUT_DIR.
 # The cores of each side are BENCH_CPUS (default 0-9) and TEST_CPUS (10-15), for a 16-core host.
+# TABLES_ONLY=1 skips the diagnostic stages 1 and 5 (about 160 s less): the benchmark tables only.
 set -u
 OUT_DIR=${1:?usage: gpu_session.sh OUT_DIR}
 mkdir -p "$OUT_DIR" /tmp/mml_results
@@ -48,15 +49,18 @@ TESTS=$!
 B=benchmarks
 R="--out /tmp/mml_results --budget 1"
 stage 40 "$BENCH_CPUS" python3 $B/dispatch_path.py
-stage 40 "$BENCH_CPUS" python3 $B/stragglers.py --size 100000 --top 2 --steps 60 --out "$OUT_DIR/stragglers.json"
+[ "${TABLES_ONLY:-0}" = 1 ] ||
+  stage 40 "$BENCH_CPUS" python3 $B/stragglers.py --size 100000 --top 2 --steps 60 --out "$OUT_DIR/stragglers.json"
 stage 150 "$BENCH_CPUS" python3 $B/run.py --full --f32 --only gpufit $R
 stage 130 "$BENCH_CPUS" python3 $B/run.py --full --only fitting $R
 stage 40 "$BENCH_CPUS" python3 $B/run.py --full --only roots $R
 stage 60 "$BENCH_CPUS" python3 $B/run.py --only minimise $R
 stage 45 "$BENCH_CPUS" python3 $B/run.py --f32 --only fitting $R
-stage 60 "$BENCH_CPUS" python3 $B/profile_fit.py --sizes 1,10000
-stage 40 "$BENCH_CPUS" python3 $B/kernels.py --size 10000 --out-dir /tmp/mml_hlo
-tar -czf "$OUT_DIR/hlo.tgz" -C /tmp mml_hlo 2>/dev/null
+if [ "${TABLES_ONLY:-0}" != 1 ]; then
+  stage 60 "$BENCH_CPUS" python3 $B/profile_fit.py --sizes 1,10000
+  stage 40 "$BENCH_CPUS" python3 $B/kernels.py --size 10000 --out-dir /tmp/mml_hlo
+  tar -czf "$OUT_DIR/hlo.tgz" -C /tmp mml_hlo 2>/dev/null
+fi
 cp /tmp/mml_results/*.json "$OUT_DIR"/ 2>/dev/null
 wait $TESTS
 echo "tests exit $?" >>"$LOG"
