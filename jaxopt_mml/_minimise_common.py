@@ -204,7 +204,7 @@ def _run(spec: _Spec, x0, args, rtol, atol, dyn, limit):
         hist = hist._replace(x=jax.vmap(unravel)(hist.x))
     return MinimiseResult(
         x=unravel(x),
-        value=val,
+        value=with_total_derivative(val, lambda u, a: value(u, a), x, args),
         grad_norm=gnorm,
         n_iter=n_iter,
         n_fev=n_fev,
@@ -215,6 +215,32 @@ def _run(spec: _Spec, x0, args, rtol, atol, dyn, limit):
 
 
 _run_jit = jax.jit(_run, static_argnums=(0,))
+
+
+def with_total_derivative(val, fun: Callable, x, args):
+    """``val = fun(x, args)`` as computed by the solver, with the derivative of ``fun(x, args)``.
+
+    The solver's value travels beside the implicitly differentiated ``x`` as auxiliary output,
+    without derivative. Its total derivative ``f_x dx + f_args dargs`` (``x`` differentiated
+    implicitly; at an unconstrained minimum ``f_x = 0``, the envelope theorem) comes from one
+    ``jvp`` of ``fun``, which runs only where a derivative is taken: the primal value stays the
+    solver's own. Values that ``fun`` closes over (a user's ``f`` may read traced parameters
+    instead of taking them in ``args``) become explicit arguments of the rule.
+    """
+    converted, consts = jax.closure_convert(fun, x, args)
+
+    @jax.custom_jvp
+    def pass_value(v, u, a, *c):
+        return v
+
+    @pass_value.defjvp
+    def _jvp(primals, tangents):
+        v, u, a, *c = primals
+        _, du, da, *dc = tangents
+        _, dv = jax.jvp(converted, (u, a, *c), (du, da, *dc))
+        return v, dv.astype(v.dtype)
+
+    return pass_value(val, x, args, *consts)
 
 
 def run_minimiser(
