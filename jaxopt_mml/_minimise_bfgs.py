@@ -16,6 +16,7 @@ from ._minimise_common import (
     gradient_converged,
     relative_gradient_small,
     run_minimiser,
+    scaled_gradient,
 )
 from ._status import Status
 from ._tree import PyTree, check_positive_int, tree_step_small
@@ -174,7 +175,11 @@ def _init(fun, x0, rtol, atol, dyn, options):
         # the scaled gradient is still large: a model that has not learnt a badly scaled
         # valley's curvature proposes ever shorter steps along it (`relative_gradient_small`).
         # `cauchy` is that test.
-        trusted = ls.success & use_model & relative_gradient_small(g_new, x_new, ls.value, rtol)
+        trusted = (
+            ls.success
+            & use_model
+            & relative_gradient_small(scaled_gradient(g_new, x_new), ls.value, rtol)
+        )
         judged = jnp.where(trusted, reach, jnp.inf)
         cauchy = tree_step_small(x_new, judged, rtol, atol) & (
             jnp.abs(ls.value - f) <= atol + rtol * jnp.abs(ls.value)

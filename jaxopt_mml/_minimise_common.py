@@ -88,8 +88,9 @@ def gradient_small(g_max: jax.Array, atol: jax.Array) -> jax.Array:
     return g_max <= atol
 
 
-def relative_gradient_small(g: jax.Array, x: jax.Array, f: jax.Array, rtol) -> jax.Array:
-    """Dennis & Schnabel's scaled gradient test, the guard of a quasi-Newton Cauchy test.
+def relative_gradient_small(g_scaled: jax.Array, f: jax.Array, rtol) -> jax.Array:
+    """Dennis & Schnabel's scaled gradient test, the guard of a quasi-Newton Cauchy test
+    (``g_scaled``: :func:`scaled_gradient`), and of Newton's tests of a short step.
 
     ``max_i |g_i| max(|x_i|, 1) <= max(rtol^(2/3), eps^(1/3)) |f|``: the relative change of ``f``
     per relative change of ``x`` (unit typical sizes of ``x``). A quasi-Newton model that has not
@@ -108,10 +109,14 @@ def relative_gradient_small(g: jax.Array, x: jax.Array, f: jax.Array, rtol) -> j
     Reference: J. E. Dennis, R. B. Schnabel, *Numerical Methods for Unconstrained Optimization and
     Nonlinear Equations* (1983), section 7.2.
     """
-    eps = jnp.finfo(g.dtype).eps
-    tol = jnp.maximum(jnp.asarray(rtol, g.dtype) ** (2.0 / 3.0), eps ** (1.0 / 3.0))
-    scaled = jnp.max(jnp.abs(g) * jnp.maximum(jnp.abs(x), 1.0))
-    return scaled <= tol * jnp.abs(f)
+    eps = jnp.finfo(f.dtype).eps
+    tol = jnp.maximum(jnp.asarray(rtol, f.dtype) ** (2.0 / 3.0), eps ** (1.0 / 3.0))
+    return g_scaled <= tol * jnp.abs(f)
+
+
+def scaled_gradient(g: jax.Array, x: jax.Array) -> jax.Array:
+    """``max_i |g_i| max(|x_i|, 1)``, the numerator of :func:`relative_gradient_small`."""
+    return jnp.max(jnp.abs(g) * jnp.maximum(jnp.abs(x), 1.0))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,7 +11,12 @@ from jax import lax
 
 from ._driver import make_progress
 from ._linesearch import backtracking
-from ._minimise_common import MinimiseResult, gradient_small, run_minimiser
+from ._minimise_common import (
+    MinimiseResult,
+    gradient_small,
+    relative_gradient_small,
+    run_minimiser,
+)
 from ._status import Status
 from ._tree import PyTree, check_choice, check_positive_int
 
@@ -165,6 +170,7 @@ def _init(fun, x0, rtol, atol, dyn, options):
         the step along the negative curvature instead (``saddle``)."""
         if solver == "dense":
             p, exact, curvature = _dense_direction(hvp, g)
+            g_small = g_small()
             saddle = g_small & curvature.negative
             p_off, slope_off = _escape(x, g, curvature)
             p = jnp.where(saddle, p_off, p)
@@ -175,8 +181,7 @@ def _init(fun, x0, rtol, atol, dyn, options):
         ls = backtracking(lambda a: fun.value(x + a * p), f, slope, max_steps=max_ls)
         # When the full Newton step is itself within the step tolerance, x has converged as far
         # as the dtype allows, and a failed search only means rounding.
-        predicted_small = jnp.all(jnp.abs(p) <= atol + rtol * jnp.abs(x))
-        return p, ls, predicted_small, exact & ~saddle, saddle
+        return p, ls, exact & ~saddle, saddle
 
     def step(state: _NewtonState):
         """Test the gradient at x (one linearisation gives it and H v); if not converged, step.
@@ -188,20 +193,36 @@ def _init(fun, x0, rtol, atol, dyn, options):
         """
         x, f, _, cauchy, n_iter, n_fev = state
         g, hvp = jax.linearize(fun.grad, x)
-        g_max = jnp.max(jnp.abs(g))
-        p, ls, predicted_small, exact, saddle = newton_step(
-            x, f, g, hvp, gradient_small(g_max, atol)
+        p, ls, exact, saddle = newton_step(
+            x, f, g, hvp, lambda: gradient_small(jnp.max(jnp.abs(g)), atol)
         )
-        converged = (cauchy | gradient_small(g_max, atol)) & ~saddle
-        stop = converged | (n_iter >= max_iter)
         x_trial = x + ls.step_size * p
-        # One reduction for two tests: the full Newton step p is small in every component (the
+        # One reduction (three rows) for four tests: max|g|; the full Newton step p small in
+        # every component at x (then a failed search is rounding) and at the trial point (the
         # Cauchy test, judged next step so that the gradient reported is fresh; the full step,
-        # not the one taken: a step that the line search cut short is not convergence), and the
-        # trial point is finite (NaN propagates through max; the driver's non-finite test is off).
-        excess = jnp.max(
-            jnp.where(jnp.isfinite(x_trial), jnp.abs(p) - atol - rtol * jnp.abs(x_trial), jnp.nan)
+        # not the one taken: a step that the line search cut short is not convergence); and the
+        # trial point finite (NaN propagates through max; the driver's non-finite test is off).
+        g_max, g_scaled, predicted, excess = jnp.max(
+            jnp.stack(
+                [
+                    jnp.abs(g),
+                    jnp.abs(g) * jnp.maximum(jnp.abs(x), 1.0),
+                    jnp.abs(p) - atol - rtol * jnp.abs(x),
+                    jnp.where(
+                        jnp.isfinite(x_trial), jnp.abs(p) - atol - rtol * jnp.abs(x_trial), jnp.nan
+                    ),
+                ]
+            ),
+            axis=1,
         )
+        # Both tests of a short Newton step (the Cauchy test of the last step, and the full step
+        # within tolerance when the search fails) ask for a small scaled gradient too: where
+        # the curvature is huge or infinite (a kink, |x|^1.5 at 0) the step is short, or 0, far
+        # from any minimum (as for BFGS: `relative_gradient_small`).
+        flat = relative_gradient_small(g_scaled, f, rtol)
+        predicted_small = (predicted <= 0) & flat
+        converged = ((cauchy & flat) | gradient_small(g_max, atol)) & ~saddle
+        stop = converged | (n_iter >= max_iter)
         finite = ~jnp.isnan(excess)
         moved = ~stop & ls.success & finite
         x_new = jnp.where(moved, x_trial, x)

@@ -499,6 +499,27 @@ def test_dense_newton_modified_step_is_not_convergence():
     assert bool(res.success) == (gmax <= 1e-6)
 
 
+@pytest.mark.parametrize("solver", ["dense", "cg"])
+def test_newton_short_steps_from_huge_curvature_are_not_convergence(solver):
+    # f'' is infinite at 0 (|x|^1.5): the Newton step is 0, the search fails, and that passed
+    # for rounding (SUCCESS at x = 0, |g| = 2). Now a failure, as scipy's Newton-CG reports.
+    def kink(x):
+        return jnp.sum((x - 1.0) ** 2 + jnp.abs(x) ** 1.5)
+
+    res = mml.newton_minimise(kink, jnp.zeros(2), linear_solver=solver)
+    assert not bool(res.success)
+    assert int(res.status) == Status.LINESEARCH_FAILED
+
+    # f'' = 1e10 near 0: a step of 2e-8 passed the Cauchy test at |g| = 1.5; the scaled
+    # gradient test sends the run on to the minimum.
+    def steep(x):
+        return jnp.sum((x - 1.0) ** 2 + 0.5 * jnp.sqrt(x**2 + 1e-20))
+
+    res = mml.newton_minimise(steep, jnp.zeros(2), linear_solver=solver)
+    assert bool(res.success)
+    np.testing.assert_allclose(res.x, [0.75, 0.75], rtol=1e-10)
+
+
 BACKTRACKING = optax.chain(
     optax.sgd(1.0), optax.scale_by_backtracking_linesearch(max_backtracking_steps=20)
 )
