@@ -291,11 +291,13 @@ def run_minimiser(
     x0 = as_inexact(x0)
     if not jax.tree.leaves(x0):
         raise ValueError("x0 must hold at least one array")
+    if not any(np.size(leaf) for leaf in jax.tree.leaves(x0)):
+        raise ValueError("x0 has no elements (size 0): there is nothing to minimise")
     dtype = tree_dtype(x0)
     if jnp.issubdtype(dtype, jnp.complexfloating):
         raise TypeError(f"x0 must be real, got dtype {dtype}")
     x0 = jax.tree.map(lambda u: u.astype(dtype), x0)
-    rtol, atol = default_tolerances(dtype, rtol, atol)
+    rtol, atol = default_tolerances(dtype, rtol, atol, traced=True)
     spec = _Spec(
         init=init,
         f=static_function(f),

@@ -7,17 +7,26 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ._driver import make_progress
 from ._linesearch import backtracking
 from ._minimise_common import MinimiseResult, gradient_converged, run_minimiser
 from ._static import static_function
 from ._status import Status
-from ._tree import PyTree, check_positive_int
+from ._tree import PyTree, check_positive_int, dtype_of, is_concrete
 
 __all__ = ["gradient_descent"]
 
 _LINE_SEARCHES = ("backtracking", "armijo")
+
+
+def _real_scalar(value) -> bool:
+    """A real number: Python's, NumPy's, or a 0-d array (concrete or traced); not a bool."""
+    if isinstance(value, bool | str) or callable(value) or np.ndim(value) != 0:
+        return False
+    dtype = dtype_of(value)
+    return np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)
 
 
 class _GDState(NamedTuple):
@@ -186,8 +195,9 @@ def gradient_descent(
         mode = "linesearch"
     elif callable(step_size):
         mode, schedule = "schedule", static_function(step_size)  # a rebound global recompiles
-    elif isinstance(step_size, int | float) and not isinstance(step_size, bool):
-        if not step_size > 0:
+    elif _real_scalar(step_size):
+        # Traced where the user's jit traces it (then unchecked, as any traced data).
+        if is_concrete(step_size) and not float(step_size) > 0:
             raise ValueError(f"step_size must be positive, got {step_size}")
         mode = "fixed"
         dynamic["step_size"] = step_size
@@ -195,7 +205,7 @@ def gradient_descent(
         raise TypeError(
             f"step_size must be a float, a schedule or a line-search name, got {step_size!r}"
         )
-    if not isinstance(momentum, int | float) or not 0.0 <= momentum < 1.0:
+    if not _real_scalar(momentum) or not is_concrete(momentum) or not 0.0 <= momentum < 1.0:
         raise ValueError(f"momentum must be a float in [0, 1), got {momentum!r}")
     return run_minimiser(
         _init,

@@ -22,6 +22,7 @@ from ._roots_common import (
     RootResult,
     broadcast_problem,
     check_args,
+    check_real_output,
     check_scalar_output,
     check_tolerance,
     float_dtype,
@@ -165,9 +166,14 @@ def newton_raphson(
 def _newton_jit(x0, args, *, f, elementwise, rtol, atol, max_iter, ls_steps) -> RootResult:
     leaves = jax.tree.leaves(x0)
     dtype = float_dtype(tree_dtype(x0))
+    scalar_x0 = isinstance(x0, jax.Array) and x0.ndim == 0
+    if jnp.dtype(dtype).itemsize < 4 and not (elementwise is None and scalar_x0):
+        raise TypeError(
+            f"newton_raphson: x0 of dtype {jnp.dtype(dtype).name}: solves of arrays and systems "
+            "run in float32 or float64; cast x0 to float32"
+        )
     x0 = jax.tree.map(lambda u: u.astype(dtype), x0)
     opts = dict(rtol=rtol, atol=atol, max_iter=max_iter, ls_steps=ls_steps)
-    scalar_x0 = isinstance(x0, jax.Array) and x0.ndim == 0
 
     if elementwise is True:
         if len(leaves) != 1 or not isinstance(x0, jax.Array):
@@ -249,6 +255,7 @@ def _newton_elementwise(f, x0, args, dtype, opts) -> RootResult:
 
 def _newton_system(f, x0, args, dtype, opts) -> RootResult:
     out = jax.eval_shape(lambda x, a: f(x, *a), x0, args)
+    check_real_output(out)
     in_struct = jax.tree.structure(x0)
     out_struct = jax.tree.structure(out)
     in_shapes = [u.shape for u in jax.tree.leaves(x0)]
@@ -260,6 +267,8 @@ def _newton_system(f, x0, args, dtype, opts) -> RootResult:
             f"{out_struct} with shapes {out_shapes}."
         )
     n = sum(int(np.prod(s)) for s in in_shapes)
+    if n == 0:
+        raise ValueError("newton_raphson: x0 has no elements (size 0): there is no system to solve")
     if n * n * jnp.dtype(dtype).itemsize > _MAX_JACOBIAN_BYTES:
         raise ValueError(
             f"newton_raphson: a system of {n} unknowns needs a dense {n}x{n} Jacobian "

@@ -123,11 +123,25 @@ def float_dtype(x: jax.Array) -> np.dtype:
     return dtype
 
 
+def check_real_output(out) -> None:
+    """``f``'s output (arrays or shape structs) must be real numbers: a complex value cast to
+    the real solve dtype would lose its imaginary part, and with it the equation."""
+    for leaf in jax.tree.leaves(out):
+        dtype = np.dtype(getattr(leaf, "dtype", None) or jnp.result_type(leaf))
+        if not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)):
+            raise TypeError(
+                f"f must return real numbers, got dtype {dtype}. For a complex equation, solve "
+                "its real and imaginary parts as a system of two real equations."
+            )
+
+
 def wrap_scalar_f(f: Callable, dtype) -> Callable:
     """``f(x, *args)`` with its output cast to the solve dtype (args may promote it)."""
 
     def g(x, *args):
-        return jnp.asarray(f(x, *args)).astype(dtype)
+        out = jnp.asarray(f(x, *args))
+        check_real_output(out)
+        return out.astype(dtype)
 
     return g
 

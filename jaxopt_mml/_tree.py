@@ -97,19 +97,43 @@ def tree_dtype(tree: PyTree) -> np.dtype:
 
 
 def default_tolerances(
-    dtype: Any, rtol: float | None = None, atol: float | None = None, *, power: float = 0.5
-) -> tuple[float, float]:
+    dtype: Any,
+    rtol: float | None = None,
+    atol: float | None = None,
+    *,
+    power: float = 0.5,
+    traced: bool = False,
+) -> tuple[Any, Any]:
     """Tolerances defaulted from the dtype's machine epsilon: ``eps ** power`` for each not given.
 
     ``power = 0.5`` gives ``1.5e-8`` in float64 and ``3.5e-4`` in float32; quadratically convergent
-    methods (Newton) can ask for ``power = 0.75`` (``1.8e-12`` and ``6.4e-6``).
+    methods (Newton) can ask for ``power = 0.75`` (``1.8e-12`` and ``6.4e-6``). A tolerance must be
+    a real scalar; ``traced=True`` where the solver takes it as a traced argument (a traced value
+    passes through unchecked; a concrete one is checked and returned as a float), else a traced
+    value raises TypeError.
     """
     eps = float(jnp.finfo(dtype).eps)
     default = eps**power
+    out = []
     for name, value in (("rtol", rtol), ("atol", atol)):
-        if value is not None and not (np.isfinite(float(value)) and float(value) >= 0):
+        if value is None:
+            out.append(default)
+            continue
+        if isinstance(value, bool) or np.ndim(value) != 0:
+            raise ValueError(f"{name} must be a real scalar, got {value!r}")
+        if not np.issubdtype(dtype_of(value), np.number):
+            raise TypeError(f"{name} must be a real number, got {value!r}")
+        if not is_concrete(value):
+            if not traced:
+                raise TypeError(
+                    f"{name} must be a concrete number (a static option here), got a traced value"
+                )
+            out.append(value)
+            continue
+        if not (np.isfinite(float(value)) and float(value) >= 0):
             raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return (default if rtol is None else float(rtol), default if atol is None else float(atol))
+        out.append(float(value))
+    return out[0], out[1]
 
 
 def check_positive_int(name: str, value: Any) -> int:

@@ -381,6 +381,26 @@ def test_bad_input():
         mml.optax_minimise(zoo.booth, jnp.zeros(2), "adam")
 
 
+def test_float_options_may_be_traced_and_are_checked():
+    # The module's contract: tolerances and a fixed step size are traced (they failed in float()).
+    np.testing.assert_allclose(
+        jax.jit(lambda r: mml.bfgs(zoo.booth, jnp.zeros(2), rtol=r).x)(1e-9), [1.0, 3.0]
+    )
+    np.testing.assert_allclose(
+        jax.jit(lambda a: mml.newton_minimise(zoo.booth, jnp.zeros(2), atol=a).x)(1e-9), [1.0, 3.0]
+    )
+    fixed = jax.jit(lambda s: mml.gradient_descent(zoo.booth, jnp.zeros(2), step_size=s).x)
+    np.testing.assert_allclose(fixed(0.05), [1.0, 3.0], atol=1e-6)
+    res = mml.gradient_descent(
+        zoo.booth, jnp.zeros(2), step_size=np.float32(0.05), momentum=np.float32(0.5)
+    )
+    assert bool(res.success)
+    with pytest.raises(ValueError, match="atol must be a real scalar"):
+        mml.bfgs(zoo.booth, jnp.zeros(2), atol=jnp.array([1e-3, 1e-3]))
+    with pytest.raises(ValueError, match="no elements"):
+        mml.bfgs(lambda x: jnp.sum(x**2), jnp.zeros(0))
+
+
 @pytest.mark.parametrize("name", sorted(SOLVERS) + ["gd"])
 def test_nan_start_is_nonfinite(name):
     solver = {**SOLVERS, "gd": _gd}[name]

@@ -316,6 +316,24 @@ def test_nonfinite_input_stops_at_once():
     assert int(res.status) == Status.NONFINITE and int(res.n_iter) == 0
 
 
+def test_complex_f_zero_size_and_half_precision_raise():
+    # A complex f was cast to the real dtype: x + 1j "solved" at x = 0 with success.
+    for call in (
+        lambda: mml.newton_raphson(lambda x: x + 1j, 1.0),
+        lambda: mml.bisection(lambda x: x + 1j, -1.0, 1.0),
+        lambda: mml.bracketed_newton(lambda x: x + 1j, -1.0, 1.0),
+        lambda: mml.newton_raphson(lambda x: (x + 1j) ** 2, jnp.array([1.0, 2.0])),
+        lambda: mml.newton_raphson(lambda x: x + 1j, jnp.ones(2), elementwise=True),
+    ):
+        with pytest.raises(TypeError, match="real numbers"):
+            call()
+    with pytest.raises(ValueError, match="no elements"):  # was a reduction's internal error
+        mml.newton_raphson(lambda x: x, jnp.zeros(0))
+    with pytest.raises(TypeError, match="float16"):  # was "complex does not accept float16"
+        mml.newton_raphson(lambda x: x**2 - 2.0, jnp.ones(3, jnp.float16), elementwise=True)
+    assert mml.newton_raphson(lambda x: x**2 - 2.0, jnp.ones(0), elementwise=True).x.shape == (0,)
+
+
 def test_shape_and_option_errors():
     with pytest.raises(ValueError, match="same structure and shapes"):
         mml.newton_raphson(lambda x: x[:2], jnp.zeros(3))
