@@ -321,6 +321,11 @@ def _flat_p0(cfg: _Config, p0):
 def _fit_impl(model, cfg: _Config, x, y, sigma, mask, p0, lo, hi, f_scale):
     x, y, w, bad = weights(x, y, sigma, mask, cfg.nan_policy, cfg.data, cfg.dtype)
     p0 = _flat_p0(cfg, p0)
+    if cfg.bounded:
+        # What the eager call raises for (crossed or NaN bounds, p0 outside them), traced
+        # bounds or p0 turn into INVALID_INPUT: the change of variables would otherwise fit
+        # within an empty box and report success.
+        bad = bad | jnp.any(~(lo < hi)) | jnp.any((p0 < lo) | (p0 > hi), axis=-1)
     f_scale = jnp.asarray(f_scale, cfg.dtype)
     if cfg.data.batch is None:
         return _fit_one(model, cfg, x, y, w, bad, p0, lo, hi, f_scale)

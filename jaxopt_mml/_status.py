@@ -79,9 +79,9 @@ _MESSAGES = {
         "degrees of freedom); covariance and stderr are inf."
     ),
     Status.INVALID_INPUT: (
-        "the input holds NaN or inf (in x0, data or sigma), or leaves nothing to fit (every "
-        "point masked or omitted). Clean the input, or use nan_policy='omit' where the function "
-        "offers it."
+        "the input holds NaN or inf (in x0, data or sigma), leaves nothing to fit (every "
+        "point masked or omitted), or gives bounds with lower >= upper or a start outside them. "
+        "Clean the input, or use nan_policy='omit' where the function offers it."
     ),
     Status.UNBOUNDED: (
         "the objective fell below objective_limit (default -1e20): the problem looks unbounded "

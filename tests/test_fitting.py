@@ -319,6 +319,29 @@ def test_p0_outside_bounds_raises():
         mml.curve_fit(exp_decay, x, y, jnp.array([1.0, 1.0, 0.0]), bounds=(1.0, 0.5))
 
 
+def test_traced_bad_bounds_or_p0_outside_them_are_invalid_input():
+    # What the eager call raises, under jit: crossed bounds gave SUCCESS in an empty box.
+    x, y, _ = exp_data()
+    fit = jax.jit(lambda lo, hi, p0: mml.curve_fit(exp_decay, x, y, p0, bounds=(lo, hi)))
+    good_lo, good_hi = jnp.array([0.0, 0.0, -1.0]), jnp.array([5.0, 5.0, 1.0])
+    p0 = jnp.array([1.0, 1.0, 0.0])
+    assert int(fit(good_lo, good_hi, p0).status) == mml.Status.SUCCESS
+    for lo, hi, start in (
+        (good_lo, good_hi.at[2].set(-2.0), p0),  # lower > upper
+        (good_lo, good_lo, p0),  # lower == upper
+        (good_lo.at[1].set(jnp.nan), good_hi, p0),
+        (good_lo, good_hi, p0.at[0].set(6.0)),  # p0 above its upper bound
+    ):
+        res = fit(lo, hi, start)
+        assert int(res.status) == mml.Status.INVALID_INPUT and not bool(res.success)
+    # Per dataset in a batch: only the dataset whose start lies outside.
+    batch = jax.jit(
+        lambda p0: mml.curve_fit(exp_decay, x, jnp.stack([y, y]), p0, bounds=(good_lo, good_hi))
+    )
+    status = batch(jnp.stack([p0, p0.at[2].set(-3.0)])).status
+    np.testing.assert_array_equal(status, [mml.Status.SUCCESS, mml.Status.INVALID_INPUT])
+
+
 # ---------------------------------------------------------------- masks and NaN policy
 
 
