@@ -175,22 +175,41 @@ def _bordered_hessian(problem, z):
     return jnp.block([[jnp.zeros((m, m), dtype), jac], [jac.T, hess]])
 
 
-def _classify(bordered, n: int, m: int, eps: float) -> str:
+def _reduced_hessian(bordered, n: int, m: int, eps: float):
+    """Eigenvalues of ``Z^T H Z`` (ascending) and ``H``'s scale; None where ``J`` is not of full
+    rank (the tangent space is not ``n - m`` dimensional)."""
+    jac, hess = bordered[:m, m:], bordered[m:, m:]
+    _, sv, vt = np.linalg.svd(jac)
+    if m and (sv.size < m or sv[-1] <= np.sqrt(eps) * sv[0]):
+        return None
+    z = vt[m:].T
+    w = np.linalg.eigvalsh(z.T @ hess @ z) if n > m else np.zeros(0)
+    return w, max(np.max(np.abs(w), initial=0.0), np.max(np.abs(hess), initial=0.0))
+
+
+def _classify(bordered, bordered_next, n: int, m: int, eps: float) -> str:
     """The kind of a point from its bordered Hessian, by the inertia of ``Z^T H Z``: the Hessian
     of ``L`` on the tangent space of the constraints (``Z`` an orthonormal basis of ``J``'s null
     space). The same inertia as ``B``'s less ``m`` of each sign, judged relative to each block's
     own scale (a threshold on ``B``'s eigenvalues mixes the scales of ``J`` and of ``H``: with
-    ``f`` or ``h`` scaled by 1e4 in float32 every point was "degenerate")."""
-    jac, hess = bordered[:m, m:], bordered[m:, m:]
-    _, sv, vt = np.linalg.svd(jac)
-    if m and (sv.size < m or sv[-1] <= np.sqrt(eps) * sv[0]):
-        return "degenerate"  # J not of full rank: the tangent space is not n - m dimensional
-    z = vt[m:].T
-    w = np.linalg.eigvalsh(z.T @ hess @ z) if n > m else np.zeros(0)
-    scale = max(np.max(np.abs(w), initial=0.0), np.max(np.abs(hess), initial=0.0))
+    ``f`` or ``h`` scaled by 1e4 in float32 every point was "degenerate").
+
+    ``bordered_next`` is ``B`` one Newton step further: where an eigenvalue moves by a tenth of
+    itself over that step, it is not resolved at the point found, and only a vanishing one
+    moves so (at a degenerate point Newton converges linearly and the step is of the size of
+    the remaining error: on ``x^3`` the eigenvalue ``6x`` halves). Judged at the end point
+    alone, such a point was a "minimum" or a "maximum" by the side that a start came from.
+    """
+    here = _reduced_hessian(bordered, n, m, eps)
+    if here is None:
+        return "degenerate"
+    w, scale = here
     tiny = np.sqrt(eps) * scale
     n_pos, n_neg = int(np.sum(w > tiny)), int(np.sum(w < -tiny))
     if n_pos + n_neg < n - m or (scale == 0.0 and n > m):
+        return "degenerate"
+    there = _reduced_hessian(bordered_next, n, m, eps)
+    if there is None or not np.all(np.abs(there[0] - w) <= 0.1 * np.abs(w) + tiny):
         return "degenerate"
     if n_pos == n - m:
         return "minimum"
@@ -206,9 +225,22 @@ def _solve_all(starts, args, *, f, eq, rtol, atol, max_iter):
 
     def one(start):
         problem, x0 = make_problem(f, start, args, eq, None, None, False)
+        n = problem.n
         z, status, res = _newton_lagrange(problem, x0, rtol=rtol, atol=atol, max_iter=max_iter)
         bordered = _bordered_hessian(problem, z)
-        return z, status, res, problem.objective(z[: problem.n]), bordered
+        # One more Newton step from the end point (least squares: B may be singular there):
+        # its length is how far the point may be from the stationary point it estimates
+        # (1/2 to 1/4 of the error where the stationary point is degenerate and Newton
+        # converges linearly; about the rounding where it is not); the bordered Hessian at
+        # the stepped point tells whether the second-order test holds still over that distance.
+        x, lam = z[:n], z[n:]
+        grad = jax.grad(lambda u: problem.objective(u) + jnp.vdot(lam, problem.eq(u)))(x)
+        r = jnp.concatenate([problem.eq(x), grad])  # in the bordered Hessian's order (lam, x)
+        d = -jnp.linalg.lstsq(bordered, r)[0]
+        step = jnp.concatenate([d[problem.m_eq :], d[: problem.m_eq]])
+        bordered_next = _bordered_hessian(problem, z + step)
+        spread = jnp.max(jnp.abs(step[:n]), initial=0.0)
+        return z, status, res, problem.objective(x), bordered, bordered_next, spread
 
     return jax.vmap(one)(starts)
 
@@ -240,8 +272,10 @@ def lagrange_stationary_points(
         args: extra arguments of ``f`` and ``eq``.
         rtol, atol: tolerances on ``|grad L|``; default ``sqrt(eps)`` of the dtype.
         max_iter: largest number of Newton steps per start.
-        unique_tol: points closer than ``unique_tol * (1 + |x|)`` (infinity norm) are one point;
-            default ``100 * max(rtol, atol)``: Newton stops once ``|grad L|`` is within the
+        unique_tol: points closer than ``unique_tol * (1 + |x|)`` (infinity norm), widened by
+            how far each may be from the point it estimates (four times one more Newton step
+            from it: large only at a degenerate point, where Newton converges linearly), are
+            one point; default ``100 * max(rtol, atol)``: Newton stops once ``|grad L|`` is within the
             tolerance, so the starts that reach one point agree to a few times it (1.5e-6 in
             float64, 3.5e-2 in float32, where a fixed 1e-6 left one point in as many copies
             as starts).
@@ -280,7 +314,7 @@ def lagrange_stationary_points(
         raise ValueError(f"unique_tol must be a non-negative number or None, got {unique_tol!r}")
     unique_tol = float(unique_tol)
 
-    z, status, res, value, bordered = jax.device_get(
+    z, status, res, value, bordered, bordered_next, spread = jax.device_get(
         _solve_all(
             starts,
             args,
@@ -294,13 +328,19 @@ def lagrange_stationary_points(
     problem, x_flat = make_problem(f, template, args, eq, None, None, False)
     n, m = problem.n, problem.m_eq
     ok = status == int(Status.SUCCESS)
-    # Starts in turn join the first point within unique_tol; each point is represented by the
-    # start that reached it with the smallest |grad L|.
+    # Starts in turn join the first point within unique_tol, widened by how far each end point
+    # may be from the stationary point it estimates (four times one more Newton step: at a
+    # degenerate point Newton converges linearly, and the starts end spread over far more than
+    # the tolerance: on x^4, |x| up to 1.5e-3 in float64; capped at unique_tol^(1/4)); each point is represented by the start that
+    # reached it with the smallest |grad L|.
+    scale = 1.0 + np.max(np.abs(z[:, :n]), axis=1, initial=0.0)
+    spread = np.where(np.isfinite(spread), np.minimum(4.0 * spread, unique_tol**0.25 * scale), 0.0)
     points, counts = [], []
     for i in np.flatnonzero(ok):
         xi = z[i, :n]
         for j, p in enumerate(points):
-            if np.max(np.abs(z[p, :n] - xi)) <= unique_tol * (1.0 + np.max(np.abs(xi))):
+            near = unique_tol * (1.0 + np.max(np.abs(xi))) + spread[i] + spread[p]
+            if np.max(np.abs(z[p, :n] - xi)) <= near:
                 counts[j] += 1
                 if res[i] < res[p]:
                     points[j] = i
@@ -313,7 +353,7 @@ def lagrange_stationary_points(
     eps = np.finfo(dtype).eps
     kinds = []
     for i in idx:
-        kinds.append(_classify(bordered[i], n, m, eps))
+        kinds.append(_classify(bordered[i], bordered_next[i], n, m, eps))
     x_points = jax.vmap(problem.unravel)(jnp.asarray(z[idx, :n].reshape(len(idx), n)))
     return LagrangePoints(
         x=jax.device_get(x_points),

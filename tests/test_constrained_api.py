@@ -309,6 +309,17 @@ def test_lagrange_stationary_points_on_a_curve_of_them_and_at_a_cusp():
         assert abs(x[0] ** 2 - x[1] ** 3) < 1e-7
 
 
+def test_lagrange_stationary_points_at_a_degenerate_point_is_one_degenerate_point():
+    # On y = 0, x^3 has one stationary point, an inflection. Newton converges linearly there
+    # and the starts ended over |x| < 1e-4: 15 "distinct" points, minima for x > 0 and maxima
+    # for x < 0. x^4 + y: 16 copies of one minimum (the second-order test says nothing there).
+    starts = jax.random.normal(jax.random.key(0), (16, 2))
+    for f in (lambda p: p[0] ** 3 + p[1] ** 2, lambda p: p[0] ** 4 + p[1]):
+        pts = mml.lagrange_stationary_points(f, lambda p: jnp.array([p[1]]), starts)
+        assert pts.kind == ("degenerate",) and int(pts.count[0]) == pts.n_converged == 16
+        np.testing.assert_allclose(pts.x[0], [0.0, 0.0], atol=2e-3)
+
+
 def test_lagrange_stationary_points_float32_merges_duplicates():
     # Newton stops at sqrt(eps) ~ 3e-4 in float32; the fixed unique_tol = 1e-6 kept 28 copies of
     # the 6 points. The default now follows the tolerance; an explicit value still applies.
