@@ -9,14 +9,17 @@ which propagates a truncated power series through each primitive at :math:`O(n^2
 fallback to nested forward mode (``jax.jvp`` of ``jax.jvp`` ..., as nested ``jax.jacfwd``; cost
 grows like :math:`2^n`) for functions containing primitives that ``jet`` has no rule for
 (``lax.while_loop``, ``lax.scan``, linear solves, ``arctan``, ...). The failure is detected while
-tracing, so the choice costs nothing at run time and works under ``jit``. A few ``jet`` rules also
-fail numerically where the function is smooth: ``pow`` goes through :math:`\log x`, so ``x ** 2.0``
-at :math:`x_0 \le 0` gives NaN coefficients (``atan2`` and ``asinh`` have similar weak spots). For
-functions containing these primitives both engines are traced, and nested forward mode replaces
-``jet``'s series when some output element of :math:`f` is finite but its ``jet`` coefficients are
-not (a select, decided per mapped element under ``vmap``; the nested series runs only when needed
-outside ``vmap``). Derivatives that nested forward mode itself cannot form stay NaN: JAX's ``pow`` rule
-gives :math:`0 \cdot \infty` for the third derivative of ``x ** 2.0`` at 0, as ``jax.grad`` does.
+tracing, so the choice costs nothing at run time and works under ``jit``. Four of ``jet``'s rules
+lose their digits where the function is smooth (``pow`` through :math:`\log x` near
+:math:`x_0 = 0`, ``atan2`` through :math:`x / y` near :math:`y_0 = 0`, ``asinh`` by cancellation)
+or compute another function (``rem`` as Python's ``%``): this module's own rules replace them
+while it runs ``jet`` (``_jet_rules``). One case is left, a non-integral power of a base that is
+exactly 0 (``x ** 2.5`` at 0, where high derivatives are infinite): up to order 4, for functions
+holding a ``pow``, both engines are traced and nested forward mode replaces ``jet``'s series when
+some output element of :math:`f` is finite but its ``jet`` coefficients are not (a select, decided
+per mapped element under ``vmap``; the nested series runs only when needed outside ``vmap``);
+above order 4 (nested mode's trace grows like :math:`2^n`) those coefficients stay NaN, as do
+derivatives that nested forward mode itself cannot form.
 
 Every function here works under ``jax.jit`` and ``jax.vmap``; orders are static Python ints.
 
@@ -47,6 +50,7 @@ from ._derivatives import (
     hessian,
     jacobian,
 )
+from ._jet_rules import accurate_rules
 from ._tree import (
     PyTree,
     check_choice,
@@ -94,12 +98,13 @@ def _series_jet(g: Callable, leaves: list, dirs: list, order: int) -> list:
     if order == 0:
         return [g(*leaves)]
     series = [[d] + [jnp.zeros_like(d)] * (order - 1) for d in dirs]
-    if _JET_UNSCALED:
-        primal, terms = jet(g, tuple(leaves), tuple(series), factorial_scaled=False)
-        scale = [1] * order
-    else:  # JAX before 0.7: jet returns derivatives only
-        primal, terms = jet(g, tuple(leaves), tuple(series))
-        scale = [math.factorial(k + 1) for k in range(order)]
+    with accurate_rules():  # pow, atan2, asinh and rem by rules that keep their digits
+        if _JET_UNSCALED:
+            primal, terms = jet(g, tuple(leaves), tuple(series), factorial_scaled=False)
+            scale = [1] * order
+        else:  # JAX before 0.7: jet returns derivatives only
+            primal, terms = jet(g, tuple(leaves), tuple(series))
+            scale = [math.factorial(k + 1) for k in range(order)]
     # ``terms`` holds, per output leaf, the list of coefficients of orders 1..order.
     return [primal] + [[t[k] / scale[k] for t in terms] for k in range(order)]
 
@@ -123,11 +128,12 @@ def _series_nested(g: Callable, leaves: list, dirs: list, order: int) -> list:
     return [[d / math.factorial(k) for d in dk] for k, dk in enumerate(derivatives)]
 
 
-# Primitives whose ``jet`` rule can give non-finite coefficients where the function and its
-# derivatives are finite: ``pow`` goes through ``log(x)`` (NaN for x <= 0, as for ``x ** 2.0`` at
-# x = -3), ``atan2`` through ``x / y`` (infinite at y = 0) and ``asinh`` through
-# ``log(x + sqrt(x^2 + 1))`` (which cancels to log(0) for large negative x).
-_JET_RISKY = frozenset({"pow", "atan2", "asinh"})
+# Primitives whose ``jet`` rule (``_jet_rules``) can still give non-finite coefficients where the
+# function is finite: ``pow`` with a non-integral exponent at a base of exactly 0. Nested forward mode is the fallback there, up to _GUARD_MAX_ORDER: its trace
+# grows like 2^order (``atan2(sin t, cos t)`` at order 8: about a minute), and tracing it for
+# every function holding a ``pow`` made order 16 of ``x ** 2.5`` take minutes.
+_JET_RISKY = frozenset({"pow"})
+_GUARD_MAX_ORDER = 4
 
 
 def _uses_primitives(jaxpr: Any, names: frozenset) -> bool:
@@ -204,7 +210,7 @@ def _directional_series(
             engine = _series_jet
         except Exception:  # jet has no rule for some primitive: use nested forward mode
             engine = _series_nested
-        if engine is _series_jet and order > 0:
+        if engine is _series_jet and 0 < order <= _GUARD_MAX_ORDER:
             avals = [jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)) for a in leaves]
             if _uses_primitives(jax.make_jaxpr(g)(*avals), _JET_RISKY):
                 engine = _series_guarded

@@ -93,6 +93,36 @@ def test_auto_falls_back_where_jet_pow_rule_gives_nan():
     assert "cond" not in trace(jnp.exp) and "cond" in trace(square)
 
 
+def test_jet_rules_that_lost_their_digits_or_computed_another_function():
+    # Finite and wrong before (JAX's jet rules; only non-finite coefficients were caught).
+    T = mml.taylor_coefficients
+    angle = lambda x: jnp.arctan2(jnp.sin(x), jnp.cos(x))  # x itself near pi / 2
+    np.testing.assert_allclose(T(angle, np.pi / 2, 4), [np.pi / 2, 1, 0, 0, 0], atol=1e-12)
+    near = lambda t: jnp.arctan2(1.0 + t, 1e-3 - t)  # c4 was 4e-5 off, relative
+    np.testing.assert_allclose(T(near, 0.0, 5), T(near, 0.0, 5, method="jacfwd"), rtol=1e-12)
+    # x ** 2.0 near and at 0 (c4 = -101 at 1e-9), and at a negative point.
+    for x0 in (1e-9, 0.0, -3.0):
+        want = [x0**2, 2 * x0, 1, 0, 0, 0]
+        np.testing.assert_allclose(T(lambda x: x**2.0, x0, 5), want, atol=1e-14)
+    np.testing.assert_allclose(T(lambda x: x**2.0, 0.0, 7)[:3], [0, 0, 1], atol=1e-14)
+    np.testing.assert_allclose(
+        T(lambda x: x**x, 1.5, 6), T(lambda x: x**x, 1.5, 6, method="jacfwd"), rtol=1e-12
+    )
+    # fmod at a negative point: jet computed Python's %, its value included.
+    np.testing.assert_allclose(
+        T(lambda x: jnp.fmod(x, 3.0) ** 2, -0.6, 2), [0.36, -1.2, 1.0], atol=1e-14
+    )
+    # asinh for large negative x (log(x + sqrt(x^2 + 1)) cancels).
+    np.testing.assert_allclose(
+        T(jnp.arcsinh, -1e3, 4), T(jnp.arcsinh, -1e3, 4, method="jacfwd"), rtol=1e-10
+    )
+    # High orders of a pow no longer trace nested forward mode (2^n; minutes at order 16).
+    c = T(lambda x: x**2.5, 1.0, 12)
+    np.testing.assert_allclose(
+        c[12], np.prod([2.5 - j for j in range(12)]) / math.factorial(12), rtol=1e-12
+    )
+
+
 def test_both_engines_agree_with_args_and_vector_output():
     f = lambda x, a: jnp.stack([jnp.exp(a * x), jnp.sin(x) * x])
     run = jax.jit(
