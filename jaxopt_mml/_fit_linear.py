@@ -60,19 +60,44 @@ def chi_squared(model, params, x, y, sigma=None):
     return jnp.sum(r * r, axis=-1)
 
 
+@jax.custom_jvp
+def _least_squares(aw, bw):
+    """``(params, cov0, keep)``: the least-squares solution of ``aw p = bw`` by the SVD (singular
+    values below ``eps max(N, k) s_max`` dropped), ``cov0 = (aw^T aw)^+``, and which singular
+    values were kept (as 0/1 floats).
+
+    Derivatives by the formulas of the solution, not through the SVD, whose derivative divides by
+    differences of singular values and is NaN where two are equal (a balanced two-level design):
+    ``dp = C (daw^T r + aw^T (dbw - daw p))``, ``dC = -C (daw^T aw + aw^T daw) C``, ``r = bw - aw p``.
+    """
+    u, s, vt = jnp.linalg.svd(aw, full_matrices=False)
+    eps = jnp.finfo(aw.dtype).eps
+    keep = s > eps * max(aw.shape) * s[0]
+    sinv = jnp.where(keep, 1.0 / jnp.where(keep, s, 1.0), 0.0)
+    params = vt.T @ (sinv * (u.T @ bw))
+    cov0 = (vt.T * sinv**2) @ vt
+    return params, cov0, keep.astype(aw.dtype)
+
+
+@_least_squares.defjvp
+def _least_squares_jvp(primals, tangents):
+    aw, bw = primals
+    daw, dbw = tangents
+    params, cov0, keep = _least_squares(aw, bw)
+    r = bw - aw @ params
+    dparams = cov0 @ (daw.T @ r + aw.T @ (dbw - daw @ params))
+    dgram = daw.T @ aw
+    dcov0 = -cov0 @ (dgram + dgram.T) @ cov0
+    return (params, cov0, keep), (dparams, dcov0, jnp.zeros_like(keep))
+
+
 def _solve_one(a, y, w, absolute_sigma):
     k = a.shape[-1]
     aw = jnp.where(w[:, None] != 0, a * w[:, None], 0.0)  # a dropped row may hold NaN
     bw = jnp.where(w != 0, y * w, 0.0)
-    u, s, vt = jnp.linalg.svd(aw, full_matrices=False)
-    eps = jnp.finfo(a.dtype).eps
-    cutoff = eps * max(a.shape) * s[0]
-    keep = s > cutoff
-    sinv = jnp.where(keep, 1.0 / jnp.where(keep, s, 1.0), 0.0)
-    params = vt.T @ (sinv * (u.T @ bw))
+    params, cov0, keep = _least_squares(aw, bw)
     # fewer rows than columns: the SVD has only N values, and the k - N missing ones are zeros
-    full_rank = jnp.all(keep) & (a.shape[0] >= k)
-    cov0 = (vt.T * sinv**2) @ vt
+    full_rank = jnp.all(keep > 0) & (a.shape[0] >= k)
     r = bw - aw @ params
     cost = jnp.sum(r * r)
     cov, chi2, dof, reduced, p_value, r2, cov_ok = fit_statistics(

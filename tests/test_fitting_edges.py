@@ -383,6 +383,30 @@ def test_linear_fit_derivative_in_x_is_finite_at_zero():
     np.testing.assert_allclose(jac, fd, rtol=1e-6, atol=1e-8)
 
 
+def test_linear_fit_derivatives_of_a_balanced_design_are_finite():
+    import jax
+
+    # x = +-1 twice: the weighted design has equal singular values, where the SVD's derivative
+    # divides by zero (NaN for every derivative in x or sigma). Against curve_fit's implicit ones.
+    x = jnp.array([-1.0, 1.0, -1.0, 1.0])
+    y = jnp.array([0.9, 3.1, 1.1, 2.9])
+    line = lambda xx, p: p[0] + p[1] * xx
+
+    def linear(xx):
+        fit = mml.linear_fit(xx, y)
+        return fit.params, fit.stderr
+
+    def curve(xx):
+        fit = mml.curve_fit(line, xx, y, jnp.zeros(2))
+        return fit.params, fit.stderr
+
+    for transform in (jax.jacfwd, jax.jacrev):
+        for got, want in zip(transform(linear)(x), transform(curve)(x), strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-9)
+    by_sigma = jax.grad(lambda s: mml.linear_fit(x, y, sigma=s).params[1])(jnp.ones(4))
+    assert np.all(np.isfinite(by_sigma))
+
+
 def test_batch_options_are_checked_and_no_data_is_invalid_in_both_fits():
     x = np.linspace(0.0, 1.0, 20)
     y = np.stack([2 * x, 3 * x])
