@@ -38,6 +38,9 @@ from ._tree import PyTree, as_inexact, check_positive_int, default_tolerances, t
 
 __all__ = ["RootResult", "newton_raphson", "bisection", "bracketed_newton"]
 
+# The step size's floor, 2**-steps, by default: a scalar step shrinks up to 16x per trial, a
+# system's halves.
+_SCALAR_LS_STEPS, _SYSTEM_LS_STEPS = 60, 30
 _NEWTON_OPTIONS = ("args", "rtol", "atol", "max_iter", "elementwise", "linesearch_steps")
 # Dense Jacobians larger than this (bytes) are refused in system mode, with a hint.
 _MAX_JACOBIAN_BYTES = 2**32
@@ -52,7 +55,7 @@ def newton_raphson(
     atol: float | None = None,
     max_iter: int = 100,
     elementwise: bool | None = None,
-    linesearch_steps: int = 30,
+    linesearch_steps: int | None = None,
     **options: Any,
 ) -> RootResult:
     r"""Solve ``f(x, *args) = 0`` by Newton-Raphson with a backtracking safeguard.
@@ -112,8 +115,9 @@ def newton_raphson(
         atol: absolute tolerance on ``x`` (default ``eps ** 0.75``).
         max_iter: the largest number of iterations (scalar modes: trial points).
         elementwise: the mode, see above.
-        linesearch_steps: the most step halvings (the step size's floor is
-            ``2**-linesearch_steps``) before ``LINESEARCH_FAILED``.
+        linesearch_steps: the step size's floor is ``2**-linesearch_steps``, below which the
+            search ends in ``LINESEARCH_FAILED``; default 60 for scalar equations (a rejected
+            step shrinks 2 to 16 times, by quadratic interpolation), 30 for a system (halvings).
 
     Returns:
         :class:`RootResult`; in per-element mode every field has the broadcast shape.
@@ -135,7 +139,8 @@ def newton_raphson(
     """
     reject_unknown("newton_raphson", options, _NEWTON_OPTIONS)
     check_positive_int("max_iter", max_iter)
-    check_positive_int("linesearch_steps", linesearch_steps)
+    if linesearch_steps is not None:
+        check_positive_int("linesearch_steps", linesearch_steps)
     check_tolerance("rtol", rtol)
     check_tolerance("atol", atol)
     args = check_args("newton_raphson", args)
@@ -173,7 +178,8 @@ def _newton_jit(x0, args, *, f, elementwise, rtol, atol, max_iter, ls_steps) -> 
             "run in float32 or float64; cast x0 to float32"
         )
     x0 = jax.tree.map(lambda u: u.astype(dtype), x0)
-    opts = dict(rtol=rtol, atol=atol, max_iter=max_iter, ls_steps=ls_steps)
+    scalar_steps = _SCALAR_LS_STEPS if ls_steps is None else ls_steps
+    opts = dict(rtol=rtol, atol=atol, max_iter=max_iter, ls_steps=scalar_steps)
 
     if elementwise is True:
         if len(leaves) != 1 or not isinstance(x0, jax.Array):
@@ -193,6 +199,7 @@ def _newton_jit(x0, args, *, f, elementwise, rtol, atol, max_iter, ls_steps) -> 
             )
         x, fun, status, n_iter = _scalar_with_grad(g, x0, args, opts)
         return make_result(x, fun, status, n_iter, _scalar_n_fev(n_iter))
+    opts["ls_steps"] = _SYSTEM_LS_STEPS if ls_steps is None else ls_steps
     return _newton_system(f, x0, args, dtype, opts)
 
 

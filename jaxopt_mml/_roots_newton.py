@@ -219,10 +219,13 @@ def _scalar_update(f: Callable, x, alpha, *, rtol, atol, min_alpha, c1):
     converged = (fx == 0) | ((afx <= (atol + rtol * ax) * adfx) & ~inf_slope)
     alpha = jnp.where(converged, jnp.ones_like(alpha), alpha)
     trial = x - alpha * (fx / dfx)
+    # A shortened step below a few ulps of x would round away (and read as stagnation, far from
+    # the root: float32 x^2 - 5.5e22 from 1 stopped at 2.5e10): move x by 4 eps |x| instead,
+    # along the Newton step (exact products: alpha is a power of two).
     # f' = 0 (or an overflowing step) gives a non-finite trial point: SINGULAR, never accepted.
     singular = ~jnp.isfinite(trial) | inf_slope
     # The stopping decision uses only f and f' at x (and the trial point itself, not f there):
-    # the search has failed when the halvings went below the floor (in an earlier iteration), or
+    # the search has failed when the shrinking step went below the floor (in an earlier iteration), or
     # a step no longer moves x.
     exhausted = alpha < min_alpha
     code = jnp.where(
@@ -242,7 +245,21 @@ def _scalar_update(f: Callable, x, alpha, *, rtol, atol, min_alpha, c1):
     armijo = (aft <= afx * (1 - c1 * alpha)) & (aft < afx) & ~exhausted
     accept = jnp.isfinite(ft) & ~singular & (armijo | converged)
     x_new = jnp.where(accept, trial, x)
-    alpha_new = jnp.where(accept, jnp.minimum(2 * alpha, 1), 0.5 * alpha)
+    # A rejected step shrinks towards the minimiser of the quadratic through |f| at 0 (slope
+    # -|f|) and at alpha, alpha |f| / (2 excess), as in Dennis & Schnabel's A6.3.1, here rounded
+    # down to a power of two from 1/2 to 1/16: a Newton step that overshoots by 10^15 (x^3 -
+    # 1e15 from 1) is cut to size in a dozen trials, where 30 halvings ran out. alpha stays a
+    # power of two, so afx * alpha is exact, and no division or contraction into an FMA can
+    # round differently in the per-element solver (its results equal the scalar solver's).
+    pull = afx * alpha
+    excess = (aft - afx) + pull  # the quadratic's curvature times alpha^2 (> 0: rejected)
+    shrink = jnp.where(
+        pull >= excess,
+        0.5,
+        jnp.where(2 * pull >= excess, 0.25, jnp.where(4 * pull >= excess, 0.125, 0.0625)),
+    )
+    shrink = jnp.where(jnp.isfinite(aft), shrink, 0.0625)
+    alpha_new = jnp.where(accept, jnp.minimum(2 * alpha, 1.0), shrink * alpha)
     return x_new, alpha_new, fx, code
 
 
@@ -259,7 +276,7 @@ def scalar_newton(f: Callable, x0: jax.Array, *, rtol, atol, max_iter, ls_steps,
     ``d = -f/f'`` and either stops (``|d| <= atol + rtol |x|`` with a finite ``f'``: the step is
     taken and the loop ends) or tries ``x + alpha d``: accepted when it satisfies the Armijo
     condition on ``|f|``, ``|f(x + alpha d)| <= (1 - c1 alpha) |f(x)|`` (then ``alpha`` doubles,
-    up to 1), else ``alpha`` is halved and ``x`` kept. An infinite ``f'(x)`` (a zero step whatever
+    up to 1), else ``alpha`` shrinks 2 to 16 times (by quadratic interpolation) and ``x`` is kept. An infinite ``f'(x)`` (a zero step whatever
     ``f(x)`` is) stops with ``SINGULAR``, as ``f'(x) = 0`` does. When ``alpha`` has
     fallen below ``2**-ls_steps`` the next iteration stops with ``LINESEARCH_FAILED`` (a local
     minimum of ``|f|`` that is not a root).

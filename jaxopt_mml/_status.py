@@ -51,8 +51,10 @@ _MESSAGES = {
     ),
     Status.LINESEARCH_FAILED: (
         "the line search found no step that decreases the merit function. The gradient may be "
-        "wrong or inaccurate (check it with check_grad), the function may be non-smooth, or the "
-        "tolerances may be below what the dtype can resolve."
+        "wrong or inaccurate (check it with check_grad), the function may be non-smooth, the "
+        "tolerances may be below what the dtype can resolve, a root finder may sit at a local "
+        "minimum of |f| that is not a root, or its Newton step may overshoot by more than "
+        "2**linesearch_steps (start closer, or raise linesearch_steps)."
     ),
     Status.SINGULAR: (
         "the Jacobian or Hessian is singular (or numerically so) and no step could be computed. "

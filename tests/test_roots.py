@@ -316,6 +316,24 @@ def test_nonfinite_input_stops_at_once():
     assert int(res.status) == Status.NONFINITE and int(res.n_iter) == 0
 
 
+def test_a_newton_step_that_overshoots_by_far_is_cut_to_size():
+    # Full steps overshoot by 3e14, 5e18, 1e12: 30 halvings ran out (LINESEARCH_FAILED, with
+    # advice about the gradient); scipy's plain Newton solves them.
+    for f, x0, root in (
+        (lambda x: x**3 - 1e15, 1.0, 1e5),
+        (lambda x: x**2 - 1e19, 1.0, np.sqrt(1e19)),
+        (lambda x: jnp.exp(x) - 1e12, 0.0, np.log(1e12)),
+    ):
+        res = mml.newton_raphson(f, x0)
+        assert int(res.status) == Status.SUCCESS
+        np.testing.assert_allclose(res.x, root, rtol=1e-12)
+    c = jnp.array([1e15, 8.0, 1e12])  # per element, the same as the scalar solver
+    res = mml.newton_raphson(lambda x, c: x**3 - c, jnp.ones(3), args=(c,), elementwise=True)
+    np.testing.assert_allclose(res.x, jnp.cbrt(c), rtol=1e-12)
+    # Still a failure where there is no root.
+    assert int(mml.newton_raphson(lambda x: x**2 + 1.0, 0.5).status) == Status.LINESEARCH_FAILED
+
+
 def test_complex_f_zero_size_and_half_precision_raise():
     # A complex f was cast to the real dtype: x + 1j "solved" at x = 0 with success.
     for call in (
