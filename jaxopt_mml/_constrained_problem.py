@@ -88,6 +88,8 @@ def _flat_bounds(bounds, x0: PyTree, n: int, dtype, xp=jnp) -> tuple[jax.Array, 
         if value is None:
             flats.append(xp.full((n,), fill, dtype))
             continue
+        if structure.num_leaves == 1 and isinstance(value, list | tuple):
+            value = xp.asarray(value)  # scipy's style, [0.0, 0.0], for an array x0
         if jax.tree.structure(value) == structure:
             leaves_v, leaves_x = jax.tree.leaves(value), jax.tree.leaves(x0)
             parts = []
@@ -119,6 +121,8 @@ def check_bounds(bounds, x0: PyTree) -> None:
         return
     n = sum(int(np.size(leaf)) for leaf in jax.tree.leaves(x0))
     lower, upper = _flat_bounds(bounds, x0, n, np.float64, xp=np)
+    if np.any(np.isnan(lower)) or np.any(np.isnan(upper)):
+        raise ValueError("bounds hold NaN; use -inf / inf (or None) for a side without a bound")
     crossed = np.flatnonzero(lower > upper)
     if crossed.size:
         k = int(crossed[0])

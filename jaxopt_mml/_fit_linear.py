@@ -195,8 +195,12 @@ def linear_fit(
             f"of shape {y_shape}"
         )
     layout = check_data(x, y, sigma, mask, nan_policy, None)
-    if design is not None and nan_policy == "raise" and is_concrete(design):
-        if not np.all(np.isfinite(np.asarray(design))):
+    if design is not None and nan_policy == "raise" and is_concrete(design, mask):
+        # A row that mask drops is as good as deleted (as in curve_fit, and as under jit).
+        rows_ok = np.all(np.isfinite(np.asarray(design)), axis=-1)
+        if mask is not None:
+            rows_ok = rows_ok | ~np.broadcast_to(np.asarray(mask, bool), y_shape)
+        if not np.all(rows_ok):
             raise ValueError("design holds NaN or inf; clean it, or pass nan_policy='omit'")
     return _linear_jit(
         x, y, sigma, mask, design, degree, absolute_sigma, nan_policy, layout, dtype.name

@@ -336,6 +336,17 @@ def test_lagrange_stationary_points_float32_merges_duplicates():
         mml.lagrange_stationary_points(*args, unique_tol=-1.0)
 
 
+def test_bounds_as_lists_and_nan_bounds():
+    # scipy's style of bounds (lists) for an array x0 was refused; NaN bounds gave NONFINITE.
+    f = lambda x: jnp.sum((x - 1.0) ** 2)
+    res = mml.minimise_constrained(f, jnp.zeros(2), bounds=([0.0, 0.0], [0.5, 0.5]))
+    np.testing.assert_allclose(res.x, [0.5, 0.5], atol=1e-8)
+    with pytest.raises(ValueError, match="NaN"):
+        mml.minimise_constrained(f, jnp.zeros(2), bounds=(jnp.nan, 1.0))
+    with pytest.raises(ValueError, match="shape"):
+        mml.minimise_constrained(f, jnp.zeros(2), bounds=([0.0, 0.0, 0.0], 1.0))
+
+
 def test_crossed_bounds_raise_or_are_infeasible():
     # lower > upper (an empty box) used to return success=True with max_violation 1.
     with pytest.raises(ValueError, match="bounds"):

@@ -383,6 +383,19 @@ def test_linear_fit_derivative_in_x_is_finite_at_zero():
     np.testing.assert_allclose(jac, fd, rtol=1e-6, atol=1e-8)
 
 
+def test_linear_fit_ignores_nan_in_a_design_row_that_mask_drops():
+    # Eagerly this raised, under jit it fitted: a masked row is as good as deleted.
+    x = np.linspace(0.0, 1.0, 12)
+    design = np.stack([np.ones(12), x], 1)
+    design[5, 1] = np.nan
+    keep = np.arange(12) != 5
+    fit = mml.linear_fit(None, 1.0 + 2.0 * x, design=design, mask=keep)
+    assert int(fit.status) == mml.Status.SUCCESS
+    np.testing.assert_allclose(fit.params, [1.0, 2.0], rtol=1e-12)
+    with pytest.raises(ValueError, match="design holds NaN"):
+        mml.linear_fit(None, 1.0 + 2.0 * x, design=design)
+
+
 def test_linear_fit_derivatives_of_a_balanced_design_are_finite():
     import jax
 
