@@ -59,6 +59,13 @@ def _tree_size(tree: PyTree) -> int:
 
 def _selected(args: Sequence[Any], argnums: int | Sequence[int]) -> Any:
     """The positional arguments that ``argnums`` selects (one, or a tuple of them)."""
+    indices = [argnums] if isinstance(argnums, int) else list(argnums)
+    for i in indices:
+        if not -len(args) <= i < len(args):
+            raise ValueError(
+                f"argnums {argnums!r} selects argument {i}, but the function was called with "
+                f"{len(args)} positional argument(s)"
+            )
     if isinstance(argnums, int):
         return args[argnums]
     return tuple(args[i] for i in argnums)
@@ -92,6 +99,8 @@ def _tangent_like(name: str, v: PyTree, x: PyTree) -> PyTree:
         t = jnp.asarray(t)
         if t.shape != jnp.shape(p):
             raise ValueError(f"{name} must have the shape of x: got {t.shape}, expected {p.shape}")
+        if jnp.iscomplexobj(t) and not jnp.iscomplexobj(p):
+            raise TypeError(f"{name} is complex where x is real: its imaginary part would be lost")
         return t.astype(jnp.result_type(p))
 
     return jax.tree.map(cast, v, x)
@@ -405,6 +414,11 @@ def check_grad(
     if eps is not None and not eps > 0:
         raise ValueError(f"eps must be > 0, got {eps!r}")
     x = _as_float(x)
+    if any(jnp.iscomplexobj(leaf) for leaf in jax.tree.leaves(x)):
+        raise TypeError(
+            "check_grad takes real x (finite differences of a complex x would drop "
+            "its imaginary parts)"
+        )
     _check_scalar_output(f, jax.eval_shape(f, x, *args), "check_grad")
     if grad is None:
         g = jax.grad(f)(x, *args)

@@ -264,6 +264,10 @@ def taylor_coefficients(
     """
     order = _check_order(order)
     check_choice("method", method, _METHODS)
+    if not isinstance(
+        x0, jax.Array | np.ndarray | np.generic | int | float | complex
+    ) or isinstance(x0, bool):
+        raise ValueError(f"x0 must be a scalar, got {type(x0).__name__}; use jax.vmap for many")
     x0 = _as_float(x0)
     if jnp.shape(x0) != ():
         raise ValueError(f"x0 must be a scalar, got shape {jnp.shape(x0)}; use jax.vmap for many")
@@ -309,7 +313,8 @@ def taylor_polynomial(
         f, x0, order, args, method: As for :func:`taylor_coefficients`.
 
     Returns:
-        A :class:`TaylorPolynomial` (callable, jit-able, a pytree).
+        A :class:`TaylorPolynomial` (callable, a pytree: pass it through ``jax.jit`` as an
+        argument, or jit ``lambda x: p(x)``).
 
     Example:
         >>> import jax.numpy as jnp, jaxopt_mml as mml
@@ -529,8 +534,12 @@ def taylor_error(
         concrete = np.asarray(radius)
         if not np.issubdtype(concrete.dtype, np.number) or np.iscomplexobj(concrete):
             raise TypeError(f"radius must be a real number, got {radius!r}")
+        if concrete.ndim != 0:
+            raise ValueError(f"radius must be a scalar, got shape {concrete.shape}")
         if not np.all(np.isfinite(concrete) & (concrete > 0)):
             raise ValueError(f"radius must be finite and > 0, got {radius!r}")
+    elif np.ndim(radius) != 0:
+        raise ValueError(f"radius must be a scalar, got shape {np.shape(radius)}")
     x0 = _as_float(x0)
     leaves, in_def = jax.tree.flatten(x0)
     dtype = jnp.result_type(*leaves)

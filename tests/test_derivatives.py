@@ -340,3 +340,17 @@ def test_check_grad_empty_x_and_grad_shapes_leaf_by_leaf():
     with pytest.raises(ValueError, match="grad must have the shapes of x"):
         mml.check_grad(f, p, {"a": jnp.ones(3), "b": jnp.ones(2)})
     assert mml.check_grad(f, p, {"a": jnp.ones(2), "b": jnp.ones(3)}).max_rel_error < 1e-8
+
+
+def test_misuse_is_named():
+    # Each raised something internal (or dropped an imaginary part silently) before.
+    with pytest.raises(ValueError, match="argnums 2"):
+        mml.jacobian(lambda a, b: a * b, argnums=2)(1.0, 2.0)
+    with pytest.raises(TypeError, match="complex where x is real"):
+        mml.hvp(lambda x: jnp.sum(x**3), jnp.ones(2), jnp.ones(2) + 1j)
+    with pytest.raises(TypeError, match="real x"):
+        mml.check_grad(lambda z: jnp.sum(jnp.abs(z) ** 2), jnp.array([1 + 1j, 2.0]))
+    with pytest.raises(ValueError, match="x0 must be a scalar, got dict"):
+        mml.taylor_coefficients(jnp.sin, {"a": 1.0}, 2)
+    with pytest.raises(ValueError, match="radius must be a scalar"):
+        mml.taylor_error(jnp.exp, 0.0, 1, jnp.array([0.1, 0.2]))
