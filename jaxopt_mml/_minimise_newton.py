@@ -171,7 +171,6 @@ def _init(fun, x0, rtol, atol, dyn, options):
         the step along the negative curvature instead (``saddle``)."""
         if solver == "dense":
             p, exact, curvature = _dense_direction(hvp, g)
-            g_small = g_small()
             saddle = g_small & curvature.negative
             p_off, slope_off = _escape(x, g, curvature)
             p = jnp.where(saddle, p_off, p)
@@ -180,8 +179,6 @@ def _init(fun, x0, rtol, atol, dyn, options):
             p, exact, saddle = _cg_direction(hvp, g, max_cg), True, jnp.asarray(False)
             slope = jnp.vdot(g, p)
         ls = backtracking(lambda a: fun.value(x + a * p), f, slope, max_steps=max_ls)
-        # When the full Newton step is itself within the step tolerance, x has converged as far
-        # as the dtype allows, and a failed search only means rounding.
         return p, ls, exact & ~saddle, saddle
 
     def step(state: _NewtonState):
@@ -195,12 +192,14 @@ def _init(fun, x0, rtol, atol, dyn, options):
         x, f, _, cauchy, n_iter, n_fev = state
         g, hvp = jax.linearize(fun.grad, x)
         g_max = jnp.max(jnp.abs(g))
-        p, ls, exact, saddle = newton_step(x, f, g, hvp, lambda: gradient_small(g_max, atol))
-        # Both tests of a short Newton step (the Cauchy test of the last step, and the full step
-        # within tolerance when the search fails) ask for a small scaled gradient too: where
-        # the curvature is huge or infinite (a kink, |x|^1.5 at 0) the step is short, or 0, far
-        # from any minimum (as for BFGS: `relative_gradient_small`). (The reductions of a step
-        # stacked into one were fewer kernels but a slower step: 53 against 44 ms on n = 1000.)
+        p, ls, exact, saddle = newton_step(x, f, g, hvp, gradient_small(g_max, atol))
+        # When the full Newton step is itself within the step tolerance, x has converged as far
+        # as the dtype allows, and a failed search only means rounding. Both tests of a short
+        # Newton step (that one, and the Cauchy test of the last step) ask for a small scaled
+        # gradient too: where the curvature is huge or infinite (a kink, |x|^1.5 at 0) the step
+        # is short, or 0, far from any minimum (as for BFGS: `relative_gradient_small`). (The
+        # step's reductions stacked into one were fewer kernels but a slower step: 53 against
+        # 44 ms on Rosenbrock n = 1000.)
         flat = relative_gradient_small(scaled_gradient(g, x), f, rtol)
         predicted_small = jnp.all(jnp.abs(p) <= atol + rtol * jnp.abs(x)) & flat
         converged = ((cauchy & flat) | gradient_small(g_max, atol)) & ~saddle
