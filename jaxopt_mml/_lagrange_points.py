@@ -163,7 +163,7 @@ def _newton_lagrange(problem, x0, *, rtol, atol, max_iter):
         cauchy=False,
         name="lagrange_stationary_points",
     )
-    return out.state.z, out.status, jnp.max(jnp.abs(out.state.residual))
+    return out.state.z, out.status, out.state.residual
 
 
 def _bordered_hessian(problem, z):
@@ -226,21 +226,21 @@ def _solve_all(starts, args, *, f, eq, rtol, atol, max_iter):
     def one(start):
         problem, x0 = make_problem(f, start, args, eq, None, None, False)
         n = problem.n
-        z, status, res = _newton_lagrange(problem, x0, rtol=rtol, atol=atol, max_iter=max_iter)
+        z, status, residual = _newton_lagrange(problem, x0, rtol=rtol, atol=atol, max_iter=max_iter)
         bordered = _bordered_hessian(problem, z)
         # One more Newton step from the end point (least squares: B may be singular there):
         # its length is how far the point may be from the stationary point it estimates
         # (1/2 to 1/4 of the error where the stationary point is degenerate and Newton
         # converges linearly; about the rounding where it is not); the bordered Hessian at
         # the stepped point tells whether the second-order test holds still over that distance.
-        x, lam = z[:n], z[n:]
-        grad = jax.grad(lambda u: problem.objective(u) + jnp.vdot(lam, problem.eq(u)))(x)
-        r = jnp.concatenate([problem.eq(x), grad])  # in the bordered Hessian's order (lam, x)
+        # The solve's residual (grad L, h) at z, in the bordered Hessian's order (lam, x).
+        r = jnp.concatenate([residual[n:], residual[:n]])
         d = -jnp.linalg.lstsq(bordered, r)[0]
         step = jnp.concatenate([d[problem.m_eq :], d[: problem.m_eq]])
         bordered_next = _bordered_hessian(problem, z + step)
         spread = jnp.max(jnp.abs(step[:n]), initial=0.0)
-        return z, status, res, problem.objective(x), bordered, bordered_next, spread
+        res = jnp.max(jnp.abs(residual))
+        return z, status, res, problem.objective(z[:n]), bordered, bordered_next, spread
 
     return jax.vmap(one)(starts)
 

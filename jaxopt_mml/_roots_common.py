@@ -127,7 +127,7 @@ def check_real_output(out) -> None:
     """``f``'s output (arrays or shape structs) must be real numbers: a complex value cast to
     the real solve dtype would lose its imaginary part, and with it the equation."""
     for leaf in jax.tree.leaves(out):
-        dtype = np.dtype(getattr(leaf, "dtype", None) or jnp.result_type(leaf))
+        dtype = np.dtype(leaf.dtype if hasattr(leaf, "dtype") else jnp.result_type(leaf))
         if not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)):
             raise TypeError(
                 f"f must return real numbers, got dtype {dtype}. For a complex equation, solve "
