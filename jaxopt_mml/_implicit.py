@@ -84,8 +84,8 @@ def solve_with_implicit_grad(
     else:
         # The optimality condition and the solver close over the parameters: staged out, their
         # constants become explicit arguments of the custom rule.
-        f_staged, f_consts = _stage(optimality, x0)
-        solve_staged, solve_consts = _stage(solve_float_aux, x0)
+        f_staged, f_consts = stage(optimality, x0)
+        solve_staged, solve_consts = stage(solve_float_aux, x0)
         x, aux = _root(
             f_staged, solve_staged, tangent_solve, len(f_consts), x0, *f_consts, *solve_consts
         )
@@ -139,7 +139,7 @@ class _Staged(NamedTuple):
         return jax.tree.unflatten(self.out_tree, flat)
 
 
-def _stage(fun: Callable, example: Any) -> tuple[_Staged, list]:
+def stage(fun: Callable, example: Any) -> tuple[_Staged, list]:
     """``fun`` of ``x`` as a :class:`_Staged` and the constants it closes over (traced or not).
 
     The constants travel as arguments of the custom rule, and only the jaxpr as its static part,

@@ -11,6 +11,7 @@ runs the solver on the iteration driver, wraps the run in implicit differentiati
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -20,7 +21,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from ._driver import History, check_loop_options, iterate
-from ._implicit import dense_tangent_solve, solve_with_implicit_grad
+from ._implicit import dense_tangent_solve, solve_with_implicit_grad, stage
 from ._static import static_function
 from ._status import Status
 from ._tree import (
@@ -229,23 +230,26 @@ def with_total_derivative(val, fun: Callable, x, args):
     without derivative. Its total derivative ``f_x dx + f_args dargs`` (``x`` differentiated
     implicitly; at an unconstrained minimum ``f_x = 0``, the envelope theorem) comes from one
     ``jvp`` of ``fun``, which runs only where a derivative is taken: the primal value stays the
-    solver's own. Values that ``fun`` closes over (a user's ``f`` may read traced parameters
-    instead of taking them in ``args``) become explicit arguments of the rule.
+    solver's own. ``fun`` is staged as the implicit rule stages its functions
+    (``_implicit.stage``): values it closes over (a user's ``f`` may read traced parameters
+    instead of taking them in ``args``) become explicit arguments of the rule, and no closure
+    over traced values is kept by JAX's caches.
     """
-    converted, consts = jax.closure_convert(fun, x, args)
+    staged, consts = stage(lambda xa: fun(*xa), (x, args))
+    return _pass_value(staged, val, (x, args), *consts)
 
-    @jax.custom_jvp
-    def pass_value(v, u, a, *c):
-        return v
 
-    @pass_value.defjvp
-    def _jvp(primals, tangents):
-        v, u, a, *c = primals
-        _, du, da, *dc = tangents
-        _, dv = jax.jvp(converted, (u, a, *c), (du, da, *dc))
-        return v, dv.astype(v.dtype)
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _pass_value(staged, val, xa, *consts):
+    return val
 
-    return pass_value(val, x, args, *consts)
+
+@_pass_value.defjvp
+def _pass_value_jvp(staged, primals, tangents):
+    val, xa, *consts = primals
+    _, dxa, *dconsts = tangents
+    _, dval = jax.jvp(lambda u, *c: staged(u, c), (xa, *consts), (dxa, *dconsts))
+    return val, dval.astype(val.dtype)
 
 
 def run_minimiser(
