@@ -407,7 +407,10 @@ def curve_fit(
             to an interior minimum; where they pull a parameter held on its bound away from it
             (the change of variables is flat there), Levenberg-Marquardt gives it a Newton step
             of its own in the parameter, so it does not stay stuck (Gauss-Newton and gradient
-            descent have no such release).
+            descent have no such release). A parameter is resolved only to about ``eps`` times
+            its distance from its bound (``eps`` times the span midway between two): bounds of +-1e10 as
+            "no bound" leave a parameter of order 1 to 2e-6 in float64 (``PRECISION_LIMIT``
+            where the fit needs more); use ``+-inf`` instead.
         method: ``"lm"``, ``"gauss-newton"`` or ``"gradient-descent"``.
         loss: ``"linear"`` (least squares), ``"huber"``, ``"soft_l1"`` or ``"cauchy"``, as in
             ``scipy.optimize.least_squares``; ``f_scale`` is the residual scale ``C`` (in units of

@@ -288,12 +288,14 @@ def to_internal(p, b: Bounds):
     has_lo, has_hi = jnp.isfinite(lo), jnp.isfinite(hi)
     # A start on a bound is moved slightly inside: the transforms are flat there, so a parameter
     # that starts exactly on its bound would never move (scipy's make_strictly_feasible, likewise).
-    gap = jnp.where(
-        has_lo & has_hi,
-        _NUDGE * (hi - lo),
-        _NUDGE * jnp.maximum(1.0, jnp.abs(jnp.where(has_lo, lo, hi))),
-    )
-    p = jnp.clip(p, jnp.where(has_lo, lo + gap, lo), jnp.where(has_hi, hi - gap, hi))
+    # The move is relative to the bound itself (and at most a millionth of the span): relative
+    # to the span alone, a start at 1 within bounds (0, 1e8) was moved to 100.
+    span = jnp.where(has_lo & has_hi, hi - lo, jnp.inf)
+
+    def gap(bound):
+        return _NUDGE * jnp.minimum(span, jnp.maximum(1.0, jnp.abs(bound)))
+
+    p = jnp.clip(p, jnp.where(has_lo, lo + gap(lo), lo), jnp.where(has_hi, hi - gap(hi), hi))
     lo0 = jnp.where(has_lo, lo, 0.0)
     hi0 = jnp.where(has_hi, hi, 0.0)
     # Two-sided: sin^2(a) = (p - lo) / span and cos^2(a) = (hi - p) / span, a = pi/4 + u/2;

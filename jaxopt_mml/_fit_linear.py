@@ -62,20 +62,26 @@ def chi_squared(model, params, x, y, sigma=None):
 
 @jax.custom_jvp
 def _least_squares(aw, bw):
-    """``(params, cov0, keep)``: the least-squares solution of ``aw p = bw`` by the SVD (singular
-    values below ``eps max(N, k) s_max`` dropped), ``cov0 = (aw^T aw)^+``, and which singular
-    values were kept (as 0/1 floats).
+    """``(params, cov0, keep)``: the least-squares solution of ``aw p = bw`` by the SVD of ``aw``
+    with its columns scaled to unit norm (singular values below ``eps max(N, k) s_max`` dropped),
+    ``cov0 = (aw^T aw)^+`` (in the scaled columns' sense), and which singular values were kept
+    (as 0/1 floats).
 
     Derivatives by the formulas of the solution, not through the SVD, whose derivative divides by
     differences of singular values and is NaN where two are equal (a balanced two-level design):
     ``dp = C (daw^T r + aw^T (dbw - daw p))``, ``dC = -C (daw^T aw + aw^T daw) C``, ``r = bw - aw p``.
     """
-    u, s, vt = jnp.linalg.svd(aw, full_matrices=False)
+    # Columns scaled to unit norm first (as numpy's polyfit): the rank test then judges the
+    # design, not the units of its columns (x ~ 1e8 puts 1e16 between the columns of a
+    # quadratic and its smallest singular value below the cut, a well-posed fit "singular").
+    norms = jnp.sqrt(jnp.sum(aw * aw, axis=0))
+    scale = jnp.where(norms > 0, 1.0 / jnp.where(norms > 0, norms, 1.0), 1.0)
+    u, s, vt = jnp.linalg.svd(aw * scale, full_matrices=False)
     eps = jnp.finfo(aw.dtype).eps
     keep = s > eps * max(aw.shape) * s[0]
     sinv = jnp.where(keep, 1.0 / jnp.where(keep, s, 1.0), 0.0)
-    params = vt.T @ (sinv * (u.T @ bw))
-    cov0 = (vt.T * sinv**2) @ vt
+    params = scale * (vt.T @ (sinv * (u.T @ bw)))
+    cov0 = scale[:, None] * ((vt.T * sinv**2) @ vt) * scale[None, :]
     return params, cov0, keep.astype(aw.dtype)
 
 
@@ -143,11 +149,12 @@ def linear_fit(
     Minimises :math:`\chi^2(p) = \| W (y - A p) \|^2` with :math:`W = \mathrm{diag}(1/\sigma)`,
     where :math:`A_{ik} = x_i^k` (``k = 0..degree``: ``params[k]`` multiplies ``x**k``, lowest
     power first as in ``numpy.polynomial.polynomial.polyfit``) or ``A = design``. Solved by the SVD
-    of :math:`W A` (stable; the normal equations would square the condition number):
-    :math:`p = V \Sigma^{-1} U^T W y` and :math:`\mathrm{cov} = V \Sigma^{-2} V^T`, scaled by
-    ``chi2 / dof`` unless ``absolute_sigma`` (as :func:`curve_fit`). A rank-deficient design (a
-    singular value below ``eps * max(N, k) * s_max``) gives the minimum-norm solution with
-    ``status = SINGULAR``, ``success = False`` and an infinite covariance.
+    of :math:`W A D = U \Sigma V^T`, :math:`D` scaling each column to unit norm (stable, and blind
+    to the units of the columns; the normal equations would square the condition number):
+    :math:`p = D V \Sigma^{-1} U^T W y` and :math:`\mathrm{cov} = D V \Sigma^{-2} V^T D`, scaled
+    by ``chi2 / dof`` unless ``absolute_sigma`` (as :func:`curve_fit`). A rank-deficient design
+    (a singular value below ``eps * max(N, k) * s_max``) gives the minimum-norm solution (in the
+    scaled columns) with ``status = SINGULAR``, ``success = False`` and an infinite covariance.
 
     ``y`` of shape ``(B, N)`` fits ``B`` datasets at once (``x``/``design``/``sigma``/``mask`` shared
     or per dataset); ``mask`` and ``nan_policy`` behave as in :func:`curve_fit`.

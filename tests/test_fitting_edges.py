@@ -43,6 +43,29 @@ def test_a_far_inactive_bound_changes_nothing(far):
         np.testing.assert_array_less(np.abs(np.asarray(fit.params) - ref) / stderr, 1e-3)
 
 
+def test_a_start_inside_wide_bounds_is_not_moved():
+    # A start within a millionth of the span of a bound was moved there: p0 = 1 inside (0, 1e8)
+    # started at 100, and this fit ended on a plateau (k = 3400, chi2 119 times the minimum)
+    # with success. Only a start on a bound moves, by a millionth of the bound's size.
+    from jaxopt_mml._fit_data import Bounds, to_external, to_internal
+
+    b = Bounds(jnp.zeros(3), jnp.full(3, 1e8))
+    p0 = jnp.array([1.0, 1.0, 0.1])
+    np.testing.assert_allclose(np.asarray(to_external(to_internal(p0, b), b)), p0, rtol=1e-9)
+    on = np.asarray(to_internal(jnp.array([0.0, 1e8, 5.0]), b))
+    assert np.all(np.isfinite(on))
+    moved = np.asarray(to_external(jnp.asarray(on), b))
+    assert 0 < moved[0] <= 1e-6 and 1e8 - 1e2 <= moved[1] < 1e8
+
+    rng = np.random.default_rng(18)
+    x = np.linspace(0.0, 4.0, 30)
+    y = 2.0 * np.exp(-1.3 * x) + 0.5 + 0.05 * rng.standard_normal(30)
+    free = mml.curve_fit(decay, x, y, p0)
+    fit = mml.curve_fit(decay, x, y, p0, bounds=(0.0, 1e8))
+    assert int(fit.status) == Status.SUCCESS
+    np.testing.assert_allclose(np.asarray(fit.params), np.asarray(free.params), rtol=1e-6)
+
+
 @pytest.mark.parametrize("bounds", [(0.0, np.inf), (0.0, 1.0), (-np.inf, 1e-11)])
 def test_a_small_parameter_near_its_bound_keeps_its_precision(bounds):
     # p ~ 3e-12 known to 3e-18: MINUIT's transforms evaluated as written (1 + sin u, and
@@ -280,6 +303,26 @@ def test_linear_fit_with_fewer_points_than_coefficients_is_singular(absolute_sig
     )
     assert int(fit.status) == Status.SINGULAR and not bool(fit.success)
     assert np.all(np.isinf(np.asarray(fit.covariance)))
+
+
+@pytest.mark.parametrize("scale, degree", [(1e8, 2), (1e6, 3), (1e-6, 3)])
+def test_linear_fit_is_blind_to_the_units_of_x(scale, degree):
+    # The rank test ran on the SVD of the unscaled Vandermonde matrix, whose columns differ by
+    # scale^k: these well-posed fits (condition 3 to 8 with unit columns) were SINGULAR, with a
+    # truncated solution. Now as numpy's polyfit, which scales the columns first.
+    rng = np.random.default_rng(3)
+    t = np.linspace(-2.0, 3.0, 20)
+    y = 1.0 - 2.0 * t + 0.5 * t**2 + 0.3 * rng.standard_normal(20)
+    x = t * scale
+    fit = mml.linear_fit(x, y, degree=degree)
+    ref = np.polynomial.polynomial.polyfit(x, y, degree)
+    assert int(fit.status) == Status.SUCCESS
+    np.testing.assert_allclose(np.asarray(fit.params), ref, rtol=1e-7)
+    # the covariance in the columns' own units: that of the same fit in t, rescaled
+    fit_t = mml.linear_fit(t, y, degree=degree)
+    k = np.arange(degree + 1)
+    expected = np.asarray(fit_t.covariance) / np.outer(scale**k, scale**k)
+    np.testing.assert_allclose(np.asarray(fit.covariance), expected, rtol=1e-7)
 
 
 def test_r_squared_of_constant_data_is_nan_for_both_fits():
