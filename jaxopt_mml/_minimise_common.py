@@ -227,9 +227,10 @@ def with_total_derivative(val, fun: Callable, x, args):
     """``val = fun(x, args)`` as computed by the solver, with the derivative of ``fun(x, args)``.
 
     The solver's value travels beside the implicitly differentiated ``x`` as auxiliary output,
-    without derivative. Its total derivative ``f_x dx + f_args dargs`` (``x`` differentiated
-    implicitly; at an unconstrained minimum ``f_x = 0``, the envelope theorem) comes from one
-    ``jvp`` of ``fun``, which runs only where a derivative is taken: the primal value stays the
+    without derivative. Its derivative ``f_args dargs`` (the envelope theorem: at an
+    unconstrained minimum ``f_x = 0``, so ``dx`` does not enter, and a NaN ``dx`` where the
+    minimiser is not unique does no harm) comes from one ``jvp`` of ``fun`` at the solution, which
+    runs only where a derivative is taken: the primal value stays the
     solver's own. ``fun`` is staged as the implicit rule stages its functions
     (``_implicit.stage``): values it closes over (a user's ``f`` may read traced parameters
     instead of taking them in ``args``) become explicit arguments of the rule, and no closure
@@ -247,7 +248,12 @@ def _pass_value(staged, val, xa, *consts):
 @_pass_value.defjvp
 def _pass_value_jvp(staged, primals, tangents):
     val, xa, *consts = primals
-    _, dxa, *dconsts = tangents
+    _, (dx, dargs), *dconsts = tangents
+    # The envelope theorem: f_x = 0 at the minimum, so the value's derivative does not involve
+    # dx. Its term is dropped rather than multiplied by f_x ~ 0: where the minimiser is not
+    # unique (a singular Hessian) the implicit dx is NaN, and 0 * NaN made the derivative NaN.
+    # (Second derivatives still see x's dependence on args, through the primal x.)
+    dxa = (jax.tree.map(jnp.zeros_like, dx), dargs)
     _, dval = jax.jvp(lambda u, *c: staged(u, c), (xa, *consts), (dxa, *dconsts))
     return val, dval.astype(val.dtype)
 

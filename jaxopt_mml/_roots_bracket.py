@@ -97,8 +97,10 @@ def _init(f, lower, upper, x0, with_derivative):
 def _finished(s: _Bracket, rtol, atol):
     mid = _midpoint(s.lo, s.hi)
     unsplittable = (mid <= s.lo) | (mid >= s.hi)  # adjacent floats: nothing left to bisect
-    # hi / 2 - lo / 2: the width itself may overflow (an infinite width is never converged).
-    return (s.fx == 0) | (s.hi / 2 - s.lo / 2 <= _tol(s.x, rtol, atol)) | unsplittable
+    # x is an end of the bracket, so the root is within its width of x: the width is what must
+    # be within the tolerance (as scipy's bisect; half of it let x miss the tolerance by up to
+    # 2x). hi / 2 - lo / 2: the width itself may overflow (an infinite width never converges).
+    return (s.fx == 0) | (s.hi / 2 - s.lo / 2 <= 0.5 * _tol(s.x, rtol, atol)) | unsplittable
 
 
 def _run(f, lower, upper, x0, *, rtol, atol, max_iter, newton):
@@ -235,8 +237,9 @@ def bisection(
 
     Halves the bracket at every step, keeping the half where ``f`` changes sign. After ``k`` steps
     the bracket is :math:`2^{-k}` of the original, so it converges (linearly) for any ``f`` that is
-    continuous on the bracket. Stops when the bracket is narrower than
-    :math:`2 (atol + rtol |x|)`, when ``f(x) = 0``, or when the bracket is two adjacent floats.
+    continuous on the bracket. Stops when the bracket, one of whose ends is ``x``, is narrower
+    than :math:`atol + rtol |x|` (so ``x`` is within that of the root, as with scipy's
+    ``bisect``), when ``f(x) = 0``, or when the bracket is two adjacent floats.
 
     ``lower``, ``upper`` and every leaf of ``args`` are broadcast together; each element is solved
     on its own (``jax.vmap``), with its own status. A bracket without a sign change gives
@@ -284,7 +287,8 @@ def bracketed_newton(
     (:math:`|2 f(x)| \le |\Delta x_{\text{prev}} f'(x)|`); otherwise it bisects. The bracket shrinks
     around the root at every step, so it converges for any continuous ``f`` with a sign change,
     quadratically once Newton takes over. Converged when the next Newton step, inside the bracket,
-    is within :math:`atol + rtol|x|`, or the bracket is narrower than twice that, or ``f(x) = 0``.
+    is within :math:`atol + rtol|x|`, or the bracket (``x`` is one of its ends) is narrower than
+    that, or ``f(x) = 0``.
 
     Elementwise over arrays like :func:`bisection`; an invalid bracket is
     ``Status.BRACKET_INVALID``. The root is differentiable w.r.t. ``args``.

@@ -6,7 +6,10 @@ first and is accepted near a root): ``|f(x)|`` for a scalar (slope ``-|f(x)|``),
 ``m(x) = |F(x)|^2 / 2`` (slope ``-|F(x)|^2``) divided by ``max|F|^2`` at the search's start, so
 that neither is squared out of the dtype's range (``|f|`` of ``1e-20`` or ``1e20`` in float32). Both are converged when the
 Newton step is within tolerance, ``|d_i| <= atol + rtol |x_i|`` for every element (an estimate of
-the error left), or ``F(x) = 0`` exactly; that last step is taken too (near a simple root it squares
+the error left; for a system only a true Newton step counts, not the steepest-descent step taken
+where ``J`` is singular; for a scalar the whole step must also lower ``|f|``, unless ``f`` is at
+rounding level: near a cusp the step is short far from any root), or ``F(x) = 0`` exactly; that
+last step is taken too (near a simple root it squares
 the error, as scipy's and optimistix's Newton do) and ``F`` is evaluated at the returned point.
 
 They fail with ``SINGULAR`` when no descent direction exists (``J`` singular and the merit's
@@ -70,7 +73,8 @@ def _scale(fx):
 
 
 def _system_direction(fx, jac):
-    """The Newton step, or steepest descent on the merit where the Newton step is unusable.
+    """``(d, singular, newton)``: the Newton step, or steepest descent on the merit where the
+    Newton step is unusable (``newton`` False); ``singular`` where neither exists.
 
     The tests are made on ``F / max|F|``, so that neither a tiny nor a huge ``F`` (``1e-20`` or
     ``1e20`` in float32) underflows or overflows them.
@@ -84,12 +88,15 @@ def _system_direction(fx, jac):
     grad_ok = jnp.all(jnp.isfinite(grad_u)) & jnp.any(grad_u != 0)
     grad = jac.T @ fx
     d = jnp.where(newton_ok, d, jnp.where(grad_ok, -grad, jnp.zeros_like(grad)))
-    return d, ~(newton_ok | grad_ok)
+    return d, ~(newton_ok | grad_ok), newton_ok
 
 
-def _converged(x, fx, d, singular, rtol, atol):
+def _converged(x, fx, d, newton, rtol, atol):
+    """A root: ``F = 0``, or a Newton step ``d`` within the tolerances. Only a Newton step
+    estimates the distance to a root: a short steepest-descent step (``newton`` False) means a
+    flat merit, and at a singular J that is no root (``|F| = 2.8`` with ``J^T F = 1e-16``)."""
     small = jnp.all(jnp.abs(d) <= atol + rtol * jnp.abs(x))
-    return jnp.all(fx == 0) | (small & ~singular)
+    return jnp.all(fx == 0) | (small & newton)
 
 
 def _merit(fx, scale):
@@ -123,8 +130,8 @@ def _system_solve(f: Callable, x0: jax.Array, *, rtol, atol, max_iter, ls_steps)
     atol_ = jnp.asarray(atol, dtype)
 
     fx0, jac0 = value_and_deriv(x0)
-    d0, singular0 = direction(fx0, jac0)
-    conv0 = _converged(x0, fx0, d0, singular0, rtol_, atol_)
+    d0, singular0, newton0 = direction(fx0, jac0)
+    conv0 = _converged(x0, fx0, d0, newton0, rtol_, atol_)
     state = NewtonState(x0, fx0, d0, jnp.asarray(1, jnp.int32), jnp.asarray(False))
     fail0 = jnp.where(singular0 & ~conv0, int(Status.SINGULAR), _RUNNING)
     progress = make_progress(x0, _norm(fx0), converged=conv0, failure=fail0)
@@ -137,7 +144,7 @@ def _system_solve(f: Callable, x0: jax.Array, *, rtol, atol, max_iter, ls_steps)
         # An element that has already stopped (a root, or no step left) is only stepped when it is
         # batched with running ones (vmap), and its result is discarded: let its search accept at
         # once, so that it does not hold the batch's inner loop at rounding-level merits.
-        done = _converged(s.x, s.fx, s.d, jnp.asarray(False), rtol_, atol_)
+        done = _converged(s.x, s.fx, s.d, jnp.asarray(True), rtol_, atol_)
 
         def phi(a):
             return jnp.where(done, jnp.zeros_like(m0), _merit(f(s.x + a * s.d), scale))
@@ -145,14 +152,17 @@ def _system_solve(f: Callable, x0: jax.Array, *, rtol, atol, max_iter, ls_steps)
         ls = backtracking(phi, m0, -2 * m0, max_steps=ls_steps)
         x = jnp.where(ls.success, s.x + ls.step_size * s.d, s.x)
         fx, jac = value_and_deriv(x)
-        d, singular = direction(fx, jac)
-        converged = _converged(x, fx, d, singular, rtol_, atol_)
+        d, singular, newton = direction(fx, jac)
+        converged = _converged(x, fx, d, newton, rtol_, atol_)
         at_rounding = jnp.all(jnp.abs(s.d) <= 64 * eps * jnp.abs(s.x))
         ls_failure = jnp.where(
             at_rounding, int(Status.PRECISION_LIMIT), int(Status.LINESEARCH_FAILED)
         )
         stagnated = jnp.where(at_rounding, int(Status.PRECISION_LIMIT), int(Status.STAGNATED))
         failure = jnp.where(singular, int(Status.SINGULAR), _RUNNING)
+        # Stuck where J is singular (no Newton step, and the steepest-descent step rounds
+        # away): a local minimum of |F| that is no root, which SINGULAR names.
+        stagnated = jnp.where(newton, stagnated, int(Status.SINGULAR))
         failure = jnp.where(jnp.all(x == s.x), stagnated, failure)
         # A failed search along a Newton step is retried once along the Cauchy step (steepest
         # descent on the merit): near a nearly singular J the Newton step is huge and valid,
@@ -203,8 +213,9 @@ def _scalar_update(f: Callable, x, alpha, *, rtol, atol, min_alpha, c1):
 
     Evaluates ``f`` and ``f'`` at ``x`` in one ``jax.jvp`` and ``f`` at one trial point. Returns
     ``(x_new, alpha_new, fx, code)``: ``fx = f(x)`` and the :class:`Status` decided from ``f`` and
-    ``f'`` at ``x`` (``RUNNING``, ``SUCCESS`` or a failure), as a float of ``x``'s dtype so that
-    the per-element mode keeps the whole iteration in one floating-point pass.
+    ``f'`` at ``x`` and ``f`` at the trial point (``RUNNING``, ``SUCCESS`` or a failure), as a
+    float of ``x``'s dtype so that the per-element mode keeps the whole iteration in one
+    floating-point pass.
 
     With ``d = -f/f'`` the convergence test ``|d| <= atol + rtol |x|`` is evaluated as
     ``|f| <= (atol + rtol |x|) |f'|`` (likewise the rounding-level test), so the division has one
@@ -216,33 +227,33 @@ def _scalar_update(f: Callable, x, alpha, *, rtol, atol, min_alpha, c1):
     afx, adfx, ax = jnp.abs(fx), jnp.abs(dfx), jnp.abs(x)
     # An infinite f'(x) (cbrt at 0) makes the step 0 whatever f(x) is: no convergence, SINGULAR.
     inf_slope = adfx == jnp.inf
-    converged = (fx == 0) | ((afx <= (atol + rtol * ax) * adfx) & ~inf_slope)
-    alpha = jnp.where(converged, jnp.ones_like(alpha), alpha)
+    step_small = (afx <= (atol + rtol * ax) * adfx) & ~inf_slope
     trial = x - alpha * (fx / dfx)
-    # A shortened step below a few ulps of x would round away (and read as stagnation, far from
-    # the root: float32 x^2 - 5.5e22 from 1 stopped at 2.5e10): move x by 4 eps |x| instead,
-    # along the Newton step (exact products: alpha is a power of two).
     # f' = 0 (or an overflowing step) gives a non-finite trial point: SINGULAR, never accepted.
     singular = ~jnp.isfinite(trial) | inf_slope
-    # The stopping decision uses only f and f' at x (and the trial point itself, not f there):
-    # the search has failed when the shrinking step went below the floor (in an earlier iteration), or
-    # a step no longer moves x.
+    # The search has failed when the shrinking step went below the floor (in an earlier
+    # iteration), or a step no longer moves x.
     exhausted = alpha < min_alpha
-    code = jnp.where(
-        exhausted, _fcode(Status.LINESEARCH_FAILED, dtype), _fcode(Status.STAGNATED, dtype)
-    )
-    at_rounding = afx <= 64 * eps * ax * adfx
-    code = jnp.where(at_rounding, _fcode(Status.PRECISION_LIMIT, dtype), code)
-    code = jnp.where(exhausted | (trial == x), code, _fcode(Status.RUNNING, dtype))
-    code = jnp.where(singular, _fcode(Status.SINGULAR, dtype), code)
-    code = jnp.where(converged, _fcode(Status.SUCCESS, dtype), code)
-
     ft = f(trial)
     aft = jnp.abs(ft)
     # Armijo on the merit |f| (slope -|f| along the Newton step; |f|, not f^2, which would
     # overflow or underflow for |f| beyond about 1e19 or below 1e-19 in float32), and a strict
     # decrease (in float32 the Armijo margin rounds away for tiny alpha).
     armijo = (aft <= afx * (1 - c1 * alpha)) & (aft < afx) & ~exhausted
+    at_rounding = afx <= 64 * eps * ax * adfx
+    # A short Newton step is convergence when the whole step also lowers |f| (or f is at the
+    # rounding level of x f'): near a cusp, where f' is huge and varies wildly, the step is
+    # short and wrong (sqrt|x| + 1 near 0, which has no root: |f/f'| = 2e-12 with f = 1 passed),
+    # and only steps that the search has shortened lower |f| there.
+    full = alpha == 1
+    converged = (fx == 0) | (step_small & jnp.isfinite(ft) & ((armijo & full) | at_rounding))
+    code = jnp.where(
+        exhausted, _fcode(Status.LINESEARCH_FAILED, dtype), _fcode(Status.STAGNATED, dtype)
+    )
+    code = jnp.where(at_rounding, _fcode(Status.PRECISION_LIMIT, dtype), code)
+    code = jnp.where(exhausted | (trial == x), code, _fcode(Status.RUNNING, dtype))
+    code = jnp.where(singular, _fcode(Status.SINGULAR, dtype), code)
+    code = jnp.where(converged, _fcode(Status.SUCCESS, dtype), code)
     accept = jnp.isfinite(ft) & ~singular & (armijo | converged)
     x_new = jnp.where(accept, trial, x)
     # A rejected step shrinks towards the minimiser of the quadratic through |f| at 0 (slope
@@ -273,8 +284,10 @@ def scalar_newton(f: Callable, x0: jax.Array, *, rtol, atol, max_iter, ls_steps,
     """Newton on a scalar equation ``f(x) = 0`` (one problem; see :func:`masked_newton` for many).
 
     Each iteration evaluates ``f`` and ``f'`` at ``x`` in one ``jax.jvp``, forms the Newton step
-    ``d = -f/f'`` and either stops (``|d| <= atol + rtol |x|`` with a finite ``f'``: the step is
-    taken and the loop ends) or tries ``x + alpha d``: accepted when it satisfies the Armijo
+    ``d = -f/f'`` and either stops (``|d| <= atol + rtol |x|`` with a finite ``f'``, and the
+    whole step lowers ``|f|`` as below, or ``f`` is at the rounding level of ``x f'``: the step
+    is taken and the loop ends; near a cusp a short step is no sign of a root) or tries
+    ``x + alpha d``: accepted when it satisfies the Armijo
     condition on ``|f|``, ``|f(x + alpha d)| <= (1 - c1 alpha) |f(x)|`` (then ``alpha`` doubles,
     up to 1), else ``alpha`` shrinks 2 to 16 times (by quadratic interpolation) and ``x`` is kept. An infinite ``f'(x)`` (a zero step whatever
     ``f(x)`` is) stops with ``SINGULAR``, as ``f'(x) = 0`` does. When ``alpha`` has

@@ -297,6 +297,21 @@ def test_the_minimum_value_is_differentiated_by_the_envelope_theorem(name):
     np.testing.assert_allclose(value(c), jnp.sum(c - c * jnp.log(c)) + c[0] ** 2, rtol=1e-12)
 
 
+@pytest.mark.parametrize("name", sorted(SOLVERS) + ["gd"])
+def test_the_minimum_value_is_differentiable_where_the_minimiser_is_not_unique(name):
+    # f = (x0 + x1 - a)^2 + a^2: a line of minimisers, f* = a^2. The implicit dx is NaN there
+    # (a singular Hessian) and the value's derivative was NaN too (f_x dx = 0 * NaN).
+    solver = {**SOLVERS, "gd": _gd}[name]
+
+    def f(x, a):
+        return (x[0] + x[1] - a) ** 2 + a**2
+
+    def value(a):
+        return solver(f, jnp.array([0.3, -0.2]), args=(a,)).value
+
+    np.testing.assert_allclose(jax.grad(value)(1.5), 3.0, rtol=1e-6)
+
+
 def test_the_minimum_value_has_a_second_derivative():
     c = jnp.array([2.0, 3.0])
     hess = jax.hessian(lambda c: mml.bfgs(_value_problem, jnp.zeros(2), args=(c,)).value)(c)

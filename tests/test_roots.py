@@ -259,6 +259,39 @@ def test_singular_system_reports_status():
     assert bool(jnp.all(jnp.isfinite(res.x)))
 
 
+def test_a_short_steepest_descent_step_is_not_convergence():
+    # Where J is singular the step is -J^T F; at x1 = -37.8 it is 1e-16 with |F| = 2.8, and the
+    # step test took it for convergence (SUCCESS). scipy's hybr fails here too.
+    res = mml.newton_raphson(
+        lambda x: jnp.stack([x[0] ** 2 - 2.0, jnp.exp(x[1]) - 2.0]), jnp.array([0.0, 2.0])
+    )
+    assert not bool(res.success) and int(res.status) == Status.SINGULAR
+    # no root at all, and a start where the second equation is solved to 1e-13
+    res = mml.newton_raphson(
+        lambda x: jnp.stack([x[0] ** 2 + 1.0, x[1] - 1.0]), jnp.array([0.0, 1.0 + 1e-13])
+    )
+    assert not bool(res.success)
+
+
+@pytest.mark.parametrize(
+    "f", [lambda x: jnp.sqrt(jnp.abs(x)) + 1.0, lambda x: jnp.abs(x) ** 0.25 + 1.0]
+)
+def test_a_short_step_at_a_cusp_is_not_a_root(f):
+    # No root (f >= 1); near the cusp at 0 f' is huge, the Newton step tiny, and the step test
+    # passed with |f| = 1: SUCCESS, in both modes (scipy's newton: "convergence error").
+    for res in (
+        mml.newton_raphson(f, -0.7),
+        mml.newton_raphson(f, jnp.array([-0.7, 3.0]), elementwise=True),
+    ):
+        assert not bool(jnp.any(res.success))
+    # a root of the same shape is still found: sqrt|x| - 1 at +-1
+    res = mml.newton_raphson(
+        lambda x: jnp.sqrt(jnp.abs(x)) - 1.0, jnp.array([-0.7, 3.0]), elementwise=True
+    )
+    assert bool(res.success.all())
+    np.testing.assert_allclose(res.x, [-1.0, 1.0], rtol=1e-12)
+
+
 def test_max_iter():
     res = mml.newton_raphson(jnp.arctan, 2.0, max_iter=2)
     assert int(res.status) == Status.MAX_ITER and int(res.n_iter) == 2
@@ -516,6 +549,17 @@ def test_bracket_midpoint_does_not_overflow():
     np.testing.assert_allclose(res.x, 1.0, atol=1e-6)
     # Too few halvings for such a bracket: an honest MAX_ITER, not an end of it.
     assert int(mml.bisection(lambda x: x - 1.0, lo, hi).status) == Status.MAX_ITER
+
+
+@pytest.mark.parametrize("solver", ["bisection", "bracketed_newton"])
+def test_bracketing_root_is_within_the_tolerance(solver):
+    # The returned x is an end of the final bracket: stopping when half the bracket was within
+    # atol left x up to 2 atol from the root (half of these 2000 roots beyond atol).
+    c = jnp.asarray(np.random.default_rng(0).uniform(0.0, 1.0, 2000))
+    fun = getattr(mml, solver)
+    res = fun(lambda x, c: jnp.sinh(x - c), 0.0, 1.0, args=(c,), atol=1e-3, rtol=0.0)
+    assert bool(res.success.all())
+    assert float(jnp.max(jnp.abs(res.x - c))) <= 1e-3
 
 
 def test_bisection_rejects_x0():
