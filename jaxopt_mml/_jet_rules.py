@@ -39,15 +39,23 @@ _LOCK = threading.RLock()
 
 
 def _miller(a: list, c) -> list:
-    """Coefficients of ``a(s) ** c`` for a constant ``c`` (``a_0 != 0``; at ``a_0 = 0`` the
-    division is by 1, a finite stand-in, so that a select between this and another series has no
-    NaN to pass to reverse-mode derivatives)."""
-    b = [lax.pow(a[0], c)]
+    """Coefficients of ``a(s) ** c`` for a constant ``c`` (``a_0 != 0``).
+
+    Every coefficient is a multiple of ``b_0 = a_0 ** c``: where that is 0 (a base of 0, or a
+    power that underflows, ``(1e-140) ** 2.5``) the recurrence would return zeros for
+    coefficients that are infinite or merely tiny or huge (``c_3 = 3e69`` there). They are NaN
+    instead, so that the caller's fallback (nested forward mode) takes over; the recurrence
+    itself divides by a finite stand-in for ``a_0 = 0``, and the NaN is selected in at the end,
+    so that a select between this and another series has no NaN to pass to reverse-mode
+    derivatives."""
+    b0 = lax.pow(a[0], c)
+    b = [b0]
     a0 = jnp.where(a[0] == 0, 1.0, a[0])
     for k in range(1, len(a)):
         total = sum((c * j - (k - j)) * a[j] * b[k - j] for j in range(1, k + 1))
         b.append(total / (k * a0))
-    return b
+    lost = b0 == 0
+    return [b0] + [jnp.where(lost, jnp.nan, t) for t in b[1:]]
 
 
 def _integral_power(a: list, c) -> list:

@@ -14,8 +14,9 @@ lose their digits where the function is smooth (``pow`` through :math:`\log x` n
 :math:`x_0 = 0`, ``atan2`` through :math:`x / y` near :math:`y_0 = 0`, ``asinh`` by cancellation)
 or compute another function (``rem`` as Python's ``%``): this module's own rules replace them
 while it runs ``jet`` (``_jet_rules``). One case is left, a non-integral power of a base that is
-exactly 0 (``x ** 2.5`` at 0, where high derivatives are infinite): up to order 4, for functions
-holding a ``pow``, both engines are traced and nested forward mode replaces ``jet``'s series when
+exactly 0 (``x ** 2.5`` or ``sqrt`` at 0, where high derivatives are infinite) or whose power
+underflows (``x ** 2.5`` at ``1e-140``; the recurrence scales every coefficient by it): up to order
+4, for functions holding a ``pow``, ``sqrt`` or ``rsqrt``, both engines are traced and nested forward mode replaces ``jet``'s series when
 some output element of :math:`f` is finite but its ``jet`` coefficients are not (a select, decided
 per mapped element under ``vmap``; the nested series runs only when needed outside ``vmap``);
 above order 4 (nested mode's trace grows like :math:`2^n`) those coefficients stay NaN, as do
@@ -129,10 +130,11 @@ def _series_nested(g: Callable, leaves: list, dirs: list, order: int) -> list:
 
 
 # Primitives whose ``jet`` rule (``_jet_rules``) can still give non-finite coefficients where the
-# function is finite: ``pow`` with a non-integral exponent at a base of exactly 0. Nested forward mode is the fallback there, up to _GUARD_MAX_ORDER: its trace
+# function is finite: ``pow`` with a non-integral exponent at a base of exactly 0, or whose power
+# underflows (NaN by ``_jet_rules._miller``). Nested forward mode is the fallback there, up to _GUARD_MAX_ORDER: its trace
 # grows like 2^order (``atan2(sin t, cos t)`` at order 8: about a minute), and tracing it for
 # every function holding a ``pow`` made order 16 of ``x ** 2.5`` take minutes.
-_JET_RISKY = frozenset({"pow"})
+_JET_RISKY = frozenset({"pow", "sqrt", "rsqrt"})  # jet's sqrt and rsqrt are x ** (+-1/2)
 _GUARD_MAX_ORDER = 4
 
 

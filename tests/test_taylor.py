@@ -58,6 +58,21 @@ def test_coefficients_fall_back_where_jet_has_no_rule(f, closed):
     np.testing.assert_allclose(forced, want, rtol=1e-12, atol=1e-12)
 
 
+def test_powers_at_a_base_of_zero_or_underflowing_are_not_zero():
+    # Miller's recurrence scales every coefficient by x0 ** c: at 0 (sqrt, x ** 2.5) or where it
+    # underflows, every coefficient came out 0, finite and wrong (sqrt's slope at 0 is inf).
+    tc = mml.taylor_coefficients
+    np.testing.assert_array_equal(tc(jnp.sqrt, 0.0, 3), [0.0, np.inf, -np.inf, np.inf])
+    np.testing.assert_array_equal(tc(lambda x: x**2.5, 0.0, 3), [0.0, 0.0, 0.0, np.inf])
+    x0 = 1e-140
+    want = [0.0, 2.5 * x0**1.5, 1.875 * x0**0.5, 0.3125 * x0**-0.5]
+    np.testing.assert_allclose(tc(lambda x: x**2.5, x0, 3), want, rtol=1e-12)
+    want32 = [0.0, 2.5e-30, 1.875e-10, 3.125e9]
+    np.testing.assert_allclose(tc(lambda x: x**2.5, jnp.float32(1e-20), 3), want32, rtol=1e-5)
+    # above the nested fallback's order: NaN (documented), never a silent 0
+    assert np.all(np.isnan(np.asarray(tc(lambda x: x**2.5, 0.0, 6))[1:]))
+
+
 def test_auto_falls_back_where_jet_pow_rule_gives_nan():
     # jet's pow rule goes through log(x): NaN coefficients at x0 <= 0 for a smooth x ** 2.0.
     square, cube = (lambda x: x**2.0), (lambda x: jnp.power(x, 3.0))
