@@ -119,8 +119,9 @@ def _pow_rule(primals_in, series_in):
     dy = [jnp.zeros_like(y0)] + y[1:]
     log_x = _log([jnp.where(varying, x0, 1.0)] + x[1:])  # log 1 where unused: no NaN to select
     prod = _mul(b, _exp(_mul(dy, log_x)))
-    out = [jnp.where(varying, p, q) for p, q in zip(prod, b, strict=True)]
-    return out[0], out[1:]
+    # The value is x0 ** y0 itself (exp(0 * log 0) would make it NaN at a base of 0).
+    out = [jnp.where(varying, p, q) for p, q in zip(prod[1:], b[1:], strict=True)]
+    return b[0], out
 
 
 def _atan2_rule(primals_in, series_in):

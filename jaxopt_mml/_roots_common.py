@@ -128,7 +128,8 @@ def check_real_output(out) -> None:
     the real solve dtype would lose its imaginary part, and with it the equation."""
     for leaf in jax.tree.leaves(out):
         dtype = np.dtype(leaf.dtype if hasattr(leaf, "dtype") else jnp.result_type(leaf))
-        if not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)):
+        # jnp's issubdtype: numpy's does not count bfloat16 as floating
+        if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
             raise TypeError(
                 f"f must return real numbers, got dtype {dtype}. For a complex equation, solve "
                 "its real and imaginary parts as a system of two real equations."

@@ -217,7 +217,16 @@ def _directional_series(
             if _uses_primitives(jax.make_jaxpr(g)(*avals), _JET_RISKY):
                 engine = _series_guarded
         out_def.clear()
-    series = engine(g, leaves, dirs, order)
+    try:
+        series = engine(g, leaves, dirs, order)
+    except KeyError as e:  # jet's rule table has no entry for a primitive of f
+        if engine is not _series_jet:
+            raise
+        raise NotImplementedError(
+            f"method='jet': jax.experimental.jet has no Taylor rule for the primitive {e} "
+            "that f uses; use method='auto' (nested forward mode where jet has no rule) or "
+            "method='jacfwd'"
+        ) from None
     return [jax.tree.unflatten(out_def[-1], list(terms)) for terms in series]
 
 
@@ -347,6 +356,13 @@ class Linearisation(NamedTuple):
     x0: PyTree
 
     def __call__(self, x: PyTree) -> PyTree:
+        x_shape = jax.tree.map(jnp.shape, x)
+        if x_shape != jax.tree.map(jnp.shape, self.x0):
+            raise ValueError(
+                "a Linearisation is evaluated at points of x0's structure and shapes "
+                f"{jax.tree.map(jnp.shape, self.x0)}, got {x_shape}; for many points use "
+                "jax.vmap(model)"
+            )
         step = _apply_dense(self.jacobian, tree_sub(x, self.x0), self.value)
         return jax.tree.map(jnp.add, self.value, step)
 

@@ -383,6 +383,13 @@ def test_complex_f_zero_size_and_half_precision_raise():
     with pytest.raises(TypeError, match="float16"):  # was "complex does not accept float16"
         mml.newton_raphson(lambda x: x**2 - 2.0, jnp.ones(3, jnp.float16), elementwise=True)
     assert mml.newton_raphson(lambda x: x**2 - 2.0, jnp.ones(0), elementwise=True).x.shape == (0,)
+    # bfloat16 is real (it was refused as "not real numbers": numpy's issubdtype does not know it)
+    for res in (
+        mml.newton_raphson(lambda x: x**2 - 2.0, jnp.bfloat16(1.0)),
+        mml.bisection(lambda x: x**2 - 2.0, jnp.bfloat16(1.0), jnp.bfloat16(2.0)),
+    ):
+        assert res.x.dtype == jnp.bfloat16 and bool(res.success)
+        np.testing.assert_allclose(float(res.x), np.sqrt(2.0), rtol=2e-2)
 
 
 def test_shape_and_option_errors():

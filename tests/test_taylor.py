@@ -73,6 +73,21 @@ def test_powers_at_a_base_of_zero_or_underflowing_are_not_zero():
     assert np.all(np.isnan(np.asarray(tc(lambda x: x**2.5, 0.0, 6))[1:]))
 
 
+def test_misuse_messages_and_the_value_of_a_power_of_zero():
+    # method="jet" without a rule raised jet's bare KeyError('tan')
+    with pytest.raises(NotImplementedError, match="no Taylor rule.*tan"):
+        mml.taylor_coefficients(jnp.tan, 0.0, 3, method="jet")
+    # a linear model of a scalar x0 called at an array: an internal tensordot error before
+    model = mml.linearise(jnp.sin, 0.5)
+    with pytest.raises(ValueError, match="x0's structure and shapes"):
+        model(jnp.array([0.6, 0.7]))
+    want = [model(0.6), model(0.7)]
+    np.testing.assert_allclose(jax.vmap(model)(jnp.array([0.6, 0.7])), want, rtol=1e-15)
+    # c_0 is f(x0) itself: 0 ** x at x0 = 1 made it NaN (exp(0 * log 0)) beyond order 4
+    got = mml.taylor_coefficients(lambda x: jnp.power(0.0, x) + jnp.sin(x), 1.0, 5)
+    np.testing.assert_allclose(got[0], np.sin(1.0), rtol=1e-15)
+
+
 def test_auto_falls_back_where_jet_pow_rule_gives_nan():
     # jet's pow rule goes through log(x): NaN coefficients at x0 <= 0 for a smooth x ** 2.0.
     square, cube = (lambda x: x**2.0), (lambda x: jnp.power(x, 3.0))
