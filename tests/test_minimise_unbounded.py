@@ -52,6 +52,17 @@ def test_unbounded_below_is_named_and_the_local_minimum_is_not(name, dtype):
 
 
 @pytest.mark.parametrize("name", sorted(SOLVERS))
+def test_grad_norm_belongs_to_the_returned_point(name):
+    # Newton's grad_norm was the previous iterate's (half the true value) after UNBOUNDED.
+    res = SOLVERS[name](lambda x: -jnp.sum(x**2), jnp.array([0.1, 0.2]))
+    # (optax's L-BFGS creeps for max_iter steps, as above)
+    assert Status(int(res.status)) == (
+        Status.MAX_ITER if name == "optax_lbfgs" else Status.UNBOUNDED
+    )
+    np.testing.assert_allclose(res.grad_norm, jnp.max(jnp.abs(2 * res.x)), rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", sorted(SOLVERS))
 def test_overflow_to_minus_inf_is_unbounded_not_nonfinite(name):
     res = SOLVERS[name](minus_exp, jnp.array([0.5, 0.5]))
     assert Status(int(res.status)) == Status.UNBOUNDED, Status(int(res.status))
