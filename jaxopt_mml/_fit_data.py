@@ -208,7 +208,8 @@ def _point_mask_from_x(x, n):
 def weights(x, y, sigma, mask, nan_policy: str, layout: Layout, dtype):
     """Traced part: ``(x, y, w, bad)`` with ``w = 1 / sigma`` (0 at dropped points; a point is
     used where ``w != 0``, NaN included under ``nan_policy='propagate'``) and ``bad`` per dataset
-    (NaN/inf in used data where ``nan_policy='raise'`` could not raise)."""
+    (``sigma <= 0`` at a used point, or NaN/inf in used data where ``nan_policy='raise'``, where
+    the eager call would have raised)."""
     y = jnp.asarray(y).astype(dtype)
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.inexact):
@@ -221,9 +222,11 @@ def weights(x, y, sigma, mask, nan_policy: str, layout: Layout, dtype):
     else:
         xfin = jnp.broadcast_to(_point_mask_from_x(x, layout.n), y.shape)
     finite = jnp.isfinite(y) & xfin & ~jnp.isnan(sig)
-    bad = jnp.zeros(y.shape[:-1], bool)
+    # sigma <= 0 at a used point: the eager call raises; traced, it is INVALID_INPUT (a negative
+    # sigma would otherwise fit as |sigma|, and 0 as an infinite weight)
+    bad = jnp.any(keep & (sig <= 0), axis=-1)
     if nan_policy == "raise":
-        bad = jnp.any(~finite & keep, axis=-1)
+        bad = bad | jnp.any(~finite & keep, axis=-1)
     elif nan_policy == "omit":
         keep = keep & finite
         y = jnp.where(keep, y, 0.0)

@@ -273,6 +273,19 @@ def test_non_finite_values_at_masked_points_are_ignored():
         mml.curve_fit(decay, np.where(keep, x, np.nan), y, jnp.ones(3))
 
 
+def test_traced_non_positive_sigma_is_invalid_input():
+    # The eager call raises; under jit a negative sigma fitted as |sigma|, with SUCCESS.
+    x, y = _decay_data()
+    fit = jax.jit(lambda s: mml.curve_fit(decay, x, y, jnp.array([1.0, 1.0, 0.0]), sigma=s))
+    line = jax.jit(lambda s: mml.linear_fit(x, y, sigma=s))
+    for bad in (-0.02, 0.0):
+        sigma = jnp.full(x.shape, 0.02).at[3].set(bad)
+        assert int(fit(sigma).status) == Status.INVALID_INPUT
+        assert int(line(sigma).status) == Status.INVALID_INPUT
+    sigma = jnp.full(x.shape, 0.02)
+    assert int(fit(sigma).status) == Status.SUCCESS == int(line(sigma).status)
+
+
 def test_nan_sigma_propagates_to_a_nonfinite_status():
     x, y = _decay_data()
     sigma = np.full(40, 0.02)
