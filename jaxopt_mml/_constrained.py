@@ -150,10 +150,13 @@ def minimise_constrained(
             bound raises ``ValueError`` (or, for traced bounds, gives ``INFEASIBLE``).
         maximise: maximise ``f`` instead.
         method: ``"auto"``, ``"newton-kkt"`` or ``"augmented-lagrangian"``.
-        rtol, atol: tolerances of the KKT test (stationarity within ``atol + rtol |grad f|``,
-            violation within ``atol + rtol |J| |x|``); default ``eps**0.75`` of the dtype for
-            ``"newton-kkt"`` (quadratic convergence makes it cheap) and ``sqrt(eps)`` for the
-            augmented Lagrangian.
+        rtol, atol: tolerances of the KKT test, component by component: each component ``k``
+            of the projected gradient of the Lagrangian within
+            ``atol + rtol max(1, |df/dx_k|, |(J^T lambda + J_g^T mu + nu)_k|)`` (the terms that
+            cancel in it), and each constraint's violation within
+            ``atol + rtol |J_j| max(1, |x|)`` (``J_j`` its gradient; infinity norms); default
+            ``eps**0.75`` of the dtype for ``"newton-kkt"`` (quadratic convergence makes it
+            cheap) and ``sqrt(eps)`` for the augmented Lagrangian.
         max_iter: largest number of (outer) iterations.
         max_inner_iter: largest number of projected-Newton steps per outer iteration (augmented
             Lagrangian only).

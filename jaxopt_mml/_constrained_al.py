@@ -16,8 +16,9 @@ the problem is: minimise ``F(x)`` subject to ``c(z) = 0`` and the box ``lower <=
 2. updates the multipliers, ``y <- y - rho c(z)`` (inequality multipliers clipped at 0), and
    raises ``rho`` tenfold when the violation fell by less than 4x.
 
-It stops when the violation and the projected gradient of the Lagrangian (which equals that of
-``Phi`` with the updated ``y``) are within tolerance. When ``rho`` has reached its cap and the
+It stops when each constraint's violation and each component of the projected gradient of the
+Lagrangian (which equals that of ``Phi`` with the updated ``y``; in gradient units, the
+components that push a variable at its bound out of the box left out) are within tolerance. When ``rho`` has reached its cap and the
 violation still does not fall, the problem is reported ``INFEASIBLE`` if the point (nearly)
 minimises the violation over the box (its projected gradient is small, and the linearised
 constraints cannot halve it), and ``STAGNATED`` otherwise.
@@ -43,10 +44,13 @@ from ._constrained_problem import (
     Primal,
     Problem,
     bound_multipliers,
-    kkt_residual,
+    is_feasible,
+    kkt_map,
     lagrangian_gradient,
-    max_violation,
+    projected_gradient,
     scale_of,
+    stationarity_tolerance,
+    violation_tolerance,
 )
 from ._driver import iterate, make_progress
 from ._linesearch import backtracking
@@ -96,8 +100,15 @@ def _projected_gradient_norm(z, grad, lo, hi):
     """``max |P(z - grad) - z|`` for the projection ``P`` on the box, written as the step
     ``-grad`` clipped to the distances to the bounds: ``z - clip(z - grad)`` itself rounds
     ``grad`` away where ``|z| >> |grad|`` (an objective unbounded below was "stationary" at
-    ``z = -1.8e16``, where ``z - 1`` rounds to ``z``)."""
+    ``z = -1.8e16``, where ``z - 1`` rounds to ``z``). A step (in the units of ``z``, at most the
+    distance to a bound): no stationarity test, which needs gradient units (see
+    :func:`_stationary`; a gradient of 4e8 one unit from its bound passed as a step of 1)."""
     return jnp.max(jnp.abs(jnp.clip(-grad, lo - z, hi - z)), initial=0.0)
+
+
+def _stationary(z, grad, lo, hi, tol):
+    """Whether each component of the projected gradient is within ``tol`` (gradient units)."""
+    return jnp.all(jnp.abs(projected_gradient(z, grad, lo, hi)) <= tol)
 
 
 def _flipped_solver(a, g, floor, radius):
@@ -138,8 +149,9 @@ def _flipped_newton_step_jvp(primals, tangents):
 
 
 def projected_newton(fun, z0, lo, hi, omega, *, max_iter, tol):
-    """Minimise ``fun`` over the box ``[lo, hi]`` from ``z0`` until the projected gradient is
-    within ``omega``; returns the driver's output (``state.z``, ``state.grad``)."""
+    """Minimise ``fun`` over the box ``[lo, hi]`` from ``z0`` until each component of the
+    projected gradient is within ``omega`` (a scalar or one per component); returns the driver's
+    output (``state.z``, ``state.grad``)."""
     dtype = z0.dtype
     eps = jnp.finfo(dtype).eps
     value_and_grad = jax.value_and_grad(fun)
@@ -217,7 +229,7 @@ def projected_newton(fun, z0, lo, hi, omega, *, max_iter, tol):
         )
         z_new = jnp.where(ls.success, path(ls.step_size), z)
         value_new, grad_new = value_and_grad(z_new)
-        converged = _projected_gradient_norm(z_new, grad_new, lo, hi) <= omega
+        converged = _stationary(z_new, grad_new, lo, hi, omega)
         failure = jnp.where(ls.success | converged, _RUNNING, int(Status.LINESEARCH_FAILED))
         progress = make_progress(
             z_new,
@@ -230,7 +242,7 @@ def projected_newton(fun, z0, lo, hi, omega, *, max_iter, tol):
         return _InnerState(z_new, value_new, grad_new), progress
 
     value0, grad0 = value_and_grad(z0)
-    done = _projected_gradient_norm(z0, grad0, lo, hi) <= omega
+    done = _stationary(z0, grad0, lo, hi, omega)
     return iterate(
         step,
         _InnerState(z0, value0, grad0),
@@ -262,13 +274,20 @@ def augmented_lagrangian(
         c = constraints(z)
         return problem.objective(z[:n]) - jnp.vdot(y, c) + 0.5 * rho * jnp.vdot(c, c)
 
-    def tolerances(z):
-        grad = jax.grad(problem.objective)(z[:n])
-        jac = jax.jacfwd(constraints)(z)
-        return atol + rtol * scale_of(grad), atol + rtol * scale_of(jac) * scale_of(z)
+    def tolerances(z, grad):
+        # Stationarity of each component of z against the terms that cancel in it: grad F and
+        # J^T y+ = grad F - grad Phi (grad = grad Phi, the Lagrangian's gradient with the
+        # updated multipliers y+; the slacks' grad F is 0). Feasibility of each constraint of
+        # (h, g) against |J_j| |x|, its Jacobian in x (in z, the slacks' -I floored it at 1).
+        x = z[:n]
+        grad_f = jnp.concatenate([jax.grad(problem.objective)(x), jnp.zeros((m_ineq,), dtype)])
+        jac = jax.jacfwd(lambda u: jnp.concatenate([problem.eq(u), problem.ineq(u)]))(x)
+        tol_kkt = stationarity_tolerance(grad_f, grad_f - grad, rtol, atol)
+        return tol_kkt, violation_tolerance(jac, x, rtol, atol)
 
     def step(st: ALState):
-        tol_kkt, tol_viol = tolerances(st.z)
+        grad0 = jax.grad(augmented)(st.z, st.y, st.rho)
+        tol_kkt, _ = tolerances(st.z, grad0)
         omega = jnp.maximum(0.5 * tol_kkt, 0.1 * jnp.minimum(st.viol, 1.0))
         inner = projected_newton(
             lambda z: augmented(z, st.y, st.rho),
@@ -284,11 +303,11 @@ def augmented_lagrangian(
         viol = jnp.max(jnp.abs(c), initial=0.0)
         y = st.y - st.rho * c
         y = y.at[m_eq:].set(jnp.maximum(y[m_eq:], 0.0))
-        tol_kkt, tol_viol = tolerances(z)
-        slow = (viol > 0.25 * st.viol) & (viol > tol_viol)
+        tol_kkt, tol_viol = tolerances(z, grad)
+        feasible = jnp.all(jnp.abs(c) <= tol_viol)
+        slow = (viol > 0.25 * st.viol) & ~feasible
         rho = jnp.where(slow, jnp.minimum(10.0 * st.rho, rho_max), st.rho)
-        stationarity = _projected_gradient_norm(z, grad, lo, hi)
-        converged = (viol <= tol_viol) & (stationarity <= tol_kkt)
+        converged = feasible & _stationary(z, grad, lo, hi, tol_kkt)
         # At the largest penalty the violation no longer falls: infeasible if z (nearly)
         # minimises the violation |c|^2 / 2 over the box, else the method has stagnated. A
         # violation below eps**(1/3) is what a feasible but degenerate problem leaves there
@@ -391,19 +410,23 @@ def polish(problem: Problem, z: Primal, active_ineq, out, *, rtol, atol):
     x_p, y_p, out_p = newton_kkt(sub, x, y0, rtol=rtol_p, atol=atol_p, max_iter=10)
     polished = Primal(x_p, y_p[:m_eq], y_p[m_eq : m_eq + m_ineq], y_p[m_eq + m_ineq :])
 
-    tol_kkt = atol + rtol * scale_of(jax.grad(problem.objective)(x_p))
-    tol_viol = atol + rtol * scale_of(jax.jacfwd(problem.ineq)(x_p)) * scale_of(x_p)
+    grad_f = jax.grad(problem.objective)(x_p)
+    tol_kkt = atol + rtol * scale_of(grad_f)
     signs_ok = jnp.all(polished.y_ineq >= -tol_kkt) & jnp.all(
         jnp.where(at_lower, polished.nu >= -tol_kkt, polished.nu <= tol_kkt)
     )
     # Where the augmented Lagrangian itself did not converge, the polished point must also meet
     # the stationarity test: Newton-KKT's "no step left" stop holds no evidence at a huge x
     # (an objective unbounded below ran to x = -1e18 and was polished into SUCCESS there).
-    evidence = (out.status == int(Status.SUCCESS)) | (kkt_residual(problem, polished) <= tol_kkt)
+    r = kkt_map(problem, polished)
+    forces = grad_f - r.x  # J^T y + nu
+    stationary = jnp.all(jnp.abs(r.x) <= stationarity_tolerance(grad_f, forces, rtol, atol))
+    complementary = jnp.max(jnp.abs(jnp.concatenate([r.y_ineq, r.nu])), initial=0.0) <= tol_kkt
+    evidence = (out.status == int(Status.SUCCESS)) | (stationary & complementary)
     keep = (
         (out_p.status == int(Status.SUCCESS))
         & evidence
-        & (max_violation(problem, x_p) <= tol_viol)
+        & is_feasible(problem, x_p, rtol, atol)
         & signs_ok
         & (jnp.max(jnp.abs(x_p - x), initial=0.0) <= 1e-2 * scale_of(x))
     )

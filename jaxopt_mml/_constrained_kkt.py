@@ -39,7 +39,12 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ._constrained_problem import Problem, scale_of
+from ._constrained_problem import (
+    Problem,
+    scale_of,
+    stationarity_tolerance,
+    violation_tolerance,
+)
 from ._driver import iterate, make_progress
 from ._linesearch import backtracking
 from ._status import Status
@@ -65,10 +70,13 @@ def _evaluate(problem: Problem, x):
     return value, grad, h, jac
 
 
-def _tolerances(state: KKTState, rtol, atol):
-    tol_kkt = atol + rtol * scale_of(state.grad)
-    tol_viol = atol + rtol * scale_of(state.jac) * scale_of(state.x)
-    return tol_kkt, tol_viol
+def _converged(x, y, grad, h, jac, rtol, atol):
+    """Each component of ``grad F - J^T y`` within ``atol + rtol max(1, |grad F|, |J^T y|)`` (the
+    terms that cancel in it) and each ``|h_j|`` within ``atol + rtol |J_j| max(1, |x|)``."""
+    forces = jac.T @ y
+    stationary = jnp.abs(grad - forces) <= stationarity_tolerance(grad, forces, rtol, atol)
+    feasible = jnp.abs(h) <= violation_tolerance(jac, x, rtol, atol)
+    return jnp.all(stationary) & jnp.all(feasible)
 
 
 def newton_kkt(problem: Problem, x0, y0, *, rtol, atol, max_iter, verbose=False):
@@ -104,9 +112,16 @@ def newton_kkt(problem: Problem, x0, y0, *, rtol, atol, max_iter, verbose=False)
         y_plus = y + dy
 
         # Inertia-free curvature test on the tangential part of the step (the direction of the
-        # reduced Hessian); curvature across the constraints is the penalty's business.
+        # reduced Hessian); curvature across the constraints is the penalty's business. Relative
+        # to |H| itself: against a scale floored at 1, a convex QP's Hessian of 2e-10 (x ~ 1e5)
+        # counted as negative curvature, and the shifted steps crawled (MAX_ITER). A zero
+        # curvature (H = 0 along the step, no shift yet) is rejected all the same.
         curv_t = jnp.vdot(dx_t, hess_d @ dx_t)
-        curv_ok = finite & (curv_t >= jnp.sqrt(eps) * scale_of(hess) * jnp.vdot(dx_t, dx_t))
+        hess_scale = jnp.max(jnp.abs(hess), initial=0.0)
+        dx_t2 = jnp.vdot(dx_t, dx_t)
+        curv_ok = (
+            finite & (curv_t >= jnp.sqrt(eps) * hess_scale * dx_t2) & ((curv_t > 0) | (dx_t2 == 0))
+        )
 
         # The merit takes the new multipliers y+: by the first KKT row its slope along dx is
         # then -dx^T H_d dx - rho |h|^2 (with J dx = -h), and rho need only cover negative
@@ -155,10 +170,8 @@ def newton_kkt(problem: Problem, x0, y0, *, rtol, atol, max_iter, verbose=False)
         rho = jnp.where(accept, jnp.maximum(1.0, 0.5 * rho), state.rho)
         new = KKTState(x_new, y_new, value, grad_new, h_new, jac_new, rho, delta)
 
-        tol_kkt, tol_viol = _tolerances(new, rtol, atol)
         viol = jnp.max(jnp.abs(h_new), initial=0.0)
-        stationarity = jnp.max(jnp.abs(grad_new - jac_new.T @ y_new), initial=0.0)
-        converged = (stationarity <= tol_kkt) & (viol <= tol_viol)
+        converged = _converged(x_new, y_new, grad_new, h_new, jac_new, rtol, atol)
         # A vanishing accepted step ends the run: at a solution the dtype cannot refine further
         # (feasible to sqrt(eps)), or at a point that minimises the violation without reaching
         # h = 0 (infeasible). So does a failed search once the shift has swamped the Hessian
@@ -206,10 +219,7 @@ def newton_kkt(problem: Problem, x0, y0, *, rtol, atol, max_iter, verbose=False)
         jnp.asarray(1.0, dtype),
         jnp.asarray(0.0, dtype),
     )
-    tol_kkt, tol_viol = _tolerances(state, rtol, atol)
-    done = (jnp.max(jnp.abs(grad - jac.T @ y0), initial=0.0) <= tol_kkt) & (
-        jnp.max(jnp.abs(h), initial=0.0) <= tol_viol
-    )
+    done = _converged(x0, y0, grad, h, jac, rtol, atol)
     out = iterate(
         step,
         state,

@@ -228,3 +228,42 @@ def zeros_primal(problem: Problem, x: jax.Array) -> Primal:
 def scale_of(value: Any) -> jax.Array:
     """``max(1, |value|_inf)``: the scale that relative tolerances multiply."""
     return jnp.maximum(1.0, jnp.max(jnp.abs(value), initial=0.0))
+
+
+def projected_gradient(x: jax.Array, grad: jax.Array, lower, upper) -> jax.Array:
+    """The gradient with the components that push a variable out of the box at its bound zeroed
+    (``min(grad, 0)`` on a lower bound, ``max(grad, 0)`` on an upper one): in gradient units,
+    unlike the projected step ``x - clip(x - grad)``, which a bound close by cuts to the distance
+    to it (a gradient of 4e8 one unit from its bound passed a tolerance of 6 as a step of 1)."""
+    pushed_out = ((x <= lower) & (grad > 0)) | ((x >= upper) & (grad < 0))
+    return jnp.where(pushed_out, 0.0, grad)
+
+
+def stationarity_tolerance(grad_f: jax.Array, forces: jax.Array, rtol, atol) -> jax.Array:
+    """``atol + rtol max(1, |grad F|_k, |forces|_k)`` for each component ``k`` of ``x``.
+
+    ``forces`` are the constraints' terms of the Lagrangian gradient (``J^T y + nu``), which
+    cancel ``grad F`` at a solution: each component is judged against the size of the terms that
+    cancel in it, so that a huge gradient held by an active constraint does not loosen the test
+    of the other variables (one component of 1e9 held by a bound let the free variable stop
+    with ``df/dx = -5``)."""
+    return atol + rtol * jnp.maximum(1.0, jnp.maximum(jnp.abs(grad_f), jnp.abs(forces)))
+
+
+def violation_tolerance(jac: jax.Array, x: jax.Array, rtol, atol) -> jax.Array:
+    """``atol + rtol |J_j| max(1, |x|)`` for each constraint ``j`` (``J_j`` its gradient, infinity
+    norms): the rounding of a constraint evaluated at ``x``. ``|J_j|`` is not floored at 1 (with
+    ``g = 1 - x_0 / 1e6`` a floor let ``g = -0.024`` pass at ``x ~ 1e6``)."""
+    return atol + rtol * jnp.max(jnp.abs(jac), axis=1, initial=0.0) * scale_of(x)
+
+
+def is_feasible(problem: Problem, x: jax.Array, rtol, atol) -> jax.Array:
+    """Whether each constraint's violation at ``x`` (``|h_j|``, ``max(-g_j, 0)``) is within its
+    :func:`violation_tolerance`, and each bound's within ``atol + rtol max(1, |x|)`` (its
+    gradient is a unit vector)."""
+    c = jnp.concatenate([jnp.abs(problem.eq(x)), jnp.maximum(-problem.ineq(x), 0.0)])
+    jac = jax.jacfwd(lambda u: jnp.concatenate([problem.eq(u), problem.ineq(u)]))(x)
+    bounds = jnp.maximum(problem.lower - x, x - problem.upper)
+    return jnp.all(c <= violation_tolerance(jac, x, rtol, atol)) & jnp.all(
+        bounds <= atol + rtol * scale_of(x)
+    )

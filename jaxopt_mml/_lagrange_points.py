@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from ._constrained_problem import make_problem, scale_of
+from ._constrained_problem import make_problem, scale_of, violation_tolerance
 from ._driver import iterate, make_progress
 from ._linesearch import backtracking
 from ._static import static_function
@@ -96,19 +96,22 @@ def _newton_lagrange(problem, x0, *, rtol, atol, max_iter):
         return 0.5 * jnp.vdot(r, r)
 
     def scales(z):
-        # The sizes that stationarity (the terms of grad f + J^T lam) and feasibility (|J| |x|)
-        # are judged against, as in minimise_constrained.
+        # The sizes that stationarity and feasibility are judged against, as in
+        # minimise_constrained: each component of grad f + J^T lam against the larger of its
+        # two terms (one scale for all, a component of grad f of 1e9 held by the constraint
+        # let the other stop at df/dx = -5), each constraint against |J_j| |x|.
         x, lam = z[:n], z[n:]
         grad_f = jax.grad(problem.objective)(x)
         jac_h = jax.jacfwd(problem.eq)(x)
-        return jnp.maximum(scale_of(grad_f), scale_of(jac_h.T @ lam)), scale_of(jac_h) * scale_of(x)
+        kkt = jnp.maximum(1.0, jnp.maximum(jnp.abs(grad_f), jnp.abs(jac_h.T @ lam)))
+        return kkt, jac_h
 
     def converged_at(z, r):
         # (Relative to |(x, lam)|, a point near the cusp of x^2 = y^3 with lam ~ 5e3 passed for
         # f = y, with x^2 - y^3 = 5e-7.)
-        kkt, viol = scales(z)
-        return (jnp.max(jnp.abs(r[:n]), initial=0.0) <= atol + rtol * kkt) & (
-            jnp.max(jnp.abs(r[n:]), initial=0.0) <= atol + rtol * viol
+        kkt, jac_h = scales(z)
+        return jnp.all(jnp.abs(r[:n]) <= atol + rtol * kkt) & jnp.all(
+            jnp.abs(r[n:]) <= violation_tolerance(jac_h, z[:n], rtol, atol)
         )
 
     def step(st: _State):
@@ -117,8 +120,11 @@ def _newton_lagrange(problem, x0, *, rtol, atol, max_iter):
         # scale), and the line search on that residual's square: unweighted, a constraint in
         # large units (h scaled by 1e4) made the merit all feasibility, and the tangential
         # steps Newton needs were cut to nothing (no start converged).
-        kkt, viol = scales(z)
-        w = jnp.concatenate([jnp.full((n,), 1.0 / kkt, dtype), jnp.full((m,), 1.0 / viol, dtype)])
+        # (Each constraint's weight is floored at |J_j| = 1, or a vanishing J_j would blow it
+        # up.)
+        kkt, jac_h = scales(z)
+        viol = jnp.maximum(1.0, jnp.max(jnp.abs(jac_h), axis=1, initial=0.0)) * scale_of(z[:n])
+        w = jnp.concatenate([1.0 / kkt, 1.0 / viol])
         jac = w[:, None] * jax.jacfwd(residual)(z)
         rw = w * r
         u, sv, vt = jnp.linalg.svd(jac)
@@ -270,7 +276,10 @@ def lagrange_stationary_points(
         starts: starting points with a leading batch axis (an array ``(k, ...)`` or a pytree
             whose leaves share the leading axis ``k``).
         args: extra arguments of ``f`` and ``eq``.
-        rtol, atol: tolerances on ``|grad L|``; default ``sqrt(eps)`` of the dtype.
+        rtol, atol: tolerances of the convergence test: each component ``k`` of ``grad L``
+            within ``atol + rtol max(1, |df/dx_k|, |(J^T lam)_k|)`` and each ``|h_j|`` within
+            ``atol + rtol |J_j| max(1, |x|)`` (``J_j`` its gradient; infinity norms); default
+            ``sqrt(eps)`` of the dtype.
         max_iter: largest number of Newton steps per start.
         unique_tol: points closer than ``unique_tol * (1 + |x|)`` (infinity norm), widened by
             how far each may be from the point it estimates (four times one more Newton step

@@ -395,3 +395,28 @@ def test_lagrange_point_kinds_do_not_depend_on_scaling(scale):
             jnp.array([[0.6, 0.8], [-0.6, 0.8], [0.6, -0.8], [-0.6, -0.8]]),
         )
         assert sorted(pts.kind) == ["maximum", "maximum", "minimum", "minimum"], pts.kind
+
+
+def test_lagrange_points_one_large_gradient_component_does_not_loosen_the_others():
+    # One tolerance for all, rtol |grad f|_inf ~ 15, let the free variable stop at x1 = 4.0 and
+    # 6.17 ("degenerate", grad L = -5.1 and 7.9); there is one stationary point, the minimum.
+    pts = mml.lagrange_stationary_points(
+        lambda x: 1e9 * x[0] + jnp.cosh(x[1] - 5.0) + (x[1] - 5.0) ** 4,
+        lambda x: x[:1],
+        jnp.array([[1.0, 0.0], [0.0, 2.0], [3.0, 9.0]]),
+    )
+    assert pts.kind == ("minimum",)
+    np.testing.assert_allclose(pts.x, [[0.0, 5.0]], rtol=0, atol=1e-8)
+    np.testing.assert_allclose(pts.multipliers, [[-1e9]], rtol=1e-12)
+    assert pts.count.tolist() == [3]
+
+
+def test_lagrange_points_a_constraint_in_large_units_does_not_loosen_the_others():
+    # The only feasible point of (1e8 (x0 - 1), 1 - x1) = 0 is (1, 1); judged against |J| = 1e8
+    # for both constraints, the starts stopped at x1 = 2.25 and 1.02.
+    pts = mml.lagrange_stationary_points(
+        lambda x: jnp.sum((x - 2.0) ** 2),
+        lambda x: jnp.array([1e8 * (x[0] - 1.0), 1.0 - x[1]]),
+        jnp.array([[0.0, 0.0], [3.0, 3.0]]),
+    )
+    np.testing.assert_allclose(pts.x, [[1.0, 1.0]], rtol=0, atol=1e-12)

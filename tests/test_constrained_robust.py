@@ -230,3 +230,119 @@ def test_float32_feasible_qp_is_not_reported_infeasible():
     assert int(run(jnp.float64).status) == mml.Status.SUCCESS
     res = run(jnp.float32)
     assert int(res.status) != mml.Status.INFEASIBLE
+
+
+# --- tolerances in the right units -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("scale", "x0", "dtype"),
+    [(1e8, [0.0], jnp.float64), (1e4, [0.9999], jnp.float64), (1e4, [0.0, 0.0], jnp.float32)],
+)
+def test_large_gradient_towards_a_bound_is_not_stationary_at_the_start(scale, x0, dtype):
+    # min scale |x - 2|^2 with x <= 1: the projected step (the gradient clipped to the distance
+    # to the bound, at most 1) was tested against a tolerance in gradient units (rtol * 4e8 = 6):
+    # SUCCESS at the start, x = 0, with kkt_residual 4e8.
+    def f(x, c):
+        return c * jnp.sum((x - 2.0) ** 2)
+
+    solve = jax.jit(
+        lambda c: mml.minimise_constrained(f, jnp.asarray(x0, dtype), args=(c,), bounds=(None, 1.0))
+    )
+    res = solve(jnp.asarray(scale, dtype))
+    assert bool(res.success), int(res.status)
+    np.testing.assert_allclose(res.x, np.ones(len(x0)), rtol=0, atol=1e-6)
+    assert float(res.kkt_residual) == 0.0
+    np.testing.assert_allclose(res.multipliers_bounds, 2.0 * scale, rtol=1e-6)
+
+
+def _big_linear_cost(x, t):
+    # x0 held at 0 by a cost of 1e9 per unit; the minimum over x0 >= 0 is (0, t).
+    return 1e9 * x[0] + jnp.cosh(x[1] - t) + (x[1] - t) ** 4
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"bounds": (jnp.array([0.0, -jnp.inf]), jnp.inf)},
+        {"ineq": lambda x, t: x[:1]},
+        {"eq": lambda x, t: x[:1], "method": "augmented-lagrangian"},
+        {"eq": lambda x, t: x[:1]},
+    ],
+    ids=["bounds", "ineq", "eq-al", "eq-kkt"],
+)
+def test_one_large_gradient_component_does_not_loosen_the_others(kwargs):
+    # One tolerance for all, atol + rtol |grad f|_inf ~ 15, let the free variable x1 stop at 4.0
+    # (bounds) or 4.39 (inequality, equality) with df/dx1 = -5 or -1.6 and SUCCESS.
+    def solve(t):
+        return mml.minimise_constrained(
+            _big_linear_cost, jnp.array([1.0, 0.0]), args=(t,), **kwargs
+        )
+
+    ts = jnp.array([5.0, 3.0])
+    res = jax.jit(jax.vmap(solve))(ts)
+    assert np.all(np.asarray(res.success)), np.asarray(res.status)
+    np.testing.assert_allclose(res.x, np.stack([np.zeros(2), ts], axis=1), rtol=0, atol=1e-8)
+    assert float(jnp.max(res.kkt_residual)) < 1e-8
+    # d x1* / d t = 1 (implicit differentiation at the solution).
+    slope = jax.vmap(jax.grad(lambda t: solve(t).x[1]))(ts)
+    np.testing.assert_allclose(slope, [1.0, 1.0], rtol=1e-6)
+
+
+def test_one_large_gradient_component_float32():
+    # The same in float32, with the bound and with Newton-KKT (the augmented Lagrangian cannot
+    # build a multiplier of 1e9 at float32's largest penalty: it ends STAGNATED, not SUCCESS).
+    x0 = jnp.array([1.0, 0.0], jnp.float32)
+    t = jnp.float32(5.0)
+    for kwargs in ({"bounds": (jnp.array([0.0, -jnp.inf]), jnp.inf)}, {"eq": lambda x, t: x[:1]}):
+        res = mml.minimise_constrained(_big_linear_cost, x0, args=(t,), **kwargs)
+        assert bool(res.success), int(res.status)
+        np.testing.assert_allclose(res.x, [0.0, 5.0], rtol=0, atol=1e-3)
+    res = mml.minimise_constrained(_big_linear_cost, x0, args=(t,), ineq=lambda x, t: x[:1])
+    assert bool(res.success) == bool(abs(float(res.x[1]) - 5.0) < 1e-3)
+
+
+def test_inequality_holds_to_its_documented_tolerance_at_large_x():
+    # g = 1 - x0 / 1e6 >= 0 with |J| = 1e-6: the violation's tolerance atol + rtol |J| |x| is
+    # 4.5e-8 here; |J| floored at 1 made it rtol |x| = 0.03, and g = -0.024 passed as SUCCESS.
+    s = 1e6
+    res = mml.minimise_constrained(
+        lambda x: jnp.sum((x / s - 2.0) ** 2),
+        jnp.zeros(2),
+        ineq=lambda x: jnp.array([1.0 - x[0] / s]),
+    )
+    assert bool(res.success), int(res.status)
+    tol = np.sqrt(np.finfo(np.float64).eps)
+    assert float(res.max_violation) <= tol + tol * 1e-6 * 2e6
+    np.testing.assert_allclose(res.x, [1e6, 2e6], rtol=1e-9)
+    np.testing.assert_allclose(res.multipliers_ineq, [-2.0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("s", [1e4, 1e5, 1e6])
+def test_newton_kkt_convex_qp_at_large_x(s):
+    # min |x / s - (3, 1)|^2 s.t. (x0 + x1) / s = 2: the Hessian 2 / s^2 failed the curvature
+    # test against a scale floored at 1, and the shifted steps crawled: MAX_ITER at s >= 1e5.
+    res = mml.minimise_constrained(
+        lambda x: jnp.sum((x / s - jnp.array([3.0, 1.0])) ** 2),
+        jnp.zeros(2),
+        eq=lambda x: jnp.array([(x[0] + x[1]) / s - 2.0]),
+    )
+    assert bool(res.success), int(res.status)
+    np.testing.assert_allclose(res.x / s, [2.0, 0.0], rtol=0, atol=1e-9)
+    assert int(res.n_iter) <= 3
+
+
+def test_a_constraint_in_large_units_does_not_loosen_the_others():
+    # One violation tolerance for all, atol + rtol |J|_inf |x| with |J| = 1e8 from the equality,
+    # let the inequality x1 <= 1 end violated by 1.0 with SUCCESS; each constraint is judged
+    # against its own gradient.
+    res = mml.minimise_constrained(
+        lambda x: jnp.sum((x - 2.0) ** 2),
+        jnp.zeros(2),
+        eq=lambda x: jnp.array([1e8 * (x[0] - 1.0)]),
+        ineq=lambda x: jnp.array([1.0 - x[1]]),
+    )
+    assert bool(res.success), int(res.status)
+    tol = np.sqrt(np.finfo(np.float64).eps)
+    assert float(res.max_violation) <= 2.0 * tol
+    np.testing.assert_allclose(res.x, [1.0, 1.0], rtol=0, atol=1e-7)
