@@ -245,8 +245,8 @@ def _scalar_update(f: Callable, x, alpha, *, rtol, atol, min_alpha, c1):
     # rounding level of x f'): near a cusp, where f' is huge and varies wildly, the step is
     # short and wrong (sqrt|x| + 1 near 0, which has no root: |f/f'| = 2e-12 with f = 1 passed),
     # and only steps that the search has shortened lower |f| there.
-    full = alpha == 1
-    converged = (fx == 0) | (step_small & jnp.isfinite(ft) & ((armijo & full) | at_rounding))
+    # (A non-finite f(trial) fails armijo; at rounding level the step is not taken then.)
+    converged = (fx == 0) | (step_small & ((armijo & (alpha == 1)) | at_rounding))
     code = jnp.where(
         exhausted, _fcode(Status.LINESEARCH_FAILED, dtype), _fcode(Status.STAGNATED, dtype)
     )
