@@ -7,7 +7,7 @@ its Poisson uncertainty sqrt(n). The course's method is gradient descent on chi-
 
 which is at the mercy of the units: with A in people, chi^2 is ~20,000 times more curved along mu
 and s than along A, a stable step is tiny in A, and the descent stalls. Measure A in hundreds of
-people instead and the bowl is nearly round: the same method converges in about a hundred steps.
+people instead and the bowl is nearly round: the same method converges in a few hundred steps.
 
 Levenberg-Marquardt (the default of ``mml.curve_fit``, as of scipy's) needs no such care: each step
 solves the linearised least-squares problem (J^T W J + lambda D) dp = J^T W r, with the scaling D

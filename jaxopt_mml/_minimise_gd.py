@@ -143,7 +143,8 @@ def gradient_descent(
     * a float: fixed (stable for a quadratic when :math:`\alpha < 2/L`, :math:`L` the largest
       Hessian eigenvalue); traced, so a new value does not recompile;
     * a callable of the step count, e.g. an optax schedule (``optax.exponential_decay(...)``),
-      part of the compilation key (reuse the object);
+      part of the compilation key, compared by what it is made of (the same schedule made
+      again reuses the compilation);
     * ``"backtracking"`` or ``"armijo"`` (default): the largest of :math:`2\alpha_{k-1},
       \alpha_{k-1}, \alpha_{k-1}/2, \dots` with sufficient decrease
       :math:`f(x - \alpha d) \le f(x) - 10^{-4}\alpha\, \nabla f^\top d`; a momentum direction that

@@ -94,8 +94,9 @@ def optax_minimise(
     its state, they are reused (``optax.value_and_grad_from_state``) instead of evaluated again. Parameters keep their pytree
     structure, so optax masks and ``multi_transform`` labels apply as usual.
 
-    The optimiser is part of the compilation key: build it once (``opt = optax.adam(1e-2)``) and
-    reuse the object; calling ``optax.adam(1e-2)`` anew for each solve compiles each time.
+    The optimiser is part of the compilation key, compared by what it is made of:
+    ``optax.adam(1e-2)`` made again for each solve reuses the compilation; another learning rate
+    or optimiser compiles anew.
 
     Convergence: ``max|grad f| <= atol`` (absolute, as scipy's ``gtol``; ``rtol`` is not used: a
     gradient has no relative scale free of constant offsets in ``f``). There is no Cauchy test: a

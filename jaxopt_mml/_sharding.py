@@ -208,7 +208,7 @@ def shard_batch(tree: PyTree, mesh: Mesh | None = None, *, axis: int = 0) -> Sha
     Example:
         >>> batch = shard_batch({"y": ys, "p0": p0s})       # doctest: +SKIP
         >>> batch.tree["y"].sharding.spec
-        PartitionSpec('batch',)
+        P('batch',)
     """
     if isinstance(axis, bool) or not isinstance(axis, int) or axis < 0:
         raise ValueError(f"axis must be a non-negative int, got {axis!r}")
@@ -390,7 +390,7 @@ def sharded(
         batch spec), never gathered.
 
     Example:
-        >>> fit = sharded(jax.vmap(one_fit), in_axes=(0, None))   # doctest: +SKIP
+        >>> fit = sharded(jax.vmap(one_fit, in_axes=(0, None)), in_axes=(0, None))  # doctest: +SKIP
         >>> res = unshard(fit(shard_batch(ys), x))               # NumPy, padding dropped
     """
     if fn is None:
