@@ -21,13 +21,17 @@ when they are modules, classes, JAX arrays (immutable too), or functions of JAX,
 like; a function found among them is judged by these same rules. Anything else (a NumPy array,
 a list, a dict, an object of the user's own class: all may be mutated between calls) is
 compared by identity *and* makes the function that reads it equal only to itself, as
-``jax.jit`` has it: a lambda made anew around a mutated object compiles anew. The judgement is
+``jax.jit`` has it: a lambda made anew around a mutated object compiles anew (also where the
+object sits in a tuple or NamedTuple, or is the object of a bound method the function reads). The judgement is
 made at every call, so a global the function reads that has been rebound since the last call,
 to any value, gives a new compilation rather than a stale result (``jax.jit`` of one function
 object would not notice). What is not seen, as with ``jax.jit``: an object mutated in place (an
 array written into, a list appended to, an attribute set) and read by the *same* function
-object, including objects reached through module or class attributes, and ``global`` state
-changed inside a library module. A library function is recognised by the module its code runs
+object, including objects reached through module or class attributes (modules and classes
+are compared by identity and taken as fixed, so a class attribute set between calls is not seen
+by a new lambda either), a bound method passed itself (``m.res`` after ``m.c = 9`` is the same
+function of the same object, as for ``jax.jit`` of a method), and ``global`` state changed
+inside a library module. A library function is recognised by the module its code runs
 in (its globals), not by ``__module__``, which ``functools.wraps`` copies.
 """
 
@@ -52,8 +56,19 @@ _UNKNOWN = object()  # a value that can only be compared by identity
 
 
 def _mutable(key) -> bool:
-    """Whether a key holds a value compared by identity that may change in place."""
-    return isinstance(key, tuple) and bool(key) and key[0] in ("same", "owned")
+    """Whether a key holds a value compared by identity that may change in place, also inside
+    a tuple's items or a bound method's object (an array in a tuple, written into between
+    calls, was read by an equal function: a stale compilation). A function's or partial's key
+    is already ``"owned"`` when it holds one."""
+    if not isinstance(key, tuple) or not key:
+        return False
+    if key[0] in ("same", "owned"):
+        return True
+    if key[0] == "tuple":
+        return any(_mutable(k) for k in key[2])
+    if key[0] == "method":
+        return _mutable(key[1]) or _mutable(key[2])
+    return False
 
 
 # A traced value is not a fixed array. Should a later jax move the class, arrays are not

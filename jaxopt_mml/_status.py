@@ -109,7 +109,10 @@ def status_message(status: Any) -> str:
 
 def summarise_status(status: Any) -> dict[Status, int]:
     """Counts of each status code in a (possibly batched) status array, on the host."""
-    codes = np.asarray(status).ravel()
+    codes = np.asarray(status)
+    if not np.issubdtype(codes.dtype, np.integer):
+        raise TypeError(f"status codes are integers, got dtype {codes.dtype}")
+    codes = codes.ravel()
     return {Status(int(k)): int(v) for k, v in sorted(Counter(codes.tolist()).items())}
 
 
@@ -126,9 +129,13 @@ def raise_for_status(result: Any) -> Any:
         >>> mml.raise_for_status(res).x
     """
     if not hasattr(result, "status"):
+        hint = {
+            "LagrangePoints": "check n_converged instead",
+            "ShardedBatch": "call it on unshard(result), which drops the padding rows",
+        }.get(type(result).__name__, "")
         raise TypeError(
             f"raise_for_status needs a solver result with a status field, got "
-            f"{type(result).__name__} (LagrangePoints: check n_converged instead)"
+            f"{type(result).__name__}" + (f" ({hint})" if hint else "")
         )
     codes = np.asarray(result.status).ravel()
     success = getattr(result, "success", None)

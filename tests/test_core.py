@@ -203,6 +203,12 @@ def test_status_messages_and_raise():
         mml.Status.SUCCESS: 2,
         mml.Status.SINGULAR: 1,
     }
+    # float codes were truncated (0.7 counted as SUCCESS)
+    with pytest.raises(TypeError, match="integers"):
+        mml.summarise_status(np.array([0.7, 1.9]))
+    # a ShardedBatch's hint was LagrangePoints'
+    with pytest.raises(TypeError, match="unshard"):
+        mml.raise_for_status(mml.shard_batch(jnp.zeros(4)))
 
 
 def test_backtracking_armijo():

@@ -2,6 +2,7 @@
 nothing it reads can change without a new one (jaxopt_mml._static)."""
 
 import functools
+from typing import NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
@@ -102,6 +103,13 @@ def test_closures_defaults_and_partials_compare_by_value():
 class _Config:
     k = 2.0
 
+    def residual(self, u):
+        return u**2 - self.k
+
+
+class _Named(NamedTuple):
+    c: np.ndarray
+
 
 @pytest.mark.parametrize(
     "value",
@@ -124,6 +132,32 @@ def test_an_object_attribute_read_through_a_lambda_is_never_stale():
         cfg.k = k
         roots.append(float(mml.newton_raphson(lambda u: u**2 - cfg.k, 1.0).x))
     np.testing.assert_allclose(roots, np.sqrt([2.0, 7.0]), rtol=1e-12)
+
+
+def test_a_mutable_value_inside_a_tuple_or_a_method_is_never_stale():
+    # The identity marker of an array inside a tuple (or of a bound method's object) was
+    # buried in the tuple's key: a fresh lambda reading it was equal to the last one, and the
+    # old compiled program ran with the old values (success at the old root).
+    params = (np.array([2.0]),)
+    named = _Named(np.array(2.0))
+    cfg = _Config()
+    roots = {"tuple": [], "namedtuple": [], "method": []}
+    for k in (2.0, 9.0):
+        params[0][0] = k
+        named.c[...] = k
+        cfg.k = k
+        roots["tuple"].append(float(mml.newton_raphson(lambda u: u**2 - params[0][0], 1.0).x))
+        roots["namedtuple"].append(float(mml.newton_raphson(lambda u: u**2 - named.c, 1.0).x))
+        roots["method"].append(float(mml.newton_raphson(lambda u: cfg.residual(u), 1.0).x))
+    for name, got in roots.items():
+        np.testing.assert_allclose(got, [np.sqrt(2.0), 3.0], rtol=1e-12, err_msg=name)
+
+    # a tuple of immutable values still compares by value (no new compilation)
+    def make(c):
+        return lambda u: u - c[0]
+
+    assert static_function(make((2.0,))) == static_function(make((2.0,)))
+    assert static_function(make((2.0,))) != static_function(make((3.0,)))
 
 
 def test_jax_arrays_compare_by_identity():
