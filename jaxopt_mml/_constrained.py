@@ -41,7 +41,7 @@ from ._constrained_problem import (
     max_violation,
     zeros_primal,
 )
-from ._implicit import solve_with_implicit_grad
+from ._implicit import solve_with_implicit_grad, stage
 from ._lagrange_points import LagrangePoints, lagrange_stationary_points
 from ._static import static_function
 from ._status import Status
@@ -299,6 +299,43 @@ def _minimise_constrained_jit(
     return _result(problem, z, n_iter, status)
 
 
+def _value(problem, z: Primal) -> jax.Array:
+    """``f(x*)``, differentiated by the envelope theorem: ``dF* = dL`` at fixed ``(x, y, nu)``,
+    ``L = F - y_eq.h - y_ineq.g - nu.(x - b)`` (``b`` the active bound), where the problem's
+    constants (``args``, closure values, traced bounds) move. Through ``x*`` alone the
+    derivative is ``F_x dx + F_args``, and ``dx`` is NaN where the minimiser is not unique (a
+    singular KKT matrix), although the value is smooth there."""
+    val = problem.sign * problem.objective(z.x)
+
+    def lagrangian(zz: Primal):
+        x = zz.x
+        bound = jnp.where(zz.nu > 0, problem.lower, jnp.where(zz.nu < 0, problem.upper, x))
+        return (
+            problem.objective(x)
+            - jnp.vdot(zz.y_eq, problem.eq(x))
+            - jnp.vdot(zz.y_ineq, problem.ineq(x))
+            - jnp.vdot(zz.nu, x - bound)
+        )
+
+    staged, consts = stage(lagrangian, z)
+    return _envelope(staged, problem.sign, val, z, *consts)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def _envelope(staged, sign, val, z, *consts):
+    return val
+
+
+@_envelope.defjvp
+def _envelope_jvp(staged, sign, primals, tangents):
+    # z's tangent is not used (the envelope theorem); z itself is, so that second derivatives
+    # see x*'s and the multipliers' dependence on the constants.
+    val, z, *consts = primals
+    _, _, *dconsts = tangents
+    _, dval = jax.jvp(lambda *c: staged(z, c), tuple(consts), tuple(dconsts))
+    return val, (sign * dval).astype(val.dtype)
+
+
 def _result(problem, z: Primal, n_iter, status) -> ConstrainedResult:
     x = z.x
     violation = max_violation(problem, x)
@@ -309,7 +346,7 @@ def _result(problem, z: Primal, n_iter, status) -> ConstrainedResult:
     s = -problem.sign
     return ConstrainedResult(
         x=problem.unravel(x),
-        value=problem.sign * problem.objective(x),
+        value=_value(problem, z),
         multipliers_eq=s * z.y_eq,
         multipliers_ineq=s * z.y_ineq,
         multipliers_bounds=problem.unravel(s * z.nu),

@@ -346,3 +346,46 @@ def test_a_constraint_in_large_units_does_not_loosen_the_others():
     tol = np.sqrt(np.finfo(np.float64).eps)
     assert float(res.max_violation) <= 2.0 * tol
     np.testing.assert_allclose(res.x, [1.0, 1.0], rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"bounds": (-5.0, 5.0)},
+        {"eq": lambda x, a: jnp.array([x[0] - x[1] - 0.1 * a])},
+        {"ineq": lambda x, a: jnp.array([2.0 - x[0]])},
+    ],
+    ids=["bounds", "eq", "ineq"],
+)
+def test_the_value_is_differentiable_where_the_minimiser_is_not_unique(kwargs):
+    # f = (x0 + x1 - a)^2 + a^2 has a line of minimisers (f* = a^2 where the constraint leaves
+    # the line feasible): the implicit dx is NaN there, and the value's derivative, taken
+    # through x*, was NaN. By the envelope theorem it is the Lagrangian's derivative. (With
+    # the equality the minimiser is unique: a control.)
+    def value(a):
+        f = lambda x, a: (x[0] + x[1] - a) ** 2 + a**2
+        return mml.minimise_constrained(f, jnp.array([0.3, -0.2]), args=(a,), **kwargs).value
+
+    np.testing.assert_allclose(jax.grad(value)(1.5), 3.0, rtol=1e-6)
+
+
+def test_the_value_derivative_by_the_envelope_theorem_moves_every_constant():
+    # args in f, in eq and ineq, and in a traced bound (active: its multiplier enters).
+    def solve(a):
+        f = lambda x, a: (x[0] - a) ** 2 + a * x[1] ** 2 + x[2] ** 2
+        return mml.minimise_constrained(
+            f,
+            jnp.array([0.5, 0.5, 0.5]),
+            args=(a,),
+            eq=lambda x, a: jnp.array([x[0] + x[1] - 1.0 - a]),
+            ineq=lambda x, a: jnp.array([x[1] - 0.1 * a]),
+            bounds=(jnp.array([-5.0, -5.0, a]), jnp.array([5.0, 5.0, 5.0])),
+        )
+
+    a = 0.7
+    assert float(solve(a).multipliers_bounds[2]) < -1.0  # the bound x2 >= a is active
+    h = 1e-5
+    fd = (solve(a + h).value - solve(a - h).value) / (2 * h)
+    np.testing.assert_allclose(jax.grad(lambda a: solve(a).value)(a), fd, rtol=1e-8)
+    fd2 = (solve(a + 1e-4).value - 2 * solve(a).value + solve(a - 1e-4).value) / 1e-8
+    np.testing.assert_allclose(jax.hessian(lambda a: solve(a).value)(a), fd2, rtol=1e-6)
