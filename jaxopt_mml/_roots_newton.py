@@ -228,6 +228,10 @@ def _scalar_update(f: Callable, x, alpha, *, rtol, atol, min_alpha, c1):
     # An infinite f'(x) (cbrt at 0) makes the step 0 whatever f(x) is: no convergence, SINGULAR.
     inf_slope = adfx == jnp.inf
     step_small = (afx <= (atol + rtol * ax) * adfx) & ~inf_slope
+    at_rounding = afx <= 64 * eps * ax * adfx
+    # Converged at rounding level: the whole step is taken (a shortened one would leave its
+    # error, 30 ulps in float32, where the whole one squares it).
+    alpha = jnp.where(step_small & at_rounding, jnp.ones_like(alpha), alpha)
     trial = x - alpha * (fx / dfx)
     # f' = 0 (or an overflowing step) gives a non-finite trial point: SINGULAR, never accepted.
     singular = ~jnp.isfinite(trial) | inf_slope
@@ -240,7 +244,6 @@ def _scalar_update(f: Callable, x, alpha, *, rtol, atol, min_alpha, c1):
     # overflow or underflow for |f| beyond about 1e19 or below 1e-19 in float32), and a strict
     # decrease (in float32 the Armijo margin rounds away for tiny alpha).
     armijo = (aft <= afx * (1 - c1 * alpha)) & (aft < afx) & ~exhausted
-    at_rounding = afx <= 64 * eps * ax * adfx
     # A short Newton step is convergence when the whole step also lowers |f| (or f is at the
     # rounding level of x f'): near a cusp, where f' is huge and varies wildly, the step is
     # short and wrong (sqrt|x| + 1 near 0, which has no root: |f/f'| = 2e-12 with f = 1 passed),
