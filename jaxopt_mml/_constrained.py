@@ -41,7 +41,7 @@ from ._constrained_problem import (
     max_violation,
     zeros_primal,
 )
-from ._implicit import solve_with_implicit_grad, stage
+from ._implicit import solve_with_implicit_grad, value_by_envelope
 from ._lagrange_points import LagrangePoints, lagrange_stationary_points
 from ._static import static_function
 from ._status import Status
@@ -300,40 +300,23 @@ def _minimise_constrained_jit(
 
 
 def _value(problem, z: Primal) -> jax.Array:
-    """``f(x*)``, differentiated by the envelope theorem: ``dF* = dL`` at fixed ``(x, y, nu)``,
-    ``L = F - y_eq.h - y_ineq.g - nu.(x - b)`` (``b`` the active bound), where the problem's
-    constants (``args``, closure values, traced bounds) move. Through ``x*`` alone the
-    derivative is ``F_x dx + F_args``, and ``dx`` is NaN where the minimiser is not unique (a
-    singular KKT matrix), although the value is smooth there."""
-    val = problem.sign * problem.objective(z.x)
+    """``f(x*)``, differentiated by the envelope theorem (:func:`value_by_envelope`): as
+    ``L = F - y_eq.h - y_ineq.g - nu.(x - b)`` (``b`` the active bound) at fixed ``(x, y, nu)``,
+    where the problem's constants (``args``, closure values, traced bounds) move. Through ``x*``
+    the derivative would be ``F_x dx + F_args``, and ``dx`` is NaN where the minimiser is not
+    unique (a singular KKT matrix), although the value is smooth there."""
 
     def lagrangian(zz: Primal):
         x = zz.x
         bound = jnp.where(zz.nu > 0, problem.lower, jnp.where(zz.nu < 0, problem.upper, x))
-        return (
+        return problem.sign * (
             problem.objective(x)
             - jnp.vdot(zz.y_eq, problem.eq(x))
             - jnp.vdot(zz.y_ineq, problem.ineq(x))
             - jnp.vdot(zz.nu, x - bound)
         )
 
-    staged, consts = stage(lagrangian, z)
-    return _envelope(staged, problem.sign, val, z, *consts)
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
-def _envelope(staged, sign, val, z, *consts):
-    return val
-
-
-@_envelope.defjvp
-def _envelope_jvp(staged, sign, primals, tangents):
-    # z's tangent is not used (the envelope theorem); z itself is, so that second derivatives
-    # see x*'s and the multipliers' dependence on the constants.
-    val, z, *consts = primals
-    _, _, *dconsts = tangents
-    _, dval = jax.jvp(lambda *c: staged(z, c), tuple(consts), tuple(dconsts))
-    return val, (sign * dval).astype(val.dtype)
+    return value_by_envelope(problem.sign * problem.objective(z.x), lagrangian, z)
 
 
 def _result(problem, z: Primal, n_iter, status) -> ConstrainedResult:

@@ -274,20 +274,15 @@ def augmented_lagrangian(
         c = constraints(z)
         return problem.objective(z[:n]) - jnp.vdot(y, c) + 0.5 * rho * jnp.vdot(c, c)
 
-    def tolerances(z, grad):
-        # Stationarity of each component of z against the terms that cancel in it: grad F and
-        # J^T y+ = grad F - grad Phi (grad = grad Phi, the Lagrangian's gradient with the
-        # updated multipliers y+; the slacks' grad F is 0). Feasibility of each constraint of
-        # (h, g) against |J_j| |x|, its Jacobian in x (in z, the slacks' -I floored it at 1).
-        x = z[:n]
-        grad_f = jnp.concatenate([jax.grad(problem.objective)(x), jnp.zeros((m_ineq,), dtype)])
-        jac = jax.jacfwd(lambda u: jnp.concatenate([problem.eq(u), problem.ineq(u)]))(x)
-        tol_kkt = stationarity_tolerance(grad_f, grad_f - grad, rtol, atol)
-        return tol_kkt, violation_tolerance(jac, x, rtol, atol)
+    def stationarity(z, grad):
+        # Each component of z against the terms that cancel in it: grad F and J^T y+ =
+        # grad F - grad Phi (grad = grad Phi, the Lagrangian's gradient with the updated
+        # multipliers y+; the slacks' grad F is 0).
+        grad_f = jnp.concatenate([jax.grad(problem.objective)(z[:n]), jnp.zeros((m_ineq,), dtype)])
+        return stationarity_tolerance(grad_f, grad_f - grad, rtol, atol)
 
     def step(st: ALState):
-        grad0 = jax.grad(augmented)(st.z, st.y, st.rho)
-        tol_kkt, _ = tolerances(st.z, grad0)
+        tol_kkt = stationarity(st.z, jax.grad(augmented)(st.z, st.y, st.rho))
         omega = jnp.maximum(0.5 * tol_kkt, 0.1 * jnp.minimum(st.viol, 1.0))
         inner = projected_newton(
             lambda z: augmented(z, st.y, st.rho),
@@ -303,8 +298,11 @@ def augmented_lagrangian(
         viol = jnp.max(jnp.abs(c), initial=0.0)
         y = st.y - st.rho * c
         y = y.at[m_eq:].set(jnp.maximum(y[m_eq:], 0.0))
-        tol_kkt, tol_viol = tolerances(z, grad)
-        feasible = jnp.all(jnp.abs(c) <= tol_viol)
+        tol_kkt = stationarity(z, grad)
+        # Each constraint of (h, g) against |J_j| |x|, J_j its Jacobian in x (in z, the slacks'
+        # -I would floor it at 1).
+        jac = jax.jacfwd(constraints)(z)
+        feasible = jnp.all(jnp.abs(c) <= violation_tolerance(jac[:, :n], z[:n], rtol, atol))
         slow = (viol > 0.25 * st.viol) & ~feasible
         rho = jnp.where(slow, jnp.minimum(10.0 * st.rho, rho_max), st.rho)
         converged = feasible & _stationary(z, grad, lo, hi, tol_kkt)
@@ -314,7 +312,6 @@ def augmented_lagrangian(
         # (HS13: the constraint's gradient vanishes at the solution, so does that of |c|^2, and
         # the penalty rho c J cannot outweigh grad f): it proves nothing, STAGNATED.
         stuck = slow & (st.rho >= rho_max) & ~converged
-        jac = jax.jacfwd(constraints)(z)
         violation_grad = jac.T @ c  # of |c|^2 / 2
         violation_pg = _projected_gradient_norm(z, violation_grad, lo, hi)
         candidate = (violation_pg <= 0.1 * viol * scale_of(jac)) & (

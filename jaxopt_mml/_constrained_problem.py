@@ -247,7 +247,12 @@ def stationarity_tolerance(grad_f: jax.Array, forces: jax.Array, rtol, atol) -> 
     cancel in it, so that a huge gradient held by an active constraint does not loosen the test
     of the other variables (one component of 1e9 held by a bound let the free variable stop
     with ``df/dx = -5``)."""
-    return atol + rtol * jnp.maximum(1.0, jnp.maximum(jnp.abs(grad_f), jnp.abs(forces)))
+    return atol + rtol * stationarity_scale(grad_f, forces)
+
+
+def stationarity_scale(grad_f: jax.Array, forces: jax.Array) -> jax.Array:
+    """``max(1, |grad F|_k, |forces|_k)`` per component: see :func:`stationarity_tolerance`."""
+    return jnp.maximum(1.0, jnp.maximum(jnp.abs(grad_f), jnp.abs(forces)))
 
 
 def violation_tolerance(jac: jax.Array, x: jax.Array, rtol, atol) -> jax.Array:

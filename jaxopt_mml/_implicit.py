@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
-__all__ = ["dense_tangent_solve", "solve_with_implicit_grad"]
+__all__ = ["dense_tangent_solve", "solve_with_implicit_grad", "value_by_envelope"]
 
 # "custom_root", "custom_jvp", or None: custom_jvp where lax.custom_root is a high primitive.
 RULE: str | None = None
@@ -172,3 +172,33 @@ def _root_jvp(f, solve, tangent_solve, n_f, primals, tangents):
     _, linear = jax.linearize(lambda v: f(v, f_consts), x)
     x_dot = jax.tree.map(jnp.negative, tangent_solve(linear, rhs))
     return (x, aux), (x_dot, jax.tree.map(jnp.zeros_like, aux))
+
+
+def value_by_envelope(val: jax.Array, fun: Callable, point: Any) -> jax.Array:
+    """``val = fun(point)`` as a solver computed it, differentiated by the envelope theorem.
+
+    At a solution the derivative of ``fun`` in the solution ``point`` vanishes (a minimiser's
+    gradient, a Lagrangian's at a KKT point), so the value's derivative is that of ``fun`` in
+    what it closes over (``args``, closure values, traced bounds) with ``point`` held: one
+    ``jvp``, run only where a derivative is taken; the primal value stays the solver's own.
+    ``point``'s own tangent is not used (where the solution is not unique its implicit tangent
+    is NaN, and ``0 * NaN`` would make the value's derivative NaN); ``point`` itself is, so that
+    second derivatives see its dependence on the constants. ``fun`` is staged as the implicit
+    rule stages its functions (:func:`stage`): no closure over traced values is kept by JAX's
+    caches.
+    """
+    staged, consts = stage(fun, point)
+    return _held_value(staged, val, point, *consts)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _held_value(staged, val, point, *consts):
+    return val
+
+
+@_held_value.defjvp
+def _held_value_jvp(staged, primals, tangents):
+    val, point, *consts = primals
+    _, _, *dconsts = tangents
+    _, dval = jax.jvp(lambda *c: staged(point, c), tuple(consts), tuple(dconsts))
+    return val, dval.astype(val.dtype)

@@ -29,7 +29,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from ._constrained_problem import make_problem, scale_of, violation_tolerance
+from ._constrained_problem import (
+    make_problem,
+    scale_of,
+    stationarity_scale,
+    violation_tolerance,
+)
 from ._driver import iterate, make_progress
 from ._linesearch import backtracking
 from ._static import static_function
@@ -103,8 +108,7 @@ def _newton_lagrange(problem, x0, *, rtol, atol, max_iter):
         x, lam = z[:n], z[n:]
         grad_f = jax.grad(problem.objective)(x)
         jac_h = jax.jacfwd(problem.eq)(x)
-        kkt = jnp.maximum(1.0, jnp.maximum(jnp.abs(grad_f), jnp.abs(jac_h.T @ lam)))
-        return kkt, jac_h
+        return stationarity_scale(grad_f, jac_h.T @ lam), jac_h
 
     def converged_at(z, r):
         # (Relative to |(x, lam)|, a point near the cusp of x^2 = y^3 with lam ~ 5e3 passed for

@@ -11,7 +11,6 @@ runs the solver on the iteration driver, wraps the run in implicit differentiati
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -22,7 +21,7 @@ from jax import lax
 from jax.flatten_util import ravel_pytree
 
 from ._driver import History, check_loop_options, iterate
-from ._implicit import dense_tangent_solve, solve_with_implicit_grad, stage
+from ._implicit import dense_tangent_solve, solve_with_implicit_grad, value_by_envelope
 from ._static import static_function
 from ._status import Status
 from ._tree import (
@@ -221,7 +220,8 @@ def _run(spec: _Spec, x0, args, rtol, atol, dyn, limit):
         hist = hist._replace(x=jax.vmap(unravel)(hist.x))
     return MinimiseResult(
         x=unravel(x),
-        value=with_total_derivative(val, lambda u, a: value(u, a), x, args),
+        # f_x = 0 at the minimum: the value's derivative is f's in args (envelope theorem)
+        value=value_by_envelope(val, lambda u: value(u, args), x),
         grad_norm=gnorm,
         n_iter=n_iter,
         n_fev=n_fev,
@@ -232,41 +232,6 @@ def _run(spec: _Spec, x0, args, rtol, atol, dyn, limit):
 
 
 _run_jit = jax.jit(_run, static_argnums=(0,))
-
-
-def with_total_derivative(val, fun: Callable, x, args):
-    """``val = fun(x, args)`` as computed by the solver, with the derivative of ``fun(x, args)``.
-
-    The solver's value travels beside the implicitly differentiated ``x`` as auxiliary output,
-    without derivative. Its derivative ``f_args dargs`` (the envelope theorem: at an
-    unconstrained minimum ``f_x = 0``, so ``dx`` does not enter, and a NaN ``dx`` where the
-    minimiser is not unique does no harm) comes from one ``jvp`` of ``fun`` at the solution, which
-    runs only where a derivative is taken: the primal value stays the
-    solver's own. ``fun`` is staged as the implicit rule stages its functions
-    (``_implicit.stage``): values it closes over (a user's ``f`` may read traced parameters
-    instead of taking them in ``args``) become explicit arguments of the rule, and no closure
-    over traced values is kept by JAX's caches.
-    """
-    staged, consts = stage(lambda xa: fun(*xa), (x, args))
-    return _pass_value(staged, val, (x, args), *consts)
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
-def _pass_value(staged, val, xa, *consts):
-    return val
-
-
-@_pass_value.defjvp
-def _pass_value_jvp(staged, primals, tangents):
-    val, xa, *consts = primals
-    _, (dx, dargs), *dconsts = tangents
-    # The envelope theorem: f_x = 0 at the minimum, so the value's derivative does not involve
-    # dx. Its term is dropped rather than multiplied by f_x ~ 0: where the minimiser is not
-    # unique (a singular Hessian) the implicit dx is NaN, and 0 * NaN made the derivative NaN.
-    # (Second derivatives still see x's dependence on args, through the primal x.)
-    dxa = (jax.tree.map(jnp.zeros_like, dx), dargs)
-    _, dval = jax.jvp(lambda u, *c: staged(u, c), (xa, *consts), (dxa, *dconsts))
-    return val, dval.astype(val.dtype)
 
 
 def run_minimiser(
