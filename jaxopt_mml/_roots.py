@@ -24,7 +24,6 @@ from ._roots_common import (
     check_args,
     check_real_output,
     check_scalar_output,
-    check_tolerance,
     float_dtype,
     make_result,
     map_chunks,
@@ -141,8 +140,6 @@ def newton_raphson(
     check_positive_int("max_iter", max_iter)
     if linesearch_steps is not None:
         check_positive_int("linesearch_steps", linesearch_steps)
-    check_tolerance("rtol", rtol)
-    check_tolerance("atol", atol)
     args = check_args("newton_raphson", args)
     if elementwise not in (None, True, False):
         raise TypeError(f"elementwise must be None, True or False, got {elementwise!r}")

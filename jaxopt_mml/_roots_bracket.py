@@ -22,7 +22,6 @@ from ._roots_common import (
     broadcast_problem,
     check_args,
     check_scalar_output,
-    check_tolerance,
     float_dtype,
     make_result,
     map_elements,
@@ -162,8 +161,6 @@ def _bracket_solver(name: str, newton: bool):
         if max_iter is None:
             max_iter = 100
         check_positive_int("max_iter", max_iter)
-        check_tolerance("rtol", rtol)
-        check_tolerance("atol", atol)
         args = check_args(name, args)
         arrays = {"lower": jnp.asarray(lower), "upper": jnp.asarray(upper)}
         if x0 is not None:

@@ -92,17 +92,6 @@ def reject_unknown(func: str, options: dict[str, Any], known: tuple[str, ...]) -
     )
 
 
-def check_tolerance(name: str, value: Any) -> None:
-    """A tolerance is a static non-negative number (or None for the dtype's default)."""
-    if value is None:
-        return
-    if isinstance(value, jax.core.Tracer):
-        raise TypeError(f"{name} must be a concrete number (it is static), got a traced value")
-    arr = np.asarray(value)
-    if arr.ndim != 0 or not np.issubdtype(arr.dtype, np.number) or np.isnan(arr) or arr < 0:
-        raise ValueError(f"{name} must be a non-negative scalar, got {value!r}")
-
-
 def check_args(func: str, args: Any) -> tuple:
     """``args`` must be a tuple (or list) of extra arguments of ``f``."""
     if not isinstance(args, tuple | list):

@@ -121,7 +121,8 @@ def default_tolerances(
             continue
         if isinstance(value, bool) or np.ndim(value) != 0:
             raise ValueError(f"{name} must be a real scalar, got {value!r}")
-        if not np.issubdtype(dtype_of(value), np.number):
+        kind = dtype_of(value)
+        if not (np.issubdtype(kind, np.integer) or np.issubdtype(kind, np.floating)):
             raise TypeError(f"{name} must be a real number, got {value!r}")
         if not is_concrete(value):
             if not traced:

@@ -424,6 +424,19 @@ def test_shape_and_option_errors():
         mml.newton_raphson(cubic, 1.0, args=(2.0,), rtol=-1.0)
     with pytest.raises(ValueError, match="max_iter"):
         mml.bracketed_newton(cubic, 0.0, 2.0, args=(2.0,), max_iter=0)
+    # Tolerances: one check for every solver (a real, finite, non-negative, concrete scalar).
+    for solve in (
+        lambda **kw: mml.newton_raphson(cubic, 1.0, args=(2.0,), **kw),
+        lambda **kw: mml.bisection(cubic, 0.0, 2.0, args=(2.0,), **kw),
+        lambda **kw: mml.bracketed_newton(cubic, 0.0, 2.0, args=(2.0,), **kw),
+    ):
+        for bad in (-1.0, float("nan"), float("inf"), [1e-3]):
+            with pytest.raises(ValueError, match="atol"):
+                solve(atol=bad)
+        with pytest.raises(TypeError, match="rtol must be a real number"):
+            solve(rtol=1e-3j)
+        with pytest.raises(TypeError, match="rtol must be a concrete number"):
+            jax.jit(lambda r, solve=solve: solve(rtol=r).x)(1e-3)
     with pytest.raises(TypeError, match="elementwise"):
         mml.newton_raphson(cubic, 1.0, args=(2.0,), elementwise="yes")
 
