@@ -187,9 +187,12 @@ def _bordered_hessian(problem, z):
 
 def _reduced_hessian(bordered, n: int, m: int, eps: float):
     """Eigenvalues of ``Z^T H Z`` (ascending) and ``H``'s scale; None where ``J`` is not of full
-    rank (the tangent space is not ``n - m`` dimensional)."""
+    rank (the tangent space is not ``n - m`` dimensional). The rank is judged on ``J`` with unit
+    rows: a constraint's scale (``h`` or ``1e8 h``) changes neither the tangent space nor the
+    rank, and on the raw rows one constraint scaled by 1e8 made every point "degenerate"."""
     jac, hess = bordered[:m, m:], bordered[m:, m:]
-    _, sv, vt = np.linalg.svd(jac)
+    norms = np.linalg.norm(jac, axis=1, keepdims=True)
+    _, sv, vt = np.linalg.svd(jac / np.where(norms > 0, norms, 1.0))
     if m and (sv.size < m or sv[-1] <= np.sqrt(eps) * sv[0]):
         return None
     z = vt[m:].T

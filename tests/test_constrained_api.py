@@ -277,6 +277,23 @@ def test_lagrange_stationary_points_saddle():
     assert kinds[(0.0, 3.0, 0.0)] == "saddle"
 
 
+def test_lagrange_stationary_points_with_constraints_of_different_scales():
+    # |x|^2 on x + y + z = 1 (scaled by 1e8) and y = z: the minimum (1/3, 1/3, 1/3). J's rows
+    # differ in scale by 1e8, which is not a rank deficiency (the point was "degenerate").
+    starts = jnp.array([[0.3, 0.2, 0.1], [1.0, -1.0, 2.0]])
+    pts = mml.lagrange_stationary_points(
+        lambda v: v @ v,
+        lambda v: jnp.stack([1e8 * (jnp.sum(v) - 1.0), v[1] - v[2]]),
+        starts,
+    )
+    assert pts.kind == ("minimum",)
+    # To the solver's default rtol (eps ** 0.5): the KKT matrix's condition is ~1e16 here.
+    np.testing.assert_allclose(pts.x, [[1 / 3, 1 / 3, 1 / 3]], rtol=1.5e-8)
+    # grad f + lam grad h = 0: 2/3 + 1e8 lam1 = 0, and lam2 = 0.
+    np.testing.assert_allclose(pts.multipliers[0, 0], -2 / 3 * 1e-8, rtol=1.5e-8)
+    assert abs(pts.multipliers[0, 1]) < 1.5e-8 * 2 / 3  # rtol times |grad f|
+
+
 def test_lagrange_stationary_points_of_a_linear_objective():
     # f = x + y on the ellipse x^2/4 + y^2 = 1. Newton used to start at lam = 0, where grad L
     # has a singular Jacobian (zero Hessian block): no start converged.
