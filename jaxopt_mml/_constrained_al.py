@@ -12,7 +12,9 @@ the problem is: minimise ``F(x)`` subject to ``c(z) = 0`` and the box ``lower <=
    gradient pushes outwards step onto it and are held there, as are those on a bound that the
    Newton step pushes outwards; the others take a Newton step with the
    negative eigenvalues of their Hessian flipped (so that it never heads for a saddle or a
-   maximum of ``Phi``), and a backtracking search runs along the projected path;
+   maximum of ``Phi``), and a backtracking search runs along the projected path, on which the
+   slacks are kept at their minimising values ``max(0, g(x) - y/rho)`` (so that ``Phi`` is, in
+   ``x``, the Powell-Hestenes-Rockafellar function of Birgin & Martinez);
 2. updates the multipliers, ``y <- y - rho c(z)`` (inequality multipliers clipped at 0), and
    raises ``rho`` tenfold when the violation fell by less than 4x.
 
@@ -22,6 +24,10 @@ components that push a variable at its bound out of the box left out) are within
 violation still does not fall, the problem is reported ``INFEASIBLE`` if the point (nearly)
 minimises the violation over the box (its projected gradient is small, and the linearised
 constraints cannot halve it), and ``STAGNATED`` otherwise.
+
+The constraints are first scaled by their gradients at the start (``min(1, 100 / |grad c_j|)``,
+as IPOPT does), so that one in large units does not dominate the penalty; the multipliers
+returned are those of the constraints as given.
 
 Both loops are init/step pieces run by ``_driver.iterate``; every step has fixed shapes.
 
@@ -148,10 +154,15 @@ def _flipped_newton_step_jvp(primals, tangents):
     return d, -solve(dg + da @ d)
 
 
-def projected_newton(fun, z0, lo, hi, omega, *, max_iter, tol):
+def projected_newton(fun, z0, lo, hi, omega, *, max_iter, tol, reset=None):
     """Minimise ``fun`` over the box ``[lo, hi]`` from ``z0`` until each component of the
     projected gradient is within ``omega`` (a scalar or one per component); returns the driver's
-    output (``state.z``, ``state.grad``)."""
+    output (``state.z``, ``state.grad``). ``reset(z)``, where given, moves a point to one of no
+    larger ``fun`` in the box (the slacks to their minimising values): it is applied to the start
+    and along the search path."""
+    if reset is None:
+        reset = lambda z: z  # noqa: E731
+    z0 = reset(z0)
     dtype = z0.dtype
     eps = jnp.finfo(dtype).eps
     value_and_grad = jax.value_and_grad(fun)
@@ -217,7 +228,7 @@ def projected_newton(fun, z0, lo, hi, omega, *, max_iter, tol):
         d = jnp.where(binding, jnp.where(near_lo & (grad > 0), lo, hi) - z, d)
 
         def path(a):
-            return jnp.clip(z + a * d, lo, hi)
+            return reset(jnp.clip(z + a * d, lo, hi))
 
         # The projected Armijo rule (Bertsekas): fun(z(a)) <= fun(z) + c1 grad . (z(a) - z),
         # written for the core backtracking as phi(a) = fun(z(a)) - c1 grad . (z(a) - z) with a
@@ -257,7 +268,14 @@ def projected_newton(fun, z0, lo, hi, omega, *, max_iter, tol):
 def augmented_lagrangian(
     problem: Problem, x0, *, rtol, atol, max_iter, max_inner_iter, verbose=False
 ):
-    """Run the augmented-Lagrangian method from ``x0``; returns ``(Primal, DriverOutput)``."""
+    """Run the augmented-Lagrangian method from ``x0``; returns ``(Primal, DriverOutput)``.
+
+    The method runs on the constraints scaled by their gradients at ``x0`` (see
+    :func:`_constraint_scales`); the multipliers returned are those of the problem as given.
+    """
+    x0 = jnp.clip(x0, problem.lower, problem.upper)
+    scales = _constraint_scales(problem, x0)
+    original, problem = problem, _scaled(problem, scales)
     dtype = x0.dtype
     eps = float(jnp.finfo(dtype).eps)
     n, m_eq, m_ineq = problem.n, problem.m_eq, problem.m_ineq
@@ -281,6 +299,17 @@ def augmented_lagrangian(
         grad_f = jnp.concatenate([jax.grad(problem.objective)(z[:n]), jnp.zeros((m_ineq,), dtype)])
         return stationarity_tolerance(grad_f, grad_f - grad, rtol, atol)
 
+    def optimal_slacks(z, y, rho):
+        # Phi is a convex quadratic in each slack, y_j - rho (g_j - s_j) its derivative: the
+        # minimiser over s >= 0 is max(0, g - y / rho). Along the inner search the slacks are
+        # kept there (Phi of x alone is then the Powell-Hestenes-Rockafellar function): with the
+        # slacks free, the valley s = g(x) curves as g does (1e3 (1 - |x|^2): by 2e3 per unit
+        # of x squared), the projected path left it after the shortest step, and the inner
+        # Newton ran to its cap in every outer iteration.
+        x = z[:n]
+        s = jnp.maximum(problem.ineq(x) - y[m_eq:] / rho, 0.0)
+        return jnp.concatenate([x, s])
+
     def step(st: ALState):
         tol_kkt = stationarity(st.z, jax.grad(augmented)(st.z, st.y, st.rho))
         omega = jnp.maximum(0.5 * tol_kkt, 0.1 * jnp.minimum(st.viol, 1.0))
@@ -292,6 +321,7 @@ def augmented_lagrangian(
             omega,
             max_iter=max_inner_iter,
             tol=inner_tol,
+            reset=lambda z: optimal_slacks(z, st.y, st.rho),
         )
         z, grad = inner.state.z, inner.state.grad
         c = constraints(z)
@@ -337,7 +367,6 @@ def augmented_lagrangian(
         new = ALState(z, y, rho, viol, value, st.inner_iter + inner.n_iter)
         return new, progress
 
-    x0 = jnp.clip(x0, problem.lower, problem.upper)
     z0 = jnp.concatenate([x0, jnp.maximum(problem.ineq(x0), 0.0)])
     c0 = constraints(z0)
     value0 = problem.objective(x0)
@@ -368,14 +397,41 @@ def augmented_lagrangian(
     )
     z = out.state.z
     x = z[:n]
-    y_eq, y_ineq = out.state.y[:m_eq], out.state.y[m_eq:]
+    y = out.state.y * scales  # the multipliers of the constraints as given
+    y_eq, y_ineq = y[:m_eq], y[m_eq:]
     zero_nu = jnp.zeros((n,), dtype)
-    grad_l = lagrangian_gradient(problem, Primal(x, y_eq, y_ineq, zero_nu))
-    nu = bound_multipliers(problem, x, grad_l)
+    grad_l = lagrangian_gradient(original, Primal(x, y_eq, y_ineq, zero_nu))
+    nu = bound_multipliers(original, x, grad_l)
     al = Primal(x, y_eq, y_ineq, nu)
     # Active inequalities: a slack held at 0 by the projection, or a positive multiplier.
     active = (z[n:] <= 0.0) | (y_ineq > 0.0)
-    return polish(problem, al, active, out, rtol=rtol, atol=atol)
+    return polish(original, al, active, out, rtol=rtol, atol=atol)
+
+
+# A constraint whose gradient at the start is larger than this (in its largest component) is
+# scaled down to it, as in IPOPT (Waechter & Biegler 2006, section 3.8: g_max = 100).
+_GRADIENT_MAX = 100.0
+
+
+def _constraint_scales(problem: Problem, x0):
+    """One positive factor per constraint (equalities, then inequalities): ``min(1, 100 /
+    |grad c_j(x0)|_inf)``. The augmented Lagrangian is not invariant to a constraint's scale:
+    its penalty term ``rho/2 |c|^2`` has curvature ``rho |grad c_j|^2``, and with ``1e3 (1 - x)``
+    beside ``f``'s unit gradients the outer loop ran to its iteration cap (with ``1e6``, it ended
+    at ``x = 0`` instead of 1). A zero or non-finite gradient leaves the constraint as it is."""
+    jac = jax.jacfwd(lambda x: jnp.concatenate([problem.eq(x), problem.ineq(x)]))(x0)
+    big = jnp.max(jnp.abs(jac), axis=1, initial=0.0)
+    ok = jnp.isfinite(big) & (big > _GRADIENT_MAX)
+    return jnp.where(ok, _GRADIENT_MAX / jnp.where(ok, big, 1.0), 1.0).astype(x0.dtype)
+
+
+def _scaled(problem: Problem, scales) -> Problem:
+    """The problem with its constraints multiplied by ``scales`` (same feasible set)."""
+    m_eq = problem.m_eq
+    return problem._replace(
+        eq=lambda x: scales[:m_eq] * problem.eq(x),
+        ineq=lambda x: scales[m_eq:] * problem.ineq(x),
+    )
 
 
 def polish(problem: Problem, z: Primal, active_ineq, out, *, rtol, atol):

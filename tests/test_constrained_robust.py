@@ -349,6 +349,46 @@ def test_a_constraint_in_large_units_does_not_loosen_the_others():
 
 
 @pytest.mark.parametrize(
+    "scale, k, x0, expected",
+    [
+        # F (|x - 2|^2) on x0 <= 1 (as k (1 - x0) >= 0) and x1 <= 1: the minimum (1, 1).
+        # k = 1e6 ended at x0 = 1e-7 with MAX_ITER; F = 1e-6, k = 1e4 at x0 = 6e-5 with SUCCESS.
+        (1.0, 1e6, (0.0, 0.0), (1.0, 1.0)),
+        (1e-6, 1e4, (0.0, 0.0), (1.0, 1.0)),
+        (1e-3, 1e8, (0.0, 0.0), (1.0, 1.0)),
+    ],
+)
+def test_an_inequality_in_large_units_is_met_and_its_multiplier_is_in_its_units(
+    scale, k, x0, expected
+):
+    res = mml.minimise_constrained(
+        lambda x: scale * jnp.sum((x - 2.0) ** 2),
+        jnp.array(x0),
+        ineq=lambda x: jnp.array([k * (1.0 - x[0]), 1.0 - x[1]]),
+    )
+    assert bool(res.success), int(res.status)
+    np.testing.assert_allclose(res.x, expected, rtol=0, atol=1e-7)
+    # grad f + J_g^T mu = 0: -2 F - k mu_1 = 0 and -2 F - mu_2 = 0.
+    np.testing.assert_allclose(res.multipliers_ineq, [-2 * scale / k, -2 * scale], rtol=1e-6)
+
+
+@pytest.mark.parametrize("x0", [0.0, 1e-6, 1e-3])
+def test_a_curved_inequality_in_large_units_from_where_it_is_flat(x0):
+    # |x - 2|^2 in the disc 1e3 (1 - |x|^2) >= 0: the minimum (1, 1) / sqrt 2. The constraint's
+    # gradient vanishes at 0 (no scaling at the start helps), and its slack's valley curves by
+    # 2e3: the inner Newton ran to its cap in every outer step, and the solver to MAX_ITER.
+    res = mml.minimise_constrained(
+        lambda x: jnp.sum((x - 2.0) ** 2),
+        jnp.full(2, x0),
+        ineq=lambda x: jnp.array([1e3 * (1.0 - x @ x)]),
+        method="augmented-lagrangian",
+    )
+    assert bool(res.success), int(res.status)
+    np.testing.assert_allclose(res.x, np.full(2, np.sqrt(0.5)), rtol=1e-8)
+    assert int(res.n_iter) < 30
+
+
+@pytest.mark.parametrize(
     "kwargs",
     [
         {"bounds": (-5.0, 5.0)},
