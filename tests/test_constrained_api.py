@@ -437,3 +437,43 @@ def test_lagrange_points_a_constraint_in_large_units_does_not_loosen_the_others(
         jnp.array([[0.0, 0.0], [3.0, 3.0]]),
     )
     np.testing.assert_allclose(pts.x, [[1.0, 1.0]], rtol=0, atol=1e-12)
+
+
+def test_lagrange_points_are_represented_by_their_most_accurate_start():
+    """Starts that reach one point are merged, and "each point is represented by the start that
+    reached it with the smallest |grad L|": in float32 (Newton stops at ~3e-4) the reported
+    residual is the smallest among the end points that merged into it (the end points
+    themselves: ``unique_tol=0``)."""
+
+    def f(p):
+        return p[0] ** 2 * p[1]
+
+    def h(p):
+        return jnp.array([p @ p - 1.0])
+
+    def residual(x, lam):  # max |(grad f + J^T lam, h)| in float64
+        x, lam = jnp.asarray(x, jnp.float64), jnp.asarray(lam, jnp.float64)
+        g = jax.grad(lambda u: f(u) + lam @ h(u))(x)
+        return float(jnp.max(jnp.abs(jnp.concatenate([g, h(x)]))))
+
+    starts = jax.random.normal(jax.random.key(0), (32, 2)).astype(jnp.float32)
+    pts = mml.lagrange_stationary_points(f, h, starts)
+    ends = mml.lagrange_stationary_points(f, h, starts, unique_tol=0.0)
+    r_ends = np.array([residual(x, lam) for x, lam in zip(ends.x, ends.multipliers, strict=True)])
+    assert len(pts.kind) == 6  # the six stationary points, 0.5 or more apart
+    for x, lam in zip(pts.x, pts.multipliers, strict=True):
+        near = np.max(np.abs(np.asarray(ends.x) - x), axis=1) < 0.1
+        assert residual(x, lam) <= 2.0 * r_ends[near].min() + 1e-7
+
+
+def test_lagrange_points_with_redundant_constraints_are_degenerate():
+    """Two copies of one constraint: ``J`` has rank 1 < m = 2, the bordered Hessian is singular
+    (rank 4 of 5), and the second-order test says nothing: "degenerate" (not "minimum")."""
+    pts = mml.lagrange_stationary_points(
+        lambda x: x @ x,
+        lambda x: jnp.array([jnp.sum(x) - 1.0, 2.0 * jnp.sum(x) - 2.0]),
+        jax.random.normal(jax.random.key(1), (4, 3)),
+    )
+    np.testing.assert_allclose(pts.x, [[1 / 3, 1 / 3, 1 / 3]], atol=1e-8)
+    assert np.linalg.matrix_rank(pts.bordered_hessian[0]) < 5
+    assert pts.kind == ("degenerate",)
