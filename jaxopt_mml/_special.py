@@ -45,6 +45,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
 
 from ._backend import wide_backend
 
@@ -233,11 +234,17 @@ def gammaincc(a, x):
     return jnp.where(regular, q, jnp.where(valid, edge, jnp.nan))
 
 
-@gammaincc.defjvp
 def _gammaincc_jvp(primals, tangents):
     a, x = primals
     da, dx = tangents
     q = gammaincc(a, x)
+    # Symbolic zeros (an input not differentiated) are told apart from a tangent that is zero:
+    # dQ/da is not implemented, and a tangent in a gives NaN rather than a silently wrong zero,
+    # linearly (NaN * da), so that reverse mode can transpose it (a where(da == 0, 0, NaN) made
+    # jax.grad in a fail with a bare AssertionError).
+    a_free = not isinstance(da, SymbolicZero)
+    da = jnp.zeros_like(a) if not a_free else da
+    dx = jnp.zeros_like(x) if isinstance(dx, SymbolicZero) else dx
     a, x, da, dx = jnp.broadcast_arrays(a, x, da, dx)
     inner = (x > 0) & jnp.isfinite(x) & (a > 0) & jnp.isfinite(a)
     a_s, x_s = jnp.where(inner, a, 1.0), jnp.where(inner, x, 1.0)
@@ -245,6 +252,8 @@ def _gammaincc_jvp(primals, tangents):
     density = jnp.exp(_log_prefactor(a_s, x_s, f)) / x_s  # x^(a-1) e^-x / Gamma(a)
     at_zero = jnp.where(a < 1, -jnp.inf, jnp.where(a == 1, -1.0, 0.0))  # the limit x -> 0+
     dq_dx = jnp.where(inner, -density, jnp.where(x == 0, at_zero, 0.0))
-    # dQ/da is not implemented: a tangent in a gives NaN rather than a silently wrong zero.
-    dq_da = jnp.where(da == 0, 0.0, jnp.nan)
-    return q, dq_dx * dx + dq_da
+    tangent = dq_dx * dx
+    return q, tangent + jnp.nan * da if a_free else tangent
+
+
+gammaincc.defjvp(_gammaincc_jvp, symbolic_zeros=True)
