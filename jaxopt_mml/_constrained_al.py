@@ -465,8 +465,10 @@ def polish(problem: Problem, z: Primal, active_ineq, out, *, rtol, atol):
 
     grad_f = jax.grad(problem.objective)(x_p)
     tol_kkt = atol + rtol * scale_of(grad_f)
+    # A bound multiplier's sign must push the variable into the box; a variable fixed by
+    # lower == upper may be pushed either way (its polish was refused, leaving 7e-10 errors).
     signs_ok = jnp.all(polished.y_ineq >= -tol_kkt) & jnp.all(
-        jnp.where(at_lower, polished.nu >= -tol_kkt, polished.nu <= tol_kkt)
+        (at_lower & at_upper) | jnp.where(at_lower, polished.nu >= -tol_kkt, polished.nu <= tol_kkt)
     )
     # Where the augmented Lagrangian itself did not converge, the polished point must also meet
     # the stationarity test: Newton-KKT's "no step left" stop holds no evidence at a huge x
