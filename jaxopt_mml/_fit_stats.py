@@ -81,9 +81,9 @@ def chi2_sf(chi2, dof):
     chi2 = as_inexact(chi2)
     dof = jnp.asarray(dof, chi2.dtype)
     safe = jnp.where(dof > 0, dof, 1.0)
-    # chi2 >= 0 kept whole (jnp.maximum would halve the derivative at 0, a tie): at 0 it is the
-    # right-hand one, as chi2 cannot be negative.
-    x = 0.5 * jnp.where(chi2 >= 0, chi2, 0.0)
+    # chi2 >= 0 (and NaN) kept whole (jnp.maximum would halve the derivative at 0, a tie): at 0
+    # it is the right-hand one, as chi2 cannot be negative.
+    x = 0.5 * jnp.where(chi2 < 0, 0.0, chi2)
     return jnp.where(dof > 0, gammaincc(0.5 * safe, x), jnp.nan)
 
 
