@@ -646,10 +646,12 @@ def test_newton_merit_does_not_overflow_or_underflow(s):
     np.testing.assert_allclose(res.x, 2.0, rtol=1e-12)
 
 
-def test_system_newton_retries_a_failed_search_along_the_cauchy_step():
+@pytest.mark.parametrize("scale", [1.0, 1e6])
+def test_system_newton_retries_a_failed_search_along_the_cauchy_step(scale):
     # Near a nearly singular J (sigma_min 1.6e-7) the Newton step is huge and valid, and
     # backtracking could not shorten it: LINESEARCH_FAILED at |F| = 0.42 with J^T F far from 0.
-    # A failed Newton search is now retried once along the Cauchy step.
+    # A failed Newton search is now retried once along the Cauchy step, whose length does not
+    # depend on the scale of F (scale 1e6 succeeds as 1 does).
     root = np.array([2.188669772404644, -2.643215090397969])
     a = jnp.array(
         [[-0.1719592927477367, 1.3382795151279085], [0.5822058485731421, -1.22321103493631]]
@@ -662,7 +664,7 @@ def test_system_newton_retries_a_failed_search_along_the_cauchy_step():
 
     def fun(x):
         d = x - root
-        return a @ d + al * d**2 + be * jnp.sin(b @ d) + 0.1 * jnp.exp(0.3 * d) - 0.1
+        return scale * (a @ d + al * d**2 + be * jnp.sin(b @ d) + 0.1 * jnp.exp(0.3 * d) - 0.1)
 
     res = mml.newton_raphson(fun, jnp.array([4.102762805658981, -1.388506796049901]))
     assert mml.Status(int(res.status)) == mml.Status.SUCCESS

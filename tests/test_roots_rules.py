@@ -257,29 +257,6 @@ def test_system_newton_started_at_a_root_with_a_singular_jacobian_succeeds():
     assert int(res.n_iter) == 0
 
 
-def test_system_newton_cauchy_retry_is_independent_of_the_scale_of_f():
-    """The nearly singular system of the Cauchy-retry test in tests/test_roots.py, times 1e6:
-    the steepest-descent retry step does not depend on the scale of F, so the solve succeeds
-    as it does unscaled."""
-    root = np.array([2.188669772404644, -2.643215090397969])
-    a = jnp.array(
-        [[-0.1719592927477367, 1.3382795151279085], [0.5822058485731421, -1.22321103493631]]
-    )
-    b = jnp.array(
-        [[-0.6526219432222937, -0.6682909117682758], [0.855275269381376, 0.343304718901037]]
-    )
-    al = jnp.array([-0.4535807832653197, 0.464296199135401])
-    be = jnp.array([0.039850261070211224, 0.12467053802355688])
-
-    def fun(x):
-        d = x - root
-        return 1e6 * (a @ d + al * d**2 + be * jnp.sin(b @ d) + 0.1 * jnp.exp(0.3 * d) - 0.1)
-
-    res = mml.newton_raphson(fun, jnp.array([4.102762805658981, -1.388506796049901]))
-    assert mml.Status(int(res.status)) == mml.Status.SUCCESS
-    np.testing.assert_allclose(res.x, root, rtol=1e-10)
-
-
 def test_bracketed_newton_clips_x0_into_the_bracket():
     """x0 outside [lower, upper] is clipped into it: f is never evaluated outside."""
     f = lambda x: (x - 1.0) * jnp.where((x >= 0.0) & (x <= 2.0), 1.0, jnp.nan)
