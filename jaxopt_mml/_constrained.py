@@ -120,8 +120,9 @@ def minimise_constrained(
       equalities with slacks, :math:`g(x) - s = 0,\ s \ge 0`; each outer iteration minimises
       :math:`F - y^T c + \tfrac{\rho}{2}\|c\|^2` over the box of bounds by a projected Newton
       method (Bertsekas 1982), the slacks kept at their minimising values
-      :math:`\max(0, g - y/\rho)` along its search, then updates :math:`y \leftarrow y - \rho c` and raises
-      :math:`\rho` when the violation does not fall by 4x (Conn, Gould & Toint; Birgin & Martinez).
+      :math:`\max(0, g - y/\rho)` along its search, then updates
+      :math:`y \leftarrow y - \rho c` and raises :math:`\rho` when the violation does not fall
+      by 4x (Conn, Gould & Toint; Birgin & Martinez).
       The constraints are scaled by their gradients at ``x0`` (to at most 100, as IPOPT does);
       the multipliers returned are those of the constraints as given.
       Once it has converged, the active inequalities and bounds it found are treated as

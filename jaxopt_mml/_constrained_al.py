@@ -20,10 +20,10 @@ the problem is: minimise ``F(x)`` subject to ``c(z) = 0`` and the box ``lower <=
 
 It stops when each constraint's violation and each component of the projected gradient of the
 Lagrangian (which equals that of ``Phi`` with the updated ``y``; in gradient units, the
-components that push a variable at its bound out of the box left out) are within tolerance. When ``rho`` has reached its cap and the
-violation still does not fall, the problem is reported ``INFEASIBLE`` if the point (nearly)
-minimises the violation over the box (its projected gradient is small, and the linearised
-constraints cannot halve it), and ``STAGNATED`` otherwise.
+components that push a variable at its bound out of the box left out) are within tolerance.
+When ``rho`` has reached its cap and the violation still does not fall, the problem is reported
+``INFEASIBLE`` if the point (nearly) minimises the violation over the box (its projected
+gradient is small, and the linearised constraints cannot halve it), and ``STAGNATED`` otherwise.
 
 The constraints are first scaled by their gradients at the start (``min(1, 100 / |grad c_j|)``,
 as IPOPT does), so that one in large units does not dominate the penalty; the multipliers
@@ -50,6 +50,7 @@ from ._constrained_problem import (
     Primal,
     Problem,
     bound_multipliers,
+    constraint_jacobian,
     is_feasible,
     kkt_map,
     lagrangian_gradient,
@@ -419,8 +420,7 @@ def _constraint_scales(problem: Problem, x0):
     its penalty term ``rho/2 |c|^2`` has curvature ``rho |grad c_j|^2``, and with ``1e3 (1 - x)``
     beside ``f``'s unit gradients the outer loop ran to its iteration cap (with ``1e6``, it ended
     at ``x = 0`` instead of 1). A zero or non-finite gradient leaves the constraint as it is."""
-    jac = jax.jacfwd(lambda x: jnp.concatenate([problem.eq(x), problem.ineq(x)]))(x0)
-    big = jnp.max(jnp.abs(jac), axis=1, initial=0.0)
+    big = jnp.max(jnp.abs(constraint_jacobian(problem, x0)), axis=1, initial=0.0)
     ok = jnp.isfinite(big) & (big > _GRADIENT_MAX)
     return jnp.where(ok, _GRADIENT_MAX / jnp.where(ok, big, 1.0), 1.0).astype(x0.dtype)
 

@@ -262,12 +262,17 @@ def violation_tolerance(jac: jax.Array, x: jax.Array, rtol, atol) -> jax.Array:
     return atol + rtol * jnp.max(jnp.abs(jac), axis=1, initial=0.0) * scale_of(x)
 
 
+def constraint_jacobian(problem: Problem, x: jax.Array) -> jax.Array:
+    """The Jacobian in ``x`` of the equalities, then the inequalities: ``(m_eq + m_ineq, n)``."""
+    return jax.jacfwd(lambda u: jnp.concatenate([problem.eq(u), problem.ineq(u)]))(x)
+
+
 def is_feasible(problem: Problem, x: jax.Array, rtol, atol) -> jax.Array:
     """Whether each constraint's violation at ``x`` (``|h_j|``, ``max(-g_j, 0)``) is within its
     :func:`violation_tolerance`, and each bound's within ``atol + rtol max(1, |x|)`` (its
     gradient is a unit vector)."""
     c = jnp.concatenate([jnp.abs(problem.eq(x)), jnp.maximum(-problem.ineq(x), 0.0)])
-    jac = jax.jacfwd(lambda u: jnp.concatenate([problem.eq(u), problem.ineq(u)]))(x)
+    jac = constraint_jacobian(problem, x)
     bounds = jnp.maximum(problem.lower - x, x - problem.upper)
     return jnp.all(c <= violation_tolerance(jac, x, rtol, atol)) & jnp.all(
         bounds <= atol + rtol * scale_of(x)

@@ -243,8 +243,10 @@ def _gammaincc_jvp(primals, tangents):
     # linearly (NaN * da), so that reverse mode can transpose it (a where(da == 0, 0, NaN) made
     # jax.grad in a fail with a bare AssertionError).
     a_free = not isinstance(da, SymbolicZero)
-    da = jnp.zeros_like(a) if not a_free else da
-    dx = jnp.zeros_like(x) if isinstance(dx, SymbolicZero) else dx
+    if not a_free:
+        da = jnp.zeros_like(a)
+    if isinstance(dx, SymbolicZero):
+        dx = jnp.zeros_like(x)
     a, x, da, dx = jnp.broadcast_arrays(a, x, da, dx)
     inner = (x > 0) & jnp.isfinite(x) & (a > 0) & jnp.isfinite(a)
     a_s, x_s = jnp.where(inner, a, 1.0), jnp.where(inner, x, 1.0)

@@ -58,10 +58,16 @@ def test_driver_nonfinite_step_keeps_last_finite():
         return new, make_progress(new, new, dx=new - x, df=jnp.ones_like(x))
 
     x0 = jnp.asarray(0.0)
-    out = iterate(step, x0, make_progress(x0, x0), max_iter=50, rtol=0.0, atol=0.0)
+    out = iterate(step, x0, make_progress(x0, x0), max_iter=50, rtol=0.0, atol=0.0, history=10)
     assert int(out.status) == mml.Status.NONFINITE
     assert float(out.progress.x) == 4.0
     assert int(out.n_iter) == 5
+    # x = 0, 1, 2, 3, 4 are recorded; the step to inf is rejected and leaves no entry.
+    h = out.history
+    assert int(h.length) == 5
+    np.testing.assert_array_equal(h.f[:5], [0.0, 1.0, 2.0, 3.0, 4.0])
+    np.testing.assert_array_equal(h.x[:5], [0.0, 1.0, 2.0, 3.0, 4.0])
+    assert np.all(np.isnan(np.asarray(h.f[5:])))
 
 
 def test_driver_check_finite_off_keeps_every_step():

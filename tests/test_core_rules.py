@@ -31,24 +31,6 @@ def test_driver_nonfinite_step_below_the_limit_is_nonfinite_not_unbounded():
     assert int(out.n_iter) == 3
 
 
-def test_driver_history_does_not_record_a_rejected_nonfinite_step():
-    """x = 0, 1, 2, 3, 4 are recorded; the step to inf is rejected and leaves no entry."""
-
-    def step(x):
-        new = jnp.where(x > 3.5, jnp.inf, x + 1.0)
-        return new, make_progress(new, new, dx=new - x, df=jnp.ones_like(x))
-
-    x0 = jnp.asarray(0.0)
-    out = iterate(step, x0, make_progress(x0, x0), max_iter=50, rtol=0.0, atol=0.0, history=10)
-    assert mml.Status(int(out.status)) == mml.Status.NONFINITE
-    assert int(out.n_iter) == 5
-    h = out.history
-    assert int(h.length) == 5
-    np.testing.assert_array_equal(h.f[:5], [0.0, 1.0, 2.0, 3.0, 4.0])
-    np.testing.assert_array_equal(h.x[:5], [0.0, 1.0, 2.0, 3.0, 4.0])
-    assert np.all(np.isnan(np.asarray(h.f[5:])))
-
-
 # ----------------------------------------------------------------------------------------------
 # Backtracking
 
