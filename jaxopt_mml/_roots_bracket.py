@@ -73,6 +73,10 @@ def _init(f, lower, upper, x0, with_derivative):
     lo, hi = jnp.minimum(lower, upper), jnp.maximum(lower, upper)
     flo, fhi = f(lo), f(hi)
     invalid = _same_sign(flo, fhi) & (flo != 0) & (fhi != 0)
+    # Tested on the ends themselves: bracketed Newton's first shrink may drop the end where f is
+    # NaN or inf, and its status then depended on that NaN's sign bit (NONFINITE, BRACKET_INVALID
+    # or a run to SUCCESS) where bisection reports NONFINITE.
+    ends_finite = jnp.isfinite(flo) & jnp.isfinite(fhi)
     root_lo, root_hi = flo == 0, fhi == 0
     if with_derivative:
         x = _midpoint(lo, hi) if x0 is None else jnp.clip(x0, lo, hi)
@@ -90,7 +94,7 @@ def _init(f, lower, upper, x0, with_derivative):
     fx = jnp.where(root, jnp.zeros_like(fx), fx)
     lo, hi = jnp.where(root, x, lo), jnp.where(root, x, hi)
     state = _Bracket(lo, hi, flo, x, fx, dfx, hi - lo)
-    return state, invalid, jnp.isfinite(flo) & jnp.isfinite(fhi)
+    return state, invalid, ends_finite
 
 
 def _finished(s: _Bracket, rtol, atol):

@@ -346,6 +346,17 @@ def test_bracket_nonfinite():
     assert int(res.status) == Status.NONFINITE and int(res.n_iter) == 0
 
 
+@pytest.mark.parametrize("solver", [mml.bisection, mml.bracketed_newton])
+@pytest.mark.parametrize("nan, root", [(-np.nan, 3.0), (np.nan, 1.0)])
+def test_nan_at_a_bracket_end_is_nonfinite(solver, nan, root):
+    # f is NaN at the lower end. Bracketed Newton's first step shrinks the bracket at its middle
+    # and tested the shrunk ends: its status followed the NaN's sign bit and f at the middle
+    # (SUCCESS from a bracket whose sign change was never seen, or BRACKET_INVALID) where
+    # bisection reports NONFINITE.
+    res = solver(lambda x: jnp.where(x < 0, nan, x - root), -1.0, 5.0)
+    assert int(res.status) == Status.NONFINITE and int(res.n_iter) == 0
+
+
 # --------------------------------------------------------------------------- bad input, options
 
 
