@@ -16,9 +16,9 @@ closure, by its code and closure values (``optax.adam(0.1)`` made twice gives eq
 optimisers; its module's globals are taken as fixed).
 
 Values are compared by value when they are immutable (``None``, numbers, strings, NumPy scalars,
-tuples of them; floats by their representation, so ``-0.0`` is not ``0.0``) and by identity
-when they are modules, classes, JAX arrays (immutable too), or functions of JAX, NumPy and the
-like; a function found among them is judged by these same rules. Anything else (a NumPy array,
+tuples of them; floats by their representation and bits, so ``-0.0`` is not ``0.0`` and
+``-nan`` is not ``nan``) and by identity when they are modules, classes, JAX arrays (immutable
+too), or functions of JAX, NumPy and the like; a function found among them is judged by these same rules. Anything else (a NumPy array,
 a list, a dict, an object of the user's own class: all may be mutated between calls) is
 compared by identity *and* makes the function that reads it equal only to itself, as
 ``jax.jit`` has it: a lambda made anew around a mutated object compiles anew (also where the
@@ -112,7 +112,9 @@ def _is_library(value) -> bool:
 def _value_key(value, seen: set[int]) -> Any:
     if isinstance(value, _IMMUTABLE):
         if isinstance(value, float | complex | np.inexact):  # -0.0 == 0.0, but not in a program
-            return (type(value), repr(value))
+            # and by their bits: NaNs of either sign print as "nan", and the sign reaches the
+            # program's results (jnp.signbit, copysign, the sign tests of a bracketing solver)
+            return (type(value), repr(value), np.asarray(value).tobytes())
         return (type(value), value)
     if isinstance(value, tuple) and (type(value) is tuple or hasattr(value, "_fields")):
         items = tuple(_value_key(v, seen) for v in value)  # a tuple or a NamedTuple

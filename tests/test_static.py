@@ -223,6 +223,16 @@ def test_signed_zeros_are_different_values():
     np.testing.assert_allclose(xs, [np.pi, -np.pi], rtol=1e-12)
 
 
+def test_nans_of_either_sign_are_different_values():
+    # repr(-nan) == repr(nan) == "nan": the second call reused the program built for the first
+    def make(c):
+        return lambda u: u - jnp.where(jnp.signbit(c), 2.0, 3.0)
+
+    assert static_function(make(-np.nan)) != static_function(make(np.nan))
+    xs = [float(mml.newton_raphson(make(c), 0.0).x) for c in (-np.nan, np.nan)]
+    np.testing.assert_allclose(xs, [2.0, 3.0], rtol=1e-12)
+
+
 SCALE = 8.0
 
 
