@@ -342,6 +342,19 @@ def taylor_polynomial(
     return TaylorPolynomial(coefficients, _as_float(x0))
 
 
+def _check_point(model: str, x: PyTree, x0: PyTree) -> None:
+    """A local model is evaluated at one point of ``x0``'s structure and shapes: a point of
+    another shape would broadcast against ``x0`` (``[0.5]`` for a two-vector ``x0`` meant
+    ``[0.5, 0.5]``) or fail inside a contraction."""
+    x_shape = jax.tree.map(jnp.shape, x)
+    if x_shape != jax.tree.map(jnp.shape, x0):
+        raise ValueError(
+            f"{model} is evaluated at points of x0's structure and shapes "
+            f"{jax.tree.map(jnp.shape, x0)}, got {x_shape}; for many points use "
+            "jax.vmap(model)"
+        )
+
+
 class Linearisation(NamedTuple):
     r"""The first-order model :math:`m(x) = f(x_0) + J(x_0)(x - x_0)`; call it to evaluate.
 
@@ -356,13 +369,7 @@ class Linearisation(NamedTuple):
     x0: PyTree
 
     def __call__(self, x: PyTree) -> PyTree:
-        x_shape = jax.tree.map(jnp.shape, x)
-        if x_shape != jax.tree.map(jnp.shape, self.x0):
-            raise ValueError(
-                "a Linearisation is evaluated at points of x0's structure and shapes "
-                f"{jax.tree.map(jnp.shape, self.x0)}, got {x_shape}; for many points use "
-                "jax.vmap(model)"
-            )
+        _check_point("a Linearisation", x, self.x0)
         step = _apply_dense(self.jacobian, tree_sub(x, self.x0), self.value)
         return jax.tree.map(jnp.add, self.value, step)
 
@@ -426,6 +433,7 @@ class QuadraticModel(NamedTuple):
     x0: PyTree
 
     def __call__(self, x: PyTree) -> jax.Array:
+        _check_point("a QuadraticModel", x, self.x0)
         delta = tree_sub(x, self.x0)
         curvature = _apply_dense(self.hessian, delta, self.gradient)
         return self.value + tree_vdot(self.gradient, delta) + 0.5 * tree_vdot(delta, curvature)

@@ -83,6 +83,14 @@ def test_misuse_messages_and_the_value_of_a_power_of_zero():
         model(jnp.array([0.6, 0.7]))
     want = [model(0.6), model(0.7)]
     np.testing.assert_allclose(jax.vmap(model)(jnp.array([0.6, 0.7])), want, rtol=1e-15)
+    # the same for a quadratic model: a point of another shape broadcast against x0 ([0.5]
+    # for [1, 2] was evaluated at [0.5, 0.5]) or failed inside a tensordot
+    quad = mml.quadratic_model(lambda x: jnp.sum(x**3), jnp.array([1.0, 2.0]))
+    for point in (jnp.array([0.5]), 0.5, jnp.full((3, 2), 0.5)):
+        with pytest.raises(ValueError, match="x0's structure and shapes"):
+            quad(point)
+    points = jnp.array([[0.5, 0.5], [1.5, 2.5]])
+    np.testing.assert_allclose(jax.vmap(quad)(points), [quad(p) for p in points], rtol=1e-15)
     # c_0 is f(x0) itself: 0 ** x at x0 = 1 made it NaN (exp(0 * log 0)) beyond order 4
     got = mml.taylor_coefficients(lambda x: jnp.power(0.0, x) + jnp.sin(x), 1.0, 5)
     np.testing.assert_allclose(got[0], np.sin(1.0), rtol=1e-15)
