@@ -314,7 +314,8 @@ def test_check_grad_correct_gradient_at_a_stationary_point_is_no_error():
     assert mml.check_grad(rosen3, jnp.ones(3, jnp.float32)).max_rel_error < 1e-2  # eps32^(1/3)
     # A wrong gradient is still caught there, and the floor is no absolute scale that would hide
     # a wrong gradient of a function with tiny values.
-    # (reported against the error of the difference, 1.5e-8 in x_2, over eps^(1/3): 4e-2).
+    # (1e-4 is far beyond the difference's error, 1.5e-8 in x_2: about 1, where against that
+    # error over eps^(1/3) it read 4e-2).
     wrong = lambda x: jax.grad(rosen3)(x) + jnp.array([0.0, 1e-4, 0.0])
     out = mml.check_grad(rosen3, jnp.ones(3), wrong)
     assert out.max_rel_error > 1e-2 and np.argmax(out.errors) == 1
@@ -324,6 +325,20 @@ def test_check_grad_correct_gradient_at_a_stationary_point_is_no_error():
     assert mml.check_grad(tiny, jnp.ones(2)).max_rel_error < 1e-8
     out = mml.check_grad(tiny, jnp.ones(2), lambda x: 4e-20 * x)  # twice the true gradient
     np.testing.assert_allclose(out.max_rel_error, 0.5, rtol=1e-6)
+
+
+@pytest.mark.parametrize("noisy", ["inner_tolerance", "float32_inside"])
+def test_check_grad_catches_a_wrong_gradient_of_a_noisy_function(noisy):
+    # The difference's error (6e-4 here) over eps^(1/3) was a floor of ~100, above the gradient
+    # itself: a gradient off by 100 % reported 1.4e-2 (inner tolerance) or 1.6e-3 (float32).
+    if noisy == "inner_tolerance":  # f known to 1e-8, as from an inner iterative solve
+        f = lambda x: jnp.sum(jnp.sin(x) + jax.lax.stop_gradient(1e-8 * jnp.sin(1e8 * x)))
+    else:
+        f = lambda x: jnp.sum(jnp.sin(x.astype(jnp.float32)))
+    x = jnp.array([0.5, 1.0, 2.0])
+    assert mml.check_grad(f, x, jnp.cos).max_rel_error < 1e-3
+    assert mml.check_grad(f, x, lambda x: 2.0 * jnp.cos(x)).max_rel_error > 0.4
+    assert mml.check_grad(f, x, lambda x: 1.1 * jnp.cos(x)).max_rel_error > 0.05
 
 
 def test_check_grad_empty_x_and_grad_shapes_leaf_by_leaf():
