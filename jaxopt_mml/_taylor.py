@@ -307,7 +307,11 @@ class TaylorPolynomial(NamedTuple):
     x0: jax.Array
 
     def __call__(self, x: Any) -> jax.Array:
-        return _horner(self.coefficients, jnp.asarray(x) - self.x0)
+        dx = jnp.asarray(x) - self.x0
+        # each point of x against every output element: shape x.shape + out.shape (dx alone
+        # broadcast against out.shape paired the point x[i] with the output element i)
+        dx = dx.reshape(dx.shape + (1,) * (jnp.ndim(self.coefficients) - 1))
+        return _horner(self.coefficients, dx)
 
 
 def taylor_polynomial(
@@ -317,8 +321,8 @@ def taylor_polynomial(
 
     :math:`p(x) = \sum_{k=0}^{n} \frac{f^{(k)}(x_0)}{k!} (x - x_0)^k`, evaluated by Horner's rule
     :math:`p = c_0 + \delta (c_1 + \delta (c_2 + \dots))` with :math:`\delta = x - x_0` (``n``
-    multiply-adds, stable). ``x`` may be an array (the polynomial is applied elementwise) when ``f``
-    is scalar-valued.
+    multiply-adds, stable). ``x`` may be an array: the polynomial is evaluated at each of its
+    elements, giving an array of shape ``x.shape + out.shape`` (as ``jax.vmap`` of the call would).
 
     Args:
         f, x0, order, args, method: As for :func:`taylor_coefficients`.

@@ -237,6 +237,13 @@ def test_taylor_polynomial_horner_jit_vmap_no_retrace():
     x0s = jnp.linspace(-1.0, 1.0, 4)
     vals = jax.vmap(lambda x0: mml.taylor_polynomial(jnp.exp, x0, 5)(x0 + 0.01))(x0s)
     np.testing.assert_allclose(vals, np.exp(x0s + 0.01), rtol=1e-14)
+    # a vector-valued f at many points: each point against every output element (x[i] was
+    # paired with output i: [sin 0.1, cos 0.2], and three points against two outputs failed)
+    q = mml.taylor_polynomial(lambda x: jnp.stack([jnp.sin(x), jnp.cos(x)]), 0.0, 9)
+    for points in (jnp.array([0.1, 0.2]), jnp.array([[0.1, 0.2, 0.3]])):
+        want = np.stack([np.sin(points), np.cos(points)], axis=-1)
+        np.testing.assert_allclose(q(points), want, rtol=1e-10)
+        np.testing.assert_allclose(jax.vmap(q)(points.ravel()), want.reshape(-1, 2), rtol=1e-10)
     with pytest.raises(ValueError, match="order"):
         mml.taylor_polynomial(jnp.sin, 0.0, -2)
 
