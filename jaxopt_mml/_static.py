@@ -16,24 +16,23 @@ closure, by its code and closure values (``optax.adam(0.1)`` made twice gives eq
 optimisers; its module's globals are taken as fixed).
 
 Values are compared by value when they are immutable (``None``, numbers, strings, NumPy scalars,
-tuples of them; floats by their representation and bits, so ``-0.0`` is not ``0.0`` and
-``-nan`` is not ``nan``) and by identity when they are modules, classes, JAX arrays (immutable
-too), or functions of JAX, NumPy and the like; a function found among them is judged by these same rules. Anything else (a NumPy array,
-a list, a dict, an object of the user's own class: all may be mutated between calls) is
-compared by identity *and* makes the function that reads it equal only to itself, as
-``jax.jit`` has it: a lambda made anew around a mutated object compiles anew (also where the
-object sits in a tuple or NamedTuple, or is the object of a bound method the function reads). The judgement is
-made at every call, so a global the function reads that has been rebound since the last call,
-to any value, gives a new compilation rather than a stale result (``jax.jit`` of one function
-object would not notice). What is not seen, as with ``jax.jit``: an object mutated in place (an
-array written into, a list appended to, an attribute set) and read by the *same* function
-object, including objects reached through module or class attributes (modules and classes
-are compared by identity and taken as fixed, so a class attribute set between calls is not seen
-by a new lambda either), a bound method passed itself (``m.res`` after ``m.c = 9`` is the same
-function of the same object, as for ``jax.jit`` of a method), and ``global`` state changed
-inside a library module. A library function is recognised by the module its code runs
-in (its globals), not by ``__module__``, which ``functools.wraps`` copies.
-"""
+tuples of them; floats by their representation and bits, so ``-0.0`` is not ``0.0`` and ``-nan`` is
+not ``nan``) and by identity when they are modules, classes, JAX arrays (immutable too), or
+functions of JAX, NumPy and the like; a function found among them is judged by these same rules.
+Anything else (a NumPy array, a list, a dict, an object of the user's own class: all may be mutated
+between calls) is compared by identity *and* makes the function that reads it equal only to itself,
+as ``jax.jit`` has it: a lambda made anew around a mutated object compiles anew (also where the
+object sits in a tuple or NamedTuple, or is the object of a bound method the function reads). The
+judgement is made at every call, so a global the function reads that has been rebound since the
+last call, to any value, gives a new compilation rather than a stale result (``jax.jit`` of one
+function object would not notice). What is not seen, as with ``jax.jit``: an object mutated in
+place (an array written into, a list appended to, an attribute set) and read by the *same* function
+object, including objects reached through module or class attributes (modules and classes are
+compared by identity and taken as fixed, so a class attribute set between calls is not seen by a
+new lambda either), a bound method passed itself (``m.res`` after ``m.c = 9`` is the same function
+of the same object, as for ``jax.jit`` of a method), and ``global`` state changed inside a library
+module. A library function is recognised by the module its code runs in (its globals), not by
+``__module__``, which ``functools.wraps`` copies."""
 
 from __future__ import annotations
 
