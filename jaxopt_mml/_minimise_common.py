@@ -159,7 +159,8 @@ def _run(spec: _Spec, x0, args, rtol, atol, dyn, limit):
     dtype = jnp.result_type(*jax.tree.leaves(flat0))
 
     def value(x, a):
-        return f(unravel(x), *a).astype(dtype)
+        # (jnp.asarray: a constant objective may return a Python float)
+        return jnp.asarray(f(unravel(x), *a)).astype(dtype)
 
     def solve(guess):
         fun = Problem(

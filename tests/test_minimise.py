@@ -578,6 +578,16 @@ def test_float32_start_with_float64_data_runs_in_float32(solver):
     np.testing.assert_allclose(res.x, data, rtol=1e-4)
 
 
+@pytest.mark.parametrize("solver", ["gradient_descent", "newton_minimise", "bfgs", "lbfgs"])
+def test_a_constant_objective_returning_a_python_float_is_minimised_at_the_start(solver):
+    # f = lambda x: 1.0 passed the scalar check, then failed with AttributeError ('float'
+    # object has no attribute 'astype'); scipy returns x0 with success.
+    res = getattr(mml, solver)(lambda x: 1.0, jnp.array([0.5, -1.0]))
+    assert bool(res.success) and int(res.n_iter) == 0
+    np.testing.assert_array_equal(res.x, [0.5, -1.0])
+    assert float(res.value) == 1.0 and float(res.grad_norm) == 0.0
+
+
 @pytest.mark.parametrize("solver", ["bfgs", "lbfgs", "newton_minimise", "gradient_descent"])
 def test_objective_unbounded_below_is_not_success(solver):
     # BFGS ran x0 + x1^2 off to x ~ 1e154, reset to steepest descent there, and its unit-length
