@@ -54,6 +54,10 @@ def _init(fun, x0, rtol, atol, dyn, options):
         x_new = optax.apply_updates(x, updates)
         if stores_value:
             f_new, g_new = value_and_grad(x_new, state=opt_state)
+            # value_and_grad_from_state evaluates f again where the stored value is not finite
+            # (a line search whose every trial was NaN or inf stores that value, with step 0)
+            stored = jnp.asarray(_tree_get(opt_state, "value"))
+            n_fev = n_fev + (~jnp.isfinite(stored)).astype(jnp.int32)
         else:
             f_new, g_new = fun.value_and_grad(x_new)
             n_fev = n_fev + 1

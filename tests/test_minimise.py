@@ -568,6 +568,24 @@ def test_optax_backtracking_without_stored_gradient():
     np.testing.assert_allclose(res.x, target, atol=1e-8)
 
 
+def test_optax_n_fev_counts_the_reevaluation_after_a_non_finite_line_search():
+    # A line search whose every trial is NaN stores that value (and step 0);
+    # optax.value_and_grad_from_state then evaluates f again at x, which n_fev missed.
+    calls = []
+
+    def f(x):
+        jax.debug.callback(lambda: calls.append(1))
+        return jnp.where(x[0] < 0.3, jnp.nan, (x[0] - 0.31) ** 2)
+
+    opt = optax.chain(
+        optax.sgd(1.0),
+        optax.scale_by_backtracking_linesearch(max_backtracking_steps=3, store_grad=True),
+    )
+    res = mml.optax_minimise(f, jnp.array([1.0]), opt, max_iter=5)
+    jax.effects_barrier()
+    assert int(res.n_fev) == len(calls) == 10
+
+
 @pytest.mark.parametrize("solver", ["gradient_descent", "newton_minimise", "bfgs", "lbfgs"])
 def test_float32_start_with_float64_data_runs_in_float32(solver):
     # Under x64, f computing with float64 data from a float32 x0 returned float64: the loop's
