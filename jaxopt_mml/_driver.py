@@ -253,7 +253,9 @@ def iterate(
             state, prog, k_record = new_state, new_prog, k_solver
         hist = _record(hist, k_record, prog) if hist is not None else None
         if verbose:
-            _print_progress(name, k_solver, new_prog.f, status, was == _RUNNING)
+            # the step that runs out of max_iter ends the run: print the status it ends with
+            shown = jnp.where((status == _RUNNING) & (k >= max_iter), int(Status.MAX_ITER), status)
+            _print_progress(name, k_solver, new_prog.f, shown, was == _RUNNING)
         return state, prog, k, status, hist
 
     carry = (state, progress, jnp.asarray(0, jnp.int32), status0, hist)

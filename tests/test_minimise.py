@@ -379,6 +379,17 @@ def test_verbose_under_vmap_prints_running_elements_only(capfd):
     assert not any("-1" in line.split(",")[-1] for line in lines)
 
 
+@pytest.mark.parametrize("solver", ["gradient_descent", "newton_minimise", "bfgs", "lbfgs"])
+def test_verbose_last_line_of_a_run_cut_at_max_iter_says_max_iter(solver, capfd):
+    # The driver set MAX_ITER after its loop: the last line said "running" (but Newton's).
+    res = getattr(mml, solver)(zoo.rosenbrock, jnp.array([-1.2, 1.0]), max_iter=2, verbose=True)
+    jax.effects_barrier()
+    lines = capfd.readouterr().out.strip().splitlines()
+    assert int(res.status) == Status.MAX_ITER
+    assert lines[-1].endswith(", MAX_ITER"), lines
+    assert sum(line.endswith(", MAX_ITER") for line in lines) == 1
+
+
 def test_bad_input():
     with pytest.raises(ValueError, match="scalar"):
         mml.bfgs(lambda x: x**2, jnp.ones(3))
