@@ -32,7 +32,8 @@ compared by identity and taken as fixed, so a class attribute set between calls 
 new lambda either), a bound method passed itself (``m.res`` after ``m.c = 9`` is the same function
 of the same object, as for ``jax.jit`` of a method), and ``global`` state changed inside a library
 module. A library function is recognised by the module its code runs in (its globals), not by
-``__module__``, which ``functools.wraps`` copies."""
+``__module__``, which ``functools.wraps`` copies.
+"""
 
 from __future__ import annotations
 
