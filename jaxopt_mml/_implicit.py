@@ -37,6 +37,12 @@ def dense_tangent_solve(g: Callable, y: Any) -> Any:
     """Solve the linear system ``g(v) = y`` by materialising ``g``'s matrix (pytrees allowed).
 
     Suited to the small and medium systems (up to a few thousand unknowns) of this library.
+
+    An unknown whose row and column are both zero (a pytree leaf that ``f`` does not use, a
+    parameter the model ignores: the optimality condition neither reads it nor constrains it)
+    gets a unit diagonal, so that its derivative is its right-hand side (zero for such an
+    unknown) and the others' are those of the system without it; the singular matrix made
+    every component NaN. A matrix singular in any other way still gives NaN.
     """
     flat_y, unravel = ravel_pytree(y)
 
@@ -44,6 +50,9 @@ def dense_tangent_solve(g: Callable, y: Any) -> Any:
         return ravel_pytree(g(unravel(v)))[0]
 
     matrix = jax.jacfwd(g_flat)(flat_y)
+    nonzero = matrix != 0
+    idle = ~jnp.any(nonzero, axis=0) & ~jnp.any(nonzero, axis=1)
+    matrix = matrix + jnp.diag(idle.astype(matrix.dtype))
     return unravel(jnp.linalg.solve(matrix, flat_y))
 
 

@@ -73,6 +73,30 @@ def test_minimiser_derivative(rule):
     np.testing.assert_allclose(jax.jacrev(argmin)(theta), np.diag(w / (w + 1)), rtol=1e-7)
 
 
+def test_an_unused_variable_has_a_zero_derivative_and_leaves_the_others_finite(rule):
+    # A leaf that f does not read gives the Hessian a zero row and column: the dense solve made
+    # every component's derivative NaN (d sum(x["u"]) / da is [1, 1]), on a SUCCESS run.
+    def f(p, a):
+        return jnp.sum((p["u"] - a) ** 2)
+
+    x0 = {"u": jnp.zeros(2), "unused": jnp.zeros(1)}
+    a = jnp.array([1.0, 2.0])
+    jac = jax.jacrev(lambda a: mml.bfgs(f, x0, args=(a,)).x)(a)
+    np.testing.assert_allclose(jac["u"], np.eye(2), atol=1e-9)
+    np.testing.assert_array_equal(jac["unused"], np.zeros((1, 2)))
+
+    # the same for a fit whose model ignores a parameter (p[2]): the others' derivatives are
+    # those of the fit without it
+    x = jnp.linspace(0.0, 1.0, 6)
+    y = 2.0 * x + 1.0 + 0.1 * jnp.sin(7 * x)
+    jac = jax.jacrev(
+        lambda y: mml.curve_fit(lambda x, p: p[0] * x + p[1], x, y, jnp.ones(3)).params
+    )(y)
+    design = np.stack([np.asarray(x), np.ones(6)], axis=1)
+    np.testing.assert_allclose(jac[:2], np.linalg.pinv(design), atol=1e-9)
+    np.testing.assert_array_equal(jac[2], np.zeros(6))
+
+
 def test_fit_derivative_is_the_pseudo_inverse(rule):
     x = jnp.linspace(0.0, 1.0, 6)
     y = 2.0 * x + 1.0 + 0.1 * jnp.sin(7 * x)
