@@ -83,24 +83,33 @@ class ALState(NamedTuple):
     inner_iter: jax.Array
 
 
-def _violation_reducible(z, c, jac, grad, lo, hi):
-    """Whether the linearised constraints say the violation can be halved within the box
-    (``grad = J^T c``, the violation's gradient).
+def _violation_reducible(z, c, jac, grad, lo, hi, constraints):
+    """Whether the violation can be halved within the box near ``z`` (``grad = J^T c``, the
+    violation's gradient; ``constraints`` the map ``z -> c``).
 
     The least-norm Gauss-Newton step on ``|c|^2 / 2`` in the variables not held by the box,
-    ``d = -J_F^+ c``, along the projected path: if the linear model ``|c + J d|`` there is at
-    most half ``|c|`` (at ``t d`` for one of ``t = 1, 1/2, 1/4, 1/8``), ``z`` does not minimise the
-    violation, whatever its projected gradient says (that test alone passed for ill-conditioned
-    ``J``, where ``J^T c`` is small although ``c`` is not: a feasible float32 QP was reported
-    INFEASIBLE). At a stationary point of the violation over the box no such point exists (0 is
-    the minimum of the convex linearised problem there), so the test never hides infeasibility
-    there."""
+    ``d = -J_F^+ c``, along the projected path: if at ``t d`` for one of ``t = 1, 1/2, 1/4, 1/8``
+    the constraints themselves, or their linear model ``|c + J t d|`` within the trust radius
+    ``10 max(1, |z|)`` of the inner Newton steps, are at most half ``|c|``, ``z`` does not
+    minimise the violation, whatever its projected gradient says (that test alone passed for
+    ill-conditioned ``J``, where ``J^T c`` is small although ``c`` is not: a feasible float32
+    QP was reported INFEASIBLE). At a stationary point of the violation over the box no such
+    point exists (0 is the minimum of the convex linearised problem there), so the test never
+    hides infeasibility there. The linear model alone trusted a step of any length: where the
+    constraints' gradients vanish at the minimum of the violation (``-|x|^2 - 1 >= 0``, at
+    ``x ~ 1e-11``) it promised feasibility 1e10 away, and an infeasible problem was STAGNATED."""
     held = ((z <= lo) & (grad > 0)) | ((z >= hi) & (grad < 0))  # pushed against the box
     d = jnp.linalg.lstsq(jnp.where(held, 0.0, jac), -c)[0]  # (0 in the held variables)
     t = np.array([1.0, 0.5, 0.25, 0.125], dtype=z.dtype)[:, None]
     steps = jnp.clip(z + t * d, lo, hi) - z  # the projected path
-    reduced = jnp.min(jnp.sum((c + steps @ jac.T) ** 2, axis=1))
-    return jnp.isfinite(reduced) & (reduced <= 0.25 * jnp.sum(c * c))
+    target = 0.25 * jnp.sum(c * c)
+    linear = jnp.sum((c + steps @ jac.T) ** 2, axis=1)
+    within = jnp.max(jnp.abs(steps), axis=1) <= _STEP_RADIUS * scale_of(z)
+    actual = jax.vmap(lambda s: jnp.sum(constraints(z + s) ** 2))(steps)
+    ok = (jnp.isfinite(linear) & within & (linear <= target)) | (
+        jnp.isfinite(actual) & (actual <= target)
+    )
+    return jnp.any(ok)
 
 
 def _projected_gradient_norm(z, grad, lo, hi):
@@ -351,7 +360,7 @@ def augmented_lagrangian(
         # (the least-squares solve only where it decides something)
         reducible = lax.cond(
             stuck & candidate,
-            lambda: _violation_reducible(z, c, jac, violation_grad, lo, hi),
+            lambda: _violation_reducible(z, c, jac, violation_grad, lo, hi, constraints),
             lambda: jnp.asarray(False),
         )
         infeasible = candidate & ~reducible

@@ -47,6 +47,26 @@ def test_inconsistent_inequalities_are_infeasible():
 
 
 @pytest.mark.parametrize(
+    "ineq, violation",
+    [
+        # -|x|^2 - 1 >= 0: the violation is least at x = 0, where the gradient vanishes
+        (lambda x: jnp.array([-(x @ x) - 1.0]), 1.0),
+        # 1 - |x|^2 >= 0 and x_0 >= 2: least violation at x_0 = 1.165, x_1 = x_2 = 0
+        (lambda x: jnp.array([1.0 - x @ x, x[0] - 2.0]), 0.8346269569),
+    ],
+)
+def test_infeasible_where_the_constraint_gradients_vanish_is_infeasible(ineq, violation):
+    # The augmented Lagrangian ends next to the least violation with tiny constraint gradients
+    # in some directions (x ~ 1e-11 there); the linearised constraints, trusted for a step of
+    # any length, promised feasibility 1e10 away and the run was reported STAGNATED.
+    res = mml.minimise_constrained(
+        lambda x: jnp.sum((x - jnp.array([1.0, 2.0, 3.0])) ** 2), jnp.zeros(3), ineq=ineq
+    )
+    assert int(res.status) == mml.Status.INFEASIBLE, mml.Status(int(res.status))
+    np.testing.assert_allclose(res.max_violation, violation, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
     "kwargs, match",
     [
         ({"bounds": (jnp.zeros(3), jnp.ones(2))}, "bounds upper"),
