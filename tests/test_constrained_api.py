@@ -88,6 +88,25 @@ def test_non_scalar_objective_raises():
         mml.minimise_constrained(lambda x: x, jnp.zeros(2), eq=lambda x: x[:1])
 
 
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"eq": lambda x: (1.0 - x.sum()) + 5j}, "eq"),
+        ({"ineq": lambda x: jnp.array([1.0 - x[0]]) * (1 + 1j)}, "ineq"),
+        ({"f": lambda x: x @ x + 1j * x[0]}, "f"),
+        ({"f": lambda x: jnp.array(1)}, "f"),
+    ],
+)
+def test_complex_or_integer_outputs_raise_type_error(kwargs, match):
+    # The outputs were cast to x's dtype: an equality 1 - x0 - x1 + 5j = 0 "held" (SUCCESS).
+    kwargs = {"f": _sq, **kwargs}
+    with pytest.raises(TypeError, match=match):
+        mml.minimise_constrained(kwargs.pop("f"), jnp.zeros(2), **kwargs)
+    if "eq" in kwargs:
+        with pytest.raises(TypeError, match="eq"):
+            mml.lagrange_stationary_points(_sq, kwargs["eq"], jnp.zeros((2, 2)))
+
+
 def test_nan_start_is_a_status():
     res = mml.minimise_constrained(_sq, jnp.array([jnp.nan, 0.0]), eq=lambda x: x[:1] - 1.0)
     assert int(res.status) == mml.Status.NONFINITE
