@@ -193,6 +193,9 @@ def minimise_constrained(
     max_iter = check_positive_int("max_iter", max_iter)
     max_inner_iter = check_positive_int("max_inner_iter", max_inner_iter)
     check_bounds(bounds, x0)
+    # The given tolerances checked here, before float() (which took True for 1.0, and a traced
+    # value with an error that did not name the option); their defaults come from the dtype.
+    default_tolerances(jnp.float64, 0.0 if rtol is None else rtol, 0.0 if atol is None else atol)
     # One jitted program per (functions, shapes, options): a repeated eager call with the same
     # f reuses the compilation; inside the caller's jit it is inlined.
     return _minimise_constrained_jit(

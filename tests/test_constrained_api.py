@@ -75,12 +75,27 @@ def test_infeasible_where_the_constraint_gradients_vanish_is_infeasible(ineq, vi
         ({"ineq": lambda x, *a: jnp.ones((2, 2))}, "ineq"),
         ({"eq": _plane, "method": "nope"}, "method"),
         ({"bounds": (0.0, 1.0), "method": "newton-kkt"}, "newton-kkt"),
+        ({"eq": _plane, "rtol": True}, "rtol"),
+        ({"eq": _plane, "rtol": jnp.array([1e-6])}, "rtol"),
     ],
 )
 def test_static_misuse_raises_value_error_at_trace_time(kwargs, match):
     kwargs.setdefault("args", (jnp.ones(3), 1.0))
     with pytest.raises(ValueError, match=match):
         jax.jit(lambda x0: mml.minimise_constrained(_sq, x0, **kwargs)).lower(jnp.zeros(3))
+
+
+def test_traced_or_string_tolerances_raise_type_error_naming_them():
+    # float(rtol) ran before the check: a string passed, a traced value raised an error that
+    # did not name the option.
+    with pytest.raises(TypeError, match="atol"):
+        mml.minimise_constrained(_sq, jnp.zeros(3), eq=_plane, args=(jnp.ones(3), 1.0), atol="1e-6")
+    with pytest.raises(TypeError, match="rtol"):
+        jax.jit(
+            lambda t: mml.minimise_constrained(
+                _sq, jnp.zeros(3), eq=_plane, args=(jnp.ones(3), 1.0), rtol=t
+            )
+        )(1e-6)
 
 
 def test_non_scalar_objective_raises():
