@@ -129,7 +129,10 @@ def minimise_constrained(
       equalities and Newton-KKT polishes the point to machine precision (kept only when the
       multipliers' signs and the inactive constraints confirm the active set). At the largest
       penalty a violation that no longer falls gives ``INFEASIBLE`` where the point minimises
-      the violation, ``STAGNATED`` otherwise.
+      the violation, ``STAGNATED`` otherwise. A point stationary only to the rounding floor of
+      the penalty term (:math:`\rho |J|^T \varepsilon |J| |z|`, above the tolerance where the
+      constraints are in large units and ``x0`` left them unscaled) ends the outer loop with
+      ``PRECISION_LIMIT``, which the polish turns into ``SUCCESS`` when its own tests pass.
 
     Batching: ``jax.vmap`` works for both methods, with per-problem statuses. Newton-KKT is
     vectorised (one loop over the batch, until its slowest problem stops). The augmented

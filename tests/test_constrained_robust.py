@@ -388,6 +388,21 @@ def test_a_curved_inequality_in_large_units_from_where_it_is_flat(x0):
     assert int(res.n_iter) < 30
 
 
+def test_a_curved_inequality_in_large_units_in_float32_stops_at_its_rounding_floor():
+    # In float32 the penalty's curvature rho |J|^2 (J ~ 1e3) times eps exceeds grad f itself:
+    # no outer iteration can tell more. It ran 100 outer iterations to MAX_ITER; now it stops
+    # at once with PRECISION_LIMIT (the polish cannot certify the point), never SUCCESS there.
+    res = mml.minimise_constrained(
+        lambda x: jnp.sum((x - 2.0) ** 2),
+        jnp.zeros(2, jnp.float32),
+        ineq=lambda x: jnp.array([1e3 * (1.0 - x @ x)]),
+        method="augmented-lagrangian",
+    )
+    assert res.x.dtype == jnp.float32
+    assert int(res.status) == int(mml.Status.PRECISION_LIMIT)
+    assert int(res.n_iter) < 30
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [
