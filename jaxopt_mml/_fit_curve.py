@@ -554,7 +554,10 @@ def curve_fit(
 
 def _check_model(model, layout, x, data, dtype):
     x_shape = tuple(np.shape(x)[1:] if data.x_batched else np.shape(x))
-    _check_model_cached(model, layout, x_shape, dtype_of(x), data.n, np.dtype(dtype))
+    x_dtype = dtype_of(x)
+    if not np.issubdtype(x_dtype, np.inexact):  # as _fit_data.weights passes it to the model
+        x_dtype = np.dtype(dtype)
+    _check_model_cached(model, layout, x_shape, x_dtype, data.n, np.dtype(dtype))
 
 
 @functools.lru_cache(maxsize=256)
@@ -570,6 +573,12 @@ def _check_model_cached(model, layout, x_shape, x_dtype, n, dtype):
         raise ValueError(
             f"model(x, params) must return one value per point, shape ({n},); "
             f"got {getattr(out, 'shape', type(out).__name__)}"
+        )
+    if not jnp.issubdtype(out.dtype, jnp.floating):
+        # An integer or boolean prediction has no derivative in the parameters (the fit stayed
+        # at p0 with success = True); a complex one was cut to its real part.
+        raise TypeError(
+            f"model(x, params) must return real floating-point predictions, got dtype {out.dtype}"
         )
 
 

@@ -658,3 +658,21 @@ def test_float32_robust_fit_of_well_determined_parameters_reaches_the_minimum(se
     fit = mml.curve_fit(rational, x, y, p0, sigma=sigma, loss="soft_l1", f_scale=np.float32(2.64))
     assert bool(fit.success)
     assert cost(np.asarray(fit.params, float)) <= cost(ref.x) * (1 + 1e-5)
+
+
+# ---------------------------------------------------------------- third bug hunt
+
+
+@pytest.mark.parametrize(
+    "cast", [jnp.int32, jnp.bool_, jnp.complex128], ids=["int", "bool", "complex"]
+)
+def test_a_model_that_does_not_return_real_floats_is_a_type_error(cast):
+    # An integer (or boolean) prediction has no derivative in the parameters: the fit stayed at
+    # p0 with success = True (COVARIANCE_UNDEFINED); a complex one was cut to its real part.
+    x = np.linspace(0.0, 4.0, 30)
+    y = 2.0 * x + 1.0
+    with pytest.raises(TypeError, match="model"):
+        mml.curve_fit(lambda xx, p: (p[0] + p[1] * xx).astype(cast), x, y, jnp.ones(2))
+    # integer x is passed to the model as floats, and checked as such
+    fit = mml.curve_fit(lambda xx, p: p[0] + p[1] * xx, np.arange(5), 2 * np.arange(5) + 1, [0, 0])
+    np.testing.assert_allclose(fit.params, [1.0, 2.0], atol=1e-10)
