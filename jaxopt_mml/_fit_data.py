@@ -230,12 +230,29 @@ def weights(x, y, sigma, mask, nan_policy: str, layout: Layout, dtype):
     elif nan_policy == "omit":
         keep = keep & finite
         y = jnp.where(keep, y, 0.0)
-        x = jnp.where(jnp.isfinite(x), x, 0.0)
+    # Non-finite x where no dataset that reads it keeps the point (masked, or omitted) -> 0:
+    # the model's output there is discarded, but reverse-mode derivatives through it multiply a
+    # zero cotangent by its NaN partial derivatives (NaN gradients of chi2, stderr, ...).
+    x = jnp.where(jnp.isfinite(x) | _x_kept(keep, x, layout), x, 0.0)
     if nan_policy == "propagate":  # a NaN sigma gives a NaN weight, and the fit NONFINITE
         w = jnp.where(keep, 1.0 / sig, 0.0)
     else:
         w = jnp.where(keep & ~jnp.isnan(sig), 1.0 / jnp.where(jnp.isnan(sig), 1.0, sig), 0.0)
     return x, y, w.astype(dtype), bad
+
+
+def _x_kept(keep, x, layout: Layout):
+    """Whether some dataset that reads each of ``x``'s values keeps that point (``keep``: per
+    dataset and point), broadcast to ``x``'s shape (its last axis indexes the points)."""
+    if x.ndim == 0:
+        return jnp.any(keep)
+    if layout.batch is None or layout.x_batched:
+        per_point = keep  # (N,), or (B, N) for x of shape (B, N) or (B, k, N)
+        if layout.x_batched and x.ndim > 2:
+            per_point = per_point.reshape(keep.shape[:1] + (1,) * (x.ndim - 2) + keep.shape[1:])
+    else:
+        per_point = jnp.any(keep, axis=0)  # a shared x: any dataset keeps the point
+    return jnp.broadcast_to(per_point, x.shape)
 
 
 class Bounds(NamedTuple):

@@ -676,3 +676,26 @@ def test_a_model_that_does_not_return_real_floats_is_a_type_error(cast):
     # integer x is passed to the model as floats, and checked as such
     fit = mml.curve_fit(lambda xx, p: p[0] + p[1] * xx, np.arange(5), 2 * np.arange(5) + 1, [0, 0])
     np.testing.assert_allclose(fit.params, [1.0, 2.0], atol=1e-10)
+
+
+def test_derivatives_ignore_non_finite_x_at_masked_points():
+    # A masked point is as good as deleted, NaN in x there included: the fit was, but reverse-mode
+    # derivatives of its statistics multiplied the zero cotangent there by the model's NaN
+    # partial derivatives (NaN gradients of chi2 and stderr wrt every y).
+    x, y = _decay_data(n=12)
+    keep = np.arange(12) != 7
+    xx = np.where(keep, x, np.nan)
+    p0 = jnp.array([1.0, 1.0, 0.0])
+
+    def stats(fit):
+        return jnp.stack([fit.chi2, fit.stderr[1], fit.covariance[0, 2], fit.params[0]])
+
+    ref = jax.jacrev(lambda yy: stats(mml.curve_fit(decay, x[keep], yy, p0)))(y[keep])
+    got = jax.jacrev(lambda yy: stats(mml.curve_fit(decay, xx, yy, p0, mask=keep)))(y)
+    np.testing.assert_allclose(got[:, keep], ref, rtol=1e-6, atol=1e-12)
+    np.testing.assert_array_equal(got[:, 7], 0.0)
+    # a batch sharing x, each dataset dropping the point
+    batched = jax.jacrev(
+        lambda yy: jax.vmap(stats)(mml.curve_fit(decay, xx, jnp.stack([yy, yy]), p0, mask=keep))
+    )(y)
+    assert np.all(np.isfinite(batched))
