@@ -327,6 +327,8 @@ def _fit_impl(model, cfg: _Config, x, y, sigma, mask, p0, lo, hi, f_scale):
         # within an empty box and report success.
         bad = bad | jnp.any(~(lo < hi)) | jnp.any((p0 < lo) | (p0 > hi), axis=-1)
     f_scale = jnp.asarray(f_scale, cfg.dtype)
+    # What the eager call raises for: a traced f_scale <= 0 fitted as |f_scale| with SUCCESS.
+    bad = bad | ~((f_scale > 0) & jnp.isfinite(f_scale))
     if cfg.data.batch is None:
         return _fit_one(model, cfg, x, y, w, bad, p0, lo, hi, f_scale)
     return _fit_batched(model, cfg, x, y, w, bad, p0, lo, hi, f_scale)
@@ -488,8 +490,10 @@ def curve_fit(
     )
     if np.ndim(f_scale) != 0:
         raise ValueError(f"f_scale must be a scalar, got shape {np.shape(f_scale)}")
-    if is_concrete(f_scale) and not float(f_scale) > 0:
-        raise ValueError(f"f_scale must be positive (the residual scale C), got {f_scale!r}")
+    if is_concrete(f_scale) and not 0 < float(f_scale) < math.inf:
+        raise ValueError(
+            f"f_scale must be positive and finite (the residual scale C), got {f_scale!r}"
+        )
 
     leaves, treedef = jax.tree.flatten(p0)
     if not leaves:

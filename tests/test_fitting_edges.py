@@ -355,6 +355,7 @@ def test_r_squared_of_constant_data_is_nan_for_both_fits():
     [
         ({"f_scale": -1.0, "loss": "huber"}, "f_scale"),
         ({"f_scale": 0.0, "loss": "huber"}, "f_scale"),
+        ({"f_scale": np.inf, "loss": "huber"}, "f_scale"),
         ({"f_scale": np.ones(40), "loss": "huber"}, "f_scale"),
         ({"rtol": -1.0}, "rtol"),
         ({"atol": np.nan}, "atol"),
@@ -699,3 +700,15 @@ def test_derivatives_ignore_non_finite_x_at_masked_points():
         lambda yy: jax.vmap(stats)(mml.curve_fit(decay, xx, jnp.stack([yy, yy]), p0, mask=keep))
     )(y)
     assert np.all(np.isfinite(batched))
+
+
+@pytest.mark.parametrize("loss", ["huber", "cauchy"])
+def test_traced_non_positive_or_infinite_f_scale_is_invalid_input(loss):
+    # The eager call raises; under jit a negative f_scale fitted as |f_scale|, with SUCCESS
+    # (and 0, inf or NaN ended NONFINITE).
+    x, y = _decay_data(n=20)
+    fit = jax.jit(lambda c: mml.curve_fit(decay, x, y, jnp.ones(3), loss=loss, f_scale=c))
+    for bad in (-1.0, 0.0, np.inf, np.nan):
+        out = fit(bad)
+        assert int(out.status) == Status.INVALID_INPUT and not bool(out.success)
+    assert int(fit(1.0).status) == Status.SUCCESS
