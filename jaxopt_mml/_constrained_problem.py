@@ -82,8 +82,27 @@ def _flat_bounds(bounds, x0: PyTree, n: int, dtype, xp=jnp) -> tuple[jax.Array, 
     """The bounds as two flat vectors of length ``n``; ``xp`` is ``jnp`` (traced) or ``np``."""
     if bounds is None:
         return xp.full((n,), -np.inf, dtype), xp.full((n,), np.inf, dtype)
+    scipy_style = (
+        "; scipy.optimize.minimize's per-variable pairs [(l0, u0), (l1, u1), ...] are "
+        "bounds=(lower, upper) here: ((l0, l1, ...), (u0, u1, ...))"
+    )
     if not isinstance(bounds, tuple | list) or len(bounds) != 2:
-        raise ValueError("bounds must be a pair (lower, upper), each shaped like x0 or a scalar")
+        raise ValueError(
+            "bounds must be a pair (lower, upper), each shaped like x0 or a scalar" + scipy_style
+        )
+    if (
+        isinstance(bounds, list)
+        and n == 2
+        and all(isinstance(b, tuple | list) and len(b) == 2 for b in bounds)
+    ):
+        # For two variables scipy's [(l0, u0), (l1, u1)] also reads as (lower, upper) =
+        # ((l0, u0), (l1, u1)): [(0, 1), (0, 1)] fixed x at (0, 1), silently. Ambiguous as a
+        # list; a tuple (lower, upper) says which is meant.
+        raise ValueError(
+            "bounds given as a list of two pairs is ambiguous for two variables"
+            + scipy_style
+            + "; pass the pair (lower, upper) as a tuple"
+        )
     structure = jax.tree.structure(x0)
     flats = []
     for side, fill, value in (("lower", -np.inf, bounds[0]), ("upper", np.inf, bounds[1])):

@@ -98,6 +98,20 @@ def test_traced_or_string_tolerances_raise_type_error_naming_them():
         )(1e-6)
 
 
+def test_scipy_per_variable_bounds_are_refused_not_misread():
+    # For two variables scipy's [(0, 1), (0, 1)] also reads as (lower, upper) = ((0, 1), (0, 1)):
+    # it fixed x at (0, 1) with SUCCESS. Refused as ambiguous; other sizes say how to convert.
+    f = lambda x: jnp.sum((x - 0.25) ** 2)  # noqa: E731
+    with pytest.raises(ValueError, match="per-variable pairs"):
+        mml.minimise_constrained(f, jnp.zeros(2), bounds=[(0.0, 1.0), (0.0, 1.0)])
+    with pytest.raises(ValueError, match="per-variable pairs"):
+        mml.minimise_constrained(f, jnp.zeros(3), bounds=[(0.0, 1.0)] * 3)
+    # the tuple (lower, upper), and a list of two vectors, mean what they say
+    for bounds in (((0.0, 0.0), (1.0, 1.0)), [jnp.zeros(2), jnp.ones(2)]):
+        res = mml.minimise_constrained(f, jnp.zeros(2), bounds=bounds)
+        np.testing.assert_allclose(res.x, [0.25, 0.25], atol=1e-8)
+
+
 def test_non_scalar_objective_raises():
     with pytest.raises(ValueError, match="scalar"):
         mml.minimise_constrained(lambda x: x, jnp.zeros(2), eq=lambda x: x[:1])
