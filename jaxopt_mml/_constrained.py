@@ -45,7 +45,7 @@ from ._implicit import solve_with_implicit_grad, value_by_envelope
 from ._lagrange_points import LagrangePoints, lagrange_stationary_points
 from ._static import static_function
 from ._status import Status
-from ._tree import PyTree, check_choice, check_positive_int, default_tolerances
+from ._tree import PyTree, check_bool, check_choice, check_positive_int, default_tolerances
 
 __all__ = [
     "ConstrainedResult",
@@ -208,14 +208,14 @@ def minimise_constrained(
         f=static_function(f),
         eq=static_function(eq),
         ineq=static_function(ineq),
-        maximise=bool(maximise),
+        maximise=check_bool("maximise", maximise),
         method=method,
         rtol=None if rtol is None else float(rtol),
         atol=None if atol is None else float(atol),
         max_iter=max_iter,
         max_inner_iter=max_inner_iter,
-        implicit_diff=bool(implicit_diff),
-        verbose=bool(verbose),
+        implicit_diff=check_bool("implicit_diff", implicit_diff),
+        verbose=check_bool("verbose", verbose),
     )
 
 

@@ -42,7 +42,7 @@ from ._fit_stats import FitResult, fit_statistics, spd_inverse
 from ._implicit import solve_with_implicit_grad
 from ._static import static_function
 from ._status import Status
-from ._tree import check_choice, check_positive_int, default_tolerances, dtype_of
+from ._tree import check_bool, check_choice, check_positive_int, default_tolerances, dtype_of
 
 __all__ = ["curve_fit"]
 
@@ -483,8 +483,7 @@ def curve_fit(
     method = check_choice("method", method, METHODS)
     loss = check_choice("loss", loss, LOSSES)
     nan_policy = check_choice("nan_policy", nan_policy, NAN_POLICIES)
-    if not isinstance(absolute_sigma, bool):
-        raise TypeError(f"absolute_sigma must be a bool, got {absolute_sigma!r}")
+    absolute_sigma = check_bool("absolute_sigma", absolute_sigma)
     max_iter = (
         DEFAULT_MAX_ITER[method] if max_iter is None else check_positive_int("max_iter", max_iter)
     )

@@ -9,7 +9,7 @@ import numpy as np
 from ._fit_data import NAN_POLICIES, check_data, is_concrete, weights
 from ._fit_stats import FitResult, fit_statistics
 from ._status import Status
-from ._tree import check_choice, dtype_of
+from ._tree import check_bool, check_choice, dtype_of
 
 __all__ = ["chi_squared", "linear_fit"]
 
@@ -179,8 +179,7 @@ def linear_fit(
         P. R. Bevington and D. K. Robinson, *Data Reduction and Error Analysis* (2003), ch. 6-7.
     """
     nan_policy = check_choice("nan_policy", nan_policy, NAN_POLICIES)
-    if not isinstance(absolute_sigma, bool):
-        raise TypeError(f"absolute_sigma must be a bool, got {absolute_sigma!r}")
+    absolute_sigma = check_bool("absolute_sigma", absolute_sigma)
     y_dtype = dtype_of(y)
     dtype = y_dtype if np.issubdtype(y_dtype, np.floating) else np.dtype(jnp.result_type(float))
     y_shape = np.shape(y)

@@ -27,6 +27,7 @@ from ._status import Status
 from ._tree import (
     PyTree,
     as_inexact,
+    check_bool,
     default_tolerances,
     dtype_of,
     is_concrete,
@@ -291,7 +292,7 @@ def run_minimiser(
         flat=flat,
         max_iter=max_iter,
         history=history,
-        verbose=bool(verbose),
+        verbose=check_bool("verbose", verbose),
         cauchy=cauchy,
         name=name,
         static=tuple(sorted((static or {}).items())),

@@ -14,7 +14,7 @@ from ._linesearch import backtracking
 from ._minimise_common import MinimiseResult, gradient_converged, run_minimiser
 from ._static import static_function
 from ._status import Status
-from ._tree import PyTree, check_positive_int, dtype_of, is_concrete
+from ._tree import PyTree, check_bool, check_positive_int, dtype_of, is_concrete
 
 __all__ = ["gradient_descent"]
 
@@ -226,7 +226,7 @@ def gradient_descent(
             "mode": mode,
             "schedule": schedule,
             "momentum": float(momentum),
-            "nesterov": bool(nesterov),
+            "nesterov": check_bool("nesterov", nesterov),
             "max_ls": check_positive_int("max_linesearch", max_linesearch),
         },
     )

@@ -146,6 +146,14 @@ def check_positive_int(name: str, value: Any) -> int:
     return int(value)
 
 
+def check_bool(name: str, value: Any) -> bool:
+    """Validate a static flag, True or False (a Python or NumPy bool), raising TypeError that
+    names it (``bool()`` took any value: ``maximise="no"`` maximised)."""
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     """Validate a static string option against its allowed values."""
     if not isinstance(value, str) or value not in choices:

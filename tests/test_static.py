@@ -306,3 +306,24 @@ def test_an_optax_schedule_made_again_reuses_the_compilation():
     assert _compilations(_minimise_common._run_jit, [lambda: run(0.9)] * 3) <= 1
     fast, slow = run(0.99), run(0.01)  # another decay rate is another program
     assert float(fast.value) < float(slow.value)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda v: mml.minimise_constrained(
+            lambda x: jnp.sum(x**2), jnp.ones(2), eq=lambda x: x[:1] - 1.0, maximise=v
+        ),
+        lambda v: mml.minimise_constrained(
+            lambda x: jnp.sum(x**2), jnp.ones(2), eq=lambda x: x[:1] - 1.0, implicit_diff=v
+        ),
+        lambda v: mml.bfgs(lambda x: jnp.sum(x**2), jnp.ones(2), verbose=v),
+        lambda v: mml.gradient_descent(lambda x: jnp.sum(x**2), jnp.ones(2), nesterov=v),
+        lambda v: mml.linear_fit(jnp.arange(4.0), jnp.arange(4.0), absolute_sigma=v),
+    ],
+)
+def test_flags_are_true_or_false_and_say_so(call):
+    # bool() took any value: maximise="no" maximised.
+    with pytest.raises(TypeError, match="must be True or False"):
+        call("no")
+    call(np.bool_(False))  # a NumPy bool is a bool
