@@ -118,13 +118,17 @@ def make_progress(
 
 def check_loop_options(max_iter: Any, history: Any) -> tuple[int, int]:
     """Validate the driver's static options; ``history=True`` means 1000 entries."""
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 0:
-        raise ValueError(f"max_iter must be a non-negative Python int, got {max_iter!r}")
-    if isinstance(history, bool):
+    # NumPy integers and bools count as such (np.int64(100) from a computation), as for the
+    # solvers' other integer options.
+    if isinstance(max_iter, bool | np.bool_) or not isinstance(max_iter, int | np.integer):
+        raise ValueError(f"max_iter must be a non-negative int, got {max_iter!r}")
+    if max_iter < 0:
+        raise ValueError(f"max_iter must be a non-negative int, got {max_iter!r}")
+    if isinstance(history, bool | np.bool_):
         history = 1000 if history else 0
-    if not isinstance(history, int) or history < 0:
+    if not isinstance(history, int | np.integer) or history < 0:
         raise ValueError(f"history must be a bool or a non-negative int, got {history!r}")
-    return max_iter, history
+    return int(max_iter), int(history)
 
 
 def _decide(

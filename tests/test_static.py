@@ -4,6 +4,7 @@ nothing it reads can change without a new one (jaxopt_mml._static)."""
 import functools
 from typing import NamedTuple
 
+import chex
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -327,3 +328,26 @@ def test_flags_are_true_or_false_and_say_so(call):
     with pytest.raises(TypeError, match="must be True or False"):
         call("no")
     call(np.bool_(False))  # a NumPy bool is a bool
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda k: mml.bfgs(lambda x: jnp.sum((x - 1.0) ** 2), jnp.zeros(2), max_iter=k),
+        lambda k: mml.bfgs(lambda x: jnp.sum((x - 1.0) ** 2), jnp.zeros(2), history=k),
+        lambda k: mml.newton_raphson(lambda x: x**2 - 2.0, jnp.ones(3), max_iter=k),
+        lambda k: mml.bisection(lambda x: x**2 - 2.0, 0.0, 2.0, max_iter=k),
+        lambda k: mml.minimise_constrained(
+            lambda x: jnp.sum(x**2), jnp.ones(2), eq=lambda x: x[:1] - 1.0, max_iter=k
+        ),
+        lambda k: mml.curve_fit(
+            lambda x, p: p[0] * x + p[1], jnp.arange(5.0), jnp.arange(5.0), jnp.ones(2), max_iter=k
+        ),
+    ],
+)
+def test_numpy_integers_are_integers(call):
+    # max_iter and history refused np.int64 (other integer options took it).
+    python, numpy = call(20), call(np.int64(20))
+    chex.assert_trees_all_equal(python, numpy)
+    with pytest.raises(ValueError, match="must be"):
+        call(-1)
