@@ -4,11 +4,33 @@ Tests of float32 behaviour pass float32 arrays explicitly, which JAX keeps as fl
 """
 
 import os
+import shutil
+import tempfile
 
 import jax
 import pytest
 
 jax.config.update("jax_enable_x64", True)
+
+# One persistent compilation cache per test run, shared by pytest-xdist's workers (they inherit
+# the variable set here by the controller): a program that one module or worker compiled is
+# loaded, not compiled again, by the next (the caches in memory are dropped after each module,
+# below). Only programs that took a while to compile are kept.
+# JAXOPT_MML_TEST_COMPILE_CACHE=off turns it off. 13% less time for the fitting tests on 2 cores.
+_OWN_CACHE = "JAXOPT_MML_TEST_COMPILE_CACHE" not in os.environ
+if _OWN_CACHE:
+    os.environ["JAXOPT_MML_TEST_COMPILE_CACHE"] = tempfile.mkdtemp(prefix="jaxopt_mml_tests_")
+_CACHE = os.environ["JAXOPT_MML_TEST_COMPILE_CACHE"]
+if _CACHE != "off":
+    jax.config.update("jax_compilation_cache_dir", _CACHE)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.3)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
+def pytest_sessionfinish(session):
+    """The process that made the cache (the controller, or a run without workers) removes it."""
+    if _OWN_CACHE and not hasattr(session.config, "workerinput"):
+        shutil.rmtree(_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(autouse=True, scope="module")
