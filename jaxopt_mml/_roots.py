@@ -113,7 +113,8 @@ def newton_raphson(
         rtol: relative tolerance on ``x`` (default ``eps ** 0.75`` of the dtype).
         atol: absolute tolerance on ``x`` (default ``eps ** 0.75``).
         max_iter: the largest number of iterations (scalar modes: trial points).
-        elementwise: the mode, see above.
+        elementwise: the mode, see above. With ``True`` a list or tuple ``x0`` is taken as an
+            array of starts, as ``scipy.optimize.newton`` takes it.
         linesearch_steps: the step size's floor is ``2**-linesearch_steps``, below which the
             search ends in ``LINESEARCH_FAILED``; default 60 for scalar equations (a rejected
             step shrinks 2 to 16 times, by quadratic interpolation), 30 for a system (halvings).
@@ -143,6 +144,10 @@ def newton_raphson(
     args = check_args("newton_raphson", args)
     if elementwise not in (None, True, False):
         raise TypeError(f"elementwise must be None, True or False, got {elementwise!r}")
+    if elementwise is True and isinstance(x0, list | tuple):
+        # one equation per element: a list of starts is an array, as scipy.optimize.newton
+        # takes it (it was refused as a pytree of several leaves)
+        x0 = jnp.asarray(x0)
     x0 = as_inexact(x0)
     if not jax.tree.leaves(x0):
         raise ValueError("newton_raphson: x0 has no array leaves")

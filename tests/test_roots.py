@@ -131,6 +131,17 @@ def test_elementwise_broadcasts_x0_and_args():
     np.testing.assert_allclose(res.x, np.cbrt(np.asarray(c) * np.asarray(scale)), rtol=1e-13)
 
 
+def test_elementwise_takes_a_list_of_starts_as_scipy_does():
+    # scipy.optimize.newton takes x0 = [1.0, 2.0]; elementwise=True refused it as a pytree.
+    f = lambda x, c: x**2 - c  # noqa: E731
+    c = jnp.array([2.0, 3.0])
+    res = mml.newton_raphson(f, [1.0, 2.0], args=(c,), elementwise=True)
+    chex.assert_trees_all_equal(
+        res, mml.newton_raphson(f, jnp.array([1.0, 2.0]), args=(c,), elementwise=True)
+    )
+    np.testing.assert_allclose(res.x, np.sqrt([2.0, 3.0]), rtol=1e-13)
+
+
 def test_elementwise_chunked_path(monkeypatch):
     monkeypatch.setattr(_roots_common, "CHUNK", 64)
     monkeypatch.setattr(_roots_common, "MASKED_CHUNK", 64)
