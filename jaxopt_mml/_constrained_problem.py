@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from ._tree import PyTree, as_inexact, tree_dtype
+from ._tree import PyTree, as_inexact, check_real_output, tree_dtype
 
 
 class Problem(NamedTuple):
@@ -71,10 +71,7 @@ def _flat_output(name: str, fn: Callable | None, unravel, x_flat, args, dtype) -
             f"{name}(x, *args) must return a scalar or a 1-D array of constraint values, "
             f"got shape {out.shape}"
         )
-    if not jnp.issubdtype(out.dtype, jnp.floating):
-        # (complex values too: their imaginary part was dropped by the cast to x's dtype, and
-        # h = 1 - x + 5j "held" with SUCCESS)
-        raise TypeError(f"{name}(x, *args) must return real floating values, got dtype {out.dtype}")
+    check_real_output(f"{name}(x, *args)", out.dtype)
     return flat
 
 
@@ -168,9 +165,7 @@ def make_problem(f, x0, args, eq, ineq, bounds, maximise: bool) -> tuple[Problem
     out = jax.eval_shape(lambda x: jnp.asarray(f(unravel(x), *args)), x_flat)
     if out.shape != ():
         raise ValueError(f"f(x, *args) must return a scalar, got shape {out.shape}")
-    if not jnp.issubdtype(out.dtype, jnp.floating):
-        # as the unconstrained minimisers have it (a complex f lost its imaginary part silently)
-        raise TypeError(f"f(x, *args) must return a real floating value, got dtype {out.dtype}")
+    check_real_output("f(x, *args)", out.dtype)
     sign = -1.0 if maximise else 1.0
 
     def objective(x):

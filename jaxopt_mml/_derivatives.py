@@ -484,10 +484,9 @@ def check_grad(
         rounding = machine_eps * np.max(np.abs(values), axis=0) / (width / 2)
         truncation = np.abs(fd_wide - fd) / 3.0  # h^2 f_iii / 6, from steps h and 2h (Richardson)
     scale = max(np.max(np.abs(g), initial=0.0), np.max(np.abs(fd), initial=0.0))
-    floor = np.fmax(
-        np.fmax(rounding, truncation) / root_eps,
-        max(root_eps * scale, np.finfo(np.float64).tiny),
-    )
+    fd_error = np.fmax(rounding, truncation)
+    share = max(root_eps * scale, np.finfo(np.float64).tiny)  # the gradient's eps^(1/3) share
+    floor = np.fmax(fd_error / root_eps, share)
     magnitude = np.maximum(np.abs(g), np.abs(fd))
     errors = np.abs(g - fd) / np.maximum(magnitude, floor)
     # A discrepancy far beyond the difference's own estimated error is a wrong gradient whatever
@@ -496,9 +495,7 @@ def check_grad(
     # float32 for a float64 x, or by an inner solver to 1e-8) the floor, its error over
     # eps^(1/3), exceeded the gradient itself: a gradient off by 100 % reported 1e-2.
     with np.errstate(invalid="ignore"):
-        excess = np.abs(g - fd) - _FD_ERROR_MARGIN * np.fmax(rounding, truncation)
-        beyond = np.maximum(excess, 0.0) / np.maximum(
-            magnitude, max(root_eps * scale, np.finfo(np.float64).tiny)
-        )
+        excess = np.abs(g - fd) - _FD_ERROR_MARGIN * fd_error
+        beyond = np.maximum(excess, 0.0) / np.maximum(magnitude, share)
     errors = np.where(np.isnan(errors), errors, np.fmax(errors, beyond))
     return GradCheck(float(np.max(errors, initial=0.0)), errors, g, fd)

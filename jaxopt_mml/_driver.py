@@ -120,9 +120,8 @@ def check_loop_options(max_iter: Any, history: Any) -> tuple[int, int]:
     """Validate the driver's static options; ``history=True`` means 1000 entries."""
     # NumPy integers and bools count as such (np.int64(100) from a computation), as for the
     # solvers' other integer options.
-    if isinstance(max_iter, bool | np.bool_) or not isinstance(max_iter, int | np.integer):
-        raise ValueError(f"max_iter must be a non-negative int, got {max_iter!r}")
-    if max_iter < 0:
+    integer = isinstance(max_iter, int | np.integer) and not isinstance(max_iter, bool | np.bool_)
+    if not integer or max_iter < 0:
         raise ValueError(f"max_iter must be a non-negative int, got {max_iter!r}")
     if isinstance(history, bool | np.bool_):
         history = 1000 if history else 0

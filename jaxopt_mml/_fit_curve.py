@@ -42,7 +42,14 @@ from ._fit_stats import FitResult, fit_statistics, spd_inverse
 from ._implicit import solve_with_implicit_grad
 from ._static import static_function
 from ._status import Status
-from ._tree import check_bool, check_choice, check_positive_int, default_tolerances, dtype_of
+from ._tree import (
+    check_bool,
+    check_choice,
+    check_positive_int,
+    check_real_output,
+    default_tolerances,
+    dtype_of,
+)
 
 __all__ = ["curve_fit"]
 
@@ -577,12 +584,8 @@ def _check_model_cached(model, layout, x_shape, x_dtype, n, dtype):
             f"model(x, params) must return one value per point, shape ({n},); "
             f"got {getattr(out, 'shape', type(out).__name__)}"
         )
-    if not jnp.issubdtype(out.dtype, jnp.floating):
-        # An integer or boolean prediction has no derivative in the parameters (the fit stayed
-        # at p0 with success = True); a complex one was cut to its real part.
-        raise TypeError(
-            f"model(x, params) must return real floating-point predictions, got dtype {out.dtype}"
-        )
+    # (an integer prediction left the fit at p0 with success = True)
+    check_real_output("model(x, params)", out.dtype)
 
 
 def _p0_looks_batched(p0, shapes, batch):

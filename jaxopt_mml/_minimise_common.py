@@ -28,6 +28,7 @@ from ._tree import (
     PyTree,
     as_inexact,
     check_bool,
+    check_real_output,
     default_tolerances,
     dtype_of,
     is_concrete,
@@ -143,8 +144,7 @@ def _check_scalar(f, x0, args):
     if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != ():
         shape = getattr(out, "shape", type(out).__name__)
         raise ValueError(f"f must return a scalar, got output of shape {shape}")
-    if not jnp.issubdtype(out.dtype, jnp.floating):
-        raise TypeError(f"f must return a real floating value, got dtype {out.dtype}")
+    check_real_output("f", out.dtype)
 
 
 def _run(spec: _Spec, x0, args, rtol, atol, dyn, limit):

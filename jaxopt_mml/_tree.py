@@ -154,6 +154,14 @@ def check_bool(name: str, value: Any) -> bool:
     return bool(value)
 
 
+def check_real_output(what: str, dtype) -> None:
+    """A user function's output must be real floating-point, raising TypeError that names it: an
+    integer or boolean one has no derivative, a complex one lost its imaginary part in the cast
+    to the parameters' dtype (an equality ``1 - x + 5j = 0`` "held" with SUCCESS)."""
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise TypeError(f"{what} must return real floating values, got dtype {dtype}")
+
+
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     """Validate a static string option against its allowed values."""
     if not isinstance(value, str) or value not in choices:
