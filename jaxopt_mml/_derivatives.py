@@ -358,7 +358,8 @@ def check_grad(
     For each component :math:`i` (over all pytree leaves),
     :math:`d_i = \frac{f(x + h_i e_i) - f(x - h_i e_i)}{(x_i + h_i) - (x_i - h_i)}` with
     :math:`h_i = \epsilon \max(1, |x_i|)` and :math:`\epsilon = \varepsilon^{1/3}` by default
-    (:math:`\varepsilon` the machine epsilon of ``x``'s dtype: the step that balances the
+    (:math:`\varepsilon` the machine epsilon of ``x``'s dtype, or of ``f``'s output where that
+    is coarser, as for an ``f`` that computes in float32 at a float64 ``x``: the step that balances the
     :math:`O(h^2)` truncation error against the :math:`O(\varepsilon/h)` rounding error). The
     perturbed points are rounded to ``x``'s dtype and the actual step is used in the quotient.
 
@@ -427,7 +428,8 @@ def check_grad(
             "check_grad takes real x (finite differences of a complex x would drop "
             "its imaginary parts)"
         )
-    _check_scalar_output(f, jax.eval_shape(f, x, *args), "check_grad")
+    out = jax.eval_shape(f, x, *args)
+    _check_scalar_output(f, out, "check_grad")
     if grad is None:
         g = jax.grad(f)(x, *args)
     elif callable(grad):
@@ -451,7 +453,11 @@ def check_grad(
         empty = np.zeros((0,))
         return GradCheck(0.0, empty, empty, empty)
     dtype = flat.dtype
-    machine_eps = float(jnp.finfo(dtype).eps)
+    # f resolves its value no better than its output's dtype: an f that computes in float32 at a
+    # float64 x has float32's rounding, and a float64-sized step made its difference noisy to
+    # ~1e-2 of the gradient (a correct gradient then reported up to 0.3 at half the points tried).
+    out_dtype = out.dtype if jnp.issubdtype(out.dtype, jnp.floating) else dtype
+    machine_eps = max(float(jnp.finfo(dtype).eps), float(jnp.finfo(out_dtype).eps))
     step = machine_eps ** (1.0 / 3.0) if eps is None else float(eps)
 
     x64 = np.asarray(flat, dtype=np.float64)
