@@ -182,7 +182,8 @@ def minimise_constrained(
         >>> res = mml.minimise_constrained(
         ...     lambda x: x @ x, jnp.array([1.0, 0.0, 0.0]),
         ...     eq=lambda x: jnp.array([x[0] + 2 * x[1] + 3 * x[2] - 14.0]))
-        >>> res.x  # the point of the plane closest to the origin: (1, 2, 3)
+        >>> [round(v, 3) for v in res.x.tolist()]  # the point of the plane closest to the origin
+        [1.0, 2.0, 3.0]
 
     References:
         Nocedal & Wright, *Numerical Optimization*, 2nd ed., chapters 12, 17 and 18.

@@ -471,12 +471,14 @@ def curve_fit(
         on an active bound has derivative 0, and the others move as a refit would).
 
     Example:
+        >>> import jax.numpy as jnp, jaxopt_mml as mml
         >>> def model(x, p):
         ...     return p[0] * jnp.exp(-p[1] * x)
         >>> x = jnp.linspace(0.0, 4.0, 50)
-        >>> y = model(x, jnp.array([2.0, 1.3])) + 0.01 * jax.random.normal(key, (50,))
+        >>> y = model(x, jnp.array([2.0, 1.3])) + 0.01 * jnp.cos(17.0 * x)   # data with a wiggle
         >>> fit = mml.curve_fit(model, x, y, jnp.array([1.0, 1.0]))
-        >>> fit.params, fit.stderr, fit.reduced_chi2
+        >>> print(fit.params.round(2), fit.success)    # also fit.stderr, fit.reduced_chi2, ...
+        [2.  1.3] True
 
     References:
         J. J. More, "The Levenberg-Marquardt algorithm: implementation and theory", Lecture Notes

@@ -31,7 +31,12 @@ def chi_squared(model, params, x, y, sigma=None):
         The chi-squared (a scalar for one dataset). Differentiable in ``params``, ``y`` and ``sigma``.
 
     Example:
-        >>> mml.chi_squared(lambda x, p: p[0] + p[1] * x, jnp.array([1.0, 2.0]), x, y, sigma=0.1)
+        >>> import jax.numpy as jnp, jaxopt_mml as mml
+        >>> x, y = jnp.array([0.0, 1.0, 2.0, 3.0]), jnp.array([1.1, 2.9, 5.1, 6.9])
+        >>> line = lambda x, p: p[0] + p[1] * x
+        >>> chi2 = mml.chi_squared(line, jnp.array([1.0, 2.0]), x, y, sigma=0.1)
+        >>> round(float(chi2), 3)      # four residuals of 0.1 = one sigma each
+        4.0
     """
     if not callable(model):
         raise TypeError(f"model must be callable as model(x, params), got {type(model).__name__}")
@@ -171,8 +176,12 @@ def linear_fit(
         :class:`FitResult` (``n_iter = 0``).
 
     Example:
+        >>> import jax.numpy as jnp, jaxopt_mml as mml
+        >>> x, y = jnp.array([0.0, 1.0, 2.0, 3.0]), jnp.array([1.1, 2.9, 5.1, 6.9])
         >>> fit = mml.linear_fit(x, y, sigma=0.1)          # straight line
         >>> intercept, slope = fit.params
+        >>> round(float(intercept), 4), round(float(slope), 4)
+        (1.06, 1.96)
 
     References:
         G. H. Golub and C. F. Van Loan, *Matrix Computations*, 4th ed. (2013), section 5.5.

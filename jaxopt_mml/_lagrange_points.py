@@ -305,6 +305,7 @@ def lagrange_stationary_points(
         >>> pts = mml.lagrange_stationary_points(
         ...     lambda p: p[0] ** 2 * p[1], lambda p: jnp.array([p @ p - 1.0]), starts)
         >>> pts.kind   # minima at (+-sqrt(2/3), -1/sqrt 3) and (0, 1); maxima mirrored in y
+        ('minimum', 'minimum', 'maximum', 'minimum', 'maximum', 'maximum')
 
     References:
         Apostol, *Calculus*, vol. II, section 9.14; Magnus & Neudecker, *Matrix Differential

@@ -278,7 +278,8 @@ def bfgs(
         >>> import jax.numpy as jnp, jaxopt_mml as mml
         >>> rosen = lambda x: (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2
         >>> res = mml.bfgs(rosen, jnp.array([-1.2, 1.0]))
-        >>> res.x, res.success      # ~[1, 1], True
+        >>> print(res.x.round(4), res.success)
+        [1. 1.] True
 
     References:
         Nocedal & Wright, *Numerical Optimization*, 2nd ed., Algorithms 6.1, 3.5, 3.6.
@@ -331,7 +332,10 @@ def lbfgs(
         :class:`MinimiseResult`.
 
     Example:
+        >>> import jax.numpy as jnp, jaxopt_mml as mml
         >>> res = mml.lbfgs(lambda x: jnp.sum((x - 3.0) ** 2), jnp.zeros(1000))
+        >>> print(res.x.shape, res.x[:3].round(4), res.success)
+        (1000,) [3. 3. 3.] True
 
     References:
         Nocedal & Wright, *Numerical Optimization*, 2nd ed., Algorithms 7.4 and 7.5; Liu & Nocedal,

@@ -179,7 +179,10 @@ def gradient_descent(
         :class:`MinimiseResult`.
 
     Example:
+        >>> import jax.numpy as jnp, jaxopt_mml as mml
         >>> res = mml.gradient_descent(lambda x: jnp.sum((x - 1.0) ** 2), jnp.zeros(3), step_size=0.1)
+        >>> print(res.x.round(3), res.success)   # to max|grad f| <= atol (sqrt(eps))
+        [1. 1. 1.] True
 
     References:
         Nocedal & Wright, *Numerical Optimization*, 2nd ed., sections 2.2 and 3.1; Polyak (1964);

@@ -314,8 +314,10 @@ def newton_minimise(
         :class:`MinimiseResult`.
 
     Example:
+        >>> import jax.numpy as jnp, jaxopt_mml as mml
         >>> f = lambda x: x[0] ** 2 + x[1] ** 4 / 4 - x[1] ** 2 / 2   # a saddle at the origin
-        >>> mml.newton_minimise(f, jnp.array([0.5, 0.1])).x           # ~[0, 1], not the saddle
+        >>> print(mml.newton_minimise(f, jnp.array([0.5, 0.1])).x.round(4))  # not the saddle
+        [0. 1.]
 
     References:
         Nocedal & Wright, *Numerical Optimization*, 2nd ed., sections 3.4 and 7.1 (Algorithm 7.1);

@@ -126,8 +126,11 @@ def optax_minimise(
         :class:`MinimiseResult`.
 
     Example:
-        >>> import optax
+        >>> import jax.numpy as jnp, jaxopt_mml as mml, optax
+        >>> rosen = lambda x: (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2
         >>> res = mml.optax_minimise(rosen, jnp.array([-1.2, 1.0]), optax.lbfgs())
+        >>> print(res.x.round(4), res.success)
+        [1. 1.] True
 
     References:
         DeepMind et al., *The DeepMind JAX Ecosystem* (optax), 2020.

@@ -128,9 +128,13 @@ def newton_raphson(
 
     Example:
         >>> import jax.numpy as jnp, jaxopt_mml as mml
-        >>> res = mml.newton_raphson(lambda x, c: x**3 - c, 1.0, args=(2.0,))  # cbrt(2)
+        >>> res = mml.newton_raphson(lambda x, c: x**3 - c, 1.0, args=(2.0,))
+        >>> round(float(res.x), 6), bool(res.success)     # cbrt(2)
+        (1.259921, True)
         >>> c = jnp.linspace(1.0, 8.0, 1_000_000)
         >>> res = mml.newton_raphson(lambda x, c: x**3 - c, 1.0, args=(c,), elementwise=True)
+        >>> res.x.shape, bool(res.success.all()), float(res.x[-1])
+        ((1000000,), True, 2.0)
 
     References:
         J. Nocedal and S. Wright, *Numerical Optimization*, 2nd ed., Springer 2006, section 11.2.

@@ -258,7 +258,10 @@ def bisection(
         :class:`RootResult` with the broadcast shape.
 
     Example:
+        >>> import jax.numpy as jnp, jaxopt_mml as mml
         >>> res = mml.bisection(lambda x: jnp.cos(x) - x, 0.0, 1.0)
+        >>> print(round(float(res.x), 4), mml.Status(int(res.status)).name)
+        0.7391 SUCCESS
 
     References:
         R. L. Burden and J. D. Faires, *Numerical Analysis*, 9th ed., section 2.1.
@@ -306,7 +309,10 @@ def bracketed_newton(
         :class:`RootResult` with the broadcast shape.
 
     Example:
+        >>> import jaxopt_mml as mml
         >>> res = mml.bracketed_newton(lambda x, c: x**3 - c, 0.0, 3.0, args=(2.0,))
+        >>> round(float(res.x), 6)    # cbrt(2)
+        1.259921
 
     References:
         W. H. Press et al., *Numerical Recipes*, 3rd ed., section 9.4 (rtsafe).

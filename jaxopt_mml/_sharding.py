@@ -111,6 +111,12 @@ def batch_mesh(devices: Sequence[jax.Device] | None = None, *, axis_name: str = 
 
     Returns:
         ``jax.sharding.Mesh`` with one axis, ``axis_name``.
+
+    Example:
+        >>> import jax, jaxopt_mml as mml
+        >>> mesh = mml.batch_mesh()
+        >>> mesh.axis_names, mesh.size == len(jax.devices())
+        (('batch',), True)
     """
     devices = jax.devices() if devices is None else list(devices)
     if not devices:
@@ -206,9 +212,10 @@ def shard_batch(tree: PyTree, mesh: Mesh | None = None, *, axis: int = 0) -> Sha
         real rows, which :func:`unshard` uses to drop the padding.
 
     Example:
-        >>> batch = shard_batch({"y": ys, "p0": p0s})       # doctest: +SKIP
-        >>> batch.tree["y"].sharding.spec
-        P('batch',)
+        >>> import jax.numpy as jnp, jaxopt_mml as mml
+        >>> batch = mml.shard_batch({"y": jnp.ones((5, 3)), "p0": jnp.zeros((5, 2))})
+        >>> batch.size, batch.tree["y"].sharding.spec      # 5 real rows, split over the devices
+        (5, P('batch',))
     """
     if isinstance(axis, bool) or not isinstance(axis, int) or axis < 0:
         raise ValueError(f"axis must be a non-negative int, got {axis!r}")
@@ -249,6 +256,12 @@ def unshard(tree: PyTree | ShardedBatch, size: int | None = None, *, axis: int =
 
     Returns:
         The same pytree with NumPy leaves of ``size`` rows along ``axis``.
+
+    Example:
+        >>> import jax.numpy as jnp, jaxopt_mml as mml
+        >>> batch = mml.shard_batch(jnp.arange(5.0))   # padded to a multiple of the devices
+        >>> mml.unshard(batch)                          # the 5 real rows, on the host
+        array([0., 1., 2., 3., 4.], dtype=float32)
     """
     real = None
     if isinstance(tree, ShardedBatch):
@@ -390,8 +403,15 @@ def sharded(
         batch spec), never gathered.
 
     Example:
-        >>> fit = sharded(jax.vmap(one_fit, in_axes=(0, None)), in_axes=(0, None))  # doctest: +SKIP
-        >>> res = unshard(fit(shard_batch(ys), x))               # NumPy, padding dropped
+        >>> import jax, jax.numpy as jnp, jaxopt_mml as mml
+        >>> def one_fit(y, x):
+        ...     return mml.curve_fit(lambda x, p: p[0] + p[1] * x, x, y, jnp.zeros(2)).params
+        >>> x = jnp.arange(4.0)
+        >>> ys = jnp.stack([1.0 + 2.0 * x, 3.0 - x])             # two datasets
+        >>> fit = mml.sharded(jax.vmap(one_fit, in_axes=(0, None)), in_axes=(0, None))
+        >>> print(mml.unshard(fit(mml.shard_batch(ys), x)).round(3))   # NumPy, padding dropped
+        [[ 1.  2.]
+         [ 3. -1.]]
     """
     if fn is None:
         return functools.partial(
@@ -473,7 +493,11 @@ def sharded_map(
         :class:`ShardedBatch` of the outputs and the number of real rows.
 
     Example:
-        >>> roots = unshard(sharded_map(jax.vmap(solve_one), c))   # doctest: +SKIP
+        >>> import jax, jax.numpy as jnp, jaxopt_mml as mml
+        >>> def solve_one(c):
+        ...     return mml.newton_raphson(lambda x, c: x**2 - c, 1.0, args=(c,)).x
+        >>> print(mml.unshard(mml.sharded_map(jax.vmap(solve_one), jnp.array([4.0, 9.0]))))
+        [2. 3.]
     """
     mesh = _check_mesh(mesh)
     axes = _norm_in_axes(in_axes, len(args))

@@ -99,7 +99,13 @@ class SolverError(RuntimeError):
 
 
 def status_message(status: Any) -> str:
-    """The message for one status code: what happened and what to do about it."""
+    """The message for one status code: what happened and what to do about it.
+
+    Example:
+        >>> import jaxopt_mml as mml
+        >>> mml.status_message(mml.Status.BRACKET_INVALID).split(". ")[0]
+        'BRACKET_INVALID: the bracket does not contain a sign change: f(lower) and f(upper) have the same sign'
+    """
     value = np.asarray(status)
     if value.shape != () or not np.issubdtype(value.dtype, np.integer):
         raise ValueError(f"status must be one integer Status code, got {status!r}")
@@ -108,7 +114,14 @@ def status_message(status: Any) -> str:
 
 
 def summarise_status(status: Any) -> dict[Status, int]:
-    """Counts of each status code in a (possibly batched) status array, on the host."""
+    """Counts of each status code in a (possibly batched) status array, on the host.
+
+    Example:
+        >>> import jax.numpy as jnp, jaxopt_mml as mml
+        >>> res = mml.bisection(lambda x, c: x**2 - c, 0.0, 2.0, args=(jnp.array([1.0, 2.0, 9.0]),))
+        >>> mml.summarise_status(res.status)       # 3 lies outside [0, 2]
+        {<Status.SUCCESS: 0>: 2, <Status.BRACKET_INVALID: 5>: 1}
+    """
     codes = np.asarray(status)
     if not np.issubdtype(codes.dtype, np.integer):
         raise TypeError(f"status codes are integers, got dtype {codes.dtype}")
@@ -125,8 +138,16 @@ def raise_for_status(result: Any) -> Any:
     only problem is its covariance (``COVARIANCE_UNDEFINED``, ``success`` True) does not raise.
 
     Example:
+        >>> import jaxopt_mml as mml
         >>> res = mml.newton_raphson(lambda x: x**2 - 2.0, 1.0)
-        >>> mml.raise_for_status(res).x
+        >>> round(float(mml.raise_for_status(res).x), 6)      # succeeded: the result comes back
+        1.414214
+        >>> res = mml.newton_raphson(lambda x: x**2 - 2.0, 10.0, max_iter=3)
+        >>> mml.raise_for_status(res)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+            ...
+        jaxopt_mml._status.SolverError: solver failed:
+          MAX_ITER: stopped at max_iter without meeting the tolerances. Raise max_iter, ...
     """
     if not hasattr(result, "status"):
         hint = {

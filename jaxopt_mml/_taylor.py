@@ -267,8 +267,8 @@ def taylor_coefficients(
 
     Example:
         >>> import jax.numpy as jnp, jaxopt_mml as mml
-        >>> mml.taylor_coefficients(jnp.exp, 0.0, 4)     # 1, 1, 1/2, 1/6, 1/24
-        Array([1.        , 1.        , 0.5       , 0.16666667, 0.04166667], dtype=float32)
+        >>> print(mml.taylor_coefficients(jnp.exp, 0.0, 4))     # 1, 1, 1/2, 1/6, 1/24
+        [1.         1.         0.5        0.16666667 0.04166667]
 
     References:
         Griewank and Walther, *Evaluating Derivatives*, SIAM 2008, section 13.2.
