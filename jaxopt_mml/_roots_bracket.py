@@ -155,6 +155,24 @@ def _run(f, lower, upper, x0, *, rtol, atol, max_iter, newton):
     return s, out
 
 
+def _real_array(func: str, what: str, value: Any) -> jax.Array:
+    """``value`` (a bracket end or the start) as an array of real numbers; misuse named: a complex
+    end was refused as a "complex x0" (bisection has no x0), and None or a string with JAX's
+    message about ``jnp.array``, which named neither the solver nor the argument."""
+    try:
+        array = jnp.asarray(value)
+    except (TypeError, ValueError):
+        array = None
+    if array is None or not (
+        jnp.issubdtype(array.dtype, jnp.floating)
+        or jnp.issubdtype(array.dtype, jnp.integer)
+        or jnp.issubdtype(array.dtype, jnp.bool_)
+    ):
+        got = f"{type(value).__name__} {value!r}" if array is None else f"dtype {array.dtype}"
+        raise TypeError(f"{func}: {what} must be a real number or an array of them, got {got}")
+    return array
+
+
 def _bracket_solver(name: str, newton: bool):
     known = ("args", "rtol", "atol", "max_iter") + (("x0",) if newton else ())
 
@@ -166,9 +184,10 @@ def _bracket_solver(name: str, newton: bool):
             max_iter = 100
         check_positive_int("max_iter", max_iter)
         args = check_args(name, args)
-        arrays = {"lower": jnp.asarray(lower), "upper": jnp.asarray(upper)}
+        named = {"lower": lower, "upper": upper}
         if x0 is not None:
-            arrays["x0"] = jnp.asarray(x0)
+            named["x0"] = x0
+        arrays = {k: _real_array(name, k, v) for k, v in named.items()}
         dtype = float_dtype(jnp.result_type(*arrays.values()))
         arrays = {k: v.astype(dtype) for k, v in arrays.items()}
         rtol, atol = default_tolerances(dtype, rtol, atol, power=0.75)

@@ -691,3 +691,19 @@ def test_system_newton_retries_a_failed_search_along_the_cauchy_step(scale):
     res = mml.newton_raphson(fun, jnp.array([4.102762805658981, -1.388506796049901]))
     assert mml.Status(int(res.status)) == mml.Status.SUCCESS
     np.testing.assert_allclose(res.x, root, rtol=1e-10)
+
+
+def test_bracket_of_wrong_type_named():
+    # A complex end was refused as "complex x0" (bisection has no x0); None or a string got
+    # JAX's message about jnp.array, naming neither the solver nor the argument.
+    f = lambda x: x - 0.5
+    for call, named in (
+        (lambda: mml.bisection(f, 0j, 1.0), "bisection: lower .* complex"),
+        (lambda: mml.bisection(f, 0.0, None), "bisection: upper .* NoneType"),
+        (lambda: mml.bracketed_newton(f, "0", 1.0), "bracketed_newton: lower .* str"),
+        (lambda: mml.bracketed_newton(f, 0.0, 1.0, x0=0.5j), "bracketed_newton: x0 .* complex"),
+    ):
+        with pytest.raises(TypeError, match=named):
+            call()
+    # integer and boolean ends stay accepted
+    assert float(mml.bisection(f, False, True).x) == 0.5
