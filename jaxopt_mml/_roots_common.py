@@ -162,11 +162,14 @@ def broadcast_problem(func: str, arrays: dict[str, jax.Array], args: tuple):
     try:
         shape = tuple(np.broadcast_shapes(*shapes))
     except ValueError:
-        detail = ", ".join(f"{k}: {jnp.shape(v)}" for k, v in arrays.items())
-        detail += ", " + ", ".join(f"args leaf {i}: {s.shape}" for i, s in enumerate(arg_leaves))
+        # (no args: the list of shapes ended in ", .")
+        detail = ", ".join(
+            [f"{k}: {jnp.shape(v)}" for k, v in arrays.items()]
+            + [f"args leaf {i}: {a.shape}" for i, a in enumerate(arg_leaves)]
+        )
         raise ValueError(
-            f"{func}: in per-element mode x0 (or the bracket) and every leaf of args are "
-            f"broadcast together, but these shapes do not broadcast: {detail}. Data shared by all "
+            f"{func}: in per-element mode {', '.join(arrays)} and every leaf of args are broadcast "
+            f"together, but these shapes do not broadcast: {detail}. Data shared by all "
             "elements belong in a closure over f, not in args."
         ) from None
     flat = {k: jnp.broadcast_to(v, shape).reshape(-1) for k, v in arrays.items()}

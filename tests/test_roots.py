@@ -432,6 +432,9 @@ def test_shape_and_option_errors():
         mml.newton_raphson(lambda x: jnp.stack([x, x]), jnp.zeros(3), elementwise=True)
     with pytest.raises(ValueError, match="broadcast"):
         mml.newton_raphson(cubic, jnp.zeros(3), args=(jnp.ones(4),), elementwise=True)
+    # the bracket named, and without args no empty entry (the list ended in ", .")
+    with pytest.raises(ValueError, match=r"mode lower, upper and .* upper: \(3,\)\. Data"):
+        mml.bisection(lambda x: x, jnp.zeros(2), jnp.ones(3))
     with pytest.raises(ValueError, match="one array"):
         mml.newton_raphson(lambda x: x, {"a": jnp.zeros(2)}, elementwise=True)
     with pytest.raises(ValueError, match="dense"):
