@@ -70,7 +70,10 @@ def newton_raphson(
     Convergence: the next Newton step is within tolerance in every element,
     :math:`|d_i| \le atol + rtol |x_i|` (an estimate of the error left), or ``f(x) = 0`` exactly;
     that last step is taken too (squaring the error near a simple root, as scipy's and
-    optimistix's Newton do) and ``fun`` is ``f`` at the returned ``x``.
+    optimistix's Newton do) and ``fun`` is ``f`` at the returned ``x``. At a root of multiplicity
+    :math:`m` Newton converges linearly and its step is :math:`1/m` of the error, so the returned
+    ``x`` can be up to :math:`(m - 1)(atol + rtol |x|)` from it (as with ``scipy.optimize.newton``):
+    for :math:`m \ge 3` tighten the tolerances, or solve :math:`f / f'`, whose roots are simple.
 
     Modes (decided from the static shapes, never from values):
 

@@ -311,7 +311,9 @@ def bracketed_newton(
     around the root at every step, so it converges for any continuous ``f`` with a sign change,
     quadratically once Newton takes over. Converged when the next Newton step, inside the bracket,
     is within :math:`atol + rtol|x|`, or the bracket (``x`` is one of its ends) is narrower than
-    that, or ``f(x) = 0``.
+    that, or ``f(x) = 0``. At a root of multiplicity :math:`m \ge 3` the Newton step
+    underestimates the error :math:`m`-fold: ``x`` can then be up to
+    :math:`(m - 1)(atol + rtol|x|)` from the root (:func:`bisection`'s bound holds for any root).
 
     Elementwise over arrays like :func:`bisection`; an invalid bracket is
     ``Status.BRACKET_INVALID``. The root is differentiable w.r.t. ``args``.
