@@ -74,9 +74,10 @@ def _init(f, lower, upper, x0, with_derivative):
     flo, fhi = f(lo), f(hi)
     invalid = _same_sign(flo, fhi) & (flo != 0) & (fhi != 0)
     # Tested on the ends themselves: bracketed Newton's first shrink may drop the end where f is
-    # NaN or inf, and its status then depended on that NaN's sign bit (NONFINITE, BRACKET_INVALID
-    # or a run to SUCCESS) where bisection reports NONFINITE.
-    ends_finite = jnp.isfinite(flo) & jnp.isfinite(fhi)
+    # NaN, and its status then depended on that NaN's sign bit (NONFINITE, BRACKET_INVALID or a
+    # run to SUCCESS) where bisection reports NONFINITE. An infinite f at an end has a sign, all
+    # that either solver reads there (log x on [0, 2], as scipy's bisect and brentq take it).
+    ends_defined = ~jnp.isnan(flo) & ~jnp.isnan(fhi)
     root_lo, root_hi = flo == 0, fhi == 0
     if with_derivative:
         x = _midpoint(lo, hi) if x0 is None else jnp.clip(x0, lo, hi)
@@ -94,7 +95,7 @@ def _init(f, lower, upper, x0, with_derivative):
     fx = jnp.where(root, jnp.zeros_like(fx), fx)
     lo, hi = jnp.where(root, x, lo), jnp.where(root, x, hi)
     state = _Bracket(lo, hi, flo, x, fx, dfx, hi - lo)
-    return state, invalid, ends_finite
+    return state, invalid, ends_defined
 
 
 def _finished(s: _Bracket, rtol, atol):
@@ -109,10 +110,13 @@ def _finished(s: _Bracket, rtol, atol):
 def _run(f, lower, upper, x0, *, rtol, atol, max_iter, newton):
     dtype = lower.dtype
     rtol_, atol_ = jnp.asarray(rtol, dtype), jnp.asarray(atol, dtype)
-    state, invalid, ends_finite = _init(f, lower, upper, x0, newton)
+    state, invalid, ends_defined = _init(f, lower, upper, x0, newton)
     failure0 = jnp.where(invalid, int(Status.BRACKET_INVALID), _RUNNING)
-    # NaN at an end is reported as NONFINITE by the driver through f (below).
-    fnorm0 = jnp.where(ends_finite, jnp.abs(state.fx), jnp.nan)
+    # NaN at an end is reported as NONFINITE by the driver through f (below); an infinite f at
+    # the end bisection starts from (both ends infinite) is capped, as the driver takes it for
+    # a non-finite iterate.
+    big = jnp.finfo(dtype).max
+    fnorm0 = jnp.where(ends_defined, jnp.minimum(jnp.abs(state.fx), big), jnp.nan)
     progress = make_progress(
         state.x,
         fnorm0,
@@ -264,7 +268,9 @@ def bisection(
     ``lower``, ``upper`` and every leaf of ``args`` are broadcast together; each element is solved
     on its own (``jax.vmap``), with its own status. A bracket without a sign change gives
     ``Status.BRACKET_INVALID`` (no exception); NaN in the bracket or in ``f`` at its ends gives
-    ``Status.NONFINITE``. The root is differentiable w.r.t. ``args`` (implicit function theorem).
+    ``Status.NONFINITE``, while an infinite ``f`` at an end counts by its sign (``log x`` on
+    ``[0, 2]``, as scipy's ``bisect`` takes it). The root is differentiable w.r.t. ``args``
+    (implicit function theorem).
 
     Args:
         f: ``f(x, *args)`` for a scalar ``x`` (elementwise over arrays).
