@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from ._tree import is_concrete
+
 __all__ = ["Status", "SolverError", "status_message", "raise_for_status", "summarise_status"]
 
 
@@ -98,6 +100,17 @@ class SolverError(RuntimeError):
     """Raised on the host by :func:`raise_for_status` for a failed result."""
 
 
+def _host_codes(func: str, status: Any) -> np.ndarray:
+    """``status`` read on the host; a traced one (inside ``jit``) is named as such (it met JAX's
+    TracerArrayConversionError, which named neither the function nor what to do instead)."""
+    if not is_concrete(status):
+        raise TypeError(
+            f"{func} reads status codes on the host: call it outside jax.jit, vmap and grad "
+            "(inside, branch on result.success with jnp.where or lax.cond)"
+        )
+    return np.asarray(status)
+
+
 def status_message(status: Any) -> str:
     """The message for one status code: what happened and what to do about it.
 
@@ -106,7 +119,7 @@ def status_message(status: Any) -> str:
         >>> mml.status_message(mml.Status.BRACKET_INVALID).split(". ")[0]
         'BRACKET_INVALID: the bracket does not contain a sign change: f(lower) and f(upper) have the same sign'
     """
-    value = np.asarray(status)
+    value = _host_codes("status_message", status)
     if value.shape != () or not np.issubdtype(value.dtype, np.integer):
         raise ValueError(f"status must be one integer Status code, got {status!r}")
     code = Status(int(value))
@@ -122,7 +135,7 @@ def summarise_status(status: Any) -> dict[Status, int]:
         >>> mml.summarise_status(res.status)       # 3 lies outside [0, 2]
         {<Status.SUCCESS: 0>: 2, <Status.BRACKET_INVALID: 5>: 1}
     """
-    codes = np.asarray(status)
+    codes = _host_codes("summarise_status", status)
     if not np.issubdtype(codes.dtype, np.integer):
         raise TypeError(f"status codes are integers, got dtype {codes.dtype}")
     codes = codes.ravel()
@@ -158,7 +171,7 @@ def raise_for_status(result: Any) -> Any:
             f"raise_for_status needs a solver result with a status field, got "
             f"{type(result).__name__}" + (f" ({hint})" if hint else "")
         )
-    codes = np.asarray(result.status).ravel()
+    codes = _host_codes("raise_for_status", result.status).ravel()
     success = getattr(result, "success", None)
     ok = codes == int(Status.SUCCESS) if success is None else np.asarray(success).ravel()
     counts = summarise_status(codes)

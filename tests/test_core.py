@@ -292,3 +292,15 @@ def test_status_helpers_edge_cases():
     )
     with pytest.raises(TypeError, match="status"):
         mml.raise_for_status(points)
+
+
+def test_status_helpers_inside_jit_say_so():
+    # JAX's TracerArrayConversionError named neither the helper nor what to do instead.
+    calls = {
+        "raise_for_status": lambda s: mml.raise_for_status(mml.RootResult(s, s, s == 0, s, s, s)),
+        "status_message": mml.status_message,
+        "summarise_status": mml.summarise_status,
+    }
+    for name, call in calls.items():
+        with pytest.raises(TypeError, match=f"{name} reads status codes on the host"):
+            jax.jit(call)(jnp.asarray(0, jnp.int32))
