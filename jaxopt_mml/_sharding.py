@@ -260,8 +260,8 @@ def unshard(tree: PyTree | ShardedBatch, size: int | None = None, *, axis: int =
     Example:
         >>> import jax.numpy as jnp, jaxopt_mml as mml
         >>> batch = mml.shard_batch(jnp.arange(5.0))   # padded to a multiple of the devices
-        >>> mml.unshard(batch)                          # the 5 real rows, on the host
-        array([0., 1., 2., 3., 4.], dtype=float32)
+        >>> print(mml.unshard(batch))                   # the 5 real rows, as NumPy, on the host
+        [0. 1. 2. 3. 4.]
     """
     real = None
     if isinstance(tree, ShardedBatch):
