@@ -76,8 +76,9 @@ def _init(f, lower, upper, x0, with_derivative):
     # Tested on the ends themselves: bracketed Newton's first shrink may drop the end where f is
     # NaN, and its status then depended on that NaN's sign bit (NONFINITE, BRACKET_INVALID or a
     # run to SUCCESS) where bisection reports NONFINITE. An infinite f at an end has a sign, all
-    # that either solver reads there (log x on [0, 2], as scipy's bisect and brentq take it).
-    ends_defined = ~jnp.isnan(flo) & ~jnp.isnan(fhi)
+    # that either solver reads there (log x on [0, 2], as scipy's bisect and brentq take it);
+    # an infinite end itself is no bracket (its middle is inf: "two adjacent floats").
+    ends_defined = ~jnp.isnan(flo) & ~jnp.isnan(fhi) & jnp.isfinite(lo) & jnp.isfinite(hi)
     root_lo, root_hi = flo == 0, fhi == 0
     if with_derivative:
         x = _midpoint(lo, hi) if x0 is None else jnp.clip(x0, lo, hi)
@@ -267,10 +268,10 @@ def bisection(
 
     ``lower``, ``upper`` and every leaf of ``args`` are broadcast together; each element is solved
     on its own (``jax.vmap``), with its own status. A bracket without a sign change gives
-    ``Status.BRACKET_INVALID`` (no exception); NaN in the bracket or in ``f`` at its ends gives
-    ``Status.NONFINITE``, while an infinite ``f`` at an end counts by its sign (``log x`` on
-    ``[0, 2]``, as scipy's ``bisect`` takes it). The root is differentiable w.r.t. ``args``
-    (implicit function theorem).
+    ``Status.BRACKET_INVALID`` (no exception); NaN or inf in the bracket, or NaN in ``f`` at its
+    ends, gives ``Status.NONFINITE``, while an infinite ``f`` at an end counts by its sign
+    (``log x`` on ``[0, 2]``, as scipy's ``bisect`` takes it). The root is differentiable w.r.t.
+    ``args`` (implicit function theorem).
 
     Args:
         f: ``f(x, *args)`` for a scalar ``x`` (elementwise over arrays).

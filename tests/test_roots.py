@@ -381,6 +381,15 @@ def test_infinite_f_at_a_bracket_end_is_a_sign(solver):
     assert int(res.status) == Status.NONFINITE
 
 
+@pytest.mark.parametrize("solver", [mml.bisection, mml.bracketed_newton])
+def test_infinite_bracket_end_is_nonfinite(solver):
+    # tanh(x) - 0.5 on [0, inf]: the middle of the bracket is inf, so the bracket passed as
+    # "two adjacent floats" and bisection returned x = 0 (f = -0.5) with SUCCESS.
+    f = lambda x: jnp.tanh(x) - 0.5
+    res = solver(f, jnp.array([0.0, -jnp.inf, 0.0]), jnp.array([jnp.inf, 5.0, 5.0]))
+    np.testing.assert_array_equal(res.status, [Status.NONFINITE, Status.NONFINITE, Status.SUCCESS])
+
+
 # --------------------------------------------------------------------------- bad input, options
 
 
