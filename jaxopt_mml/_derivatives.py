@@ -358,10 +358,11 @@ def check_grad(
     For each component :math:`i` (over all pytree leaves),
     :math:`d_i = \frac{f(x + h_i e_i) - f(x - h_i e_i)}{(x_i + h_i) - (x_i - h_i)}` with
     :math:`h_i = \epsilon \max(1, |x_i|)` and :math:`\epsilon = \varepsilon^{1/3}` by default
-    (:math:`\varepsilon` the machine epsilon of ``x``'s dtype, or of ``f``'s output where that
-    is coarser, as for an ``f`` that computes in float32 at a float64 ``x``: the step that balances the
-    :math:`O(h^2)` truncation error against the :math:`O(\varepsilon/h)` rounding error). The
-    perturbed points are rounded to ``x``'s dtype and the actual step is used in the quotient.
+    (:math:`\varepsilon` the machine epsilon of the component's dtype, leaf by leaf where a pytree
+    mixes float32 and float64, or of ``f``'s output where that is coarser, as for an ``f`` that
+    computes in float32 at a float64 ``x``: the step that balances the :math:`O(h^2)` truncation
+    error against the :math:`O(\varepsilon/h)` rounding error). The perturbed points are rounded to
+    their leaves' dtypes and the actual step is used in the quotient.
 
     The error of component :math:`i` is :math:`|g_i - d_i| / \max(|g_i|, |d_i|, \phi_i)`: relative to
     the larger of the two, with a floor :math:`\phi_i` below which a component counts as zero:
@@ -428,8 +429,8 @@ def check_grad(
             "check_grad takes real x (finite differences of a complex x would drop "
             "its imaginary parts)"
         )
-    out = jax.eval_shape(f, x, *args)
-    _check_scalar_output(f, out, "check_grad")
+    out_shape = jax.eval_shape(f, x, *args)
+    _check_scalar_output(f, out_shape, "check_grad")
     if grad is None:
         g = jax.grad(f)(x, *args)
     elif callable(grad):
@@ -453,20 +454,31 @@ def check_grad(
         empty = np.zeros((0,))
         return GradCheck(0.0, empty, empty, empty)
     dtype = flat.dtype
-    # f resolves its value no better than its output's dtype: an f that computes in float32 at a
-    # float64 x has float32's rounding, and a float64-sized step made its difference noisy to
-    # ~1e-2 of the gradient (a correct gradient then reported up to 0.3 at half the points tried).
-    out_dtype = out.dtype if jnp.issubdtype(out.dtype, jnp.floating) else dtype
-    machine_eps = max(float(jnp.finfo(dtype).eps), float(jnp.finfo(out_dtype).eps))
+    # Each component's own machine epsilon: a pytree may mix float32 and float64 leaves, which
+    # ravel_pytree promotes to float64 (and unravel casts back): a float32 leaf moved by float64's
+    # step rounded it away (a correct gradient reported 1.4e-2). And f resolves its value no
+    # better than its output's dtype: an f that computes in float32 at a float64 x has float32's
+    # rounding, and a float64-sized step made its difference noisy to ~1e-2 of the gradient (a
+    # correct gradient then reported up to 0.3 at half the points tried).
+    out_dtype = out_shape.dtype
+    out_eps = float(jnp.finfo(out_dtype).eps) if jnp.issubdtype(out_dtype, jnp.floating) else 0.0
+    machine_eps = np.concatenate(
+        [
+            np.full(np.size(leaf), max(float(jnp.finfo(leaf.dtype).eps), out_eps))
+            for leaf in jax.tree.leaves(x)
+        ]
+    )
     step = machine_eps ** (1.0 / 3.0) if eps is None else float(eps)
 
     x64 = np.asarray(flat, dtype=np.float64)
     n = x64.size
     h = step * np.maximum(1.0, np.abs(x64))
-    # Round the perturbed coordinates to the working dtype; the quotient uses the step actually
-    # taken. Rows: x + h, x - h, x + 2h, x - 2h (the last two estimate the truncation error).
+    # Round the perturbed coordinates to their leaves' dtypes (unravel casts each leaf back); the
+    # quotient uses the step actually taken. Rows: x + h, x - h, x + 2h, x - 2h (the last two
+    # estimate the truncation error).
     shifted = np.stack([x64 + h, x64 - h, x64 + 2 * h, x64 - 2 * h])
-    shifted = np.asarray(jnp.asarray(shifted, dtype), dtype=np.float64)
+    round_trip = jax.vmap(lambda row: ravel_pytree(unravel(row))[0])
+    shifted = np.asarray(round_trip(jnp.asarray(shifted, dtype)), dtype=np.float64)
     evaluate = jax.jit(jax.vmap(lambda p, a: f(unravel(p), *a), in_axes=(0, None)))
     values = np.empty((4, n))
     chunk = min(n, _CHECK_GRAD_CHUNK)  # bounded memory; one compiled shape (last chunk padded)
@@ -491,7 +503,9 @@ def check_grad(
         truncation = np.abs(fd_wide - fd) / 3.0  # h^2 f_iii / 6, from steps h and 2h (Richardson)
     scale = max(np.max(np.abs(g), initial=0.0), np.max(np.abs(fd), initial=0.0))
     fd_error = np.fmax(rounding, truncation)
-    share = max(root_eps * scale, np.finfo(np.float64).tiny)  # the gradient's eps^(1/3) share
+    share = np.maximum(
+        root_eps * scale, np.finfo(np.float64).tiny
+    )  # the gradient's eps^(1/3) share
     floor = np.fmax(fd_error / root_eps, share)
     magnitude = np.maximum(np.abs(g), np.abs(fd))
     errors = np.abs(g - fd) / np.maximum(magnitude, floor)

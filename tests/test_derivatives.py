@@ -301,6 +301,18 @@ def test_check_grad_float32_and_bad_input():
         jax.jit(lambda y: mml.check_grad(rosenbrock, y).max_rel_error)(x)
 
 
+def test_check_grad_pytree_mixing_float32_and_float64_leaves():
+    # Each leaf is perturbed by its own dtype's step: float64's (6e-6) on a float32 leaf was
+    # rounded away there, and a correct gradient reported 1.4e-2 at a = 0.5.
+    f = lambda p: jnp.sum(jnp.sin(p["a"]) * p["a"] ** 2) * p["b"]
+    p = {"a": jnp.array([1.0, 2.0, 0.5], jnp.float32), "b": jnp.float64(2.0)}
+    out = mml.check_grad(f, p)
+    assert out.max_rel_error < 1e-3  # as for an all-float32 p (1.1e-4)
+    assert out.errors[3] < 1e-8  # the float64 leaf keeps float64's accuracy
+    wrong = lambda p: {"a": jax.grad(f)(p)["a"], "b": 1.01 * jax.grad(f)(p)["b"]}
+    assert mml.check_grad(f, p, wrong).max_rel_error > 5e-3
+
+
 def test_check_grad_correct_gradient_at_a_stationary_point_is_no_error():
     # The exact gradient is 0 there and the central difference is truncation error (h^2 f'''/6):
     # relative to max(|g|, |d|) alone that read as a 100 % error.
