@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from ._tree import PyTree, as_inexact, check_choice
+from ._tree import PyTree, as_inexact, check_choice, dtype_of, is_concrete
 
 __all__ = [
     "jacobian",
@@ -404,7 +404,7 @@ def check_grad(
 
     Raises:
         ValueError: ``f`` is not scalar-valued, ``grad`` does not match ``x`` (pytree structure and
-            every leaf's shape), or ``eps`` <= 0.
+            every leaf's shape), or ``eps`` is not a finite number > 0.
         TypeError: called under a JAX transformation (``x`` is a tracer).
 
     Example:
@@ -421,8 +421,18 @@ def check_grad(
     leaves = jax.tree.leaves((x, args))
     if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
         raise TypeError("check_grad is a host-side diagnostic: call it outside jit/vmap/grad")
-    if eps is not None and not eps > 0:
-        raise ValueError(f"eps must be > 0, got {eps!r}")
+    if eps is not None:
+        real = (
+            not isinstance(eps, bool | np.bool_)
+            and np.ndim(eps) == 0
+            and is_concrete(eps)
+            and (
+                np.issubdtype(dtype_of(eps), np.floating)
+                or np.issubdtype(dtype_of(eps), np.integer)
+            )
+        )
+        if not real or not 0 < float(eps) < np.inf:
+            raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
     x = _as_float(x)
     if any(jnp.iscomplexobj(leaf) for leaf in jax.tree.leaves(x)):
         raise TypeError(

@@ -297,6 +297,10 @@ def test_check_grad_float32_and_bad_input():
         mml.check_grad(rosenbrock, x, (x, x))
     with pytest.raises(ValueError, match="eps"):
         mml.check_grad(rosenbrock, x, eps=0.0)
+    # inf gave NaN errors, True a unit step, a string or a vector NumPy's errors
+    for eps in (np.inf, True, "1e-3", np.array([1e-3, 1e-3])):
+        with pytest.raises(ValueError, match="eps must be a finite number > 0"):
+            mml.check_grad(rosenbrock, x, eps=eps)
     with pytest.raises(TypeError, match="host-side"):
         jax.jit(lambda y: mml.check_grad(rosenbrock, y).max_rel_error)(x)
 
