@@ -171,9 +171,11 @@ def jacobian(
     def jac_fn(*args, **kwargs):
         chosen = mode
         if mode == "auto":
-            out = jax.eval_shape(lambda *a: f(*a, **kwargs), *args)
-            if has_aux:
-                out = out[0]
+            # (the output alone: an aux that is no JAX type, which jax.jacrev passes through,
+            # failed eval_shape)
+            out = jax.eval_shape(
+                lambda *a: f(*a, **kwargs)[0] if has_aux else f(*a, **kwargs), *args
+            )
             chosen = _resolve_mode(mode, _tree_size(_selected(args, argnums)), _tree_size(out))
         transform = jax.jacfwd if chosen == "fwd" else jax.jacrev
         return transform(f, argnums=argnums, has_aux=has_aux)(*args, **kwargs)

@@ -104,6 +104,12 @@ def test_jacobian_pytrees_in_and_out_with_aux_and_argnums():
         chex.assert_shape(jac["v"]["b"], (3, 2))
     both = jax.jit(mml.jacobian(lambda x, y: x * y, argnums=(0, 1)))(jnp.array([1.0, 2.0]), 3.0)
     chex.assert_trees_all_close(both, (3.0 * jnp.eye(2), jnp.array([1.0, 2.0])))
+    # An aux that is no JAX type, as jax.jacobian (reverse mode) takes it: "auto" chose reverse
+    # mode here but failed in the shape evaluation that chooses
+    wide = lambda x: (jnp.sum(x**2), "label")
+    jac, aux = mml.jacobian(wide, has_aux=True)(jnp.array([1.0, 2.0]))
+    chex.assert_trees_all_close(jac, jnp.array([2.0, 4.0]))
+    assert aux == "label"
 
 
 def test_jacobian_jit_vmap_float32_and_no_retrace():
