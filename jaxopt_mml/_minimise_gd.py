@@ -53,7 +53,18 @@ def _init(fun, x0, rtol, atol, dyn, options):
         jnp.asarray(1.0, dtype),
         jnp.asarray(1, jnp.int32),
     )
-    progress = make_progress(x0, f0, converged=gradient_converged(g0, atol))
+    invalid = jnp.asarray(False)
+    if mode == "fixed":
+        # A traced step size that is not a finite positive number (the eager call raises): a
+        # negative one ascended until overflow (NONFINITE), 0 ran to MAX_ITER without moving.
+        step_size = dyn["step_size"]
+        invalid = ~((step_size > 0) & jnp.isfinite(step_size))
+    progress = make_progress(
+        x0,
+        f0,
+        converged=gradient_converged(g0, atol),
+        failure=jnp.where(invalid, int(Status.INVALID_INPUT), int(Status.RUNNING)),
+    )
 
     def step(state: _GDState):
         x, f, g, v, count, alpha_prev, n_fev = state
@@ -141,7 +152,8 @@ def gradient_descent(
     The step :math:`\alpha_k` is
 
     * a float: fixed (stable for a quadratic when :math:`\alpha < 2/L`, :math:`L` the largest
-      Hessian eigenvalue); traced, so a new value does not recompile;
+      Hessian eigenvalue); traced, so a new value does not recompile (a traced value that is not
+      finite and positive returns ``x0`` with ``Status.INVALID_INPUT``; the eager call raises);
     * a callable of the step count, e.g. an optax schedule (``optax.exponential_decay(...)``),
       part of the compilation key, compared by what it is made of (the same schedule made
       again reuses the compilation);
@@ -200,9 +212,10 @@ def gradient_descent(
     elif callable(step_size):
         mode, schedule = "schedule", static_function(step_size)  # a rebound global recompiles
     elif _real_scalar(step_size):
-        # Traced where the user's jit traces it (then unchecked, as any traced data).
-        if is_concrete(step_size) and not float(step_size) > 0:
-            raise ValueError(f"step_size must be positive, got {step_size}")
+        # Traced where the user's jit traces it: then a value that is not finite and positive
+        # stops the run at x0 with Status.INVALID_INPUT.
+        if is_concrete(step_size) and not 0 < float(step_size) < np.inf:
+            raise ValueError(f"step_size must be a finite number > 0, got {step_size}")
         mode = "fixed"
         dynamic["step_size"] = step_size
     else:

@@ -84,7 +84,8 @@ _MESSAGES = {
     ),
     Status.INVALID_INPUT: (
         "the input holds NaN or inf (in x0, data or sigma), leaves nothing to fit (every "
-        "point masked or omitted), or gives bounds with lower >= upper or a start outside them. "
+        "point masked or omitted), gives bounds with lower >= upper or a start outside them, "
+        "or an option outside its range under jit (a step_size that is not finite and > 0). "
         "Clean the input, or use nan_policy='omit' where the function offers it."
     ),
     Status.UNBOUNDED: (

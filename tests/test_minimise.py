@@ -417,6 +417,18 @@ def test_float_options_may_be_traced_and_are_checked():
     )
     fixed = jax.jit(lambda s: mml.gradient_descent(zoo.booth, jnp.zeros(2), step_size=s).x)
     np.testing.assert_allclose(fixed(0.05), [1.0, 3.0], atol=1e-6)
+    # A traced step size that is not finite and positive, which the eager call refuses, stops at
+    # x0 (a negative one ascended to NONFINITE, 0 ran to MAX_ITER)
+    run = jax.jit(
+        jax.vmap(lambda s: mml.gradient_descent(zoo.booth, jnp.zeros(2), step_size=s, max_iter=50))
+    )
+    res = run(jnp.array([0.05, -0.05, 0.0, jnp.nan, jnp.inf]))
+    np.testing.assert_array_equal(res.status[1:], int(Status.INVALID_INPUT))
+    np.testing.assert_array_equal(res.x[1:], 0.0)
+    assert int(res.status[0]) == Status.MAX_ITER and int(res.n_iter[1]) == 0
+    for bad in (0.0, -1.0, np.inf):
+        with pytest.raises(ValueError, match="step_size must be a finite number > 0"):
+            mml.gradient_descent(zoo.booth, jnp.zeros(2), step_size=bad)
     res = mml.gradient_descent(
         zoo.booth, jnp.zeros(2), step_size=np.float32(0.05), momentum=np.float32(0.5)
     )
