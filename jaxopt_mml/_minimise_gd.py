@@ -99,11 +99,16 @@ def _init(fun, x0, rtol, atol, dyn, options):
             eps = jnp.finfo(dtype).eps
             resolvable = ls.step_size * jnp.vdot(g, d) > 4.0 * eps * jnp.abs(f)
             moved = ls.success & ~flat
+            # A search that ran out of halvings while its last trial still moves x by a
+            # decrease f can resolve: the first trial was too long, not the direction wrong (a
+            # first trial 2|g| away, 1e10 for f = 1e9 |x - 1|^2 from 3, failed at x0). Stay,
+            # and go on halving from there next iteration.
+            short = ~ls.success & resolvable & jnp.any(x - ls.step_size * d != x)
             alpha = jnp.where(moved, ls.step_size, 0.0)
             alpha_prev = jnp.where(
-                moved, ls.step_size, jnp.where(flat, 0.25 * ls.step_size, alpha_prev)
+                moved, ls.step_size, jnp.where(flat | short, 0.25 * ls.step_size, alpha_prev)
             )
-            failure = jnp.where(ls.success, failure, int(Status.LINESEARCH_FAILED))
+            failure = jnp.where(ls.success | short, failure, int(Status.LINESEARCH_FAILED))
             failure = jnp.where(flat & ~resolvable, int(Status.PRECISION_LIMIT), failure)
             n_ls = ls.n_eval
         dx = -alpha * d
@@ -160,7 +165,10 @@ def gradient_descent(
     * ``"backtracking"`` or ``"armijo"`` (default): the largest of :math:`2\alpha_{k-1},
       \alpha_{k-1}, \alpha_{k-1}/2, \dots` with sufficient decrease
       :math:`f(x - \alpha d) \le f(x) - 10^{-4}\alpha\, \nabla f^\top d`; a momentum direction that
-      does not descend is replaced by the gradient.
+      does not descend is replaced by the gradient. A search that runs out of
+      ``max_linesearch`` halvings while its last trial still moves ``x`` by a decrease that ``f``
+      can resolve stays at ``x`` and goes on halving at the next iteration; one that does not
+      is ``Status.LINESEARCH_FAILED``.
 
     Convergence: ``max|grad f| <= atol`` (absolute, as scipy's ``gtol``; ``rtol`` is not used: a
     gradient has no relative scale free of constant offsets in ``f``). There is no Cauchy test:

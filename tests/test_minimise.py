@@ -124,6 +124,17 @@ def test_gradient_descent_bad_conditioning_is_slow_but_honest():
     assert int(res.status) == mml.Status.MAX_ITER and int(res.n_iter) == 200
 
 
+def test_gradient_descent_line_search_goes_on_past_its_halvings_on_a_steep_bowl():
+    # The first trial moves x by 2|g| (2e10 here), beyond the search's 30 halvings: that was
+    # LINESEARCH_FAILED at x0 on a round bowl. A search whose last trial still moves x by a
+    # resolvable decrease goes on halving at the next iteration.
+    res = mml.gradient_descent(
+        lambda x, k: k * jnp.sum((x - 1.0) ** 2), jnp.array([3.0, -2.0]), args=(1e9,)
+    )
+    assert bool(res.success), res.status
+    np.testing.assert_allclose(res.x, 1.0, rtol=1e-12)
+
+
 @pytest.mark.parametrize("name,n", [("bfgs", 10), ("lbfgs", 10), ("newton", 10), ("lbfgs", 100)])
 def test_rosenbrock_n(name, n):
     p = zoo.BY_NAME[f"rosen{n}"]
