@@ -228,6 +228,10 @@ def _init(fun, x0, rtol, atol, dyn, options):
                 jnp.where(predicted_small, int(Status.RUNNING), int(Status.LINESEARCH_FAILED)),
             ),
         )
+        # A gradient that is NaN or inf where f is finite (sqrt or a norm at 0) gives no step:
+        # NONFINITE, as for the other minimisers (it read LINESEARCH_FAILED, whose advice is
+        # to check the gradient against finite differences).
+        failure = jnp.where(~stop & ~jnp.isfinite(g_max), int(Status.NONFINITE), failure)
         new_state = _NewtonState(
             x=x_new,
             f=f_new,

@@ -569,6 +569,18 @@ def test_dense_newton_modified_step_is_not_convergence():
 
 
 @pytest.mark.parametrize("solver", ["dense", "cg"])
+def test_newton_nan_gradient_where_f_is_finite_is_nonfinite(solver):
+    # |x| at 0 has a NaN gradient in JAX: no Newton step exists there. It read
+    # LINESEARCH_FAILED (advice: check the gradient), where BFGS and the others say NONFINITE.
+    def f(x):
+        return jnp.sqrt(jnp.sum(x**2)) + jnp.sum((x - 1.0) ** 2)
+
+    res = mml.newton_minimise(f, jnp.zeros(2), linear_solver=solver)
+    assert int(res.status) == Status.NONFINITE
+    np.testing.assert_array_equal(res.x, 0.0)
+
+
+@pytest.mark.parametrize("solver", ["dense", "cg"])
 def test_newton_short_steps_from_huge_curvature_are_not_convergence(solver):
     # f'' is infinite at 0 (|x|^1.5): the Newton step is 0, the search fails, and that passed
     # for rounding (SUCCESS at x = 0, |g| = 2). Now a failure, as scipy's Newton-CG reports.
