@@ -3,6 +3,7 @@
 Tests of float32 behaviour pass float32 arrays explicitly, which JAX keeps as float32.
 """
 
+import importlib
 import os
 import shutil
 import tempfile
@@ -11,6 +12,18 @@ import jax
 import pytest
 
 jax.config.update("jax_enable_x64", True)
+
+# JAXOPT_MML_TEST_WIDE_BACKEND=1 runs the suite on a CPU with the code paths that the library
+# takes on a GPU or TPU (`_backend.wide_backend`: vectorised vmaps instead of sequential maps,
+# wide pools and chunks), to find tests that hold on a CPU only. The GPU's own rounding differs
+# again: XLA_FLAGS=--xla_backend_optimization_level=0 changes the CPU's (fusion, reduction
+# order), which showed the same tests that rounding decides as a run on an H100 did.
+if os.environ.get("JAXOPT_MML_TEST_WIDE_BACKEND") == "1":
+    import jaxopt_mml._backend
+
+    for _name in ("_batching", "_fit_curve", "_roots_common", "_special"):
+        _module = importlib.import_module(f"jaxopt_mml.{_name}")
+        _module.wide_backend = jaxopt_mml._backend.wide_backend = lambda: True
 
 # One persistent compilation cache per test run, shared by pytest-xdist's workers (they inherit
 # the variable set here by the controller): a program that one module or worker compiled is

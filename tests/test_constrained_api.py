@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import jaxopt_mml as mml
+import jaxopt_mml._backend
 
 
 def _sq(x, *args):
@@ -203,24 +204,33 @@ def _hs35_bounded(t, **options):
 
 def test_vmapped_augmented_lagrangian_equals_a_loop_and_differentiates():
     # On a CPU vmap solves the problems one after another inside the program (_batching); the
-    # results, their derivatives and nested vmaps must be those of one problem at a time.
+    # results, their derivatives and nested vmaps must be those of one problem at a time. On a
+    # GPU or TPU the loop is vectorised: its batched linear algebra rounds otherwise, a problem
+    # may stop one iteration sooner or later, and the results agree to the solver's tolerance
+    # (this test failed on an H100 at 1e-12).
+    sequential = not jaxopt_mml._backend.wide_backend()
+    tol, dtol = (1e-12, 1e-10) if sequential else (1e-7, 1e-6)
     ts = jnp.array([2.5, 3.0, 3.5, 4.0])
 
     def solve_x(t):
         return _hs35_bounded(t).x
 
     batched = jax.jit(jax.vmap(_hs35_bounded))(ts)
-    looped = [_hs35_bounded(t) for t in ts]
-    chex.assert_trees_all_close(batched, jax.tree.map(lambda *u: jnp.stack(u), *looped), atol=1e-12)
+    looped = jax.tree.map(lambda *u: jnp.stack(u), *[_hs35_bounded(t) for t in ts])
+    if sequential:
+        chex.assert_trees_all_close(batched, looped, atol=tol)
+    else:
+        chex.assert_trees_all_close((batched.x, batched.value), (looped.x, looped.value), atol=tol)
+        np.testing.assert_array_equal(batched.status, looped.status)
     jac_loop = jnp.stack([jax.jacfwd(solve_x)(t) for t in ts])
-    chex.assert_trees_all_close(jax.vmap(jax.jacrev(solve_x))(ts), jac_loop, atol=1e-10)
+    chex.assert_trees_all_close(jax.vmap(jax.jacrev(solve_x))(ts), jac_loop, atol=dtol)
     full = jax.jacfwd(jax.vmap(solve_x))(ts)  # (batch, n, batch): block diagonal
-    chex.assert_trees_all_close(jnp.einsum("iji->ij", full), jac_loop, atol=1e-10)
+    chex.assert_trees_all_close(jnp.einsum("iji->ij", full), jac_loop, atol=dtol)
     grad = jax.grad(lambda ts: jnp.sum(jax.vmap(solve_x)(ts)))(ts)
-    chex.assert_trees_all_close(grad, jnp.sum(jac_loop, axis=1), atol=1e-10)
+    chex.assert_trees_all_close(grad, jnp.sum(jac_loop, axis=1), atol=dtol)
     nested = jax.vmap(jax.vmap(solve_x))(jnp.stack([ts, ts + 0.25]))
-    chex.assert_trees_all_close(nested[0], batched.x, atol=1e-12)
-    if jax.default_backend() == "cpu":
+    chex.assert_trees_all_close(nested[0], batched.x, atol=tol)
+    if not jaxopt_mml._backend.wide_backend():  # (a CPU)
         # The sequential map: the solver's arrays hold one problem's 3 variables, not all 5
         # problems' (read in the lowered program: JAX 0.11 hides the map in a primitive of its
         # own; vectorised, the counts are 228 and 853).

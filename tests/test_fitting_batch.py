@@ -135,6 +135,7 @@ def test_pool_width_changes_speed_not_results(monkeypatch):
         assert np.max(np.abs(np.asarray(fit.n_iter) - np.asarray(fits[0].n_iter))) <= 1
         np.testing.assert_allclose(fit.stderr, fits[0].stderr, rtol=1e-6)
         np.testing.assert_array_equal(fit.status, fits[0].status)
+    monkeypatch.setattr(fc, "wide_backend", lambda: False)  # (the widths on a CPU)
     assert fc.pool_lanes(10**4, None) == 1250 and fc.pool_lanes(500, None) == 128
     assert fc.pool_lanes(10**5, None) == 4096 and fc.pool_lanes(10**5, None, 1024, 4, 8) == 256
     assert fc.pool_lanes(10**5, None, 10**5, 4, 8) == 128  # never narrower than 128
