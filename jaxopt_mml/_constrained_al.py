@@ -207,6 +207,10 @@ def projected_newton(fun, z0, lo, hi, omega, *, max_iter, tol, reset=None):
             )
             scale = jnp.maximum(1.0, jnp.max(hd))
             d = _flipped_newton_step(0.5 * (reduced + reduced.T), g, eps * scale, radius)
+            # Held variables do not move: eigh of the block-diagonal matrix mixes the blocks at
+            # rounding level, and a held variable on its bound stepped off it by an ulp or two,
+            # where the gradient pushing it back counted as unresolved (MAX_ITER at the solution).
+            d = jnp.where(held, 0.0, d)
             descent = jnp.vdot(g, d) < -jnp.sqrt(eps) * jnp.linalg.norm(g) * jnp.linalg.norm(d)
             ok = jnp.all(jnp.isfinite(d)) & (descent | jnp.all(g == 0))
             scaled = -g / jnp.maximum(hd, jnp.sqrt(eps) * scale)

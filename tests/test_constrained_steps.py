@@ -120,3 +120,28 @@ def test_a_variable_fixed_by_equal_bounds_is_polished_like_one_on_its_upper_boun
     np.testing.assert_allclose(res.multipliers_ineq, [-0.6], rtol=1e-12)
     np.testing.assert_allclose(res.multipliers_bounds, [0.8, 0.0], atol=1e-12)
     assert float(res.kkt_residual) < 1e-12
+
+
+def test_a_variable_held_on_its_bound_stays_exactly_on_it():
+    # A convex QP with bounds only, started outside them (x0 clipped onto two lower bounds).
+    # The inner Newton step held x1 on its bound, but the eigendecomposition of the held-block
+    # matrix mixed the blocks at rounding level: x1 stepped 3e-16 above its bound, where the
+    # gradient of 0.22 pushing it back was no longer a bound's (not stationary) and the line
+    # search could not resolve the ulp back: MAX_ITER after 100 iterations at the solution.
+    p = jnp.array(
+        [
+            [1.2598303502225048, 1.1519967088968202, -0.7111561350383787],
+            [1.1519967088968202, 2.318658772738766, -0.4067940351795515],
+            [-0.7111561350383787, -0.4067940351795515, 7.425719776823281],
+        ]
+    )
+    q = jnp.array([-0.4803519265721009, 0.5299200487892722, 0.888433855620275])
+    lower = jnp.array([-0.5718462859305391, -0.576904110136031, -0.3706685806819108])
+    upper = jnp.array([jnp.inf, 1.4038616792199257, 0.34812510467881597])
+    res = mml.minimise_constrained(
+        lambda x: 0.5 * x @ p @ x + q @ x, jnp.array([0.39, -1.87, -1.65]), bounds=(lower, upper)
+    )
+    assert bool(res.success), int(res.status)
+    assert float(res.x[1]) == float(lower[1])
+    assert int(res.n_iter) <= 5
+    assert float(res.multipliers_bounds[1]) < 0.0  # a lower bound's sign (minimising)
