@@ -227,11 +227,13 @@ def kkt_residual(problem: Problem, z: Primal) -> jax.Array:
 
 
 def bound_multipliers(problem: Problem, x: jax.Array, grad_lagrangian: jax.Array) -> jax.Array:
-    """``nu``: the part of the Lagrangian gradient held by the bounds where ``x`` sits on one."""
+    """``nu``: the part of the Lagrangian gradient held by the bounds where ``x`` sits on one
+    (all of it, of either sign, for a variable fixed by ``lower == upper``)."""
     at_lower = x <= problem.lower
     at_upper = x >= problem.upper
     nu = jnp.where(at_lower, jnp.maximum(grad_lagrangian, 0.0), 0.0)
-    return jnp.where(at_upper, jnp.minimum(grad_lagrangian, 0.0), nu)
+    nu = jnp.where(at_upper, jnp.minimum(grad_lagrangian, 0.0), nu)
+    return jnp.where(at_lower & at_upper, grad_lagrangian, nu)
 
 
 def zeros_primal(problem: Problem, x: jax.Array) -> Primal:

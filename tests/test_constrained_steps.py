@@ -145,3 +145,18 @@ def test_a_variable_held_on_its_bound_stays_exactly_on_it():
     assert float(res.x[1]) == float(lower[1])
     assert int(res.n_iter) <= 5
     assert float(res.multipliers_bounds[1]) < 0.0  # a lower bound's sign (minimising)
+
+
+def test_a_variable_fixed_by_equal_bounds_gets_its_multiplier_unpolished():
+    # x0 fixed at 1 by lower == upper, its gradient 2 pushing it downwards; the flat sextic in
+    # x1 leaves the augmented Lagrangian's point 1e-2 from the polished one, which is refused.
+    # That point's bound multiplier was clipped to a lower bound's sign and then to an upper
+    # bound's: 0, with kkt_residual 2 on a SUCCESS.
+    res = mml.minimise_constrained(
+        lambda x: x[0] ** 2 + (x[1] - 1.0) ** 6,
+        jnp.zeros(2),
+        bounds=(jnp.array([1.0, -jnp.inf]), jnp.array([1.0, jnp.inf])),
+    )
+    assert bool(res.success), int(res.status)
+    np.testing.assert_allclose(res.multipliers_bounds, [-2.0, 0.0], atol=1e-7)
+    assert float(res.kkt_residual) < 1e-6
