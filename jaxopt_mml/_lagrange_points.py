@@ -39,7 +39,7 @@ from ._driver import iterate, make_progress
 from ._linesearch import backtracking
 from ._static import static_function
 from ._status import Status
-from ._tree import PyTree, check_positive_int, default_tolerances
+from ._tree import PyTree, check_positive_int, default_tolerances, dtype_of
 
 __all__ = ["LagrangePoints", "lagrange_stationary_points"]
 
@@ -327,8 +327,16 @@ def lagrange_stationary_points(
     rtol, atol = default_tolerances(dtype, rtol, atol)
     if unique_tol is None:
         unique_tol = 100.0 * max(float(rtol), float(atol))
-    elif not unique_tol >= 0.0:
-        raise ValueError(f"unique_tol must be a non-negative number or None, got {unique_tol!r}")
+    else:
+        # (compared bare, a string or an array raised Python's own error, and True ran as 1)
+        kind = dtype_of(unique_tol) if np.ndim(unique_tol) == 0 else np.dtype(object)
+        real = np.issubdtype(kind, np.integer) or np.issubdtype(kind, np.floating)
+        if isinstance(unique_tol, bool) or not real:
+            raise TypeError(f"unique_tol must be a real number or None, got {unique_tol!r}")
+        if not float(unique_tol) >= 0.0:
+            raise ValueError(
+                f"unique_tol must be a non-negative number or None, got {unique_tol!r}"
+            )
     unique_tol = float(unique_tol)
 
     z, status, res, value, bordered, bordered_next, spread = jax.device_get(

@@ -431,6 +431,16 @@ def test_lagrange_stationary_points_float32_merges_duplicates():
         mml.lagrange_stationary_points(*args, unique_tol=-1.0)
 
 
+@pytest.mark.parametrize("unique_tol", ["1e-3", True, 1e-3j, np.array([1e-3, 1e-3])])
+def test_lagrange_stationary_points_unique_tol_of_a_wrong_type_is_named(unique_tol):
+    # Compared bare, a string or an array raised Python's or NumPy's own error (naming no
+    # option), and True ran as 1. Raised before anything is compiled.
+    with pytest.raises(TypeError, match="unique_tol"):
+        mml.lagrange_stationary_points(
+            lambda p: p[0], lambda p: p[1], jnp.zeros((2, 2)), unique_tol=unique_tol
+        )
+
+
 def test_bounds_as_lists_and_nan_bounds():
     # scipy's style of bounds (lists) for an array x0 was refused; NaN bounds gave NONFINITE.
     f = lambda x: jnp.sum((x - 1.0) ** 2)
