@@ -432,8 +432,11 @@ def augmented_lagrangian(
     grad_l = lagrangian_gradient(original, Primal(x, y_eq, y_ineq, zero_nu))
     nu = bound_multipliers(original, x, grad_l)
     al = Primal(x, y_eq, y_ineq, nu)
-    # Active inequalities: a slack held at 0 by the projection, or a positive multiplier.
-    active = (z[n:] <= 0.0) | (y_ineq > 0.0)
+    # Active inequalities: a slack held at 0 by the projection, or a multiplier above the
+    # constraint's value (the projection form of complementarity, min(y, g) = 0, as kkt_map).
+    # (A positive multiplier alone took rounding for activity: an inactive constraint's y is
+    # y - rho (y / rho), ~1e-16, and the polish that made it an equality was refused.)
+    active = (z[n:] <= 0.0) | (y_ineq > original.ineq(x))
     return polish(original, al, active, out, rtol=rtol, atol=atol)
 
 

@@ -160,3 +160,36 @@ def test_a_variable_fixed_by_equal_bounds_gets_its_multiplier_unpolished():
     assert bool(res.success), int(res.status)
     np.testing.assert_allclose(res.multipliers_bounds, [-2.0, 0.0], atol=1e-7)
     assert float(res.kkt_residual) < 1e-6
+
+
+def test_an_inactive_inequality_with_a_rounding_multiplier_does_not_block_the_polish():
+    # A convex QP with one equality, one bound active and a concave quadratic inequality
+    # inactive (g = 2.4 at the solution). The augmented Lagrangian left that inequality's
+    # multiplier at y - rho (y / rho) = 6e-17 > 0, which counted as active: the polish made it
+    # an equality, failed, and the unpolished point came back (the equality violated by 2.5e-8).
+    p = jnp.array(
+        [[0.7259141752910685, -0.4965660287541407], [-0.4965660287541407, 1.8136994109763376]]
+    )
+    q = jnp.array([0.7676642531398922, 0.25505812177433956])
+    a = jnp.array([0.7829798706300901, 0.27241823407236765])
+    g = jnp.array([-0.9377563787668719, 1.776099733817743])
+    c = jnp.array(
+        [[2.4403090534751346, 2.070775764602548], [2.070775764602548, 1.8807199547118676]]
+    )
+    res = mml.minimise_constrained(
+        lambda x: 0.5 * x @ p @ x + q @ x,
+        jnp.array([-3.8123335771773137, -1.040860802192517]),
+        eq=lambda x: jnp.array([a @ x - 1.1620081255305676]),
+        ineq=lambda x: jnp.array([3.702389844135287 - g @ x - 0.5 * x @ c @ x]),
+        bounds=(
+            jnp.array([-jnp.inf, -1.226956104778461]),
+            jnp.array([jnp.inf, 0.33486573729876157]),
+        ),
+    )
+    assert bool(res.success), int(res.status)
+    assert float(res.max_violation) <= 1e-14
+    assert float(res.kkt_residual) <= 1e-14
+    assert float(res.multipliers_ineq[0]) == 0.0
+    # x1 on its upper bound, x0 from the equality
+    np.testing.assert_allclose(res.x[1], 0.33486573729876157, rtol=0, atol=0)
+    np.testing.assert_allclose(a @ res.x, 1.1620081255305676, rtol=1e-15)
