@@ -148,7 +148,9 @@ def minimise_constrained(
         args: extra arguments of ``f``, ``eq`` and ``ineq``; the solution is differentiable with
             respect to them (implicit differentiation of the KKT conditions at the solution, which
             selects its active set; assumes strict complementarity and linearly independent
-            active constraint gradients). ``x0`` and ``bounds`` get no derivative.
+            active constraint gradients). So are traced ``bounds`` (an active bound moves the
+            solution with it) and values that ``f``, ``eq`` and ``ineq`` close over; ``x0`` gets
+            no derivative.
         eq: ``eq(x, *args) -> array`` of equality constraints ``h(x) = 0``.
         ineq: ``ineq(x, *args) -> array`` of inequality constraints ``g(x) >= 0`` (the sign
             convention of scipy's SLSQP ``'ineq'``; write ``a(x) <= b`` as ``b - a(x) >= 0``).

@@ -444,3 +444,7 @@ def test_the_value_derivative_by_the_envelope_theorem_moves_every_constant():
     np.testing.assert_allclose(jax.grad(lambda a: solve(a).value)(a), fd, rtol=1e-8)
     fd2 = (solve(a + 1e-4).value - 2 * solve(a).value + solve(a - 1e-4).value) / 1e-8
     np.testing.assert_allclose(jax.hessian(lambda a: solve(a).value)(a), fd2, rtol=1e-6)
+    # The solution as well (the docstring said bounds get no derivative): x2 = a on its bound.
+    dx = jax.jacfwd(lambda a: solve(a).x)(a)
+    np.testing.assert_allclose(dx, (solve(a + h).x - solve(a - h).x) / (2 * h), atol=1e-8)
+    assert float(dx[2]) == 1.0
