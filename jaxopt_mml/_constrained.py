@@ -71,7 +71,8 @@ class ConstrainedResult(NamedTuple):
             upper bound when minimising, 0 off the bounds).
         kkt_residual: infinity norm of the stationarity and complementarity conditions.
         max_violation: the largest violation of any constraint or bound (0 when feasible).
-        n_iter: outer iterations taken.
+        n_iter: outer iterations taken; with the augmented Lagrangian, the polish's Newton-KKT
+            steps (at most 10) are counted too, so it can exceed ``max_iter``.
         success: ``status == Status.SUCCESS``.
         status: a :class:`Status` code; ``INFEASIBLE`` when no feasible point was found (the
             multipliers then hold the last iterate's values, which can be very large).
