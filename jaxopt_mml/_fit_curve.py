@@ -20,6 +20,7 @@ from ._fit_data import (
     check_values,
     is_concrete,
     make_bounds,
+    resolution,
     slopes,
     to_external,
     to_internal,
@@ -130,6 +131,7 @@ def _problem(model, cfg: _Config, x, y, w, lo, hi, f_scale):
         to_params=to_p,
         slopes=lambda u: slopes(u, bounds),
         from_params=lambda p: to_internal(p, bounds),
+        resolution=resolution(bounds),
         **common,
     )
 

@@ -302,6 +302,18 @@ def _one_sided(u):
     return u * u / (jnp.sqrt(u * u + 1.0) + 1.0)
 
 
+def resolution(b: Bounds):
+    """How finely :func:`to_external` can place each parameter: it computes ``p`` as a bound
+    plus or minus a distance, rounded to a quantum (an ulp) of at most ``eps`` times the bound's
+    size; a step of one or two quanta, ``2 eps |bound|``, is at that floor (0 for a free
+    parameter)."""
+    size = jnp.maximum(
+        jnp.where(jnp.isfinite(b.lo), jnp.abs(b.lo), 0.0),
+        jnp.where(jnp.isfinite(b.hi), jnp.abs(b.hi), 0.0),
+    )
+    return 2.0 * jnp.finfo(size.dtype).eps * size
+
+
 def to_internal(p, b: Bounds):
     """Parameters -> unconstrained variables ``u`` (MINUIT's transforms; see :func:`to_external`)."""
     lo, hi = b.lo, b.hi

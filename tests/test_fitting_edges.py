@@ -43,6 +43,23 @@ def test_a_far_inactive_bound_changes_nothing(far):
         np.testing.assert_array_less(np.abs(np.asarray(fit.params) - ref) / stderr, 1e-3)
 
 
+def test_far_bounds_do_not_hold_batched_fits_at_their_rounding():
+    # A bound at 1e8 places p ~ 0.3 no finer than 1.5e-8 (p = bound - distance), above rtol |p|:
+    # 1 fit in 8 spent ~100 iterations taking steps of one or two such quanta, each refused by
+    # the cost, and ended PRECISION_LIMIT (on a GPU, or with other roundings, the test above
+    # too). A step within the bounds' rounding is now small.
+    x = np.linspace(0.0, 5.0, 40)
+    rng = np.random.default_rng(0)
+    ys = 2.0 * np.exp(-1.3 * x) + 0.3 + 0.02 * rng.standard_normal((32, 40))
+    free = mml.curve_fit(decay, x, ys, jnp.array([1.0, 1.0, 0.0]))
+    for bounds in [(-np.inf, 1e8), (-1e8, 1e8)]:
+        fit = mml.curve_fit(decay, x, ys, jnp.array([1.0, 1.0, 0.0]), bounds=bounds)
+        assert np.all(np.asarray(fit.status) == Status.SUCCESS), (bounds, fit.status)
+        assert int(np.max(fit.n_iter)) < 30, (bounds, fit.n_iter)
+        off = np.abs(np.asarray(fit.params) - np.asarray(free.params)) / np.asarray(free.stderr)
+        assert np.max(off) < 1e-3, (bounds, np.max(off))
+
+
 def test_a_start_inside_wide_bounds_is_not_moved():
     # A start within a millionth of the span of a bound was moved there: p0 = 1 inside (0, 1e8)
     # started at 100, and this fit ended on a plateau (k = 3400, chi2 119 times the minimum)

@@ -38,16 +38,25 @@ def test_zoo_is_consistent():
 
 
 # Where the standard start does not lead BFGS to the published minimum (f*): another stationary
-# point (the paper's local minima; Biggs EXP6's is a saddle, which a gradient method cannot tell),
-# a singular Hessian at f* = 0 (the gradient test stops at f ~ 1e-12), or Meyer's valley, whose
-# Hessian condition 5e12 BFGS does not resolve in 5000 iterations (scipy's BFGS fails there too).
+# point (the paper's local minima; Biggs EXP6's is a saddle, which a gradient method cannot tell)
+# or a singular Hessian at f* = 0 (the gradient test stops at f ~ 1e-12).
 _BFGS_ELSEWHERE = {
     "freudenstein_roth": 48.9842,
     "biggs_exp6": 5.65565e-3,
     "trigonometric": 2.79506e-5,
     "extended_powell": None,
-    "meyer": "MAX_ITER",
+    "meyer": "ROUNDING",
+    "osborne_1": "ROUNDING",
 }
+# "ROUNDING": the run reaches f*, but whether its gradient test passes there is rounding's call,
+# which differs between machines and compilers: the gradient cannot fall below about
+# |H| eps |x| (x is known to eps |x|), and there that floor is near or above atol (1.5e-8).
+# Meyer's Hessian at the minimum has condition 1e16 and the gradient stays at 0.05 to 1.3: BFGS
+# ends in MAX_ITER on the development CPU, STAGNATED (x rounds to itself) with XLA's CPU
+# optimisations off (XLA_FLAGS=--xla_backend_optimization_level=0), and not in MAX_ITER on an
+# H100 (scipy's BFGS fails there too). Osborne 1's floor is ~4e-9: SUCCESS on the CPU (|g| 2e-9),
+# STAGNATED at f* without the optimisations (|g| 1.9e-8).
+_ROUNDING_STATUSES = (mml.Status.SUCCESS, mml.Status.MAX_ITER, mml.Status.STAGNATED)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -58,8 +67,9 @@ def test_bfgs_from_the_standard_start(name):
     r = mml.bfgs(mgh.objective(p), jnp.asarray(p.x0), max_iter=5000)
     f = float(r.value)
     expect = _BFGS_ELSEWHERE.get(name, p.fstar)
-    if expect == "MAX_ITER":
-        assert int(r.status) == int(mml.Status.MAX_ITER), (name, r.status)
+    if expect == "ROUNDING":
+        assert mml.Status(int(r.status)) in _ROUNDING_STATUSES, (name, r.status)
+        assert _at_fstar(p, f), (name, f, p.fstar)
         return
     assert bool(r.success), (name, mml.Status(int(r.status)).name)
     assert not mgh.improvable(p, np.asarray(r.x), f), (name, f)
@@ -90,10 +100,10 @@ def test_quasi_newton_no_success_far_from_the_minimum(solver, name, factor):
     if bool(r.success):
         assert _at_fstar(p, f), (solver, name, factor, f, p.fstar)
     else:
-        # Meyer's valley (Hessian condition 5e12) is where BFGS may run out of iterations;
-        # everywhere else the published minimum is reached.
-        assert (solver, name) == ("bfgs", "meyer"), (solver, name, factor, r.status)
-        assert int(r.status) == int(mml.Status.MAX_ITER)
+        # Meyer's minimum is where rounding may keep the gradient above atol (_BFGS_ELSEWHERE);
+        # everywhere else the published minimum is reached, with SUCCESS.
+        assert name == "meyer", (solver, name, factor, r.status)
+        assert mml.Status(int(r.status)) in _ROUNDING_STATUSES and _at_fstar(p, f), (solver, f)
 
 
 @pytest.mark.parametrize("name", ["wood", "gulf", "watson_6"])
@@ -136,15 +146,35 @@ def test_newton_leaves_the_biggs_saddle():
 # solution: near x* = 0 the columns of J differ by 1e9, the normal equations that the step
 # solves have condition 1e18, past float64's, and the fit crawls (MAX_ITER with the cost at
 # 1e-39; MINPACK's QR of J does not square the condition). Brown-Dennis has large residuals (f* = 85822), where
-# Gauss-Newton converges linearly: the fit reaches f* but its last steps change the cost by less
-# than its rounding, PRECISION_LIMIT (float64 cannot pin the parameters to rtol through the cost).
+# Gauss-Newton converges linearly: the fit reaches f* and stops when the reduction left is below
+# what the cost resolves (it ended PRECISION_LIMIT or SUCCESS by rounding before: 20 iterations
+# of growing damping at that floor). Trigonometric's residuals cancel inside the model, leaving
+# the cost noisy at thousands of roundings: its fit stopped at once or after 130 iterations at one
+# point (PRECISION_LIMIT) by rounding; the cost's noise is now measured and the fit stops.
 _LM_ELSEWHERE = {
     "freudenstein_roth": 48.9842,
     "trigonometric": 2.79506e-5,
     "powell_singular": "MAX_ITER",
     "extended_powell": "MAX_ITER",
 }
-_LM_PRECISION_LIMIT = {"brown_dennis"}
+
+
+def test_curve_fit_stops_where_the_cost_is_noise():
+    """Trigonometric's residuals cancel inside the model (n - sum cos x_j, 1e-3 from terms near
+    10): its cost is noisy at thousands of roundings. From x0 moved by 1e-15, 3 fits of 4 spent
+    130-190 iterations at one point, the damping cycling, and ended PRECISION_LIMIT; the noise,
+    now measured on steps predicted to change the cost by less than a rounding, stops them."""
+    p = mgh.BY_NAME["trigonometric"]
+    for shift in (1e-15, -1e-15, 3e-15):
+        fit = mml.curve_fit(
+            lambda x, q: p.residual(q),
+            jnp.arange(p.m, dtype=float),
+            jnp.zeros(p.m),
+            jnp.asarray(p.x0) * (1 + shift),
+            max_iter=1000,
+        )
+        assert bool(fit.success) and int(fit.n_iter) < 60, (shift, fit.status, fit.n_iter)
+        assert abs(float(fit.chi2) - 2.79506e-5) <= 1e-5 * 2.79506e-5
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -164,11 +194,8 @@ def test_curve_fit_from_the_standard_start(name):
     if expect == "MAX_ITER":
         assert int(fit.status) == int(mml.Status.MAX_ITER) and f < 1e-30, (name, f)
         return
-    if name in _LM_PRECISION_LIMIT:
-        assert int(fit.status) == int(mml.Status.PRECISION_LIMIT), (name, fit.status)
-    else:
-        # (square problems have dof = 0: COVARIANCE_UNDEFINED, with success True)
-        assert bool(fit.success), (name, mml.Status(int(fit.status)).name)
+    # (square problems have dof = 0: COVARIANCE_UNDEFINED, with success True)
+    assert bool(fit.success), (name, mml.Status(int(fit.status)).name)
     assert not mgh.improvable(p, np.asarray(fit.params), f), (name, f)
     assert abs(f - expect) <= 1e-5 * expect + 1e-12, (name, f, expect)
 
