@@ -36,6 +36,7 @@ from ._fit_lm import (
     gradient_cosine,
     init,
     lm_step,
+    rounding_floor,
     value_and_jacfwd,
 )
 from ._fit_losses import LOSSES, robust_scale
@@ -118,7 +119,7 @@ class _Fit(NamedTuple):
 
 def _problem(model, cfg: _Config, x, y, w, lo, hi, f_scale):
     res_p = _residual_fn(model, cfg.layout, x, y, w)
-    common = dict(loss=cfg.loss, f_scale=f_scale)
+    common = dict(loss=cfg.loss, f_scale=f_scale, data_scale=_data_scale(y, w))
     if not cfg.bounded:
         return Problem(residual=res_p, **common)
     bounds = _bounds(cfg, lo, hi)
@@ -134,6 +135,12 @@ def _problem(model, cfg: _Config, x, y, w, lo, hi, f_scale):
         resolution=resolution(bounds),
         **common,
     )
+
+
+def _data_scale(y, w):
+    """``|w y|`` at the used points (0 elsewhere): the scale of each residual's rounding (see
+    :func:`._fit_lm.rounding_floor`; NaN data under ``nan_policy='propagate'`` give no floor)."""
+    return jnp.abs(jnp.where(w != 0, y * w, 0.0))
 
 
 def _bounds(cfg: _Config, lo, hi) -> Bounds:
@@ -208,8 +215,13 @@ def _finish(model, cfg: _Config, x, y, w, bad, fit: _Fit, lo, hi, f_scale):
     # A fit that stopped without accepting a step, short of a stationary point: the dtype could
     # not resolve the cost's change near p0. Unless p0 was already as good as the minimum (a
     # warm start): the Gauss-Newton step from p would lower the cost by at most rtol of it
-    # (about sqrt(rtol dof) standard errors from the minimum).
-    near = regular & (g @ (cov0 @ g) <= cfg.rtol * cost)
+    # (about sqrt(rtol dof) standard errors from the minimum), or move the residuals by less
+    # than their rounding (p0 at the minimum of exact data).
+    gn = cov0 @ g
+    colnorm = jnp.sqrt(diag)
+    floor = rounding_floor(_data_scale(y, w), js, colnorm)
+    at_rounding = jnp.all(jnp.abs(gn) * colnorm <= floor)
+    near = regular & ((g @ gn <= cfg.rtol * cost) | at_rounding)
     stalled = (status == succ) & (s.n_accepted == 0) & (cos > cfg.rtol) & (s.cost > 0) & ~near
     status = jnp.where(
         stalled | (status == int(Status.STAGNATED)), int(Status.PRECISION_LIMIT), status

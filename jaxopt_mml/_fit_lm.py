@@ -47,13 +47,14 @@ Convergence (relative, as MINPACK's ``ftol``/``xtol``/``gtol``): the predicted a
 reductions of the cost are both below ``rtol**2`` (the cost is quadratic in the parameters' error);
 or every parameter's step, scaled up by the damping of that parameter,
 ``max(1, lambda D_i / A_ii) |h_i|``, is below ``rtol |u_i| + atol`` or changes the residuals by
-less than ``rtol |r|`` (``|J_i| |h_i|``; a step made small by heavy damping is not convergence);
-or the gradient is orthogonal to the residuals to machine precision; or the cost refused a step
-whose undamped predicted reduction is below what the cost resolves (``_RESOLVE`` roundings, or
-the noise seen on steps predicted to change it by less than one rounding, :func:`_noise`). With
-bounds the step test allows for the resolution of the change of variables (``eps`` times the
-bounds' size). A fit whose damping grows past ``1 / eps**2`` (no step lowers the cost
-measurably, short of those tests) ends ``PRECISION_LIMIT``.
+less than ``rtol |r|`` (``|J_i| |h_i|``; a step made small by heavy damping is not convergence;
+floored at the rounding of the weighted data, :func:`rounding_floor`, which a fit to exact data
+reaches); or the gradient is orthogonal to the residuals to machine precision; or the cost
+refused a step whose undamped predicted reduction is below what the cost resolves
+(``_RESOLVE`` roundings, or the noise seen on steps predicted to change it by less than one
+rounding, :func:`_noise`). With bounds the step test allows for the resolution of the change of
+variables (``2 eps`` times the bounds' size). A fit whose damping grows past ``1 / eps**2`` (no
+step lowers the cost measurably, short of those tests) ends ``PRECISION_LIMIT``.
 
 References: J. J. More, Lecture Notes in Mathematics 630 (1978); H. B. Nielsen, IMM-REP-1999-05;
 M. K. Transtrum and J. P. Sethna, "Improvements to the Levenberg-Marquardt algorithm for nonlinear
@@ -97,8 +98,10 @@ class Problem(NamedTuple):
     test is on the parameters, not on ``u``, whose scale the change of variables sets), and
     ``slopes``, the change of variables' ``u -> (p'(u), p''(u), |p'(u)| / max |p'|)`` (see
     :func:`._fit_data.slopes`), and ``from_params``, its inverse (for
-    :func:`release_from_bounds`), and ``resolution``, how finely ``to_params`` can place each
-    parameter (the rounding of ``bound +- distance``: ``2 eps`` times the bounds' size)."""
+    :func:`release_from_bounds`), ``resolution``, how finely ``to_params`` can place each
+    parameter (the rounding of ``bound +- distance``: ``2 eps`` times the bounds' size), and
+    ``data_scale``, the weighted data ``|w y|`` per point, whose rounding bounds how well the
+    residuals resolve a step (:func:`rounding_floor`)."""
 
     residual: object
     loss: str
@@ -107,6 +110,7 @@ class Problem(NamedTuple):
     slopes: object = None
     from_params: object = None
     resolution: object = 0.0
+    data_scale: object = None  # |w y| per point: the scale of the residuals' rounding
 
 
 def with_bound_curvature(problem: Problem, u, a, g):
@@ -261,7 +265,19 @@ def _damped_solve(a, g, dscale, lam):
 
 
 def _tests(
-    problem: Problem, state: LSState, h, act, pred, rtol, atol, cos, colnorm, g, damping, gain=None
+    problem: Problem,
+    state: LSState,
+    h,
+    act,
+    pred,
+    rtol,
+    atol,
+    cos,
+    colnorm,
+    g,
+    damping,
+    floor,
+    gain=None,
 ):
     """The convergence tests: the cost's reduction (MINPACK's ftol, at ``rtol**2`` since the cost
     is quadratic in the parameters' error), a step small in every parameter, or a gradient
@@ -292,15 +308,16 @@ def _tests(
     # (and a step that still lowers the cost by more than rtol of it is not small, whatever its
     # length: parameters known far better than rtol (stderr 1e-5 of their value, float32's
     # rtol 3.4e-4) passed the relative test while the step cut the cost by 3%, and the fit
-    # stopped with chi2 twice the minimum)
-    xtest = _step_small(problem, state, h, rtol, atol, colnorm, g, damping) & (
-        jnp.abs(act) <= rtol * cost
+    # stopped with chi2 twice the minimum; unless the cost is rounding itself: fitted to exact
+    # data, its evaluations differ by about itself)
+    xtest = _step_small(problem, state, h, rtol, atol, colnorm, g, damping, floor) & (
+        jnp.abs(act) <= jnp.maximum(rtol * cost, _cost_rounding(problem.data_scale, cost))
     )
     gtest = cos <= 16 * jnp.finfo(cost.dtype).eps
     return ftest | xtest | gtest | (cost == 0)
 
 
-def _step_small(problem: Problem, state: LSState, h, rtol, atol, colnorm, g, damping):
+def _step_small(problem: Problem, state: LSState, h, rtol, atol, colnorm, g, damping, floor):
     """The step test of :func:`_tests`: every parameter's step is within its tolerance.
 
     The statistical test, ``|J_i| hs_i <= rtol |r|``, also asks that the step's first-order
@@ -308,26 +325,70 @@ def _step_small(problem: Problem, state: LSState, h, rtol, atol, colnorm, g, dam
     (``|g_i| <= |J_i| |r|``), but a robust loss's rescaled ``J`` says little of the cost where
     residuals are beyond the loss's inflection (their rows are scaled by ``sqrt(eps)``, and a
     Cauchy fit far from its minimum passed the test on a step of 0.04 with the gradient at 1e5).
+    Where ``rtol |r|`` is below the residuals' rounding (``floor``, :func:`rounding_floor`) the
+    rounding is the tolerance, and ``floor |r|`` that of the cost's change.
     """
-    hs, hp, tol, stat = _step_scales(problem, state, h, rtol, atol, damping)
-    by_stat = (hs * colnorm <= stat) & (jnp.abs(g) * hs <= rtol * state.cost)
+    hs, hp, tol, stat = _step_scales(problem, state, h, rtol, atol, damping, floor)
+    by_stat = (hs * colnorm <= stat) & (jnp.abs(g) * hs <= _cost_tolerance(state, rtol, floor))
     return jnp.all((hp <= tol) | by_stat)
 
 
-def _step_scales(problem: Problem, state: LSState, h, rtol, atol, damping):
+def _cost_tolerance(state: LSState, rtol, floor):
+    """``rtol cost``, or ``floor |r|`` where larger: the statistical test's bound on a step's
+    first-order effect on the cost (:func:`_step_small`)."""
+    return jnp.maximum(rtol * state.cost, floor * jnp.sqrt(state.cost))
+
+
+def _cost_rounding(data_scale, cost):
+    """How far the cost's evaluations may differ by the rounding of the residuals (``d``:
+    ``eps |w y|`` in norm, :func:`rounding_floor`): ``d (2 |r| + d)``; 0 without
+    ``data_scale``."""
+    if data_scale is None:
+        return jnp.zeros_like(cost)
+    d = jnp.finfo(cost.dtype).eps * jnp.sqrt(jnp.sum(jnp.square(data_scale)))
+    return d * (2.0 * jnp.sqrt(cost) + d)
+
+
+def rounding_floor(data_scale, jac, colnorm):
+    """Per parameter, the change of the residuals below their rounding: ``eps`` times the
+    weighted data's size where that parameter acts, ``sqrt(sum_j J_ji^2 (w_j y_j)^2) / |J_i|``
+    (0 for ``data_scale`` None, and for a parameter without effect).
+
+    The statistical step test asks ``|J_i| |h_i| <= rtol |r|``, which a fit to exact data (``|r|``
+    at the rounding of the data, ``eps |w y|``) cannot meet: its Gauss-Newton steps fit that
+    rounding, as long as ``|r|`` itself. A parameter whose true value is 0 then passes neither
+    that test nor the relative one (``rtol |p_i|``), and noise-free data fitted to their minimum
+    ended ``PRECISION_LIMIT`` (Levenberg-Marquardt, after 70-140 iterations) or
+    ``LINESEARCH_FAILED`` (Gauss-Newton), where a nonzero true value ended ``SUCCESS``. Such a
+    step moves the residuals by less than the rounding of the data it is fitted to, measured
+    where the parameter acts (a parameter that only small data values feel keeps their finer
+    resolution). The floor is what the rounding, as random, gives the projection ``J_i^T r /
+    |J_i|``; residuals of a few roundings that the model cannot follow project coherently
+    beyond it, and stay ``PRECISION_LIMIT`` (float32 data 1e7 + 0 or 1, whose best constant
+    1e7 + 0.3 lies between two float32 values, 4.6 standard errors from either)."""
+    if data_scale is None:
+        return jnp.zeros_like(colnorm)
+    n2 = jnp.square(data_scale)
+    spread = jnp.sqrt(jnp.square(jac).T @ n2)
+    eps = jnp.finfo(colnorm.dtype).eps
+    return jnp.where(colnorm > 0, eps * spread / jnp.where(colnorm > 0, colnorm, 1.0), 0.0)
+
+
+def _step_scales(problem: Problem, state: LSState, h, rtol, atol, damping, floor):
     """What the step test compares: the step ``hs``, scaled back up by the damping (a step made
     small by heavy damping is not convergence), the parameters' step ``hp`` likewise (``hs``
     itself without bounds), its relative tolerance ``rtol |p + hp| + atol`` (plus, with bounds,
     the resolution of the change of variables, ``Problem.resolution``) and the statistical one
-    for ``hs |J_i|``, ``rtol |r|``.
+    for ``hs |J_i|``, ``rtol |r|`` (or the residuals' rounding ``floor``, where larger).
 
     With bounds the parameters' step is at least ``|p'(u) h|``: a step below the resolution of
     ``u`` leaves ``p`` unchanged, and a difference of 0 scaled up by any damping passed the test
     (a robust fit damped 1e14-fold after its model's curvature had collapsed stopped with
     SUCCESS at 24x the minimum's cost)."""
     hs = _undamped(jnp.abs(h), damping)
+    stat = jnp.maximum(rtol * jnp.sqrt(state.cost), floor)
     if problem.to_params is None:
-        return hs, hs, rtol * jnp.abs(state.u + h) + atol, rtol * jnp.sqrt(state.cost)
+        return hs, hs, rtol * jnp.abs(state.u + h) + atol, stat
     p_new = problem.to_params(state.u + h)
     dp = jnp.maximum(
         jnp.abs(p_new - problem.to_params(state.u)), jnp.abs(problem.slopes(state.u)[0] * h)
@@ -336,8 +397,7 @@ def _step_scales(problem: Problem, state: LSState, h, rtol, atol, damping):
     # (p is placed no finer than its bound's rounding: a bound at 1e8 with p ~ 0.3 makes that
     # 1.5e-8, above rtol |p|, and 1 fit in 8 cycled its damping at one point for 100 iterations
     # to PRECISION_LIMIT)
-    tol = rtol * jnp.abs(p_new) + atol + problem.resolution
-    return hs, hp, tol, rtol * jnp.sqrt(state.cost)
+    return hs, hp, rtol * jnp.abs(p_new) + atol + problem.resolution, stat
 
 
 def _undamped(step, damping):
@@ -426,14 +486,15 @@ def _noise(noise, pred, act, cost, ok):
     return jnp.where(blind, jnp.maximum(noise, jnp.abs(act)), noise)
 
 
-def _step_ratio(problem: Problem, state: LSState, h, rtol, atol, colnorm, g, damping):
+def _step_ratio(problem: Problem, state: LSState, h, rtol, atol, colnorm, g, damping, floor):
     """The step's size in units of the step test's tolerance: per parameter the smaller of
     ``hp_i / tol_i`` and the statistical test's ratio (the larger of ``hs_i |J_i| / stat`` and
     ``hs_i |g_i| / (rtol cost)``: see :func:`_step_small`), the largest over the parameters, so
     that the step test passes where this is <= 1."""
-    hs, hp, rel, stat = _step_scales(problem, state, h, rtol, atol, damping)
+    hs, hp, rel, stat = _step_scales(problem, state, h, rtol, atol, damping, floor)
     by_rel = _ratio(hp, rel)
-    by_stat = jnp.maximum(_ratio(hs * colnorm, stat), _ratio(jnp.abs(g) * hs, rtol * state.cost))
+    cost_tol = _cost_tolerance(state, rtol, floor)
+    by_stat = jnp.maximum(_ratio(hs * colnorm, stat), _ratio(jnp.abs(g) * hs, cost_tol))
     return jnp.max(jnp.minimum(by_rel, by_stat))
 
 
@@ -512,7 +573,10 @@ def lm_step(problem: Problem, rtol, atol):
         # (g_i = 0 at a degenerate minimum) adds nothing however damped its step.
         gain = jnp.sum(_undamped(jnp.abs(g * v), damping)) + gain_released
         lam, nu = _unblind(lam, nu, state.lam, pred, gain, cost, accept, act, damping)
-        converged = _tests(problem, state, h, act, pred, rtol, atol, cos, colnorm, g, damping, gain)
+        floor = rounding_floor(problem.data_scale, jac, colnorm)
+        converged = _tests(
+            problem, state, h, act, pred, rtol, atol, cos, colnorm, g, damping, floor, gain
+        )
         # A step that the cost refused where the reduction left (undamped) is below what the
         # cost can resolve, its noise or _RESOLVE roundings: as Gauss-Newton's failed search at
         # its floor (_finish_line_step), converged; in parameters about 1e-7 sqrt(dof) standard
@@ -528,7 +592,7 @@ def lm_step(problem: Problem, rtol, atol):
         # rate from the first step, which is rarely in the quadratic regime (in a narrow valley
         # a long first step then a short one along the valley stopped a float32 fit after two
         # iterations, 0.08 standard errors out).
-        q = _step_ratio(problem, state, h, rtol, atol, colnorm, g, damping)
+        q = _step_ratio(problem, state, h, rtol, atol, colnorm, g, damping, floor)
         last = state.last_q
         early = (state.n_accepted >= 2) & (q * q <= last) & (4.0 * q <= last) & (q <= _EARLY_MAX)
         early = early & (jnp.max(damping) <= _EARLY_DAMPING) & (act <= rtol * cost)
@@ -655,7 +719,8 @@ def _finish_line_step(problem, state, jac, search, h, g, rtol, atol, solved, jud
     colnorm = jnp.sqrt(jnp.sum(jac * jac, axis=0))
     cos = gradient_cosine(g, colnorm * colnorm, state.cost)
     gtest = cos <= 16 * jnp.finfo(state.cost.dtype).eps
-    small = _tests(problem, state, judged, act, pred, rtol, atol, cos, colnorm, g, 1.0)
+    floor = rounding_floor(problem.data_scale, jac, colnorm)
+    small = _tests(problem, state, judged, act, pred, rtol, atol, cos, colnorm, g, 1.0, floor)
     converged = (accept & small) | gtest | (state.cost == 0)
     # A failed search where the Gauss-Newton step is itself within the step tolerance, or its
     # predicted reduction within a few hundred roundings of the cost: rounding, not the model,
@@ -665,7 +730,7 @@ def _finish_line_step(problem, state, jac, search, h, g, rtol, atol, solved, jud
     # parameters that is about 1e-6 standard errors (float64) from the minimum.
     ftol = jnp.maximum(rtol * rtol, 256.0 * jnp.finfo(state.cost.dtype).eps)
     at_floor = (pred <= ftol * state.cost) | _step_small(
-        problem, state, judged, rtol, atol, colnorm, g, 1.0
+        problem, state, judged, rtol, atol, colnorm, g, 1.0, floor
     )
     converged = converged | (~accept & solved & at_floor)
     new = state._replace(

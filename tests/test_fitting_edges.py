@@ -628,6 +628,22 @@ def test_gauss_newton_at_the_rounding_floor_stops():
     np.testing.assert_allclose(gn.params, ref.x, rtol=1e-7)
 
 
+@pytest.mark.parametrize("method", ["lm", "gauss-newton"])
+def test_exact_data_with_a_parameter_at_zero_is_success(method):
+    # Noise-free data (from NumPy, so |r| ~ 1e-17, the data's rounding) with the offset c = 0:
+    # the Gauss-Newton steps fit that rounding and are as long as |r|, so neither the relative
+    # step test (rtol |c|, c ~ 1e-18) nor the statistical one (rtol |r|) could pass. LM ended
+    # PRECISION_LIMIT after 116 iterations (started at the minimum too), Gauss-Newton
+    # LINESEARCH_FAILED; with c = 0.3 the same fits ended SUCCESS in 7.
+    x = np.linspace(0.0, 4.0, 30)
+    y = 2.0 * np.exp(-1.3 * x)
+    fit = mml.curve_fit(decay, x, y, jnp.array([1.0, 1.0, 0.5]), method=method)
+    assert int(fit.status) == Status.SUCCESS and int(fit.n_iter) < 20
+    np.testing.assert_allclose(fit.params, [2.0, 1.3, 0.0], rtol=1e-14, atol=1e-15)
+    again = mml.curve_fit(decay, x, y, fit.params, method=method)
+    assert int(again.status) == Status.SUCCESS and int(again.n_iter) < 5
+
+
 @pytest.mark.parametrize("method", ["lm", "gauss-newton", "gradient-descent"])
 def test_a_parameter_without_effect_does_not_stop_the_fit(method):
     # Its column of J is 0: J^T J is singular, the Gauss-Newton step that gradient descent's
