@@ -202,13 +202,19 @@ def linear_fit(
                 f"N = {n} points; got {d_shape} for y of shape {y_shape}"
             )
         x = np.zeros(n, dtype)
-    elif isinstance(degree, bool) or not isinstance(degree, int) or degree < 0:
+    elif (
+        isinstance(degree, bool | np.bool_)
+        or not isinstance(degree, int | np.integer)
+        or degree < 0
+    ):
         raise ValueError(f"degree must be a non-negative int, got {degree!r}")
     elif np.shape(x)[:-1] not in ((), batch) or np.ndim(x) == 0:
         raise ValueError(
             f"x must have shape (N,), or (B, N) for y of shape (B, N); got {np.shape(x)} for y "
             f"of shape {y_shape}"
         )
+    # (a NumPy integer, as numpy.polyfit's deg takes, was refused; one static value either way)
+    degree = int(degree) if design is None else degree
     layout = check_data(x, y, sigma, mask, nan_policy, None)
     if design is not None and nan_policy == "raise" and is_concrete(design, mask):
         # A row that mask drops is as good as deleted (as in curve_fit, and as under jit).

@@ -440,6 +440,17 @@ def test_float64_x_with_float32_data_fits_in_float32():
     np.testing.assert_allclose(fit.params, [2.0, 1.0], rtol=1e-4)
 
 
+def test_linear_fit_takes_a_numpy_integer_degree():
+    # np.int64(2) (a computed degree, as numpy.polyfit takes) was refused as "not an int".
+    x = np.linspace(-1.0, 2.0, 7)
+    y = 1.0 + 2.0 * x - 0.5 * x**2 + 0.01 * np.cos(5 * x)
+    fit = mml.linear_fit(x, y, degree=np.int64(2))
+    np.testing.assert_allclose(fit.params, np.polynomial.polynomial.polyfit(x, y, 2), rtol=1e-12)
+    for bad in (np.True_, np.int64(-1), 2.0):
+        with pytest.raises(ValueError, match="degree"):
+            mml.linear_fit(x, y, degree=bad)
+
+
 def test_linear_fit_derivative_in_x_is_finite_at_zero():
     import jax
 
