@@ -418,7 +418,8 @@ def curve_fit(
         p0: the starting parameters: an array or a pytree of arrays (required: there is no
             sensible default for a nonlinear model).
         sigma: standard deviations of ``y`` (scalar, ``(N,)`` or ``(B, N)``); ``None``: all 1.
-            ``inf`` gives a point no weight.
+            ``inf`` gives a point no weight. Not a covariance matrix (scipy's 2-D ``sigma``):
+            whiten ``y`` and the model by its Cholesky factor instead.
         absolute_sigma: if True, ``sigma`` is absolute and the covariance is
             :math:`(J^T J)^{-1}`; if False (scipy's default) it is scaled by ``chi2 / dof``.
         bounds: ``(lower, upper)``, each a scalar or with ``p0``'s structure (one dataset's),

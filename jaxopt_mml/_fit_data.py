@@ -7,7 +7,8 @@ Conventions shared by :func:`curve_fit`, :func:`linear_fit` and :func:`chi_squar
   for ``k`` predictors). In a batched fit ``x`` is per dataset when its leading axis is ``B``
   (``(B, N)`` or ``(B, k, N)``), else shared; ``x_per_dataset`` settles the ambiguous case
   ``k == B``.
-* ``sigma`` is a scalar, ``(N,)`` (shared) or ``(B, N)``; ``inf`` gives a point no weight (padding).
+* ``sigma`` is a scalar, ``(N,)`` (shared) or ``(B, N)``; ``inf`` gives a point no weight (padding);
+  a covariance matrix ``(N, N)`` (scipy's 2-D ``sigma``) is refused, naming it.
 * ``mask`` (bool, broadcastable to ``y``): False drops a point.
 """
 
@@ -49,6 +50,16 @@ def check_shapes(x, y, sigma, mask, x_per_dataset: bool | None) -> Layout:
     if n == 0:
         raise ValueError("y must hold at least one point, got N = 0")
     batch = y_shape[0] if len(y_shape) == 2 else None
+    try:
+        x_dtype = dtype_of(x)
+    except (TypeError, ValueError):  # ragged sequences
+        x_dtype = np.dtype(object)
+    if not (np.issubdtype(x_dtype, np.number) or x_dtype == np.dtype(bool)):
+        # (a dict, or arrays of different lengths, met NumPy's isfinite message)
+        raise TypeError(
+            f"x must be an array of numbers, shape (N,) or (k, N) for k predictors (a sequence "
+            f"of k arrays of N points is stacked), got {type(x).__name__}"
+        )
     x_shape = np.shape(x)
     if len(x_shape) >= 1 and x_shape[-1] != n:
         raise ValueError(
@@ -70,6 +81,13 @@ def check_shapes(x, y, sigma, mask, x_per_dataset: bool | None) -> Layout:
             )
     if sigma is not None:
         s_shape = np.shape(sigma)
+        if s_shape == (n, n) and s_shape != y_shape:
+            # scipy's curve_fit takes a 2-D sigma as y's covariance matrix
+            raise ValueError(
+                f"sigma must hold standard deviations (a scalar, (N,) or (B, N)), got shape "
+                f"{s_shape}: a covariance matrix of y is not supported; whiten instead (with "
+                "L = cholesky(cov), fit solve(L, y) by solve(L, model(x, p)), sigma=None)"
+            )
         if len(s_shape) > len(y_shape):
             raise ValueError(
                 f"sigma must have at most y's {len(y_shape)} axes, got shape {s_shape}"

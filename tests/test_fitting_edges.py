@@ -404,6 +404,24 @@ def test_linear_fit_and_chi_squared_check_shapes():
             mml.chi_squared(lambda xx, p: p * xx, 2.0, x, y, sigma=sigma)
 
 
+def test_a_covariance_sigma_or_a_pytree_x_is_refused_by_name():
+    # scipy's curve_fit takes a 2-D sigma as y's covariance: it was refused as "at most y's 1
+    # axes" (and for a batch, as not broadcasting). A dict x (or ragged arrays) met NumPy's
+    # isfinite message instead of one naming x.
+    x, y = _decay_data()
+    cov = np.diag(np.full(40, 0.01))
+    for fit in (
+        lambda: mml.curve_fit(decay, x, y, jnp.ones(3), sigma=cov),
+        lambda: mml.curve_fit(decay, x, np.stack([y, y]), jnp.ones(3), sigma=cov),
+        lambda: mml.linear_fit(x, y, sigma=cov),
+    ):
+        with pytest.raises(ValueError, match="covariance matrix of y is not supported"):
+            fit()
+    for bad_x in ({"t": x}, [x, x[:-1]]):
+        with pytest.raises(TypeError, match="x must be an array of numbers"):
+            mml.curve_fit(lambda xx, p: p[0] * xx["t"], bad_x, y, jnp.ones(1))
+
+
 # ---------------------------------------------------------------- second bug hunt
 
 
