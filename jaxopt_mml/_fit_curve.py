@@ -556,7 +556,7 @@ def curve_fit(
                 raise ValueError("p0 must lie within bounds (lower <= p0 <= upper)")
 
     model = static_function(model)  # an inline lambda, written again, reuses the compilation
-    _check_model(model, layout, x, data, dtype)
+    _check_model(model, layout, x, data, dtype, p0_batched, x_per_dataset)
     if lanes is not None:
         check_positive_int("lanes", lanes)
     cfg = _Config(
@@ -579,12 +579,31 @@ def curve_fit(
     return out
 
 
-def _check_model(model, layout, x, data, dtype):
+def _check_model(model, layout, x, data, dtype, p0_batched, x_per_dataset):
     x_shape = tuple(np.shape(x)[1:] if data.x_batched else np.shape(x))
     x_dtype = dtype_of(x)
     if not np.issubdtype(x_dtype, np.inexact):  # as _fit_data.weights passes it to the model
         x_dtype = np.dtype(dtype)
-    _check_model_cached(model, layout, x_shape, x_dtype, data.n, np.dtype(dtype))
+    try:
+        _check_model_cached(model, layout, x_shape, x_dtype, data.n, np.dtype(dtype))
+    except (TypeError, ValueError) as exc:
+        # A batch's x or p0 read per dataset by their leading axis B, where the user meant k
+        # predictors or a (B, k) parameter: the model's own error did not say how they were read.
+        notes = []
+        if data.x_batched and x_per_dataset is None:
+            notes.append(
+                f"x of shape {np.shape(x)} was read as one x per dataset (its leading axis is "
+                f"B = {data.batch}); pass x_per_dataset=False if it holds {data.batch} predictors"
+            )
+        if p0_batched:
+            shapes = layout.shapes[0] if len(layout.shapes) == 1 else list(layout.shapes)
+            notes.append(
+                f"p0 was read as one start per dataset (its leading axis is B = {data.batch}), "
+                f"each of shape {shapes}; to share a p0 of its shape, broadcast it to (B, ...)"
+            )
+        if not notes:
+            raise
+        raise type(exc)(f"{exc} ({'; '.join(notes)})") from exc
 
 
 @functools.lru_cache(maxsize=256)

@@ -422,6 +422,21 @@ def test_a_covariance_sigma_or_a_pytree_x_is_refused_by_name():
             mml.curve_fit(lambda xx, p: p[0] * xx["t"], bad_x, y, jnp.ones(1))
 
 
+def test_a_model_error_says_how_a_batch_read_x_and_p0():
+    # x of shape (k, N) with k == B predictors, or a (B, k) p0 meant as one matrix parameter,
+    # are read per dataset: the model then failed with a message of its own shapes only.
+    x, y = _decay_data()
+    xs, ys = np.stack([x, x**2]), np.stack([y, y])
+
+    def two(xx, p):
+        return p[0] * xx[0] + p[1] * xx[1]
+
+    with pytest.raises(ValueError, match="x_per_dataset=False"):
+        mml.curve_fit(two, xs, ys, jnp.ones(2))
+    with pytest.raises(TypeError, match="p0 was read as one start per dataset"):
+        mml.curve_fit(lambda xx, p: p[0, 0] + p[1, 1] * xx, x, ys, jnp.ones((2, 2)))
+
+
 # ---------------------------------------------------------------- second bug hunt
 
 
