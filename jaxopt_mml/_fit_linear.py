@@ -9,7 +9,7 @@ import numpy as np
 from ._fit_data import NAN_POLICIES, check_data, is_concrete, weights
 from ._fit_stats import FitResult, fit_statistics
 from ._status import Status
-from ._tree import check_bool, check_choice, dtype_of
+from ._tree import as_inexact, check_bool, check_choice, dtype_of
 
 __all__ = ["chi_squared", "linear_fit"]
 
@@ -40,8 +40,9 @@ def chi_squared(model, params, x, y, sigma=None):
     """
     if not callable(model):
         raise TypeError(f"model must be callable as model(x, params), got {type(model).__name__}")
-    y = jnp.asarray(y)
-    f = model(x, params)
+    # integers as floats: their squares overflowed (int32 without x64, silently)
+    y = as_inexact(y)
+    f = as_inexact(model(x, params))
     try:
         shape = jnp.broadcast_shapes(jnp.shape(f), y.shape)
     except ValueError:

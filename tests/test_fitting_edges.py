@@ -484,6 +484,16 @@ def test_linear_fit_takes_a_numpy_integer_degree():
             mml.linear_fit(x, y, degree=bad)
 
 
+def test_chi_squared_of_integer_data_is_a_float():
+    # Integer data and an integer model summed squares in integers: (80000 - 4)^2 overflowed
+    # int32 (without x64) to a wrong value, silently.
+    x = np.arange(5, dtype=np.int32)
+    y = np.array([0, 1, 2, 3, 80000], np.int32)
+    chi2 = mml.chi_squared(lambda xx, p: p * xx, np.int32(1), x, y)
+    assert jnp.issubdtype(chi2.dtype, jnp.floating)
+    np.testing.assert_allclose(float(chi2), 79996.0**2, rtol=1e-6)
+
+
 def test_linear_fit_derivative_in_x_is_finite_at_zero():
     import jax
 
