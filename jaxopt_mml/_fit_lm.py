@@ -351,8 +351,9 @@ def _cost_rounding(data_scale, cost):
 
 def rounding_floor(data_scale, jac, colnorm):
     """Per parameter, the change of the residuals below their rounding: ``eps`` times the
-    weighted data's size where that parameter acts, ``sqrt(sum_j J_ji^2 (w_j y_j)^2) / |J_i|``
-    (0 for ``data_scale`` None, and for a parameter without effect).
+    weighted data's size where that parameter acts, ``sqrt(sum_j J_ji^2 (w_j y_j)^2) / |J_i|``,
+    taken at its bound ``eps max_j |w_j y_j|`` (0 for ``data_scale`` None, and for a parameter
+    without effect).
 
     The statistical step test asks ``|J_i| |h_i| <= rtol |r|``, which a fit to exact data (``|r|``
     at the rounding of the data, ``eps |w y|``) cannot meet: its Gauss-Newton steps fit that
@@ -368,10 +369,11 @@ def rounding_floor(data_scale, jac, colnorm):
     1e7 + 0.3 lies between two float32 values, 4.6 standard errors from either)."""
     if data_scale is None:
         return jnp.zeros_like(colnorm)
-    n2 = jnp.square(data_scale)
-    spread = jnp.sqrt(jnp.square(jac).T @ n2)
+    # Bounded by eps max |w y| (a weighted mean of the data's sizes): that bound is the floor.
+    # The projection itself, a pass over J per iteration, made a batch of 10^4 peak fits 25%
+    # slower (2-core CPU); the bound is looser only for exact data spanning decades.
     eps = jnp.finfo(colnorm.dtype).eps
-    return jnp.where(colnorm > 0, eps * spread / jnp.where(colnorm > 0, colnorm, 1.0), 0.0)
+    return jnp.where(colnorm > 0, eps * jnp.max(data_scale), 0.0)
 
 
 def _step_scales(problem: Problem, state: LSState, h, rtol, atol, damping, floor):
