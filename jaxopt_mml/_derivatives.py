@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from ._tree import PyTree, as_inexact, check_choice, dtype_of, is_concrete
+from ._tree import PyTree, as_inexact, check_choice, is_concrete, is_real_scalar
 
 __all__ = [
     "jacobian",
@@ -424,16 +424,7 @@ def check_grad(
     if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
         raise TypeError("check_grad is a host-side diagnostic: call it outside jit/vmap/grad")
     if eps is not None:
-        real = (
-            not isinstance(eps, bool | np.bool_)
-            and np.ndim(eps) == 0
-            and is_concrete(eps)
-            and (
-                np.issubdtype(dtype_of(eps), np.floating)
-                or np.issubdtype(dtype_of(eps), np.integer)
-            )
-        )
-        if not real or not 0 < float(eps) < np.inf:
+        if not (is_real_scalar(eps) and is_concrete(eps)) or not 0 < float(eps) < np.inf:
             raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
     x = _as_float(x)
     if any(jnp.iscomplexobj(leaf) for leaf in jax.tree.leaves(x)):

@@ -219,7 +219,7 @@ def _finish(model, cfg: _Config, x, y, w, bad, fit: _Fit, lo, hi, f_scale):
     # than their rounding (p0 at the minimum of exact data).
     gn = cov0 @ g
     colnorm = jnp.sqrt(diag)
-    floor = rounding_floor(_data_scale(y, w), js, colnorm)
+    floor = rounding_floor(_data_scale(y, w), colnorm)
     at_rounding = jnp.all(jnp.abs(gn) * colnorm <= floor)
     near = regular & ((g @ gn <= cfg.rtol * cost) | at_rounding)
     stalled = (status == succ) & (s.n_accepted == 0) & (cos > cfg.rtol) & (s.cost > 0) & ~near

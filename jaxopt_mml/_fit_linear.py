@@ -9,7 +9,7 @@ import numpy as np
 from ._fit_data import NAN_POLICIES, check_data, is_concrete, weights
 from ._fit_stats import FitResult, fit_statistics
 from ._status import Status
-from ._tree import as_inexact, check_bool, check_choice, dtype_of
+from ._tree import as_inexact, check_bool, check_choice, dtype_of, is_int
 
 __all__ = ["chi_squared", "linear_fit"]
 
@@ -203,11 +203,7 @@ def linear_fit(
                 f"N = {n} points; got {d_shape} for y of shape {y_shape}"
             )
         x = np.zeros(n, dtype)
-    elif (
-        isinstance(degree, bool | np.bool_)
-        or not isinstance(degree, int | np.integer)
-        or degree < 0
-    ):
+    elif not is_int(degree) or degree < 0:
         raise ValueError(f"degree must be a non-negative int, got {degree!r}")
     elif np.shape(x)[:-1] not in ((), batch) or np.ndim(x) == 0:
         raise ValueError(

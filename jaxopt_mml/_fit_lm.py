@@ -349,7 +349,7 @@ def _cost_rounding(data_scale, cost):
     return d * (2.0 * jnp.sqrt(cost) + d)
 
 
-def rounding_floor(data_scale, jac, colnorm):
+def rounding_floor(data_scale, colnorm):
     """Per parameter, the change of the residuals below their rounding: ``eps`` times the
     weighted data's size where that parameter acts, ``sqrt(sum_j J_ji^2 (w_j y_j)^2) / |J_i|``,
     taken at its bound ``eps max_j |w_j y_j|`` (0 for ``data_scale`` None, and for a parameter
@@ -575,7 +575,7 @@ def lm_step(problem: Problem, rtol, atol):
         # (g_i = 0 at a degenerate minimum) adds nothing however damped its step.
         gain = jnp.sum(_undamped(jnp.abs(g * v), damping)) + gain_released
         lam, nu = _unblind(lam, nu, state.lam, pred, gain, cost, accept, act, damping)
-        floor = rounding_floor(problem.data_scale, jac, colnorm)
+        floor = rounding_floor(problem.data_scale, colnorm)
         converged = _tests(
             problem, state, h, act, pred, rtol, atol, cos, colnorm, g, damping, floor, gain
         )
@@ -721,7 +721,7 @@ def _finish_line_step(problem, state, jac, search, h, g, rtol, atol, solved, jud
     colnorm = jnp.sqrt(jnp.sum(jac * jac, axis=0))
     cos = gradient_cosine(g, colnorm * colnorm, state.cost)
     gtest = cos <= 16 * jnp.finfo(state.cost.dtype).eps
-    floor = rounding_floor(problem.data_scale, jac, colnorm)
+    floor = rounding_floor(problem.data_scale, colnorm)
     small = _tests(problem, state, judged, act, pred, rtol, atol, cos, colnorm, g, 1.0, floor)
     converged = (accept & small) | gtest | (state.cost == 0)
     # A failed search where the Gauss-Newton step is itself within the step tolerance, or its

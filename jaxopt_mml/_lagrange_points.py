@@ -39,7 +39,7 @@ from ._driver import iterate, make_progress
 from ._linesearch import backtracking
 from ._static import static_function
 from ._status import Status
-from ._tree import PyTree, check_positive_int, default_tolerances, dtype_of
+from ._tree import PyTree, check_positive_int, default_tolerances, is_real_scalar
 
 __all__ = ["LagrangePoints", "lagrange_stationary_points"]
 
@@ -329,9 +329,7 @@ def lagrange_stationary_points(
         unique_tol = 100.0 * max(float(rtol), float(atol))
     else:
         # (compared bare, a string or an array raised Python's own error, and True ran as 1)
-        kind = dtype_of(unique_tol) if np.ndim(unique_tol) == 0 else np.dtype(object)
-        real = np.issubdtype(kind, np.integer) or np.issubdtype(kind, np.floating)
-        if isinstance(unique_tol, bool) or not real:
+        if not is_real_scalar(unique_tol):
             raise TypeError(f"unique_tol must be a real number or None, got {unique_tol!r}")
         if not float(unique_tol) >= 0.0:
             raise ValueError(

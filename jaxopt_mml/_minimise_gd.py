@@ -14,19 +14,11 @@ from ._linesearch import backtracking
 from ._minimise_common import MinimiseResult, gradient_converged, run_minimiser
 from ._static import static_function
 from ._status import Status
-from ._tree import PyTree, check_bool, check_positive_int, dtype_of, is_concrete
+from ._tree import PyTree, check_bool, check_positive_int, is_concrete, is_real_scalar
 
 __all__ = ["gradient_descent"]
 
 _LINE_SEARCHES = ("backtracking", "armijo")
-
-
-def _real_scalar(value) -> bool:
-    """A real number: Python's, NumPy's, or a 0-d array (concrete or traced); not a bool."""
-    if isinstance(value, bool | str) or callable(value) or np.ndim(value) != 0:
-        return False
-    dtype = dtype_of(value)
-    return np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)
 
 
 class _GDState(NamedTuple):
@@ -219,7 +211,7 @@ def gradient_descent(
         mode = "linesearch"
     elif callable(step_size):
         mode, schedule = "schedule", static_function(step_size)  # a rebound global recompiles
-    elif _real_scalar(step_size):
+    elif is_real_scalar(step_size):
         # Traced where the user's jit traces it: then a value that is not finite and positive
         # stops the run at x0 with Status.INVALID_INPUT.
         if is_concrete(step_size) and not 0 < float(step_size) < np.inf:
@@ -230,7 +222,7 @@ def gradient_descent(
         raise TypeError(
             f"step_size must be a float, a schedule or a line-search name, got {step_size!r}"
         )
-    if not _real_scalar(momentum) or not is_concrete(momentum) or not 0.0 <= momentum < 1.0:
+    if not is_real_scalar(momentum) or not is_concrete(momentum) or not 0.0 <= momentum < 1.0:
         raise ValueError(f"momentum must be a float in [0, 1), got {momentum!r}")
     return run_minimiser(
         _init,

@@ -137,9 +137,22 @@ def default_tolerances(
     return out[0], out[1]
 
 
+def is_int(value: Any) -> bool:
+    """An integer, Python's or NumPy's (``np.int64(100)`` from a computation); not a bool."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+
+
+def is_real_scalar(value: Any) -> bool:
+    """A real number: Python's, NumPy's, or a 0-d array (concrete or traced); not a bool."""
+    if isinstance(value, bool | str) or callable(value) or np.ndim(value) != 0:
+        return False
+    dtype = dtype_of(value)
+    return np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)
+
+
 def check_positive_int(name: str, value: Any) -> int:
     """Validate a static integer option, raising TypeError/ValueError that names it."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+    if not is_int(value):
         raise TypeError(f"{name} must be a Python int, got {type(value).__name__} {value!r}")
     if value < 1:
         raise ValueError(f"{name} must be >= 1, got {value}")
