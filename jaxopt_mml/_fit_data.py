@@ -128,7 +128,10 @@ def check_values(x, y, sigma, mask, nan_policy: str, x_batched: bool, p0=None):
     if on_accelerator(x, y, sigma, mask) or (not data and on_accelerator(p0)):
         # One reduction on the device and one integer back, rather than the data to the host
         # (data on the host are checked there, with p0 read back if it is on the device).
-        flags = _bad_flags_jit(x, y, sigma, mask, p0, x_batched)
+        # Evaluated now even where curve_fit is being traced (concrete data or p0 closed over
+        # by a jitted caller): staged into that trace, the flags would be a tracer to read.
+        with jax.ensure_compile_time_eval():
+            flags = _bad_flags_jit(x, y, sigma, mask, p0, x_batched)
         return lambda: _raise_for(_unpack(int(jax.device_get(flags))), values)
     bad = _bad_values(x, y, sigma, mask, x_batched, np)
     bad.append(not all(np.all(np.isfinite(np.asarray(leaf))) for leaf in p0))

@@ -616,6 +616,32 @@ def test_device_value_checks_are_read_after_the_fit_is_dispatched(monkeypatch):
     assert events[2:] == ["fit", "read"]
 
 
+def test_device_value_checks_inside_a_jitted_caller(monkeypatch):
+    # curve_fit traced by a caller's jit with some inputs concrete (closed over): on a GPU the
+    # device-side checks of those inputs were staged into the caller's trace, and reading their
+    # flags raised ConcretizationTypeError (test_nan_policy on an H100). They run eagerly now,
+    # and bad closed-over data raise as they do on the host.
+    import jaxopt_mml._fit_data as fd
+
+    monkeypatch.setattr(fd, "on_accelerator", lambda *trees: True)
+    x, y, _ = exp_data()
+    p0 = jnp.array([1.5, 1.0, 0.3])
+    y_nan = y.copy()
+    y_nan[4] = np.nan
+    traced_y = jax.jit(lambda yy: mml.curve_fit(exp_decay, x, yy, p0))(y_nan)  # p0 closed over
+    assert int(traced_y.status) == Status.INVALID_INPUT
+    x_dev, y_dev, y_nan_dev = jnp.asarray(x), jnp.asarray(y), jnp.asarray(y_nan)
+    traced_p0 = jax.jit(lambda p: mml.curve_fit(exp_decay, x_dev, y_dev, p))
+    np.testing.assert_allclose(
+        traced_p0(p0).params, mml.curve_fit(exp_decay, x, y, p0).params, rtol=1e-12
+    )
+    with pytest.raises(ValueError, match="^y hold"):
+        jax.jit(lambda p: mml.curve_fit(exp_decay, x_dev, y_nan_dev, p))(p0)
+    p0_nan = p0.at[0].set(jnp.nan)
+    with pytest.raises(ValueError, match="^p0 holds NaN"):
+        jax.jit(lambda yy: mml.curve_fit(exp_decay, x, yy, p0_nan))(y)
+
+
 def test_jax_arrays_and_lists_are_taken_without_warnings():
     """Inputs as JAX arrays (the dtype is read, not converted: NumPy deprecates converting an
     array to a dtype) and as plain lists, like scipy's curve_fit; the same fit either way."""
