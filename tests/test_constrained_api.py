@@ -207,10 +207,13 @@ def test_vmapped_augmented_lagrangian_equals_a_loop_and_differentiates():
     # results, their derivatives and nested vmaps must be those of one problem at a time. On a
     # GPU or TPU the loop is vectorised: its batched linear algebra rounds otherwise, a problem
     # may stop one iteration sooner or later, and the results agree to the solver's tolerance
-    # (this test failed on an H100 at 1e-12).
+    # (this test failed on an H100 at 1e-12). t = 4 is avoided: there the inequality holds with
+    # equality at the unconstrained minimum (1, 1, 1) with a zero multiplier, x(t) has a kink,
+    # and which one-sided derivative a solve returns is rounding's call (on an H100 the
+    # vectorised solve gave the left one, the loop the right).
     sequential = not jaxopt_mml._backend.wide_backend()
     tol, dtol = (1e-12, 1e-10) if sequential else (1e-7, 1e-6)
-    ts = jnp.array([2.5, 3.0, 3.5, 4.0])
+    ts = jnp.array([2.5, 3.0, 3.5, 4.25])
 
     def solve_x(t):
         return _hs35_bounded(t).x

@@ -309,7 +309,9 @@ def test_a_failed_float32_search_is_precision_limit_only_below_rtol():
     # A gradient-descent search that finds no decrease ends PRECISION_LIMIT where the
     # Gauss-Newton reduction still predicted from its point is below rtol of chi2 (the dtype
     # cannot resolve what is left), LINESEARCH_FAILED where it is not. The prediction is
-    # recomputed here in float64 (about 0.15 rtol, 6 rtol and 60 rtol in these three fits).
+    # recomputed here in float64. Which random fits end so is rounding's call (on a 2-core CPU
+    # the 3rd of these, on an H100 and under XLA's -O0 the 27th: the 3rd converged there), so
+    # fits are drawn until both outcomes have been checked.
     rng = np.random.default_rng(0)
     x = np.linspace(0.5, 5.0, 40).astype(np.float32)
     xd = x.astype(float)
@@ -319,7 +321,7 @@ def test_a_failed_float32_search_is_precision_limit_only_below_rtol():
         return p[0] * xx ** p[1] + p[2]
 
     statuses = []
-    for _ in range(3):
+    for _ in range(40):
         t = np.array([rng.uniform(0.5, 5), rng.uniform(-2, 3), rng.uniform(-1, 1)])
         y = (power(xd, t) + 0.05 * rng.standard_normal(40)).astype(np.float32)
         p0 = (t * (1 + 0.1 * rng.choice([-1, 1], 3))).astype(np.float32)
@@ -335,4 +337,6 @@ def test_a_failed_float32_search_is_precision_limit_only_below_rtol():
         pred = g @ np.linalg.solve(jac.T @ jac, g)
         below = pred < rtol * (r @ r)
         assert status == (Status.PRECISION_LIMIT if below else Status.LINESEARCH_FAILED)
+        if {Status.PRECISION_LIMIT, Status.LINESEARCH_FAILED} <= set(statuses):
+            break
     assert Status.PRECISION_LIMIT in statuses  # the case this test is about

@@ -606,6 +606,7 @@ def test_elementwise_chunks_follow_the_backend(monkeypatch):
     # Narrow chunks on a CPU (cache), wide on an accelerator (a loop per chunk costs launches).
     import jaxopt_mml._roots_common as rc
 
+    monkeypatch.setattr(rc, "wide_backend", lambda: False)
     assert rc.masked_chunk() == rc.MASKED_CHUNK
     monkeypatch.setattr(rc, "wide_backend", lambda: True)
     assert rc.masked_chunk() == rc.WIDE_CHUNK > rc.MASKED_CHUNK

@@ -48,6 +48,9 @@ def _env() -> dict:
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env["SHARDING_WORKER_TIMEOUT"] = str(TIMEOUT_S - 5)  # dump stacks before we kill it
     env.pop("XLA_FLAGS", None)
+    # The N devices are the host's CPU devices: on a machine with a GPU, JAX's default backend
+    # would be that one GPU (every check failed so on an H100).
+    env["JAX_PLATFORMS"] = "cpu"
     return env
 
 
