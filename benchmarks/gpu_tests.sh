@@ -25,9 +25,9 @@ run_group() {  # run_group NAME SECONDS files...
   timeout "$limit" python3 -m pytest -v -n "$WORKERS" -p no:cacheprovider --tb=short -rfE \
     --junitxml="$RAW/$name.xml" "$@" >"$RAW/$name.log" 2>&1
   local rc=$?
-  echo "=== $(date -u +%T) $name exit $rc (124: out of time)" >>"$OUT_DIR/summary.txt"
-  grep -E "FAILED|ERROR|passed|failed" "$RAW/$name.log" | grep -v "^\[gw" | tail -30 \
+  echo "=== $(date -u +%T) $name exit $rc$([ $rc = 124 ] && echo ' (out of time)')" \
     >>"$OUT_DIR/summary.txt"
+  grep -E "^(FAILED|ERROR) |^=+ .*(passed|failed)" "$RAW/$name.log" | tail -30 >>"$OUT_DIR/summary.txt"
   tar -czf "$OUT_DIR/raw.tgz" -C "$(dirname "$RAW")" "$(basename "$RAW")"
 }
 cd tests
