@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from ._tree import PyTree, as_inexact, check_choice, is_concrete, is_real_scalar
+from ._tree import PyTree, as_inexact, check_choice, is_concrete, is_int, is_real_scalar
 
 __all__ = [
     "jacobian",
@@ -61,17 +61,23 @@ def _tree_size(tree: PyTree) -> int:
 
 
 def _selected(args: Sequence[Any], argnums: int | Sequence[int]) -> Any:
-    """The positional arguments that ``argnums`` selects (one, or a tuple of them)."""
-    indices = [argnums] if isinstance(argnums, int) else list(argnums)
+    """The positional arguments that ``argnums`` selects (one, or a tuple of them).
+
+    An index may be a NumPy integer, as ``jax.jacobian`` takes it (``isinstance(np.int64(0),
+    int)`` is False: it was iterated over, "'numpy.int64' object is not iterable")."""
+    single = is_int(argnums)
+    indices = [argnums] if single else argnums
+    if not isinstance(indices, list | tuple) or not all(is_int(i) for i in indices):
+        raise TypeError(f"argnums must be an int or a sequence of ints, got {argnums!r}")
     for i in indices:
         if not -len(args) <= i < len(args):
             raise ValueError(
                 f"argnums {argnums!r} selects argument {i}, but the function was called with "
                 f"{len(args)} positional argument(s)"
             )
-    if isinstance(argnums, int):
+    if single:
         return args[argnums]
-    return tuple(args[i] for i in argnums)
+    return tuple(args[i] for i in indices)
 
 
 def _resolve_mode(mode: str, in_size: int, out_size: int) -> str:
@@ -156,6 +162,8 @@ def jacobian(
 
     Raises:
         ValueError: ``mode`` is not one of ``"auto"``, ``"fwd"``, ``"rev"``.
+        TypeError: when called, ``argnums`` is not an int (Python's or NumPy's) or a sequence
+            of them.
 
     Example:
         >>> import jax.numpy as jnp, jaxopt_mml as mml

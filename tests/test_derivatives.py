@@ -90,6 +90,19 @@ def test_jacobian_unknown_mode_raises_naming_mode():
         mml.jacobian(tall, mode="forward")
 
 
+def test_jacobian_auto_takes_numpy_integer_argnums_as_jax_does():
+    # mode="auto" counted the selected inputs with isinstance(argnums, int), and iterated over
+    # np.int64(1): "'numpy.int64' object is not iterable" (mode="fwd" / "rev" took it)
+    f = lambda x, y: x * y
+    x, y = jnp.array([1.0, 2.0]), jnp.array([3.0, 4.0, 5.0])
+    j = mml.jacobian(lambda a, b: jnp.outer(a, b).ravel(), argnums=np.int64(1))(x, y)
+    chex.assert_trees_all_close(j, jax.jacfwd(lambda b: jnp.outer(x, b).ravel())(y))
+    both = mml.jacobian(f, argnums=(np.int64(0), 1))(x[:1], 3.0)
+    chex.assert_trees_all_close(both, (jnp.array([[3.0]]), jnp.array([1.0])))
+    with pytest.raises(TypeError, match="argnums"):
+        mml.jacobian(f, argnums="0")(x, 3.0)
+
+
 def test_jacobian_pytrees_in_and_out_with_aux_and_argnums():
     def f(p, scale):
         out = {"u": scale * p["a"] * p["b"][0], "v": jnp.stack([p["a"], p["b"][1] ** 2, 1.0])}
