@@ -146,7 +146,8 @@ def jacobian(
     Forward mode builds :math:`J` column by column with :math:`n` JVPs (``jax.jacfwd``); reverse mode
     row by row with :math:`m` VJPs (``jax.jacrev``). With ``mode="auto"`` the choice is made when the
     returned function is called: forward when :math:`n \le m` (sizes counted over all pytree leaves
-    of the differentiated arguments and of the output), reverse otherwise.
+    of the differentiated arguments and of the output), reverse otherwise; forward whatever the
+    sizes when an output is complex (real inputs, complex outputs: reverse mode refuses them).
 
     Args:
         f: The function to differentiate; arrays or pytrees in and out.
@@ -185,6 +186,12 @@ def jacobian(
                 lambda *a: f(*a, **kwargs)[0] if has_aux else f(*a, **kwargs), *args
             )
             chosen = _resolve_mode(mode, _tree_size(_selected(args, argnums)), _tree_size(out))
+            # a complex output of real inputs has a Jacobian in forward mode only (jax.jacrev
+            # refuses complex outputs): a wide R^n -> C^m raised where jacfwd had the answer
+            if any(
+                jnp.issubdtype(leaf.dtype, jnp.complexfloating) for leaf in jax.tree.leaves(out)
+            ):
+                chosen = "fwd"
         transform = jax.jacfwd if chosen == "fwd" else jax.jacrev
         return transform(f, argnums=argnums, has_aux=has_aux)(*args, **kwargs)
 

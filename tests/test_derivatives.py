@@ -90,6 +90,19 @@ def test_jacobian_unknown_mode_raises_naming_mode():
         mml.jacobian(tall, mode="forward")
 
 
+def test_jacobian_auto_of_a_wide_complex_valued_function_is_forward_mode():
+    # R^3 -> C^1 is wide: "auto" chose reverse mode, which refuses complex outputs ("jacrev
+    # requires real-valued outputs"), while forward mode has the Jacobian
+    x = jnp.array([0.5, -1.0, 2.0])
+    f = lambda x: jnp.exp(1j * x[:1] * x[1:2]) + x[2]
+    j = jax.jit(mml.jacobian(f))(x)
+    expected = jnp.array([[x[1], x[0], 0.0]]) * 1j * jnp.exp(1j * x[0] * x[1]) + jnp.array(
+        [[0.0, 0.0, 1.0]]
+    )
+    chex.assert_trees_all_close(j, expected, rtol=1e-14)
+    chex.assert_trees_all_close(mml.jacobian(f, mode="fwd")(x), expected, rtol=1e-14)
+
+
 def test_jacobian_auto_takes_numpy_integer_argnums_as_jax_does():
     # mode="auto" counted the selected inputs with isinstance(argnums, int), and iterated over
     # np.int64(1): "'numpy.int64' object is not iterable" (mode="fwd" / "rev" took it)
