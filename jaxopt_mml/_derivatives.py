@@ -98,6 +98,22 @@ def _check_scalar_output(f: Callable, out: PyTree, caller: str) -> None:
         )
 
 
+def _without_aux(f: Callable, out: Any, has_aux: bool) -> Any:
+    """``f``'s output without its aux: with ``has_aux`` the first of the pair ``f`` must return.
+
+    Anything else is a TypeError naming ``has_aux`` (``hessian`` indexed an array's shape
+    struct: "'ShapeDtypeStruct' object is not subscriptable")."""
+    if not has_aux:
+        return out
+    if not isinstance(out, tuple) or len(out) != 2:
+        got = f"an array of shape {np.shape(out)}" if hasattr(out, "shape") else type(out).__name__
+        raise TypeError(
+            f"has_aux=True: f must return a pair (output, aux), got {got} "
+            f"from {getattr(f, '__name__', f)!r}"
+        )
+    return out[0]
+
+
 def _tangent_like(name: str, v: PyTree, x: PyTree) -> PyTree:
     """Check that tangent ``v`` matches primal ``x`` in structure and shapes; cast to x's dtypes."""
     x_def, v_def = jax.tree.structure(x), jax.tree.structure(v)
@@ -182,9 +198,7 @@ def jacobian(
         if mode == "auto":
             # (the output alone: an aux that is no JAX type, which jax.jacrev passes through,
             # failed eval_shape)
-            out = jax.eval_shape(
-                lambda *a: f(*a, **kwargs)[0] if has_aux else f(*a, **kwargs), *args
-            )
+            out = jax.eval_shape(lambda *a: _without_aux(f, f(*a, **kwargs), has_aux), *args)
             chosen = _resolve_mode(mode, _tree_size(_selected(args, argnums)), _tree_size(out))
             # a complex output of real inputs has a Jacobian in forward mode only (jax.jacrev
             # refuses complex outputs): a wide R^n -> C^m raised where jacfwd had the answer
@@ -218,6 +232,7 @@ def hessian(f: Callable, argnums: int | Sequence[int] = 0, *, has_aux: bool = Fa
 
     Raises:
         ValueError: when called, if ``f`` does not return a scalar (the message names ``f``).
+        TypeError: when called, if ``has_aux`` is True and ``f`` returns no ``(value, aux)`` pair.
 
     Example:
         >>> import jax.numpy as jnp, jaxopt_mml as mml
@@ -230,8 +245,8 @@ def hessian(f: Callable, argnums: int | Sequence[int] = 0, *, has_aux: bool = Fa
     """
 
     def hess_fn(*args, **kwargs):
-        out = jax.eval_shape(lambda *a: f(*a, **kwargs), *args)
-        _check_scalar_output(f, out[0] if has_aux else out, "hessian")
+        out = jax.eval_shape(lambda *a: _without_aux(f, f(*a, **kwargs), has_aux), *args)
+        _check_scalar_output(f, out, "hessian")
         inner = jax.jacrev(f, argnums=argnums, has_aux=has_aux)
         return jax.jacfwd(inner, argnums=argnums, has_aux=has_aux)(*args, **kwargs)
 

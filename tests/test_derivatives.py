@@ -164,6 +164,15 @@ def test_hessian_matches_closed_form_and_rejects_vector_f():
         mml.hessian(tall)(x)
 
 
+def test_has_aux_without_an_aux_is_named():
+    # hessian indexed the output's shape struct: "'ShapeDtypeStruct' object is not subscriptable"
+    x = jnp.array([-1.2, 1.0])
+    with pytest.raises(TypeError, match=r"has_aux=True: f must return a pair .* shape \(\)"):
+        mml.hessian(rosenbrock, has_aux=True)(x)
+    with pytest.raises(TypeError, match=r"has_aux=True: f must return a pair .* shape \(3,\)"):
+        mml.jacobian(tall, has_aux=True)(x)
+
+
 def test_hessian_pytree_jit_vmap_no_retrace():
     f = lambda p: p["a"] ** 2 * jnp.sum(p["b"] ** 3)
     p = {"a": jnp.asarray(2.0), "b": jnp.array([1.0, -1.0])}
