@@ -18,6 +18,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -27,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from ._static import static_function
 from ._tree import PyTree, as_inexact, check_choice, is_concrete, is_int, is_real_scalar
 
 __all__ = [
@@ -377,6 +379,17 @@ class GradCheck(NamedTuple):
         return float(self.max_rel_error)
 
 
+def _perturbed_values_of(points: jax.Array, args: tuple, *, f: Callable, like: tuple) -> jax.Array:
+    """``f(unravel(p), *args)`` for each row ``p`` of ``points``; ``like`` is ``x``'s treedef and
+    its leaves' shapes and dtypes, which ``unravel`` is rebuilt from."""
+    treedef, leaves = like
+    _, unravel = ravel_pytree(jax.tree.unflatten(treedef, [jnp.zeros(s, d) for s, d in leaves]))
+    return jax.vmap(lambda p: f(unravel(p), *args))(points)
+
+
+_perturbed_values = jax.jit(_perturbed_values_of, static_argnames=("f", "like"))
+
+
 def check_grad(
     f: Callable,
     x: PyTree,
@@ -417,8 +430,9 @@ def check_grad(
     or by an inner solver to a tolerance) and the floor exceeds the gradient itself.
 
     This is a host-side diagnostic (not jit-able, not vmappable): the ``4n`` perturbed evaluations run
-    as a jitted ``vmap`` of ``f`` (in batches of 256 components, to bound memory), and the
-    differences and errors are computed with NumPy in float64. ``f`` itself runs in ``x``'s dtype
+    as a jitted ``vmap`` of ``f`` (compiled once per ``f`` and shapes of ``x``, as the solvers are;
+    in batches of 256 components, to bound memory), and the differences and errors are computed
+    with NumPy in float64. ``f`` itself runs in ``x``'s dtype
     (float64 when ``jax_enable_x64`` is on); with float32 inputs expect errors near
     :math:`\varepsilon_{32}^{2/3} \approx 2\times10^{-5}` for a correct gradient away from stationary
     points, near :math:`10^{-10}` in float64. An empty ``x`` gives an error of 0.
@@ -512,7 +526,16 @@ def check_grad(
     shifted = np.stack([x64 + h, x64 - h, x64 + 2 * h, x64 - 2 * h])
     round_trip = jax.vmap(lambda row: ravel_pytree(unravel(row))[0])
     shifted = np.asarray(round_trip(jnp.asarray(shifted, dtype)), dtype=np.float64)
-    evaluate = jax.jit(jax.vmap(lambda p, a: f(unravel(p), *a), in_axes=(0, None)))
+    # one compiled program per f and x's structure: a jit of a lambda made here compiled anew
+    # at every call, also for the same f at a point of the same shape. Not for an f that reads
+    # an object which may change in place (a NumPy array written into between calls): the
+    # cached program would keep the old one, while jax.grad above sees the new.
+    like = (jax.tree.structure(x), tuple((a.shape, a.dtype) for a in jax.tree.leaves(x)))
+    f_static = static_function(f)
+    if f_static.reads_mutable:  # a program of its own (a lambda made here: jit's cache misses)
+        evaluate = jax.jit(lambda p, a: _perturbed_values_of(p, a, f=f, like=like))
+    else:
+        evaluate = functools.partial(_perturbed_values, f=f_static, like=like)
     values = np.empty((4, n))
     chunk = min(n, _CHECK_GRAD_CHUNK)  # bounded memory; one compiled shape (last chunk padded)
     for start in range(0, n, chunk):

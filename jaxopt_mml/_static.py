@@ -208,6 +208,12 @@ class StaticValue:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.value!r})"
 
+    @property
+    def reads_mutable(self) -> bool:
+        """Whether the value holds or reads an object compared by identity that may change in
+        place (an array written into between calls, which a cached program would not see)."""
+        return _mutable(self.key)
+
 
 class StaticFunction(StaticValue):
     """A :class:`StaticValue` holding a function, and callable as that function."""

@@ -409,6 +409,31 @@ def test_check_grad_of_a_float32_function_at_float64_points_is_right_everywhere(
         assert mml.check_grad(f, jnp.asarray(x), lambda x: 1.1 * jnp.cos(x)).max_rel_error > 0.05
 
 
+def test_check_grad_compiles_once_per_function_and_shape():
+    # the perturbed evaluations were a jax.jit of a lambda made in each call: the same f at a
+    # point of the same shape compiled again (traced under vmap once more) at every call
+    class Traces:  # a class attribute: f reads no mutable object (which compiles every call)
+        batched = 0
+
+    def f(x, a):
+        Traces.batched += type(x["u"]).__name__ == "BatchTracer"
+        return a * sum(jnp.sum(jnp.sin(t) * t) for t in jax.tree.leaves(x))
+
+    p = {"u": jnp.array([0.5, 1.0]), "v": jnp.asarray(2.0)}
+    g = lambda p, a: jax.tree.map(lambda t: a * (jnp.cos(t) * t + jnp.sin(t)), p)
+    for shift in (0.0, 0.25):
+        point = jax.tree.map(lambda t, s=shift: t + s, p)
+        assert mml.check_grad(f, point, g, args=(3.0,)).max_rel_error < 1e-8
+    assert mml.check_grad(f, point, args=(3.0,)).max_rel_error < 1e-8
+    assert Traces.batched == 1
+    # ... but an f reading an array written into between calls sees the new values
+    data = np.zeros(2)
+    h = lambda x: jnp.sum((x - data) ** 2)
+    for value in (0.0, 1.0):
+        data[:] = value
+        assert mml.check_grad(h, jnp.array([1.0, 3.0])).max_rel_error < 1e-8
+
+
 def test_check_grad_empty_x_and_grad_shapes_leaf_by_leaf():
     out = mml.check_grad(lambda x: jnp.sum(x), jnp.zeros((0,)))
     assert out.max_rel_error == 0.0 and float(out) == 0.0
