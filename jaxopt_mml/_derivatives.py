@@ -29,7 +29,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from ._static import static_function
-from ._tree import PyTree, as_inexact, check_choice, is_concrete, is_int, is_real_scalar
+from ._tree import PyTree, as_inexact, check_bool, check_choice, is_concrete, is_int, is_real_scalar
 
 __all__ = [
     "jacobian",
@@ -156,7 +156,12 @@ def _apply_dense(jac: PyTree, dx: PyTree, out_like: PyTree) -> PyTree:
 
 
 def jacobian(
-    f: Callable, argnums: int | Sequence[int] = 0, mode: str = "auto", *, has_aux: bool = False
+    f: Callable,
+    argnums: int | Sequence[int] = 0,
+    mode: str = "auto",
+    *,
+    has_aux: bool = False,
+    holomorphic: bool = False,
 ) -> Callable:
     r"""The Jacobian of ``f``, in forward or reverse mode, chosen by shape.
 
@@ -173,6 +178,9 @@ def jacobian(
             ``jax.jacobian``.
         mode: ``"auto"`` (default), ``"fwd"`` or ``"rev"``.
         has_aux: ``f`` returns ``(output, aux)``; the returned function then gives ``(J, aux)``.
+        holomorphic: ``f`` is holomorphic in complex inputs (complex outputs): the complex
+            derivative, as ``jax.jacobian(..., holomorphic=True)``, whose error for a complex
+            input without it asks for this option.
 
     Returns:
         A function with ``f``'s signature returning the Jacobian, laid out like ``jax.jacobian``'s
@@ -181,7 +189,7 @@ def jacobian(
 
     Raises:
         ValueError: ``mode`` is not one of ``"auto"``, ``"fwd"``, ``"rev"``.
-        TypeError: when called, ``argnums`` is not an int (Python's or NumPy's) or a sequence
+        TypeError: ``holomorphic`` is not a bool; when called, ``argnums`` is not an int (Python's or NumPy's) or a sequence
             of them.
 
     Example:
@@ -194,6 +202,7 @@ def jacobian(
         Griewank and Walther, *Evaluating Derivatives*, SIAM 2008, sections 3.1-3.3 and 4.6.
     """
     check_choice("mode", mode, _MODES)
+    holomorphic = check_bool("holomorphic", holomorphic)
 
     def jac_fn(*args, **kwargs):
         chosen = mode
@@ -209,7 +218,9 @@ def jacobian(
             ):
                 chosen = "fwd"
         transform = jax.jacfwd if chosen == "fwd" else jax.jacrev
-        return transform(f, argnums=argnums, has_aux=has_aux)(*args, **kwargs)
+        return transform(f, argnums=argnums, has_aux=has_aux, holomorphic=holomorphic)(
+            *args, **kwargs
+        )
 
     jac_fn.mode = mode
     jac_fn.__name__ = f"jacobian({getattr(f, '__name__', 'f')})"
@@ -217,7 +228,13 @@ def jacobian(
     return jac_fn
 
 
-def hessian(f: Callable, argnums: int | Sequence[int] = 0, *, has_aux: bool = False) -> Callable:
+def hessian(
+    f: Callable,
+    argnums: int | Sequence[int] = 0,
+    *,
+    has_aux: bool = False,
+    holomorphic: bool = False,
+) -> Callable:
     r"""The Hessian :math:`H_{ij} = \partial^2 f / \partial x_i \partial x_j` of a scalar function.
 
     Computed forward-over-reverse (``jax.jacfwd(jax.jacrev(f))``): one reverse sweep gives the
@@ -227,6 +244,8 @@ def hessian(f: Callable, argnums: int | Sequence[int] = 0, *, has_aux: bool = Fa
         f: A scalar-valued function (output shape ``()``).
         argnums: Which positional argument(s) to differentiate with respect to.
         has_aux: ``f`` returns ``(value, aux)``; the returned function then gives ``(H, aux)``.
+        holomorphic: ``f`` is holomorphic in complex inputs (a complex scalar output): the
+            complex second derivative, as ``jax.hessian(..., holomorphic=True)``.
 
     Returns:
         A function with ``f``'s signature returning the Hessian (for an input of shape ``s``, an
@@ -234,7 +253,8 @@ def hessian(f: Callable, argnums: int | Sequence[int] = 0, *, has_aux: bool = Fa
 
     Raises:
         ValueError: when called, if ``f`` does not return a scalar (the message names ``f``).
-        TypeError: when called, if ``has_aux`` is True and ``f`` returns no ``(value, aux)`` pair.
+        TypeError: ``holomorphic`` is not a bool; when called, if ``has_aux`` is True and ``f``
+            returns no ``(value, aux)`` pair.
 
     Example:
         >>> import jax.numpy as jnp, jaxopt_mml as mml
@@ -245,12 +265,14 @@ def hessian(f: Callable, argnums: int | Sequence[int] = 0, *, has_aux: bool = Fa
     References:
         Griewank and Walther, *Evaluating Derivatives*, SIAM 2008, chapter 5.
     """
+    holomorphic = check_bool("holomorphic", holomorphic)
 
     def hess_fn(*args, **kwargs):
         out = jax.eval_shape(lambda *a: _without_aux(f, f(*a, **kwargs), has_aux), *args)
         _check_scalar_output(f, out, "hessian")
-        inner = jax.jacrev(f, argnums=argnums, has_aux=has_aux)
-        return jax.jacfwd(inner, argnums=argnums, has_aux=has_aux)(*args, **kwargs)
+        inner = jax.jacrev(f, argnums=argnums, has_aux=has_aux, holomorphic=holomorphic)
+        outer = jax.jacfwd(inner, argnums=argnums, has_aux=has_aux, holomorphic=holomorphic)
+        return outer(*args, **kwargs)
 
     return hess_fn
 

@@ -103,6 +103,19 @@ def test_jacobian_auto_of_a_wide_complex_valued_function_is_forward_mode():
     chex.assert_trees_all_close(mml.jacobian(f, mode="fwd")(x), expected, rtol=1e-14)
 
 
+def test_jacobian_and_hessian_of_holomorphic_functions():
+    # a complex input met JAX's "For holomorphic differentiation, pass holomorphic=True", an
+    # option jacobian and hessian did not have (TypeError: unexpected keyword argument)
+    z = jnp.array([1.0 + 1.0j, 2.0 - 0.5j])
+    for mode in ("auto", "fwd", "rev"):
+        j = mml.jacobian(lambda z: jnp.sum(z**3, keepdims=True), mode=mode, holomorphic=True)(z)
+        chex.assert_trees_all_close(j, 3 * z[None, :] ** 2, rtol=1e-14)
+    h = jax.jit(mml.hessian(lambda z: jnp.sum(z**3), holomorphic=True))(z)
+    chex.assert_trees_all_close(h, jnp.diag(6 * z), rtol=1e-14)
+    with pytest.raises(TypeError, match="holomorphic"):
+        mml.jacobian(jnp.sin, holomorphic="yes")
+
+
 def test_jacobian_auto_takes_numpy_integer_argnums_as_jax_does():
     # mode="auto" counted the selected inputs with isinstance(argnums, int), and iterated over
     # np.int64(1): "'numpy.int64' object is not iterable" (mode="fwd" / "rev" took it)
