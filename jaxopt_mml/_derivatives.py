@@ -57,6 +57,23 @@ def _as_float(tree: PyTree) -> PyTree:
     return jax.tree.map(lambda a: a.astype(a.dtype), as_inexact(tree))
 
 
+def _real_point(caller: str, name: str, x: PyTree) -> PyTree:
+    """``_as_float(x)``, refusing a complex point with a TypeError naming the caller and ``name``.
+
+    JAX's own error for a complex input asks for ``holomorphic=True``, an option these callers
+    do not have, and the gradient of a real ``f`` of a complex ``x`` is JAX's conjugate one (an
+    ``hvp`` of ``sum |z|^2`` came back as ``2 conj(v)``, not ``2 v``)."""
+    x = _as_float(x)
+    for leaf in jax.tree.leaves(x):
+        if jnp.iscomplexobj(leaf):
+            raise TypeError(
+                f"{caller} takes a real {name}, got dtype {leaf.dtype}: JAX differentiates complex "
+                "inputs as holomorphic functions; use jacobian(f, holomorphic=True) or "
+                "hessian(f, holomorphic=True) for those"
+            )
+    return x
+
+
 def _tree_size(tree: PyTree) -> int:
     """The number of scalars over all leaves of a pytree (of arrays or shape-dtype structs)."""
     return sum(math.prod(np.shape(leaf)) for leaf in jax.tree.leaves(tree))
@@ -294,6 +311,7 @@ def hvp(f: Callable, x: PyTree, v: PyTree, *, args: tuple = ()) -> PyTree:
 
     Raises:
         ValueError: ``f`` is not scalar-valued (names ``f``), or ``v`` does not match ``x``.
+        TypeError: ``x`` is complex.
 
     Example:
         >>> import jax.numpy as jnp, jaxopt_mml as mml
@@ -304,7 +322,7 @@ def hvp(f: Callable, x: PyTree, v: PyTree, *, args: tuple = ()) -> PyTree:
     References:
         Pearlmutter, Neural Computation 6(1), 1994; Griewank and Walther, SIAM 2008, section 5.4.
     """
-    x = _as_float(x)
+    x = _real_point("hvp", "x", x)
     v = _tangent_like("v", v, x)
     _check_scalar_output(f, jax.eval_shape(f, x, *args), "hvp")
     grad_f = jax.grad(lambda y: f(y, *args))

@@ -47,6 +47,7 @@ from ._derivatives import (
     _apply_dense,
     _as_float,
     _check_scalar_output,
+    _real_point,
     _tangent_like,
     hessian,
     jacobian,
@@ -399,6 +400,9 @@ def linearise(f: Callable, x0: PyTree, *, args: tuple = (), mode: str = "auto") 
     Returns:
         A :class:`Linearisation` (``value``, ``jacobian``, ``x0``; callable; ``.model``).
 
+    Raises:
+        TypeError: ``x0`` is complex (for a holomorphic ``f``, ``jacobian(f, holomorphic=True)``).
+
     Example:
         >>> import jax.numpy as jnp, jaxopt_mml as mml
         >>> f = lambda x: jnp.array([jnp.exp(x[0]), x[0] * x[1]])
@@ -409,7 +413,7 @@ def linearise(f: Callable, x0: PyTree, *, args: tuple = (), mode: str = "auto") 
     References:
         Griewank and Walther, *Evaluating Derivatives*, SIAM 2008, chapter 3.
     """
-    x0 = _as_float(x0)
+    x0 = _real_point("linearise", "x0", x0)
 
     def with_value(y):
         out = f(y, *args)
@@ -465,6 +469,7 @@ def quadratic_model(f: Callable, x0: PyTree, *, args: tuple = ()) -> QuadraticMo
 
     Raises:
         ValueError: ``f`` is not scalar-valued (the message names ``f``).
+        TypeError: ``x0`` is complex.
 
     Example:
         >>> import jax.numpy as jnp, jaxopt_mml as mml
@@ -476,7 +481,7 @@ def quadratic_model(f: Callable, x0: PyTree, *, args: tuple = ()) -> QuadraticMo
         J. Nocedal and S. J. Wright, *Numerical Optimization*, 2nd ed., Springer 2006, section 2.2;
         Griewank and Walther, *Evaluating Derivatives*, SIAM 2008, chapter 5.
     """
-    x0 = _as_float(x0)
+    x0 = _real_point("quadratic_model", "x0", x0)
     fx = lambda y: f(y, *args)
     _check_scalar_output(f, jax.eval_shape(fx, x0), "quadratic_model")
     value, gradient = jax.value_and_grad(fx)(x0)

@@ -475,3 +475,16 @@ def test_misuse_is_named():
         mml.taylor_coefficients(jnp.sin, {"a": 1.0}, 2)
     with pytest.raises(ValueError, match="radius must be a scalar"):
         mml.taylor_error(jnp.exp, 0.0, 1, jnp.array([0.1, 0.2]))
+
+
+def test_complex_points_are_refused_where_no_holomorphic_option_exists():
+    # hvp of a real f at a complex x gave JAX's conjugated gradient's derivative, 2 conj(v) for
+    # sum |z|^2 (whose Hessian as a function of (Re z, Im z) is 2 I); a holomorphic f, and
+    # linearise / quadratic_model, met JAX's advice to pass a holomorphic=True they do not take
+    z = jnp.array([1.0 + 1.0j, 2.0 - 0.5j])
+    with pytest.raises(TypeError, match="hvp takes a real x"):
+        mml.hvp(lambda z: jnp.sum(jnp.abs(z) ** 2), z, z)
+    with pytest.raises(TypeError, match="linearise takes a real x0"):
+        mml.linearise(lambda z: z**3, z)
+    with pytest.raises(TypeError, match="quadratic_model takes a real x0"):
+        mml.quadratic_model(lambda z: jnp.sum(jnp.abs(z) ** 2), z)
