@@ -550,7 +550,7 @@ def taylor_error(
     Raises:
         ValueError: ``order < 0``, ``radius`` not finite and positive (checked when concrete: Python
             numbers, NumPy and JAX arrays outside a trace) or ``n_samples < 1``.
-        TypeError: ``radius`` not a real number.
+        TypeError: ``radius`` not a real number, or ``x0`` complex.
 
     Example:
         >>> import jax.numpy as jnp, jaxopt_mml as mml
@@ -575,7 +575,8 @@ def taylor_error(
             raise ValueError(f"radius must be finite and > 0, got {radius!r}")
     elif np.ndim(radius) != 0:
         raise ValueError(f"radius must be a scalar, got shape {np.shape(radius)}")
-    x0 = _as_float(x0)
+    # (a complex x0 gave a complex bound from the real segment alone, or failed drawing samples)
+    x0 = _real_point("taylor_error", "x0", x0)
     leaves, in_def = jax.tree.flatten(x0)
     dtype = jnp.result_type(*leaves)
     radius = jnp.asarray(radius, dtype)

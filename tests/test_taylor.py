@@ -448,3 +448,12 @@ def test_taylor_error_keeps_each_leafs_dtype():
         err.max_error
     )
     assert err.x_worst["a"].dtype == jnp.float32
+
+
+def test_taylor_error_refuses_a_complex_point():
+    # a complex scalar x0 sampled the real segment alone and gave a complex lagrange_bound
+    # (0.001+0j); a complex vector failed in jax.random.uniform ("must be a float dtype")
+    with pytest.raises(TypeError, match="taylor_error takes a real x0"):
+        mml.taylor_error(lambda z: z**3, 1.0 + 1.0j, 2, 0.1)
+    with pytest.raises(TypeError, match="taylor_error takes a real x0"):
+        mml.taylor_error(lambda z: jnp.sum(z**3), jnp.array([1.0 + 1.0j, 2.0]), 2, 0.1)
