@@ -29,7 +29,16 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from ._static import static_function
-from ._tree import PyTree, as_inexact, check_bool, check_choice, is_concrete, is_int, is_real_scalar
+from ._tree import (
+    PyTree,
+    as_inexact,
+    check_bool,
+    check_choice,
+    check_real_output,
+    is_concrete,
+    is_int,
+    is_real_scalar,
+)
 
 __all__ = [
     "jacobian",
@@ -491,7 +500,8 @@ def check_grad(
     Raises:
         ValueError: ``f`` is not scalar-valued, ``grad`` does not match ``x`` (pytree structure and
             every leaf's shape), or ``eps`` is not a finite number > 0.
-        TypeError: called under a JAX transformation (``x`` is a tracer).
+        TypeError: called under a JAX transformation (``x`` is a tracer), a complex ``x`` or
+            ``grad``, or an ``f`` whose value is not real floating-point.
 
     Example:
         >>> import jax.numpy as jnp, jaxopt_mml as mml
@@ -518,6 +528,9 @@ def check_grad(
         )
     out_shape = jax.eval_shape(f, x, *args)
     _check_scalar_output(f, out_shape, "check_grad")
+    # (a complex f, or grad, had its imaginary part dropped by NumPy with a ComplexWarning: the
+    # real parts alone were compared)
+    check_real_output("check_grad's f", out_shape.dtype)
     if grad is None:
         g = jax.grad(f)(x, *args)
     elif callable(grad):
@@ -530,6 +543,8 @@ def check_grad(
             f"vs {jax.tree.structure(x)}"
         )
     for g_leaf, x_leaf in zip(jax.tree.leaves(g), jax.tree.leaves(x), strict=True):
+        if jnp.iscomplexobj(g_leaf):
+            raise TypeError(f"grad must be real, got a leaf of dtype {jnp.result_type(g_leaf)}")
         if np.shape(g_leaf) != np.shape(x_leaf):
             raise ValueError(
                 f"grad must have the shapes of x leaf by leaf: got {np.shape(g_leaf)} "

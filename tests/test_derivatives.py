@@ -488,3 +488,13 @@ def test_complex_points_are_refused_where_no_holomorphic_option_exists():
         mml.linearise(lambda z: z**3, z)
     with pytest.raises(TypeError, match="quadratic_model takes a real x0"):
         mml.quadratic_model(lambda z: jnp.sum(jnp.abs(z) ** 2), z)
+
+
+def test_check_grad_refuses_complex_values_it_would_compare_by_their_real_parts():
+    # NumPy dropped the imaginary parts (a ComplexWarning): a wrong gradient 2x + 5j, or an f
+    # with a complex value, passed on its real parts alone
+    x = jnp.array([1.0, 2.0])
+    with pytest.raises(TypeError, match="grad must be real"):
+        mml.check_grad(lambda x: jnp.sum(x**2), x, 2 * x + 5j)
+    with pytest.raises(TypeError, match="check_grad's f must return real floating"):
+        mml.check_grad(lambda x: jnp.sum(x**2) * (1 + 1j), x, 2 * x)
