@@ -499,7 +499,8 @@ def check_grad(
 
     Raises:
         ValueError: ``f`` is not scalar-valued, ``grad`` does not match ``x`` (pytree structure and
-            every leaf's shape), or ``eps`` is not a finite number > 0.
+            every leaf's shape), or ``eps`` is not a finite number > 0 or so small that a
+            perturbed component rounds back to ``x``.
         TypeError: called under a JAX transformation (``x`` is a tracer), a complex ``x`` or
             ``grad``, or an ``f`` whose value is not real floating-point.
 
@@ -581,6 +582,15 @@ def check_grad(
     shifted = np.stack([x64 + h, x64 - h, x64 + 2 * h, x64 - 2 * h])
     round_trip = jax.vmap(lambda row: ravel_pytree(unravel(row))[0])
     shifted = np.asarray(round_trip(jnp.asarray(shifted, dtype)), dtype=np.float64)
+    # an eps below the dtype's resolution at x: x +- h rounded back to x, and 0 / 0 came back as
+    # a NaN error with NumPy's divide warnings
+    lost = np.flatnonzero((shifted[0] == shifted[1]) & np.isfinite(x64))
+    if lost.size:
+        raise ValueError(
+            f"eps={eps!r} is too small: x +- eps max(1, |x_i|) rounds back to x_i in its dtype at "
+            f"component(s) {lost[:8].tolist()}; use a larger eps (the default is the cube root "
+            "of the machine epsilon)"
+        )
     # one compiled program per f and x's structure: a jit of a lambda made here compiled anew
     # at every call, also for the same f at a point of the same shape. Not for an f that reads
     # an object which may change in place (a NumPy array written into between calls): the

@@ -498,3 +498,12 @@ def test_check_grad_refuses_complex_values_it_would_compare_by_their_real_parts(
         mml.check_grad(lambda x: jnp.sum(x**2), x, 2 * x + 5j)
     with pytest.raises(TypeError, match="check_grad's f must return real floating"):
         mml.check_grad(lambda x: jnp.sum(x**2) * (1 + 1j), x, 2 * x)
+
+
+def test_check_grad_eps_below_the_dtypes_resolution_is_named():
+    # x +- h rounded back to x: 0 / 0 gave max_rel_error nan with NumPy's divide warnings
+    f = lambda x: jnp.sum(jnp.sin(x) * x)
+    with pytest.raises(ValueError, match=r"eps=1e-09 is too small.*component\(s\) \[0, 1\]"):
+        mml.check_grad(f, jnp.array([1.0, 2.0], jnp.float32), eps=1e-9)
+    with pytest.raises(ValueError, match=r"eps=1e-20 is too small.*component\(s\) \[1\]"):
+        mml.check_grad(f, jnp.array([0.0, 2.0]), eps=1e-20)
