@@ -215,8 +215,8 @@ def jacobian(
 
     Raises:
         ValueError: ``mode`` is not one of ``"auto"``, ``"fwd"``, ``"rev"``.
-        TypeError: ``holomorphic`` is not a bool; when called, ``argnums`` is not an int (Python's or NumPy's) or a sequence
-            of them.
+        TypeError: ``has_aux`` or ``holomorphic`` is not a bool; when called, ``argnums`` is
+            not an int (Python's or NumPy's) or a sequence of them.
 
     Example:
         >>> import jax.numpy as jnp, jaxopt_mml as mml
@@ -228,6 +228,7 @@ def jacobian(
         Griewank and Walther, *Evaluating Derivatives*, SIAM 2008, sections 3.1-3.3 and 4.6.
     """
     check_choice("mode", mode, _MODES)
+    has_aux = check_bool("has_aux", has_aux)
     holomorphic = check_bool("holomorphic", holomorphic)
 
     def jac_fn(*args, **kwargs):
@@ -279,8 +280,8 @@ def hessian(
 
     Raises:
         ValueError: when called, if ``f`` does not return a scalar (the message names ``f``).
-        TypeError: ``holomorphic`` is not a bool; when called, if ``has_aux`` is True and ``f``
-            returns no ``(value, aux)`` pair.
+        TypeError: ``has_aux`` or ``holomorphic`` is not a bool; when called, if ``has_aux`` is
+            True and ``f`` returns no ``(value, aux)`` pair.
 
     Example:
         >>> import jax.numpy as jnp, jaxopt_mml as mml
@@ -291,6 +292,7 @@ def hessian(
     References:
         Griewank and Walther, *Evaluating Derivatives*, SIAM 2008, chapter 5.
     """
+    has_aux = check_bool("has_aux", has_aux)
     holomorphic = check_bool("holomorphic", holomorphic)
 
     def hess_fn(*args, **kwargs):

@@ -55,6 +55,7 @@ from ._derivatives import (
 from ._jet_rules import accurate_rules
 from ._tree import (
     PyTree,
+    check_bool,
     check_choice,
     check_positive_int,
     tree_sub,
@@ -550,7 +551,7 @@ def taylor_error(
     Raises:
         ValueError: ``order < 0``, ``radius`` not finite and positive (checked when concrete: Python
             numbers, NumPy and JAX arrays outside a trace) or ``n_samples < 1``.
-        TypeError: ``radius`` not a real number, or ``x0`` complex.
+        TypeError: ``radius`` not a real number, ``x0`` complex, or ``lagrange`` not a bool.
 
     Example:
         >>> import jax.numpy as jnp, jaxopt_mml as mml
@@ -564,6 +565,7 @@ def taylor_error(
     """
     order = _check_order(order)
     n_samples = check_positive_int("n_samples", n_samples)
+    lagrange = check_bool("lagrange", lagrange)  # ("no" was truthy: the bound was computed)
     check_choice("method", method, _METHODS)
     if not isinstance(radius, jax.core.Tracer):
         concrete = np.asarray(radius)

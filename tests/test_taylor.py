@@ -457,3 +457,15 @@ def test_taylor_error_refuses_a_complex_point():
         mml.taylor_error(lambda z: z**3, 1.0 + 1.0j, 2, 0.1)
     with pytest.raises(TypeError, match="taylor_error takes a real x0"):
         mml.taylor_error(lambda z: jnp.sum(z**3), jnp.array([1.0 + 1.0j, 2.0]), 2, 0.1)
+
+
+def test_flags_are_true_or_false():
+    # taylor_error(lagrange="no") computed the bound ("no" is truthy); has_aux took any value
+    with pytest.raises(TypeError, match="lagrange must be True or False"):
+        mml.taylor_error(jnp.exp, 0.0, 1, 0.1, lagrange="no")
+    with pytest.raises(TypeError, match="has_aux must be True or False"):
+        mml.jacobian(jnp.sin, has_aux="yes")
+    with pytest.raises(TypeError, match="has_aux must be True or False"):
+        mml.hessian(jnp.sin, has_aux=None)
+    e = mml.taylor_error(jnp.exp, 0.0, 1, 0.1, n_samples=5, lagrange=np.False_)
+    assert np.isnan(e.lagrange_bound)
