@@ -298,7 +298,8 @@ def _horner(coefficients: Any, dx: jax.Array) -> jax.Array:
 class TaylorPolynomial(NamedTuple):
     r"""The polynomial :math:`p(x) = \sum_k c_k (x - x_0)^k`; call it to evaluate (Horner's rule).
 
-    A pytree of arrays: it can be returned from ``jit`` and mapped with ``vmap``.
+    A pytree of arrays: it can be returned from ``jit`` and mapped with ``vmap`` (a batch of them
+    made under ``vmap`` is evaluated under ``vmap``; called outside, it raises ValueError).
 
     Attributes:
         coefficients: :math:`c_0, \dots, c_n` along the leading axis.
@@ -309,6 +310,14 @@ class TaylorPolynomial(NamedTuple):
     x0: jax.Array
 
     def __call__(self, x: Any) -> jax.Array:
+        if jnp.ndim(self.x0) != 0:
+            # (a batch of polynomials from jax.vmap, called outside it, read the batch axis as
+            # the coefficients' and returned an array of wrong numbers)
+            raise ValueError(
+                f"this TaylorPolynomial holds a batch of expansion points (x0 of shape "
+                f"{jnp.shape(self.x0)}, made under jax.vmap): evaluate it under jax.vmap too, "
+                "jax.vmap(lambda p: p(x))(polynomials)"
+            )
         dx = jnp.asarray(x) - self.x0
         # each point of x against every output element: shape x.shape + out.shape (dx alone
         # broadcast against out.shape paired the point x[i] with the output element i)

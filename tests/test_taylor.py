@@ -469,3 +469,14 @@ def test_flags_are_true_or_false():
         mml.hessian(jnp.sin, has_aux=None)
     e = mml.taylor_error(jnp.exp, 0.0, 1, 0.1, n_samples=5, lagrange=np.False_)
     assert np.isnan(e.lagrange_bound)
+
+
+def test_a_batch_of_taylor_polynomials_is_evaluated_under_vmap():
+    # called outside vmap, the batch axis (3 points) was read as the coefficients' axis: an array
+    # of shape (3, 4) of wrong numbers came back where a Linearisation raises
+    x0s = jnp.array([0.0, 1.0, 2.0])
+    ps = jax.vmap(lambda x0: mml.taylor_polynomial(jnp.exp, x0, 3))(x0s)
+    with pytest.raises(ValueError, match=r"batch of expansion points \(x0 of shape \(3,\)"):
+        ps(0.5)
+    expected = jnp.exp(x0s) * (1 + (0.5 - x0s) + (0.5 - x0s) ** 2 / 2 + (0.5 - x0s) ** 3 / 6)
+    chex.assert_trees_all_close(jax.vmap(lambda p: p(0.5))(ps), expected, rtol=1e-12)
