@@ -370,6 +370,23 @@ def _check_point(model: str, x: PyTree, x0: PyTree) -> None:
         )
 
 
+def _check_unbatched(model: str, derivative: PyTree, out_like: PyTree, x0: PyTree) -> None:
+    """A local model made under ``jax.vmap`` holds a batch of models, one more axis on every
+    array, and is evaluated under ``vmap`` too: outside it, a batch of points of x0's batched
+    shape passed the point check and was contracted across the batch (a wrong number per point
+    where the batch size equals the dimension, else dot_general's shape error). Each block of
+    ``derivative`` (per leaf of ``out_like``, per leaf of ``x0``) has the two ranks together
+    unless the model is batched."""
+    ranks = [
+        jnp.ndim(o) + jnp.ndim(i) for o in jax.tree.leaves(out_like) for i in jax.tree.leaves(x0)
+    ]
+    if [jnp.ndim(b) for b in jax.tree.leaves(derivative)] != ranks:
+        raise ValueError(
+            f"this {model} holds a batch of models (made under jax.vmap): evaluate it under "
+            "jax.vmap too, jax.vmap(lambda m, x: m(x))(models, points)"
+        )
+
+
 class Linearisation(NamedTuple):
     r"""The first-order model :math:`m(x) = f(x_0) + J(x_0)(x - x_0)`; call it to evaluate.
 
@@ -384,6 +401,7 @@ class Linearisation(NamedTuple):
     x0: PyTree
 
     def __call__(self, x: PyTree) -> PyTree:
+        _check_unbatched("Linearisation", self.jacobian, self.value, self.x0)
         _check_point("a Linearisation", x, self.x0)
         step = _apply_dense(self.jacobian, tree_sub(x, self.x0), self.value)
         return jax.tree.map(jnp.add, self.value, step)
@@ -451,6 +469,7 @@ class QuadraticModel(NamedTuple):
     x0: PyTree
 
     def __call__(self, x: PyTree) -> jax.Array:
+        _check_unbatched("QuadraticModel", self.hessian, self.gradient, self.x0)
         _check_point("a QuadraticModel", x, self.x0)
         delta = tree_sub(x, self.x0)
         curvature = _apply_dense(self.hessian, delta, self.gradient)

@@ -480,3 +480,20 @@ def test_a_batch_of_taylor_polynomials_is_evaluated_under_vmap():
         ps(0.5)
     expected = jnp.exp(x0s) * (1 + (0.5 - x0s) + (0.5 - x0s) ** 2 / 2 + (0.5 - x0s) ** 3 / 6)
     chex.assert_trees_all_close(jax.vmap(lambda p: p(0.5))(ps), expected, rtol=1e-12)
+
+
+def test_a_batch_of_local_models_is_evaluated_under_vmap():
+    # a QuadraticModel made under vmap for 2 points in R^2, called outside it at a (2, 2) batch
+    # of points, passed the point check and contracted across the batch: [0.287, 2.038] where
+    # the models give [0.0996, 1.931]
+    f = lambda x: jnp.sum(jnp.sin(x)) * x[0]
+    x0s = jnp.array([[0.0, 1.0], [1.0, 2.0]])
+    qs = jax.vmap(lambda x0: mml.quadratic_model(f, x0))(x0s)
+    with pytest.raises(ValueError, match="this QuadraticModel holds a batch of models"):
+        qs(x0s + 0.1)
+    expected = [mml.quadratic_model(f, x0)(x0 + 0.1) for x0 in x0s]
+    chex.assert_trees_all_close(jax.vmap(lambda q, x: q(x))(qs, x0s + 0.1), jnp.stack(expected))
+    g = lambda x: jnp.stack([jnp.sin(x[0]) * x[1], x[0]])
+    ls = jax.vmap(lambda x0: mml.linearise(g, x0))(x0s)
+    with pytest.raises(ValueError, match="this Linearisation holds a batch of models"):
+        ls(x0s + 0.1)
