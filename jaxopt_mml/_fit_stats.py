@@ -119,11 +119,13 @@ def spd_inverse(a):
 
     def sweep(j, carry):
         s, min_pivot = carry
-        row = lax.dynamic_index_in_dim(s, j, 0, keepdims=False)
-        pivot = lax.dynamic_index_in_dim(row, j, 0, keepdims=False)
+        on_j = idx == j
+        # Row j by a mask, not a dynamic slice: under a batch of tangents (jax.hessian of a
+        # fit, called eagerly) XLA:CPU fused two slices of one name and failed to compile.
+        row = jnp.sum(jnp.where(on_j[:, None], s, 0.0), axis=0)
+        pivot = jnp.sum(jnp.where(on_j, row, 0.0))
         rp = 1.0 / jnp.where(pivot > 0, pivot, 1.0)  # a bad pivot only flags the matrix
         t = row * rp
-        on_j = idx == j
         edge = jnp.where(on_j[:, None], t[None, :], t[:, None])  # row and column j
         edge = jnp.where(on_j[:, None] & on_j[None, :], -rp, edge)
         s = jnp.where(on_j[:, None] | on_j[None, :], edge, s - row[:, None] * t[None, :])

@@ -559,6 +559,35 @@ def test_stderr_is_differentiable_in_the_data():
         np.testing.assert_allclose(batched[0, i], grad[i], rtol=1e-8)
 
 
+def test_second_derivatives_of_a_fit_outside_jit():
+    # jax.hessian of a fit's statistic, called eagerly (the fit's own program is compiled for a
+    # batch of tangents): the covariance's sweep indexed its pivot row with dynamic slices, and
+    # XLA:CPU's fusion emitter failed to compile the result ('Failed to translate module to LLVM
+    # IR': two slices of one fusion got the same name). The Hessian of min_p chi2 in y is
+    # H_yy - H_yp H_pp^-1 H_py at the best fit.
+    x = jnp.linspace(0.0, 4.0, 12)
+    y = 2.0 * jnp.exp(-1.3 * x) + 0.05 * jnp.cos(17.0 * x)
+
+    def model(xx, p):
+        return p[0] * jnp.exp(-p[1] * xx)
+
+    def chi2(yy):
+        return mml.curve_fit(model, x, yy, jnp.array([1.0, 1.0]), method="gauss-newton").chi2
+
+    hess = jax.hessian(chi2)(y)
+
+    def cost(p, yy):
+        return jnp.sum((yy - model(x, p)) ** 2)
+
+    p = scipy.optimize.least_squares(
+        lambda p: np.asarray(y - model(x, p)), [1.0, 1.0], xtol=1e-15, ftol=1e-15, gtol=1e-15
+    ).x
+    h_pp = jax.hessian(cost)(p, y)
+    h_py = jax.jacfwd(jax.grad(cost), argnums=1)(p, y)
+    exact = 2.0 * np.eye(12) - h_py.T @ np.linalg.solve(h_pp, h_py)
+    np.testing.assert_allclose(hess, exact, atol=1e-6)
+
+
 @pytest.mark.parametrize("on_device", [False, True])
 def test_value_checks_on_host_and_device_agree(monkeypatch, on_device):
     # Data held by a GPU are checked by one jitted reduction on the device (no copy of the batch
