@@ -151,7 +151,8 @@ def minimise_constrained(
             selects its active set; assumes strict complementarity and linearly independent
             active constraint gradients). So are traced ``bounds`` (an active bound moves the
             solution with it) and values that ``f``, ``eq`` and ``ineq`` close over; ``x0`` gets
-            no derivative.
+            no derivative. Taken at the point returned: where ``success`` is False (e.g.
+            ``INFEASIBLE``) it means nothing.
         eq: ``eq(x, *args) -> array`` of equality constraints ``h(x) = 0``.
         ineq: ``ineq(x, *args) -> array`` of inequality constraints ``g(x) >= 0`` (the sign
             convention of scipy's SLSQP ``'ineq'``; write ``a(x) <= b`` as ``b - a(x) >= 0``).

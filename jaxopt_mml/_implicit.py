@@ -6,7 +6,10 @@ A solver's answer ``x*(theta)`` satisfies an optimality condition ``F(x*, theta)
     dx*/dtheta = -[dF/dx]^{-1} dF/dtheta,
 
 so derivatives come from one linear solve at the solution, never from unrolling the iterations.
-The rule applies to everything ``F`` closes over (the ``args``).
+The rule applies to everything ``F`` closes over (the ``args``). It is applied at the point the
+solver returns, whatever its status: where a solve failed (``success`` False) the derivative is
+the formula's value there, finite and meaningless, or infinite where ``dF/dx`` is singular
+(as ``lax.custom_root`` and jaxopt give it); check ``success`` before using it.
 
 Two carriers of the same rule. ``lax.custom_root`` (on jax 0.10, itself a ``custom_jvp``); and,
 where ``lax.custom_root`` is a "high" primitive (jax 0.11), the rule written here on

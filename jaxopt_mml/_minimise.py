@@ -14,7 +14,7 @@ of arrays) and returns a :class:`MinimiseResult` (``x``, ``value``, ``grad_norm`
 * grad: the minimiser is differentiable with respect to ``args`` by implicit differentiation of
   ``grad f(x*, args) = 0``: ``dx*/dargs = -H^{-1} d(grad f)/dargs``, one linear solve at the
   solution (the Hessian materialised from n Hessian-vector products), never by unrolling the
-  iterations.
+  iterations. It is taken at the point returned: where ``success`` is False it means nothing.
 * Failure is data: ``status`` says why a run stopped (``Status.NONFINITE`` for NaN in ``x0``,
   ``MAX_ITER``, ``LINESEARCH_FAILED``...); a non-scalar ``f`` raises ``ValueError`` at trace time.
 """

@@ -107,7 +107,9 @@ def newton_raphson(
     ``PRECISION_LIMIT`` when the tolerances are below the dtype's rounding, ``MAX_ITER``.
 
     The root is differentiable with respect to ``args`` (and anything ``f`` closes over) by implicit
-    differentiation: :math:`dx^*/d\theta = -J^{-1} \partial F / \partial\theta` at the root.
+    differentiation: :math:`dx^*/d\theta = -J^{-1} \partial F / \partial\theta` at the root
+    returned (where ``success`` is False, at the point returned: a finite value that means
+    nothing, or infinite where :math:`J` is singular there).
 
     Args:
         f: ``f(x, *args)``, the same shape (pytree structure) as ``x``.
