@@ -422,8 +422,9 @@ def curve_fit(
             whiten ``y`` and the model by its Cholesky factor instead.
         absolute_sigma: if True, ``sigma`` is absolute and the covariance is
             :math:`(J^T J)^{-1}`; if False (scipy's default) it is scaled by ``chi2 / dof``.
-        bounds: ``(lower, upper)``, each a scalar or with ``p0``'s structure (one dataset's),
-            ``+-inf`` for none; shared by every dataset of a batch. Enforced by a smooth change
+        bounds: ``(lower, upper)``, each a scalar or with ``p0``'s structure (one dataset's;
+            a flat sequence for an array, list or tuple ``p0``, but a dict for a dict, whose
+            leaves are sorted by key), ``+-inf`` for none; shared by every dataset of a batch. Enforced by a smooth change
             of variables (MINUIT's), so that every iterate and the result lie within the bounds.
             ``p0`` must lie within them. Where the data push a parameter against its bound the
             change of variables' own curvature is added to :math:`J^T J` (it flattens the
@@ -543,7 +544,7 @@ def curve_fit(
     # Raises now for data on the host; for data on a GPU, once the fit is dispatched.
     check_pending = check_values(x, y, sigma, mask, nan_policy, data.x_batched, p0)
 
-    b = make_bounds(bounds, (n_params,), layout.ravel, dtype)
+    b = make_bounds(bounds, (n_params,), layout.ravel, dtype, treedef)
     if b is None:
         lo = hi = None
     else:

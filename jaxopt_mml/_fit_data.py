@@ -281,8 +281,25 @@ class Bounds(NamedTuple):
     hi: jax.Array
 
 
-def make_bounds(bounds, p0_flat_shape, ravel, dtype) -> Bounds | None:
-    """Flatten ``bounds=(lower, upper)`` (scalars, arrays or pytrees like ``p0``) to ``(k,)``."""
+def _flattens_as_written(treedef) -> bool:
+    """Whether a pytree's leaves come out in the order they are written: an array, or lists,
+    tuples and NamedTuples only. A dict's come out sorted by key (and a custom node's as it
+    says), so that a flat sequence of bounds matches them only by chance."""
+    node = treedef.node_data()
+    if node is None or node[0] is type(None):
+        return True
+    return issubclass(node[0], list | tuple) and all(
+        _flattens_as_written(child) for child in treedef.children()
+    )
+
+
+def make_bounds(bounds, p0_flat_shape, ravel, dtype, treedef=None) -> Bounds | None:
+    """Flatten ``bounds=(lower, upper)`` (scalars, arrays or pytrees like ``p0``) to ``(k,)``.
+
+    A side that is neither a scalar nor of ``p0``'s structure (``treedef``) is taken in flat
+    order only where ``p0``'s leaves flatten in the order they are written (an array, a list or
+    tuple): for a dict ``p0`` a list of bounds is a ``ValueError`` (it was matched to the keys in
+    sorted order, silently)."""
     if bounds is None:
         return None
     if not isinstance(bounds, tuple | list) or len(bounds) != 2:
@@ -294,6 +311,16 @@ def make_bounds(bounds, p0_flat_shape, ravel, dtype) -> Bounds | None:
         if not isinstance(b, dict | list | tuple) and np.ndim(b) == 0:
             flat.append(jnp.full(p0_flat_shape, b, dtype))
             continue
+        if treedef is not None and not _flattens_as_written(treedef):
+            try:
+                treedef.flatten_up_to(b)
+            except (ValueError, TypeError):
+                raise ValueError(
+                    f"bounds {name} must be a scalar or have p0's structure {treedef}, got "
+                    f"{jax.tree.structure(b)}: p0's leaves are not in the order they are "
+                    "written (a dict's are sorted by key), so a flat list cannot be matched to "
+                    "them"
+                ) from None
         try:
             fb = jnp.asarray(ravel(b), dtype)
         except Exception:

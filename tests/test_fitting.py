@@ -725,3 +725,19 @@ def test_float64_numpy_data_under_jax_default_config():
         timeout=300,
     )
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_flat_bounds_for_a_dict_p0_are_refused():
+    # A dict's leaves flatten sorted by key: bounds ([0, -1], [1.5, 5]) written in p0's order
+    # {'m', 'c'} bounded c by [0, 1.5] and m by [-1, 5], silently (m = 2 with SUCCESS, where
+    # scipy's bounds give m = 1.5). A dict of bounds, or a flat list for an array p0, still works.
+    x = np.linspace(0.0, 1.0, 12)
+    y = 2.0 * x + 1.0
+    model = lambda xx, p: p["m"] * xx + p["c"]  # noqa: E731
+    p0 = {"m": 1.0, "c": 0.0}
+    with pytest.raises(ValueError, match="bounds lower must be a scalar or have p0's structure"):
+        mml.curve_fit(model, x, y, p0, bounds=([0.0, -1.0], [1.5, 5.0]))
+    with pytest.raises(ValueError, match="bounds upper"):
+        mml.curve_fit(model, x, y, p0, bounds=(-np.inf, {"m": 1.5, "slope": 5.0}))
+    fit = mml.curve_fit(model, x, y, p0, bounds=({"m": 0.0, "c": -1.0}, {"m": 1.5, "c": 5.0}))
+    assert float(fit.params["m"]) == pytest.approx(1.5)
