@@ -190,6 +190,14 @@ def linear_fit(
     """
     nan_policy = check_choice("nan_policy", nan_policy, NAN_POLICIES)
     absolute_sigma = check_bool("absolute_sigma", absolute_sigma)
+    # (a complex x, y, sigma or design was cast to the real dtype: its imaginary part dropped,
+    # with SUCCESS)
+    for name, value in (("x", x), ("y", y), ("sigma", sigma), ("design", design)):
+        if value is not None and np.issubdtype(dtype_of(value), np.complexfloating):
+            raise TypeError(
+                f"linear_fit fits real data; got complex {name} (dtype {dtype_of(value)}): fit "
+                "its real and imaginary parts as two datasets"
+            )
     y_dtype = dtype_of(y)
     dtype = y_dtype if np.issubdtype(y_dtype, np.floating) else np.dtype(jnp.result_type(float))
     y_shape = np.shape(y)

@@ -484,6 +484,21 @@ def test_linear_fit_takes_a_numpy_integer_degree():
             mml.linear_fit(x, y, degree=bad)
 
 
+def test_linear_fit_refuses_complex_data():
+    # A complex y (or x, sigma, design) was cast to the real dtype: its imaginary part dropped,
+    # and the fit of the real part came back with SUCCESS.
+    x = np.linspace(0.0, 1.0, 6)
+    for kwargs in (
+        dict(x=x, y=2 * x + 1j),
+        dict(x=x + 0j, y=2 * x),
+        dict(x=x, y=2 * x, sigma=np.full(6, 0.1 + 0j)),
+        dict(x=None, y=2 * x, design=np.stack([np.ones(6), x], -1) + 0j),
+    ):
+        name = [k for k, v in kwargs.items() if np.iscomplexobj(v)][0]
+        with pytest.raises(TypeError, match=f"complex {name}"):
+            mml.linear_fit(kwargs.pop("x"), kwargs.pop("y"), **kwargs)
+
+
 def test_chi_squared_of_integer_data_is_a_float():
     # Integer data and an integer model summed squares in integers: (80000 - 4)^2 overflowed
     # int32 (without x64) to a wrong value, silently.
