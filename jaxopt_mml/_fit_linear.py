@@ -43,6 +43,10 @@ def chi_squared(model, params, x, y, sigma=None):
     # integers as floats: their squares overflowed (int32 without x64, silently)
     y = as_inexact(y)
     f = as_inexact(model(x, params))
+    # (complex residuals summed r * r, not |r|^2: a complex "chi-squared" came back)
+    for name, value in (("y", y), ("model(x, params)", f), ("sigma", sigma)):
+        if value is not None and jnp.iscomplexobj(value):
+            raise TypeError(f"chi_squared takes real data; got complex {name}")
     try:
         shape = jnp.broadcast_shapes(jnp.shape(f), y.shape)
     except ValueError:

@@ -499,6 +499,19 @@ def test_linear_fit_refuses_complex_data():
             mml.linear_fit(kwargs.pop("x"), kwargs.pop("y"), **kwargs)
 
 
+def test_chi_squared_refuses_complex_data():
+    # Complex residuals were summed as r * r, not |r|^2: a complex value came back.
+    x = np.linspace(0.0, 1.0, 4)
+    line = lambda xx, p: p[0] * xx + p[1]  # noqa: E731
+    p = np.array([2.0, 1.0])
+    with pytest.raises(TypeError, match="complex y"):
+        mml.chi_squared(line, p, x, 2 * x + 1 + 1j)
+    with pytest.raises(TypeError, match="complex model"):
+        mml.chi_squared(line, p + 1j, x, 2 * x + 1)
+    with pytest.raises(TypeError, match="complex sigma"):
+        mml.chi_squared(line, p, x, 2 * x + 1, sigma=0.1 + 0j)
+
+
 def test_chi_squared_of_integer_data_is_a_float():
     # Integer data and an integer model summed squares in integers: (80000 - 4)^2 overflowed
     # int32 (without x64) to a wrong value, silently.
