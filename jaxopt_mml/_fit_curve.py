@@ -416,7 +416,8 @@ def curve_fit(
         x: the independent variable(s), passed to ``model`` as given (last axis = points).
         y: data, shape ``(N,)`` or ``(B, N)``.
         p0: the starting parameters: an array or a pytree of arrays (required: there is no
-            sensible default for a nonlinear model).
+            sensible default for a nonlinear model). The fit runs in the common dtype of ``y``
+            and ``p0``'s arrays; Python numbers in ``p0`` follow it (weakly typed, as in JAX).
         sigma: standard deviations of ``y`` (scalar, ``(N,)`` or ``(B, N)``); ``None``: all 1.
             ``inf`` gives a point no weight. Not a covariance matrix (scipy's 2-D ``sigma``):
             whiten ``y`` and the model by its Cholesky factor instead.
@@ -527,7 +528,13 @@ def curve_fit(
     for dt in dtypes:
         if not (np.issubdtype(dt, np.number) or dt == np.dtype(bool)):
             raise TypeError(f"p0 must hold numbers, got a leaf of dtype {dt}")
-    dtype = jnp.result_type(*dtypes, dtype_of(y))
+    # Python numbers in p0 (scipy's p0=[1.0, 0.0]) are weakly typed, as in JAX: they follow the
+    # data's dtype (float32 data with such a p0 was fitted in float64)
+    weak = [
+        leaf if isinstance(leaf, int | float) and not isinstance(leaf, bool) else dt
+        for leaf, dt in zip(leaves, dtypes, strict=True)
+    ]
+    dtype = jnp.result_type(*weak, dtype_of(y))
     if not jnp.issubdtype(dtype, jnp.inexact):
         dtype = jnp.result_type(float)
     if jnp.issubdtype(dtype, jnp.complexfloating):

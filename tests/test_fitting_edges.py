@@ -473,6 +473,18 @@ def test_float64_x_with_float32_data_fits_in_float32():
     np.testing.assert_allclose(fit.params, [2.0, 1.0], rtol=1e-4)
 
 
+def test_float32_data_with_a_p0_of_python_numbers_fits_in_float32():
+    # scipy's p0=[1.0, 0.5]: Python numbers are weakly typed in JAX and follow the data; under
+    # x64 they made the fit of float32 data run, and return, in float64.
+    x = np.linspace(0.0, 4.0, 40, dtype=np.float32)
+    y = (2.0 * np.exp(-x)).astype(np.float32)
+    model = lambda xx, p: p[0] * jnp.exp(-p[1] * xx)  # noqa: E731
+    fit = mml.curve_fit(model, x, y, [1.0, 0.5])
+    assert [leaf.dtype for leaf in fit.params] == [jnp.float32, jnp.float32]
+    assert fit.covariance.dtype == jnp.float32 and fit.chi2.dtype == jnp.float32
+    assert bool(fit.success)
+
+
 def test_linear_fit_takes_a_numpy_integer_degree():
     # np.int64(2) (a computed degree, as numpy.polyfit takes) was refused as "not an int".
     x = np.linspace(-1.0, 2.0, 7)
