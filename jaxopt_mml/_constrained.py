@@ -178,8 +178,9 @@ def minimise_constrained(
         :class:`ConstrainedResult`.
 
     Raises:
-        ValueError / TypeError: at trace time, when ``f`` is not scalar, a constraint is not 1-D,
-            the bounds do not match ``x0`` or cross (``lower > upper``), or an option is unknown.
+        ValueError / TypeError: at trace time, when ``x0`` is complex, ``f`` is not scalar, a
+            constraint is not 1-D, the bounds do not match ``x0`` or cross (``lower > upper``),
+            or an option is unknown.
 
     Example:
         >>> import jax.numpy as jnp, jaxopt_mml as mml

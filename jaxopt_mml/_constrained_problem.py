@@ -160,6 +160,9 @@ def make_problem(f, x0, args, eq, ineq, bounds, maximise: bool) -> tuple[Problem
     if not jax.tree.leaves(x0):
         raise ValueError("x0 must hold at least one parameter")
     dtype = tree_dtype(x0)
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        # (JAX's grad then failed with its advice about holomorphic functions)
+        raise TypeError(f"x0 must be real, got dtype {dtype}; split a complex x into real parts")
     x_flat, unravel = ravel_pytree(x0)
     n = x_flat.shape[0]
     out = jax.eval_shape(lambda x: jnp.asarray(f(unravel(x), *args)), x_flat)

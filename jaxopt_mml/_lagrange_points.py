@@ -322,6 +322,10 @@ def lagrange_stationary_points(
         raise ValueError("every leaf of starts must have the same leading (batch) size")
     template = jax.tree.map(lambda leaf: jnp.asarray(leaf)[0], starts)
     dtype = ravel_pytree(template)[0].dtype
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        raise TypeError(
+            f"starts must be real, got dtype {dtype}; split a complex x into real parts"
+        )
     if not jnp.issubdtype(dtype, jnp.inexact):
         dtype = jnp.result_type(float)
     rtol, atol = default_tolerances(dtype, rtol, atol)

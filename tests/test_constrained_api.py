@@ -137,6 +137,19 @@ def test_complex_or_integer_outputs_raise_type_error(kwargs, match):
             mml.lagrange_stationary_points(_sq, kwargs["eq"], jnp.zeros((2, 2)))
 
 
+def test_complex_start_raises_type_error_naming_it():
+    # JAX's grad failed instead, with its advice about holomorphic functions (f real, or an
+    # eq whose output is real) or a message naming f (f complex at a complex start).
+    f = lambda x: jnp.sum(jnp.abs(x) ** 2)  # noqa: E731
+    for kwargs in ({}, {"bounds": (0.0, 1.0)}, {"eq": lambda x: jnp.sum(jnp.abs(x)) - 1.0}):
+        with pytest.raises(TypeError, match="x0 must be real"):
+            mml.minimise_constrained(f, jnp.ones(2, complex), **kwargs)
+    with pytest.raises(TypeError, match="starts must be real"):
+        mml.lagrange_stationary_points(
+            lambda x: x[0] * x[1], lambda x: x @ x - 1, jnp.ones((2, 2), complex)
+        )
+
+
 def test_nan_start_is_a_status():
     res = mml.minimise_constrained(_sq, jnp.array([jnp.nan, 0.0]), eq=lambda x: x[:1] - 1.0)
     assert int(res.status) == mml.Status.NONFINITE
