@@ -65,7 +65,9 @@ def _flat_output(name: str, fn: Callable | None, unravel, x_flat, args, dtype) -
     def flat(x):
         return jnp.ravel(jnp.asarray(fn(unravel(x), *args))).astype(dtype)
 
-    out = jax.eval_shape(lambda x: jnp.asarray(fn(unravel(x), *args)), x_flat)
+    out = _output_shape(
+        name, "a scalar or a 1-D array of constraint values", fn, unravel, x_flat, args
+    )
     if len(out.shape) > 1:
         raise ValueError(
             f"{name}(x, *args) must return a scalar or a 1-D array of constraint values, "
@@ -73,6 +75,20 @@ def _flat_output(name: str, fn: Callable | None, unravel, x_flat, args, dtype) -
         )
     check_real_output(f"{name}(x, *args)", out.dtype)
     return flat
+
+
+def _output_shape(name: str, what: str, fn: Callable, unravel, x_flat, args):
+    """The shape and dtype of ``jnp.asarray(fn(x, *args))``; an output that is no array (a dict,
+    None, arrays of several shapes) is a TypeError naming ``name`` (JAX's own said that an
+    object array is not a valid JAX type)."""
+    raw = jax.eval_shape(lambda x: fn(unravel(x), *args), x_flat)
+    try:
+        return jax.eval_shape(jnp.asarray, raw)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"{name}(x, *args) must return {what}, got {jax.tree.structure(raw)} with leaves "
+            f"{[getattr(leaf, 'shape', leaf) for leaf in jax.tree.leaves(raw)]}"
+        ) from None
 
 
 def _flat_bounds(bounds, x0: PyTree, n: int, dtype, xp=jnp) -> tuple[jax.Array, jax.Array]:
@@ -165,7 +181,7 @@ def make_problem(f, x0, args, eq, ineq, bounds, maximise: bool) -> tuple[Problem
         raise TypeError(f"x0 must be real, got dtype {dtype}; split a complex x into real parts")
     x_flat, unravel = ravel_pytree(x0)
     n = x_flat.shape[0]
-    out = jax.eval_shape(lambda x: jnp.asarray(f(unravel(x), *args)), x_flat)
+    out = _output_shape("f", "a scalar", f, unravel, x_flat, args)
     if out.shape != ():
         raise ValueError(f"f(x, *args) must return a scalar, got shape {out.shape}")
     check_real_output("f(x, *args)", out.dtype)

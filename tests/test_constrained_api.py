@@ -150,6 +150,26 @@ def test_complex_start_raises_type_error_naming_it():
         )
 
 
+def test_outputs_that_are_no_array_raise_type_error_naming_the_function():
+    # A dict (x0 may be one), None or arrays of several shapes met JAX's "not a valid JAX
+    # array type" or NumPy's concatenate message, naming none of f, eq or ineq.
+    p0 = {"a": 0.0, "b": jnp.zeros(2)}
+    f = lambda p: p["a"] ** 2 + jnp.sum(p["b"] ** 2)  # noqa: E731
+    for kwargs, name in (
+        ({"eq": lambda p: {"e1": p["a"] - 1.0, "e2": p["b"][0]}}, "eq"),
+        ({"ineq": lambda p: (1.0 - p["a"], 1.0 - p["b"])}, "ineq"),
+        ({"eq": lambda p: None}, "eq"),
+        ({"f": lambda p: {"value": f(p)}}, "f"),
+    ):
+        kwargs = {"f": f, **kwargs}
+        with pytest.raises(TypeError, match=rf"^{name}\(x, \*args\) must return"):
+            mml.minimise_constrained(kwargs.pop("f"), p0, **kwargs)
+    with pytest.raises(TypeError, match=r"^eq\(x, \*args\) must return"):
+        mml.lagrange_stationary_points(
+            f, lambda p: {"e": p["a"] - 1.0}, jax.tree.map(lambda v: jnp.stack([v, v]), p0)
+        )
+
+
 def test_nan_start_is_a_status():
     res = mml.minimise_constrained(_sq, jnp.array([jnp.nan, 0.0]), eq=lambda x: x[:1] - 1.0)
     assert int(res.status) == mml.Status.NONFINITE
