@@ -548,6 +548,8 @@ def curve_fit(
     elem = [shape[1:] if p0_batched else shape for shape in shapes]
     layout = _Layout(treedef, tuple(elem), tuple(math.prod(e) for e in elem))
     n_params = sum(layout.sizes)
+    if n_params == 0:  # (an empty array met NumPy's "need at least one array to stack")
+        raise ValueError(f"p0 must hold at least one parameter, got {n_params} (shapes {elem})")
     # Raises now for data on the host; for data on a GPU, once the fit is dispatched.
     check_pending = check_values(x, y, sigma, mask, nan_policy, data.x_batched, p0)
 

@@ -511,6 +511,14 @@ def test_linear_fit_refuses_complex_data():
             mml.linear_fit(kwargs.pop("x"), kwargs.pop("y"), **kwargs)
 
 
+def test_a_p0_without_elements_is_refused_by_name():
+    # An empty array (or a pytree of them) met NumPy's "need at least one array to stack".
+    x = np.linspace(0.0, 1.0, 5)
+    for p0 in (np.zeros(0), {"a": np.zeros((0, 2))}):
+        with pytest.raises(ValueError, match="p0 must hold at least one parameter"):
+            mml.curve_fit(lambda xx, p: xx, x, x, p0)
+
+
 def test_chi_squared_refuses_complex_data():
     # Complex residuals were summed as r * r, not |r|^2: a complex value came back.
     x = np.linspace(0.0, 1.0, 4)
