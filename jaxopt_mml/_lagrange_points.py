@@ -320,6 +320,8 @@ def lagrange_stationary_points(
     k = jnp.shape(leaves[0])[0]
     if any(jnp.shape(leaf)[0] != k for leaf in leaves):
         raise ValueError("every leaf of starts must have the same leading (batch) size")
+    if k == 0:  # (its first row, the template, raised IndexError)
+        raise ValueError("starts must hold at least one start, got a leading (batch) axis of 0")
     template = jax.tree.map(lambda leaf: jnp.asarray(leaf)[0], starts)
     dtype = ravel_pytree(template)[0].dtype
     if jnp.issubdtype(dtype, jnp.complexfloating):

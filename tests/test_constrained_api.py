@@ -170,6 +170,14 @@ def test_outputs_that_are_no_array_raise_type_error_naming_the_function():
         )
 
 
+def test_lagrange_points_without_starts_raise_value_error():
+    # starts of shape (0, n) raised IndexError ("index is out of bounds for axis 0 with size 0").
+    with pytest.raises(ValueError, match="at least one start"):
+        mml.lagrange_stationary_points(
+            lambda x: x[0] * x[1], lambda x: x @ x - 1, jnp.zeros((0, 2))
+        )
+
+
 def test_nan_start_is_a_status():
     res = mml.minimise_constrained(_sq, jnp.array([jnp.nan, 0.0]), eq=lambda x: x[:1] - 1.0)
     assert int(res.status) == mml.Status.NONFINITE
