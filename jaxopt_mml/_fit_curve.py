@@ -539,6 +539,11 @@ def curve_fit(
         dtype = jnp.result_type(float)
     if jnp.issubdtype(dtype, jnp.complexfloating):
         raise TypeError("curve_fit fits real data and parameters; got complex input")
+    # (a complex sigma or bound was cast to the fit's real dtype, its imaginary part dropped)
+    for name, value in (("sigma", sigma), ("bounds", bounds)):
+        for leaf in jax.tree.leaves(value):
+            if np.issubdtype(dtype_of(leaf), np.complexfloating):
+                raise TypeError(f"curve_fit takes real {name}; got dtype {dtype_of(leaf)}")
     dtype = np.dtype(dtype)
     rtol, atol = default_tolerances(dtype, rtol, 0.0 if atol is None else atol)
 

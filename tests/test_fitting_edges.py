@@ -519,6 +519,18 @@ def test_a_p0_without_elements_is_refused_by_name():
             mml.curve_fit(lambda xx, p: xx, x, x, p0)
 
 
+def test_curve_fit_refuses_a_complex_sigma_or_bound():
+    # They were cast to the fit's real dtype, their imaginary parts dropped (SUCCESS).
+    x = np.linspace(0.0, 1.0, 5)
+    line = lambda xx, p: p[0] * xx + p[1]  # noqa: E731
+    p0 = np.array([1.0, 0.0])
+    with pytest.raises(TypeError, match="real sigma"):
+        mml.curve_fit(line, x, 2 * x + 1, p0, sigma=np.full(5, 0.1 + 0.1j))
+    for bounds in ((0.0, 3.0 + 1j), (np.zeros(2), np.full(2, 3.0 + 1j))):
+        with pytest.raises(TypeError, match="real bounds"):
+            mml.curve_fit(line, x, 2 * x + 1, p0, bounds=bounds)
+
+
 def test_chi_squared_refuses_complex_data():
     # Complex residuals were summed as r * r, not |r|^2: a complex value came back.
     x = np.linspace(0.0, 1.0, 4)
