@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from ._tree import PyTree, as_inexact, check_real_output, tree_dtype
+from ._tree import PyTree, as_inexact, check_real_output, dtype_of, tree_dtype
 
 
 class Problem(NamedTuple):
@@ -122,6 +122,12 @@ def _flat_bounds(bounds, x0: PyTree, n: int, dtype, xp=jnp) -> tuple[jax.Array, 
         if value is None:
             flats.append(xp.full((n,), fill, dtype))
             continue
+        # (a complex bound was cast to x's real dtype, its imaginary part dropped; a string met
+        # NumPy's float() message)
+        for leaf in jax.tree.leaves(value):
+            kind = dtype_of(leaf)
+            if not (jnp.issubdtype(kind, jnp.floating) or jnp.issubdtype(kind, jnp.integer)):
+                raise TypeError(f"bounds {side} must hold real numbers, got dtype {kind}")
         if structure.num_leaves == 1 and isinstance(value, list | tuple):
             value = xp.asarray(value)  # scipy's style, [0.0, 0.0], for an array x0
         if jax.tree.structure(value) == structure:

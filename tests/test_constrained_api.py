@@ -178,6 +178,19 @@ def test_lagrange_points_without_starts_raise_value_error():
         )
 
 
+def test_bounds_that_are_no_real_numbers_raise_type_error():
+    # A complex bound was cast to x's real dtype, its imaginary part dropped (SUCCESS at the
+    # real part's bound); a string met NumPy's "could not convert string to float".
+    f = lambda x: jnp.sum((x - 2.0) ** 2)  # noqa: E731
+    for bounds, side in (
+        ((0.0, 1.0 + 1j), "upper"),
+        ((np.zeros(2), np.full(2, 1.0 + 1j)), "upper"),
+        (("a", 1.0), "lower"),
+    ):
+        with pytest.raises(TypeError, match=f"bounds {side} must hold real numbers"):
+            mml.minimise_constrained(f, jnp.zeros(2), bounds=bounds)
+
+
 def test_nan_start_is_a_status():
     res = mml.minimise_constrained(_sq, jnp.array([jnp.nan, 0.0]), eq=lambda x: x[:1] - 1.0)
     assert int(res.status) == mml.Status.NONFINITE
