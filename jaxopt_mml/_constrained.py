@@ -199,6 +199,8 @@ def minimise_constrained(
         Appl. 64 (2016).
     """
     check_choice("method", method, _METHODS)
+    if not isinstance(args, tuple):  # (checked inside the jit, it named the tracer's type)
+        raise TypeError(f"args must be a tuple of extra arguments, got {type(args).__name__}")
     max_iter = check_positive_int("max_iter", max_iter)
     max_inner_iter = check_positive_int("max_inner_iter", max_inner_iter)
     check_bounds(bounds, x0)

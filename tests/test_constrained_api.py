@@ -191,6 +191,12 @@ def test_bounds_that_are_no_real_numbers_raise_type_error():
             mml.minimise_constrained(f, jnp.zeros(2), bounds=bounds)
 
 
+def test_args_that_are_no_tuple_are_named_as_passed():
+    # The check ran inside the jit, where args=2.0 had become a tracer: "got DynamicJaxprTracer".
+    with pytest.raises(TypeError, match="args must be a tuple of extra arguments, got float"):
+        mml.minimise_constrained(lambda x, s: jnp.sum((x - s) ** 2), jnp.zeros(2), args=2.0)
+
+
 def test_nan_start_is_a_status():
     res = mml.minimise_constrained(_sq, jnp.array([jnp.nan, 0.0]), eq=lambda x: x[:1] - 1.0)
     assert int(res.status) == mml.Status.NONFINITE
