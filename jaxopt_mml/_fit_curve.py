@@ -335,7 +335,9 @@ def _flat_p0(cfg: _Config, p0):
     leaves = [jnp.asarray(leaf) for leaf in jax.tree.leaves(p0)]
     if cfg.p0_batched:
         b = cfg.data.batch
-        return jnp.concatenate([leaf.reshape(b, -1) for leaf in leaves], axis=1).astype(cfg.dtype)
+        # (sizes, not -1: an empty batch's leaves have no size to infer one from)
+        flat = [leaf.reshape(b, size) for leaf, size in zip(leaves, cfg.layout.sizes, strict=True)]
+        return jnp.concatenate(flat, axis=1).astype(cfg.dtype)
     return jnp.concatenate([leaf.ravel() for leaf in leaves]).astype(cfg.dtype)
 
 
@@ -352,6 +354,19 @@ def _fit_impl(model, cfg: _Config, x, y, sigma, mask, p0, lo, hi, f_scale):
     bad = bad | ~((f_scale > 0) & jnp.isfinite(f_scale))
     if cfg.data.batch is None:
         return _fit_one(model, cfg, x, y, w, bad, p0, lo, hi, f_scale)
+    if cfg.data.batch == 0:
+        # An empty batch (as linear_fit and jax.vmap take it): results with a leading axis 0,
+        # shaped as one fit's (the pool needs a problem to start its lanes with).
+        def one(a, per_dataset):
+            return jax.ShapeDtypeStruct(a.shape[1:] if per_dataset else a.shape, a.dtype)
+
+        shapes = jax.eval_shape(
+            lambda xx, yy, ww, bb, pp: _fit_one(model, cfg, xx, yy, ww, bb, pp, lo, hi, f_scale),
+            one(x, cfg.data.x_batched),
+            *(one(a, True) for a in (y, w, bad)),
+            one(p0, cfg.p0_batched),
+        )
+        return jax.tree.map(lambda s: jnp.zeros((0,) + s.shape, s.dtype), shapes)
     return _fit_batched(model, cfg, x, y, w, bad, p0, lo, hi, f_scale)
 
 
@@ -565,7 +580,11 @@ def curve_fit(
         lo, hi = b
         if is_concrete(p0, lo, hi):
             p = np.concatenate(
-                [np.reshape(leaf, (batch, -1) if p0_batched else (-1,)) for leaf in leaves], axis=-1
+                [
+                    np.reshape(leaf, (batch, size) if p0_batched else (-1,))
+                    for leaf, size in zip(leaves, layout.sizes, strict=True)
+                ],
+                axis=-1,
             )
             if np.any(p < np.asarray(lo)) or np.any(p > np.asarray(hi)):
                 raise ValueError("p0 must lie within bounds (lower <= p0 <= upper)")

@@ -212,7 +212,8 @@ def _bad_values(x, y, sigma, mask, x_batched, xp):
         return [sig_bad, y_bad, ~xp.isfinite(x), sig_nan]
     # x's last axis is the points: a point's x is bad if any of its values is not finite
     lead = 1 if x_batched else 0
-    x_fin = xp.all(xp.isfinite(x.reshape(x.shape[:lead] + (-1, n))), axis=lead)
+    k = int(np.prod(x.shape[lead:-1]))  # (not -1: an empty batch has no size to infer it from)
+    x_fin = xp.all(xp.isfinite(x.reshape(x.shape[:lead] + (k, n))), axis=lead)
     x_keep = keep if x_batched or y.ndim == 1 else xp.any(keep, axis=0)
     x_bad = xp.any(~x_fin & x_keep)
     return [sig_bad, y_bad, x_bad, sig_nan]

@@ -200,3 +200,12 @@ def test_batched_fit_calls_no_lapack(monkeypatch):
     mml.curve_fit(gaussian_peak, x, y, p0)
     text = jax.jit(fc._fit_impl, static_argnums=(0, 1)).lower(*captured["args"]).as_text()
     assert "custom_call" not in text, [ln for ln in text.splitlines() if "custom_call" in ln][:3]
+
+
+def test_empty_batch_gives_empty_results():
+    # B = 0 (every dataset filtered out) is a batch as linear_fit and jax.vmap take it: results
+    # with a leading axis 0. The pool raised 'n_problems must be >= 1', and a per-dataset x or p0
+    # failed to reshape (no size to infer -1 from).
+    fit = mml.curve_fit(exp_decay, np.zeros((0, 10)), np.zeros((0, 10)), jnp.zeros((0, 3)))
+    assert fit.params.shape == (0, 3) and fit.covariance.shape == (0, 3, 3)
+    assert fit.status.shape == (0,) and fit.residuals.shape == (0, 10)
