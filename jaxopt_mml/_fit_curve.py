@@ -21,6 +21,7 @@ from ._fit_data import (
     is_concrete,
     make_bounds,
     resolution,
+    shared_x_for,
     slopes,
     to_external,
     to_internal,
@@ -285,11 +286,14 @@ def _fit_batched(model, cfg: _Config, x, y, w, bad, p0, lo, hi, f_scale):
         cauchy=False,
     )
     fits = _Fit(out.state, out.n_iter, out.status)
+
+    def finish(xx, yy, ww, bb, ff):
+        if not cfg.data.x_batched:
+            xx = shared_x_for(xx, ww != 0)
+        return _finish(model, cfg, xx, yy, ww, bb, ff, lo, hi, f_scale)
+
     xa = 0 if cfg.data.x_batched else None
-    return jax.vmap(
-        lambda xx, yy, ww, bb, ff: _finish(model, cfg, xx, yy, ww, bb, ff, lo, hi, f_scale),
-        in_axes=(xa, 0, 0, 0, 0),
-    )(x, y, _opaque(w), bad, fits)
+    return jax.vmap(finish, in_axes=(xa, 0, 0, 0, 0))(x, y, _opaque(w), bad, fits)
 
 
 def _opaque(w):

@@ -277,6 +277,16 @@ def _x_kept(keep, x, layout: Layout):
     return jnp.broadcast_to(per_point, x.shape)
 
 
+def shared_x_for(x, used):
+    """A shared ``x`` as one dataset of a batch sees it: non-finite values at points that this
+    dataset does not use (``used``, shape ``(N,)``) set to 0, as :func:`weights` sets them for
+    points that no dataset uses. Where another dataset keeps such a point, the model's NaN
+    partial derivatives there multiplied this dataset's zero cotangents in reverse mode (NaN
+    gradients of its chi2 and stderr, which a fit of the dataset alone gives finite)."""
+    kept = jnp.any(used) if x.ndim == 0 else jnp.broadcast_to(used, x.shape)
+    return jnp.where(jnp.isfinite(x) | kept, x, 0.0)
+
+
 class Bounds(NamedTuple):
     lo: jax.Array
     hi: jax.Array

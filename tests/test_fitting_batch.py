@@ -209,3 +209,23 @@ def test_empty_batch_gives_empty_results():
     fit = mml.curve_fit(exp_decay, np.zeros((0, 10)), np.zeros((0, 10)), jnp.zeros((0, 3)))
     assert fit.params.shape == (0, 3) and fit.covariance.shape == (0, 3, 3)
     assert fit.status.shape == (0,) and fit.residuals.shape == (0, 10)
+
+
+def test_shared_x_nan_kept_by_another_dataset_leaves_derivatives_finite():
+    # A shared x with NaN at a point that dataset 0 masks and dataset 1 keeps (INVALID_INPUT):
+    # dataset 0's fit was right, but reverse-mode derivatives of its statistics multiplied its
+    # zero cotangent there by the model's NaN partials (NaN, where a fit of it alone is finite).
+    x = np.linspace(0.0, 2.0, 10)
+    y = np.asarray(exp_decay(x, np.array([2.0, 1.3, 0.5]))) + 0.01 * np.cos(7.0 * np.arange(10))
+    x[4] = np.nan
+    mask = np.ones((2, 10), bool)
+    mask[0, 4] = False
+    p0 = jnp.array([1.0, 1.0, 0.0])
+
+    def chi2(yy):
+        fit = mml.curve_fit(exp_decay, x, yy, p0, mask=mask)
+        return fit.chi2[0], fit.status
+
+    grad, status = jax.jit(jax.grad(chi2, has_aux=True))(np.stack([y, y]))
+    np.testing.assert_array_equal(status, [Status.SUCCESS, Status.INVALID_INPUT])
+    assert np.all(np.isfinite(grad[0])) and grad[0, 4] == 0.0
