@@ -194,6 +194,8 @@ def newton_kkt(problem: Problem, x0, y0, *, rtol, atol, max_iter, verbose=False)
             jnp.where(infeasible, int(Status.INFEASIBLE), int(Status.STAGNATED)),
         )
         failure = jnp.where(stuck, failure, _RUNNING)
+        # (the driver tests only x and f: NaN constraints gave STAGNATED after a few steps)
+        failure = jnp.where(jnp.all(jnp.isfinite(h_new)), failure, int(Status.NONFINITE))
         progress = make_progress(
             x_new,
             value,
@@ -223,7 +225,12 @@ def newton_kkt(problem: Problem, x0, y0, *, rtol, atol, max_iter, verbose=False)
     out = iterate(
         step,
         state,
-        make_progress(x0, value, converged=done),
+        make_progress(
+            x0,
+            value,
+            converged=done,
+            failure=jnp.where(jnp.all(jnp.isfinite(h)), _RUNNING, int(Status.NONFINITE)),
+        ),
         max_iter=max_iter,
         rtol=rtol,
         atol=atol,

@@ -202,6 +202,24 @@ def test_nan_start_is_a_status():
     assert int(res.status) == mml.Status.NONFINITE
 
 
+@pytest.mark.parametrize("kind", ["eq", "ineq"])
+def test_nan_or_inf_constraint_is_nonfinite(kind):
+    # A constraint NaN or inf at x0: the driver tested x and f only, so the augmented Lagrangian
+    # ran 100 outer iterations at x0 to MAX_ITER (log x >= 0 from x = 0 within bounds: SUCCESS
+    # with max_violation inf) and Newton-KKT STAGNATED. One compilation: a is traced.
+    def con(x, a):
+        return jnp.array([jnp.log(a) - x @ x])
+
+    opts = {kind: con, "bounds": (-3.0, 3.0)} if kind == "ineq" else {kind: con}
+    for a in [jnp.nan, 0.0, jnp.inf, 4.0]:
+        res = mml.minimise_constrained(
+            lambda x, a: jnp.sum((x - 2.0) ** 2), jnp.ones(2), args=(jnp.asarray(a),), **opts
+        )
+        expected = mml.Status.SUCCESS if a == 4.0 else mml.Status.NONFINITE
+        assert int(res.status) == expected, (a, int(res.status))
+    np.testing.assert_allclose(res.x, [np.sqrt(np.log(4.0) / 2)] * 2, rtol=1e-7)
+
+
 # --- jit, vmap, no recompilation ---------------------------------------------------------------
 
 
