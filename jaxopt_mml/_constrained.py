@@ -45,7 +45,14 @@ from ._implicit import solve_with_implicit_grad, value_by_envelope
 from ._lagrange_points import LagrangePoints, lagrange_stationary_points
 from ._static import static_function
 from ._status import Status
-from ._tree import PyTree, check_bool, check_choice, check_positive_int, default_tolerances
+from ._tree import (
+    PyTree,
+    check_args,
+    check_bool,
+    check_choice,
+    check_positive_int,
+    default_tolerances,
+)
 
 __all__ = [
     "ConstrainedResult",
@@ -199,8 +206,7 @@ def minimise_constrained(
         Appl. 64 (2016).
     """
     check_choice("method", method, _METHODS)
-    if not isinstance(args, tuple):  # (checked inside the jit, it named the tracer's type)
-        raise TypeError(f"args must be a tuple of extra arguments, got {type(args).__name__}")
+    args = check_args("minimise_constrained", args)  # (before the jit: inside, a tracer)
     max_iter = check_positive_int("max_iter", max_iter)
     max_inner_iter = check_positive_int("max_inner_iter", max_inner_iter)
     check_bounds(bounds, x0)

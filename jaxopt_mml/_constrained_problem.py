@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from ._tree import PyTree, as_inexact, check_real_output, dtype_of, tree_dtype
+from ._tree import PyTree, as_inexact, check_args, check_real_output, dtype_of, tree_dtype
 
 
 class Problem(NamedTuple):
@@ -172,12 +172,13 @@ def check_bounds(bounds, x0: PyTree) -> None:
         )
 
 
-def make_problem(f, x0, args, eq, ineq, bounds, maximise: bool) -> tuple[Problem, jax.Array]:
+def make_problem(
+    f, x0, args, eq, ineq, bounds, maximise: bool, *, caller: str = "minimise_constrained"
+) -> tuple[Problem, jax.Array]:
     """Validate the inputs at trace time and build the flat :class:`Problem` and ``x0``."""
     if not callable(f):
         raise TypeError(f"f must be a callable f(x, *args) -> scalar, got {f!r}")
-    if not isinstance(args, tuple):
-        raise TypeError(f"args must be a tuple of extra arguments, got {type(args).__name__}")
+    args = check_args(caller, args)
     x0 = as_inexact(x0)
     if not jax.tree.leaves(x0):
         raise ValueError("x0 must hold at least one parameter")

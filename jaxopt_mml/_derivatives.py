@@ -32,6 +32,7 @@ from ._static import static_function
 from ._tree import (
     PyTree,
     as_inexact,
+    check_args,
     check_bool,
     check_choice,
     check_real_output,
@@ -333,6 +334,7 @@ def hvp(f: Callable, x: PyTree, v: PyTree, *, args: tuple = ()) -> PyTree:
     References:
         Pearlmutter, Neural Computation 6(1), 1994; Griewank and Walther, SIAM 2008, section 5.4.
     """
+    args = check_args("hvp", args)
     x = _real_point("hvp", "x", x)
     v = _tangent_like("v", v, x)
     _check_scalar_output(f, jax.eval_shape(f, x, *args), "hvp")
@@ -364,6 +366,7 @@ def directional_derivative(f: Callable, x: PyTree, v: PyTree, *, args: tuple = (
     References:
         Griewank and Walther, *Evaluating Derivatives*, SIAM 2008, section 3.1.
     """
+    args = check_args("directional_derivative", args)
     x = _as_float(x)
     v = _tangent_like("v", v, x)
     return jax.jvp(lambda y: f(y, *args), (x,), (v,))[1]
@@ -517,6 +520,7 @@ def check_grad(
         J. Nocedal and S. J. Wright, *Numerical Optimization*, 2nd ed., Springer 2006, section 8.1
         (central differences and the choice of step); scipy.optimize.check_grad.
     """
+    args = check_args("check_grad", args)
     leaves = jax.tree.leaves((x, args))
     if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
         raise TypeError("check_grad is a host-side diagnostic: call it outside jit/vmap/grad")

@@ -39,7 +39,7 @@ from ._driver import iterate, make_progress
 from ._linesearch import backtracking
 from ._static import static_function
 from ._status import Status
-from ._tree import PyTree, check_positive_int, default_tolerances, is_real_scalar
+from ._tree import PyTree, check_args, check_positive_int, default_tolerances, is_real_scalar
 
 __all__ = ["LagrangePoints", "lagrange_stationary_points"]
 
@@ -237,7 +237,9 @@ def _solve_all(starts, args, *, f, eq, rtol, atol, max_iter):
     options), with the bordered Hessian and the value at each end point."""
 
     def one(start):
-        problem, x0 = make_problem(f, start, args, eq, None, None, False)
+        problem, x0 = make_problem(
+            f, start, args, eq, None, None, False, caller="lagrange_stationary_points"
+        )
         n = problem.n
         z, status, residual = _newton_lagrange(problem, x0, rtol=rtol, atol=atol, max_iter=max_iter)
         bordered = _bordered_hessian(problem, z)
@@ -311,6 +313,7 @@ def lagrange_stationary_points(
         Apostol, *Calculus*, vol. II, section 9.14; Magnus & Neudecker, *Matrix Differential
         Calculus*, chapter 7 (the bordered Hessian).
     """
+    args = check_args("lagrange_stationary_points", args)  # (before the jit: inside, a tracer)
     if eq is None:
         raise ValueError("eq is required: lagrange_stationary_points finds h(x) = 0 stationarity")
     max_iter = check_positive_int("max_iter", max_iter)
@@ -354,7 +357,9 @@ def lagrange_stationary_points(
             max_iter=max_iter,
         )
     )
-    problem, x_flat = make_problem(f, template, args, eq, None, None, False)
+    problem, x_flat = make_problem(
+        f, template, args, eq, None, None, False, caller="lagrange_stationary_points"
+    )
     n, m = problem.n, problem.m_eq
     ok = status == int(Status.SUCCESS)
     # Starts in turn join the first point within unique_tol, widened by how far each end point

@@ -27,6 +27,7 @@ from ._status import Status
 from ._tree import (
     PyTree,
     as_inexact,
+    check_args,
     check_bool,
     check_real_output,
     default_tolerances,
@@ -273,8 +274,7 @@ def run_minimiser(
     """
     if not callable(f):
         raise TypeError(f"f must be callable, got {type(f).__name__}")
-    if not isinstance(args, tuple):
-        raise TypeError(f"args must be a tuple (f is called as f(x, *args)), got {type(args)}")
+    args = check_args(name, args)
     max_iter, history = check_loop_options(max_iter, history)
     x0 = as_inexact(x0)
     if not jax.tree.leaves(x0):

@@ -21,7 +21,6 @@ from ._roots_bracket import bisection, bracketed_newton
 from ._roots_common import (
     RootResult,
     broadcast_problem,
-    check_args,
     check_real_output,
     check_scalar_output,
     float_dtype,
@@ -33,7 +32,14 @@ from ._roots_common import (
 )
 from ._roots_newton import decode_status, masked_newton, scalar_newton, system_newton
 from ._static import static_function
-from ._tree import PyTree, as_inexact, check_positive_int, default_tolerances, tree_dtype
+from ._tree import (
+    PyTree,
+    as_inexact,
+    check_args,
+    check_positive_int,
+    default_tolerances,
+    tree_dtype,
+)
 
 __all__ = ["RootResult", "newton_raphson", "bisection", "bracketed_newton"]
 

@@ -20,7 +20,6 @@ from ._implicit import solve_with_implicit_grad
 from ._roots_common import (
     RootResult,
     broadcast_problem,
-    check_args,
     check_scalar_output,
     float_dtype,
     make_result,
@@ -32,7 +31,7 @@ from ._roots_common import (
 from ._roots_newton import polish
 from ._static import static_function
 from ._status import Status
-from ._tree import check_positive_int, default_tolerances
+from ._tree import check_args, check_positive_int, default_tolerances
 
 _RUNNING = int(Status.RUNNING)
 

@@ -92,16 +92,6 @@ def reject_unknown(func: str, options: dict[str, Any], known: tuple[str, ...]) -
     )
 
 
-def check_args(func: str, args: Any) -> tuple:
-    """``args`` must be a tuple (or list) of extra arguments of ``f``."""
-    if not isinstance(args, tuple | list):
-        raise TypeError(
-            f"{func}: args must be a tuple of extra arguments of f (e.g. args=(c,)), "
-            f"got {type(args).__name__}"
-        )
-    return tuple(args)
-
-
 def float_dtype(x: jax.Array) -> np.dtype:
     """The floating dtype to solve in: ``x``'s own, or the default float for integers."""
     dtype = jnp.result_type(x)

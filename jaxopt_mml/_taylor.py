@@ -55,6 +55,7 @@ from ._derivatives import (
 from ._jet_rules import accurate_rules
 from ._tree import (
     PyTree,
+    check_args,
     check_bool,
     check_choice,
     check_positive_int,
@@ -275,6 +276,7 @@ def taylor_coefficients(
     References:
         Griewank and Walther, *Evaluating Derivatives*, SIAM 2008, section 13.2.
     """
+    args = check_args("taylor_coefficients", args)
     order = _check_order(order)
     check_choice("method", method, _METHODS)
     if not isinstance(
@@ -351,6 +353,7 @@ def taylor_polynomial(
     References:
         Griewank and Walther, *Evaluating Derivatives*, SIAM 2008, chapter 13.
     """
+    args = check_args("taylor_polynomial", args)
     coefficients = taylor_coefficients(f, x0, order, args=args, method=method)
     if not isinstance(coefficients, jax.Array):
         raise ValueError("f must return a single array for taylor_polynomial, got a pytree")
@@ -441,6 +444,7 @@ def linearise(f: Callable, x0: PyTree, *, args: tuple = (), mode: str = "auto") 
     References:
         Griewank and Walther, *Evaluating Derivatives*, SIAM 2008, chapter 3.
     """
+    args = check_args("linearise", args)
     x0 = _real_point("linearise", "x0", x0)
 
     def with_value(y):
@@ -510,6 +514,7 @@ def quadratic_model(f: Callable, x0: PyTree, *, args: tuple = ()) -> QuadraticMo
         J. Nocedal and S. J. Wright, *Numerical Optimization*, 2nd ed., Springer 2006, section 2.2;
         Griewank and Walther, *Evaluating Derivatives*, SIAM 2008, chapter 5.
     """
+    args = check_args("quadratic_model", args)
     x0 = _real_point("quadratic_model", "x0", x0)
     fx = lambda y: f(y, *args)
     _check_scalar_output(f, jax.eval_shape(fx, x0), "quadratic_model")
@@ -591,6 +596,7 @@ def taylor_error(
         Griewank and Walther, *Evaluating Derivatives*, SIAM 2008, chapter 13; any calculus text for
         the Lagrange form of the remainder (e.g. Apostol, *Calculus* vol. 1, section 7.7).
     """
+    args = check_args("taylor_error", args)
     order = _check_order(order)
     n_samples = check_positive_int("n_samples", n_samples)
     lagrange = check_bool("lagrange", lagrange)  # ("no" was truthy: the bound was computed)

@@ -137,6 +137,18 @@ def default_tolerances(
     return out[0], out[1]
 
 
+def check_args(func: str, args: Any) -> tuple:
+    """``args``, the extra arguments of ``f(x, *args)``, must be a tuple (or a list): anything
+    else is a TypeError naming ``func`` (a bare value met Python's "argument after * must be an
+    iterable", or was checked inside a jit as a tracer)."""
+    if not isinstance(args, tuple | list):
+        raise TypeError(
+            f"{func}: args must be a tuple of extra arguments, got {type(args).__name__} "
+            "(f is called as f(x, *args); e.g. args=(c,))"
+        )
+    return tuple(args)
+
+
 def is_int(value: Any) -> bool:
     """An integer, Python's or NumPy's (``np.int64(100)`` from a computation); not a bool."""
     return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)

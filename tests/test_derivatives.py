@@ -507,3 +507,30 @@ def test_check_grad_eps_below_the_dtypes_resolution_is_named():
         mml.check_grad(f, jnp.array([1.0, 2.0], jnp.float32), eps=1e-9)
     with pytest.raises(ValueError, match=r"eps=1e-20 is too small.*component\(s\) \[1\]"):
         mml.check_grad(f, jnp.array([0.0, 2.0]), eps=1e-20)
+
+
+def test_args_that_are_no_tuple_are_a_type_error_naming_the_function():
+    # One rule for every f(x, *args) of the library (_tree.check_args): the calculus helpers met
+    # Python's "argument after * must be an iterable, not float", naming neither args nor them.
+    f = lambda x, c: jnp.sum(c * x**2)  # noqa: E731
+    x = jnp.array([1.0, 2.0])
+    calls = {
+        "hvp": lambda a: mml.hvp(f, x, x, args=a),
+        "directional_derivative": lambda a: mml.directional_derivative(f, x, x, args=a),
+        "check_grad": lambda a: mml.check_grad(f, x, args=a),
+        "taylor_coefficients": lambda a: mml.taylor_coefficients(f, x, 2, args=a),
+        "taylor_polynomial": lambda a: mml.taylor_polynomial(f, x, 2, args=a),
+        "linearise": lambda a: mml.linearise(f, x, args=a),
+        "quadratic_model": lambda a: mml.quadratic_model(f, x, args=a),
+        "taylor_error": lambda a: mml.taylor_error(f, x, 2, x, args=a),
+        "bfgs": lambda a: mml.bfgs(f, x, args=a),
+        "newton_raphson": lambda a: mml.newton_raphson(lambda x, c: c * x - 1.0, 1.0, args=a),
+        "minimise_constrained": lambda a: mml.minimise_constrained(f, x, args=a),
+        "lagrange_stationary_points": lambda a: mml.lagrange_stationary_points(
+            f, lambda x, c: jnp.array([x @ x - 1.0]), jnp.ones((2, 2)), args=a
+        ),
+    }
+    for name, call in calls.items():
+        with pytest.raises(TypeError, match=rf"^{name}: args must be a tuple .* got float"):
+            call(2.0)
+    np.testing.assert_allclose(mml.hvp(f, x, x, args=[2.0]), 4.0 * x)  # a list is taken
