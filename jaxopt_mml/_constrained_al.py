@@ -54,6 +54,7 @@ from ._constrained_problem import (
     is_feasible,
     kkt_map,
     lagrangian_gradient,
+    nonfinite_constraints,
     projected_gradient,
     scale_of,
     stationarity_tolerance,
@@ -392,7 +393,7 @@ def augmented_lagrangian(
             dx=z[:n] - st.z[:n],
             df=value - st.value,
             converged=converged,
-            failure=_nonfinite_constraints(c, failure),
+            failure=nonfinite_constraints(c, failure),
         )
         new = ALState(z, y, rho, viol, value, st.inner_iter + inner.n_iter)
         return new, progress
@@ -417,7 +418,7 @@ def augmented_lagrangian(
     out = iterate(
         step,
         state,
-        make_progress(x0, value0, failure=_nonfinite_constraints(c0, _RUNNING)),
+        make_progress(x0, value0, failure=nonfinite_constraints(c0, _RUNNING)),
         max_iter=max_iter,
         rtol=rtol,
         atol=atol,
@@ -439,13 +440,6 @@ def augmented_lagrangian(
     # y - rho (y / rho), ~1e-16, and the polish that made it an equality was refused.)
     active = (z[n:] <= 0.0) | (y_ineq > original.ineq(x))
     return polish(original, al, active, out, rtol=rtol, atol=atol)
-
-
-def _nonfinite_constraints(c, failure):
-    """``NONFINITE`` where a constraint value (or a slack: an inequality of ``inf``) is NaN or
-    inf, else ``failure``. The driver tests only ``x`` and ``f``: a NaN constraint made every
-    merit NaN, no step was taken, and the run ended at ``x0`` with ``MAX_ITER``."""
-    return jnp.where(jnp.all(jnp.isfinite(c)), failure, int(Status.NONFINITE))
 
 
 # A constraint whose gradient at the start is larger than this (in its largest component) is

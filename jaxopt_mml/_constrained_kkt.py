@@ -41,6 +41,7 @@ import jax.numpy as jnp
 
 from ._constrained_problem import (
     Problem,
+    nonfinite_constraints,
     scale_of,
     stationarity_tolerance,
     violation_tolerance,
@@ -194,8 +195,7 @@ def newton_kkt(problem: Problem, x0, y0, *, rtol, atol, max_iter, verbose=False)
             jnp.where(infeasible, int(Status.INFEASIBLE), int(Status.STAGNATED)),
         )
         failure = jnp.where(stuck, failure, _RUNNING)
-        # (the driver tests only x and f: NaN constraints gave STAGNATED after a few steps)
-        failure = jnp.where(jnp.all(jnp.isfinite(h_new)), failure, int(Status.NONFINITE))
+        failure = nonfinite_constraints(h_new, failure)
         progress = make_progress(
             x_new,
             value,
@@ -229,7 +229,7 @@ def newton_kkt(problem: Problem, x0, y0, *, rtol, atol, max_iter, verbose=False)
             x0,
             value,
             converged=done,
-            failure=jnp.where(jnp.all(jnp.isfinite(h)), _RUNNING, int(Status.NONFINITE)),
+            failure=nonfinite_constraints(h, _RUNNING),
         ),
         max_iter=max_iter,
         rtol=rtol,

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from ._status import Status
 from ._tree import PyTree, as_inexact, check_args, check_real_output, dtype_of, tree_dtype
 
 
@@ -150,6 +151,14 @@ def _flat_bounds(bounds, x0: PyTree, n: int, dtype, xp=jnp) -> tuple[jax.Array, 
                 f"({structure}), got {jax.tree.structure(value)}"
             )
     return flats[0], flats[1]
+
+
+def nonfinite_constraints(c, failure):
+    """``NONFINITE`` where a constraint value (or a slack: an inequality of ``inf``) is NaN or
+    inf, else ``failure``: the driver tests only ``x`` and ``f``. (A NaN constraint made every
+    merit NaN: the augmented Lagrangian took no step and ended at ``x0`` with ``MAX_ITER``,
+    Newton-KKT ``STAGNATED``.)"""
+    return jnp.where(jnp.all(jnp.isfinite(c)), failure, int(Status.NONFINITE))
 
 
 def check_bounds(bounds, x0: PyTree) -> None:

@@ -444,9 +444,9 @@ def curve_fit(
             :math:`(J^T J)^{-1}`; if False (scipy's default) it is scaled by ``chi2 / dof``.
         bounds: ``(lower, upper)``, each a scalar or with ``p0``'s structure (one dataset's;
             a flat sequence for an array, list or tuple ``p0``, but a dict for a dict, whose
-            leaves are sorted by key), ``+-inf`` for none; shared by every dataset of a batch. Enforced by a smooth change
-            of variables (MINUIT's), so that every iterate and the result lie within the bounds.
-            ``p0`` must lie within them. Where the data push a parameter against its bound the
+            leaves are sorted by key), ``+-inf`` for none; shared by every dataset of a batch.
+            Enforced by a smooth change of variables (MINUIT's), so that every iterate and the
+            result lie within the bounds. ``p0`` must lie within them. Where the data push a parameter against its bound the
             change of variables' own curvature is added to :math:`J^T J` (it flattens the
             Gauss-Newton model there), so that a fit converges onto an active bound as fast as
             to an interior minimum; where they pull a parameter held on its bound away from it
