@@ -1,4 +1,5 @@
-"""Taylor-mode (``jet``) rules that stay accurate where JAX's lose their digits (private).
+"""Taylor-mode (``jet``) rules that stay accurate where JAX's lose their digits, and those it
+lacks (private).
 
 JAX's ``jax.experimental.jet`` propagates truncated Taylor series (coefficients ``u_0 .. u_n``
 of ``u(s)``) through each primitive. Four of its rules are wrong or ill-conditioned at points
@@ -22,14 +23,23 @@ where the function is smooth:
 
 :func:`accurate_rules` installs these for the duration of a ``jet`` call of this library and
 puts JAX's back afterwards.
+
+It also adds rules for primitives ``jet`` has none for (without them the caller falls back to
+nested forward mode, whose cost grows like 2^n): ``atan``, ``asin`` and ``acos`` as the integral
+of ``x' / (1 + x^2)`` and ``+-x' (1 - x^2)^(-1/2)`` (Miller's recurrence); ``tan`` by its
+differential equation ``t' = x' (1 + t^2)``, one coefficient at a time; ``cbrt`` by Miller's
+recurrence from the real cube root; ``exp2`` as ``exp(x log 2)``; ``lgamma`` and ``digamma`` from
+their derivatives at ``x_0`` (``digamma``, ``polygamma``) composed with ``x(s) - x_0``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 
 import jax.numpy as jnp
+import jax.scipy.special as _special
 from jax import lax
 from jax.experimental import jet as _jet
 
@@ -38,8 +48,9 @@ __all__ = ["accurate_rules"]
 _LOCK = threading.RLock()
 
 
-def _miller(a: list, c) -> list:
-    """Coefficients of ``a(s) ** c`` for a constant ``c`` (``a_0 != 0``).
+def _miller(a: list, c, b0=None) -> list:
+    """Coefficients of ``a(s) ** c`` for a constant ``c`` (``a_0 != 0``), its value ``b0`` where
+    given (the real cube root of a negative base, which ``pow`` makes NaN).
 
     Every coefficient is a multiple of ``b_0 = a_0 ** c``: where that is 0 (a base of 0, or a
     power that underflows, ``(1e-140) ** 2.5``) the recurrence would return zeros for
@@ -48,7 +59,7 @@ def _miller(a: list, c) -> list:
     itself divides by a finite stand-in for ``a_0 = 0``, and the NaN is selected in at the end,
     so that a select between this and another series has no NaN to pass to reverse-mode
     derivatives."""
-    b0 = lax.pow(a[0], c)
+    b0 = lax.pow(a[0], c) if b0 is None else b0
     b = [b0]
     a0 = jnp.where(a[0] == 0, 1.0, a[0])
     for k in range(1, len(a)):
@@ -156,17 +167,124 @@ def _rem_rule(primals_in, series_in):
     return value, [a - quotient * b for a, b in zip(series_in[0], series_in[1], strict=True)]
 
 
+def _unary_by_derivative(value, x: list, dphi: list) -> list:
+    """``phi(x(s))`` from ``phi(x_0)`` and the series of ``phi'(x(s))`` (order ``n - 1``)."""
+    return _integrate(value, _mul(dphi, _derivative(x)))
+
+
+def _recip(u: list) -> list:
+    """``1 / u(s)``, term by term (``u_0 != 0``)."""
+    v = [1 / u[0]]
+    for k in range(1, len(u)):
+        v.append(-sum(u[i] * v[k - i] for i in range(1, k + 1)) / u[0])
+    return v
+
+
+def _one_plus(c, u: list) -> list:
+    """``c + u(s)`` (a constant added to the value only)."""
+    return [c + u[0]] + list(u[1:])
+
+
+def _atan_rule(primals_in, series_in, **params):
+    (x0,) = primals_in
+    x = [x0] + list(series_in[0])
+    n = len(x) - 1
+    dphi = _recip(_one_plus(1.0, _mul(x[:n], x[:n])))  # 1 / (1 + x^2)
+    out = _unary_by_derivative(lax.atan_p.bind(x0, **params), x, dphi)
+    return out[0], out[1:]
+
+
+def _asin_acos(primitive, sign):
+    def rule(primals_in, series_in, **params):
+        (x0,) = primals_in
+        x = [x0] + list(series_in[0])
+        n = len(x) - 1
+        square = _mul(x[:n], x[:n])
+        base = [1.0 - square[0]] + [-t for t in square[1:]]
+        dphi = [sign * t for t in _miller(base, -0.5)]  # +-(1 - x^2)^(-1/2)
+        out = _unary_by_derivative(primitive.bind(x0, **params), x, dphi)
+        return out[0], out[1:]
+
+    return rule
+
+
+def _tan_rule(primals_in, series_in, **params):
+    # t' = x' (1 + t^2): the coefficient k of t needs those of 1 + t^2 below k only.
+    (x0,) = primals_in
+    x = [x0] + list(series_in[0])
+    xp = _derivative(x)
+    t = [lax.tan_p.bind(x0, **params)]
+    w = []  # 1 + t^2, term by term
+    for k in range(1, len(x)):
+        m = k - 1
+        w.append((1.0 if m == 0 else 0.0) + sum(t[i] * t[m - i] for i in range(m + 1)))
+        t.append(sum(xp[j] * w[m - j] for j in range(m + 1)) / k)
+    return t[0], t[1:]
+
+
+def _cbrt_rule(primals_in, series_in, **params):
+    (x0,) = primals_in
+    x = [x0] + list(series_in[0])
+    b = _miller(
+        x, 1.0 / 3.0, b0=lax.cbrt_p.bind(x0, **params)
+    )  # the real cube root of a negative x0
+    return b[0], b[1:]
+
+
+def _exp2_rule(primals_in, series_in, **params):
+    (x0,) = primals_in
+    log2 = math.log(2.0)
+    out = _exp([x0 * log2] + [t * log2 for t in series_in[0]])
+    return lax.exp2_p.bind(x0, **params), out[1:]
+
+
+def _by_derivatives(primitive, derivative):
+    """The rule of ``phi(x)`` whose ``k``-th derivative at ``x_0`` is ``derivative(k, x_0)``:
+    ``sum_k phi^(k)(x_0) / k! (x(s) - x_0)^k`` (Faa di Bruno by powers of the series)."""
+
+    def rule(primals_in, series_in, **params):
+        (x0,) = primals_in
+        n = len(series_in[0])
+        dx = [jnp.zeros_like(x0)] + list(series_in[0])
+        out = [jnp.zeros_like(x0)] * (n + 1)
+        power = dx
+        for k in range(1, n + 1):
+            c = derivative(k, x0) / math.factorial(k)
+            out = [o + c * p for o, p in zip(out, power, strict=True)]
+            power = _mul(power, dx)
+        return primitive.bind(x0, **params), out[1:]
+
+    return rule
+
+
+def _polygamma(k, x0):
+    return _special.polygamma(k, x0)
+
+
 _RULES = {
     lax.pow_p: _pow_rule,
     lax.atan2_p: _atan2_rule,
     lax.asinh_p: _asinh_rule,
     lax.rem_p: _rem_rule,
+    # No rule in jax.experimental.jet (nested forward mode, 2^n, was the fallback: arcsin to
+    # order 10 took minutes):
+    lax.atan_p: _atan_rule,
+    lax.asin_p: _asin_acos(lax.asin_p, 1.0),
+    lax.acos_p: _asin_acos(lax.acos_p, -1.0),
+    lax.tan_p: _tan_rule,
+    lax.cbrt_p: _cbrt_rule,
+    lax.exp2_p: _exp2_rule,
+    lax.lgamma_p: _by_derivatives(
+        lax.lgamma_p, lambda k, x0: lax.digamma(x0) if k == 1 else _polygamma(k - 1, x0)
+    ),
+    lax.digamma_p: _by_derivatives(lax.digamma_p, _polygamma),
 }
 
 
 @contextlib.contextmanager
 def accurate_rules():
-    """JAX's ``jet`` rules for pow, atan2, asinh and rem replaced by this module's, in this block.
+    """JAX's ``jet`` rules for pow, atan2, asinh and rem replaced by this module's, and its rules
+    for the primitives ``jet`` lacks installed, in this block.
 
     Held under a lock (a ``jet`` traced meanwhile by another thread of this library waits; one of
     another library's would see these rules, which compute the same functions).

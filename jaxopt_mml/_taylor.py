@@ -7,20 +7,24 @@ Lagrange remainder :math:`R_n(s) = \frac{s^{n+1}}{(n+1)!} D^{n+1} f(\xi)[u, \dot
 :math:`\xi` on the segment. Higher derivatives come from Taylor-mode AD (``jax.experimental.jet``,
 which propagates a truncated power series through each primitive at :math:`O(n^2)` cost), with a
 fallback to nested forward mode (``jax.jvp`` of ``jax.jvp`` ..., as nested ``jax.jacfwd``; cost
-grows like :math:`2^n`) for functions containing primitives that ``jet`` has no rule for
-(``lax.while_loop``, ``lax.scan``, linear solves, ``arctan``, ...). The failure is detected while
-tracing, so the choice costs nothing at run time and works under ``jit``. Four of ``jet``'s rules
-lose their digits where the function is smooth (``pow`` through :math:`\log x` near
-:math:`x_0 = 0`, ``atan2`` through :math:`x / y` near :math:`y_0 = 0`, ``asinh`` by cancellation)
-or compute another function (``rem`` as Python's ``%``): this module's own rules replace them
-while it runs ``jet`` (``_jet_rules``). One case is left, a non-integral power of a base that is
-exactly 0 (``x ** 2.5`` or ``sqrt`` at 0, where high derivatives are infinite) or whose power
-underflows (``x ** 2.5`` at ``1e-140``; the recurrence scales every coefficient by it): up to order
-4, for functions holding a ``pow``, ``sqrt`` or ``rsqrt``, both engines are traced and nested forward mode replaces ``jet``'s series when
-some output element of :math:`f` is finite but its ``jet`` coefficients are not (a select, decided
-per mapped element under ``vmap``; the nested series runs only when needed outside ``vmap``);
-above order 4 (nested mode's trace grows like :math:`2^n`) those coefficients stay NaN, as do
-derivatives that nested forward mode itself cannot form.
+grows like :math:`2^n`: seconds to minutes from order 8 on) for functions containing primitives
+that ``jet`` has no rule for (``lax.while_loop``, ``lax.scan``, linear solves) or defined with
+``jax.custom_jvp`` (``jax.nn.softplus``, ``jax.nn.relu``, ``jnp.sinc``: ``jet`` cannot run their
+rules). The failure is detected while tracing, so the choice costs nothing at run time and works
+under ``jit``. This module adds the rules that ``jet`` lacks for ``atan``, ``asin``, ``acos``,
+``tan``, ``cbrt``, ``exp2``, ``lgamma`` and ``digamma`` (arcsin to order 10 took minutes by the
+fallback, a second now), and replaces four of ``jet``'s that lose their digits where the function
+is smooth (``pow`` through :math:`\log x` near :math:`x_0 = 0`, ``atan2`` through :math:`x / y`
+near :math:`y_0 = 0`, ``asinh`` by cancellation) or compute another function (``rem`` as Python's
+``%``), while it runs ``jet`` (``_jet_rules``). One case is left, where the derivatives are
+infinite: a non-integral power of a base that is exactly 0 (``x ** 2.5``, ``sqrt`` or ``cbrt`` at
+0, ``arcsin`` at 1) or whose power underflows (``x ** 2.5`` at ``1e-140``; the recurrence scales
+every coefficient by it): up to order 4, for functions holding such a primitive, both engines are
+traced and nested forward mode replaces ``jet``'s series when some output element of :math:`f` is
+finite but its ``jet`` coefficients are not (a select, decided per mapped element under ``vmap``;
+the nested series runs only when needed outside ``vmap``); above order 4 (nested mode's trace
+grows like :math:`2^n`) those coefficients stay NaN, as do derivatives that nested forward mode
+itself cannot form.
 
 Every function here works under ``jax.jit`` and ``jax.vmap``; orders are static Python ints.
 
@@ -134,10 +138,11 @@ def _series_nested(g: Callable, leaves: list, dirs: list, order: int) -> list:
 
 # Primitives whose ``jet`` rule (``_jet_rules``) can still give non-finite coefficients where the
 # function is finite: ``pow`` with a non-integral exponent at a base of exactly 0, or whose power
-# underflows (NaN by ``_jet_rules._miller``). Nested forward mode is the fallback there, up to _GUARD_MAX_ORDER: its trace
-# grows like 2^order (``atan2(sin t, cos t)`` at order 8: about a minute), and tracing it for
-# every function holding a ``pow`` made order 16 of ``x ** 2.5`` take minutes.
-_JET_RISKY = frozenset({"pow", "sqrt", "rsqrt"})  # jet's sqrt and rsqrt are x ** (+-1/2)
+# underflows, ``cbrt`` at 0 and ``asin``/``acos`` at +-1 (NaN by ``_jet_rules._miller``, where the
+# derivatives are infinite). Nested forward mode is the fallback there, up to _GUARD_MAX_ORDER: its
+# trace grows like 2^order (``atan2(sin t, cos t)`` at order 8: about a minute), and tracing it
+# for every function holding a ``pow`` made order 16 of ``x ** 2.5`` take minutes.
+_JET_RISKY = frozenset({"pow", "sqrt", "rsqrt", "cbrt", "asin", "acos"})  # sqrt: x ** (1/2)
 _GUARD_MAX_ORDER = 4
 
 

@@ -72,3 +72,85 @@ def test_check_grad_step_is_relative_to_large_coordinates():
     res = mml.check_grad(lambda x: jnp.sum(x**3), x)
     np.testing.assert_allclose(res.fd_grad, 3.0 * np.asarray(x) ** 2, rtol=1e-9)
     assert res.max_rel_error < 1e-9
+
+
+# ----------------------------------------------------------------------------------------------
+# Taylor coefficients: the rules jet lacks (nested forward mode took minutes at order 10)
+
+
+def _arctan_at_0(n):  # x - x^3/3 + x^5/5 - ...
+    return [0.0 if k % 2 == 0 else (-1.0) ** (k // 2) / k for k in range(n + 1)]
+
+
+def _arcsin_at_0(n):  # sum (2m)! / (4^m (m!)^2 (2m + 1)) x^(2m + 1)
+    from math import comb
+
+    return [
+        0.0 if k % 2 == 0 else comb(k - 1, (k - 1) // 2) / 4 ** ((k - 1) // 2) / k
+        for k in range(n + 1)
+    ]
+
+
+def _tan_at_0(n):  # x + x^3/3 + 2x^5/15 + 17x^7/315 + 62x^9/2835
+    odd = {1: 1.0, 3: 1 / 3, 5: 2 / 15, 7: 17 / 315, 9: 62 / 2835}
+    return [odd.get(k, 0.0) for k in range(n + 1)]
+
+
+def _polygamma_series(x0, n, shift):
+    """c_k of lgamma (shift 0) or digamma (shift 1) about x0, from scipy's polygamma."""
+    from math import factorial
+
+    from scipy import special
+
+    first = special.gammaln(x0) if shift == 0 else special.digamma(x0)
+    return [first] + [special.polygamma(k - 1 + shift, x0) / factorial(k) for k in range(1, n + 1)]
+
+
+def test_rules_jet_lacks_give_the_closed_forms_to_order_10():
+    """atan, asin, acos, tan, cbrt, exp2, lgamma, digamma: jet's own engine (no fallback) gives the
+    closed-form coefficients; method='jet' raised "no Taylor rule" for each before."""
+    from math import factorial
+
+    from jax.scipy.special import digamma, gammaln
+    from scipy.special import binom
+
+    n = 10
+    cases = [
+        (jnp.arctan, 0.0, _arctan_at_0(n)),
+        (jnp.arcsin, 0.0, _arcsin_at_0(n)),
+        (jnp.arccos, 0.0, [np.pi / 2] + [-c for c in _arcsin_at_0(n)[1:]]),
+        (jnp.tan, 0.0, _tan_at_0(n)),
+        (jnp.cbrt, -8.0, [-binom(1 / 3, k) * 8 ** (1 / 3 - k) * (-1) ** k for k in range(n + 1)]),
+        (jnp.exp2, 1.5, [2**1.5 * np.log(2) ** k / factorial(k) for k in range(n + 1)]),
+        (gammaln, 2.5, _polygamma_series(2.5, n, 0)),
+        (digamma, 0.3, _polygamma_series(0.3, n, 1)),
+    ]
+    for f, x0, want in cases:
+        got = mml.taylor_coefficients(f, x0, n, method="jet")
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14, err_msg=f.__name__)
+
+
+def test_rules_jet_lacks_agree_with_nested_forward_mode_away_from_zero():
+    """At points where the series have no symmetry to hide a wrong term: compared with nested
+    forward mode (which uses JAX's derivative rules), a composition included."""
+    f = lambda x: jnp.arctan(jnp.sin(x)) * jnp.tan(x / 3)
+    g = lambda x: jnp.exp2(x) * jnp.arccos(x / 2) ** 2
+    for fn, x0 in ((f, -1.3), (g, 0.4)):
+        np.testing.assert_allclose(
+            mml.taylor_coefficients(fn, x0, 4),
+            mml.taylor_coefficients(fn, x0, 4, method="jacfwd"),
+            rtol=1e-12,
+        )
+
+
+def test_rules_jet_lacks_at_their_singular_points_fall_back_as_powers_do():
+    """arcsin at 1 and cbrt at 0 have infinite derivatives: up to order 4 nested forward mode's
+    infinities replace the recurrence's NaN (as for sqrt at 0); float32 keeps its dtype."""
+    np.testing.assert_array_equal(
+        mml.taylor_coefficients(jnp.cbrt, 0.0, 3), [0.0, np.inf, -np.inf, np.inf]
+    )
+    c = mml.taylor_coefficients(jnp.arcsin, 1.0, 3)
+    assert c[0] == np.pi / 2 and np.all(np.isinf(c[1:]))
+    c32 = mml.taylor_coefficients(jnp.arctan, jnp.float32(0.5), 5)
+    assert c32.dtype == jnp.float32
+    np.testing.assert_allclose(c32, mml.taylor_coefficients(jnp.arctan, 0.5, 5), rtol=1e-5)
