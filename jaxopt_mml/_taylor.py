@@ -8,10 +8,12 @@ Lagrange remainder :math:`R_n(s) = \frac{s^{n+1}}{(n+1)!} D^{n+1} f(\xi)[u, \dot
 which propagates a truncated power series through each primitive at :math:`O(n^2)` cost), with a
 fallback to nested forward mode (``jax.jvp`` of ``jax.jvp`` ..., as nested ``jax.jacfwd``; cost
 grows like :math:`2^n`: seconds to minutes from order 8 on) for functions containing primitives
-that ``jet`` has no rule for (``lax.while_loop``, ``lax.scan``, linear solves) or defined with
-``jax.custom_jvp`` (``jax.nn.softplus``, ``jax.nn.relu``, ``jnp.sinc``: ``jet`` cannot run their
-rules). The failure is detected while tracing, so the choice costs nothing at run time and works
-under ``jit``. This module adds the rules that ``jet`` lacks for ``atan``, ``asin``, ``acos``,
+that ``jet`` has no rule for (``lax.while_loop``, ``lax.scan``, linear solves). The failure is
+detected while tracing, so the choice costs nothing at run time and works under ``jit``.
+Functions defined with ``jax.custom_jvp`` (``jax.nn.softplus``, ``jax.nn.relu``, ``jnp.sinc``),
+which ``jet`` cannot run, are expanded term by term with ``jet``'s rules and, for each custom
+function, the series of its own derivative rule (``_jet_custom``; ``custom_vjp`` functions by
+their primal, since nested forward mode cannot differentiate them). This module adds the rules that ``jet`` lacks for ``atan``, ``asin``, ``acos``,
 ``tan``, ``cbrt``, ``exp2``, ``lgamma`` and ``digamma`` (arcsin to order 10 took minutes by the
 fallback, a second now), and replaces four of ``jet``'s that lose their digits where the function
 is smooth (``pow`` through :math:`\log x` near :math:`x_0 = 0`, ``atan2`` through :math:`x / y`
@@ -56,6 +58,7 @@ from ._derivatives import (
     hessian,
     jacobian,
 )
+from ._jet_custom import CUSTOM_PRIMITIVES, series_by_rules
 from ._jet_rules import accurate_rules
 from ._tree import (
     PyTree,
@@ -107,7 +110,11 @@ def _series_jet(g: Callable, leaves: list, dirs: list, order: int) -> list:
         return [g(*leaves)]
     series = [[d] + [jnp.zeros_like(d)] * (order - 1) for d in dirs]
     with accurate_rules():  # pow, atan2, asinh and rem by rules that keep their digits
-        if _JET_UNSCALED:
+        if _uses_primitives(jax.make_jaxpr(lambda *a: g(*a))(*leaves), CUSTOM_PRIMITIVES):
+            # jet cannot run custom_jvp functions (softplus, relu, sinc): their own rules
+            primal, terms = series_by_rules(g, leaves, dirs, order)
+            scale = [1] * order
+        elif _JET_UNSCALED:
             primal, terms = jet(g, tuple(leaves), tuple(series), factorial_scaled=False)
             scale = [1] * order
         else:  # JAX before 0.7: jet returns derivatives only

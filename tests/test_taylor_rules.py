@@ -154,3 +154,43 @@ def test_rules_jet_lacks_at_their_singular_points_fall_back_as_powers_do():
     c32 = mml.taylor_coefficients(jnp.arctan, jnp.float32(0.5), 5)
     assert c32.dtype == jnp.float32
     np.testing.assert_allclose(c32, mml.taylor_coefficients(jnp.arctan, 0.5, 5), rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------
+# Taylor coefficients through jax.custom_jvp functions (jet fails on them: nested forward mode
+# took minutes at order 10)
+
+
+def test_custom_jvp_functions_by_their_own_rules_match_closed_forms():
+    """softplus, sinc, xlogy and relu by Taylor mode with their derivative rules: method='jet'
+    raised UnexpectedTracerError. sinc at 0 is where inlining its primal would be wrong (it
+    selects the constant 1 there)."""
+    from math import factorial, log
+
+    from jax.scipy.special import xlogy
+
+    tc = lambda f, x0, n: mml.taylor_coefficients(f, x0, n, method="jet")  # noqa: E731
+    sinc_at_0 = [0.0 if k % 2 else (-1) ** (k // 2) * np.pi**k / factorial(k + 1) for k in range(9)]
+    np.testing.assert_allclose(tc(jnp.sinc, 0.0, 8), sinc_at_0, rtol=1e-12, atol=1e-15)
+    softplus_at_0 = [log(2.0), 1 / 2, 1 / 8, 0.0, -1 / 192, 0.0, 1 / 2880, 0.0, -17 / 645120]
+    np.testing.assert_allclose(tc(jax.nn.softplus, 0.0, 8), softplus_at_0, rtol=1e-12, atol=1e-15)
+    # x log(2 + x) = log 2 x + sum_k (-1)^(k+1) x^(k+1) / (k 2^k)
+    xlogy_at_0 = [0.0, log(2.0)] + [(-1) ** (k + 1) / (k * 2**k) for k in range(1, 6)]
+    np.testing.assert_allclose(
+        tc(lambda x: xlogy(x, 2.0 + x), 0.0, 6), xlogy_at_0, rtol=1e-12, atol=1e-15
+    )
+    np.testing.assert_array_equal(tc(jax.nn.relu, 0.5, 3), [0.5, 1.0, 0.0, 0.0])
+    np.testing.assert_array_equal(tc(jax.nn.relu, -0.5, 3), [0.0, 0.0, 0.0, 0.0])
+
+
+def test_custom_jvp_series_under_jit_vmap_and_grad_equal_nested_forward_mode():
+    f = lambda x: jax.nn.softplus(jnp.sin(x)) * jnp.sinc(x) + jax.nn.log_sigmoid(x)
+    both = lambda x0: (
+        mml.taylor_coefficients(f, x0, 4),
+        mml.taylor_coefficients(f, x0, 4, method="jacfwd"),
+    )
+    auto, nested = jax.jit(jax.vmap(both))(jnp.array([0.0, 0.4, -1.1]))
+    np.testing.assert_allclose(auto, nested, rtol=1e-12, atol=1e-15)
+    d_auto = jax.grad(lambda x: mml.taylor_coefficients(f, x, 3)[3])(0.4)
+    d_nested = jax.grad(lambda x: mml.taylor_coefficients(f, x, 3, method="jacfwd")[3])(0.4)
+    np.testing.assert_allclose(d_auto, d_nested, rtol=1e-12)
