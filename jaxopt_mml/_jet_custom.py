@@ -23,6 +23,7 @@ that the caller's fallback (nested forward mode) takes over.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import jax
@@ -42,7 +43,8 @@ def _bind(eqn, values: list) -> list:
     if isinstance(params, tuple):  # JAX before 0.7: (subfuns, params)
         subfuns, params = params
         values = [*subfuns, *values]
-    with eqn.ctx.manager:
+    ctx = getattr(eqn, "ctx", None)  # the equation's context (JAX >= 0.4.31)
+    with ctx.manager if ctx is not None else contextlib.nullcontext():
         out = eqn.primitive.bind(*values, **params)
     return list(out) if eqn.primitive.multiple_results else [out]
 
