@@ -151,6 +151,8 @@ def _series_nested(g: Callable, leaves: list, dirs: list, order: int) -> list:
 # for every function holding a ``pow`` made order 16 of ``x ** 2.5`` take minutes.
 _JET_RISKY = frozenset({"pow", "sqrt", "rsqrt", "cbrt", "asin", "acos"})  # sqrt: x ** (1/2)
 _GUARD_MAX_ORDER = 4
+_CUSTOM_JVP = frozenset({"custom_jvp_call"})
+_CUSTOM_VJP = CUSTOM_PRIMITIVES - _CUSTOM_JVP
 
 
 def _uses_primitives(jaxpr: Any, names: frozenset) -> bool:
@@ -229,7 +231,12 @@ def _directional_series(
             engine = _series_nested
         if engine is _series_jet and 0 < order <= _GUARD_MAX_ORDER:
             avals = [jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)) for a in leaves]
-            if _uses_primitives(jax.make_jaxpr(g)(*avals), _JET_RISKY):
+            jaxpr = jax.make_jaxpr(g)(*avals)
+            if _uses_primitives(jaxpr, _CUSTOM_JVP) and not _uses_primitives(jaxpr, _CUSTOM_VJP):
+                # Low orders: nested forward mode runs the custom rules directly, and its few
+                # operations compile faster than the rules' series (taylor_error called eagerly).
+                engine = _series_nested
+            elif _uses_primitives(jaxpr, _JET_RISKY):
                 engine = _series_guarded
         out_def.clear()
     try:
