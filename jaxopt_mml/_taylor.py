@@ -11,9 +11,11 @@ grows like :math:`2^n`: seconds to minutes from order 8 on) for functions contai
 that ``jet`` has no rule for (``lax.while_loop``, ``lax.scan``, linear solves). The failure is
 detected while tracing, so the choice costs nothing at run time and works under ``jit``.
 Functions defined with ``jax.custom_jvp`` (``jax.nn.softplus``, ``jax.nn.relu``, ``jnp.sinc``),
-which ``jet`` cannot run, are expanded term by term with ``jet``'s rules and, for each custom
-function, the series of its own derivative rule (``_jet_custom``; ``custom_vjp`` functions by
-their primal, since nested forward mode cannot differentiate them). This module adds the rules that ``jet`` lacks for ``atan``, ``asin``, ``acos``,
+which ``jet`` cannot run, go by nested forward mode up to order 4 (cheap there) and above it
+term by term with ``jet``'s rules and, for each custom function, the series of its own
+derivative rule (``_jet_custom``; softplus to order 10: 0.5 s instead of two minutes);
+``custom_vjp`` functions always the latter way, by their primal (nested forward mode cannot
+differentiate them). This module adds the rules that ``jet`` lacks for ``atan``, ``asin``, ``acos``,
 ``tan``, ``cbrt``, ``exp2``, ``lgamma`` and ``digamma`` (arcsin to order 10 took minutes by the
 fallback, a second now), and replaces four of ``jet``'s that lose their digits where the function
 is smooth (``pow`` through :math:`\log x` near :math:`x_0 = 0`, ``atan2`` through :math:`x / y`
