@@ -89,15 +89,26 @@ def _tree_size(tree: PyTree) -> int:
     return sum(math.prod(np.shape(leaf)) for leaf in jax.tree.leaves(tree))
 
 
-def _selected(args: Sequence[Any], argnums: int | Sequence[int]) -> Any:
-    """The positional arguments that ``argnums`` selects (one, or a tuple of them).
+def _check_argnums(argnums: Any) -> int | tuple[int, ...]:
+    """``argnums`` as Python ints: one, or a tuple of them; else a TypeError naming it.
 
-    An index may be a NumPy integer, as ``jax.jacobian`` takes it (``isinstance(np.int64(0),
-    int)`` is False: it was iterated over, "'numpy.int64' object is not iterable")."""
-    single = is_int(argnums)
-    indices = [argnums] if single else argnums
-    if not isinstance(indices, list | tuple) or not all(is_int(i) for i in indices):
-        raise TypeError(f"argnums must be an int or a sequence of ints, got {argnums!r}")
+    An index may be a NumPy integer, as ``jax.jacobian`` takes it; it is passed on as a Python
+    int, since ``jax.jacrev`` reads anything that is no ``int`` as a sequence of indices and
+    wraps the result in a tuple (``jax.jacfwd`` does not): ``argnums=np.int64(0)`` gave an array
+    in forward mode and a 1-tuple in reverse mode, and so from ``hessian``. Other types met
+    Python's messages ("'float' object is not iterable"), which named no option."""
+    if is_int(argnums):
+        return int(argnums)
+    if isinstance(argnums, list | tuple) and all(is_int(i) for i in argnums):
+        return tuple(int(i) for i in argnums)
+    raise TypeError(f"argnums must be an int or a sequence of ints, got {argnums!r}")
+
+
+def _selected(args: Sequence[Any], argnums: int | tuple[int, ...]) -> Any:
+    """The positional arguments that ``argnums`` (checked by :func:`_check_argnums`) selects
+    (one, or a tuple of them)."""
+    single = isinstance(argnums, int)
+    indices = (argnums,) if single else argnums
     for i in indices:
         if not -len(args) <= i < len(args):
             raise ValueError(
@@ -216,8 +227,8 @@ def jacobian(
 
     Raises:
         ValueError: ``mode`` is not one of ``"auto"``, ``"fwd"``, ``"rev"``.
-        TypeError: ``has_aux`` or ``holomorphic`` is not a bool; when called, ``argnums`` is
-            not an int (Python's or NumPy's) or a sequence of them.
+        TypeError: ``argnums`` is not an int (Python's or NumPy's) or a sequence of them, or
+            ``has_aux`` or ``holomorphic`` is not a bool.
 
     Example:
         >>> import jax.numpy as jnp, jaxopt_mml as mml
@@ -229,6 +240,7 @@ def jacobian(
         Griewank and Walther, *Evaluating Derivatives*, SIAM 2008, sections 3.1-3.3 and 4.6.
     """
     check_choice("mode", mode, _MODES)
+    argnums = _check_argnums(argnums)
     has_aux = check_bool("has_aux", has_aux)
     holomorphic = check_bool("holomorphic", holomorphic)
 
@@ -281,8 +293,9 @@ def hessian(
 
     Raises:
         ValueError: when called, if ``f`` does not return a scalar (the message names ``f``).
-        TypeError: ``has_aux`` or ``holomorphic`` is not a bool; when called, if ``has_aux`` is
-            True and ``f`` returns no ``(value, aux)`` pair.
+        TypeError: ``argnums`` is not an int or a sequence of ints, or ``has_aux`` or
+            ``holomorphic`` is not a bool; when called, if ``has_aux`` is True and ``f`` returns
+            no ``(value, aux)`` pair.
 
     Example:
         >>> import jax.numpy as jnp, jaxopt_mml as mml
@@ -293,6 +306,7 @@ def hessian(
     References:
         Griewank and Walther, *Evaluating Derivatives*, SIAM 2008, chapter 5.
     """
+    argnums = _check_argnums(argnums)
     has_aux = check_bool("has_aux", has_aux)
     holomorphic = check_bool("holomorphic", holomorphic)
 

@@ -129,6 +129,22 @@ def test_jacobian_auto_takes_numpy_integer_argnums_as_jax_does():
         mml.jacobian(f, argnums="0")(x, 3.0)
 
 
+def test_numpy_integer_argnums_gives_the_same_layout_in_every_mode():
+    # jax.jacrev reads an argnums that is no Python int as a sequence and wraps its result in a
+    # tuple: np.int64(0) gave an array in forward mode, a 1-tuple in reverse mode (mode="auto"
+    # for a scalar f) and from hessian; argnums of other types met Python's messages
+    f = lambda x: x @ x
+    x = np.array([0.5, 1.0])
+    for mode in ("auto", "rev"):
+        np.testing.assert_allclose(mml.jacobian(f, argnums=np.int64(0), mode=mode)(x), 2 * x)
+    np.testing.assert_allclose(mml.hessian(f, argnums=np.int64(0))(x), 2 * np.eye(2))
+    for bad in ("0", None, 2.5):
+        with pytest.raises(TypeError, match="argnums"):
+            mml.jacobian(f, argnums=bad, mode="rev")
+        with pytest.raises(TypeError, match="argnums"):
+            mml.hessian(f, argnums=bad)
+
+
 def test_jacobian_pytrees_in_and_out_with_aux_and_argnums():
     def f(p, scale):
         out = {"u": scale * p["a"] * p["b"][0], "v": jnp.stack([p["a"], p["b"][1] ** 2, 1.0])}
