@@ -157,8 +157,12 @@ def newton_raphson(
     if linesearch_steps is not None:
         check_positive_int("linesearch_steps", linesearch_steps)
     args = check_args("newton_raphson", args)
-    if elementwise not in (None, True, False):
-        raise TypeError(f"elementwise must be None, True or False, got {elementwise!r}")
+    if elementwise is not None:
+        # (a NumPy bool or 1 passed `in (None, True, False)` but not `is True`: np.True_ was
+        # solved as one system, with one status)
+        if not isinstance(elementwise, bool | np.bool_):
+            raise TypeError(f"elementwise must be None, True or False, got {elementwise!r}")
+        elementwise = bool(elementwise)
     if elementwise is True and isinstance(x0, list | tuple):
         # one equation per element: a list of starts is an array, as scipy.optimize.newton
         # takes it (it was refused as a pytree of several leaves)

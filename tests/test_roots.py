@@ -142,6 +142,17 @@ def test_elementwise_takes_a_list_of_starts_as_scipy_does():
     np.testing.assert_allclose(res.x, np.sqrt([2.0, 3.0]), rtol=1e-13)
 
 
+def test_elementwise_takes_a_numpy_bool_and_refuses_other_values():
+    # np.True_ (the flags' NumPy bool) passed the check `in (None, True, False)` but not
+    # `is True`, and the elements were solved as one system with one status; so were 1 and 1.0
+    c = jnp.array([4.0, -1.0])
+    res = mml.newton_raphson(lambda x, c: x**2 - c, jnp.ones(2), args=(c,), elementwise=np.True_)
+    assert res.status.shape == (2,) and res.status.tolist() == [0, int(mml.Status.SINGULAR)]
+    for bad in (1, 1.0, jnp.ones(2)):
+        with pytest.raises(TypeError, match="elementwise must be None, True or False"):
+            mml.newton_raphson(lambda x: x, 1.0, elementwise=bad)
+
+
 def test_elementwise_chunked_path(monkeypatch):
     monkeypatch.setattr(_roots_common, "CHUNK", 64)
     monkeypatch.setattr(_roots_common, "MASKED_CHUNK", 64)
