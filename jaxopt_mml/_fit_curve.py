@@ -16,6 +16,7 @@ from ._driver import iterate, iterate_pool, make_progress
 from ._fit_data import (
     NAN_POLICIES,
     Bounds,
+    check_numbers,
     check_shapes,
     check_values,
     is_concrete,
@@ -553,6 +554,8 @@ def curve_fit(
         leaf if isinstance(leaf, int | float) and not isinstance(leaf, bool) else dt
         for leaf, dt in zip(leaves, dtypes, strict=True)
     ]
+    check_numbers("y", y)
+    check_numbers("sigma", sigma)
     dtype = jnp.result_type(*weak, dtype_of(y))
     if not jnp.issubdtype(dtype, jnp.inexact):
         dtype = jnp.result_type(float)

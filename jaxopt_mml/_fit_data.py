@@ -34,6 +34,21 @@ class Layout(NamedTuple):
     x_batched: bool
 
 
+def check_numbers(name: str, value) -> None:
+    """Raise TypeError naming ``name`` unless every leaf of ``value`` holds numbers (or bools).
+
+    A string ``y``, ``sigma``, ``design`` or bound met NumPy's or JAX's own message ("ufunc
+    'less_equal' did not contain a loop", "not a valid JAX array type"), naming no argument.
+    """
+    for leaf in jax.tree.leaves(value):
+        try:
+            dtype = dtype_of(leaf)
+        except (TypeError, ValueError):  # ragged sequences
+            dtype = np.dtype(object)
+        if not (np.issubdtype(dtype, np.number) or dtype == np.dtype(bool)):
+            raise TypeError(f"{name} must hold real numbers, got dtype {dtype}")
+
+
 def check_data(x, y, sigma, mask, nan_policy: str, x_per_dataset: bool | None) -> Layout:
     """Check shapes, and values where they are known (:func:`check_values`), now."""
     layout = check_shapes(x, y, sigma, mask, x_per_dataset)
@@ -319,6 +334,7 @@ def make_bounds(bounds, p0_flat_shape, ravel, dtype, treedef=None) -> Bounds | N
     for name, b in zip(("lower", "upper"), bounds, strict=True):
         if b is None:
             b = jnp.inf if name == "upper" else -jnp.inf
+        check_numbers(f"bounds {name}", b)
         if not isinstance(b, dict | list | tuple) and np.ndim(b) == 0:
             flat.append(jnp.full(p0_flat_shape, b, dtype))
             continue

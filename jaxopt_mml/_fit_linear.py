@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._fit_data import NAN_POLICIES, check_data, is_concrete, weights
+from ._fit_data import NAN_POLICIES, check_data, check_numbers, is_concrete, weights
 from ._fit_stats import FitResult, fit_statistics
 from ._status import Status
 from ._tree import as_inexact, check_bool, check_choice, dtype_of, is_int
@@ -40,6 +40,8 @@ def chi_squared(model, params, x, y, sigma=None):
     """
     if not callable(model):
         raise TypeError(f"model must be callable as model(x, params), got {type(model).__name__}")
+    check_numbers("y", y)
+    check_numbers("sigma", sigma)
     # integers as floats: their squares overflowed (int32 without x64, silently)
     y = as_inexact(y)
     f = as_inexact(model(x, params))
@@ -197,6 +199,8 @@ def linear_fit(
     # (a complex x, y, sigma or design was cast to the real dtype: its imaginary part dropped,
     # with SUCCESS)
     for name, value in (("x", x), ("y", y), ("sigma", sigma), ("design", design)):
+        if name != "x" or design is None:  # (x is ignored when design is given)
+            check_numbers(name, value)
         if value is not None and np.issubdtype(dtype_of(value), np.complexfloating):
             raise TypeError(
                 f"linear_fit fits real data; got complex {name} (dtype {dtype_of(value)}): fit "

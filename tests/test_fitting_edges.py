@@ -544,6 +544,36 @@ def test_chi_squared_refuses_complex_data():
         mml.chi_squared(line, p, x, 2 * x + 1, sigma=0.1 + 0j)
 
 
+def test_data_and_bounds_that_are_no_numbers_are_refused_by_name():
+    # A string y, sigma, design or bound met NumPy's "ufunc 'less_equal' did not contain a
+    # loop" or JAX's "not a valid JAX array type", naming no argument.
+    x = np.linspace(0.0, 1.0, 5)
+    line = lambda xx, p: p[0] * xx + p[1]  # noqa: E731
+    p0 = np.array([1.0, 0.0])
+    for name, kwargs in (
+        ("y", dict(y="abcde")),
+        ("sigma", dict(sigma="abc")),
+        ("bounds lower", dict(bounds=("a", 3.0))),
+        ("bounds upper", dict(bounds=(np.zeros(2), ["a", "b"]))),
+    ):
+        kwargs = {"y": 2 * x + 1, **kwargs}
+        with pytest.raises(TypeError, match=f"{name} must hold real numbers"):
+            mml.curve_fit(line, x, kwargs.pop("y"), p0, **kwargs)
+    for name, kwargs in (
+        ("x", dict(x=["a"] * 5)),
+        ("y", dict(y="abcde")),
+        ("sigma", dict(sigma="abc")),
+        ("design", dict(x=None, design=np.full((5, 2), "a"))),
+    ):
+        kwargs = {"x": x, "y": 2 * x + 1, **kwargs}
+        with pytest.raises(TypeError, match=f"{name} must hold real numbers"):
+            mml.linear_fit(kwargs.pop("x"), kwargs.pop("y"), **kwargs)
+    for name, kwargs in (("y", dict(y="abcd")), ("sigma", dict(sigma="abc"))):
+        kwargs = {"y": 2 * x[:4] + 1, **kwargs}
+        with pytest.raises(TypeError, match=f"{name} must hold real numbers"):
+            mml.chi_squared(line, p0, x[:4], kwargs.pop("y"), **kwargs)
+
+
 def test_chi_squared_of_integer_data_is_a_float():
     # Integer data and an integer model summed squares in integers: (80000 - 4)^2 overflowed
     # int32 (without x64) to a wrong value, silently.
