@@ -53,6 +53,7 @@ from ._tree import (
     check_real_output,
     default_tolerances,
     dtype_of,
+    is_real_scalar,
 )
 
 __all__ = ["curve_fit"]
@@ -535,6 +536,10 @@ def curve_fit(
     )
     if np.ndim(f_scale) != 0:
         raise ValueError(f"f_scale must be a scalar, got shape {np.shape(f_scale)}")
+    if not is_real_scalar(f_scale):
+        # (a string met NumPy's "could not convert string to float", None Python's float()
+        # message; True fitted as 1.0)
+        raise TypeError(f"f_scale must be a real number (the residual scale C), got {f_scale!r}")
     if is_concrete(f_scale) and not 0 < float(f_scale) < math.inf:
         raise ValueError(
             f"f_scale must be positive and finite (the residual scale C), got {f_scale!r}"

@@ -879,6 +879,15 @@ def test_derivatives_ignore_non_finite_x_at_masked_points():
     assert np.all(np.isfinite(batched))
 
 
+def test_f_scale_that_is_no_real_number_is_refused_by_name():
+    # A string met NumPy's "could not convert string to float", None Python's float() message,
+    # and True fitted as f_scale = 1.0
+    x = np.linspace(0.0, 1.0, 5)
+    for bad in ("abc", None, True, 1.0 + 0j):
+        with pytest.raises(TypeError, match="f_scale must be a real number"):
+            mml.curve_fit(lambda xx, p: p * xx, x, x, 1.0, loss="huber", f_scale=bad)
+
+
 @pytest.mark.parametrize("loss", ["huber", "cauchy"])
 def test_traced_non_positive_or_infinite_f_scale_is_invalid_input(loss):
     # The eager call raises; under jit a negative f_scale fitted as |f_scale|, with SUCCESS
