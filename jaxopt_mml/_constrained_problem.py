@@ -197,6 +197,11 @@ def make_problem(
         raise TypeError(f"x0 must be real, got dtype {dtype}; split a complex x into real parts")
     x_flat, unravel = ravel_pytree(x0)
     n = x_flat.shape[0]
+    if n == 0:
+        # (as for the unconstrained minimisers: bounds met NumPy's "zero-size array to reduction
+        # operation max", an equality the INFEASIBLE of a 0-vector with multipliers of 4.5e14)
+        name = "x0" if caller == "minimise_constrained" else "each start"
+        raise ValueError(f"{name} has no elements (size 0): there is nothing to solve for")
     out = _output_shape("f", "a scalar", f, unravel, x_flat, args)
     if out.shape != ():
         raise ValueError(f"f(x, *args) must return a scalar, got shape {out.shape}")

@@ -86,6 +86,15 @@ def test_static_misuse_raises_value_error_at_trace_time(kwargs, match):
         jax.jit(lambda x0: mml.minimise_constrained(_sq, x0, **kwargs)).lower(jnp.zeros(3))
 
 
+def test_an_x0_without_elements_is_refused_by_name():
+    # As the unconstrained minimisers refuse it: with bounds it met NumPy's "zero-size array to
+    # reduction operation max"; with an equality it came back INFEASIBLE with a multiplier 4.5e14
+    f = lambda x: jnp.sum(x)  # noqa: E731
+    for kwargs in ({"bounds": (0.0, 1.0)}, {"eq": lambda x: jnp.ones(1)}, {}):
+        with pytest.raises(ValueError, match="x0 has no elements"):
+            mml.minimise_constrained(f, jnp.zeros(0), **kwargs)
+
+
 def test_traced_or_string_tolerances_raise_type_error_naming_them():
     # float(rtol) ran before the check: a string passed, a traced value raised an error that
     # did not name the option.
