@@ -339,7 +339,7 @@ def newton_minimise(
         f,
         x0,
         args,
-        name="newton",
+        name="newton_minimise",
         max_iter=max_iter,
         rtol=rtol,
         atol=atol,

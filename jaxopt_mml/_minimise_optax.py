@@ -147,7 +147,7 @@ def optax_minimise(
         f,
         x0,
         args,
-        name="optax",
+        name="optax_minimise",
         max_iter=max_iter,
         rtol=rtol,
         atol=atol,

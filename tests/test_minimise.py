@@ -401,6 +401,14 @@ def test_verbose_last_line_of_a_run_cut_at_max_iter_says_max_iter(solver, capfd)
     assert sum(line.endswith(", MAX_ITER") for line in lines) == 1
 
 
+def test_args_that_are_no_tuple_name_the_minimiser_called():
+    # newton_minimise and optax_minimise were named "newton" and "optax" (in verbose lines too)
+    with pytest.raises(TypeError, match="^newton_minimise: args must be a tuple"):
+        mml.newton_minimise(zoo.booth, jnp.zeros(2), args=1.0)
+    with pytest.raises(TypeError, match="^optax_minimise: args must be a tuple"):
+        mml.optax_minimise(zoo.booth, jnp.zeros(2), optax.sgd(0.1), args=1.0)
+
+
 def test_bad_input():
     with pytest.raises(ValueError, match="scalar"):
         mml.bfgs(lambda x: x**2, jnp.ones(3))
