@@ -299,9 +299,9 @@ def hessian(
 
     Example:
         >>> import jax.numpy as jnp, jaxopt_mml as mml
-        >>> mml.hessian(lambda x: x[0] ** 2 * x[1])(jnp.array([1.0, 3.0]))
-        Array([[6., 2.],
-               [2., 0.]], dtype=float32)
+        >>> print(mml.hessian(lambda x: x[0] ** 2 * x[1])(jnp.array([1.0, 3.0])))
+        [[6. 2.]
+         [2. 0.]]
 
     References:
         Griewank and Walther, *Evaluating Derivatives*, SIAM 2008, chapter 5.
@@ -342,8 +342,8 @@ def hvp(f: Callable, x: PyTree, v: PyTree, *, args: tuple = ()) -> PyTree:
     Example:
         >>> import jax.numpy as jnp, jaxopt_mml as mml
         >>> f = lambda x, a: a * jnp.sum(x ** 3)
-        >>> mml.hvp(f, jnp.array([1.0, 2.0]), jnp.array([1.0, 0.0]), args=(2.0,))   # H = diag(12 x)
-        Array([12.,  0.], dtype=float32)
+        >>> print(mml.hvp(f, jnp.array([1.0, 2.0]), jnp.array([1.0, 0.0]), args=(2.0,)))  # 12 x
+        [12.  0.]
 
     References:
         Pearlmutter, Neural Computation 6(1), 1994; Griewank and Walther, SIAM 2008, section 5.4.
@@ -374,8 +374,8 @@ def directional_derivative(f: Callable, x: PyTree, v: PyTree, *, args: tuple = (
     Example:
         >>> import jax.numpy as jnp, jaxopt_mml as mml
         >>> f = lambda x: x[0] ** 2 + 3 * x[1]
-        >>> mml.directional_derivative(f, jnp.array([1.0, 1.0]), jnp.array([1.0, 1.0]))
-        Array(5., dtype=float32)
+        >>> print(mml.directional_derivative(f, jnp.array([1.0, 1.0]), jnp.array([1.0, 1.0])))
+        5.0
 
     References:
         Griewank and Walther, *Evaluating Derivatives*, SIAM 2008, section 3.1.

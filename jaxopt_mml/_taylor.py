@@ -459,8 +459,8 @@ def linearise(f: Callable, x0: PyTree, *, args: tuple = (), mode: str = "auto") 
         >>> import jax.numpy as jnp, jaxopt_mml as mml
         >>> f = lambda x: jnp.array([jnp.exp(x[0]), x[0] * x[1]])
         >>> lin = mml.linearise(f, jnp.array([0.0, 1.0]))
-        >>> lin(jnp.array([0.1, 1.0]))            # [1 + 0.1, 0.1]
-        Array([1.1, 0.1], dtype=float32)
+        >>> print(lin(jnp.array([0.1, 1.0])))     # [1 + 0.1, 0.1]
+        [1.1 0.1]
 
     References:
         Griewank and Walther, *Evaluating Derivatives*, SIAM 2008, chapter 3.
@@ -528,8 +528,8 @@ def quadratic_model(f: Callable, x0: PyTree, *, args: tuple = ()) -> QuadraticMo
     Example:
         >>> import jax.numpy as jnp, jaxopt_mml as mml
         >>> q = mml.quadratic_model(lambda x: jnp.sum(jnp.cos(x)), jnp.zeros(2))
-        >>> q(jnp.array([0.1, 0.2]))                  # 2 - (0.01 + 0.04) / 2
-        Array(1.975, dtype=float32)
+        >>> print(q(jnp.array([0.1, 0.2])))           # 2 - (0.01 + 0.04) / 2
+        1.975
 
     References:
         J. Nocedal and S. J. Wright, *Numerical Optimization*, 2nd ed., Springer 2006, section 2.2;

@@ -28,3 +28,16 @@ def test_docstring_examples_run(name):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0, f"jaxopt_mml.{name} has no docstring examples"
     assert result.failed == 0, f"{result.failed} docstring example(s) of jaxopt_mml.{name} failed"
+
+
+def test_docstring_examples_show_no_dtype():
+    # An example that shows an array's repr (dtype=float32) prints something else for a user
+    # with x64 on (dtype=float64): hessian, hvp, directional_derivative, linearise and
+    # quadratic_model did. Examples print values (print(...), .tolist(), float(...)) instead.
+    import jaxopt_mml as mml
+
+    shown = []
+    for name in mml.__all__:
+        for test in doctest.DocTestFinder().find(getattr(mml, name), name, globs={}):
+            shown += [f"{name}: {ex.want}" for ex in test.examples if "dtype=float" in ex.want]
+    assert not shown, shown
