@@ -71,16 +71,21 @@ _MESSAGES = {
         "Check them, or start from a feasible point; max_violation says how far off it is."
     ),
     Status.STAGNATED: (
-        "the iterate stopped changing before the convergence test was met. The problem may be "
-        "badly scaled or the tolerances too tight for the dtype."
+        "the iterate stopped changing before the convergence test was met: the problem may be "
+        "badly scaled or the tolerances too tight for the dtype, a root finder may sit at a "
+        "local minimum of |f| that is not a root, or a constrained solver could not reduce the "
+        "constraints' violation further. Rescale the variables (and f) to order 1, loosen "
+        "rtol/atol or use float64, or start elsewhere (for constraints, nearer to feasible)."
     ),
     Status.PRECISION_LIMIT: (
         "the dtype cannot resolve the problem to the requested tolerances (float32 is often "
         "the cause). Use float64 (jax.config.update('jax_enable_x64', True)) or loosen rtol/atol."
     ),
     Status.COVARIANCE_UNDEFINED: (
-        "the fit converged but its covariance cannot be estimated (singular Jacobian or no "
-        "degrees of freedom); covariance and stderr are inf."
+        "the fit converged (its parameters are usable) but its covariance cannot be estimated "
+        "(singular Jacobian or no degrees of freedom); covariance and stderr are inf. Fit more "
+        "points than parameters (dof > 0), or fix or remove the parameters that the data cannot "
+        "tell apart (a zero or dependent column of the Jacobian)."
     ),
     Status.INVALID_INPUT: (
         "the input holds NaN or inf (in x0, data or sigma), leaves nothing to fit (every "

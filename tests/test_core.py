@@ -217,6 +217,16 @@ def test_status_messages_and_raise():
         mml.raise_for_status(mml.shard_batch(jnp.zeros(4)))
 
 
+def test_status_messages_say_what_to_do():
+    # STAGNATED offered causes only, and not the root finders' (a local minimum of |f|) or the
+    # constrained solvers' (a violation that stops falling); COVARIANCE_UNDEFINED offered no
+    # remedy at all
+    stagnated = mml.status_message(mml.Status.STAGNATED)
+    assert "local minimum of |f|" in stagnated and "violation" in stagnated
+    assert "Rescale" in stagnated and "start elsewhere" in stagnated
+    assert "more points than parameters" in mml.status_message(mml.Status.COVARIANCE_UNDEFINED)
+
+
 def test_backtracking_armijo():
     phi = lambda a: (1.0 - 3.0 * a) ** 2  # phi'(0) = -6, minimum at 1/3
     res = backtracking(phi, phi(0.0), -6.0)
