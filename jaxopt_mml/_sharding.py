@@ -228,9 +228,14 @@ def shard_batch(tree: PyTree, mesh: Mesh | None = None, *, axis: int = 0) -> Sha
     return ShardedBatch(placed, n, axis)
 
 
+def _addressable(leaf) -> bool:
+    """Whether this process holds all of ``leaf`` (NumPy arrays and scalars included)."""
+    return not isinstance(leaf, jax.Array) or leaf.is_fully_addressable
+
+
 def _local_rows(leaf, axis: int) -> np.ndarray:
     """This process's rows of a global array, in order, on the host (each shard read once)."""
-    if not isinstance(leaf, jax.Array) or leaf.is_fully_addressable:
+    if _addressable(leaf):
         return np.asarray(leaf)
     shards = sorted(leaf.addressable_shards, key=lambda s: s.index[axis].start or 0)
     seen, parts = set(), []
@@ -274,7 +279,14 @@ def unshard(tree: PyTree | ShardedBatch, size: int | None = None, *, axis: int =
         if real is not None and size > real:
             raise ValueError(f"size {size} is more than the batch's {real} real rows")
 
+    if isinstance(axis, bool) or not isinstance(axis, int | np.integer):
+        raise ValueError(f"axis must be an int, got {axis!r}")
+
     def one(leaf):
+        used = size is not None or not _addressable(leaf)  # (else the leaf is read whole)
+        if used and not -np.ndim(leaf) <= axis < np.ndim(leaf):
+            # (Python's "tuple index out of range" or NumPy's AxisError, naming no option)
+            raise ValueError(f"axis {axis} is out of range for a leaf of shape {np.shape(leaf)}")
         rows = _local_rows(leaf, axis)
         if size is not None and size > rows.shape[axis]:
             raise ValueError(f"size {size} is more than the {rows.shape[axis]} rows held")

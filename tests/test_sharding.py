@@ -194,3 +194,12 @@ def test_unshard_checks_size():
     with pytest.raises(ValueError, match="size"):
         mml.unshard(jnp.arange(3.0), size=10)
     np.testing.assert_array_equal(mml.unshard(batch, size=2), [0.0, 1.0])
+
+
+def test_unshard_checks_axis():
+    # A string met Python's "tuple indices must be integers", an axis past the leaf's rank
+    # "tuple index out of range"; neither named axis
+    for bad, match in (("0", "axis must be an int"), (2, "axis 2 is out of range")):
+        with pytest.raises(ValueError, match=match):
+            mml.unshard(np.ones((4, 2)), size=2, axis=bad)
+    assert mml.unshard(np.ones((4, 3)), size=2, axis=1).shape == (4, 2)
