@@ -50,6 +50,7 @@ from ._tree import (
     check_args,
     check_bool,
     check_choice,
+    check_numbers,
     check_positive_int,
     default_tolerances,
 )
@@ -209,6 +210,7 @@ def minimise_constrained(
     args = check_args("minimise_constrained", args)  # (before the jit: inside, a tracer)
     max_iter = check_positive_int("max_iter", max_iter)
     max_inner_iter = check_positive_int("max_inner_iter", max_inner_iter)
+    check_numbers("x0", x0)  # (a string met JAX's message about the jit's arguments)
     check_bounds(bounds, x0)
     # The given tolerances checked here, before float() (which took True for 1.0, and a traced
     # value with an error that did not name the option); their defaults come from the dtype.

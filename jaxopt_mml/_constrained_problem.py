@@ -188,7 +188,7 @@ def make_problem(
     if not callable(f):
         raise TypeError(f"f must be a callable f(x, *args) -> scalar, got {f!r}")
     args = check_args(caller, args)
-    x0 = as_inexact(x0)
+    x0 = as_inexact(x0, "x0" if caller == "minimise_constrained" else "starts")
     if not jax.tree.leaves(x0):
         raise ValueError("x0 must hold at least one parameter")
     dtype = tree_dtype(x0)

@@ -35,6 +35,7 @@ from ._tree import (
     check_args,
     check_bool,
     check_choice,
+    check_numbers,
     check_real_output,
     is_concrete,
     is_int,
@@ -62,9 +63,10 @@ _FD_ERROR_MARGIN = 10.0
 # Small private helpers (also used by the Taylor module)
 
 
-def _as_float(tree: PyTree) -> PyTree:
-    """``as_inexact``, with Python scalars made strongly typed (so results are not weak-typed)."""
-    return jax.tree.map(lambda a: a.astype(a.dtype), as_inexact(tree))
+def _as_float(tree: PyTree, name: str | None = None) -> PyTree:
+    """``as_inexact``, with Python scalars made strongly typed (so results are not weak-typed);
+    with ``name``, a leaf that holds no numbers is a TypeError naming it."""
+    return jax.tree.map(lambda a: a.astype(a.dtype), as_inexact(tree, name))
 
 
 def _real_point(caller: str, name: str, x: PyTree) -> PyTree:
@@ -73,7 +75,7 @@ def _real_point(caller: str, name: str, x: PyTree) -> PyTree:
     JAX's own error for a complex input asks for ``holomorphic=True``, an option these callers
     do not have, and the gradient of a real ``f`` of a complex ``x`` is JAX's conjugate one (an
     ``hvp`` of ``sum |z|^2`` came back as ``2 conj(v)``, not ``2 v``)."""
-    x = _as_float(x)
+    x = _as_float(x, name)
     for leaf in jax.tree.leaves(x):
         if jnp.iscomplexobj(leaf):
             raise TypeError(
@@ -156,6 +158,7 @@ def _without_aux(f: Callable, out: Any, has_aux: bool) -> Any:
 
 def _tangent_like(name: str, v: PyTree, x: PyTree) -> PyTree:
     """Check that tangent ``v`` matches primal ``x`` in structure and shapes; cast to x's dtypes."""
+    check_numbers(name, v)
     x_def, v_def = jax.tree.structure(x), jax.tree.structure(v)
     if x_def != v_def:
         raise ValueError(f"{name} must have the same pytree structure as x: {v_def} vs {x_def}")
@@ -381,7 +384,7 @@ def directional_derivative(f: Callable, x: PyTree, v: PyTree, *, args: tuple = (
         Griewank and Walther, *Evaluating Derivatives*, SIAM 2008, section 3.1.
     """
     args = check_args("directional_derivative", args)
-    x = _as_float(x)
+    x = _as_float(x, "x")
     v = _tangent_like("v", v, x)
     return jax.jvp(lambda y: f(y, *args), (x,), (v,))[1]
 
@@ -416,7 +419,7 @@ def total_derivative(f: Callable, path: Callable) -> Callable:
     """
 
     def d(t, *args):
-        t = _as_float(t)
+        t = _as_float(t, "t")
         if jnp.shape(t) != ():
             raise ValueError(f"t must be a scalar, got shape {jnp.shape(t)}; vmap over many times")
         return jax.jvp(lambda s: f(path(s), *args), (t,), (jnp.ones_like(t),))[1]
@@ -541,7 +544,7 @@ def check_grad(
     if eps is not None:
         if not (is_real_scalar(eps) and is_concrete(eps)) or not 0 < float(eps) < np.inf:
             raise ValueError(f"eps must be a finite number > 0, got {eps!r}")
-    x = _as_float(x)
+    x = _as_float(x, "x")
     if any(jnp.iscomplexobj(leaf) for leaf in jax.tree.leaves(x)):
         raise TypeError(
             "check_grad takes real x (finite differences of a complex x would drop "

@@ -16,7 +16,6 @@ from ._driver import iterate, iterate_pool, make_progress
 from ._fit_data import (
     NAN_POLICIES,
     Bounds,
-    check_numbers,
     check_shapes,
     check_values,
     is_concrete,
@@ -49,6 +48,7 @@ from ._status import Status
 from ._tree import (
     check_bool,
     check_choice,
+    check_numbers,
     check_positive_int,
     check_real_output,
     default_tolerances,

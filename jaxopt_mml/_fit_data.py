@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._tree import dtype_of, is_concrete
+from ._tree import check_numbers, dtype_of, is_concrete
 
 NAN_POLICIES = ("raise", "omit", "propagate")
 
@@ -32,21 +32,6 @@ class Layout(NamedTuple):
     batch: int | None
     n: int
     x_batched: bool
-
-
-def check_numbers(name: str, value) -> None:
-    """Raise TypeError naming ``name`` unless every leaf of ``value`` holds numbers (or bools).
-
-    A string ``y``, ``sigma``, ``design`` or bound met NumPy's or JAX's own message ("ufunc
-    'less_equal' did not contain a loop", "not a valid JAX array type"), naming no argument.
-    """
-    for leaf in jax.tree.leaves(value):
-        try:
-            dtype = dtype_of(leaf)
-        except (TypeError, ValueError):  # ragged sequences
-            dtype = np.dtype(object)
-        if not (np.issubdtype(dtype, np.number) or dtype == np.dtype(bool)):
-            raise TypeError(f"{name} must hold real numbers, got dtype {dtype}")
 
 
 def check_data(x, y, sigma, mask, nan_policy: str, x_per_dataset: bool | None) -> Layout:

@@ -6,10 +6,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._fit_data import NAN_POLICIES, check_data, check_numbers, is_concrete, weights
+from ._fit_data import NAN_POLICIES, check_data, is_concrete, weights
 from ._fit_stats import FitResult, fit_statistics
 from ._status import Status
-from ._tree import as_inexact, check_bool, check_choice, dtype_of, is_int
+from ._tree import as_inexact, check_bool, check_choice, check_numbers, dtype_of, is_int
 
 __all__ = ["chi_squared", "linear_fit"]
 

@@ -276,7 +276,7 @@ def run_minimiser(
         raise TypeError(f"f must be callable, got {type(f).__name__}")
     args = check_args(name, args)
     max_iter, history = check_loop_options(max_iter, history)
-    x0 = as_inexact(x0)
+    x0 = as_inexact(x0, "x0")
     if not jax.tree.leaves(x0):
         raise ValueError("x0 must hold at least one array")
     if not any(np.size(leaf) for leaf in jax.tree.leaves(x0)):

@@ -167,7 +167,7 @@ def newton_raphson(
         # one equation per element: a list of starts is an array, as scipy.optimize.newton
         # takes it (it was refused as a pytree of several leaves)
         x0 = jnp.asarray(x0)
-    x0 = as_inexact(x0)
+    x0 = as_inexact(x0, "x0")
     if not jax.tree.leaves(x0):
         raise ValueError("newton_raphson: x0 has no array leaves")
     dtype = float_dtype(tree_dtype(x0))

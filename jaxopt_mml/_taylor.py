@@ -304,7 +304,7 @@ def taylor_coefficients(
         x0, jax.Array | np.ndarray | np.generic | int | float | complex
     ) or isinstance(x0, bool):
         raise ValueError(f"x0 must be a scalar, got {type(x0).__name__}; use jax.vmap for many")
-    x0 = _as_float(x0)
+    x0 = _as_float(x0, "x0")
     if jnp.shape(x0) != ():
         raise ValueError(f"x0 must be a scalar, got shape {jnp.shape(x0)}; use jax.vmap for many")
     return _stack(_directional_series(f, x0, jnp.ones_like(x0), order, args, method))

@@ -59,8 +59,13 @@ def tree_step_small(x: PyTree, dx: PyTree, rtol: jax.Array, atol: jax.Array) -> 
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
 
 
-def as_inexact(tree: PyTree) -> PyTree:
-    """Convert every leaf to a JAX array of floating dtype (ints become the default float)."""
+def as_inexact(tree: PyTree, name: str | None = None) -> PyTree:
+    """Convert every leaf to a JAX array of floating dtype (ints become the default float).
+
+    With ``name`` (an argument's), a leaf that holds no numbers is a TypeError naming it (a
+    string met JAX's "not a valid JAX array type", which named no argument)."""
+    if name is not None:
+        check_numbers(name, tree)
 
     def convert(leaf):
         arr = jnp.asarray(leaf)
@@ -69,6 +74,23 @@ def as_inexact(tree: PyTree) -> PyTree:
         return arr
 
     return jax.tree.map(convert, tree)
+
+
+def check_numbers(name: str, value) -> None:
+    """Raise TypeError naming ``name`` unless every leaf of ``value`` holds numbers (or bools).
+
+    A string (an ``x0``, a fit's ``y``, ``sigma`` or bound) met NumPy's or JAX's own message
+    ("ufunc 'less_equal' did not contain a loop", "not a valid JAX array type"), naming no
+    argument.
+    """
+    for leaf in jax.tree.leaves(value):
+        try:
+            dtype = dtype_of(leaf)
+        except (TypeError, ValueError):  # ragged sequences
+            dtype = np.dtype(object)
+        # (jnp's issubdtype: NumPy's does not count bfloat16 as a number)
+        if not (jnp.issubdtype(dtype, jnp.number) or dtype == np.dtype(bool)):
+            raise TypeError(f"{name} must hold real numbers, got dtype {dtype}")
 
 
 def is_concrete(*trees) -> bool:

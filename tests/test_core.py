@@ -227,6 +227,29 @@ def test_status_messages_say_what_to_do():
     assert "more points than parameters" in mml.status_message(mml.Status.COVARIANCE_UNDEFINED)
 
 
+def test_points_that_hold_no_numbers_are_refused_by_name():
+    # A string x0 (x, v, t) met JAX's "Value 'ab' with dtype <U2 is not a valid JAX array type"
+    # (minimise_constrained its message about the jit's arguments), naming no argument
+    f = lambda x: jnp.sum(x**2)  # noqa: E731
+    xs = jnp.ones(2)
+    calls = {
+        "x0": [
+            lambda: mml.bfgs(f, "ab"),
+            lambda: mml.newton_raphson(lambda x: x, {"a": "b"}),
+            lambda: mml.minimise_constrained(f, "ab", bounds=(0.0, 1.0)),
+            lambda: mml.linearise(f, "ab"),
+            lambda: mml.quadratic_model(f, ["a", "b"]),
+        ],
+        "x": [lambda: mml.hvp(f, "ab", xs), lambda: mml.check_grad(f, "ab")],
+        "v": [lambda: mml.directional_derivative(f, xs, "ab"), lambda: mml.hvp(f, xs, "ab")],
+        "t": [lambda: mml.total_derivative(f, lambda t: jnp.stack([t, t]))("a")],
+    }
+    for name, fns in calls.items():
+        for call in fns:
+            with pytest.raises(TypeError, match=f"^{name} must hold real numbers, got dtype <U"):
+                call()
+
+
 def test_backtracking_armijo():
     phi = lambda a: (1.0 - 3.0 * a) ** 2  # phi'(0) = -6, minimum at 1/3
     res = backtracking(phi, phi(0.0), -6.0)
