@@ -49,6 +49,7 @@ from ._tree import (
     PyTree,
     check_args,
     check_bool,
+    check_callable,
     check_choice,
     check_numbers,
     check_positive_int,
@@ -206,6 +207,10 @@ def minimise_constrained(
         filter line-search algorithm for large-scale nonlinear programming", Comput. Optim.
         Appl. 64 (2016).
     """
+    check_callable("f", f)
+    for name, fn in (("eq", eq), ("ineq", ineq)):
+        if fn is not None:
+            check_callable(name, fn)
     check_choice("method", method, _METHODS)
     args = check_args("minimise_constrained", args)  # (before the jit: inside, a tracer)
     max_iter = check_positive_int("max_iter", max_iter)

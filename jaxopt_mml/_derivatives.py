@@ -34,6 +34,7 @@ from ._tree import (
     as_inexact,
     check_args,
     check_bool,
+    check_callable,
     check_choice,
     check_numbers,
     check_real_output,
@@ -242,6 +243,7 @@ def jacobian(
     References:
         Griewank and Walther, *Evaluating Derivatives*, SIAM 2008, sections 3.1-3.3 and 4.6.
     """
+    check_callable("f", f)
     check_choice("mode", mode, _MODES)
     argnums = _check_argnums(argnums)
     has_aux = check_bool("has_aux", has_aux)
@@ -309,6 +311,7 @@ def hessian(
     References:
         Griewank and Walther, *Evaluating Derivatives*, SIAM 2008, chapter 5.
     """
+    check_callable("f", f)
     argnums = _check_argnums(argnums)
     has_aux = check_bool("has_aux", has_aux)
     holomorphic = check_bool("holomorphic", holomorphic)
@@ -351,6 +354,7 @@ def hvp(f: Callable, x: PyTree, v: PyTree, *, args: tuple = ()) -> PyTree:
     References:
         Pearlmutter, Neural Computation 6(1), 1994; Griewank and Walther, SIAM 2008, section 5.4.
     """
+    check_callable("f", f)
     args = check_args("hvp", args)
     x = _real_point("hvp", "x", x)
     v = _tangent_like("v", v, x)
@@ -383,6 +387,7 @@ def directional_derivative(f: Callable, x: PyTree, v: PyTree, *, args: tuple = (
     References:
         Griewank and Walther, *Evaluating Derivatives*, SIAM 2008, section 3.1.
     """
+    check_callable("f", f)
     args = check_args("directional_derivative", args)
     x = _as_float(x, "x")
     v = _tangent_like("v", v, x)
@@ -417,6 +422,8 @@ def total_derivative(f: Callable, path: Callable) -> Callable:
         Griewank and Walther, *Evaluating Derivatives*, SIAM 2008, section 3.1 (the chain rule as
         tangent propagation).
     """
+    check_callable("f", f)
+    check_callable("path", path)
 
     def d(t, *args):
         t = _as_float(t, "t")
@@ -537,6 +544,7 @@ def check_grad(
         J. Nocedal and S. J. Wright, *Numerical Optimization*, 2nd ed., Springer 2006, section 8.1
         (central differences and the choice of step); scipy.optimize.check_grad.
     """
+    check_callable("f", f)
     args = check_args("check_grad", args)
     leaves = jax.tree.leaves((x, args))
     if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):

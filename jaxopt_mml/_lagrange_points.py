@@ -39,7 +39,14 @@ from ._driver import iterate, make_progress
 from ._linesearch import backtracking
 from ._static import static_function
 from ._status import Status
-from ._tree import PyTree, check_args, check_positive_int, default_tolerances, is_real_scalar
+from ._tree import (
+    PyTree,
+    check_args,
+    check_callable,
+    check_positive_int,
+    default_tolerances,
+    is_real_scalar,
+)
 
 __all__ = ["LagrangePoints", "lagrange_stationary_points"]
 
@@ -313,6 +320,9 @@ def lagrange_stationary_points(
         Apostol, *Calculus*, vol. II, section 9.14; Magnus & Neudecker, *Matrix Differential
         Calculus*, chapter 7 (the bordered Hessian).
     """
+    check_callable("f", f)
+    if eq is not None:
+        check_callable("eq", eq)
     args = check_args("lagrange_stationary_points", args)  # (before the jit: inside, a tracer)
     if eq is None:
         raise ValueError("eq is required: lagrange_stationary_points finds h(x) = 0 stationarity")

@@ -36,6 +36,7 @@ from ._tree import (
     PyTree,
     as_inexact,
     check_args,
+    check_callable,
     check_positive_int,
     default_tolerances,
     tree_dtype,
@@ -152,6 +153,7 @@ def newton_raphson(
         J. E. Dennis and R. B. Schnabel, *Numerical Methods for Unconstrained Optimization and
         Nonlinear Equations*, SIAM 1996, chapter 6.
     """
+    check_callable("f", f)
     reject_unknown("newton_raphson", options, _NEWTON_OPTIONS)
     check_positive_int("max_iter", max_iter)
     if linesearch_steps is not None:

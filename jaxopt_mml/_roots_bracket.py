@@ -31,7 +31,12 @@ from ._roots_common import (
 from ._roots_newton import polish
 from ._static import static_function
 from ._status import Status
-from ._tree import check_args, check_positive_int, default_tolerances
+from ._tree import (
+    check_args,
+    check_callable,
+    check_positive_int,
+    default_tolerances,
+)
 
 _RUNNING = int(Status.RUNNING)
 
@@ -183,6 +188,7 @@ def _bracket_solver(name: str, newton: bool):
     def solver(f, lower, upper, *, args=(), rtol=None, atol=None, max_iter=None, **opts):
         # x0 is an option of bracketed Newton only: bisection reports it as unknown.
         x0 = opts.pop("x0", None) if newton else None
+        check_callable("f", f)
         reject_unknown(name, opts, known)
         if max_iter is None:
             max_iter = 100

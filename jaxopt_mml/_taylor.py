@@ -66,6 +66,7 @@ from ._tree import (
     PyTree,
     check_args,
     check_bool,
+    check_callable,
     check_choice,
     check_positive_int,
     tree_sub,
@@ -297,6 +298,7 @@ def taylor_coefficients(
     References:
         Griewank and Walther, *Evaluating Derivatives*, SIAM 2008, section 13.2.
     """
+    check_callable("f", f)
     args = check_args("taylor_coefficients", args)
     order = _check_order(order)
     check_choice("method", method, _METHODS)
@@ -374,6 +376,7 @@ def taylor_polynomial(
     References:
         Griewank and Walther, *Evaluating Derivatives*, SIAM 2008, chapter 13.
     """
+    check_callable("f", f)
     args = check_args("taylor_polynomial", args)
     coefficients = taylor_coefficients(f, x0, order, args=args, method=method)
     if not isinstance(coefficients, jax.Array):
@@ -465,6 +468,7 @@ def linearise(f: Callable, x0: PyTree, *, args: tuple = (), mode: str = "auto") 
     References:
         Griewank and Walther, *Evaluating Derivatives*, SIAM 2008, chapter 3.
     """
+    check_callable("f", f)
     args = check_args("linearise", args)
     x0 = _real_point("linearise", "x0", x0)
 
@@ -535,6 +539,7 @@ def quadratic_model(f: Callable, x0: PyTree, *, args: tuple = ()) -> QuadraticMo
         J. Nocedal and S. J. Wright, *Numerical Optimization*, 2nd ed., Springer 2006, section 2.2;
         Griewank and Walther, *Evaluating Derivatives*, SIAM 2008, chapter 5.
     """
+    check_callable("f", f)
     args = check_args("quadratic_model", args)
     x0 = _real_point("quadratic_model", "x0", x0)
     fx = lambda y: f(y, *args)
@@ -617,6 +622,7 @@ def taylor_error(
         Griewank and Walther, *Evaluating Derivatives*, SIAM 2008, chapter 13; any calculus text for
         the Lagrange form of the remainder (e.g. Apostol, *Calculus* vol. 1, section 7.7).
     """
+    check_callable("f", f)
     args = check_args("taylor_error", args)
     order = _check_order(order)
     n_samples = check_positive_int("n_samples", n_samples)

@@ -159,6 +159,13 @@ def default_tolerances(
     return out[0], out[1]
 
 
+def check_callable(name: str, fn: Any) -> None:
+    """A function argument (``f``, ``eq``, ``path``...) must be callable, else a TypeError naming
+    it (Python's "'float' object is not callable" named none: ``f``, ``eq`` or ``ineq``?)."""
+    if not callable(fn):
+        raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
+
+
 def check_args(func: str, args: Any) -> tuple:
     """``args``, the extra arguments of ``f(x, *args)``, must be a tuple (or a list): anything
     else is a TypeError naming ``func`` (a bare value met Python's "argument after * must be an

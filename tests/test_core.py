@@ -250,6 +250,34 @@ def test_points_that_hold_no_numbers_are_refused_by_name():
                 call()
 
 
+def test_functions_that_are_not_callable_are_refused_by_name():
+    # Python's "'float' object is not callable" (or JAX's "Expected a callable value") named
+    # none: for minimise_constrained, was it f, eq or ineq? The minimisers named f already.
+    xs, f = jnp.ones(2), (lambda x: jnp.sum(x**2))  # noqa: E731
+    eq = lambda x: x[:1]  # noqa: E731
+    calls = {
+        "f": [
+            lambda: mml.newton_raphson(1.0, 1.0),
+            lambda: mml.bisection(1.0, 0.0, 1.0),
+            lambda: mml.minimise_constrained(1.0, xs, eq=eq),
+            lambda: mml.lagrange_stationary_points(1.0, eq, jnp.ones((2, 2))),
+            lambda: mml.jacobian(1.0),
+            lambda: mml.hessian(1.0),
+            lambda: mml.hvp(1.0, xs, xs),
+            lambda: mml.check_grad(1.0, xs),
+            lambda: mml.taylor_polynomial(1.0, 0.0, 2),
+            lambda: mml.quadratic_model(1.0, xs),
+        ],
+        "eq": [lambda: mml.minimise_constrained(f, xs, eq=1.0)],
+        "ineq": [lambda: mml.minimise_constrained(f, xs, ineq="g")],
+        "path": [lambda: mml.total_derivative(f, 1.0)],
+    }
+    for name, fns in calls.items():
+        for call in fns:
+            with pytest.raises(TypeError, match=f"^{name} must be callable, got"):
+                call()
+
+
 def test_backtracking_armijo():
     phi = lambda a: (1.0 - 3.0 * a) ** 2  # phi'(0) = -6, minimum at 1/3
     res = backtracking(phi, phi(0.0), -6.0)
