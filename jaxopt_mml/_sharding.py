@@ -298,6 +298,13 @@ def unshard(tree: PyTree | ShardedBatch, size: int | None = None, *, axis: int =
 def _norm_in_axes(in_axes, n_args: int) -> tuple[int | None, ...]:
     if in_axes is None or isinstance(in_axes, int):
         in_axes = (in_axes,) * n_args
+    if not isinstance(in_axes, list | tuple):
+        # (a string was read as one entry per character, "in_axes has 3 entries"; a float met
+        # Python's "'float' object is not iterable")
+        raise ValueError(
+            f"in_axes must be an int, None or a sequence of them (one per positional argument), "
+            f"got {in_axes!r}"
+        )
     in_axes = tuple(in_axes)
     if len(in_axes) != n_args:
         raise ValueError(f"in_axes has {len(in_axes)} entries for {n_args} positional arguments")

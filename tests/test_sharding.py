@@ -165,6 +165,10 @@ def test_sharded_single_device_matches_vmap_and_traces_once():
         (lambda: mml.sharded(3), "callable"),
         (lambda: mml.sharded(lambda x: x, in_axes=None)(np.ones(2)), "batched"),
         (lambda: mml.sharded_map(lambda x: x, np.ones(2), in_axes=(0.5,)), "in_axes"),
+        # a string was read per character ("in_axes has 3 entries"), a float met Python's
+        # "'float' object is not iterable"
+        (lambda: mml.sharded(lambda x: x, in_axes="abc")(np.ones(2)), "in_axes must be an int"),
+        (lambda: mml.sharded(lambda x: x, in_axes=0.5)(np.ones(2)), "in_axes must be an int"),
     ],
 )
 def test_misuse_is_a_clear_error(call, words):
