@@ -118,7 +118,18 @@ def batch_mesh(devices: Sequence[jax.Device] | None = None, *, axis_name: str = 
         >>> mesh.axis_names, mesh.size == len(jax.devices())
         (('batch',), True)
     """
-    devices = jax.devices() if devices is None else list(devices)
+    given = devices
+    if devices is not None:
+        # (a string made a mesh of its characters, which failed later in shard_batch with
+        # "'numpy.str_' object has no attribute 'process_index'"; one device met "'Device'
+        # object is not iterable")
+        is_iterable = hasattr(devices, "__iter__") and not isinstance(devices, str)
+        devices = list(devices) if is_iterable else None
+        if devices is None or not all(isinstance(d, jax.Device) for d in devices):
+            raise TypeError(
+                f"devices must be a sequence of jax.Device (jax.devices()), got {given!r}"
+            )
+    devices = jax.devices() if devices is None else devices
     if not devices:
         raise ValueError("devices must name at least one device")
     return Mesh(np.asarray(devices, dtype=object), (axis_name,))

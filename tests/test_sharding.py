@@ -161,6 +161,10 @@ def test_sharded_single_device_matches_vmap_and_traces_once():
         (lambda: mml.shard_batch(np.ones(3), axis=-1), "axis"),
         (lambda: mml.shard_batch({"a": np.ones((2, 3)), "b": np.float64(1.0)}), "batch axis 0"),
         (lambda: mml.batch_mesh([]), "at least one device"),
+        # a string made a mesh of its characters, one device met "'Device' object is not
+        # iterable"
+        (lambda: mml.batch_mesh("abc"), "devices must be a sequence of jax.Device"),
+        (lambda: mml.batch_mesh(jax.devices()[0]), "devices must be a sequence of jax.Device"),
         (lambda: mml.sharded(lambda x: x, out_axes=-1), "out_axes"),
         (lambda: mml.sharded(3), "callable"),
         (lambda: mml.sharded(lambda x: x, in_axes=None)(np.ones(2)), "batched"),
