@@ -33,6 +33,7 @@ from ._tree import (
     default_tolerances,
     dtype_of,
     is_concrete,
+    promote,
     tree_dtype,
     tree_max_abs,
 )
@@ -44,7 +45,9 @@ class MinimiseResult(NamedTuple):
     """The result of every minimiser (a pytree: it batches under ``jax.vmap``).
 
     Attributes:
-        x: the minimiser found, in the structure of ``x0`` (an array or a pytree).
+        x: the minimiser found, in the structure and dtypes of ``x0`` (an array or a pytree;
+            a pytree mixing float32 and float64 leaves is solved in float64, as ``f`` sees it,
+            and each leaf returned in its own dtype).
         value: ``f(x, *args)``.
         grad_norm: the largest absolute component of the gradient at ``x``.
         n_iter: the number of iterations.
@@ -150,6 +153,9 @@ def _check_scalar(f, x0, args):
 
 def _run(spec: _Spec, x0, args, rtol, atol, dyn, limit):
     f = spec.f
+    # The solve runs in the leaves' common dtype (f sees them so); x and its history come back
+    # in x0's dtypes, leaf by leaf.
+    x0, restore = promote(x0, tree_dtype(x0))
     _check_scalar(f, x0, args)
     if spec.flat:
         flat0, unravel = ravel_pytree(x0)
@@ -219,10 +225,10 @@ def _run(spec: _Spec, x0, args, rtol, atol, dyn, limit):
     x, (val, gnorm, n_iter, n_fev, status, hist) = solve_with_implicit_grad(
         optimality, flat0, solve, tangent_solve=dense_tangent_solve
     )
-    if hist is not None and spec.flat:
-        hist = hist._replace(x=jax.vmap(unravel)(hist.x))
+    if hist is not None:
+        hist = hist._replace(x=restore(jax.vmap(unravel)(hist.x) if spec.flat else hist.x))
     return MinimiseResult(
-        x=unravel(x),
+        x=restore(unravel(x)),
         # f_x = 0 at the minimum: the value's derivative is f's in args (envelope theorem)
         value=value_by_envelope(val, lambda u: value(u, args), x),
         grad_norm=gnorm,
@@ -284,7 +290,9 @@ def run_minimiser(
     dtype = tree_dtype(x0)
     if jnp.issubdtype(dtype, jnp.complexfloating):
         raise TypeError(f"x0 must be real, got dtype {dtype}")
-    x0 = jax.tree.map(lambda u: u.astype(dtype), x0)
+    # Strongly typed, each in its own dtype (promoted inside the jit): a weakly typed x0
+    # (jnp.full(3, 2.0)) would otherwise compile a program of its own.
+    x0 = jax.tree.map(lambda u: u.astype(u.dtype), x0)
     rtol, atol = default_tolerances(dtype, rtol, atol, traced=True)
     spec = _Spec(
         init=init,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -91,6 +92,28 @@ def check_numbers(name: str, value) -> None:
         # (jnp's issubdtype: NumPy's does not count bfloat16 as a number)
         if not (jnp.issubdtype(dtype, jnp.number) or dtype == np.dtype(bool)):
             raise TypeError(f"{name} must hold real numbers, got dtype {dtype}")
+
+
+def promote(tree: PyTree, dtype: Any) -> tuple[PyTree, Callable[[PyTree], PyTree]]:
+    """Every leaf of ``tree`` cast to ``dtype`` (a solve's common dtype), and ``restore``, which
+    casts each leaf of a tree of the same structure back to the dtype of its leaf in ``tree``
+    (a leading axis, as of a history, is kept).
+
+    A solver computes in the promoted dtype of a pytree mixing float32 and float64 leaves, as
+    ``f`` sees them, and returns its ``x`` (and the trees shaped like it) in ``x0``'s structure
+    and dtypes: a float32 leaf comes back float32, as ``jax.flatten_util.ravel_pytree``'s
+    ``unravel`` gives it back (it came back float64).
+    """
+    leaves, treedef = jax.tree.flatten(tree)
+    dtypes = [jnp.result_type(leaf) for leaf in leaves]
+
+    def restore(other: PyTree) -> PyTree:
+        parts = treedef.flatten_up_to(other)
+        return treedef.unflatten(
+            [jnp.asarray(u).astype(d) for u, d in zip(parts, dtypes, strict=True)]
+        )
+
+    return treedef.unflatten([jnp.asarray(u).astype(dtype) for u in leaves]), restore
 
 
 def is_concrete(*trees) -> bool:

@@ -349,6 +349,29 @@ def test_pytree_parameters(name):
     chex.assert_shape(res.history.x["b"], (3,))
 
 
+@pytest.mark.parametrize("name", ["bfgs", "optax_lbfgs"])  # one shared path, flat or not
+def test_mixed_dtype_pytree_keeps_each_leafs_dtype(name):
+    # A float32 leaf beside a float64 one came back float64 (x, its history and its derivative),
+    # where ravel_pytree's unravel and the constrained solvers keep x0's dtypes; the solve runs
+    # in the promoted dtype.
+    solver = SOLVERS[name]
+
+    def f(p, c):
+        return jnp.sum((p["w"] - c) ** 2) + (p["b"][0] - 2.0 * c) ** 2
+
+    x0 = {"w": jnp.zeros(2, jnp.float32), "b": (jnp.asarray(0.0, jnp.float64),)}
+    res, tangent = jax.jvp(lambda c: solver(f, x0, args=(c,), history=3), (0.25,), (1.0,))
+    chex.assert_trees_all_equal_structs(res.x, x0)
+    chex.assert_trees_all_equal_dtypes(res.x, x0)
+    chex.assert_trees_all_equal_dtypes(jax.tree.map(lambda u: u[0], res.history.x), x0)
+    assert bool(res.success) and res.value.dtype == jnp.float64
+    np.testing.assert_allclose(res.x["w"], [0.25, 0.25], rtol=1e-6)
+    np.testing.assert_allclose(res.x["b"][0], 0.5, rtol=1e-6)
+    chex.assert_trees_all_equal_dtypes(tangent.x, x0)  # the solution's derivative in c
+    np.testing.assert_allclose(tangent.x["w"], [1.0, 1.0], rtol=1e-5)
+    np.testing.assert_allclose(tangent.x["b"][0], 2.0, rtol=1e-6)
+
+
 @pytest.mark.parametrize("name", sorted(SOLVERS) + ["gd"])
 def test_float32(name):
     solver = {**SOLVERS, "gd": _gd}[name]
