@@ -39,6 +39,7 @@ from ._tree import (
     check_callable,
     check_positive_int,
     default_tolerances,
+    promote,
     tree_dtype,
 )
 
@@ -200,7 +201,9 @@ def _newton_jit(x0, args, *, f, elementwise, rtol, atol, max_iter, ls_steps) -> 
             f"newton_raphson: x0 of dtype {jnp.dtype(dtype).name}: solves of arrays and systems "
             "run in float32 or float64; cast x0 to float32"
         )
-    x0 = jax.tree.map(lambda u: u.astype(dtype), x0)
+    # A system of several leaves is solved in their common dtype (f sees them so); its root and
+    # f there come back in x0's dtypes, leaf by leaf (one leaf: the dtype solved in).
+    x0, restore = promote(x0, dtype)
     scalar_steps = _SCALAR_LS_STEPS if ls_steps is None else ls_steps
     opts = dict(rtol=rtol, atol=atol, max_iter=max_iter, ls_steps=scalar_steps)
 
@@ -223,7 +226,8 @@ def _newton_jit(x0, args, *, f, elementwise, rtol, atol, max_iter, ls_steps) -> 
         x, fun, status, n_iter = _scalar_with_grad(g, x0, args, opts)
         return make_result(x, fun, status, n_iter, _scalar_n_fev(n_iter))
     opts["ls_steps"] = _SYSTEM_LS_STEPS if ls_steps is None else ls_steps
-    return _newton_system(f, x0, args, dtype, opts)
+    res = _newton_system(f, x0, args, dtype, opts)
+    return res._replace(x=restore(res.x), fun=restore(res.fun))
 
 
 def _scalar_n_fev(n_iter):

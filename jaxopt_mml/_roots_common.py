@@ -60,7 +60,8 @@ class RootResult(NamedTuple):
     """The result of a root finder; every field has the batch shape in per-element mode.
 
     Attributes:
-        x: the root (same structure as ``x0``; the last finite iterate on failure).
+        x: the root (same structure and dtypes as ``x0``, a system of float32 and float64
+            leaves solved in float64; the last finite iterate on failure).
         fun: ``f(x, *args)`` at the returned ``x``.
         success: ``status == Status.SUCCESS``.
         status: a :class:`Status` code (int32), one per element in per-element mode.

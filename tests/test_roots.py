@@ -82,6 +82,26 @@ def test_system_pytree():
     assert jax.tree.structure(res.fun) == jax.tree.structure(x0)
 
 
+def test_system_of_mixed_dtypes_keeps_each_leafs_dtype():
+    # A float32 leaf beside a float64 one came back float64 (x and fun), where the minimisers,
+    # the constrained solvers and ravel_pytree's unravel keep x0's dtypes; solved in float64.
+    def f(x, c):
+        return (x[0] ** 2 - c, {"b": x[1]["b"] - x[0] * jnp.array([1.0, 2.0])})
+
+    x0 = (jnp.asarray(1.0, jnp.float64), {"b": jnp.zeros(2, jnp.float32)})
+    res, tangent = jax.jvp(lambda c: mml.newton_raphson(f, x0, args=(c,)), (2.0,), (1.0,))
+    assert int(res.status) == Status.SUCCESS
+    chex.assert_trees_all_equal_structs(res.x, x0)
+    chex.assert_trees_all_equal_dtypes(res.x, x0)
+    chex.assert_trees_all_equal_dtypes(res.fun, x0)
+    chex.assert_trees_all_equal_dtypes(tangent.x, x0)
+    root = np.sqrt(2.0)
+    np.testing.assert_allclose(res.x[0], root, rtol=1e-12)
+    np.testing.assert_allclose(res.x[1]["b"], root * np.array([1.0, 2.0]), rtol=1e-7)
+    d = 0.5 / root  # d sqrt(c) / dc
+    np.testing.assert_allclose(tangent.x[1]["b"], d * np.array([1.0, 2.0]), rtol=1e-6)
+
+
 # ------------------------------------------------------------------------- per element (arrays)
 
 _ELEMENTWISE = jax.jit(
