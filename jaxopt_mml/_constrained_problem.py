@@ -29,7 +29,14 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from ._status import Status
-from ._tree import PyTree, as_inexact, check_args, check_real_output, dtype_of, tree_dtype
+from ._tree import (
+    PyTree,
+    as_inexact,
+    check_args,
+    check_real_output,
+    dtype_of,
+    tree_dtype,
+)
 
 
 class Problem(NamedTuple):
@@ -43,7 +50,7 @@ class Problem(NamedTuple):
     n: int
     m_eq: int
     m_ineq: int
-    unravel: Callable[[jax.Array], PyTree]
+    unravel: Callable[[jax.Array], PyTree]  # flat -> x0 (its structure and dtypes): results
     sign: float
 
 
@@ -195,24 +202,28 @@ def make_problem(
     if jnp.issubdtype(dtype, jnp.complexfloating):
         # (JAX's grad then failed with its advice about holomorphic functions)
         raise TypeError(f"x0 must be real, got dtype {dtype}; split a complex x into real parts")
-    x_flat, unravel = ravel_pytree(x0)
+    # f, eq and ineq see x in the leaves' common dtype, the solve's (a float32 leaf beside a
+    # float64 one was rounded to float32 for them at every evaluation, below the float64
+    # tolerances: MAX_ITER on easy problems); the results come back in x0's dtypes (unravel).
+    _, unravel = ravel_pytree(x0)
+    x_flat, unravel_promoted = ravel_pytree(jax.tree.map(lambda u: u.astype(dtype), x0))
     n = x_flat.shape[0]
     if n == 0:
         # (as for the unconstrained minimisers: bounds met NumPy's "zero-size array to reduction
         # operation max", an equality the INFEASIBLE of a 0-vector with multipliers of 4.5e14)
         name = "x0" if caller == "minimise_constrained" else "each start"
         raise ValueError(f"{name} has no elements (size 0): there is nothing to solve for")
-    out = _output_shape("f", "a scalar", f, unravel, x_flat, args)
+    out = _output_shape("f", "a scalar", f, unravel_promoted, x_flat, args)
     if out.shape != ():
         raise ValueError(f"f(x, *args) must return a scalar, got shape {out.shape}")
     check_real_output("f(x, *args)", out.dtype)
     sign = -1.0 if maximise else 1.0
 
     def objective(x):
-        return sign * jnp.asarray(f(unravel(x), *args)).astype(dtype)
+        return sign * jnp.asarray(f(unravel_promoted(x), *args)).astype(dtype)
 
-    h = _flat_output("eq", eq, unravel, x_flat, args, dtype)
-    g = _flat_output("ineq", ineq, unravel, x_flat, args, dtype)
+    h = _flat_output("eq", eq, unravel_promoted, x_flat, args, dtype)
+    g = _flat_output("ineq", ineq, unravel_promoted, x_flat, args, dtype)
     m_eq = jax.eval_shape(h, x_flat).shape[0]
     m_ineq = jax.eval_shape(g, x_flat).shape[0]
     lower, upper = _flat_bounds(bounds, x0, n, dtype)

@@ -368,6 +368,27 @@ def test_pytree_parameters_and_bounds():
     np.testing.assert_allclose(res.multipliers_bounds["a"], [0.0, -1.0], atol=1e-6)
 
 
+def test_mixed_dtype_pytree_is_solved_as_f_sees_it_in_float64():
+    # f saw a float32 leaf rounded to float32 (ravel_pytree's unravel) at every evaluation while
+    # the solve ran in float64 at float64's tolerances: MAX_ITER at the solution (kkt_residual
+    # 6e-8 from the rounding). f sees the promoted leaves now; x comes back in x0's dtypes.
+    seen = []
+
+    def f(p):
+        seen.append(p["a"].dtype)
+        return jnp.sum((p["a"] - 1 / 3) ** 2) + (p["b"] - 1 / 3) ** 2 + p["a"][0] * p["b"] * 0.1
+
+    x0 = {"a": jnp.array([1.0, 2.0], jnp.float32), "b": jnp.asarray(3.0, jnp.float64)}
+    res = mml.minimise_constrained(f, x0, bounds=(0.0, 1.0), max_iter=20)
+    assert bool(res.success), mml.Status(int(res.status))
+    assert seen[-1] == jnp.float64
+    chex.assert_trees_all_equal_dtypes(res.x, x0)
+    chex.assert_trees_all_equal_dtypes(res.multipliers_bounds, x0)
+    t = (2 / 3) / 2.1  # a0 = b = t: 2 (t - 1/3) + 0.1 t = 0; a1 = 1/3
+    np.testing.assert_allclose(res.x["a"], [t, 1 / 3], rtol=1e-7)
+    np.testing.assert_allclose(res.x["b"], t, rtol=1e-12)
+
+
 # --- implicit differentiation ------------------------------------------------------------------
 
 
