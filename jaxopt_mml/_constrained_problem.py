@@ -33,6 +33,7 @@ from ._tree import (
     PyTree,
     as_inexact,
     check_args,
+    check_not_half,
     check_real_output,
     dtype_of,
     tree_dtype,
@@ -202,6 +203,7 @@ def make_problem(
     if jnp.issubdtype(dtype, jnp.complexfloating):
         # (JAX's grad then failed with its advice about holomorphic functions)
         raise TypeError(f"x0 must be real, got dtype {dtype}; split a complex x into real parts")
+    check_not_half(caller, "starts" if caller == "lagrange_stationary_points" else "x0", dtype)
     # f, eq and ineq see x in the leaves' common dtype, the solve's (a float32 leaf beside a
     # float64 one was rounded to float32 for them at every evaluation, below the float64
     # tolerances: MAX_ITER on easy problems); the results come back in x0's dtypes (unravel).

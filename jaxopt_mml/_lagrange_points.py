@@ -43,6 +43,7 @@ from ._tree import (
     PyTree,
     check_args,
     check_callable,
+    check_not_half,
     check_positive_int,
     default_tolerances,
     is_real_scalar,
@@ -343,6 +344,7 @@ def lagrange_stationary_points(
         )
     if not jnp.issubdtype(dtype, jnp.inexact):
         dtype = jnp.result_type(float)
+    check_not_half("lagrange_stationary_points", "starts", dtype)
     rtol, atol = default_tolerances(dtype, rtol, atol)
     if unique_tol is None:
         unique_tol = 100.0 * max(float(rtol), float(atol))

@@ -231,6 +231,18 @@ def check_bool(name: str, value: Any) -> bool:
     return bool(value)
 
 
+def check_not_half(func: str, name: str, dtype) -> None:
+    """A solve whose linear algebra (LU, Cholesky, eigh, SVD) runs in ``dtype`` needs float32 or
+    float64: float16 and bfloat16 are a TypeError naming ``func`` and the argument (LAPACK's
+    ``NotImplementedError: Unsupported dtype float16``, or a loop's carry changing its dtype,
+    named neither)."""
+    if jnp.issubdtype(dtype, jnp.floating) and jnp.dtype(dtype).itemsize < 4:
+        raise TypeError(
+            f"{func}: {name} of dtype {jnp.dtype(dtype).name}: its solves run in float32 or "
+            f"float64; cast {name} to float32"
+        )
+
+
 def check_real_output(what: str, dtype) -> None:
     """A user function's output must be real floating-point, raising TypeError that names it: an
     integer or boolean one has no derivative, a complex one lost its imaginary part in the cast

@@ -159,6 +159,20 @@ def test_complex_start_raises_type_error_naming_it():
         )
 
 
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+def test_half_precision_start_raises_type_error_naming_it(dtype):
+    # float16 met LAPACK's "NotImplementedError: Unsupported dtype float16", bfloat16 the loop's
+    # "carry input and carry output must have equal types"; newton_raphson names x0 for them.
+    f = lambda x: jnp.sum((x - 0.5) ** 2)  # noqa: E731
+    for kwargs in ({"bounds": (0.0, 1.0)}, {"eq": lambda x: x[0] - x[1]}):
+        with pytest.raises(
+            TypeError, match="minimise_constrained: x0 of dtype .*cast x0 to float32"
+        ):
+            mml.minimise_constrained(f, jnp.zeros(2, dtype), **kwargs)
+    with pytest.raises(TypeError, match="starts of dtype"):
+        mml.lagrange_stationary_points(f, lambda x: x[0] - x[1], jnp.zeros((1, 2), dtype))
+
+
 def test_outputs_that_are_no_array_raise_type_error_naming_the_function():
     # A dict (x0 may be one), None or arrays of several shapes met JAX's "not a valid JAX
     # array type" or NumPy's concatenate message, naming none of f, eq or ineq.
