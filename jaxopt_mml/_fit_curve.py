@@ -551,7 +551,7 @@ def curve_fit(
     shapes = [np.shape(leaf) for leaf in leaves]
     dtypes = [dtype_of(leaf) for leaf in leaves]
     for dt in dtypes:
-        if not (np.issubdtype(dt, np.number) or dt == np.dtype(bool)):
+        if not (jnp.issubdtype(dt, jnp.number) or dt == np.dtype(bool)):
             raise TypeError(f"p0 must hold numbers, got a leaf of dtype {dt}")
     # Python numbers in p0 (scipy's p0=[1.0, 0.0]) are weakly typed, as in JAX: they follow the
     # data's dtype (float32 data with such a p0 was fitted in float64)
@@ -628,7 +628,7 @@ def curve_fit(
 def _check_model(model, layout, x, data, dtype, p0_batched, x_per_dataset):
     x_shape = tuple(np.shape(x)[1:] if data.x_batched else np.shape(x))
     x_dtype = dtype_of(x)
-    if not np.issubdtype(x_dtype, np.inexact):  # as _fit_data.weights passes it to the model
+    if not jnp.issubdtype(x_dtype, jnp.inexact):  # as _fit_data.weights passes it to the model
         x_dtype = np.dtype(dtype)
     try:
         _check_model_cached(model, layout, x_shape, x_dtype, data.n, np.dtype(dtype))

@@ -54,7 +54,7 @@ def check_shapes(x, y, sigma, mask, x_per_dataset: bool | None) -> Layout:
         x_dtype = dtype_of(x)
     except (TypeError, ValueError):  # ragged sequences
         x_dtype = np.dtype(object)
-    if not (np.issubdtype(x_dtype, np.number) or x_dtype == np.dtype(bool)):
+    if not (jnp.issubdtype(x_dtype, jnp.number) or x_dtype == np.dtype(bool)):
         # (a dict, or arrays of different lengths, met NumPy's isfinite message)
         raise TypeError(
             f"x must be an array of numbers, shape (N,) or (k, N) for k predictors (a sequence "

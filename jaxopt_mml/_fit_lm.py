@@ -435,7 +435,9 @@ _NULL_CUT = 64.0  # the further cut after a step that left the cost unchanged
 
 def _resolution(cost):
     """``_RESOLVE`` roundings of the cost: changes below this are not judged."""
-    return _RESOLVE * jnp.finfo(cost.dtype).eps * cost
+    # (eps first: a NumPy bfloat16 eps times a Python float is a float32, which made a bfloat16
+    # fit's damping float32 and its loop's carry change dtype)
+    return jnp.finfo(cost.dtype).eps * cost * _RESOLVE
 
 
 def _unblind(lam, nu, lam_old, pred, gain, cost, accept, act, damping):

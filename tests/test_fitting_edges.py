@@ -485,6 +485,22 @@ def test_float32_data_with_a_p0_of_python_numbers_fits_in_float32():
     assert bool(fit.success)
 
 
+def test_bfloat16_curve_fit_runs_in_bfloat16():
+    # A bfloat16 p0 was refused as "p0 must hold numbers" and bfloat16 x as "x must be an array
+    # of numbers" (NumPy's issubdtype does not know bfloat16); bfloat16 data then failed in the
+    # loop ("carry ... lam has type bfloat16[] but ... float32[]": a NumPy bfloat16 eps times a
+    # Python float is a float32).
+    x = jnp.linspace(0.0, 1.0, 30, dtype=jnp.bfloat16)
+    y = (2.0 * x + 1.0 + 0.05 * jnp.sin(37.0 * x)).astype(jnp.bfloat16)
+    model = lambda xx, p: p[0] * xx + p[1]  # noqa: E731
+    fit = mml.curve_fit(model, x, y, jnp.array([1.0, 0.0], jnp.bfloat16))
+    assert fit.params.dtype == jnp.bfloat16 and bool(fit.success)
+    ref, _ = scipy.optimize.curve_fit(
+        lambda xx, a, b: a * xx + b, np.asarray(x, np.float64), np.asarray(y, np.float64)
+    )
+    np.testing.assert_allclose(np.asarray(fit.params, np.float64), ref, atol=2e-2)
+
+
 def test_linear_fit_takes_a_numpy_integer_degree():
     # np.int64(2) (a computed degree, as numpy.polyfit takes) was refused as "not an int".
     x = np.linspace(-1.0, 2.0, 7)
