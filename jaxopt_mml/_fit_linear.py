@@ -173,7 +173,8 @@ def linear_fit(
 
     Args:
         x: the independent variable, shape ``(N,)`` or ``(B, N)`` (ignored when ``design`` is given).
-        y: data, ``(N,)`` or ``(B, N)``.
+        y: data, ``(N,)`` or ``(B, N)``; the fit runs in its dtype (float16 and bfloat16 data in
+            float32; integer data in the default float).
         sigma: standard deviations of ``y``; None means 1.
         degree: polynomial degree (1: a straight line ``p[0] + p[1] x``).
         design: a design matrix ``(N, k)`` or ``(B, N, k)`` instead of the polynomial.
@@ -206,8 +207,13 @@ def linear_fit(
                 f"linear_fit fits real data; got complex {name} (dtype {dtype_of(value)}): fit "
                 "its real and imaginary parts as two datasets"
             )
+    # y's floating dtype, at least float32 (the SVD has no float16: LAPACK's NotImplementedError)
     y_dtype = dtype_of(y)
-    dtype = y_dtype if np.issubdtype(y_dtype, np.floating) else np.dtype(jnp.result_type(float))
+    dtype = np.dtype(
+        jnp.promote_types(y_dtype, jnp.float32)
+        if jnp.issubdtype(y_dtype, jnp.floating)
+        else jnp.result_type(float)
+    )
     y_shape = np.shape(y)
     n = y_shape[-1] if y_shape else 0
     batch = y_shape[:-1]  # () for one dataset, (B,) for B

@@ -501,6 +501,17 @@ def test_bfloat16_curve_fit_runs_in_bfloat16():
     np.testing.assert_allclose(np.asarray(fit.params, np.float64), ref, atol=2e-2)
 
 
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+def test_linear_fit_of_half_precision_data_runs_in_float32(dtype):
+    # float16 data met LAPACK's "NotImplementedError: Unsupported dtype float16" (the SVD)
+    x = jnp.linspace(0.0, 1.0, 30, dtype=dtype)
+    y = (2.0 * x + 1.0 + 0.05 * jnp.sin(37.0 * x)).astype(dtype)
+    fit = mml.linear_fit(x, y)
+    assert fit.params.dtype == jnp.float32 and bool(fit.success)
+    ref = np.polynomial.polynomial.polyfit(np.asarray(x, np.float64), np.asarray(y, np.float64), 1)
+    np.testing.assert_allclose(fit.params, ref, rtol=1e-5)
+
+
 def test_linear_fit_takes_a_numpy_integer_degree():
     # np.int64(2) (a computed degree, as numpy.polyfit takes) was refused as "not an int".
     x = np.linspace(-1.0, 2.0, 7)
