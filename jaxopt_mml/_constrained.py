@@ -47,6 +47,7 @@ from ._static import static_function
 from ._status import Status
 from ._tree import (
     PyTree,
+    as_strong_inexact,
     check_args,
     check_bool,
     check_callable,
@@ -223,7 +224,7 @@ def minimise_constrained(
     # One jitted program per (functions, shapes, options): a repeated eager call with the same
     # f reuses the compilation; inside the caller's jit it is inlined.
     return _minimise_constrained_jit(
-        x0,
+        as_strong_inexact(x0),
         args,
         bounds,
         f=static_function(f),

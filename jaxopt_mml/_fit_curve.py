@@ -620,6 +620,9 @@ def curve_fit(
         dtype=dtype.name,
         lanes=None if batch is None else pool_lanes(batch, lanes, data.n, n_params, dtype.itemsize),
     )
+    # p0 in the fit's dtype, strongly typed: a weakly typed p0 (jnp.full(2, 0.5)) beside an
+    # array of the same dtype compiled a program of its own (_flat_p0 casts it so anyway)
+    p0 = jax.tree.map(lambda leaf: jnp.asarray(leaf).astype(dtype), p0)
     out = _fit_jit(model, cfg, x, y, sigma, mask, p0, lo, hi, f_scale)
     check_pending()
     return out

@@ -41,6 +41,7 @@ from ._static import static_function
 from ._status import Status
 from ._tree import (
     PyTree,
+    as_strong_inexact,
     check_args,
     check_callable,
     check_not_half,
@@ -360,7 +361,7 @@ def lagrange_stationary_points(
 
     z, status, res, value, bordered, bordered_next, spread = jax.device_get(
         _solve_all(
-            starts,
+            as_strong_inexact(starts, "starts"),
             args,
             f=static_function(f),
             eq=static_function(eq),

@@ -26,7 +26,7 @@ from ._static import static_function
 from ._status import Status
 from ._tree import (
     PyTree,
-    as_inexact,
+    as_strong_inexact,
     check_args,
     check_bool,
     check_real_output,
@@ -282,7 +282,7 @@ def run_minimiser(
         raise TypeError(f"f must be callable, got {type(f).__name__}")
     args = check_args(name, args)
     max_iter, history = check_loop_options(max_iter, history)
-    x0 = as_inexact(x0, "x0")
+    x0 = as_strong_inexact(x0, "x0")  # (promoted inside the jit)
     if not jax.tree.leaves(x0):
         raise ValueError("x0 must hold at least one array")
     if not any(np.size(leaf) for leaf in jax.tree.leaves(x0)):
@@ -290,9 +290,6 @@ def run_minimiser(
     dtype = tree_dtype(x0)
     if jnp.issubdtype(dtype, jnp.complexfloating):
         raise TypeError(f"x0 must be real, got dtype {dtype}")
-    # Strongly typed, each in its own dtype (promoted inside the jit): a weakly typed x0
-    # (jnp.full(3, 2.0)) would otherwise compile a program of its own.
-    x0 = jax.tree.map(lambda u: u.astype(u.dtype), x0)
     rtol, atol = default_tolerances(dtype, rtol, atol, traced=True)
     spec = _Spec(
         init=init,

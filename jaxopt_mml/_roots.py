@@ -34,7 +34,7 @@ from ._roots_newton import decode_status, masked_newton, scalar_newton, system_n
 from ._static import static_function
 from ._tree import (
     PyTree,
-    as_inexact,
+    as_strong_inexact,
     check_args,
     check_callable,
     check_positive_int,
@@ -170,7 +170,7 @@ def newton_raphson(
         # one equation per element: a list of starts is an array, as scipy.optimize.newton
         # takes it (it was refused as a pytree of several leaves)
         x0 = jnp.asarray(x0)
-    x0 = as_inexact(x0, "x0")
+    x0 = as_strong_inexact(x0, "x0")
     if not jax.tree.leaves(x0):
         raise ValueError("newton_raphson: x0 has no array leaves")
     dtype = float_dtype(tree_dtype(x0))

@@ -94,6 +94,14 @@ def check_numbers(name: str, value) -> None:
             raise TypeError(f"{name} must hold real numbers, got dtype {dtype}")
 
 
+def as_strong_inexact(tree: PyTree, name: str | None = None) -> PyTree:
+    """:func:`as_inexact` with every leaf strongly typed, each in its own dtype: a solver's
+    compiled program is then keyed by the dtypes alone, not by how ``x0`` was made (a weakly
+    typed ``jnp.full(2, 0.5)``, or a Python number, beside an array of the same dtype compiled
+    a program of its own)."""
+    return jax.tree.map(lambda u: u.astype(u.dtype), as_inexact(tree, name))
+
+
 def promote(tree: PyTree, dtype: Any) -> tuple[PyTree, Callable[[PyTree], PyTree]]:
     """Every leaf of ``tree`` cast to ``dtype`` (a solve's common dtype), and ``restore``, which
     casts each leaf of a tree of the same structure back to the dtype of its leaf in ``tree``

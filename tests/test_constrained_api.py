@@ -264,6 +264,24 @@ def test_vmap_over_args_and_no_retrace():
         assert bool(jnp.all(res.success))
 
 
+def test_a_weakly_typed_start_reuses_the_compilation():
+    # jnp.full(2, 0.5) (weakly typed) after jnp.ones(2) compiled a program of its own.
+    traces = []
+
+    def f(x):
+        traces.append(1)
+        return jnp.sum((x - 0.3) ** 2)
+
+    for solve in (
+        lambda x0: mml.minimise_constrained(f, x0, eq=lambda x: x[0] - x[1], max_iter=3).x,
+        lambda x0: mml.lagrange_stationary_points(f, lambda x: x[0] - x[1], x0[None]).x,
+    ):
+        solve(jnp.ones(2))
+        n = len(traces)
+        solve(jnp.full(2, 0.5))
+        assert len(traces) <= n + 1  # (lagrange_stationary_points checks f's output eagerly)
+
+
 def test_vmap_with_inequalities_and_bounds():
     # minimise (x - c)^2 + (y - c)^2 subject to x + y <= 1, 0 <= x, y <= 0.4.
     def solve(c):

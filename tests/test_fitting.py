@@ -506,6 +506,8 @@ def test_no_retrace_and_user_jit():
     n = len(traces)
     mml.curve_fit(model, x, y + 0.01, jnp.array([1.4, 1.1, 0.3]))
     assert len(traces) == n  # second call, same shapes: no new trace
+    mml.curve_fit(model, x, y, jnp.full(3, 0.5))  # weakly typed: its own program, it was
+    assert len(traces) == n
 
     @jax.jit
     @chex.assert_max_traces(n=1)

@@ -590,6 +590,22 @@ def test_jit_does_not_retrace_with_same_shapes():
         np.testing.assert_allclose(bracket(0.0, c), np.cbrt(c), rtol=1e-13)
 
 
+def test_a_weakly_typed_start_reuses_the_compilation():
+    # jnp.full(2, 1.5) (weakly typed) after jnp.ones(2), or a Python float after a NumPy one,
+    # compiled a program of its own: the weak type was part of the jit's key.
+    traces = []
+
+    def f(x):
+        traces.append(1)
+        return x**3 - 2.0
+
+    for x0s in ((jnp.ones(2), jnp.full(2, 1.5)), (np.float64(1.0), 1.5)):
+        mml.newton_raphson(f, x0s[0])
+        n = len(traces)
+        res = mml.newton_raphson(f, x0s[1])
+        assert len(traces) == n and bool(jnp.all(res.success))
+
+
 def test_float32():
     f32 = jnp.float32
     res = mml.newton_raphson(cubic, f32(1.0), args=(f32(2.0),))
