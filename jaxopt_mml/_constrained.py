@@ -71,7 +71,8 @@ class ConstrainedResult(NamedTuple):
     """The result of :func:`minimise_constrained` (a pytree; batched under ``jax.vmap``).
 
     Attributes:
-        x: the solution, with the structure of ``x0``.
+        x: the solution, with the structure and dtypes of ``x0`` (a pytree mixing float32 and
+            float64 leaves is solved in float64, as ``f`` sees it).
         value: ``f(x, *args)`` (the objective as given, also when maximising).
         multipliers_eq: ``lambda``, one per equality constraint (``trust-constr`` convention:
             ``grad f + J_h^T lambda + J_g^T mu + nu = 0``).
