@@ -36,7 +36,10 @@ there, and only the residual at the trial point. The state carries no ``N``-size
 ``J`` costs less than carrying it.
 
 **Gauss-Newton** solves ``A h = -g`` (with a damping of ``16 eps``, :func:`_tiny_damping`) and
-backtracks along ``h`` (Armijo) on the cost.
+backtracks along ``h`` (Armijo) on the cost. With a robust loss its rows' curvature factor is
+floored at ``1e-3`` of the IRLS weight ``rho'`` (``_LINE_SEARCH_WEIGHT_FLOOR``), not at scipy's
+``eps`` alone, so that points where the loss has no curvature (outliers) do not leave ``A``
+singular and the step too long for the line search.
 **Gradient descent** steps along ``-g`` with a backtracking line search whose first trial is twice the
 last accepted step: slow (linear convergence at the rate set by the conditioning of ``A``), but the
 course's first method. Its own steps say little of the distance left to the minimum, so its
@@ -205,12 +208,19 @@ def value_and_jacfwd(fun, u):
     return r, jac
 
 
-def _value_and_jac(problem: Problem, u):
+# The line-search methods' floor on a robust loss's curvature factor, relative to the IRLS
+# weight rho' (see :func:`._fit_losses.robust_scale_with_factor`): a direction that outliers
+# alone determine gets at most 1000 times the IRLS step, which 10 of the search's 30 halvings
+# undo. Levenberg-Marquardt's damping copes with scipy's floor (eps) and keeps it.
+_LINE_SEARCH_WEIGHT_FLOOR = 1e-3
+
+
+def _value_and_jac(problem: Problem, u, weight_floor: float = 0.0):
     """``(r_s, J_s, cost, rows)`` at ``u``: the residuals and Jacobian rescaled for the robust
     loss, its cost, and the rows' factor (1 for least squares; see
     :func:`._fit_losses.robust_scale_with_factor`)."""
     r, jac = value_and_jacfwd(problem.residual, u)
-    return robust_scale_with_factor(problem.loss, r, jac, problem.f_scale)
+    return robust_scale_with_factor(problem.loss, r, jac, problem.f_scale, weight_floor)
 
 
 def _cost(problem: Problem, u):
@@ -636,7 +646,7 @@ def lm_step(problem: Problem, rtol, atol):
 
 def gn_step(problem: Problem, rtol, atol):
     def step(state: LSState):
-        r, jac, cost, _ = _value_and_jac(problem, state.u)
+        r, jac, cost, _ = _value_and_jac(problem, state.u, _LINE_SEARCH_WEIGHT_FLOOR)
         cost = _current_cost(state, cost)
         a = gram(jac)
         g = jac.T @ r
@@ -654,14 +664,19 @@ def gn_step(problem: Problem, rtol, atol):
 
 def gd_step(problem: Problem, rtol, atol):
     def step(state: LSState):
-        r, jac, cost, _ = _value_and_jac(problem, state.u)
+        r_raw, jac_raw = value_and_jacfwd(problem.residual, state.u)
+        r, jac, cost, _ = robust_scale_with_factor(problem.loss, r_raw, jac_raw, problem.f_scale)
         cost = _current_cost(state, cost)
         g = jac.T @ r
         h = -g
         dphi0 = -2.0 * (g @ g)
-        # The first trial step is twice the last accepted one; at the start 1 / trace(J^T J)
-        # (twice a step below 1 / L for the cost's gradient).
-        trace = jnp.sum(jac * jac)
+        # The first trial step is twice the last accepted one; at the start 1 / trace(J^T W J)
+        # (twice a step below 1 / L for the cost's gradient), W the IRLS weights rho', which
+        # bound the loss's curvature (rho'' <= 0). (J_s^T J_s, whose rows scipy's floor eps
+        # leaves where a loss has no curvature, made the first step 1 / eps too long where
+        # every point starts as an outlier: LINESEARCH_FAILED at p0.)
+        irls = robust_scale_with_factor(problem.loss, r_raw, jac_raw, problem.f_scale, 1.0)[1]
+        trace = jnp.sum(irls * irls)
         last = jnp.where(state.lam > 0, state.lam, 0.5 / jnp.where(trace > 0, trace, 1.0))
         search = backtracking(
             lambda t: _cost(problem, state.u + t * h), cost, dphi0, init_step=2.0 * last

@@ -59,13 +59,20 @@ def robust_scale(loss: str, r, jac, f_scale):
     return r_s, jac_s, cost
 
 
-def robust_scale_with_factor(loss: str, r, jac, f_scale):
-    """:func:`robust_scale` and the rows' factor ``sqrt(rho' + 2 z rho'')`` (1 for least squares)."""
+def robust_scale_with_factor(loss: str, r, jac, f_scale, weight_floor: float = 0.0):
+    """:func:`robust_scale` and the rows' factor ``sqrt(rho' + 2 z rho'')`` (1 for least squares).
+
+    ``weight_floor``: the squared factor is floored at ``weight_floor * rho'`` too (``rho'`` is
+    iteratively reweighted least squares' weight, positive; 0: scipy's floor ``eps`` alone). A
+    point where the loss has no curvature (a Huber outlier) or a negative one (a Cauchy outlier)
+    then still weighs in ``J_s^T J_s``: with every point an outlier (a start far from the data,
+    ``f_scale`` small) the floor ``eps`` made ``J_s^T J_s`` about ``eps`` times too small, and a
+    Gauss-Newton step ``1 / eps`` times too long for a line search to cut back."""
     if loss == "linear":
         return r, jac, jnp.sum(r * r), 1.0
     c2 = f_scale * f_scale
     z = (r * r) / c2
     r0, r1, r2 = rho(loss, z)
     eps = jnp.finfo(r.dtype).eps
-    jscale = jnp.sqrt(jnp.maximum(r1 + 2.0 * r2 * z, eps))
+    jscale = jnp.sqrt(jnp.maximum(r1 + 2.0 * r2 * z, jnp.maximum(eps, weight_floor * r1)))
     return r * (r1 / jscale), jac * jscale[:, None], c2 * jnp.sum(r0), jscale

@@ -282,6 +282,25 @@ def test_robust_loss_matches_scipy_least_squares(loss):
     assert np.abs(fit.params - truth).max() < np.abs(plain.params - truth).max()
 
 
+@pytest.mark.parametrize(
+    "method, loss", [("gauss-newton", "huber"), ("gradient-descent", "cauchy")]
+)
+def test_robust_line_search_methods_start_with_every_point_an_outlier(method, loss):
+    # From p0 = 0 every residual is beyond f_scale, where the Huber loss has no curvature and
+    # Cauchy's a negative one: scipy's floor eps on the rows' factor made J_s^T J_s about eps
+    # times too small, the Gauss-Newton step and gradient descent's first trial 1 / eps too
+    # long, and both ended LINESEARCH_FAILED at p0 (Levenberg-Marquardt converged).
+    x = np.linspace(0.0, 1.0, 10)
+    y = 1.0 + 2.0 * x + 0.01 * np.cos(7.0 * x)
+    p0 = np.array([0.0, 0.0])
+    fit = mml.curve_fit(line, x, y, p0, loss=loss, f_scale=0.1, method=method)
+    ref = scipy.optimize.least_squares(
+        lambda p: y - (p[0] + p[1] * x), p0, loss=loss, f_scale=0.1, xtol=1e-15, ftol=1e-15
+    )
+    assert bool(fit.success), Status(int(fit.status))
+    np.testing.assert_allclose(fit.params, ref.x, rtol=1e-6)
+
+
 # ---------------------------------------------------------------- bounds
 
 
