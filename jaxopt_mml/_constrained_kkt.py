@@ -21,7 +21,11 @@ points of the Lagrangian). Three safeguards make it converge from a distance:
 * when the step has negative curvature along the constraints (``t^T H t <= 0`` for its
   tangential part ``t``: the step points to a maximum or a saddle), it is rejected and
   ``delta`` grows past the curvature it revealed (inertia-free curvature test, Chiang & Zavala
-  2016); ``delta`` shrinks again after accepted steps, so the last steps are pure Newton steps;
+  2016); so is a step where ``H + delta I`` has negative curvature along the constraints in
+  another direction (the KKT matrix has more than ``m`` negative eigenvalues: its inertia,
+  Nocedal & Wright, theorem 16.3), and ``delta`` grows past ``H``'s most negative
+  eigenvalue; ``delta`` shrinks again after accepted steps, so the last steps are pure Newton
+  steps (a small shifted step is not taken for convergence);
 * a tiny ``delta_c`` keeps the matrix regular when the constraint Jacobian loses rank
   (redundant or inconsistent constraints); a failed line search grows ``delta`` as well.
 
@@ -123,6 +127,19 @@ def newton_kkt(problem: Problem, x0, y0, *, rtol, atol, max_iter, verbose=False)
         curv_ok = (
             finite & (curv_t >= jnp.sqrt(eps) * hess_scale * dx_t2) & ((curv_t > 0) | (dx_t2 == 0))
         )
+        # The step's own curvature misses a direction of negative curvature that it does not
+        # point along: the Newton step of a quadratic goes to its stationary point, a saddle
+        # where the reduced Hessian is indefinite, which then passed the KKT test with SUCCESS.
+        # The inertia tells: the symmetric KKT matrix has m negative eigenvalues exactly where
+        # H_d is positive definite on the constraints' tangent space (by Sylvester's law, those
+        # of -delta_c I and of H_d + J^T J / delta_c). More, and the step is rejected too.
+        if m:
+            sym = jnp.block([[hess_d, jac.T], [jac, -delta_c * jnp.eye(m, dtype=dtype)]])
+        else:
+            sym = hess_d
+        n_negative = jnp.sum(jnp.linalg.eigvalsh(sym) < -jnp.sqrt(eps) * hess_scale)
+        inertia_ok = n_negative <= m
+        curv_ok = curv_ok & inertia_ok
 
         # The merit takes the new multipliers y+: by the first KKT row its slope along dx is
         # then -dx^T H_d dx - rho |h|^2 (with J dx = -h), and rho need only cover negative
@@ -162,6 +179,9 @@ def newton_kkt(problem: Problem, x0, y0, *, rtol, atol, max_iter, verbose=False)
         # and the search crept along the curved constraint in steps of 1e-4.
         delta0 = 1e-4 * scale_of(hess)
         revealed = 2.0 * (state.delta - curv_t / jnp.maximum(jnp.vdot(dx_t, dx_t), eps))
+        # (wrong inertia: twice past H's most negative curvature, which covers the tangent's)
+        lowest = jnp.min(jnp.linalg.eigvalsh(hess))
+        revealed = jnp.where(inertia_ok, revealed, jnp.maximum(revealed, -2.0 * lowest))
         grown = jnp.maximum(delta0, 10.0 * state.delta)
         delta = jnp.where(
             accept,
@@ -180,7 +200,9 @@ def newton_kkt(problem: Problem, x0, y0, *, rtol, atol, max_iter, verbose=False)
         # towards the merit's steepest descent).
         feasible = viol <= jnp.sqrt(eps) * scale_of(jac_new) * scale_of(x_new)
         stalled = accept & small
-        converged = converged | (stalled & feasible)
+        # (a shifted step, delta > 0, is short of the Newton step: small, it is not yet a stall
+        # at the solution; delta shrinks to 0 within a few more steps)
+        converged = converged | (stalled & feasible & (state.delta == 0))
         stuck = ~converged & ((stalled & ~feasible) | (~accept & (delta > 1e8 * delta0)))
         # INFEASIBLE only where x (nearly) minimises the violation |h|^2 / 2 without reaching 0:
         # its gradient J^T h vanishes. Elsewhere (a stall or a failed search near a

@@ -179,6 +179,22 @@ def test_objective_unbounded_below_is_not_success(kwargs):
     assert not bool(res.success), (res.x, mml.Status(int(res.status)))
 
 
+def test_newton_kkt_step_onto_a_saddle_of_a_quadratic_is_not_success():
+    # x0^2 - x1^2 + x2^2 on the plane x2 = 1 is unbounded below (along x1); its one stationary
+    # point there, (0, 0, 1), is a saddle. The Newton step from (0.5, 0.2, 0) lands on it, and
+    # its tangential part (-0.5, -0.2, 0) has positive curvature, so the curvature test on the
+    # step passed and the saddle came back with SUCCESS after one iteration.
+    res = mml.minimise_constrained(
+        lambda x: 0.5 * (x[0] ** 2 - x[1] ** 2 + x[2] ** 2),
+        jnp.array([0.5, 0.2, 0.0]),
+        eq=lambda x: jnp.array([x[2] - 1.0]),
+        method="newton-kkt",
+        max_iter=20,
+    )
+    assert not bool(res.success), (res.x, mml.Status(int(res.status)))
+    assert abs(float(res.x[1])) > 1.0  # it went downhill
+
+
 def test_float32_feasible_qp_is_not_reported_infeasible():
     # An ill-conditioned convex QP (Q of condition ~1e5, entries ~1700) with 2 equalities, 4
     # inequalities and bounds, feasible by construction; float64 solves it. In float32 the
