@@ -52,8 +52,7 @@ def _bind(eqn, values: list) -> list:
 def _custom_jvp_series(eqn, primals: list, series: list, order: int):
     """Output primals and series of a ``custom_jvp_call`` from its derivative rule."""
     values = _bind(eqn, primals)
-    if order == 0 or all(s is None for s in series):
-        return values, [None] * len(values)
+    # (called by _eval only with order > 0 and some input series)
     if not all(jnp.issubdtype(jnp.result_type(p), jnp.inexact) for p in primals):
         # Integer inputs have float0 tangents; nested forward mode handles them.
         raise KeyError("custom_jvp_call with integer inputs")

@@ -37,6 +37,7 @@ from ._tree import (
     as_strong_inexact,
     check_args,
     check_callable,
+    check_not_half,
     check_positive_int,
     default_tolerances,
     promote,
@@ -196,11 +197,8 @@ def _newton_jit(x0, args, *, f, elementwise, rtol, atol, max_iter, ls_steps) -> 
     leaves = jax.tree.leaves(x0)
     dtype = float_dtype(tree_dtype(x0))
     scalar_x0 = isinstance(x0, jax.Array) and x0.ndim == 0
-    if jnp.dtype(dtype).itemsize < 4 and not (elementwise is None and scalar_x0):
-        raise TypeError(
-            f"newton_raphson: x0 of dtype {jnp.dtype(dtype).name}: solves of arrays and systems "
-            "run in float32 or float64; cast x0 to float32"
-        )
+    if not (elementwise is None and scalar_x0):  # (a scalar equation runs in half precision)
+        check_not_half("newton_raphson", "x0", dtype)
     # A system of several leaves is solved in their common dtype (f sees them so); its root and
     # f there come back in x0's dtypes, leaf by leaf (one leaf: the dtype solved in).
     x0, restore = promote(x0, dtype)
