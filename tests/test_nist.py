@@ -19,7 +19,15 @@ pytestmark = pytest.mark.skipif(
     reason=f"NIST StRD data not found at {zoo.nist_dir()} (set NIST_STRD_DIR to its folder)",
 )
 
-NAMES = sorted(zoo.nist_index()) if zoo.nist_available() else []
+# NIST's lower-difficulty problems run under `-m slow` (the average and higher ones by default).
+NAMES = (
+    [
+        pytest.param(n, marks=pytest.mark.slow) if e["level"] == "lower" else n
+        for n, e in sorted(zoo.nist_index().items())
+    ]
+    if zoo.nist_available()
+    else []
+)
 
 
 @pytest.mark.parametrize("name", NAMES)
