@@ -23,7 +23,7 @@ NAMES = [p.name for p in mgh.PROBLEMS]
 
 # The standard-start sweeps run these in the default run (CI), the others under `-m slow`: the
 # problems with a result of their own (the *_ELSEWHERE tables below) and a spread of the classic
-# hard cases (bad scaling, narrow valleys, rank deficiency, 9 to 11 parameters). Every problem
+# hard cases (bad scaling, narrow valleys, 9 to 11 parameters). Every problem
 # from 1, 10 and 100 x0 is benchmarks/mgh.py's table.
 _CORE = {
     "rosenbrock",
@@ -31,14 +31,9 @@ _CORE = {
     "brown_badly_scaled",
     "helical_valley",
     "box_3d",
-    "bard",
-    "kowalik_osborne",
     "osborne_2",
     "watson_9",
-    "penalty_2",
     "chebyquad",
-    "broyden_banded",
-    "linear_rank_1_zero",
 }
 
 
@@ -262,7 +257,17 @@ def test_curve_fit_early_stop_at_a_minimum_with_noisy_reductions():
     assert not mgh.improvable(p, np.asarray(fit.params), float(fit.chi2))
 
 
-@pytest.mark.parametrize("p", mgh.square_systems(), ids=lambda p: p.name)
+_SQUARE_CORE = _CORE | {"powell_singular", "trigonometric", "broyden_banded"}
+
+
+@pytest.mark.parametrize(
+    "p",
+    [
+        p if p.name in _SQUARE_CORE else pytest.param(p, marks=pytest.mark.slow)
+        for p in mgh.square_systems()
+    ],
+    ids=lambda p: p.name,
+)
 def test_newton_raphson_on_the_square_systems(p):
     """From x0 every square system with a root is solved; Freudenstein-Roth (whose start leads
     to a local minimum of |F|) and Chebyquad n = 8 (no root) end LINESEARCH_FAILED, at the

@@ -19,10 +19,14 @@ pytestmark = pytest.mark.skipif(
     reason=f"NIST StRD data not found at {zoo.nist_dir()} (set NIST_STRD_DIR to its folder)",
 )
 
-# NIST's lower-difficulty problems run under `-m slow` (the average and higher ones by default).
+# The default run (CI) fits NIST's higher-difficulty problems and five of average difficulty
+# (Lanczos1's exact data among them); the rest run under `-m slow`.
+_AVERAGE_CORE = {"Lanczos1", "MGH17", "Hahn1", "ENSO", "Gauss3"}
 NAMES = (
     [
-        pytest.param(n, marks=pytest.mark.slow) if e["level"] == "lower" else n
+        n
+        if e["level"] == "higher" or n in _AVERAGE_CORE
+        else pytest.param(n, marks=pytest.mark.slow)
         for n, e in sorted(zoo.nist_index().items())
     ]
     if zoo.nist_available()
