@@ -47,7 +47,9 @@ JAX_PLATFORMS=cpu taskset -c "$TEST_CPUS" timeout "${TEST_LIMIT:-400}" \
 TESTS=$!
 
 B=benchmarks
-R="--out /tmp/mml_results --budget 1"
+# (--in-process: each stage has its own time limit here, and a child process per module
+# would spend seconds of it on a second JAX start-up)
+R="--out /tmp/mml_results --budget 1 --in-process"
 stage 40 "$BENCH_CPUS" python3 $B/dispatch_path.py
 [ "${TABLES_ONLY:-0}" = 1 ] ||
   stage 40 "$BENCH_CPUS" python3 $B/stragglers.py --size 100000 --top 2 --steps 60 --out "$OUT_DIR/stragglers.json"

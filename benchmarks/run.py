@@ -7,13 +7,16 @@
 
 Prints one table (task, size, our time and compile time, each peer's time, the ratio) and writes a
 JSON record (device, versions, date) and a markdown table under ``benchmarks/results/``.
-Each module in ``benchmarks/tasks/`` contributes its cases through ``cases(full)``.
+Each module in ``benchmarks/tasks/`` contributes its cases through ``cases(full)``, and runs in a
+process of its own with a watchdog per case (``isolate.py``: a case without result for
+``--case-timeout`` seconds is killed and reported as such; ``--in-process`` runs all here).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 from pathlib import Path
@@ -39,6 +42,18 @@ def main(argv: list[str] | None = None) -> int:
         metavar="COUNTS",
         help="batched fits and roots on 1, 2, 4 host devices, one process per count",
     )
+    parser.add_argument(
+        "--case-timeout",
+        type=float,
+        default=300.0,
+        help="seconds a case may run without result before it is killed (see isolate.py)",
+    )
+    parser.add_argument(
+        "--in-process", action="store_true", help="run every module in this process (no watchdog)"
+    )
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--start-case", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--progress", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.devices:
@@ -47,12 +62,24 @@ def main(argv: list[str] | None = None) -> int:
         extra = ["--full"] * args.full + ["--f32"] * args.f32
         return devices.main(["--counts", args.devices, "--out", args.out, *extra])
 
+    child_env = dict(os.environ)
+    if not args.child and not args.in_process:
+        # The children run the work; this process only names the device. On a GPU it must not
+        # take the memory that JAX preallocates (75%) away from them.
+        os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
     import jax
 
     jax.config.update("jax_enable_x64", not args.f32)
 
     import harness
+    import isolate
     import tasks
+
+    if args.child:  # one module's cases, for isolate.run_module
+        isolate.child(
+            args.child, args.start_case, Path(args.progress), args.repeats, args.budget, args.full
+        )
+        return 0
 
     wanted = {w for w in args.only.split(",") if w}
     modules = [m.name for m in pkgutil.iter_modules(tasks.__path__) if not m.name.startswith("_")]
@@ -66,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in sorted(modules):
         if wanted and name not in wanted:
+            continue
+        if not args.in_process:
+            child_args = ["--repeats", str(args.repeats), "--budget", str(args.budget)]
+            child_args += ["--full"] * args.full + ["--f32"] * args.f32
+            rows.extend(isolate.run_module(name, child_args, args.case_timeout, child_env))
             continue
         module = importlib.import_module(f"tasks.{name}")
         for case in module.cases(args.full):
