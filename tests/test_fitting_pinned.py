@@ -15,6 +15,7 @@ import scipy.stats
 
 import jaxopt_mml as mml
 from jaxopt_mml import Status
+from jaxopt_mml._fit_linalg import UNROLL, chol_solve, cholesky
 from jaxopt_mml._fit_stats import spd_inverse
 from tests.zoo.fitting import exp_decay
 
@@ -106,6 +107,24 @@ def test_spd_inverse_flags_a_pivot_below_k_eps():
     inv, regular = spd_inverse(matrix(64 * EPS))  # condition 1 / (32 eps) < 1 / (4 eps)
     assert bool(regular)
     np.testing.assert_allclose(inv, np.linalg.inv(np.asarray(matrix(64 * EPS))), rtol=1e-12)
+
+
+@pytest.mark.parametrize("k", [UNROLL, UNROLL + 1, 13])
+def test_cholesky_and_its_solves_match_numpy_unrolled_and_rolled(k):
+    # Above UNROLL parameters the LM step's factor and solves run as fori_loops (compile time);
+    # both forms, batched and not, against NumPy; a matrix that is not PD gives NaN.
+    rng = np.random.default_rng(k)
+    a = rng.normal(size=(2, k, k))
+    a = a @ a.transpose(0, 2, 1) + 0.1 * np.eye(k)
+    b = rng.normal(size=(2, k, 3))
+    low = jax.vmap(cholesky)(jnp.asarray(a))
+    np.testing.assert_allclose(low, np.linalg.cholesky(a), rtol=0, atol=1e-12)
+    x = jax.vmap(chol_solve)(low, jnp.asarray(b))
+    np.testing.assert_allclose(x, np.linalg.solve(a, b), rtol=1e-10, atol=1e-12)
+    x1 = chol_solve(low[0], jnp.asarray(b[0, :, 0]))
+    np.testing.assert_allclose(x1, np.linalg.solve(a[0], b[0, :, 0]), rtol=1e-10, atol=1e-12)
+    a[1, 2, 2] = -1.0
+    assert np.isnan(np.asarray(cholesky(jnp.asarray(a[1])))).any()
 
 
 def test_linear_fit_rank_test_is_numpys_matrix_rank():
