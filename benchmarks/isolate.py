@@ -39,7 +39,7 @@ def child(module_name: str, start: int, progress: Path, repeats: int, budget_s: 
             continue
         _append(progress, {"start": i, "task": case.task, "size": case.size})
         rows = harness.run_case(case, repeats=repeats, budget_s=budget_s)
-        _append(progress, {"done": i, "rows": [{k: _clean(v) for k, v in r.items()} for r in rows]})
+        _append(progress, {"done": i, "rows": rows})  # (NumPy scalars: _append's default)
 
 
 def _append(path: Path, record: dict) -> None:

@@ -327,6 +327,10 @@ def _hs35_bounded(t, **options):
     )
 
 
+def _hs35_x(t):
+    return _hs35_bounded(t).x
+
+
 def test_vmapped_augmented_lagrangian_equals_a_loop_and_differentiates():
     # On a CPU vmap solves the problems one after another inside the program (_batching); the
     # results, their derivatives and nested vmaps must be those of one problem at a time. On a
@@ -340,9 +344,7 @@ def test_vmapped_augmented_lagrangian_equals_a_loop_and_differentiates():
     tol, dtol = (1e-12, 1e-10) if sequential else (1e-7, 1e-6)
     ts = jnp.array([2.5, 3.0, 3.5, 4.25])
 
-    def solve_x(t):
-        return _hs35_bounded(t).x
-
+    solve_x = _hs35_x
     batched = jax.jit(jax.vmap(_hs35_bounded))(ts)
     looped = jax.tree.map(lambda *u: jnp.stack(u), *[_hs35_bounded(t) for t in ts])
     if sequential:
@@ -372,7 +374,7 @@ def test_vmapped_augmented_lagrangian_differentiates_through_its_loops():
     # bound is active (t = 2.5, 3) the held variables' unit rows make repeated eigenvalues, at
     # which eigh's own derivative is NaN (the Newton step has a derivative rule of its own).
     ts = jnp.array([2.5, 3.0, 3.5, 4.25])
-    jac_loop = jnp.stack([jax.jacfwd(lambda t: _hs35_bounded(t).x)(t) for t in ts])
+    jac_loop = jnp.stack([jax.jacfwd(_hs35_x)(t) for t in ts])
     unrolled = jax.vmap(jax.jacfwd(lambda t: _hs35_bounded(t, implicit_diff=False).x))(ts)
     chex.assert_trees_all_close(unrolled, jac_loop, atol=1e-6)
 
