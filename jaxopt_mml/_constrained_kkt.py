@@ -4,7 +4,7 @@ The stationary points of the Lagrangian ``L(x, y) = F(x) - y^T h(x)`` solve ``gr
 is ``grad F = J^T y`` and ``h = 0``. One Newton step on this system solves the KKT matrix
 
     [ H + delta I    -J^T        ] [dx]   [ -(grad F - J^T y) ]
-    [ J              -delta_c I  ] [dy] = [ -h                ],     H = hess_x L(x, y),
+    [ J              delta_c I   ] [dy] = [ -h                ],     H = hess_x L(x, y),
 
 for the step ``dx`` and the change ``dy`` of the multipliers (the course's method: Newton on the stationary
 points of the Lagrangian). Three safeguards make it converge from a distance:
@@ -27,13 +27,15 @@ points of the Lagrangian). Three safeguards make it converge from a distance:
   eigenvalue; ``delta`` shrinks again after accepted steps, so the last steps are pure Newton
   steps (a small shifted step is not taken for convergence);
 * a tiny ``delta_c`` keeps the matrix regular when the constraint Jacobian loses rank
-  (redundant or inconsistent constraints); a failed line search grows ``delta`` as well.
+  (redundant or inconsistent constraints: a penalty ``|J dx + h|^2 / (2 delta_c)`` in effect,
+  the sign of IPOPT's regularisation); a failed line search grows ``delta`` as well.
 
 ``INFEASIBLE`` means that the run stalled where the gradient ``J^T h`` of the violation
 ``|h|^2 / 2`` vanishes with ``h != 0``; any other stall off the constraints is ``STAGNATED``.
 
-Each iteration costs one Hessian, one Jacobian and one dense ``(n + m)`` solve; everything has
-fixed shapes, so problems batch with ``jax.vmap``.
+Each iteration costs one Hessian, one Jacobian and the solve of the ``(n + m)`` system by two
+Cholesky factorisations (:func:`kkt_solve`, in JAX, which also gives the inertia); everything
+has fixed shapes, so problems batch with ``jax.vmap``.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ._constrained_problem import (
     Problem,
@@ -51,6 +54,7 @@ from ._constrained_problem import (
     violation_tolerance,
 )
 from ._driver import iterate, make_progress
+from ._fit_linalg import chol_solve, cholesky, diagonal, spd_solver
 from ._linesearch import backtracking
 from ._status import Status
 from ._tree import tree_step_small
@@ -67,6 +71,68 @@ class KKTState(NamedTuple):
     jac: jax.Array
     rho: jax.Array
     delta: jax.Array
+
+
+def gershgorin_lowest(a):
+    """Gershgorin's lower bound on the lowest eigenvalue of a symmetric matrix ``a``:
+    ``min_i (a_ii - sum_{j != i} |a_ij|)``."""
+    return jnp.min(2.0 * diagonal(a) - jnp.sum(jnp.abs(a), axis=1), initial=jnp.inf)
+
+
+def kkt_solve(hess, jac, rhs, delta_c):
+    """Solve ``[[H, J^T], [J, -delta_c I]] u = rhs`` by Cholesky factorisations; returns
+    ``(u, inertia_ok)``.
+
+    The ``(n + m)`` symmetric indefinite system is reduced to two positive-definite ones by the
+    augmented form (Golub & Greif 2003): with ``M = H + sigma J^T J`` and ``c = 1 - sigma
+    delta_c``, the second row times ``sigma J^T`` added to the first gives
+    ``M dx + c J^T w = r1 + sigma J^T r2``, and then ``(c J M^{-1} J^T + delta_c I) w =
+    J M^{-1} (r1 + sigma J^T r2) - r2``; ``sigma`` is capped at ``1 / (2 delta_c)`` so that this
+    ``m x m`` matrix is positive definite whenever ``M`` is, even where ``J`` loses rank.
+
+    The same factorisation tells the inertia (Nocedal & Wright, theorem 16.3): the matrix has
+    exactly ``m`` negative eigenvalues where ``H + J^T J / delta_c`` is positive definite (by
+    Sylvester's law, eliminating the ``-delta_c I`` block first), that is where ``H`` is
+    positive definite on the constraints' tangent space; ``M`` positive definite (its Cholesky
+    factor exists) is sufficient for it, since ``sigma <= 1 / delta_c``, and necessary once
+    ``sigma`` exceeds the negative curvature of ``H`` across the constraints (Debreu's lemma).
+    ``sigma`` is ``eps^(-1/3)`` times ``max|H| / max|J|^2``: large enough for that in all but
+    nearly degenerate problems (where a tangent Hessian that is positive definite is then
+    reported as not, and the caller's shift grows: 1 in 400 random float32 saddles, none in
+    float64), and small enough that ``M`` stays far better conditioned than at
+    ``sigma = 1 / delta_c``. One step of iterative refinement on the whole system brings the
+    backward error to a few ``eps`` (checked against NumPy on random KKT systems, saddles and
+    rank-deficient ``J`` among them).
+
+    Pure JAX, no LAPACK: batched LAPACK calls inside a vectorised ``while_loop`` hung XLA:CPU's
+    runtime (jaxlib 0.10.2, docs/constrained_benchmark.md), and two batched symmetric
+    eigensolvers (the inertia test they replace) cost ten times the rest of the iteration.
+    """
+    n, m = jac.shape[1], jac.shape[0]
+    dtype = hess.dtype
+    eps = jnp.finfo(dtype).eps
+    r1, r2 = rhs[:n], rhs[n:]
+    if m == 0:
+        solve, inertia_ok = spd_solver(hess)
+        return solve(r1), inertia_ok
+    h_scale = jnp.max(jnp.abs(hess))
+    j_scale2 = jnp.max(jnp.abs(jac)) ** 2
+    j_scale2 = jnp.where(j_scale2 > 0, j_scale2, 1.0)
+    sigma = jnp.where(h_scale > 0, eps ** (-1.0 / 3.0) * h_scale, j_scale2) / j_scale2
+    sigma = jnp.minimum(sigma, 0.5 / delta_c)
+    c = 1.0 - sigma * delta_c
+    m_solve, inertia_ok = spd_solver(hess + sigma * (jac.T @ jac))
+    m_inv_jt = m_solve(jac.T)
+    s_solve, _ = spd_solver(c * (jac @ m_inv_jt) + delta_c * jnp.eye(m, dtype=dtype))
+
+    def solve(r1, r2):
+        v = m_solve(r1 + sigma * (jac.T @ r2))
+        w = s_solve(jac @ v - r2)
+        return jnp.concatenate([v - c * (m_inv_jt @ w), w])
+
+    u = solve(r1, r2)
+    residual = rhs - jnp.concatenate([hess @ u[:n] + jac.T @ u[n:], jac @ u[:n] - delta_c * u[n:]])
+    return u + solve(residual[:n], residual[n:]), inertia_ok
 
 
 def _evaluate(problem: Problem, x):
@@ -100,7 +166,6 @@ def newton_kkt(problem: Problem, x0, y0, *, rtol, atol, max_iter, verbose=False)
         hess = jax.hessian(lambda u: problem.objective(u) - jnp.vdot(y, problem.eq(u)))(x)
         hess_d = hess + state.delta * eye_n
         delta_c = 10.0 * eps * scale_of(jac) ** 2
-        kkt = jnp.block([[hess_d, -jac.T], [jac, -delta_c * jnp.eye(m, dtype=dtype)]])
         # Solved for the change dy of the multipliers (not y+ itself), so that delta_c does not
         # move the fixed point: at a KKT point the right-hand side and the step vanish.
         # The two right-hand sides apart (one factorisation) split the step into its tangential
@@ -109,8 +174,9 @@ def newton_kkt(problem: Problem, x0, y0, *, rtol, atol, max_iter, verbose=False)
         rhs = jnp.stack(
             [-jnp.concatenate([grad - jac.T @ y, zeros_m]), -jnp.concatenate([zeros_n, h])], axis=1
         )
-        parts = jnp.linalg.solve(kkt, rhs)
-        finite = jnp.all(jnp.isfinite(parts))
+        parts, inertia_ok = kkt_solve(hess_d, jac, rhs, delta_c)
+        parts = jnp.where(np.arange(n + m)[:, None] < n, parts, -parts)  # unknowns (dx, -dy)
+        finite = inertia_ok & jnp.all(jnp.isfinite(parts))
         parts = jnp.where(finite, parts, 0.0)
         sol = parts[:, 0] + parts[:, 1]
         dx, dy, dx_t = sol[:n], sol[n:], parts[:n, 0]
@@ -121,25 +187,17 @@ def newton_kkt(problem: Problem, x0, y0, *, rtol, atol, max_iter, verbose=False)
         # to |H| itself: against a scale floored at 1, a convex QP's Hessian of 2e-10 (x ~ 1e5)
         # counted as negative curvature, and the shifted steps crawled (MAX_ITER). A zero
         # curvature (H = 0 along the step, no shift yet) is rejected all the same.
+        # The step's own curvature misses a direction of negative curvature that it does not
+        # point along (the Newton step of a quadratic goes to its stationary point, a saddle
+        # where the reduced Hessian is indefinite, which then passed the KKT test with SUCCESS):
+        # kkt_solve's factorisation also tells whether H_d is positive definite on the
+        # constraints' tangent space (the KKT matrix's inertia); where not, the step is rejected.
         curv_t = jnp.vdot(dx_t, hess_d @ dx_t)
         hess_scale = jnp.max(jnp.abs(hess), initial=0.0)
         dx_t2 = jnp.vdot(dx_t, dx_t)
         curv_ok = (
             finite & (curv_t >= jnp.sqrt(eps) * hess_scale * dx_t2) & ((curv_t > 0) | (dx_t2 == 0))
         )
-        # The step's own curvature misses a direction of negative curvature that it does not
-        # point along: the Newton step of a quadratic goes to its stationary point, a saddle
-        # where the reduced Hessian is indefinite, which then passed the KKT test with SUCCESS.
-        # The inertia tells: the symmetric KKT matrix has m negative eigenvalues exactly where
-        # H_d is positive definite on the constraints' tangent space (by Sylvester's law, those
-        # of -delta_c I and of H_d + J^T J / delta_c). More, and the step is rejected too.
-        if m:
-            sym = jnp.block([[hess_d, jac.T], [jac, -delta_c * jnp.eye(m, dtype=dtype)]])
-        else:
-            sym = hess_d
-        n_negative = jnp.sum(jnp.linalg.eigvalsh(sym) < -jnp.sqrt(eps) * hess_scale)
-        inertia_ok = n_negative <= m
-        curv_ok = curv_ok & inertia_ok
 
         # The merit takes the new multipliers y+: by the first KKT row its slope along dx is
         # then -dx^T H_d dx - rho |h|^2 (with J dx = -h), and rho need only cover negative
@@ -179,14 +237,16 @@ def newton_kkt(problem: Problem, x0, y0, *, rtol, atol, max_iter, verbose=False)
         # and the search crept along the curved constraint in steps of 1e-4.
         delta0 = 1e-4 * scale_of(hess)
         revealed = 2.0 * (state.delta - curv_t / jnp.maximum(jnp.vdot(dx_t, dx_t), eps))
-        # (wrong inertia: twice past H's most negative curvature, which covers the tangent's)
-        lowest = jnp.min(jnp.linalg.eigvalsh(hess))
-        revealed = jnp.where(inertia_ok, revealed, jnp.maximum(revealed, -2.0 * lowest))
+        # (wrong inertia, no step: twice past Gershgorin's bound on H's lowest eigenvalue, which
+        # covers the tangent's curvature)
+        revealed = jnp.where(inertia_ok, revealed, -2.0 * gershgorin_lowest(hess))
         grown = jnp.maximum(delta0, 10.0 * state.delta)
         delta = jnp.where(
             accept,
             jnp.where(state.delta * 0.25 < 1e-3 * delta0, 0.0, state.delta * 0.25),
-            jnp.where(curv_ok, grown, jnp.maximum(grown, jnp.where(finite, revealed, 0.0))),
+            jnp.where(
+                curv_ok, grown, jnp.maximum(grown, jnp.where(finite | ~inertia_ok, revealed, 0.0))
+            ),
         ).astype(dtype)
         rho = jnp.where(accept, jnp.maximum(1.0, 0.5 * rho), state.rho)
         new = KKTState(x_new, y_new, value, grad_new, h_new, jac_new, rho, delta)
@@ -231,7 +291,7 @@ def newton_kkt(problem: Problem, x0, y0, *, rtol, atol, max_iter, verbose=False)
     value, grad, h, jac = _evaluate(problem, x0)
     if y0 is None:  # least-squares multipliers: min |grad F - J^T y|
         gram = jac @ jac.T + eps * scale_of(jac) ** 2 * jnp.eye(m, dtype=dtype)
-        y0 = jnp.linalg.solve(gram, jac @ grad)
+        y0 = chol_solve(cholesky(gram), jac @ grad)
         y0 = jnp.where(jnp.all(jnp.isfinite(y0)), y0, 0.0)
     state = KKTState(
         x0,

@@ -137,3 +137,48 @@ def _solve_rolled(low, b, rdiag):
 
     x = lax.fori_loop(0, k, backward, lax.fori_loop(0, k, forward, z))
     return x if b.ndim == 2 else x[:, 0]
+
+
+def spd_solver(a):
+    """``(solve, pd)`` for a symmetric ``(k, k)`` matrix ``a``: ``solve(b) = a^{-1} b`` (``b`` a
+    vector or a matrix of columns) by one factorisation, and whether ``a`` is (numerically)
+    positive definite (where not, ``solve`` gives NaN).
+
+    Up to ``UNROLL`` the Cholesky factor and unrolled substitutions; above, :func:`inverse_cholesky`
+    and ``a^{-1}`` itself, so that each solve is one batched product: the rolled substitutions
+    take ``2k`` dependent steps per solve, each a pass over the batch's factors (1000 KKT
+    systems of size 12 with three right-hand-side solves: 16 ms, against 4 ms this way).
+    """
+    if a.shape[-1] <= UNROLL:
+        low = cholesky(a)
+        return (lambda b: chol_solve(low, b)), jnp.all(jnp.isfinite(low))
+    inv_low = inverse_cholesky(a)
+    a_inv = inv_low.T @ inv_low
+    return (lambda b: a_inv @ b), jnp.all(jnp.isfinite(inv_low))
+
+
+def inverse_cholesky(a):
+    """``L^{-1}`` for the lower Cholesky factor ``L`` of a symmetric positive-definite ``(k, k)``
+    matrix (NaN if not PD), so that ``a^{-1} = L^{-T} L^{-1}``, in a ``fori_loop`` over the columns.
+
+    Symmetric Gaussian elimination that records its row operations: each step ``j`` subtracts
+    ``l_i = a_ij / a_jj`` times row ``j`` from the rows ``i > j`` of ``a`` (its trailing block,
+    as :func:`cholesky` does) and of ``W`` (from ``I``), so that ``W a W^T = diag(pivots)``, and
+    ``L^{-1} = diag(pivots)^{-1/2} W``: twice the work of the factor alone, and no substitution.
+    """
+    k = a.shape[-1]
+    idx = np.arange(k)
+
+    def step(j, carry):
+        a, w, piv = carry
+        on_j = idx == j
+        col = _pick(a, on_j)  # (row j = column j: a stays symmetric)
+        p = jnp.sum(jnp.where(on_j, col, 0.0))
+        mult = jnp.where(idx > j, col * (1.0 / p), 0.0)
+        a = a - (p * mult)[:, None] * mult[None, :]
+        w = w - mult[:, None] * _pick(w, on_j)[None, :]
+        return a, w, jnp.where(on_j, p, piv)
+
+    init = (a, jnp.eye(k, dtype=a.dtype), jnp.zeros((k,), a.dtype))
+    _, w, piv = lax.fori_loop(0, k, step, init)
+    return (1.0 / jnp.sqrt(jnp.where(piv > 0, piv, jnp.nan)))[:, None] * w
