@@ -54,8 +54,8 @@ from ._constrained_problem import (
     violation_tolerance,
 )
 from ._driver import iterate, make_progress
-from ._fit_linalg import chol_solve, cholesky, diagonal, spd_solver
 from ._linesearch import backtracking
+from ._small_linalg import chol_solve, cholesky, diagonal, spd_solver
 from ._status import Status
 from ._tree import tree_step_small
 

@@ -27,7 +27,6 @@ from ._fit_data import (
     to_internal,
     weights,
 )
-from ._fit_linalg import diagonal, gram
 from ._fit_lm import (
     DEFAULT_MAX_ITER,
     METHODS,
@@ -43,6 +42,7 @@ from ._fit_lm import (
 from ._fit_losses import LOSSES, robust_scale
 from ._fit_stats import FitResult, fit_statistics, spd_inverse
 from ._implicit import solve_with_implicit_grad
+from ._small_linalg import diagonal, gram
 from ._static import static_function
 from ._status import Status
 from ._tree import (

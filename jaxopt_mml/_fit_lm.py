@@ -73,9 +73,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._driver import make_progress
-from ._fit_linalg import chol_solve, cholesky, diagonal, gram
 from ._fit_losses import robust_cost, robust_scale_with_factor
 from ._linesearch import backtracking
+from ._small_linalg import chol_solve, cholesky, diagonal, gram
 from ._status import Status
 
 METHODS = ("lm", "gauss-newton", "gradient-descent")

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ._fit_linalg import diagonal
+from ._small_linalg import diagonal
 from ._special import gammaincc
 from ._tree import as_inexact
 

@@ -14,7 +14,7 @@ import pytest
 
 import jaxopt_mml as mml
 from jaxopt_mml._constrained_kkt import gershgorin_lowest, kkt_solve
-from jaxopt_mml._fit_linalg import UNROLL, inverse_cholesky, spd_solver
+from jaxopt_mml._small_linalg import UNROLL, inverse_cholesky, spd_solver
 from tests.zoo.jaxprs import primitives
 
 LAPACK = {"lu", "eigh", "cholesky", "triangular_solve", "qr", "svd", "householder_product"}

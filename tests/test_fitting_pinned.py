@@ -15,8 +15,8 @@ import scipy.stats
 
 import jaxopt_mml as mml
 from jaxopt_mml import Status
-from jaxopt_mml._fit_linalg import UNROLL, chol_solve, cholesky
 from jaxopt_mml._fit_stats import spd_inverse
+from jaxopt_mml._small_linalg import UNROLL, chol_solve, cholesky
 from tests.zoo.fitting import exp_decay
 
 EPS = np.finfo(np.float64).eps

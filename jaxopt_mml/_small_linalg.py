@@ -1,8 +1,9 @@
-"""Small dense symmetric solves for the fitting iterations (private).
+"""Small dense symmetric positive-definite solves in the solvers' iterations (private).
 
 Fits have few parameters (k of 2 to a dozen), and batched fits solve one small ``k x k`` system per
-dataset per iteration. LAPACK calls on such tiny matrices cost more in dispatch and compile time
-than in arithmetic, so the Cholesky factorisation and its triangular solves are written as ``k``
+dataset per iteration; the constrained Newton-KKT step two per problem (``_constrained_kkt``).
+LAPACK calls on such tiny matrices cost more in dispatch and compile time than in arithmetic
+(and batched inside a vectorised ``while_loop`` they hung XLA:CPU's runtime, jaxlib 0.10.2), so the Cholesky factorisation and its triangular solves are written as ``k``
 column steps of vector operations: vectorised across the batch by ``vmap`` and fused by XLA.
 Up to ``UNROLL`` parameters the steps are unrolled (the fastest program); above, they run in a
 ``lax.fori_loop``, as the triangular solves' ``O(k^2)`` unrolled scalar updates made XLA:CPU's
