@@ -21,7 +21,7 @@ from ._roots_bracket import bisection, bracketed_newton
 from ._roots_common import (
     RootResult,
     broadcast_problem,
-    check_real_output,
+    check_floating_output,
     check_scalar_output,
     float_dtype,
     make_result,
@@ -138,7 +138,8 @@ def newton_raphson(
 
     Raises:
         ValueError: when ``f``'s output shape differs from ``x``'s, or shapes do not broadcast.
-        TypeError: for unknown options (scipy's names are pointed to ours).
+        TypeError: for unknown options (scipy's names are pointed to ours), or when ``f``
+            returns integer, boolean or complex values (Newton needs a real floating ``f``).
 
     Example:
         >>> import jax.numpy as jnp, jaxopt_mml as mml
@@ -221,6 +222,7 @@ def _newton_jit(x0, args, *, f, elementwise, rtol, atol, max_iter, ls_steps) -> 
                 "a scalar; f must return one value per unknown. To solve one equation per element "
                 "of args, pass elementwise=True (x0 is broadcast against args)."
             )
+        check_floating_output("newton_raphson", out)
         x, fun, status, n_iter = _scalar_with_grad(g, x0, args, opts)
         return make_result(x, fun, status, n_iter, _scalar_n_fev(n_iter))
     opts["ls_steps"] = _SYSTEM_LS_STEPS if ls_steps is None else ls_steps
@@ -257,7 +259,8 @@ def _newton_elementwise(f, x0, args, dtype, opts) -> RootResult:
         args_flat,
         in_axes,
     )
-    check_scalar_output("newton_raphson", f, dtype, args_elem)
+    out = check_scalar_output("newton_raphson", f, dtype, args_elem)
+    check_floating_output("newton_raphson", out)
     n = int(np.prod(shape))
     if n == 0:  # nothing to solve (the masked iteration's reductions need an element)
         empty = jnp.zeros((0,), jnp.int32)
@@ -287,7 +290,7 @@ def _newton_elementwise(f, x0, args, dtype, opts) -> RootResult:
 
 def _newton_system(f, x0, args, dtype, opts) -> RootResult:
     out = jax.eval_shape(lambda x, a: f(x, *a), x0, args)
-    check_real_output(out)
+    check_floating_output("newton_raphson", out)
     in_struct = jax.tree.structure(x0)
     out_struct = jax.tree.structure(out)
     in_shapes = [u.shape for u in jax.tree.leaves(x0)]

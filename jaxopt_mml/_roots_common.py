@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from . import _tree
 from ._backend import wide_backend
 from ._status import Status
 from ._tree import PyTree
@@ -116,6 +117,16 @@ def check_real_output(out) -> None:
             )
 
 
+def check_floating_output(func: str, out) -> None:
+    """For Newton's methods ``f``'s output must be floating-point: an integer one (``floor(x)``
+    cast to int) has a zero derivative everywhere, which ended in ``SINGULAR`` (or ``SUCCESS``
+    where it happened to be 0). A TypeError naming ``func`` and ``f``; complex first gets
+    :func:`check_real_output`'s advice. (Bisection takes integer outputs: it needs only signs.)"""
+    check_real_output(out)
+    for leaf in jax.tree.leaves(out):
+        _tree.check_real_output(f"{func}: f", np.dtype(leaf.dtype))
+
+
 def wrap_scalar_f(f: Callable, dtype) -> Callable:
     """``f(x, *args)`` with its output cast to the solve dtype (args may promote it)."""
 
@@ -127,8 +138,9 @@ def wrap_scalar_f(f: Callable, dtype) -> Callable:
     return g
 
 
-def check_scalar_output(func: str, f: Callable, dtype, args_elem: tuple) -> None:
-    """In per-element mode ``f`` must map one element (and its args) to one value."""
+def check_scalar_output(func: str, f: Callable, dtype, args_elem: tuple):
+    """In per-element mode ``f`` must map one element (and its args) to one value; returns
+    ``f``'s output for one element (a shape struct)."""
     x = jax.ShapeDtypeStruct((), dtype)
     out = jax.eval_shape(lambda x, a: f(x, *a), x, args_elem)
     shape = getattr(out, "shape", None)
@@ -139,6 +151,7 @@ def check_scalar_output(func: str, f: Callable, dtype, args_elem: tuple) -> None
             "elementwise=False (newton_raphson); data shared by all elements belong in a closure, "
             "not in args (each leaf of args is split per element)."
         )
+    return out
 
 
 def broadcast_problem(func: str, arrays: dict[str, jax.Array], args: tuple):

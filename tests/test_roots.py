@@ -476,6 +476,20 @@ def test_complex_f_zero_size_and_half_precision_raise():
         np.testing.assert_allclose(float(res.x), np.sqrt(2.0), rtol=2e-2)
 
 
+def test_integer_valued_f_raises_for_newton():
+    # An integer f has a zero derivative: SINGULAR (SUCCESS where floor(x) - 1 happened to be 0)
+    step = lambda x: jnp.floor(x).astype(jnp.int32) - 1  # noqa: E731
+    for call in (
+        lambda: mml.newton_raphson(step, 2.5),
+        lambda: mml.newton_raphson(step, jnp.array([1.5, 2.5]), elementwise=True),
+        lambda: mml.newton_raphson(lambda x: x.astype(int), jnp.array([1.5, 2.5])),
+    ):
+        with pytest.raises(TypeError, match="newton_raphson: f must return real floating"):
+            call()
+    # bisection needs only signs: an integer f stays accepted there
+    assert bool(mml.bisection(step, 0.5, 2.5).success)
+
+
 def test_shape_and_option_errors():
     with pytest.raises(ValueError, match="same structure and shapes"):
         mml.newton_raphson(lambda x: x[:2], jnp.zeros(3))
