@@ -150,7 +150,7 @@ def linear_fit(
     y,
     *,
     sigma=None,
-    degree: int = 1,
+    degree: int | None = None,
     design=None,
     absolute_sigma: bool = False,
     mask=None,
@@ -176,7 +176,8 @@ def linear_fit(
         y: data, ``(N,)`` or ``(B, N)``; the fit runs in its dtype (float16 and bfloat16 data in
             float32; integer data in the default float).
         sigma: standard deviations of ``y``; None means 1.
-        degree: polynomial degree (1: a straight line ``p[0] + p[1] x``).
+        degree: polynomial degree; None (the default) means 1, a straight line
+            ``p[0] + p[1] x``. Not with ``design`` (a ValueError: the design is the whole model).
         design: a design matrix ``(N, k)`` or ``(B, N, k)`` instead of the polynomial.
         absolute_sigma, mask, nan_policy: as in :func:`curve_fit`.
 
@@ -217,7 +218,15 @@ def linear_fit(
     y_shape = np.shape(y)
     n = y_shape[-1] if y_shape else 0
     batch = y_shape[:-1]  # () for one dataset, (B,) for B
+    if design is None and degree is None:
+        degree = 1
     if design is not None:
+        # (a degree beside a design was ignored, silently: the design's columns are the model)
+        if degree is not None:
+            raise ValueError(
+                f"linear_fit: degree={degree!r} and design cannot be given together (design's "
+                "columns are the whole model); pass one of them"
+            )
         d_shape = np.shape(design)
         if len(d_shape) not in (2, 3) or d_shape[-2] != n or d_shape[:-2] not in ((), batch):
             raise ValueError(

@@ -523,6 +523,17 @@ def test_linear_fit_takes_a_numpy_integer_degree():
             mml.linear_fit(x, y, degree=bad)
 
 
+def test_linear_fit_refuses_a_degree_beside_a_design():
+    # The degree was ignored, silently, when a design was given (even degree=1 written out)
+    x = np.linspace(0.0, 1.0, 6)
+    design = np.stack([np.ones(6), x], -1)
+    for degree in (3, 1):
+        with pytest.raises(ValueError, match="degree=.*and design"):
+            mml.linear_fit(x, 1.0 + 2.0 * x, degree=degree, design=design)
+    # the default degree is a straight line
+    np.testing.assert_allclose(mml.linear_fit(x, 1.0 + 2.0 * x).params, [1.0, 2.0], rtol=1e-12)
+
+
 def test_linear_fit_refuses_complex_data():
     # A complex y (or x, sigma, design) was cast to the real dtype: its imaginary part dropped,
     # and the fit of the real part came back with SUCCESS.
