@@ -69,6 +69,7 @@ from ._tree import (
     check_callable,
     check_choice,
     check_positive_int,
+    check_prng_key,
     tree_sub,
     tree_vdot,
 )
@@ -600,7 +601,8 @@ def taylor_error(
         radius: :math:`r > 0`.
         args: Extra arguments of ``f``.
         n_samples: Number of sample points (static).
-        key: PRNG key for the multivariate samples (default ``jax.random.key(0)``).
+        key: PRNG key for the multivariate samples, ``jax.random.key(seed)`` or
+            ``jax.random.PRNGKey(seed)`` (default ``jax.random.key(0)``).
         lagrange: Also compute the Lagrange estimate (costs one order-``n+1`` expansion per sample).
         method: ``"auto"``, ``"jet"`` or ``"jacfwd"``, as for :func:`taylor_coefficients`.
 
@@ -610,7 +612,8 @@ def taylor_error(
     Raises:
         ValueError: ``order < 0``, ``radius`` not finite and positive (checked when concrete: Python
             numbers, NumPy and JAX arrays outside a trace) or ``n_samples < 1``.
-        TypeError: ``radius`` not a real number, ``x0`` complex, or ``lagrange`` not a bool.
+        TypeError: ``radius`` not a real number, ``x0`` complex, ``lagrange`` not a bool, or
+            ``key`` not one PRNG key.
 
     Example:
         >>> import jax.numpy as jnp, jaxopt_mml as mml
@@ -628,6 +631,8 @@ def taylor_error(
     n_samples = check_positive_int("n_samples", n_samples)
     lagrange = check_bool("lagrange", lagrange)  # ("no" was truthy: the bound was computed)
     check_choice("method", method, _METHODS)
+    if key is not None:  # (checked for a scalar x0 too, which draws no samples)
+        check_prng_key("key", key)
     if not isinstance(radius, jax.core.Tracer):
         concrete = np.asarray(radius)
         if not np.issubdtype(concrete.dtype, np.number) or np.iscomplexobj(concrete):

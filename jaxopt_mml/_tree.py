@@ -259,6 +259,29 @@ def check_real_output(what: str, dtype) -> None:
         raise TypeError(f"{what} must return real floating values, got dtype {dtype}")
 
 
+def check_prng_key(name: str, key: Any) -> None:
+    """One JAX PRNG key: a new-style ``jax.random.key(0)`` (0-d, a key dtype) or a raw
+    ``jax.random.PRNGKey(0)`` (uint32 of the default implementation's key shape). Anything else,
+    a batch of keys included, is a TypeError naming it (JAX's 'invalid PRNG key data' or 'split
+    accepts a single key' named no argument)."""
+    dtype = getattr(key, "dtype", None)
+    if dtype is not None and jnp.issubdtype(dtype, jax.dtypes.prng_key):
+        ok = np.shape(key) == ()
+    else:
+        raw_shape = jax.eval_shape(jax.random.PRNGKey, 0).shape
+        ok = dtype == np.uint32 and np.shape(key) == raw_shape
+    if not ok:
+        got = (
+            f"an array of dtype {dtype} and shape {np.shape(key)}"
+            if dtype is not None
+            else f"{type(key).__name__} {key!r}"
+        )
+        raise TypeError(
+            f"{name} must be one JAX PRNG key, jax.random.key(seed) or jax.random.PRNGKey(seed); "
+            f"got {got}"
+        )
+
+
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     """Validate a static string option against its allowed values."""
     if not isinstance(value, str) or value not in choices:

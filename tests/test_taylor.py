@@ -450,6 +450,27 @@ def test_taylor_error_keeps_each_leafs_dtype():
     assert err.x_worst["a"].dtype == jnp.float32
 
 
+def test_taylor_error_checks_its_key():
+    # An int key met JAX's 'invalid PRNG key data', a batch of keys 'split accepts a single key',
+    # neither naming key; for a scalar x0 (no samples drawn) any key passed silently
+    f = lambda p: jnp.sum(jnp.sin(p))  # noqa: E731
+    for bad in (
+        0,
+        jnp.array([0.0, 1.0]),
+        jnp.zeros(3, jnp.uint32),
+        jax.random.split(jax.random.key(0)),
+    ):
+        for x0 in (jnp.ones(2), 1.0):
+            with pytest.raises(TypeError, match="key must be one JAX PRNG key"):
+                mml.taylor_error(f, x0, 1, 0.1, n_samples=5, key=bad)
+    # raw and new-style keys of the same seed draw the same samples
+    raw, new = (
+        mml.taylor_error(f, jnp.ones(2), 1, 0.1, n_samples=5, key=k)
+        for k in (jax.random.PRNGKey(1), jax.random.key(1))
+    )
+    np.testing.assert_array_equal(raw.max_error, new.max_error)
+
+
 def test_taylor_error_refuses_a_complex_point():
     # a complex scalar x0 sampled the real segment alone and gave a complex lagrange_bound
     # (0.001+0j); a complex vector failed in jax.random.uniform ("must be a float dtype")
