@@ -35,7 +35,14 @@ import numpy as np
 from jax import lax
 
 from ._status import Status
-from ._tree import PyTree, check_positive_int, is_int, tree_all_finite, tree_step_small, tree_where
+from ._tree import (
+    PyTree,
+    check_int,
+    check_positive_int,
+    tree_all_finite,
+    tree_step_small,
+    tree_where,
+)
 
 __all__ = [
     "Progress",
@@ -118,10 +125,9 @@ def make_progress(
 
 def check_loop_options(max_iter: Any, history: Any) -> tuple[int, int]:
     """Validate the driver's static options; ``history=True`` means 1000 entries."""
-    # NumPy integers and bools count as such (np.int64(100) from a computation), as for the
-    # solvers' other integer options.
-    if not is_int(max_iter) or max_iter < 0:
-        raise ValueError(f"max_iter must be a non-negative int, got {max_iter!r}")
+    # NumPy integers count as such (np.int64(100) from a computation), as for the solvers' other
+    # integer options; no int ("10", 10.0) is a TypeError as there (it was a ValueError here)
+    max_iter = check_int("max_iter", max_iter, minimum=0)
     if isinstance(history, bool | np.bool_):
         history = 1000 if history else 0
     if not isinstance(history, int | np.integer) or history < 0:

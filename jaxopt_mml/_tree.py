@@ -222,13 +222,19 @@ def is_real_scalar(value: Any) -> bool:
     return np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)
 
 
-def check_positive_int(name: str, value: Any) -> int:
-    """Validate a static integer option, raising TypeError/ValueError that names it."""
+def check_int(name: str, value: Any, *, minimum: int) -> int:
+    """Validate a static integer option of at least ``minimum``, raising TypeError (no int) or
+    ValueError (too small) that names it."""
     if not is_int(value):
         raise TypeError(f"{name} must be a Python int, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
     return int(value)
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    """Validate a static integer option of at least 1, raising TypeError/ValueError that names it."""
+    return check_int(name, value, minimum=1)
 
 
 def check_bool(name: str, value: Any) -> bool:

@@ -449,6 +449,18 @@ def test_bad_input():
         mml.optax_minimise(zoo.booth, jnp.zeros(2), "adam")
 
 
+def test_a_max_iter_that_is_no_int_is_a_type_error():
+    # "10" and 10.0 were a ValueError here, a TypeError for the root finders and curve_fit
+    for solver in (mml.bfgs, mml.lbfgs, mml.newton_minimise, _gd, _optax_lbfgs):
+        for bad in ("10", 10.0):
+            with pytest.raises(TypeError, match="max_iter must be a Python int"):
+                solver(zoo.booth, jnp.zeros(2), max_iter=bad)
+    with pytest.raises(ValueError, match="max_iter must be >= 0"):
+        mml.bfgs(zoo.booth, jnp.zeros(2), max_iter=-1)
+    res = mml.bfgs(zoo.booth, jnp.zeros(2), max_iter=np.int64(0))  # the start alone
+    assert int(res.n_iter) == 0 and int(res.status) == Status.MAX_ITER
+
+
 def test_float_options_may_be_traced_and_are_checked():
     # The module's contract: tolerances and a fixed step size are traced (they failed in float()).
     np.testing.assert_allclose(
