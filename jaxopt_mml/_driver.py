@@ -130,7 +130,11 @@ def check_loop_options(max_iter: Any, history: Any) -> tuple[int, int]:
     max_iter = check_int("max_iter", max_iter, minimum=0)
     if isinstance(history, bool | np.bool_):
         history = 1000 if history else 0
-    if not isinstance(history, int | np.integer) or history < 0:
+    if not isinstance(history, int | np.integer):  # ("10" was a ValueError, as max_iter's was)
+        raise TypeError(
+            f"history must be a bool or an int, got {type(history).__name__} {history!r}"
+        )
+    if history < 0:
         raise ValueError(f"history must be a bool or a non-negative int, got {history!r}")
     return int(max_iter), int(history)
 

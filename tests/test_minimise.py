@@ -459,6 +459,11 @@ def test_a_max_iter_that_is_no_int_is_a_type_error():
         mml.bfgs(zoo.booth, jnp.zeros(2), max_iter=-1)
     res = mml.bfgs(zoo.booth, jnp.zeros(2), max_iter=np.int64(0))  # the start alone
     assert int(res.n_iter) == 0 and int(res.status) == Status.MAX_ITER
+    for bad in ("10", 10.0):  # history likewise
+        with pytest.raises(TypeError, match="history must be a bool or an int"):
+            mml.bfgs(zoo.booth, jnp.zeros(2), history=bad)
+    with pytest.raises(ValueError, match="non-negative"):
+        mml.bfgs(zoo.booth, jnp.zeros(2), history=-1)
 
 
 def test_float_options_may_be_traced_and_are_checked():
