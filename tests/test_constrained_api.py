@@ -354,18 +354,27 @@ def test_vmapped_augmented_lagrangian_equals_a_loop_and_differentiates():
         np.testing.assert_array_equal(batched.status, looped.status)
     jac_loop = jnp.stack([jax.jacfwd(solve_x)(t) for t in ts])
     chex.assert_trees_all_close(jax.vmap(jax.jacrev(solve_x))(ts), jac_loop, atol=dtol)
-    full = jax.jacfwd(jax.vmap(solve_x))(ts)  # (batch, n, batch): block diagonal
-    chex.assert_trees_all_close(jnp.einsum("iji->ij", full), jac_loop, atol=dtol)
     grad = jax.grad(lambda ts: jnp.sum(jax.vmap(solve_x)(ts)))(ts)
     chex.assert_trees_all_close(grad, jnp.sum(jac_loop, axis=1), atol=dtol)
-    nested = jax.vmap(jax.vmap(solve_x))(jnp.stack([ts, ts + 0.25]))
-    chex.assert_trees_all_close(nested[0], batched.x, atol=tol)
     if not jaxopt_mml._backend.wide_backend():  # (a CPU)
         # The sequential map: the solver's arrays hold one problem's 3 variables, not all 5
         # problems' (read in the lowered program: JAX 0.11 hides the map in a primitive of its
         # own; vectorised, the counts are 228 and 853).
         text = jax.jit(jax.vmap(solve_x)).lower(jnp.append(ts, 4.5)).as_text()
         assert text.count("tensor<3xf64>") > 10 * text.count("tensor<5x3xf64>")
+
+
+@pytest.mark.slow
+def test_vmapped_augmented_lagrangian_under_jacfwd_of_vmap_and_nested_vmap():
+    # The rest of the transformations of the test above (slow: each compiles the solve anew).
+    sequential = not jaxopt_mml._backend.wide_backend()
+    tol, dtol = (1e-12, 1e-10) if sequential else (1e-7, 1e-6)
+    ts = jnp.array([2.5, 3.0, 3.5, 4.25])
+    jac_loop = jnp.stack([jax.jacfwd(_hs35_x)(t) for t in ts])
+    full = jax.jacfwd(jax.vmap(_hs35_x))(ts)  # (batch, n, batch): block diagonal
+    chex.assert_trees_all_close(jnp.einsum("iji->ij", full), jac_loop, atol=dtol)
+    nested = jax.vmap(jax.vmap(_hs35_x))(jnp.stack([ts, ts + 0.25]))
+    chex.assert_trees_all_close(nested[0], jax.vmap(_hs35_x)(ts), atol=tol)
 
 
 @pytest.mark.slow
