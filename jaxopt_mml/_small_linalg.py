@@ -3,8 +3,9 @@
 Fits have few parameters (k of 2 to a dozen), and batched fits solve one small ``k x k`` system per
 dataset per iteration; the constrained Newton-KKT step two per problem (``_constrained_kkt``).
 LAPACK calls on such tiny matrices cost more in dispatch and compile time than in arithmetic
-(and batched inside a vectorised ``while_loop`` they hung XLA:CPU's runtime, jaxlib 0.10.2), so the Cholesky factorisation and its triangular solves are written as ``k``
-column steps of vector operations: vectorised across the batch by ``vmap`` and fused by XLA.
+(and batched inside a vectorised ``while_loop`` they hung XLA:CPU's runtime, jaxlib 0.10.2),
+so the Cholesky factorisation and its triangular solves are written as ``k`` column steps of
+vector operations: vectorised across the batch by ``vmap`` and fused by XLA.
 Up to ``UNROLL`` parameters the steps are unrolled (the fastest program); above, they run in a
 ``lax.fori_loop``, as the triangular solves' ``O(k^2)`` unrolled scalar updates made XLA:CPU's
 compile time grow steeply (a 16-parameter ``curve_fit``: 7.4 s, against 1.5 s at 8). The rolled
