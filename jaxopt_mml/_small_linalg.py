@@ -48,6 +48,8 @@ def gram(jac):
 def cholesky(a):
     """Lower Cholesky factor of a symmetric positive-definite ``(k, k)`` matrix (NaN if not PD)."""
     k = a.shape[-1]
+    if k == 0:  # (no constraints: the least-squares multipliers of none)
+        return a
     if k > UNROLL:
         return _cholesky_rolled(a)
     idx = np.arange(k)  # masks as constants in the program, not kernels
@@ -88,6 +90,8 @@ def _backward(low, z, rdiag):
 
 def chol_solve(low, b):
     """Solve ``L L^T x = b`` given the lower factor ``L`` (``b`` a vector or matrix)."""
+    if low.shape[-1] == 0:
+        return b
     rdiag = 1.0 / diagonal(low)
     if low.shape[-1] > UNROLL:
         return _solve_rolled(low, b, rdiag)

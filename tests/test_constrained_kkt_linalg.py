@@ -119,3 +119,15 @@ def test_vectorised_newton_kkt_calls_no_lapack_and_solves():
     inv = np.linalg.inv(np.asarray(cov))
     expected = (inv @ ones) * (np.asarray(budget) / (ones @ inv @ ones))[:, None]
     np.testing.assert_allclose(res.x, expected, rtol=1e-10)
+
+
+def test_newton_kkt_without_constraints_is_newton():
+    # m = 0 (method="newton-kkt" with no eq): the multipliers' 0 x 0 system and the step's
+    # positive-definiteness test of H alone; the 0 x 0 Cholesky failed to stack no columns.
+    res = mml.minimise_constrained(
+        lambda x: jnp.sum((x - 1.0) ** 2 * jnp.arange(1.0, 4.0)), jnp.zeros(3), method="newton-kkt"
+    )
+    assert bool(res.success)
+    np.testing.assert_allclose(res.x, np.ones(3), rtol=1e-12)
+    solve, pd = spd_solver(jnp.zeros((0, 0)))
+    assert bool(pd) and solve(jnp.zeros((0,))).shape == (0,)
