@@ -251,7 +251,21 @@ def _chunk_size(n: int, chunk: int) -> int:
 
 
 def make_result(x, fun, status, n_iter, n_fev, shape: tuple | None = None) -> RootResult:
-    """Assemble a :class:`RootResult` (reshaping flat per-element outputs to ``shape``)."""
+    """Assemble a :class:`RootResult` (reshaping flat per-element outputs to ``shape``).
+
+    A stop at the dtype's rounding (``PRECISION_LIMIT``, ``STAGNATED``) where ``fun`` is exactly 0
+    at the returned ``x`` is ``SUCCESS``: ``x`` is a root. (The stop is decided from ``f`` as
+    evaluated inside the loop; ``fun`` is evaluated again at the end, by code that XLA compiles
+    apart and that may round differently in the last bit, as it did for ``x**3 - 3`` with XLA's
+    optimisations off: ``fun = 0`` was reported with ``PRECISION_LIMIT``.)
+    """
+    exact = jnp.asarray(True)
+    for leaf in jax.tree.leaves(fun):  # (a system's equations: every one, in every leaf)
+        exact = exact & jnp.all(leaf == 0, axis=tuple(range(jnp.ndim(status), leaf.ndim)))
+    for leaf in jax.tree.leaves(x):
+        exact = exact & jnp.all(jnp.isfinite(leaf), axis=tuple(range(jnp.ndim(status), leaf.ndim)))
+    at_rounding = (status == int(Status.PRECISION_LIMIT)) | (status == int(Status.STAGNATED))
+    status = jnp.where(exact & at_rounding, int(Status.SUCCESS), status).astype(status.dtype)
     res = RootResult(x, fun, status == int(Status.SUCCESS), status, n_iter, n_fev)
     if shape is None:
         return res

@@ -5,7 +5,6 @@ testing: each test fails when its rule is changed."""
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 import jaxopt_mml as mml
 
@@ -138,14 +137,13 @@ def test_scalar_newton_tries_a_step_exactly_at_the_floor():
     assert float(res.x) == 1.5
 
 
-# Rounding decides it: with XLA's cheaper code (jax_disable_most_optimizations) x^3 - 3 from 1
-# returned fun = 0 exactly with PRECISION_LIMIT, not SUCCESS (found 2026-11-28, open).
-@pytest.mark.xla_default
 def test_scalar_newton_below_rounding_reports_precision_limit():
     """rtol = atol = 0 at the irrational roots of x^2 - 2 and x^3 - 3: Newton reaches them to
     rounding, the next step no longer moves x, and the dtype is named as the limit (in the
     scalar and the per-element mode alike). Where f rounds to exactly 0 at the root found (on
-    an H100, x^3 - 3 at fl(3^(1/3)): its fused multiply-add), that is success."""
+    an H100, x^3 - 3 at fl(3^(1/3)): its fused multiply-add), that is success. (This module
+    compiles with XLA's optimisations off, whose code evaluated f at the end to exactly 0 where
+    the loop's evaluation had not: fun = 0 came back with PRECISION_LIMIT.)"""
 
     def limit_or_exact_zero(res):
         statuses = np.atleast_1d(res.status)
@@ -279,3 +277,22 @@ def test_bracketed_newton_clips_x0_into_the_bracket():
         res = mml.bracketed_newton(f, 0.0, 2.0, x0=x0)
         assert mml.Status(int(res.status)) == mml.Status.SUCCESS
         np.testing.assert_allclose(res.x, 1.0, rtol=1e-12)
+
+
+def test_an_exact_zero_at_a_rounding_stop_is_success():
+    """The result's rule, whatever code XLA generates: a stop at rounding (PRECISION_LIMIT,
+    STAGNATED) with f exactly 0 at the returned x is a root; other stops, a nonzero f or a
+    system with one nonzero equation keep their status."""
+    from jaxopt_mml._roots_common import make_result
+
+    S = mml.Status
+    status = jnp.array([S.PRECISION_LIMIT, S.STAGNATED, S.PRECISION_LIMIT, S.MAX_ITER], jnp.int32)
+    fun = jnp.array([0.0, -0.0, 1e-300, 0.0])
+    one = jnp.ones(4, jnp.int32)
+    res = make_result(jnp.ones(4), fun, status, one, one)
+    assert res.status.tolist() == [S.SUCCESS, S.SUCCESS, S.PRECISION_LIMIT, S.MAX_ITER]
+    assert res.success.tolist() == [True, True, False, False]
+    system = make_result(jnp.ones(2), jnp.array([0.0, 1e-300]), status[0], one[0], one[0])
+    assert int(system.status) == S.PRECISION_LIMIT
+    system = make_result(jnp.ones(2), jnp.zeros(2), status[0], one[0], one[0])
+    assert bool(system.success)
