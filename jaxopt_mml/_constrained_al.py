@@ -349,9 +349,12 @@ def augmented_lagrangian(
         # Where rho |J|^2 is large (a constraint in large units whose gradient vanished at x0,
         # so that the scaling there left it as given) that floor exceeds the tolerance, and the
         # multipliers random-walked with c's rounding: 1e3 (1 - |x|^2) >= 0 from x = 0 sat at
-        # the solution for 100 outer iterations.
+        # the solution for 100 outer iterations. The estimate counts one rounding of c; its
+        # evaluation and the product rho J^T c round a few times over: a factor 4 (with one
+        # rounding alone, the same run stopped or not by the code XLA generated: the start
+        # 1e-6 ran to the cap with XLA's optimisations off).
         abs_jac = jnp.abs(jac)
-        floor = st.rho * (abs_jac.T @ (eps * (abs_jac @ jnp.abs(z))))
+        floor = 4.0 * st.rho * (abs_jac.T @ (eps * (abs_jac @ jnp.abs(z))))
         tol_kkt = stationarity(z, grad)
         # Each constraint of (h, g) against |J_j| |x|, J_j its Jacobian in x (in z, the slacks'
         # -I would floor it at 1).
