@@ -182,20 +182,23 @@ def _q_by_recurrence(a, x, f):
 def _temme_tail(a, f, eta):
     """``exp(-a eta^2 / 2) / sqrt(2 pi a) sum_k C_k(eta) a^-k`` (``f = eta^2 / 2``).
 
-    Horner's rule, in ``eta`` for every ``C_k`` at once, then in ``1 / a``: the powers
+    Horner's rule in ``eta`` for each ``C_k``, its coefficients Python numbers, then in
+    ``1 / a``. Each ``C_k`` is a chain of its own on arrays of ``eta``'s shape: as one Horner
+    chain on a ``(..., K)`` array sliced per ``k`` at the end (the same arithmetic, bitwise),
+    XLA:CPU emitted the chain once per slice with the constant row's indexing, and LLVM took 0.3 s
+    to compile that one kernel for 10^4 p-values (0.05 s for one). The powers
     ``eta ** arange(n)`` cost an exp and a log per entry (2.2 ms more for 10^4 p-values on a
     2-core CPU, 4% of a batched fit of 10^4 datasets), and a stack of products compiled slower.
     """
     table = _temme_coefficients(_TEMME_K, _TEMME_N)  # exact arithmetic, once, at first trace
-    d = table.astype(a.dtype)  # (K, N): C_k(eta) = sum_n d[k, n] eta^n
-    e = eta[..., None]
-    c = jnp.broadcast_to(d[:, -1], eta.shape + (_TEMME_K,))
-    for n in range(_TEMME_N - 2, -1, -1):
-        c = c * e + d[:, n]
     inv_a = 1.0 / a
-    total = c[..., _TEMME_K - 1]
-    for k in range(_TEMME_K - 2, -1, -1):
-        total = total * inv_a + c[..., k]
+    total = None
+    for k in range(_TEMME_K - 1, -1, -1):
+        row = [float(v) for v in table[k]]  # C_k(eta) = sum_n row[n] eta^n
+        c = jnp.full_like(eta, row[-1])
+        for n in range(_TEMME_N - 2, -1, -1):
+            c = c * eta + row[n]
+        total = c if total is None else total * inv_a + c
     return jnp.exp(-a * f) / jnp.sqrt(2.0 * math.pi * a) * total
 
 
