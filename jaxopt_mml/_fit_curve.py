@@ -500,7 +500,9 @@ def curve_fit(
         whose chi-squared does not change measurably near ``p0``, so that no step was ever
         accepted; a float32 parameter whose remaining effect on chi-squared is below the
         dtype's resolution; a Gauss-Newton or gradient-descent search that finds no decrease
-        where the predicted one is below ``rtol`` of chi-squared),
+        where the predicted one is below ``rtol`` of chi-squared: gradient descent in a narrow
+        valley, in float64 too, where the decrease along the gradient is below the cost's
+        rounding),
         ``MAX_ITER``, ``LINESEARCH_FAILED`` or ``SINGULAR`` (Gauss-Newton and gradient
         descent), ``INVALID_INPUT`` (NaN data under jit, or no point left to fit) or
         ``NONFINITE``. Derivatives of ``params`` with respect to

@@ -78,8 +78,12 @@ _MESSAGES = {
         "rtol/atol or use float64, or start elsewhere (for constraints, nearer to feasible)."
     ),
     Status.PRECISION_LIMIT: (
-        "the dtype cannot resolve the problem to the requested tolerances (float32 is often "
-        "the cause). Use float64 (jax.config.update('jax_enable_x64', True)) or loosen rtol/atol."
+        "the dtype cannot resolve the problem to the requested tolerances: what the method can "
+        "still gain is below the rounding of f (or chi-squared). float32 is often the cause; "
+        "with gradient descent, a narrow valley leaves decreases along the gradient below that "
+        "rounding in float64 too. Use float64 (jax.config.update('jax_enable_x64', True)), a "
+        "second-order method (Levenberg-Marquardt or Gauss-Newton for a fit; newton_minimise, "
+        "bfgs or lbfgs), or loosen rtol/atol."
     ),
     Status.COVARIANCE_UNDEFINED: (
         "the fit converged (its parameters are usable) but its covariance cannot be estimated "

@@ -225,6 +225,10 @@ def test_status_messages_say_what_to_do():
     assert "local minimum of |f|" in stagnated and "violation" in stagnated
     assert "Rescale" in stagnated and "start elsewhere" in stagnated
     assert "more points than parameters" in mml.status_message(mml.Status.COVARIANCE_UNDEFINED)
+    # PRECISION_LIMIT named the dtype alone: a float64 gradient-descent fit stalled in a narrow
+    # valley was told to use float64
+    precision = mml.status_message(mml.Status.PRECISION_LIMIT)
+    assert "gradient descent" in precision and "second-order method" in precision
 
 
 def test_points_that_hold_no_numbers_are_refused_by_name():

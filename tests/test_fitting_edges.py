@@ -761,14 +761,13 @@ def test_float32_fit_does_not_stop_early_in_a_narrow_valley():
     assert np.max(np.abs(np.asarray(fit.params, float) - ref.x) / stderr) < 0.01
 
 
-# Rounding decides it: with XLA's cheaper code (jax_disable_most_optimizations) the fit ended
-# PRECISION_LIMIT after 19918 iterations, 1e-4 from the minimum (found 2026-11-28, open).
-@pytest.mark.xla_default
 def test_gradient_descent_fit_success_means_within_rtol():
     # Gradient descent converges linearly; its step test on its own (short) steps stopped this
     # fit (condition 23) with SUCCESS 5e-5 relative from the minimum at rtol 1.5e-8. Its tests
     # now judge the Gauss-Newton step from the current point: SUCCESS within tolerance, or not
-    # SUCCESS.
+    # SUCCESS. Which failure is rounding's call: near the iteration cap the search along the
+    # gradient finds no decrease the cost can resolve (PRECISION_LIMIT after 19918 iterations
+    # with XLA's cheaper code), or the cap comes first (MAX_ITER at XLA's default).
     rng = np.random.default_rng(0)
     x = np.linspace(0.5, 2.577, 25)
     y = 3.46 * x**2.88 - 0.437 + 0.01 * rng.standard_normal(25)
@@ -781,7 +780,7 @@ def test_gradient_descent_fit_success_means_within_rtol():
     if bool(fit.success):
         np.testing.assert_allclose(fit.params, ref.params, rtol=1e-6)
     else:
-        assert int(fit.status) == Status.MAX_ITER
+        assert int(fit.status) in (Status.MAX_ITER, Status.PRECISION_LIMIT)
         np.testing.assert_allclose(fit.params, ref.params, rtol=1e-4)
 
 
