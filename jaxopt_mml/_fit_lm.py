@@ -635,9 +635,12 @@ def lm_step(problem: Problem, rtol, atol):
             noise=jnp.where(accept, 0.0, noise),
         )
         df = jnp.where(accept, cost_new - cost, 0.0)
-        failure = jnp.where(
-            lam > 1.0 / jnp.finfo(lam.dtype).eps ** 2, int(Status.STAGNATED), _RUNNING
-        )
+        # (the cap in Python floats, and below the dtype's largest number: float16's 1 / eps^2
+        # overflowed to inf in NumPy with a RuntimeWarning at trace time, and no damping
+        # could pass it)
+        info = jnp.finfo(lam.dtype)
+        cap = min(float(info.eps) ** -2, 0.5 * float(info.max))
+        failure = jnp.where(lam > cap, int(Status.STAGNATED), _RUNNING)
         progress = make_progress(new.u, new.cost, dx=h, df=df, converged=converged, failure=failure)
         return new, progress
 

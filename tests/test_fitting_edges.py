@@ -1,6 +1,8 @@
 """Edge cases of the fitting routines: bounds far away or nearly active, warm starts, empty and
 masked data, non-finite results, and static misuse (each found failing once; see the commit)."""
 
+import warnings
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -499,6 +501,18 @@ def test_bfloat16_curve_fit_runs_in_bfloat16():
         lambda xx, a, b: a * xx + b, np.asarray(x, np.float64), np.asarray(y, np.float64)
     )
     np.testing.assert_allclose(np.asarray(fit.params, np.float64), ref, atol=2e-2)
+
+
+def test_float16_curve_fit_traces_without_an_overflow():
+    # The damping's cap 1 / eps^2 (1e6) overflowed float16 in NumPy at trace time: a
+    # RuntimeWarning, and a cap of inf that no damping could pass
+    x = jnp.linspace(0.0, 1.0, 30, dtype=jnp.float16)
+    y = (2.0 * x + 1.0).astype(jnp.float16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit = mml.curve_fit(lambda xx, p: p[0] * xx + p[1], x, y, jnp.array([1.0, 0.0], x.dtype))
+    assert fit.params.dtype == jnp.float16 and bool(fit.success)
+    np.testing.assert_allclose(np.asarray(fit.params, float), [2.0, 1.0], rtol=1e-2)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
