@@ -43,6 +43,7 @@ from ._constrained_problem import (
 )
 from ._implicit import solve_with_implicit_grad, value_by_envelope
 from ._lagrange_points import LagrangePoints, lagrange_stationary_points
+from ._minimise_common import check_objective_limit
 from ._static import static_function
 from ._status import Status
 from ._tree import (
@@ -86,7 +87,8 @@ class ConstrainedResult(NamedTuple):
             steps (at most 10) are counted too, so it can exceed ``max_iter``.
         success: ``status == Status.SUCCESS``.
         status: a :class:`Status` code; ``INFEASIBLE`` when no feasible point was found (the
-            multipliers then hold the last iterate's values, which can be very large).
+            multipliers then hold the last iterate's values, which can be very large);
+            ``UNBOUNDED`` at a feasible iterate whose objective passed ``objective_limit``.
     """
 
     x: PyTree
@@ -117,6 +119,7 @@ def minimise_constrained(
     max_inner_iter: int = 50,
     implicit_diff: bool = True,
     verbose: bool = False,
+    objective_limit: float | None = -1e20,
 ) -> ConstrainedResult:
     r"""Minimise (or maximise) ``f(x, *args)`` subject to equalities, inequalities and bounds.
 
@@ -184,6 +187,16 @@ def minimise_constrained(
             Lagrangian only).
         implicit_diff: differentiate the solution implicitly through the KKT conditions.
         verbose: print each outer iteration.
+        objective_limit: stop with ``Status.UNBOUNDED`` at the first iterate that is feasible
+            (to the method's own test) where ``f`` falls below this (rises above
+            ``-objective_limit`` when maximising); default ``-1e20``, as the unconstrained
+            minimisers and MATLAB's ``ObjectiveLimit``. A problem unbounded below on its
+            feasible set (a sign error, a missing constraint or bound) is then named as such
+            instead of running to ``max_iter``. The iterates must get there: along a feasible
+            ray where ``f`` is linear, Newton-KKT's shifted steps advance about ``5e5`` per
+            iteration, so a limit at the problem's own scale (``-1e6`` where values of
+            ``1e3`` are expected) names such a problem within ``max_iter`` where ``-1e20``
+            does not. ``None`` switches the test off. Traced: a new value does not recompile.
 
     Returns:
         :class:`ConstrainedResult`.
@@ -222,12 +235,14 @@ def minimise_constrained(
     # The given tolerances checked here, before float() (which took True for 1.0, and a traced
     # value with an error that did not name the option); their defaults come from the dtype.
     default_tolerances(jnp.float64, 0.0 if rtol is None else rtol, 0.0 if atol is None else atol)
+    limit = check_objective_limit(objective_limit)
     # One jitted program per (functions, shapes, options): a repeated eager call with the same
     # f reuses the compilation; inside the caller's jit it is inlined.
     return _minimise_constrained_jit(
         as_strong_inexact(x0),
         args,
         bounds,
+        limit,
         f=static_function(f),
         eq=static_function(eq),
         ineq=static_function(ineq),
@@ -262,6 +277,7 @@ def _minimise_constrained_jit(
     x0,
     args,
     bounds,
+    limit,
     *,
     f,
     eq,
@@ -288,6 +304,8 @@ def _minimise_constrained_jit(
     # converges linearly in its outer loop and stops at sqrt(eps).
     power = 0.75 if method == "newton-kkt" else 0.5
     rtol, atol = default_tolerances(x_flat.dtype, rtol, atol, power=power)
+    # the limit on F = s f (s = -1 when maximising): f above -limit there
+    limit = jnp.asarray(limit, x_flat.dtype)
 
     def solve(guess: Primal):
         if method == "newton-kkt":
@@ -299,6 +317,7 @@ def _minimise_constrained_jit(
                 atol=atol,
                 max_iter=max_iter,
                 verbose=verbose,
+                f_limit=limit,
             )
             z = Primal(x, y, guess.y_ineq, guess.nu)
         else:
@@ -310,6 +329,7 @@ def _minimise_constrained_jit(
                 max_iter=max_iter,
                 max_inner_iter=max_inner_iter,
                 verbose=verbose,
+                f_limit=limit,
             )
         return z, (out.n_iter, out.status)
 

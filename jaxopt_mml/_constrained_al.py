@@ -165,12 +165,12 @@ def _flipped_newton_step_jvp(primals, tangents):
     return d, -solve(dg + da @ d)
 
 
-def projected_newton(fun, z0, lo, hi, omega, *, max_iter, tol, reset=None):
+def projected_newton(fun, z0, lo, hi, omega, *, max_iter, tol, reset=None, f_limit=None):
     """Minimise ``fun`` over the box ``[lo, hi]`` from ``z0`` until each component of the
     projected gradient is within ``omega`` (a scalar or one per component); returns the driver's
     output (``state.z``, ``state.grad``). ``reset(z)``, where given, moves a point to one of no
     larger ``fun`` in the box (the slacks to their minimising values): it is applied to the start
-    and along the search path."""
+    and along the search path. ``fun`` below ``f_limit`` stops the run (``UNBOUNDED``)."""
     if reset is None:
         reset = lambda z: z  # noqa: E731
     z0 = reset(z0)
@@ -277,16 +277,20 @@ def projected_newton(fun, z0, lo, hi, omega, *, max_iter, tol, reset=None):
         rtol=tol,
         atol=tol,
         name="projected newton",
+        f_limit=f_limit,
     )
 
 
 def augmented_lagrangian(
-    problem: Problem, x0, *, rtol, atol, max_iter, max_inner_iter, verbose=False
+    problem: Problem, x0, *, rtol, atol, max_iter, max_inner_iter, verbose=False, f_limit=None
 ):
     """Run the augmented-Lagrangian method from ``x0``; returns ``(Primal, DriverOutput)``.
 
     The method runs on the constraints scaled by their gradients at ``x0`` (see
     :func:`_constraint_scales`); the multipliers returned are those of the problem as given.
+    ``f_limit``: an outer iterate feasible to the KKT test's tolerance where the objective is
+    below it ends the run with ``UNBOUNDED`` (an inner run stops once the augmented Lagrangian
+    falls below it); None: no such test.
     """
     x0 = jnp.clip(x0, problem.lower, problem.upper)
     scales = _constraint_scales(problem, x0)
@@ -337,6 +341,7 @@ def augmented_lagrangian(
             max_iter=max_inner_iter,
             tol=inner_tol,
             reset=lambda z: optimal_slacks(z, st.y, st.rho),
+            f_limit=f_limit,
         )
         z, grad = inner.state.z, inner.state.grad
         c = constraints(z)
@@ -390,6 +395,8 @@ def augmented_lagrangian(
             stuck, failure, jnp.where(at_floor, int(Status.PRECISION_LIMIT), _RUNNING)
         )
         value = problem.objective(z[:n])
+        if f_limit is not None:
+            failure = jnp.where(feasible & (value < f_limit), int(Status.UNBOUNDED), failure)
         progress = make_progress(
             z[:n],
             value,
@@ -515,7 +522,8 @@ def polish(problem: Problem, z: Primal, active_ineq, out, *, rtol, atol):
     complementary = jnp.max(jnp.abs(jnp.concatenate([r.y_ineq, r.nu])), initial=0.0) <= tol_kkt
     evidence = (out.status == int(Status.SUCCESS)) | (stationary & complementary)
     keep = (
-        (out_p.status == int(Status.SUCCESS))
+        (out.status != int(Status.UNBOUNDED))
+        & (out_p.status == int(Status.SUCCESS))
         & evidence
         & is_feasible(problem, x_p, rtol, atol)
         & signs_ok

@@ -150,8 +150,11 @@ def _converged(x, y, grad, h, jac, rtol, atol):
     return jnp.all(stationary) & jnp.all(feasible)
 
 
-def newton_kkt(problem: Problem, x0, y0, *, rtol, atol, max_iter, verbose=False):
-    """Run the Newton-KKT iteration from ``(x0, y0)``; returns ``(x, y, DriverOutput)``."""
+def newton_kkt(problem: Problem, x0, y0, *, rtol, atol, max_iter, verbose=False, f_limit=None):
+    """Run the Newton-KKT iteration from ``(x0, y0)``; returns ``(x, y, DriverOutput)``.
+
+    ``f_limit``: an iterate feasible to ``sqrt(eps)`` (the stall test's measure) where the
+    objective falls below it stops the run with ``UNBOUNDED`` (None: no such test)."""
     dtype = x0.dtype
     eps = jnp.finfo(dtype).eps
     n, m = problem.n, problem.m_eq
@@ -277,6 +280,8 @@ def newton_kkt(problem: Problem, x0, y0, *, rtol, atol, max_iter, verbose=False)
             jnp.where(infeasible, int(Status.INFEASIBLE), int(Status.STAGNATED)),
         )
         failure = jnp.where(stuck, failure, _RUNNING)
+        if f_limit is not None:
+            failure = jnp.where(feasible & (value < f_limit), int(Status.UNBOUNDED), failure)
         failure = nonfinite_constraints(h_new, failure)
         progress = make_progress(
             x_new,

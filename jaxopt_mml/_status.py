@@ -101,7 +101,8 @@ _MESSAGES = {
         "the objective fell below objective_limit (default -1e20): the problem looks unbounded "
         "below. Check the objective's sign (minimising what should be maximised) and whether a "
         "constraint, bound or regularising term is missing; where values that low are real, "
-        "pass a lower objective_limit (or None). x is the first iterate found below the limit."
+        "pass a lower objective_limit (or None). x is the first iterate found below the limit "
+        "(for minimise_constrained, the first feasible one)."
     ),
 }
 

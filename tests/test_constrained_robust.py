@@ -9,6 +9,7 @@ on the tangent space of the constraints (the bordered-Hessian test).
 
 import functools
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -177,6 +178,51 @@ def test_objective_unbounded_below_is_not_success(kwargs):
     # run into SUCCESS; it must end in a failure status.
     res = mml.minimise_constrained(lambda x: x[0], jnp.array([0.0]), max_iter=30, **kwargs)
     assert not bool(res.success), (res.x, mml.Status(int(res.status)))
+
+
+@pytest.mark.parametrize(
+    "f, kwargs",
+    [
+        # Newton-KKT: min x0 on the line x1 = 1, and the same maximised
+        (lambda x: x[0], {"eq": lambda x: jnp.array([x[1] - 1.0])}),
+        (lambda x: -x[0], {"eq": lambda x: jnp.array([x[1] - 1.0]), "maximise": True}),
+        # the augmented Lagrangian: an inequality, and a bound on one side only
+        (lambda x: -x[0], {"ineq": lambda x: jnp.array([x[0] - x[1]])}),
+        (lambda x: x[0] + x[1] ** 2, {"bounds": (None, jnp.array([5.0, 5.0]))}),
+    ],
+)
+def test_objective_unbounded_on_the_feasible_set_is_unbounded(f, kwargs):
+    # These ran to max_iter (MAX_ITER, or PRECISION_LIMIT at x = 1e16): the constrained solvers
+    # had no objective_limit. A feasible iterate past the limit now says UNBOUNDED, as the
+    # unconstrained minimisers do; without a limit the run is still no success.
+    res = mml.minimise_constrained(f, jnp.array([1.0, 1.0]), objective_limit=-1e4, **kwargs)
+    assert int(res.status) == mml.Status.UNBOUNDED, mml.Status(int(res.status))
+    assert float(res.max_violation) < 1e-6
+    assert abs(float(res.value)) > 1e4
+    off = mml.minimise_constrained(
+        f, jnp.array([1.0, 1.0]), objective_limit=None, max_iter=20, **kwargs
+    )
+    assert int(off.status) not in (mml.Status.SUCCESS, mml.Status.UNBOUNDED)
+
+
+def test_objective_limit_is_traced_and_leaves_bounded_problems_alone():
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def solve(limit):
+        return mml.minimise_constrained(
+            lambda x: (x[0] - 3.0) ** 2 + x[1],
+            jnp.array([0.0, 2.0]),
+            eq=lambda x: jnp.array([x[1] - 2.0]),
+            objective_limit=limit,
+        )
+
+    near = solve(1.0)  # the minimum's value, 2, is above the limit
+    far = solve(3.0)  # below it: UNBOUNDED at the first feasible iterate past it
+    assert int(near.status) == mml.Status.SUCCESS
+    np.testing.assert_allclose(near.x, [3.0, 2.0], rtol=1e-10)
+    assert int(far.status) == mml.Status.UNBOUNDED
+    with pytest.raises(ValueError, match="objective_limit"):
+        mml.minimise_constrained(lambda x: x @ x, jnp.ones(2), objective_limit=float("nan"))
 
 
 def test_newton_kkt_step_onto_a_saddle_of_a_quadratic_is_not_success():
