@@ -193,10 +193,12 @@ def minimise_constrained(
             minimisers and MATLAB's ``ObjectiveLimit``. A problem unbounded below on its
             feasible set (a sign error, a missing constraint or bound) is then named as such
             instead of running to ``max_iter``. The iterates must get there: along a feasible
-            ray where ``f`` is linear, Newton-KKT's shifted steps advance about ``5e5`` per
-            iteration, so a limit at the problem's own scale (``-1e6`` where values of
-            ``1e3`` are expected) names such a problem within ``max_iter`` where ``-1e20``
-            does not. ``None`` switches the test off. Traced: a new value does not recompile.
+            ray where ``f`` is linear, Newton-KKT's steps grow 4x per iteration (past ``-1e20``
+            in about 60), but the augmented Lagrangian's inner steps are held at about
+            ``1 / (eps |H|)`` (``1e17`` per outer iteration in float64), so a limit at the
+            problem's own scale (``-1e6`` where values of ``1e3`` are expected) names such a
+            problem within ``max_iter`` where ``-1e20`` may not. ``None`` switches the test off.
+            Traced: a new value does not recompile.
 
     Returns:
         :class:`ConstrainedResult`.

@@ -244,9 +244,17 @@ def newton_kkt(problem: Problem, x0, y0, *, rtol, atol, max_iter, verbose=False,
         # covers the tangent's curvature)
         revealed = jnp.where(inertia_ok, revealed, -2.0 * gershgorin_lowest(hess))
         grown = jnp.maximum(delta0, 10.0 * state.delta)
+        # The shift drops to 0 once small, unless H has (next to) no curvature of its own along
+        # the step: there the unshifted step would be rejected and the shift reset to delta0,
+        # and a feasible ray where f is linear was walked in cycles of steps 1e4 to 6e5 long
+        # (objective_limit out of reach); shrinking on, the steps grow 4x per iteration (down
+        # to eps delta0, then 0 all the same).
+        h_curv = curv_t - state.delta * dx_t2  # H's own curvature along the tangential step
+        tiny = state.delta * 0.25 < 1e-3 * delta0
+        drop = tiny & ((h_curv >= state.delta * dx_t2) | (state.delta * 0.25 < eps * delta0))
         delta = jnp.where(
             accept,
-            jnp.where(state.delta * 0.25 < 1e-3 * delta0, 0.0, state.delta * 0.25),
+            jnp.where(drop, 0.0, state.delta * 0.25),
             jnp.where(
                 curv_ok, grown, jnp.maximum(grown, jnp.where(finite | ~inertia_ok, revealed, 0.0))
             ),

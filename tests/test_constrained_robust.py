@@ -205,6 +205,23 @@ def test_objective_unbounded_on_the_feasible_set_is_unbounded(f, kwargs):
     assert int(off.status) not in (mml.Status.SUCCESS, mml.Status.UNBOUNDED)
 
 
+@pytest.mark.parametrize("maximise", [False, True])
+def test_newton_kkt_reaches_the_default_objective_limit_along_a_linear_ray(maximise):
+    # With the default limit (-1e20) the linear ray x1 = 1 was walked in cycles of shifted
+    # steps 1e4 to 6e5 long (the shift dropped to 0, the next step was rejected for its zero
+    # curvature and the shift reset): 100 iterations reached x0 = -5e7, MAX_ITER. The shift
+    # now shrinks on where H has no curvature of its own along the step: UNBOUNDED.
+    sign = -1.0 if maximise else 1.0
+    res = mml.minimise_constrained(
+        lambda x: sign * x[0],
+        jnp.array([1.0, 1.0]),
+        eq=lambda x: jnp.array([x[1] - 1.0]),
+        maximise=maximise,
+    )
+    assert int(res.status) == mml.Status.UNBOUNDED, mml.Status(int(res.status))
+    assert abs(float(res.value)) > 1e20
+
+
 def test_objective_limit_is_traced_and_leaves_bounded_problems_alone():
     @jax.jit
     @chex.assert_max_traces(n=1)
