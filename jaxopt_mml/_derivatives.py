@@ -145,10 +145,12 @@ def _without_aux(f: Callable, out: Any, has_aux: bool) -> Any:
     """``f``'s output without its aux: with ``has_aux`` the first of the pair ``f`` must return.
 
     Anything else is a TypeError naming ``has_aux`` (``hessian`` indexed an array's shape
-    struct: "'ShapeDtypeStruct' object is not subscriptable")."""
+    struct: "'ShapeDtypeStruct' object is not subscriptable"). A list ``[output, aux]`` is a
+    pair, as JAX's transformations take it (refused here, it raised where ``jax.jacobian`` and
+    ``jax.hessian`` answer)."""
     if not has_aux:
         return out
-    if not isinstance(out, tuple) or len(out) != 2:
+    if not isinstance(out, tuple | list) or len(out) != 2:
         got = f"an array of shape {np.shape(out)}" if hasattr(out, "shape") else type(out).__name__
         raise TypeError(
             f"has_aux=True: f must return a pair (output, aux), got {got} "
@@ -232,7 +234,8 @@ def jacobian(
     Raises:
         ValueError: ``mode`` is not one of ``"auto"``, ``"fwd"``, ``"rev"``.
         TypeError: ``argnums`` is not an int (Python's or NumPy's) or a sequence of them, or
-            ``has_aux`` or ``holomorphic`` is not a bool.
+            ``has_aux`` or ``holomorphic`` is not a bool; when called, if ``has_aux`` is True
+            and ``f`` returns no ``(output, aux)`` pair (a tuple or a list), in every mode.
 
     Example:
         >>> import jax.numpy as jnp, jaxopt_mml as mml
@@ -251,10 +254,13 @@ def jacobian(
 
     def jac_fn(*args, **kwargs):
         chosen = mode
-        if mode == "auto":
+        if mode == "auto" or has_aux:
             # (the output alone: an aux that is no JAX type, which jax.jacrev passes through,
-            # failed eval_shape)
+            # failed eval_shape). With has_aux the pair is checked in every mode: a forced
+            # mode="fwd" with an f that returns no pair leaked a tracer (UnexpectedTracerError)
+            # where "auto" named has_aux.
             out = jax.eval_shape(lambda *a: _without_aux(f, f(*a, **kwargs), has_aux), *args)
+        if mode == "auto":
             chosen = _resolve_mode(mode, _tree_size(_selected(args, argnums)), _tree_size(out))
             # a complex output of real inputs has a Jacobian in forward mode only (jax.jacrev
             # refuses complex outputs): a wide R^n -> C^m raised where jacfwd had the answer

@@ -202,6 +202,23 @@ def test_has_aux_without_an_aux_is_named():
         mml.jacobian(tall, has_aux=True)(x)
 
 
+def test_has_aux_list_pair_and_forced_modes():
+    # jax.jacobian and jax.hessian take a list [output, aux] as the pair; mml's "auto" mode and
+    # hessian refused it ("got list"). A forced mode skipped the check: mode="fwd" with an f that
+    # returns no pair leaked a tracer (UnexpectedTracerError) where "auto" named has_aux.
+    x = jnp.array([-1.2, 1.0])
+    pair = lambda x: [rosenbrock(x), x[0]]
+    for mode in ("auto", "fwd", "rev"):
+        jac, aux = mml.jacobian(pair, mode=mode, has_aux=True)(x)
+        chex.assert_trees_all_close(jac, jax.grad(rosenbrock)(x))
+        chex.assert_trees_all_close(aux, x[0])
+        with pytest.raises(TypeError, match=r"has_aux=True: f must return a pair .* shape \(3,\)"):
+            mml.jacobian(tall, mode=mode, has_aux=True)(x)
+    h, aux = mml.hessian(pair, has_aux=True)(x)
+    chex.assert_trees_all_close(h, rosenbrock_hessian(x), rtol=1e-14)
+    chex.assert_trees_all_close(aux, x[0])
+
+
 def test_hessian_pytree_jit_vmap_no_retrace():
     f = lambda p: p["a"] ** 2 * jnp.sum(p["b"] ** 3)
     p = {"a": jnp.asarray(2.0), "b": jnp.array([1.0, -1.0])}
