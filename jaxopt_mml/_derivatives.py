@@ -254,6 +254,8 @@ def jacobian(
 
     def jac_fn(*args, **kwargs):
         chosen = mode
+        # (in every mode: a forced mode met JAX's message about `static_argnums`)
+        selected = _selected(args, argnums)
         if mode == "auto" or has_aux:
             # (the output alone: an aux that is no JAX type, which jax.jacrev passes through,
             # failed eval_shape). With has_aux the pair is checked in every mode: a forced
@@ -261,7 +263,7 @@ def jacobian(
             # where "auto" named has_aux.
             out = jax.eval_shape(lambda *a: _without_aux(f, f(*a, **kwargs), has_aux), *args)
         if mode == "auto":
-            chosen = _resolve_mode(mode, _tree_size(_selected(args, argnums)), _tree_size(out))
+            chosen = _resolve_mode(mode, _tree_size(selected), _tree_size(out))
             # a complex output of real inputs has a Jacobian in forward mode only (jax.jacrev
             # refuses complex outputs): a wide R^n -> C^m raised where jacfwd had the answer
             if any(
@@ -323,6 +325,7 @@ def hessian(
     holomorphic = check_bool("holomorphic", holomorphic)
 
     def hess_fn(*args, **kwargs):
+        _selected(args, argnums)  # (an index out of range met JAX's message about static_argnums)
         out = jax.eval_shape(lambda *a: _without_aux(f, f(*a, **kwargs), has_aux), *args)
         _check_scalar_output(f, out, "hessian")
         inner = jax.jacrev(f, argnums=argnums, has_aux=has_aux, holomorphic=holomorphic)

@@ -500,6 +500,12 @@ def test_misuse_is_named():
     # Each raised something internal (or dropped an imaginary part silently) before.
     with pytest.raises(ValueError, match="argnums 2"):
         mml.jacobian(lambda a, b: a * b, argnums=2)(1.0, 2.0)
+    # (a forced mode, and hessian, met JAX's message about `static_argnums`)
+    for mode in ("fwd", "rev"):
+        with pytest.raises(ValueError, match=r"argnums \(0, 2\) selects argument 2"):
+            mml.jacobian(lambda a, b: a * b, argnums=(0, 2), mode=mode)(1.0, 2.0)
+    with pytest.raises(ValueError, match="argnums 2 selects argument 2"):
+        mml.hessian(lambda a, b: a**2 * b, argnums=2)(1.0, 2.0)
     with pytest.raises(TypeError, match="complex where x is real"):
         mml.hvp(lambda x: jnp.sum(x**3), jnp.ones(2), jnp.ones(2) + 1j)
     with pytest.raises(TypeError, match="real x"):
