@@ -431,7 +431,11 @@ def slopes(u, b: Bounds):
         has_lo & has_hi, jnp.abs(2.0 * sa * ca), jnp.where(has_lo | has_hi, jnp.abs(u) / root, 1.0)
     )
     tiny = np.asarray(np.finfo(np.dtype(u.dtype)).tiny ** 0.25, u.dtype)
-    return jnp.where(d1 == 0, tiny, d1), d2, rel
+    # Added, not selected: where p' is exactly 0 (u exactly on the transform's flat point, where
+    # a fit onto an active two-sided bound ends) jnp.where(d1 == 0, tiny, d1) had derivative 0,
+    # and the implicit rule (which differentiates J = J_p p' once more in u) lost p'' there: the
+    # bounded parameter got the free parameter's derivative instead of 0.
+    return d1 + jnp.where(d1 == 0, tiny, 0.0), d2, rel
 
 
 @jax.custom_jvp

@@ -211,6 +211,29 @@ def test_derivative_of_a_fit_with_an_active_bound_holds_that_parameter(which):
     np.testing.assert_allclose(dp, fd, rtol=1e-5, atol=1e-8)
 
 
+def test_derivative_holds_a_parameter_ending_exactly_on_the_flat_point_of_two_sided_bounds():
+    # The offset's lower bound of [0.6, 5] is active and the fit ends with u exactly at the
+    # change of variables' flat point (p' = 0 exactly, replaced by a tiny number): the
+    # replacement by jnp.where dropped p'' from the second derivative the implicit rule takes,
+    # and the bounded parameter got the free parameter's derivative (0.17, the others off by
+    # 10-70%) instead of 0.
+    rng = np.random.default_rng(1)
+    x = np.linspace(0.0, 4.0, 12)
+    y = 2.0 * np.exp(-1.3 * x) + 0.5 + 0.05 * rng.standard_normal(12)
+    lo, hi = np.array([0.0, 0.0, 0.6]), np.array([5.0, 5.0, 5.0])
+
+    def fitp(yy):
+        return mml.curve_fit(decay, x, yy, np.array([1.0, 1.0, 0.7]), bounds=(lo, hi)).params
+
+    v = np.random.default_rng(5).standard_normal(y.shape)
+    p, dp = jax.jvp(fitp, (jnp.asarray(y),), (jnp.asarray(v),))
+    assert float(p[2]) == 0.6
+    eps = 1e-6
+    fd = (np.asarray(fitp(y + eps * v)) - np.asarray(fitp(y - eps * v))) / (2 * eps)
+    assert fd[2] == 0.0 and abs(float(dp[2])) < 1e-12
+    np.testing.assert_allclose(dp, fd, rtol=1e-5, atol=1e-8)
+
+
 def test_a_fit_does_not_stop_short_of_an_active_bound():
     # A power law whose exponent's upper bound is active: lm reported SUCCESS 2.4e-5 below
     # the bound with chi2 5e-4 above the bounded minimum (the damped steps were small).
