@@ -229,6 +229,11 @@ def _finish(model, cfg: _Config, x, y, w, bad, fit: _Fit, lo, hi, f_scale):
     status = jnp.where(
         stalled | (status == int(Status.STAGNATED)), int(Status.PRECISION_LIMIT), status
     )
+    # A Jacobian that is not finite at the result (finite residuals): the model's derivative is
+    # NaN or infinite there (sqrt(p^2) at p = 0; x = inf under nan_policy='propagate'). The
+    # step was then NaN, set to 0, and passed the step test: the fit stopped at p0 with
+    # success. (Unused points' rows are 0 here: the residuals select them away in forward mode.)
+    status = jnp.where(jnp.all(jnp.isfinite(js)), status, int(Status.NONFINITE))
     # Nothing to fit (every point masked, omitted or of zero weight): invalid input.
     status = jnp.where(bad | ~jnp.any(w != 0), int(Status.INVALID_INPUT), status)
     success = status == succ

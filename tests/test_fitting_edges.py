@@ -338,6 +338,29 @@ def test_nan_sigma_propagates_to_a_nonfinite_status():
     assert int(line.status) == Status.NONFINITE and not bool(line.success)
 
 
+@pytest.mark.parametrize("method", ["lm", "gauss-newton", "gradient-descent"])
+def test_a_non_finite_jacobian_is_nonfinite_not_success(method):
+    # A model whose derivative is NaN at p0 (sqrt(p^2) at p = 0), with finite data: the step
+    # was NaN, set to 0, and passed the step test; the fit stopped at p0 after one iteration
+    # with success True (COVARIANCE_UNDEFINED). Likewise x = inf at a used point under
+    # nan_policy='propagate' (exp(-b x) is finite there, its derivative in b NaN).
+    x = np.linspace(0.0, 4.0, 12)
+    y = 2.0 * x + 1.0 + 0.01 * np.random.default_rng(1).standard_normal(12)
+
+    def line(xx, p):
+        return jnp.sqrt(p[0] ** 2) * xx + p[1]
+
+    fit = mml.curve_fit(line, x, y, jnp.zeros(2), method=method)
+    assert int(fit.status) == Status.NONFINITE and not bool(fit.success)
+    x_inf = np.where(np.arange(12) == 3, np.inf, x)
+    yd = 2.0 * np.exp(-1.3 * x) + 0.5
+    fit = mml.curve_fit(decay, x_inf, yd, jnp.ones(3), nan_policy="propagate", method=method)
+    assert int(fit.status) == Status.NONFINITE and not bool(fit.success)
+    # the same model from a start where its derivative is finite fits as before
+    fit = mml.curve_fit(line, x, y, jnp.ones(2), method=method, max_iter=20000)
+    assert int(fit.status) == Status.SUCCESS
+
+
 def test_linear_fit_reports_non_finite_results():
     x = np.linspace(0.0, 1.0, 10)
     for y in (np.where(np.arange(10) == 2, np.nan, x), np.where(np.arange(10) == 2, np.inf, x)):
