@@ -73,6 +73,8 @@ class _InnerState(NamedTuple):
     z: jax.Array
     value: jax.Array
     grad: jax.Array
+    hess: jax.Array
+    escape: jax.Array  # a direction of negative curvature out of a stationary z, or 0
 
 
 class ALState(NamedTuple):
@@ -128,6 +130,40 @@ def _stationary(z, grad, lo, hi, tol):
     return jnp.all(jnp.abs(projected_gradient(z, grad, lo, hi)) <= tol)
 
 
+def _escape_direction(z, grad, hess, lo, hi):
+    """A direction of negative curvature out of a stationary ``z`` that stays in the box, or 0.
+
+    A projected gradient that vanishes is first-order stationarity only: where the projected
+    path clipped variables onto a bound at which their gradient is exactly 0 (bilinear terms:
+    maximise ``xyz`` on ``x + y + z = 1``, ``x, y, z >= 0`` stopped at ``(0, 0, 1)``, its
+    minimum, with SUCCESS), the point can be a saddle. Over the variables not pushed against
+    the box, the eigenvector of the Hessian's lowest eigenvalue, signed and cut so that it
+    points into the box at the bounds, is a direction of descent to second order where its
+    curvature is negative beyond ``sqrt(eps)`` of the Hessian's scale; its length is
+    ``max(1, |z|)``."""
+    dtype = z.dtype
+    eps = jnp.finfo(dtype).eps
+    held = ((z <= lo) & (grad > 0)) | ((z >= hi) & (grad < 0))
+    free = ~held
+    reduced = jnp.where(free[:, None] & free[None, :], hess, 0.0)
+    lam, vec = jnp.linalg.eigh(0.5 * (reduced + reduced.T))
+    v = jnp.where(free, vec[:, 0], 0.0)
+
+    def inward(d):
+        return jnp.where(((z <= lo) & (d < 0)) | ((z >= hi) & (d > 0)), 0.0, d)
+
+    tol = jnp.sqrt(eps) * jnp.maximum(1.0, jnp.max(jnp.abs(hess), initial=0.0))
+    best, best_curv = jnp.zeros_like(z), jnp.asarray(0.0, dtype)
+    for sign in (1.0, -1.0):
+        d = inward(sign * v)
+        d2 = jnp.vdot(d, d)
+        curv = jnp.vdot(d, hess @ d) / jnp.where(d2 > 0, d2, 1.0)
+        better = (lam[0] < -tol) & (curv < -tol) & (curv < best_curv)
+        best = jnp.where(better, d / jnp.sqrt(jnp.where(d2 > 0, d2, 1.0)), best)
+        best_curv = jnp.where(better, curv, best_curv)
+    return best * scale_of(z)
+
+
 def _flipped_solver(a, g, floor, radius):
     """``x -> (V M V^T)^{-1} x`` for the eigendecomposition ``a = V L V^T`` of a symmetric ``a``,
     with ``M = max(|L|, floor, |V^T g| / radius)``: negative curvature flipped, and no component
@@ -178,9 +214,16 @@ def projected_newton(fun, z0, lo, hi, omega, *, max_iter, tol, reset=None, f_lim
     eps = jnp.finfo(dtype).eps
     value_and_grad = jax.value_and_grad(fun)
 
+    def second_order(z, grad, hess, stationary):
+        # (only where the first-order test passes: one eigendecomposition more there)
+        return lax.cond(
+            stationary,
+            lambda: _escape_direction(z, grad, hess, lo, hi),
+            lambda: jnp.zeros_like(z),
+        )
+
     def step(st: _InnerState):
-        z, value, grad = st
-        hess = jax.hessian(fun)(z)
+        z, value, grad, hess = st.z, st.value, st.grad, st.hess
         # The band of nearly active variables (Bertsekas's epsilon): the projected step scaled
         # by the Hessian's diagonal, a Newton-like distance to the projected point. (With the
         # raw gradient, whose scale grows with the penalty rho, the band stayed at its cap of
@@ -235,12 +278,15 @@ def projected_newton(fun, z0, lo, hi, omega, *, max_iter, tol, reset=None, f_lim
             return held, newton(held), k + 1
 
         _, d, _ = lax.while_loop(more, hold, (binding, newton(binding), 0))
+        # At a first-order stationary point that is a saddle, along its negative curvature.
+        escaping = jnp.any(st.escape != 0)
+        d = jnp.where(escaping, st.escape, d)
         # Variables pushed outwards by the gradient move onto their bound (Bertsekas): the step
         # is the distance to it (a gradient step's length is off by the curvature, here up to
         # the penalty rho: too long, the projected path fails the Armijo test; scaled by the
         # Hessian's diagonal, it can stop short of the bound and the variable zigzags in and
         # out of the binding set).
-        d = jnp.where(binding, jnp.where(near_lo & (grad > 0), lo, hi) - z, d)
+        d = jnp.where(binding & ~escaping, jnp.where(near_lo & (grad > 0), lo, hi) - z, d)
 
         def path(a):
             return reset(jnp.clip(z + a * d, lo, hi))
@@ -255,7 +301,10 @@ def projected_newton(fun, z0, lo, hi, omega, *, max_iter, tol, reset=None, f_lim
         )
         z_new = jnp.where(ls.success, path(ls.step_size), z)
         value_new, grad_new = value_and_grad(z_new)
-        converged = _stationary(z_new, grad_new, lo, hi, omega)
+        hess_new = jax.hessian(fun)(z_new)
+        stationary = _stationary(z_new, grad_new, lo, hi, omega)
+        escape = second_order(z_new, grad_new, hess_new, stationary)
+        converged = stationary & jnp.all(escape == 0)
         failure = jnp.where(ls.success | converged, _RUNNING, int(Status.LINESEARCH_FAILED))
         progress = make_progress(
             z_new,
@@ -265,13 +314,16 @@ def projected_newton(fun, z0, lo, hi, omega, *, max_iter, tol, reset=None, f_lim
             converged=converged,
             failure=failure,
         )
-        return _InnerState(z_new, value_new, grad_new), progress
+        return _InnerState(z_new, value_new, grad_new, hess_new, escape), progress
 
     value0, grad0 = value_and_grad(z0)
-    done = _stationary(z0, grad0, lo, hi, omega)
+    hess0 = jax.hessian(fun)(z0)
+    stationary0 = _stationary(z0, grad0, lo, hi, omega)
+    escape0 = second_order(z0, grad0, hess0, stationary0)
+    done = stationary0 & jnp.all(escape0 == 0)
     return iterate(
         step,
-        _InnerState(z0, value0, grad0),
+        _InnerState(z0, value0, grad0, hess0, escape0),
         make_progress(z0, value0, converged=done),
         max_iter=max_iter,
         rtol=tol,

@@ -242,6 +242,32 @@ def test_objective_limit_is_traced_and_leaves_bounded_problems_alone():
         mml.minimise_constrained(lambda x: x @ x, jnp.ones(2), objective_limit=float("nan"))
 
 
+def test_augmented_lagrangian_does_not_stop_where_the_projection_left_a_saddle():
+    # The first projected step clipped x and y onto their bound 0, where the gradient of xyz
+    # (yz, xz, xy) is exactly 0: first-order stationary, and the run ended there, at the
+    # maximisation's global MINIMUM (0, 0, 1), with SUCCESS. The inner solver now leaves a
+    # stationary point along negative curvature that points into the box.
+    res = mml.minimise_constrained(
+        lambda x: x[0] * x[1] * x[2],
+        jnp.array([0.0216247, 0.95157662, 0.67006794]),
+        eq=lambda x: x.sum() - 1.0,
+        bounds=(0.0, None),
+        maximise=True,
+    )
+    assert int(res.status) == mml.Status.SUCCESS
+    np.testing.assert_allclose(res.x, [1 / 3, 1 / 3, 1 / 3], rtol=1e-7)
+    # and with inequalities: (0, 0, 2.5) was a saddle (f grows along (t, t, 0)) after 1 iteration
+    res = mml.minimise_constrained(
+        lambda x: x[0] * x[1] + x[2] - 0.1 * x @ x,
+        jnp.array([0.1, 0.2, 0.3]),
+        ineq=lambda x: jnp.array([4 - x[0] ** 2 - x[1] ** 2, 3 - x[2] - x[0]]),
+        bounds=(0.0, 2.5),
+        maximise=True,
+    )
+    assert int(res.status) == mml.Status.SUCCESS
+    np.testing.assert_allclose(res.x, [1.2205502, 1.5843791, 1.7794498], rtol=1e-6)
+
+
 def test_newton_kkt_step_onto_a_saddle_of_a_quadratic_is_not_success():
     # x0^2 - x1^2 + x2^2 on the plane x2 = 1 is unbounded below (along x1); its one stationary
     # point there, (0, 0, 1), is a saddle. The Newton step from (0.5, 0.2, 0) lands on it, and
