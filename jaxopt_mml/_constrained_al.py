@@ -73,7 +73,6 @@ class _InnerState(NamedTuple):
     z: jax.Array
     value: jax.Array
     grad: jax.Array
-    hess: jax.Array
     escape: jax.Array  # a direction of negative curvature out of a stationary z, or 0
 
 
@@ -214,16 +213,23 @@ def projected_newton(fun, z0, lo, hi, omega, *, max_iter, tol, reset=None, f_lim
     eps = jnp.finfo(dtype).eps
     value_and_grad = jax.value_and_grad(fun)
 
-    def second_order(z, grad, hess, stationary):
-        # (only where the first-order test passes: one eigendecomposition more there)
+    def second_order(z, grad, stationary):
+        # Only at a first-order stationary point where a variable sits on a bound that its
+        # gradient does not push it against (the projection's doing; an interior saddle is
+        # what the flipped Newton steps avoid): there one Hessian and one eigendecomposition
+        # more, elsewhere nothing (the bounded portfolios ran 40% slower with the test at
+        # every stationary point).
+        held = ((z <= lo) & (grad > 0)) | ((z >= hi) & (grad < 0))
+        loose = jnp.any(((z <= lo) | (z >= hi)) & ~held)
         return lax.cond(
-            stationary,
-            lambda: _escape_direction(z, grad, hess, lo, hi),
+            stationary & loose,
+            lambda: _escape_direction(z, grad, jax.hessian(fun)(z), lo, hi),
             lambda: jnp.zeros_like(z),
         )
 
     def step(st: _InnerState):
-        z, value, grad, hess = st.z, st.value, st.grad, st.hess
+        z, value, grad = st.z, st.value, st.grad
+        hess = jax.hessian(fun)(z)
         # The band of nearly active variables (Bertsekas's epsilon): the projected step scaled
         # by the Hessian's diagonal, a Newton-like distance to the projected point. (With the
         # raw gradient, whose scale grows with the penalty rho, the band stayed at its cap of
@@ -301,9 +307,8 @@ def projected_newton(fun, z0, lo, hi, omega, *, max_iter, tol, reset=None, f_lim
         )
         z_new = jnp.where(ls.success, path(ls.step_size), z)
         value_new, grad_new = value_and_grad(z_new)
-        hess_new = jax.hessian(fun)(z_new)
         stationary = _stationary(z_new, grad_new, lo, hi, omega)
-        escape = second_order(z_new, grad_new, hess_new, stationary)
+        escape = second_order(z_new, grad_new, stationary)
         converged = stationary & jnp.all(escape == 0)
         failure = jnp.where(ls.success | converged, _RUNNING, int(Status.LINESEARCH_FAILED))
         progress = make_progress(
@@ -314,16 +319,15 @@ def projected_newton(fun, z0, lo, hi, omega, *, max_iter, tol, reset=None, f_lim
             converged=converged,
             failure=failure,
         )
-        return _InnerState(z_new, value_new, grad_new, hess_new, escape), progress
+        return _InnerState(z_new, value_new, grad_new, escape), progress
 
     value0, grad0 = value_and_grad(z0)
-    hess0 = jax.hessian(fun)(z0)
     stationary0 = _stationary(z0, grad0, lo, hi, omega)
-    escape0 = second_order(z0, grad0, hess0, stationary0)
+    escape0 = second_order(z0, grad0, stationary0)
     done = stationary0 & jnp.all(escape0 == 0)
     return iterate(
         step,
-        _InnerState(z0, value0, grad0, hess0, escape0),
+        _InnerState(z0, value0, grad0, escape0),
         make_progress(z0, value0, converged=done),
         max_iter=max_iter,
         rtol=tol,
