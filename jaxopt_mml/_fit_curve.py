@@ -20,6 +20,7 @@ from ._fit_data import (
     check_values,
     is_concrete,
     make_bounds,
+    may_drop,
     resolution,
     shared_x_for,
     slopes,
@@ -261,7 +262,7 @@ def _fit_one(model, cfg: _Config, x, y, w, bad, p0, lo, hi, f_scale):
     return _finish(model, cfg, x, y, _opaque(w), bad, fit, lo, hi, f_scale)
 
 
-def _fit_batched(model, cfg: _Config, x, y, w, bad, p0, lo, hi, f_scale):
+def _fit_batched(model, cfg: _Config, x, y, w, bad, p0, lo, hi, f_scale, *, dropping=True):
     """Fit B datasets through the driver's pool of lanes (:func:`iterate_pool`).
 
     A vmapped while loop runs until its slowest member stops. Instead, each loop turn advances
@@ -295,7 +296,7 @@ def _fit_batched(model, cfg: _Config, x, y, w, bad, p0, lo, hi, f_scale):
     fits = _Fit(out.state, out.n_iter, out.status)
 
     def finish(xx, yy, ww, bb, ff):
-        if not cfg.data.x_batched:
+        if not cfg.data.x_batched and dropping:
             xx = shared_x_for(xx, ww != 0)
         return _finish(model, cfg, xx, yy, ww, bb, ff, lo, hi, f_scale)
 
@@ -378,7 +379,8 @@ def _fit_impl(model, cfg: _Config, x, y, sigma, mask, p0, lo, hi, f_scale):
             one(p0, cfg.p0_batched),
         )
         return jax.tree.map(lambda s: jnp.zeros((0,) + s.shape, s.dtype), shapes)
-    return _fit_batched(model, cfg, x, y, w, bad, p0, lo, hi, f_scale)
+    dropping = may_drop(sigma, mask, cfg.nan_policy)
+    return _fit_batched(model, cfg, x, y, w, bad, p0, lo, hi, f_scale, dropping=dropping)
 
 
 _fit_jit = jax.jit(_fit_impl, static_argnums=(0, 1))

@@ -979,6 +979,32 @@ def test_derivatives_ignore_non_finite_x_at_masked_points():
     assert np.all(np.isfinite(batched))
 
 
+@pytest.mark.parametrize("pad", ["mask", "sigma"])
+def test_derivatives_ignore_padding_where_the_model_is_singular(pad):
+    # Padding at x = 0, dropped by mask=False or sigma=inf, of a model singular there (log x):
+    # the fit equalled the one without the padding, but reverse-mode derivatives of chi2 and
+    # stderr multiplied the zero cotangent there by the model's infinite partials (NaN at every
+    # used point). Unused points now see a used point's x.
+    rng = np.random.default_rng(1)
+    x = np.linspace(0.5, 4.0, 10)
+    y = 2.0 * np.log(x) + 1.0 + 0.05 * rng.standard_normal(10)
+    xp, yp = np.concatenate([x, np.zeros(3)]), np.concatenate([y, np.zeros(3)])
+    used = np.arange(13) < 10
+    opts = {"mask": used} if pad == "mask" else {"sigma": np.where(used, 1.0, np.inf)}
+    p0 = jnp.array([1.0, 1.0])
+
+    def model(xx, p):
+        return p[0] * jnp.log(xx) + p[1]
+
+    def stats(fit):
+        return fit.chi2 + jnp.sum(fit.stderr)
+
+    ref = jax.grad(lambda yy: stats(mml.curve_fit(model, x, yy, p0)))(y)
+    got = jax.grad(lambda yy: stats(mml.curve_fit(model, xp, yy, p0, **opts)))(yp)
+    np.testing.assert_allclose(got[:10], ref, rtol=1e-6, atol=1e-12)
+    np.testing.assert_array_equal(got[10:], 0.0)
+
+
 def test_f_scale_that_is_no_real_number_is_refused_by_name():
     # A string met NumPy's "could not convert string to float", None Python's float() message,
     # and True fitted as f_scale = 1.0
