@@ -262,7 +262,7 @@ def _fit_one(model, cfg: _Config, x, y, w, bad, p0, lo, hi, f_scale):
     return _finish(model, cfg, x, y, _opaque(w), bad, fit, lo, hi, f_scale)
 
 
-def _fit_batched(model, cfg: _Config, x, y, w, bad, p0, lo, hi, f_scale, *, dropping=True):
+def _fit_batched(model, cfg: _Config, x, y, w, bad, p0, lo, hi, f_scale, *, dropping):
     """Fit B datasets through the driver's pool of lanes (:func:`iterate_pool`).
 
     A vmapped while loop runs until its slowest member stops. Instead, each loop turn advances
