@@ -118,6 +118,50 @@ def test_p_value_float32():
     assert np.all(np.asarray(got)[~keep] < 1e-28)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16])
+def test_temme_rows_leave_out_less_than_the_rounding(dtype):
+    # Temme's series keeps, per dtype, the terms of each C_k(eta) a^-k that can matter where it is
+    # used (a > 20, -0.7 <= x / a - 1 <= 1): what it leaves out, bounded term by term, is below
+    # eps / 16 of the smallest sum there.
+    from jaxopt_mml import _special
+
+    t = np.linspace(*_special._TEMME_T, 2001)
+    eta = np.sign(t) * np.sqrt(2.0 * (t - np.log1p(t)))
+    assert np.abs(eta).max() <= _special._TEMME_ETA_MAX
+    full = _special._temme_coefficients(_special._TEMME_K, 60)
+    sums = sum(np.polyval(row[::-1], eta) * 20.0**-k for k, row in enumerate(full))
+    assert np.abs(sums).min() >= _special._TEMME_MIN_SUM
+    rows = _special._temme_rows(np.dtype(dtype))
+    left_out = 0.0
+    for k, row in enumerate(full):
+        kept = len(rows[k]) if k < len(rows) else 0
+        np.testing.assert_array_equal(rows[k] if kept else [], row[:kept])
+        n = np.arange(kept, row.size)
+        left_out += np.sum(np.abs(row[kept:]) * _special._TEMME_ETA_MAX**n) * 20.0**-k
+    assert left_out <= np.finfo(dtype).eps * _special._TEMME_MIN_SUM / 16
+    assert sum(map(len, rows)) < {np.float64: 270, np.float32: 60, np.float16: 20}[dtype]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_temme_tail_is_the_same_on_cpu_and_accelerators(monkeypatch, dtype):
+    # The series runs as one chain per C_k on a CPU and on a (..., K) array on a GPU or TPU
+    # (compile time: each form is slow to compile on the other): the same arithmetic.
+    from jaxopt_mml import _special
+
+    rng = np.random.default_rng(3)
+    a = rng.uniform(20.5, 3000.0, 4000)
+    t = rng.uniform(*_special._TEMME_T, a.size)
+    f = t - np.log1p(t)
+    args = [jnp.asarray(v, dtype) for v in (a, f, np.sign(t) * np.sqrt(2.0 * f))]
+    values = []
+    for wide in (False, True):
+        monkeypatch.setattr(_special, "wide_backend", lambda wide=wide: wide)
+        tail = jax.jit(lambda *v: _special._temme_tail(*v))  # a new function: traced anew
+        values.append(np.asarray(tail(*args)))
+    assert values[0].dtype == dtype
+    np.testing.assert_allclose(values[1], values[0], rtol=4 * np.finfo(dtype).eps, atol=0)
+
+
 def test_p_value_edge_cases():
     chi2 = jnp.asarray([0.0, -1.0, jnp.inf, jnp.nan, 3.0, 3.0, 3.0, 3.0, 1e-300])
     dof = jnp.asarray([3.0, 3.0, 3.0, 3.0, 0.0, -1.0, jnp.nan, jnp.inf, 2.0])
