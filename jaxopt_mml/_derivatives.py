@@ -103,6 +103,8 @@ def _check_argnums(argnums: Any) -> int | tuple[int, ...]:
     if is_int(argnums):
         return int(argnums)
     if isinstance(argnums, list | tuple) and all(is_int(i) for i in argnums):
+        if not argnums:  # (JAX: "Too few leaves for PyTreeDef")
+            raise ValueError("argnums selects no argument: give at least one index")
         return tuple(int(i) for i in argnums)
     raise TypeError(f"argnums must be an int or a sequence of ints, got {argnums!r}")
 
@@ -118,6 +120,8 @@ def _selected(args: Sequence[Any], argnums: int | tuple[int, ...]) -> Any:
                 f"argnums {argnums!r} selects argument {i}, but the function was called with "
                 f"{len(args)} positional argument(s)"
             )
+    if len({i % len(args) for i in indices}) < len(indices):  # (JAX: a NoneType in f)
+        raise ValueError(f"argnums {argnums!r} selects an argument twice")
     if single:
         return args[argnums]
     return tuple(args[i] for i in indices)
@@ -232,7 +236,9 @@ def jacobian(
         ``out.shape + in.shape``). Its ``mode`` attribute is the requested mode.
 
     Raises:
-        ValueError: ``mode`` is not one of ``"auto"``, ``"fwd"``, ``"rev"``.
+        ValueError: ``mode`` is not one of ``"auto"``, ``"fwd"``, ``"rev"``; ``argnums`` is an
+            empty sequence; when called, if ``argnums`` selects an argument that is not there,
+            or one twice.
         TypeError: ``argnums`` is not an int (Python's or NumPy's) or a sequence of them, or
             ``has_aux`` or ``holomorphic`` is not a bool; when called, if ``has_aux`` is True
             and ``f`` returns no ``(output, aux)`` pair (a tuple or a list), in every mode.
@@ -305,7 +311,9 @@ def hessian(
         array of shape ``s + s``; for pytrees, nested like ``jax.hessian``).
 
     Raises:
-        ValueError: when called, if ``f`` does not return a scalar (the message names ``f``).
+        ValueError: when called, if ``f`` does not return a scalar (the message names ``f``);
+            ``argnums`` is an empty sequence, or (when called) selects an argument that is not
+            there, or one twice.
         TypeError: ``argnums`` is not an int or a sequence of ints, or ``has_aux`` or
             ``holomorphic`` is not a bool; when called, if ``has_aux`` is True and ``f`` returns
             no ``(value, aux)`` pair.

@@ -506,6 +506,18 @@ def test_misuse_is_named():
             mml.jacobian(lambda a, b: a * b, argnums=(0, 2), mode=mode)(1.0, 2.0)
     with pytest.raises(ValueError, match="argnums 2 selects argument 2"):
         mml.hessian(lambda a, b: a**2 * b, argnums=2)(1.0, 2.0)
+    # An argument twice, or none: JAX's "unsupported operand type(s) for ** or pow():
+    # 'NoneType' and 'int'" (from inside f) and "Too few leaves for PyTreeDef" named no option.
+    for mode in ("auto", "fwd", "rev"):
+        for twice in ((0, 0), (1, -1)):
+            with pytest.raises(ValueError, match="selects an argument twice"):
+                mml.jacobian(lambda a, b: a**2 * b, argnums=twice, mode=mode)(1.0, 2.0)
+        with pytest.raises(ValueError, match="argnums selects no argument"):
+            mml.jacobian(lambda a, b: a**2 * b, argnums=(), mode=mode)
+    with pytest.raises(ValueError, match="selects an argument twice"):
+        mml.hessian(lambda a, b: a**2 * b, argnums=[0, 0])(1.0, 2.0)
+    with pytest.raises(ValueError, match="argnums selects no argument"):
+        mml.hessian(lambda a, b: a**2 * b, argnums=[])
     with pytest.raises(TypeError, match="complex where x is real"):
         mml.hvp(lambda x: jnp.sum(x**3), jnp.ones(2), jnp.ones(2) + 1j)
     with pytest.raises(TypeError, match="real x"):
