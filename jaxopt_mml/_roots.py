@@ -158,9 +158,10 @@ def newton_raphson(
     """
     check_callable("f", f)
     reject_unknown("newton_raphson", options, _NEWTON_OPTIONS)
-    check_positive_int("max_iter", max_iter)
+    # (as Python ints: jit's cache tells np.int64(50) from 50, a compilation each)
+    max_iter = check_positive_int("max_iter", max_iter)
     if linesearch_steps is not None:
-        check_positive_int("linesearch_steps", linesearch_steps)
+        linesearch_steps = check_positive_int("linesearch_steps", linesearch_steps)
     args = check_args("newton_raphson", args)
     if elementwise is not None:
         # (a NumPy bool or 1 passed `in (None, True, False)` but not `is True`: np.True_ was

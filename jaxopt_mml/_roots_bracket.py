@@ -192,7 +192,7 @@ def _bracket_solver(name: str, newton: bool):
         reject_unknown(name, opts, known)
         if max_iter is None:
             max_iter = 100
-        check_positive_int("max_iter", max_iter)
+        max_iter = check_positive_int("max_iter", max_iter)  # a Python int: one program
         args = check_args(name, args)
         named = {"lower": lower, "upper": upper}
         if x0 is not None:

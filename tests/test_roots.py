@@ -620,6 +620,29 @@ def test_a_weakly_typed_start_reuses_the_compilation():
         assert len(traces) == n and bool(jnp.all(res.success))
 
 
+def test_a_numpy_integer_option_reuses_the_compilation():
+    # max_iter=np.int64(50) (or linesearch_steps) after 50 compiled a program of its own: the
+    # checked Python int was discarded and the NumPy integer keyed the jit's cache.
+    traces = []
+
+    def f(x):
+        traces.append(1)
+        return x**3 - 2.0
+
+    calls = [
+        lambda **kw: mml.newton_raphson(f, 1.0, **kw),
+        lambda **kw: mml.bisection(f, 0.0, 2.0, **kw),
+        lambda **kw: mml.bracketed_newton(f, 0.0, 2.0, **kw),
+    ]
+    options = [("max_iter", call) for call in calls] + [("linesearch_steps", calls[0])]
+    for name, call in options:
+        call(**{name: 50})
+        n = len(traces)
+        res = call(**{name: np.int64(50)})
+        assert len(traces) == n, name
+        assert bool(res.success)
+
+
 def test_float32():
     f32 = jnp.float32
     res = mml.newton_raphson(cubic, f32(1.0), args=(f32(2.0),))
