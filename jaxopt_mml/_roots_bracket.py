@@ -49,6 +49,8 @@ class _Bracket(NamedTuple):
     fx: jax.Array
     dfx: jax.Array
     dx_old: jax.Array
+    dx_older: jax.Array  # the step before dx_old (rtsafe's "fast enough" test compares with it)
+    near_failed: jax.Array  # the last step tried a point next to an end, and the root is not there
 
 
 def _same_sign(a, b):
@@ -75,6 +77,7 @@ def _midpoint(lo, hi):
 def _init(f, lower, upper, x0, with_derivative):
     """Order the bracket, evaluate its ends, start at ``x0`` (or the middle)."""
     lo, hi = jnp.minimum(lower, upper), jnp.maximum(lower, upper)
+    width = hi - lo
     flo, fhi = f(lo), f(hi)
     invalid = _same_sign(flo, fhi) & (flo != 0) & (fhi != 0)
     # Tested on the ends themselves: bracketed Newton's first shrink may drop the end where f is
@@ -99,7 +102,7 @@ def _init(f, lower, upper, x0, with_derivative):
     )
     fx = jnp.where(root, jnp.zeros_like(fx), fx)
     lo, hi = jnp.where(root, x, lo), jnp.where(root, x, hi)
-    state = _Bracket(lo, hi, flo, x, fx, dfx, hi - lo)
+    state = _Bracket(lo, hi, flo, x, fx, dfx, hi - lo, width, jnp.zeros_like(root))
     return state, invalid, ends_defined
 
 
@@ -134,15 +137,40 @@ def _run(f, lower, upper, x0, *, rtol, atol, max_iter, newton):
         if newton:
             xn = s.x - s.fx / s.dfx
             inside = (xn > s.lo) & (xn < s.hi)  # False for NaN/inf as well
-            fast = jnp.abs(2 * s.fx) <= jnp.abs(s.dx_old * s.dfx)
+            # rtsafe's test: the Newton step at most half the step before the last one (the
+            # last one, a bisection's, is half the bracket: where the root lies near an end the
+            # Newton step is about the bracket, and compared with the last step it was never
+            # taken: x (1 + x) - 1e-20 on [0, 1] bisected 38 times)
+            fast = jnp.abs(2 * s.fx) <= jnp.abs(s.dx_older * s.dfx)
             use_newton = inside & fast
-            x = jnp.where(use_newton, xn, mid)
+            # A Newton step that lands on an end, or past it by no more than the rounding of
+            # x, says that the root is nearer to that end than x can resolve (x - 1e-20 on
+            # [0, 1]: from 0.5 the step lands on 0 exactly). It was never taken (nor "fast":
+            # it is as long as the last bisection), and bisection alone took 66 steps there
+            # and ran out of max_iter for x - 1e-100. The point eps |x - end| inside that end
+            # is tried instead: where the root is there, the bracket shrinks by eps (and the
+            # Newton step from it lands inside); where it is not, the next step may not try
+            # such a point again, so the bracket still at least halves every other step.
+            eps = jnp.finfo(dtype).eps
+            at_lo = xn <= s.lo
+            end = jnp.where(at_lo, s.lo, s.hi)
+            near = end + (s.x - end) * eps
+            slack = 4 * eps * jnp.maximum(jnp.abs(s.x), jnp.abs(end))
+            onto_end = ~inside & (jnp.abs(xn - end) <= slack) & ~s.near_failed
+            try_near = onto_end & (near > s.lo) & (near < s.hi) & ~use_newton
+            x = jnp.where(use_newton, xn, jnp.where(try_near, near, mid))
             fx, dfx = jax.jvp(f, (x,), (jnp.ones_like(x),))
         else:
             x = mid
             fx, dfx = f(x), s.dfx
         lo, hi, flo = _shrink(s.lo, s.hi, s.flo, x, fx)
-        new = _Bracket(lo, hi, flo, x, fx, dfx, x - s.x)
+        if newton:
+            # f(hi) has the sign opposite to f(lo): the root is not next to the end tried
+            # where f(near) has that end's sign
+            near_failed = try_near & (fx != 0) & (_same_sign(fx, s.flo) == at_lo)
+        else:
+            near_failed = s.near_failed
+        new = _Bracket(lo, hi, flo, x, fx, dfx, x - s.x, s.dx_old, near_failed)
         converged = _finished(new, rtol_, atol_)
         if newton:
             # An infinite f'(x) makes the Newton step 0 whatever f(x) is: no estimate.
@@ -319,7 +347,10 @@ def bracketed_newton(
     From ``x0`` (default the middle of the bracket) each step tries the Newton step
     :math:`x - f(x)/f'(x)` (``f'`` by forward-mode AD, together with ``f`` in one ``jax.jvp``) and takes
     it when it lands strictly inside the current bracket and shrinks ``|f|`` fast enough
-    (:math:`|2 f(x)| \le |\Delta x_{\text{prev}} f'(x)|`); otherwise it bisects. The bracket shrinks
+    (:math:`|2 f(x)| \le |\Delta x_{\text{prev}} f'(x)|`, :math:`\Delta x_{\text{prev}}` the
+    step before the last one, as in rtsafe); otherwise it bisects. A Newton step that rounds onto
+    an end of the bracket (a root nearer to it than ``x`` resolves) tries the point
+    ``eps |x - end|`` inside that end instead. The bracket shrinks
     around the root at every step, so it converges for any continuous ``f`` with a sign change,
     quadratically once Newton takes over. Converged when the next Newton step, inside the bracket,
     is within :math:`atol + rtol|x|`, or the bracket (``x`` is one of its ends) is narrower than

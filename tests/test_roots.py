@@ -290,6 +290,29 @@ def test_bracketed_newton_stays_in_bracket():
     assert int(res.status) == Status.SUCCESS and abs(float(res.x)) < 1e-12
 
 
+def test_bracketed_newton_takes_over_near_an_end():
+    # A root near an end: the Newton step is about as long as the last bisection, and was
+    # never "fast" against it (rtsafe compares with the step before the last): x (1 + x) - c
+    # on [0, 1] bisected 38 times, and with atol = 0 ran out of max_iter for c < 1e-30.
+    c = jnp.asarray([1e-20, 1e-60, 1e-100, 1e-250])
+    for f in (lambda x, c: x * (1 + x) - c, lambda x, c: jnp.expm1(x) - c):
+        res = mml.bracketed_newton(f, 0.0, 1.0, args=(c[0],))
+        assert int(res.status) == Status.SUCCESS and int(res.n_iter) <= 8
+        np.testing.assert_allclose(res.x, 1e-20, rtol=1e-10)
+        res = mml.bracketed_newton(f, 0.0, 1.0, args=(c,), atol=0.0)
+        assert bool(jnp.all(res.success)) and int(jnp.max(res.n_iter)) <= 40
+        np.testing.assert_allclose(res.x, c, rtol=1e-11)
+    # A Newton step that rounds onto the end (x - 1e-100 from 0.5 lands on 0 exactly) was never
+    # taken: bisection alone, MAX_ITER; now a point eps |x| from that end is tried.
+    res = mml.bracketed_newton(lambda x, c: x - c, 0.0, 1.0, args=(c,), atol=0.0)
+    assert bool(jnp.all(res.success)) and int(jnp.max(res.n_iter)) <= 25
+    np.testing.assert_allclose(res.x, c, rtol=1e-12)
+    f32 = jnp.float32
+    res = mml.bracketed_newton(lambda x: x - f32(1e-30), f32(0.0), f32(1.0), atol=0.0)
+    assert int(res.status) == Status.SUCCESS and int(res.n_iter) <= 10  # was 99 steps
+    np.testing.assert_allclose(res.x, 1e-30, rtol=1e-6)
+
+
 def test_singular_system_reports_status():
     res = mml.newton_raphson(lambda x: jnp.stack([x[0] ** 2 + 1.0, x[1]]), jnp.zeros(2))
     assert int(res.status) == Status.SINGULAR
