@@ -79,7 +79,15 @@ def _system_direction(fx, jac):
     The tests are made on ``F / max|F|``, so that neither a tiny nor a huge ``F`` (``1e-20`` or
     ``1e20`` in float32) underflows or overflows them.
     """
-    d = jnp.linalg.solve(jac, -fx)
+    # An unknown that no equation reads, with an equation that reads no unknown and holds
+    # (a zero row and column of J, F = 0 there: a pytree leaf f ignores, its equation 0 = 0)
+    # gets a unit diagonal, so that it is not moved and the others take the Newton step of the
+    # system without it (as dense_tangent_solve does for the derivatives); the singular J sent
+    # every iteration to steepest descent, and MAX_ITER after 100 (scipy's hybr and lm
+    # converge). An equation that reads no unknown and does not hold still makes J singular.
+    nonzero = jac != 0
+    idle = ~jnp.any(nonzero, axis=0) & ~jnp.any(nonzero, axis=1) & (fx == 0)
+    d = jnp.linalg.solve(jac + jnp.diag(idle.astype(jac.dtype)), -fx)
     scale = _scale(fx)
     u = fx / scale
     slope = jnp.vdot(u, (jac @ d) / scale)  # = -|F|^2 / scale^2 when the solve is accurate

@@ -324,6 +324,29 @@ def test_singular_system_reports_status():
     assert bool(jnp.all(jnp.isfinite(res.x)))
 
 
+def test_an_unknown_that_no_equation_reads_is_left_alone():
+    # A leaf that f ignores, its equation 0 = 0 (a zero row and column of J): the singular J
+    # sent every iteration to steepest descent, MAX_ITER after 100 at |F| = 8e-14, where
+    # scipy's hybr and lm converge. It now keeps its value and the others take Newton steps.
+    def f(p, c):
+        return {"a": p["a"] ** 2 - c, "b": jnp.zeros_like(p["b"])}
+
+    x0 = {"a": jnp.ones(2), "b": jnp.full(3, 7.0)}
+    res = mml.newton_raphson(f, x0, args=(2.0,))
+    assert int(res.status) == Status.SUCCESS and int(res.n_iter) <= 6
+    np.testing.assert_allclose(res.x["a"], np.sqrt(2.0), rtol=1e-14)
+    np.testing.assert_array_equal(res.x["b"], 7.0)
+    grad = jax.grad(lambda c: mml.newton_raphson(f, x0, args=(c,)).x["a"][0])(2.0)
+    np.testing.assert_allclose(grad, 0.5 / np.sqrt(2.0), rtol=1e-12)
+    # a component already at its root where its row and column of J vanish (x1^2 at 0)
+    res = mml.newton_raphson(lambda x: jnp.stack([x[0] ** 2 - 2, x[1] ** 2]), jnp.array([1.0, 0]))
+    assert int(res.status) == Status.SUCCESS
+    np.testing.assert_allclose(res.x, [np.sqrt(2.0), 0.0], rtol=1e-14)
+    # an equation that reads no unknown and does not hold has no root: never SUCCESS
+    res = mml.newton_raphson(lambda x: jnp.stack([x[0] ** 2 - 2, 1e-14 + 0 * x[1]]), jnp.ones(2))
+    assert int(res.status) != Status.SUCCESS
+
+
 def test_a_short_steepest_descent_step_is_not_convergence():
     # Where J is singular the step is -J^T F; at x1 = -37.8 it is 1e-16 with |F| = 2.8, and the
     # step test took it for convergence (SUCCESS). scipy's hybr fails here too.
