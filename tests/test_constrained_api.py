@@ -731,3 +731,17 @@ def test_lagrange_points_with_redundant_constraints_are_degenerate():
     np.testing.assert_allclose(pts.x, [[1 / 3, 1 / 3, 1 / 3]], atol=1e-8)
     assert np.linalg.matrix_rank(pts.bordered_hessian[0]) < 5
     assert pts.kind == ("degenerate",)
+
+
+def test_lagrange_points_outside_the_domain_of_f_are_dropped():
+    """``log(x0) - x0^2 / 2 + x1^2`` on ``x1 = 0``: ``grad f = (1/x0 - x0, 2 x1)`` vanishes at
+    ``x0 = 1`` and at ``x0 = -1``, where f is NaN but JAX's derivative of log (1/x) is finite.
+    The start at ``x0 < 0`` "converged" there and was listed as a maximum with value NaN."""
+    pts = mml.lagrange_stationary_points(
+        lambda p: jnp.log(p[0]) - 0.5 * p[0] ** 2 + p[1] ** 2,
+        lambda p: jnp.array([p[1]]),
+        jnp.array([[1.5, 0.3], [-1.5, 0.3]]),
+    )
+    assert np.all(np.isfinite(pts.value))
+    np.testing.assert_allclose(pts.x, [[1.0, 0.0]], atol=1e-8)
+    assert pts.kind == ("maximum",) and pts.n_converged == 1
