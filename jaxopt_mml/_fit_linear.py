@@ -42,9 +42,14 @@ def chi_squared(model, params, x, y, sigma=None):
         raise TypeError(f"model must be callable as model(x, params), got {type(model).__name__}")
     check_numbers("y", y)
     check_numbers("sigma", sigma)
-    # integers as floats: their squares overflowed (int32 without x64, silently)
-    y = as_inexact(y)
-    f = as_inexact(model(x, params))
+    # integers as floats: their squares overflowed (int32 without x64, silently). One array
+    # each: as_inexact maps over a pytree, and a list y (as linear_fit and curve_fit take) came
+    # back a list of scalars ("'list' object has no attribute 'shape'").
+    y = as_inexact(jnp.asarray(y))
+    f = as_inexact(jnp.asarray(model(x, params)))
+    if y.ndim == 0:
+        # (summed over a last axis it does not have: JAX's "axis -1 is out of bounds")
+        raise ValueError("y must have shape (N,) or (B, N) (points on its last axis), got a scalar")
     # (complex residuals summed r * r, not |r|^2: a complex "chi-squared" came back)
     for name, value in (("y", y), ("model(x, params)", f), ("sigma", sigma)):
         if value is not None and jnp.iscomplexobj(value):

@@ -1024,3 +1024,15 @@ def test_traced_non_positive_or_infinite_f_scale_is_invalid_input(loss):
         out = fit(bad)
         assert int(out.status) == Status.INVALID_INPUT and not bool(out.success)
     assert int(fit(1.0).status) == Status.SUCCESS
+
+
+def test_chi_squared_takes_a_list_y_and_names_a_scalar_y():
+    # A list y (as linear_fit and curve_fit take) met "'list' object has no attribute 'shape'"
+    # (as_inexact mapped over the list); a scalar y JAX's "axis -1 is out of bounds".
+    line = lambda x, p: p[0] + p[1] * x  # noqa: E731
+    p, x = jnp.array([1.0, 2.0]), jnp.arange(4.0)
+    got = mml.chi_squared(line, p, x, [1.1, 2.9, 5.1, 6.9], sigma=0.1)
+    want = mml.chi_squared(line, p, x, jnp.array([1.1, 2.9, 5.1, 6.9]), sigma=0.1)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    with pytest.raises(ValueError, match="y must have shape"):
+        mml.chi_squared(lambda x, p: p[0], p, 1.0, 2.0)
