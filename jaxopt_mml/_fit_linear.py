@@ -256,6 +256,13 @@ def linear_fit(
             rows_ok = rows_ok | ~np.broadcast_to(np.asarray(mask, bool), y_shape)
         if not np.all(rows_ok):
             raise ValueError("design holds NaN or inf; clean it, or pass nan_policy='omit'")
+    # Strongly typed, each in its own dtype (as the solvers' starts): a weakly typed sigma (a
+    # Python float, jnp.full(N, 0.1)) beside a NumPy one, or a list y, compiled a program of its
+    # own for the same shapes. (Each is cast to the fit's dtype inside, as before.)
+    x, y, sigma, design = (
+        None if v is None else (lambda a: a.astype(a.dtype))(jnp.asarray(v))
+        for v in (x, y, sigma, design)
+    )
     return _linear_jit(
         x, y, sigma, mask, design, degree, absolute_sigma, nan_policy, layout, dtype.name
     )

@@ -1036,3 +1036,26 @@ def test_chi_squared_takes_a_list_y_and_names_a_scalar_y():
     np.testing.assert_allclose(got, want, rtol=1e-12)
     with pytest.raises(ValueError, match="y must have shape"):
         mml.chi_squared(lambda x, p: p[0], p, 1.0, 2.0)
+
+
+def test_linear_fit_reuses_its_compilation_for_weakly_typed_data():
+    # A Python float sigma after a NumPy one, jnp.full(N, 0.2) (weakly typed) after an array, a
+    # list y after an array: each compiled a program of its own for the same shapes (the weak
+    # type, and a list's every element, were part of the jit's key).
+    from jaxopt_mml._fit_linear import _linear_jit
+
+    x = np.linspace(0.0, 1.0, 9)
+    y = 2.0 * x + 1.0 + 0.01 * np.sin(7.0 * x)
+    for first, again in (
+        (dict(sigma=np.float64(0.1)), dict(sigma=0.2)),
+        (dict(sigma=np.full(9, 0.1)), dict(sigma=jnp.full(9, 0.2))),
+        (dict(y=y), dict(y=list(y))),
+        (dict(x=None, design=np.ones((9, 2)) * 2.0), dict(x=None, design=jnp.full((9, 2), 1.0))),
+    ):
+        kw = {"x": x, "y": y, **first}
+        ref = mml.linear_fit(kw.pop("x"), kw.pop("y"), **kw)
+        before = _linear_jit._cache_size()
+        kw = {"x": x, "y": y, **again}
+        out = mml.linear_fit(kw.pop("x"), kw.pop("y"), **kw)
+        assert _linear_jit._cache_size() == before, again
+        assert out.params.dtype == ref.params.dtype
