@@ -1005,6 +1005,37 @@ def test_derivatives_ignore_padding_where_the_model_is_singular(pad):
     np.testing.assert_array_equal(got[10:], 0.0)
 
 
+@pytest.mark.parametrize("fit", ["linear_fit", "curve_fit"])
+@pytest.mark.parametrize("nan_policy", ["raise", "propagate"])
+def test_reverse_derivative_in_a_masked_points_zero_sigma_is_zero(fit, nan_policy):
+    # A point that mask drops may hold sigma = 0 (it is as good as deleted): the fit is right,
+    # but 1 / sigma was taken everywhere, and reverse mode multiplied the discarded branch's
+    # -1 / sigma^2 = -inf by its zero cotangent: NaN in that sigma (forward mode gave 0).
+    x = jnp.arange(5.0)
+    y = jnp.array([1.0, 3.0, 2.0, 5.0, 4.0])
+    mask = jnp.array([True, True, False, True, True])
+    sigma = jnp.array([1.0, 1.0, 0.0, 1.0, 1.0])
+
+    def stats(s):
+        if fit == "linear_fit":
+            out = mml.linear_fit(x, y, sigma=s, mask=mask, nan_policy=nan_policy)
+        else:
+            out = mml.curve_fit(
+                lambda xx, p: p[0] + p[1] * xx,
+                x,
+                y,
+                jnp.zeros(2),
+                sigma=s,
+                mask=mask,
+                nan_policy=nan_policy,
+            )
+        return jnp.concatenate([out.params, out.stderr, out.chi2[None], out.r_squared[None]])
+
+    rev, fwd = jax.jacrev(stats)(sigma), jax.jacfwd(stats)(sigma)
+    np.testing.assert_array_equal(rev[:, 2], 0.0)
+    np.testing.assert_allclose(rev, fwd, rtol=1e-9, atol=1e-12)
+
+
 def test_f_scale_that_is_no_real_number_is_refused_by_name():
     # A string met NumPy's "could not convert string to float", None Python's float() message,
     # and True fitted as f_scale = 1.0
