@@ -55,6 +55,7 @@ __all__ = [
 ]
 
 _RUNNING = int(Status.RUNNING)
+_MAX_COUNT = 2**31 - 1  # the largest int32: iteration counters are int32
 
 
 class Progress(NamedTuple):
@@ -128,6 +129,10 @@ def check_loop_options(max_iter: Any, history: Any) -> tuple[int, int]:
     # NumPy integers count as such (np.int64(100) from a computation), as for the solvers' other
     # integer options; no int ("10", 10.0) is a TypeError as there (it was a ValueError here)
     max_iter = check_int("max_iter", max_iter, minimum=0)
+    # The iteration counters are int32: a larger max_iter (2**31 and up) wrapped around when the
+    # loop compared a counter with it (2**31 read as -2**31: MAX_ITER at the start, x0 returned;
+    # without x64 an OverflowError naming no option). No run reaches 2**31 - 1 iterations anyway.
+    max_iter = min(int(max_iter), _MAX_COUNT)
     if isinstance(history, bool | np.bool_):
         history = 1000 if history else 0
     if not isinstance(history, int | np.integer):  # ("10" was a ValueError, as max_iter's was)

@@ -466,6 +466,16 @@ def test_a_max_iter_that_is_no_int_is_a_type_error():
         mml.bfgs(zoo.booth, jnp.zeros(2), history=-1)
 
 
+@pytest.mark.parametrize("solver", ["bfgs", "newton_minimise", "gradient_descent"])
+def test_a_max_iter_beyond_int32_is_no_limit_not_a_wrapped_one(solver):
+    # The iteration counters are int32: max_iter = 2**31 wrapped to -2**31 (x0 returned with
+    # MAX_ITER after no iteration), and 2**32 + 5 to 5.
+    for max_iter in (2**31, 2**32 + 1, 2**40):
+        res = getattr(mml, solver)(zoo.booth, jnp.zeros(2), max_iter=max_iter)
+        assert bool(res.success), (max_iter, mml.Status(int(res.status)))
+        np.testing.assert_allclose(res.x, [1.0, 3.0], rtol=1e-6)
+
+
 def test_float_options_may_be_traced_and_are_checked():
     # The module's contract: tolerances and a fixed step size are traced (they failed in float()).
     np.testing.assert_allclose(
