@@ -321,6 +321,13 @@ def check_objective_limit(value) -> Any:
         return -jnp.inf
     if isinstance(value, bool) or np.ndim(value) != 0:
         raise ValueError(f"objective_limit must be a real scalar or None, got {value!r}")
+    if isinstance(value, int):
+        # A Python int beyond int64 (-10**20, the default written as an integer) has no JAX
+        # dtype ("got dtype object"); the limit is compared in f's floating dtype anyway.
+        try:
+            value = float(value)
+        except OverflowError:  # beyond float64 too: -10**400 is no limit
+            value = -np.inf if value < 0 else np.inf
     dtype = dtype_of(value)
     if not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)):
         raise TypeError(f"objective_limit must be a real scalar or None, got dtype {dtype}")

@@ -117,3 +117,12 @@ def test_the_message_says_what_to_do():
 def test_bad_limit(limit, error):
     with pytest.raises(error, match="objective_limit"):
         mml.bfgs(cubic, jnp.array([2.0, 0.5]), objective_limit=limit)
+
+
+@pytest.mark.parametrize("name", ["bfgs", "newton"])
+def test_a_limit_written_as_a_large_python_int_is_accepted(name):
+    # -10**20 (the default -1e20 as an integer) is beyond int64: a TypeError "got dtype object"
+    res = SOLVERS[name](cubic, jnp.array([-2.0, 0.5]), objective_limit=-(10**20))
+    assert Status(int(res.status)) == Status.UNBOUNDED and float(res.value) < -1e20
+    res = SOLVERS[name](cubic, jnp.array([-2.0, 0.5]), objective_limit=-(10**400))
+    assert Status(int(res.status)) != Status.UNBOUNDED  # -inf in float64: no limit
