@@ -659,6 +659,21 @@ def test_newton_short_steps_from_huge_curvature_are_not_convergence(solver):
     np.testing.assert_allclose(res.x, [0.75, 0.75], rtol=1e-10)
 
 
+def test_newton_cg_truncated_step_is_not_taken_for_convergence():
+    # float32 Rosenbrock n = 4 from this start: a CG step stopped at the forcing tolerance after
+    # one iteration (|p| = 6e-5, the Newton step 0.019; Hessian condition 2500) passed the Cauchy
+    # test: SUCCESS 0.018 from the local minimum, 30x the step tolerance, |g| = 0.013.
+    def rosen(x):
+        return jnp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
+
+    x_local = np.array([-0.77565923, 0.61309337, 0.38206285, 0.14597202])
+    x0 = jnp.array([-1.6639386, 1.3305765, 1.1483933, -1.0425222], jnp.float32)
+    res = mml.newton_minimise(rosen, x0, linear_solver="cg")
+    assert bool(res.success)
+    tol = float(jnp.sqrt(jnp.finfo(jnp.float32).eps)) * (1.0 + np.max(np.abs(x_local)))
+    assert np.max(np.abs(np.asarray(res.x) - x_local)) <= 3.0 * tol, res.x
+
+
 BACKTRACKING = optax.chain(
     optax.sgd(1.0), optax.scale_by_backtracking_linesearch(max_backtracking_steps=20)
 )
