@@ -55,6 +55,7 @@ from ._tree import (
     default_tolerances,
     dtype_of,
     is_real_scalar,
+    strong_array,
 )
 
 __all__ = ["curve_fit"]
@@ -632,6 +633,11 @@ def curve_fit(
     # p0 in the fit's dtype, strongly typed: a weakly typed p0 (jnp.full(2, 0.5)) beside an
     # array of the same dtype compiled a program of its own (_flat_p0 casts it so anyway)
     p0 = jax.tree.map(lambda leaf: jnp.asarray(leaf).astype(dtype), p0)
+    # y, sigma, mask and f_scale as strongly typed arrays, each in its own dtype (cast to the
+    # fit's inside, as before): a weakly typed sigma (jnp.full(N, 0.2)), a Python float beside
+    # a NumPy one, or a list (passed as N scalars) compiled a program of its own for the same
+    # shapes. (x reaches the model as given: its weak type may decide the model's dtype.)
+    y, sigma, mask, f_scale = (strong_array(v) for v in (y, sigma, mask, f_scale))
     out = _fit_jit(model, cfg, x, y, sigma, mask, p0, lo, hi, f_scale)
     check_pending()
     return out

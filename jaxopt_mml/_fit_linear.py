@@ -9,7 +9,15 @@ import numpy as np
 from ._fit_data import NAN_POLICIES, check_data, is_concrete, weights
 from ._fit_stats import FitResult, fit_statistics
 from ._status import Status
-from ._tree import as_inexact, check_bool, check_choice, check_numbers, dtype_of, is_int
+from ._tree import (
+    as_inexact,
+    check_bool,
+    check_choice,
+    check_numbers,
+    dtype_of,
+    is_int,
+    strong_array,
+)
 
 __all__ = ["chi_squared", "linear_fit"]
 
@@ -259,10 +267,7 @@ def linear_fit(
     # Strongly typed, each in its own dtype (as the solvers' starts): a weakly typed sigma (a
     # Python float, jnp.full(N, 0.1)) beside a NumPy one, or a list y, compiled a program of its
     # own for the same shapes. (Each is cast to the fit's dtype inside, as before.)
-    x, y, sigma, design = (
-        None if v is None else (lambda a: a.astype(a.dtype))(jnp.asarray(v))
-        for v in (x, y, sigma, design)
-    )
+    x, y, sigma, design = (strong_array(v) for v in (x, y, sigma, design))
     return _linear_jit(
         x, y, sigma, mask, design, degree, absolute_sigma, nan_policy, layout, dtype.name
     )

@@ -1,6 +1,7 @@
 """Edge cases of the fitting routines: bounds far away or nearly active, warm starts, empty and
 masked data, non-finite results, and static misuse (each found failing once; see the commit)."""
 
+import logging
 import warnings
 
 import jax
@@ -1069,12 +1070,20 @@ def test_chi_squared_takes_a_list_y_and_names_a_scalar_y():
         mml.chi_squared(lambda x, p: p[0], p, 1.0, 2.0)
 
 
-def test_linear_fit_reuses_its_compilation_for_weakly_typed_data():
+def _traces(caplog, name, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` and how many times it traced the library's jitted ``name`` (a new
+    program). (Not the jit's ``_cache_size``: its dispatch cache tells a NumPy array from a JAX
+    array of the same type, one program.)"""
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG, logger="jax._src.dispatch"):
+        out = fn(*args, **kwargs)
+    return sum(f"Finished tracing {name} for jit" in r.getMessage() for r in caplog.records), out
+
+
+def test_linear_fit_reuses_its_compilation_for_weakly_typed_data(caplog):
     # A Python float sigma after a NumPy one, jnp.full(N, 0.2) (weakly typed) after an array, a
     # list y after an array: each compiled a program of its own for the same shapes (the weak
     # type, and a list's every element, were part of the jit's key).
-    from jaxopt_mml._fit_linear import _linear_jit
-
     x = np.linspace(0.0, 1.0, 9)
     y = 2.0 * x + 1.0 + 0.01 * np.sin(7.0 * x)
     for first, again in (
@@ -1085,8 +1094,34 @@ def test_linear_fit_reuses_its_compilation_for_weakly_typed_data():
     ):
         kw = {"x": x, "y": y, **first}
         ref = mml.linear_fit(kw.pop("x"), kw.pop("y"), **kw)
-        before = _linear_jit._cache_size()
         kw = {"x": x, "y": y, **again}
-        out = mml.linear_fit(kw.pop("x"), kw.pop("y"), **kw)
-        assert _linear_jit._cache_size() == before, again
+        traces, out = _traces(
+            caplog, "_linear_impl", mml.linear_fit, kw.pop("x"), kw.pop("y"), **kw
+        )
+        assert traces == 0, again
         assert out.params.dtype == ref.params.dtype
+
+
+def test_curve_fit_reuses_its_compilation_for_weakly_typed_data(caplog):
+    # As linear_fit: a Python float sigma or f_scale after a NumPy one, jnp.full(N, 0.2) after
+    # an array, a list y, sigma or mask after an array compiled a program of their own.
+    x = np.linspace(0.0, 1.0, 9)
+    y = 2.0 * np.exp(-1.3 * x) + 0.01 * np.sin(7.0 * x)
+    model = lambda xx, p: p[0] * jnp.exp(-p[1] * xx)  # noqa: E731
+    mask = np.arange(9) != 4
+    for first, again in (
+        (dict(sigma=np.float64(0.1)), dict(sigma=0.2)),
+        (dict(sigma=np.full(9, 0.1)), dict(sigma=jnp.full(9, 0.2))),
+        (dict(sigma=np.full(9, 0.1)), dict(sigma=[0.1] * 9)),
+        (dict(y=y), dict(y=list(y))),
+        (dict(mask=mask), dict(mask=list(mask))),
+        (dict(loss="huber", f_scale=np.float64(0.5)), dict(loss="huber", f_scale=0.5)),
+    ):
+        kw = {"y": y, **first}
+        ref = mml.curve_fit(model, x, kw.pop("y"), np.array([1.0, 1.0]), **kw)
+        kw = {"y": y, **again}
+        p0 = np.array([1.0, 1.0])
+        traces, out = _traces(caplog, "_fit_impl", mml.curve_fit, model, x, kw.pop("y"), p0, **kw)
+        assert traces == 0, again
+        assert out.params.dtype == ref.params.dtype
+        assert out.success
