@@ -36,7 +36,9 @@ def chi_squared(model, params, x, y, sigma=None):
         sigma: standard deviations of ``y`` (scalar or broadcastable to ``y``); None means 1.
 
     Returns:
-        The chi-squared (a scalar for one dataset). Differentiable in ``params``, ``y`` and ``sigma``.
+        The chi-squared (a scalar for one dataset), in the data's floating dtype, at least float32
+        (float16 and bfloat16 data are summed in float32, as :func:`linear_fit` fits them).
+        Differentiable in ``params``, ``y`` and ``sigma``.
 
     Example:
         >>> import jax.numpy as jnp, jaxopt_mml as mml
@@ -70,6 +72,10 @@ def chi_squared(model, params, x, y, sigma=None):
         raise ValueError(
             f"model(x, params) must broadcast to y's shape {y.shape}, got {jnp.shape(f)}"
         )
+    # half precision summed in float32, as linear_fit fits such data: 200 residuals of 20
+    # sigma overflowed float16 (chi-squared inf)
+    if jnp.finfo(jnp.result_type(y, f)).bits < 32:
+        y, f = y.astype(jnp.float32), f.astype(jnp.float32)
     r = y - f
     if sigma is not None:
         sigma = jnp.asarray(sigma)

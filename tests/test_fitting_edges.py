@@ -683,6 +683,16 @@ def test_chi_squared_of_integer_data_is_a_float():
     np.testing.assert_allclose(float(chi2), 79996.0**2, rtol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16])
+def test_chi_squared_of_half_precision_data_is_summed_in_float32(dtype):
+    # As linear_fit fits such data: 200 residuals of 20 sigma overflowed float16 (inf).
+    x = jnp.linspace(0.0, 1.0, 200, dtype=dtype)
+    y = (3.0 * x + 1.0 + 20.0).astype(dtype)
+    chi2 = mml.chi_squared(lambda xx, p: p[0] + p[1] * xx, jnp.array([1.0, 3.0], dtype), x, y)
+    assert chi2.dtype == jnp.float32
+    np.testing.assert_allclose(float(chi2), 200 * 20.0**2, rtol=2e-2)
+
+
 def test_linear_fit_derivative_in_x_is_finite_at_zero():
     import jax
 
