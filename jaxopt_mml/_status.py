@@ -47,9 +47,11 @@ _MESSAGES = {
         "or start closer to the solution."
     ),
     Status.NONFINITE: (
-        "a NaN or inf appeared in the iterate or the function value. Check the starting point and "
-        "args for NaN, and that the function is defined (no log/sqrt of negatives, no overflow) "
-        "on the path; the last finite iterate is returned."
+        "a NaN or inf appeared in the iterate, the function value, its derivatives (gradient, "
+        "Jacobian) or the constraints. Check the starting point and args for NaN, and that the "
+        "function is defined and differentiable on the path (no log/sqrt of negatives, no sqrt "
+        "or norm at 0, whose derivative is inf or NaN there, no overflow); the last finite "
+        "iterate is returned."
     ),
     Status.LINESEARCH_FAILED: (
         "the line search found no step that decreases the merit function. The gradient may be "
