@@ -111,10 +111,14 @@ def check_real_output(out) -> None:
         dtype = np.dtype(leaf.dtype if hasattr(leaf, "dtype") else jnp.result_type(leaf))
         # jnp's issubdtype: numpy's does not count bfloat16 as floating
         if not (jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)):
-            raise TypeError(
-                f"f must return real numbers, got dtype {dtype}. For a complex equation, solve "
-                "its real and imaginary parts as a system of two real equations."
-            )
+            if jnp.issubdtype(dtype, jnp.complexfloating):
+                hint = (
+                    "For a complex equation, solve its real and imaginary parts as a system of "
+                    "two real equations."
+                )
+            else:  # (a bool was told to split a complex equation)
+                hint = "A root is where f changes sign: return a number (x - 0.3), not a test."
+            raise TypeError(f"f must return real numbers, got dtype {dtype}. {hint}")
 
 
 def check_floating_output(func: str, out) -> None:

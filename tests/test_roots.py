@@ -506,8 +506,12 @@ def test_complex_f_zero_size_and_half_precision_raise():
         lambda: mml.newton_raphson(lambda x: (x + 1j) ** 2, jnp.array([1.0, 2.0])),
         lambda: mml.newton_raphson(lambda x: x + 1j, jnp.ones(2), elementwise=True),
     ):
-        with pytest.raises(TypeError, match="real numbers"):
+        with pytest.raises(TypeError, match="real numbers.*real and imaginary parts"):
             call()
+    # A test for f (a bool) was told to split a complex equation.
+    for solve in (mml.bisection, mml.bracketed_newton):
+        with pytest.raises(TypeError, match="dtype bool. A root is where f changes sign"):
+            solve(lambda x: x > 0.3, 0.0, 1.0)
     with pytest.raises(ValueError, match="no elements"):  # was a reduction's internal error
         mml.newton_raphson(lambda x: x, jnp.zeros(0))
     with pytest.raises(TypeError, match="float16"):  # was "complex does not accept float16"
