@@ -5,7 +5,8 @@ of arrays) and returns a :class:`MinimiseResult` (``x``, ``value``, ``grad_norm`
 ``n_fev``, ``success``, ``status``, ``history``), with ``x`` in the structure of ``x0``.
 
 * jit: each call is compiled once per ``f``, shapes and static options, then cached; float options
-  (tolerances, a fixed step size) are traced, so new values do not recompile. Pass the same ``f``
+  (tolerances, a fixed step size) are traced, so new values do not recompile (gradient descent's
+  ``momentum`` is static: a concrete float, one compilation per value). Pass the same ``f``
   object (not a fresh ``lambda`` each call) to reuse the compilation.
 * vmap: ``jax.vmap(lambda x0: mml.bfgs(f, x0))(starts)`` (or over ``args``) solves a batch with
   per-element ``status`` and ``n_iter``. The batched while loop runs until the *slowest* element

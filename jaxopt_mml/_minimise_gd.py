@@ -177,7 +177,8 @@ def gradient_descent(
         step_size: a float, a schedule ``count -> step``, or ``"backtracking"``/``"armijo"``.
         max_iter: the most iterations.
         rtol, atol: tolerances (default ``sqrt(eps)`` of the dtype); only ``atol`` is used.
-        momentum: the momentum coefficient :math:`\mu \in [0, 1)`.
+        momentum: the momentum coefficient :math:`\mu \in [0, 1)`; static (a concrete float:
+            a new value compiles a new program), unlike the tolerances and the step size.
         nesterov: use Nesterov's look-ahead form of momentum.
         max_linesearch: the most backtracking steps per iteration.
         history: record ``x`` and ``f`` per iteration (``True``: the first 1000; an int: that many).
