@@ -223,7 +223,12 @@ def gradient_descent(
         raise TypeError(
             f"step_size must be a float, a schedule or a line-search name, got {step_size!r}"
         )
-    if not is_real_scalar(momentum) or not is_concrete(momentum) or not 0.0 <= momentum < 1.0:
+    if is_real_scalar(momentum) and not is_concrete(momentum):
+        raise ValueError(
+            "momentum is static: pass a concrete float in [0, 1), not a traced value (each value "
+            "compiles a program of its own)"
+        )
+    if not is_real_scalar(momentum) or not 0.0 <= momentum < 1.0:
         raise ValueError(f"momentum must be a float in [0, 1), got {momentum!r}")
     return run_minimiser(
         _init,

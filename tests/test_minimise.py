@@ -443,6 +443,9 @@ def test_bad_input():
         mml.lbfgs(zoo.booth, jnp.zeros(2), memory=0)
     with pytest.raises(ValueError, match="momentum"):
         mml.gradient_descent(zoo.booth, jnp.zeros(2), momentum=1.0)
+    # a traced momentum was told to be "a float in [0, 1)", which it was
+    with pytest.raises(ValueError, match="momentum is static"):
+        jax.jit(lambda m: mml.gradient_descent(zoo.booth, jnp.zeros(2), momentum=m).x)(0.5)
     with pytest.raises(TypeError, match="args"):
         mml.bfgs(zoo.booth, jnp.zeros(2), args=1.0)
     with pytest.raises(TypeError, match="optimizer"):
