@@ -197,9 +197,11 @@ def _run(spec: _Spec, x0, args, rtol, atol, dyn, limit):
         state = out.state
         if hasattr(state, "grad_norm"):
             # A solver that tests the gradient at the start of its step (Newton) holds the last
-            # tested point's; a stop on the objective limit moved x after that test.
+            # tested point's; a stop on the objective limit moved x after that test, and a stop
+            # before any step (f NaN at x0: NONFINITE) left none (NaN, where the others report
+            # the gradient at x0).
             grad_norm = lax.cond(
-                out.status == int(Status.UNBOUNDED),
+                (out.status == int(Status.UNBOUNDED)) | jnp.isnan(state.grad_norm),
                 lambda: tree_max_abs(fun.grad(state.x)).astype(state.grad_norm.dtype),
                 lambda: state.grad_norm,
             )

@@ -520,6 +520,17 @@ def test_nan_start_is_nonfinite(name):
     assert int(res.n_iter) == 0 and not bool(res.success)
 
 
+@pytest.mark.parametrize("name", sorted(SOLVERS) + ["gd"])
+def test_a_nan_value_at_x0_reports_the_gradient_there(name):
+    # f NaN at x0 with a finite gradient (log of a negative: JAX's 1/x): every solver ends
+    # NONFINITE at x0; Newton reported grad_norm NaN (it tests the gradient in its steps, and
+    # made none), the others the gradient at x0.
+    solver = {**SOLVERS, "gd": _gd}[name]
+    res = solver(lambda x: jnp.log(x[0]) + x[1] ** 2, jnp.array([-1.0, 1.0]))
+    assert int(res.status) == mml.Status.NONFINITE
+    np.testing.assert_allclose(res.grad_norm, 2.0)
+
+
 def test_raise_for_status_on_failure():
     res = mml.bfgs(zoo.rosenbrock, jnp.asarray([-1.2, 1.0]), max_iter=3)
     assert int(res.status) == mml.Status.MAX_ITER
