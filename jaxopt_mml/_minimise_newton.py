@@ -207,8 +207,13 @@ def _init(fun, x0, rtol, atol, dyn, options):
         # Hessian, its first iterate ~ |g| / lambda_max can be hundreds of times shorter than the
         # Newton step along the flat directions, and passed the Cauchy test there (float32
         # Rosenbrock n = 4: SUCCESS 0.019 from the minimum, 30x the step tolerance, |g| = 0.013).
-        # With CG the step proposed at the new point must be short as well.
-        short = predicted_small if solver == "cg" else flat
+        # With CG the step proposed at the new point must be short as well. (As a max, not
+        # jnp.all: the boolean reduction in the stopping test made Rosenbrock n = 1000 run 20%
+        # slower, 81 against 66 ms on a 2-core CPU; the max costs 69 ms, the same iterations.)
+        if solver == "cg":
+            short = (jnp.max(jnp.abs(p) - atol - rtol * jnp.abs(x)) <= 0) & flat
+        else:
+            short = flat
         converged = ((cauchy & short) | gradient_small(g_max, atol)) & ~saddle
         stop = converged | (n_iter >= max_iter)
         x_trial = x + ls.step_size * p
