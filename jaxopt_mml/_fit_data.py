@@ -255,11 +255,9 @@ def weights(x, y, sigma, mask, nan_policy: str, layout: Layout, dtype):
     # 1 / sigma only where the point is kept: a masked point may hold sigma = 0, and the
     # discarded branch's -1 / sigma^2 = -inf times its zero cotangent made reverse-mode
     # derivatives in that sigma NaN (forward mode gave 0)
-    if nan_policy == "propagate":  # a NaN sigma gives a NaN weight, and the fit NONFINITE
-        w = jnp.where(keep, 1.0 / jnp.where(keep, sig, 1.0), 0.0)
-    else:
-        used = keep & ~jnp.isnan(sig)
-        w = jnp.where(used, 1.0 / jnp.where(used, sig, 1.0), 0.0)
+    # (propagate: a NaN sigma gives a NaN weight, and the fit NONFINITE)
+    used = keep if nan_policy == "propagate" else keep & ~jnp.isnan(sig)
+    w = jnp.where(used, 1.0 / jnp.where(used, sig, 1.0), 0.0)
     # x where no dataset that reads it uses the point (masked, omitted, or sigma = inf) -> a
     # used point's x: the model's output there is discarded, but reverse-mode derivatives
     # through it multiply a zero cotangent by its partial derivatives there, NaN where x is not

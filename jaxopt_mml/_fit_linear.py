@@ -74,8 +74,8 @@ def chi_squared(model, params, x, y, sigma=None):
         )
     # half precision summed in float32, as linear_fit fits such data: 200 residuals of 20
     # sigma overflowed float16 (chi-squared inf)
-    if jnp.finfo(jnp.result_type(y, f)).bits < 32:
-        y, f = y.astype(jnp.float32), f.astype(jnp.float32)
+    dtype = jnp.promote_types(jnp.result_type(y, f), jnp.float32)
+    y, f = y.astype(dtype), f.astype(dtype)
     r = y - f
     if sigma is not None:
         sigma = jnp.asarray(sigma)

@@ -30,10 +30,25 @@ import jax.numpy as jnp
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
-__all__ = ["dense_tangent_solve", "solve_with_implicit_grad", "value_by_envelope"]
+__all__ = [
+    "dense_tangent_solve",
+    "solve_with_implicit_grad",
+    "unit_diagonal_where_idle",
+    "value_by_envelope",
+]
 
 # "custom_root", "custom_jvp", or None: custom_jvp where lax.custom_root is a high primitive.
 RULE: str | None = None
+
+
+def unit_diagonal_where_idle(matrix: jax.Array, holds: jax.Array | bool = True) -> jax.Array:
+    """``matrix`` with a unit diagonal entry for each unknown whose row and column are both zero
+    (and, where ``holds`` is given per row, whose equation holds): such an unknown neither reads
+    nor is read by the others, so a solve leaves it alone (its right-hand side) and gives the
+    others the solution of the system without it, where the singular matrix gave NaN."""
+    nonzero = matrix != 0
+    idle = ~jnp.any(nonzero, axis=0) & ~jnp.any(nonzero, axis=1) & holds
+    return matrix + jnp.diag(idle.astype(matrix.dtype))
 
 
 def dense_tangent_solve(g: Callable, y: Any) -> Any:
@@ -52,10 +67,7 @@ def dense_tangent_solve(g: Callable, y: Any) -> Any:
     def g_flat(v):
         return ravel_pytree(g(unravel(v)))[0]
 
-    matrix = jax.jacfwd(g_flat)(flat_y)
-    nonzero = matrix != 0
-    idle = ~jnp.any(nonzero, axis=0) & ~jnp.any(nonzero, axis=1)
-    matrix = matrix + jnp.diag(idle.astype(matrix.dtype))
+    matrix = unit_diagonal_where_idle(jax.jacfwd(g_flat)(flat_y))
     return unravel(jnp.linalg.solve(matrix, flat_y))
 
 

@@ -36,6 +36,7 @@ from jax import lax
 from jax.flatten_util import ravel_pytree
 
 from ._driver import iterate, make_progress
+from ._implicit import unit_diagonal_where_idle
 from ._linesearch import backtracking
 from ._status import Status
 
@@ -85,9 +86,7 @@ def _system_direction(fx, jac):
     # system without it (as dense_tangent_solve does for the derivatives); the singular J sent
     # every iteration to steepest descent, and MAX_ITER after 100 (scipy's hybr and lm
     # converge). An equation that reads no unknown and does not hold still makes J singular.
-    nonzero = jac != 0
-    idle = ~jnp.any(nonzero, axis=0) & ~jnp.any(nonzero, axis=1) & (fx == 0)
-    d = jnp.linalg.solve(jac + jnp.diag(idle.astype(jac.dtype)), -fx)
+    d = jnp.linalg.solve(unit_diagonal_where_idle(jac, holds=fx == 0), -fx)
     scale = _scale(fx)
     u = fx / scale
     slope = jnp.vdot(u, (jac @ d) / scale)  # = -|F|^2 / scale^2 when the solve is accurate
