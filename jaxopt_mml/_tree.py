@@ -102,18 +102,20 @@ def as_strong_inexact(tree: PyTree, name: str | None = None) -> PyTree:
     return jax.tree.map(lambda u: u.astype(u.dtype), as_inexact(tree, name))
 
 
-def strong_array(value: Any) -> Any:
-    """``value`` (data, not a pytree; None passes) as an array of a strong dtype, its own: a
-    jitted program is then keyed by the dtype, not by how the data were made (a Python float,
-    ``jnp.full(n, 0.2)`` or a list beside a NumPy array compiled a program of their own; a list
-    went in as one argument per element). Host values become NumPy arrays (no dispatch: a JAX
-    conversion of a Python float costs 50-80 us per call); a weakly typed JAX array or tracer is
-    converted, a strongly typed one passes as it is."""
+def strong_array(value: Any, dtype: Any = None) -> Any:
+    """``value`` (data, not a pytree; None passes) as an array of a strong dtype, its own or
+    ``dtype``: a jitted program is then keyed by the dtype, not by how the data were made (a
+    Python float, ``jnp.full(n, 0.2)`` or a list beside a NumPy array compiled a program of their
+    own; a list went in as one argument per element). Host values become NumPy arrays (no
+    dispatch: a JAX conversion of a Python float costs 50-80 us per call); a weakly typed JAX
+    array or tracer, or one of another dtype, is converted; a strongly typed one of the dtype
+    passes as it is."""
     if value is None:
         return None
     if isinstance(value, jax.Array):  # (tracers as well)
-        return value.astype(value.dtype) if value.aval.weak_type else value
-    return np.asarray(value)
+        target = value.dtype if dtype is None else np.dtype(dtype)
+        return value.astype(target) if value.aval.weak_type or value.dtype != target else value
+    return np.asarray(value, dtype)
 
 
 def promote(tree: PyTree, dtype: Any) -> tuple[PyTree, Callable[[PyTree], PyTree]]:
