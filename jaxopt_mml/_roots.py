@@ -74,7 +74,12 @@ def newton_raphson(
     :math:`m(x + \alpha d) \le m(x) - 10^{-4} \alpha \|F(x)\|^2` holds. Near a root the full step is
     taken and convergence is quadratic; far from one the line search stops the divergence and the
     cycling of plain Newton (``arctan`` from 2; :math:`x^3 - 2x + 2` from 0). Where ``J`` is singular
-    (or the Newton step is not a descent direction) the step falls back to steepest descent on ``m``.
+    to working precision (or the Newton step is not a descent direction) the step is the
+    regularised Gauss-Newton step :math:`-(J^T J + \mu I)^{-1} J^T F`,
+    :math:`\mu = \sqrt{\epsilon} \max_i (J^T J)_{ii}` (nearly the least-squares step of least
+    norm; steepest descent on ``m`` where that fails too): dependent but consistent equations
+    (:math:`x_1 + x_2 = 2` twice) are solved, as by scipy's ``hybr`` and ``lm``, and a system with
+    no root ends ``SINGULAR`` at a stationary point of ``m``.
 
     Convergence: the next Newton step is within tolerance in every element,
     :math:`|d_i| \le atol + rtol |x_i|` (an estimate of the error left), or ``f(x) = 0`` exactly;

@@ -6,14 +6,16 @@ first and is accepted near a root): ``|f(x)|`` for a scalar (slope ``-|f(x)|``),
 ``m(x) = |F(x)|^2 / 2`` (slope ``-|F(x)|^2``) divided by ``max|F|^2`` at the search's start, so
 that neither is squared out of the dtype's range (``|f|`` of ``1e-20`` or ``1e20`` in float32). Both are converged when the
 Newton step is within tolerance, ``|d_i| <= atol + rtol |x_i|`` for every element (an estimate of
-the error left; for a system only a true Newton step counts, not the steepest-descent step taken
-where ``J`` is singular; for a scalar the whole step must also lower ``|f|``, unless ``f`` is at
+the error left; for a system only a step whose linear model solves the equations counts, not
+the Gauss-Newton or steepest-descent step taken where ``J`` is singular unless ``F`` lies in its
+range; for a scalar the whole step must also lower ``|f|``, unless ``f`` is at
 rounding level: near a cusp the step is short far from any root), or ``F(x) = 0`` exactly; that
 last step is taken too (near a simple root it squares
 the error, as scipy's and optimistix's Newton do) and ``F`` is evaluated at the returned point.
 
 They fail with ``SINGULAR`` when no descent direction exists (``J`` singular and the merit's
-gradient ``J^T F`` zero, e.g. ``f'(x) = 0`` for a scalar), ``LINESEARCH_FAILED`` when backtracking
+gradient ``J^T F`` zero, e.g. ``f'(x) = 0`` for a scalar) or a system's step is short and no
+Newton step (a stationary point of the merit that is no root), ``LINESEARCH_FAILED`` when backtracking
 finds no decrease (at a local minimum of ``|F|`` that is not a root; ``PRECISION_LIMIT`` when the
 step is already at rounding level) and ``STAGNATED`` when an accepted step no longer moves ``x``.
 
@@ -52,6 +54,7 @@ class NewtonState(NamedTuple):
     x: jax.Array
     fx: jax.Array
     d: jax.Array
+    slope: jax.Array  # the merit's slope along d, in units of max|F|^2 (-|F|^2 for Newton's)
     n_fev: jax.Array
     steep: jax.Array  # d is the Cauchy step (retrying a failed Newton search)
 
@@ -73,9 +76,37 @@ def _scale(fx):
     return jnp.where(scale > 0, scale, jnp.ones_like(scale))
 
 
-def _system_direction(fx, jac):
-    """``(d, singular, newton)``: the Newton step, or steepest descent on the merit where the
-    Newton step is unusable (``newton`` False); ``singular`` where neither exists.
+def _least_squares_step(fx, jac, x):
+    """``(d, consistent)``: the Gauss-Newton step ``d = -(J^T J + mu I)^{-1} J^T F`` with
+    ``mu = sqrt(eps) max_i (J^T J)_ii``, nearly the least-squares step of least norm where ``J``
+    is singular, and whether its linear model nearly solves each equation (``|F_i + (J d)_i| <=
+    |F_i| / 10 + sqrt(eps) max|F|``: ``F`` in ``J``'s range, as for a consistent system of
+    dependent equations, whose roots are not isolated; equation by equation, so that one
+    equation left unsolved, ``1e-14 = 0``, is not hidden by others still far from solved), an
+    equation at rounding level (``|F_i| <= 64 eps sum_j |J_ij x_j|``) counting as solved.
+    Computed on ``F / max|F|`` (no overflow)."""
+    scale = _scale(fx)
+    u = fx / scale
+    jtj = jac.T @ jac
+    eps = jnp.finfo(jtj.dtype).eps
+    big = jnp.max(jnp.diagonal(jtj))
+    mu = jnp.sqrt(eps) * jnp.where(big > 0, big, 1.0)
+    du = jnp.linalg.solve(jtj + mu * jnp.eye(jtj.shape[0], dtype=jtj.dtype), -(jac.T @ u))
+    solved = jnp.abs(u + jac @ du) <= 0.1 * jnp.abs(u) + jnp.sqrt(eps)
+    at_rounding = jnp.abs(fx) <= 64 * eps * (jnp.abs(jac) @ jnp.abs(x))
+    consistent = jnp.all(solved | at_rounding)
+    return du * scale, consistent
+
+
+def _system_direction(fx, jac, x):
+    """``(d, slope, singular, newton)``: the Newton step, or where it is unusable the (regularised)
+    Gauss-Newton step on the merit, or steepest descent where that fails too; ``newton`` where
+    the step's linear model solves the equations (the Newton step, or a Gauss-Newton step at a
+    singular ``J`` whose range holds ``F``): only then does a short step mean a root.
+    ``slope``: the merit's (``|F / max|F||^2 / 2``) along ``d``, for the line search: ``-|F|^2``
+    in those units for the Newton step, less steep for the others (a Gauss-Newton step on
+    inconsistent equations descends only by the part of ``F`` in ``J``'s range). ``singular``
+    where no descent direction exists.
 
     The tests are made on ``F / max|F|``, so that neither a tiny nor a huge ``F`` (``1e-20`` or
     ``1e20`` in float32) underflows or overflows them.
@@ -89,21 +120,52 @@ def _system_direction(fx, jac):
     d = jnp.linalg.solve(unit_diagonal_where_idle(jac, holds=fx == 0), -fx)
     scale = _scale(fx)
     u = fx / scale
-    slope = jnp.vdot(u, (jac @ d) / scale)  # = -|F|^2 / scale^2 when the solve is accurate
-    newton_ok = jnp.all(jnp.isfinite(d)) & (slope < 0)
+
+    def slope(step):  # = -|F|^2 / scale^2 for an accurate Newton step
+        return jnp.vdot(u, (jac @ step) / scale)
+
+    def descends(step):
+        return jnp.all(jnp.isfinite(step)) & (slope(step) < 0)
+
+    # J singular to working precision: the Newton step is rounding noise of size up to
+    # 1 / eps along J's null space, and can descend (such a step of 5e13 went where F was
+    # noise of 5e-4, from |F| = 0.3, and the next step, short beside |x|, was taken for
+    # convergence: SUCCESS). Its terms then cancel in J d = -F: by a factor that bounds J's
+    # condition number from below, 1e11 to 1e16 for such steps (from LU pivots of 1e-11 to
+    # eps, which do not show the singularity reliably: one of 6e-12 beside a singular value
+    # of 4e-16), up to 1e7 for valid steps near a nearly singular J. Beyond 1 / sqrt(eps) the
+    # Gauss-Newton step is taken.
+    cancel = jnp.max(jnp.abs(jac) @ jnp.abs(d)) / scale
+    accurate = cancel * jnp.sqrt(jnp.finfo(cancel.dtype).eps) <= 1
+    newton_ok = accurate & descends(d)
+    # Where J is singular (dependent equations, x1 + x2 = 2 twice), or so nearly that the
+    # Newton step does not descend, the Gauss-Newton step: steepest descent alone crept to
+    # the roots of consistent dependent equations and ended MAX_ITER after 100 steps at
+    # |F| = 2e-12, where scipy's hybr and lm converge in 6-10 evaluations.
+    gn, consistent = lax.cond(
+        newton_ok, lambda: (d, jnp.asarray(True)), lambda: _least_squares_step(fx, jac, x)
+    )
+    gn_ok = descends(gn)
     grad_u = jac.T @ u
     grad_ok = jnp.all(jnp.isfinite(grad_u)) & jnp.any(grad_u != 0)
     grad = jac.T @ fx
-    d = jnp.where(newton_ok, d, jnp.where(grad_ok, -grad, jnp.zeros_like(grad)))
-    return d, ~(newton_ok | grad_ok), newton_ok
+    d = jnp.where(
+        newton_ok, d, jnp.where(gn_ok, gn, jnp.where(grad_ok, -grad, jnp.zeros_like(grad)))
+    )
+    m_slope = jnp.where(newton_ok, -jnp.vdot(u, u), slope(d))
+    return d, m_slope, ~(newton_ok | gn_ok | grad_ok), newton_ok | (gn_ok & consistent)
 
 
 def _converged(x, fx, d, newton, rtol, atol):
     """A root: ``F = 0``, or a Newton step ``d`` within the tolerances. Only a Newton step
     estimates the distance to a root: a short steepest-descent step (``newton`` False) means a
     flat merit, and at a singular J that is no root (``|F| = 2.8`` with ``J^T F = 1e-16``)."""
-    small = jnp.all(jnp.abs(d) <= atol + rtol * jnp.abs(x))
-    return jnp.all(fx == 0) | (small & newton)
+    return jnp.all(fx == 0) | (_short(x, d, rtol, atol) & newton)
+
+
+def _short(x, d, rtol, atol):
+    """The step ``d`` within the tolerances, ``|d_i| <= atol + rtol |x_i|`` for every element."""
+    return jnp.all(jnp.abs(d) <= atol + rtol * jnp.abs(x))
 
 
 def _merit(fx, scale):
@@ -137,10 +199,11 @@ def _system_solve(f: Callable, x0: jax.Array, *, rtol, atol, max_iter, ls_steps)
     atol_ = jnp.asarray(atol, dtype)
 
     fx0, jac0 = value_and_deriv(x0)
-    d0, singular0, newton0 = direction(fx0, jac0)
+    d0, slope0, singular0, newton0 = direction(fx0, jac0, x0)
     conv0 = _converged(x0, fx0, d0, newton0, rtol_, atol_)
-    state = NewtonState(x0, fx0, d0, jnp.asarray(1, jnp.int32), jnp.asarray(False))
-    fail0 = jnp.where(singular0 & ~conv0, int(Status.SINGULAR), _RUNNING)
+    state = NewtonState(x0, fx0, d0, slope0, jnp.asarray(1, jnp.int32), jnp.asarray(False))
+    stationary0 = _short(x0, d0, rtol_, atol_) & ~newton0
+    fail0 = jnp.where((singular0 | stationary0) & ~conv0, int(Status.SINGULAR), _RUNNING)
     progress = make_progress(x0, _norm(fx0), converged=conv0, failure=fail0)
 
     def step(s: NewtonState):
@@ -156,17 +219,21 @@ def _system_solve(f: Callable, x0: jax.Array, *, rtol, atol, max_iter, ls_steps)
         def phi(a):
             return jnp.where(done, jnp.zeros_like(m0), _merit(f(s.x + a * s.d), scale))
 
-        ls = backtracking(phi, m0, -2 * m0, max_steps=ls_steps)
+        ls = backtracking(phi, m0, s.slope, max_steps=ls_steps)
         x = jnp.where(ls.success, s.x + ls.step_size * s.d, s.x)
         fx, jac = value_and_deriv(x)
-        d, singular, newton = direction(fx, jac)
+        d, m_slope, singular, newton = direction(fx, jac, x)
         converged = _converged(x, fx, d, newton, rtol_, atol_)
         at_rounding = jnp.all(jnp.abs(s.d) <= 64 * eps * jnp.abs(s.x))
         ls_failure = jnp.where(
             at_rounding, int(Status.PRECISION_LIMIT), int(Status.LINESEARCH_FAILED)
         )
         stagnated = jnp.where(at_rounding, int(Status.PRECISION_LIMIT), int(Status.STAGNATED))
-        failure = jnp.where(singular, int(Status.SINGULAR), _RUNNING)
+        # A short step that is no Newton step: |F| is at a stationary point that is no root,
+        # where J is singular (the Gauss-Newton steps of inconsistent equations crept on
+        # there until MAX_ITER)
+        stationary = _short(x, d, rtol_, atol_) & ~newton
+        failure = jnp.where(singular | stationary, int(Status.SINGULAR), _RUNNING)
         # Stuck where J is singular (no Newton step, and the steepest-descent step rounds
         # away): a local minimum of |F| that is no root, which SINGULAR names.
         stagnated = jnp.where(newton, stagnated, int(Status.SINGULAR))
@@ -179,7 +246,8 @@ def _system_solve(f: Callable, x0: jax.Array, *, rtol, atol, max_iter, ls_steps)
         failure = jnp.where(ls.success, failure, ls_failure)
         failure = jnp.where(converged | retry, _RUNNING, failure)
         d = jnp.where(retry, _cauchy_step(fx, jac), d)
-        new = NewtonState(x, fx, d, s.n_fev + ls.n_eval + 1, retry)
+        m_slope = jnp.where(retry, -2 * _merit(fx, _scale(fx)), m_slope)
+        new = NewtonState(x, fx, d, m_slope, s.n_fev + ls.n_eval + 1, retry)
         fnorm = _norm(fx)
         prog = make_progress(
             x,

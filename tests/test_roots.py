@@ -324,6 +324,49 @@ def test_singular_system_reports_status():
     assert bool(jnp.all(jnp.isfinite(res.x)))
 
 
+def test_consistent_dependent_equations_are_solved():
+    # J singular everywhere (an equation repeated, or a sum of others), with roots along a
+    # line: steepest descent crept to them, MAX_ITER after 100 steps at |F| = 2e-12, where
+    # scipy's hybr and lm converge in 6-10 evaluations. The Gauss-Newton step takes them in few.
+    def sphere(x):
+        return jnp.stack([x @ x - 1, 2 * (x @ x - 1), x[2] - x[0]])
+
+    cases = [
+        (lambda x: jnp.stack([x[0] + x[1] - 2, x[0] - x[2], x[1] + x[2] - 2]), np.zeros(3)),
+        (sphere, np.array([2.0, 1.0, 0.0])),
+        (sphere, np.array([2.0, 1.0, 0.0], np.float32)),
+    ]
+    for f, x0 in cases:
+        x0 = jnp.asarray(x0)
+        res = mml.newton_raphson(f, x0)
+        assert int(res.status) == Status.SUCCESS and int(res.n_iter) <= 8, (x0, res)
+        np.testing.assert_allclose(f(res.x), 0.0, atol=64 * float(jnp.finfo(x0.dtype).eps))
+
+
+def test_rank_deficient_systems_end_at_roots_or_fail_honestly():
+    # F(x) = g(A (x - x*)) with A of rank k < n: the roots are x* + null(A). From random starts
+    # 167 of 180 such systems (three g) now end SUCCESS, 13 before; none with F far from 0. A
+    # Newton step from an LU solve of a J singular to rounding is noise of size up to 1 / eps
+    # along the null space, yet can descend: one of 5e13 went where F was rounding noise
+    # (|F| = 5e-4 from 0.3), and the next short step was taken for convergence.
+    rng = np.random.default_rng(1)
+    n, batch = 4, 24
+    ks = np.arange(batch) % 3 + 1
+    a = np.stack([rng.standard_normal((n, k)) @ rng.standard_normal((k, n)) for k in ks])
+    xs = rng.standard_normal((batch, n))
+    x0 = xs + rng.standard_normal((batch, n))
+
+    def f(x, a, xs):
+        y = a @ (x - xs)
+        return jnp.tanh(y) + 0.1 * jnp.sin(y)
+
+    res = jax.vmap(lambda x0, a, xs: mml.newton_raphson(f, x0, args=(a, xs)))(x0, a, xs)
+    fun = np.abs(np.asarray(jax.vmap(f)(res.x, a, xs))).max(axis=1)
+    ok = np.asarray(res.status) == Status.SUCCESS
+    assert np.all(fun[ok] <= 1e-10), fun[ok]
+    assert ok.sum() >= 18, (ok.sum(), np.asarray(res.status))
+
+
 def test_an_unknown_that_no_equation_reads_is_left_alone():
     # A leaf that f ignores, its equation 0 = 0 (a zero row and column of J): the singular J
     # sent every iteration to steepest descent, MAX_ITER after 100 at |F| = 8e-14, where

@@ -91,7 +91,7 @@ def test_system_direction_is_always_a_descent_direction_of_the_merit():
 
     jac = np.array([[1.0, 1.0 / 3.0], [7.0, 7.0 * (1.0 / 3.0)]])
     fx = np.array([-2.0, 1.0])
-    d, singular, newton = _system_direction(jnp.asarray(fx), jnp.asarray(jac))
+    d, _, singular, newton = _system_direction(jnp.asarray(fx), jnp.asarray(jac), jnp.zeros(2))
     assert not bool(singular) and not bool(newton)
     jq = [[Fraction(float(v)) for v in row] for row in jac]
     fq = [Fraction(float(v)) for v in fx]
