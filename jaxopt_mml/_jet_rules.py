@@ -2,7 +2,7 @@
 lacks (private).
 
 JAX's ``jax.experimental.jet`` propagates truncated Taylor series (coefficients ``u_0 .. u_n``
-of ``u(s)``) through each primitive. Four of its rules are wrong or ill-conditioned at points
+of ``u(s)``) through each primitive. Nine of its rules are wrong or ill-conditioned at points
 where the function is smooth:
 
 * ``pow(x, y)`` goes through ``exp(y log x)``: the series of ``log x`` divides by ``x_0`` at
@@ -20,6 +20,14 @@ where the function is smooth:
   Here ``asinh' = (1 + x^2)^(-1/2)`` by Miller's recurrence (its base is at least 1).
 * ``rem`` (C's ``fmod``) was computed as ``x - y floor(x / y)`` (Python's ``%``): wrong for
   ``x / y < 0``, its value included. Here ``x - y trunc(x / y)``.
+* ``expm1``, ``log1p``, ``erfc``, ``atanh`` and ``acosh`` go through ``exp(x) - 1``,
+  ``log(1 + x)``, ``1 - erf(x)``, ``log((1 + x) / (1 - x)) / 2`` and ``log(x + sqrt(x^2 - 1))``:
+  ``log1p(1e-20)`` came out 0, ``erfc(6)`` 0 (it is 2e-17), ``expm1`` and ``atanh`` at ``1e-10``
+  8e-8 off, ``acosh(1e200)`` inf with NaN coefficients. Here each value is the primitive's own,
+  the series that of ``exp``, ``log(1 + x)``, and of the derivatives ``-2 exp(-x^2) / sqrt(pi)``,
+  ``1 / (1 - x^2)`` (its constant term as ``(1 - x_0)(1 + x_0)``) and
+  ``(x - 1)^(-1/2) (x + 1)^(-1/2)``; ``asinh``'s ``(1 + x^2)^(-1/2)`` is scaled by a power of 2
+  near ``|x_0|`` (``1 + x_0^2`` overflowed from ``1e154`` on).
 
 :func:`accurate_rules` installs these for the duration of a ``jet`` call of this library and
 puts JAX's back afterwards.
@@ -154,8 +162,11 @@ def _asinh_rule(primals_in, series_in):
     (x0,) = primals_in
     x = [x0] + list(series_in[0])
     n = len(x) - 1
-    base = [a + b for a, b in zip([jnp.ones_like(x0)] + [0.0] * n, _mul(x, x), strict=True)]
-    c = _miller(base[:n], -0.5)  # (1 + x^2)^(-1/2)
+    # (1 + x^2)^(-1/2) as (s^-2 + (x / s)^2)^(-1/2) / s, s a power of 2 near |x_0| (at least
+    # 1): 1 + x_0^2 overflowed from |x_0| = 1e154 on, and NaN coefficients came back there.
+    scale = jnp.exp2(jnp.floor(jnp.log2(jnp.maximum(1.0, jnp.abs(x0)))))
+    y = [t / scale for t in x[:n]]
+    c = [t / scale for t in _miller(_one_plus(1.0 / scale**2, _mul(y, y)), -0.5)]
     out = _integrate(lax.asinh(x0), _mul(c, _derivative(x)))
     return out[0], out[1:]
 
@@ -165,6 +176,55 @@ def _rem_rule(primals_in, series_in):
     value = lax.rem(x0, y0)
     quotient = lax.round((x0 - value) / y0)  # trunc(x / y), an integer
     return value, [a - quotient * b for a, b in zip(series_in[0], series_in[1], strict=True)]
+
+
+def _expm1_rule(primals_in, series_in, **params):
+    # exp's series; the value expm1(x_0) itself (jet's exp(x_0) - 1 cancels near 0).
+    (x0,) = primals_in
+    out = _exp([x0] + list(series_in[0]))
+    return lax.expm1_p.bind(x0, **params), out[1:]
+
+
+def _log1p_rule(primals_in, series_in, **params):
+    # log's series of 1 + x(s); the value log1p(x_0) itself (jet's log(1 + x_0) is 0 below 1e-16).
+    (x0,) = primals_in
+    out = _log([1.0 + x0] + list(series_in[0]))
+    return lax.log1p_p.bind(x0, **params), out[1:]
+
+
+def _erfc_rule(primals_in, series_in, **params):
+    # erfc' = -2 / sqrt(pi) exp(-x^2); the value erfc(x_0) itself (jet's 1 - erf(x_0) is 0
+    # from x_0 = 6 on, where erfc is 2e-17).
+    (x0,) = primals_in
+    x = [x0] + list(series_in[0])
+    n = len(x) - 1
+    gauss = _exp([-t for t in _mul(x[:n], x[:n])])
+    dphi = [(-2.0 / math.sqrt(math.pi)) * t for t in gauss]
+    out = _unary_by_derivative(lax.erfc_p.bind(x0, **params), x, dphi)
+    return out[0], out[1:]
+
+
+def _atanh_rule(primals_in, series_in, **params):
+    # atanh' = 1 / (1 - x^2), its constant term as (1 - x_0)(1 + x_0); jet's
+    # 0.5 log((1 + x) / (1 - x)) cancels near 0.
+    (x0,) = primals_in
+    x = [x0] + list(series_in[0])
+    n = len(x) - 1
+    square = _mul(x[:n], x[:n])
+    dphi = _recip([(1.0 - x0) * (1.0 + x0)] + [-t for t in square[1:]])
+    out = _unary_by_derivative(lax.atanh_p.bind(x0, **params), x, dphi)
+    return out[0], out[1:]
+
+
+def _acosh_rule(primals_in, series_in, **params):
+    # acosh' = (x - 1)^(-1/2) (x + 1)^(-1/2); jet's log(x + sqrt(x^2 - 1)) overflows from
+    # x_0 = 1e154 on (inf and NaN where acosh is 355).
+    (x0,) = primals_in
+    x = [x0] + list(series_in[0])
+    n = len(x) - 1
+    dphi = _mul(_miller(_one_plus(-1.0, x[:n]), -0.5), _miller(_one_plus(1.0, x[:n]), -0.5))
+    out = _unary_by_derivative(lax.acosh_p.bind(x0, **params), x, dphi)
+    return out[0], out[1:]
 
 
 def _unary_by_derivative(value, x: list, dphi: list) -> list:
@@ -266,6 +326,11 @@ _RULES = {
     lax.atan2_p: _atan2_rule,
     lax.asinh_p: _asinh_rule,
     lax.rem_p: _rem_rule,
+    lax.expm1_p: _expm1_rule,
+    lax.log1p_p: _log1p_rule,
+    lax.erfc_p: _erfc_rule,
+    lax.atanh_p: _atanh_rule,
+    lax.acosh_p: _acosh_rule,
     # No rule in jax.experimental.jet (nested forward mode, 2^n, was the fallback: arcsin to
     # order 10 took minutes):
     lax.atan_p: _atan_rule,
@@ -283,8 +348,9 @@ _RULES = {
 
 @contextlib.contextmanager
 def accurate_rules():
-    """JAX's ``jet`` rules for pow, atan2, asinh and rem replaced by this module's, and its rules
-    for the primitives ``jet`` lacks installed, in this block.
+    """JAX's ``jet`` rules for pow, atan2, asinh, rem, expm1, log1p, erfc, atanh and acosh
+    replaced by this module's, and its rules for the primitives ``jet`` lacks installed, in this
+    block.
 
     Held under a lock (a ``jet`` traced meanwhile by another thread of this library waits; one of
     another library's would see these rules, which compute the same functions).

@@ -17,10 +17,11 @@ derivative rule (``_jet_custom``; softplus to order 10: 0.5 s instead of two min
 ``custom_vjp`` functions always the latter way, by their primal (nested forward mode cannot
 differentiate them). This module adds the rules that ``jet`` lacks for ``atan``, ``asin``, ``acos``,
 ``tan``, ``cbrt``, ``exp2``, ``lgamma`` and ``digamma`` (arcsin to order 10 took minutes by the
-fallback, a second now), and replaces four of ``jet``'s that lose their digits where the function
+fallback, a second now), and replaces nine of ``jet``'s that lose their digits where the function
 is smooth (``pow`` through :math:`\log x` near :math:`x_0 = 0`, ``atan2`` through :math:`x / y`
-near :math:`y_0 = 0`, ``asinh`` by cancellation) or compute another function (``rem`` as Python's
-``%``), while it runs ``jet`` (``_jet_rules``). One case is left, where the derivatives are
+near :math:`y_0 = 0`, ``asinh``, ``expm1``, ``log1p``, ``erfc``, ``atanh`` and ``acosh`` by
+cancellation or overflow) or compute another function (``rem`` as Python's ``%``), while it runs
+``jet`` (``_jet_rules``). One case is left, where the derivatives are
 infinite: a non-integral power of a base that is exactly 0 (``x ** 2.5``, ``sqrt`` or ``cbrt`` at
 0, ``arcsin`` at 1) or whose power underflows (``x ** 2.5`` at ``1e-140``; the recurrence scales
 every coefficient by it): up to order 4, for functions holding such a primitive, both engines are
@@ -113,7 +114,7 @@ def _series_jet(g: Callable, leaves: list, dirs: list, order: int) -> list:
     if order == 0:
         return [g(*leaves)]
     series = [[d] + [jnp.zeros_like(d)] * (order - 1) for d in dirs]
-    with accurate_rules():  # pow, atan2, asinh and rem by rules that keep their digits
+    with accurate_rules():  # pow, atan2, asinh, rem, expm1 ... by rules that keep digits
         if _uses_primitives(jax.make_jaxpr(lambda *a: g(*a))(*leaves), CUSTOM_PRIMITIVES):
             # jet cannot run custom_jvp functions (softplus, relu, sinc): their own rules
             primal, terms = series_by_rules(g, leaves, dirs, order)

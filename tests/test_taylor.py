@@ -161,6 +161,36 @@ def test_jet_rules_that_lost_their_digits_or_computed_another_function():
     )
 
 
+def test_jet_rules_that_cancelled_or_overflowed_in_the_value_or_the_series():
+    """expm1, log1p, erfc, atanh and acosh by jet's compositions (exp(x) - 1, log(1 + x),
+    1 - erf(x), log((1 + x) / (1 - x)) / 2, log(x + sqrt(x^2 - 1))), asinh's derivative as
+    (1 + x^2)^(-1/2): log1p(1e-20) was 0, erfc(6) 0, expm1 and atanh at 1e-10 8e-8 off, acosh
+    and asinh at 1e200 inf or NaN. Closed forms (x_0 = 0, the points added in f)."""
+    from scipy.special import erfc as scipy_erfc
+
+    f = lambda t: jnp.stack(
+        [
+            jnp.expm1(1e-10 + t),
+            jnp.log1p(1e-20 + t),
+            jax.scipy.special.erfc(6.0 + t),
+            jnp.arctanh(1e-10 + t),
+            jnp.arccosh(1e200 + t),
+            jnp.arcsinh(1e200 + t),
+        ]
+    )
+    c = jax.jit(lambda x0: mml.taylor_coefficients(f, x0, 3))(0.0)  # (eager: 2 s)
+    g = 2 / np.sqrt(np.pi) * np.exp(-36.0)  # -erfc'(6)
+    want = [
+        [np.expm1(1e-10), np.exp(1e-10), np.exp(1e-10) / 2, np.exp(1e-10) / 6],
+        [1e-20, 1.0, -0.5, 1 / 3],
+        [scipy_erfc(6.0), -g, 6 * g, -(2 * 36 - 1) * g / 3],
+        [1e-10, 1.0, 1e-10, 1 / 3],
+        [np.arccosh(1e200), 1e-200, 0.0, 0.0],
+        [np.arcsinh(1e200), 1e-200, 0.0, 0.0],
+    ]
+    np.testing.assert_allclose(c.T, want, rtol=1e-13, atol=0)
+
+
 def test_both_engines_agree_with_args_and_vector_output():
     f = lambda x, a: jnp.stack([jnp.exp(a * x), jnp.sin(x) * x])
     run = jax.jit(
