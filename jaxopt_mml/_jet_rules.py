@@ -2,7 +2,7 @@
 lacks (private).
 
 JAX's ``jax.experimental.jet`` propagates truncated Taylor series (coefficients ``u_0 .. u_n``
-of ``u(s)``) through each primitive. Nine of its rules are wrong or ill-conditioned at points
+of ``u(s)``) through each primitive. Eleven of its rules are wrong or ill-conditioned at points
 where the function is smooth:
 
 * ``pow(x, y)`` goes through ``exp(y log x)``: the series of ``log x`` divides by ``x_0`` at
@@ -28,6 +28,11 @@ where the function is smooth:
   ``1 / (1 - x^2)`` (its constant term as ``(1 - x_0)(1 + x_0)``) and
   ``(x - 1)^(-1/2) (x + 1)^(-1/2)``; ``asinh``'s ``(1 + x^2)^(-1/2)`` is scaled by a power of 2
   near ``|x_0|`` (``1 + x_0^2`` overflowed from ``1e154`` on).
+* ``tanh`` goes through ``2 logistic(2 x) - 1`` (``tanh(1e-20)`` was 0), and ``logistic``'s
+  recurrence forms ``1 - s_0``, which rounds to 0 for large ``x_0`` (the derivatives ``e^-40`` of
+  ``sigmoid`` at 40, ``4 e^-60`` of ``tanh`` at 30, came back 0). Here ``tanh`` by its
+  differential equation ``t' = x' (1 - t^2)`` with the constant term ``sech(x_0)^2``, and
+  ``logistic`` with ``1 - s_0`` as ``logistic(-x_0)``.
 
 :func:`accurate_rules` installs these for the duration of a ``jet`` call of this library and
 puts JAX's back afterwards.
@@ -227,6 +232,37 @@ def _acosh_rule(primals_in, series_in, **params):
     return out[0], out[1:]
 
 
+def _tanh_rule(primals_in, series_in, **params):
+    # t' = x' (1 - t^2), as tan's, with the constant term of 1 - t^2 as sech(x_0)^2: jet's
+    # 2 logistic(2 x) - 1 cancelled near 0 (tanh(1e-20) was 0) and 1 - t_0^2 rounds to 0 for
+    # |x_0| > 19 (the derivatives 4 e^(-2 |x_0|) came back 0).
+    (x0,) = primals_in
+    x = [x0] + list(series_in[0])
+    xp = _derivative(x)
+    t = [lax.tanh_p.bind(x0, **params)]
+    w = [(1.0 / lax.cosh(x0)) ** 2]  # 1 - t^2, term by term
+    for k in range(1, len(x)):
+        m = k - 1
+        if m > 0:
+            w.append(-sum(t[i] * t[m - i] for i in range(m + 1)))
+        t.append(sum(xp[j] * w[m - j] for j in range(m + 1)) / k)
+    return t[0], t[1:]
+
+
+def _logistic_rule(primals_in, series_in, **params):
+    # s' = s (1 - s), jet's recurrence with 1 - s_0 as logistic(-x_0): 1 - s_0 rounds to 0 for
+    # x_0 > 37, and the derivatives e^(-x_0) came back 0.
+    (x0,) = primals_in
+    u = [x0] + list(series_in[0])
+    v = [lax.logistic_p.bind(x0, **params)]
+    rest = lax.logistic_p.bind(-x0, **params)  # 1 - s_0
+    e = [v[0] * rest]  # s (1 - s), term by term
+    for k in range(1, len(u)):
+        v.append(sum(j * e[k - j] * u[j] for j in range(1, k + 1)) / k)
+        e.append(rest * v[k] - sum(v[j] * v[k - j] for j in range(1, k + 1)))
+    return v[0], v[1:]
+
+
 def _unary_by_derivative(value, x: list, dphi: list) -> list:
     """``phi(x(s))`` from ``phi(x_0)`` and the series of ``phi'(x(s))`` (order ``n - 1``)."""
     return _integrate(value, _mul(dphi, _derivative(x)))
@@ -331,6 +367,8 @@ _RULES = {
     lax.erfc_p: _erfc_rule,
     lax.atanh_p: _atanh_rule,
     lax.acosh_p: _acosh_rule,
+    lax.tanh_p: _tanh_rule,
+    lax.logistic_p: _logistic_rule,
     # No rule in jax.experimental.jet (nested forward mode, 2^n, was the fallback: arcsin to
     # order 10 took minutes):
     lax.atan_p: _atan_rule,
@@ -348,8 +386,8 @@ _RULES = {
 
 @contextlib.contextmanager
 def accurate_rules():
-    """JAX's ``jet`` rules for pow, atan2, asinh, rem, expm1, log1p, erfc, atanh and acosh
-    replaced by this module's, and its rules for the primitives ``jet`` lacks installed, in this
+    """JAX's ``jet`` rules for pow, atan2, asinh, rem, expm1, log1p, erfc, atanh, acosh, tanh
+    and logistic replaced by this module's, and its rules for the primitives ``jet`` lacks installed, in this
     block.
 
     Held under a lock (a ``jet`` traced meanwhile by another thread of this library waits; one of

@@ -17,10 +17,10 @@ derivative rule (``_jet_custom``; softplus to order 10: 0.5 s instead of two min
 ``custom_vjp`` functions always the latter way, by their primal (nested forward mode cannot
 differentiate them). This module adds the rules that ``jet`` lacks for ``atan``, ``asin``, ``acos``,
 ``tan``, ``cbrt``, ``exp2``, ``lgamma`` and ``digamma`` (arcsin to order 10 took minutes by the
-fallback, a second now), and replaces nine of ``jet``'s that lose their digits where the function
-is smooth (``pow`` through :math:`\log x` near :math:`x_0 = 0`, ``atan2`` through :math:`x / y`
-near :math:`y_0 = 0`, ``asinh``, ``expm1``, ``log1p``, ``erfc``, ``atanh`` and ``acosh`` by
-cancellation or overflow) or compute another function (``rem`` as Python's ``%``), while it runs
+fallback, a second now), and replaces eleven of ``jet``'s that lose their digits where the
+function is smooth (``pow`` through :math:`\log x` near :math:`x_0 = 0`, ``atan2`` through
+:math:`x / y` near :math:`y_0 = 0`, ``asinh``, ``expm1``, ``log1p``, ``erfc``, ``atanh``, ``acosh``,
+``tanh`` and ``logistic`` by cancellation or overflow) or compute another function (``rem`` as Python's ``%``), while it runs
 ``jet`` (``_jet_rules``). One case is left, where the derivatives are
 infinite: a non-integral power of a base that is exactly 0 (``x ** 2.5``, ``sqrt`` or ``cbrt`` at
 0, ``arcsin`` at 1) or whose power underflows (``x ** 2.5`` at ``1e-140``; the recurrence scales

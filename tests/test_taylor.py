@@ -191,6 +191,26 @@ def test_jet_rules_that_cancelled_or_overflowed_in_the_value_or_the_series():
     np.testing.assert_allclose(c.T, want, rtol=1e-13, atol=0)
 
 
+def test_jet_tanh_and_logistic_keep_their_values_and_tiny_derivatives():
+    """jet's tanh is 2 logistic(2x) - 1 (tanh(1e-20) was 0, tanh(1e-10) 8e-8 off), and its
+    logistic's rule forms 1 - s_0, which rounds to 0 at large x_0 (tanh'(30) = 4 e^-60 and
+    sigmoid'(40) = e^-40 came back 0). Closed forms: tanh' = sech^2, tanh'' / 2 = -tanh sech^2,
+    sigmoid' = s (1 - s), sigmoid'' / 2 = s (1 - s) (1 - 2 s) / 2."""
+    f = lambda t: jnp.stack(
+        [jnp.tanh(1e-20 + t), jnp.tanh(1e-10 + t), jnp.tanh(30.0 + t), jax.nn.sigmoid(40.0 + t)]
+    )
+    c = jax.jit(lambda x0: mml.taylor_coefficients(f, x0, 2))(0.0)
+    sech2 = 4 * np.exp(-60.0) / (1 + np.exp(-60.0)) ** 2
+    s, q = 1 / (1 + np.exp(-40.0)), np.exp(-40.0) / (1 + np.exp(-40.0))
+    want = [
+        [1e-20, 1.0, -1e-20],
+        [np.tanh(1e-10), 1 / np.cosh(1e-10) ** 2, -np.tanh(1e-10) / np.cosh(1e-10) ** 2],
+        [np.tanh(30.0), sech2, -np.tanh(30.0) * sech2],
+        [s, s * q, s * q * (1 - 2 * s) / 2],
+    ]
+    np.testing.assert_allclose(c.T, want, rtol=1e-13, atol=0)
+
+
 def test_both_engines_agree_with_args_and_vector_output():
     f = lambda x, a: jnp.stack([jnp.exp(a * x), jnp.sin(x) * x])
     run = jax.jit(
