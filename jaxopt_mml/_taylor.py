@@ -29,7 +29,8 @@ traced and nested forward mode replaces ``jet``'s series when some output elemen
 finite but its ``jet`` coefficients are not (a select, decided per mapped element under ``vmap``;
 the nested series runs only when needed outside ``vmap``); above order 4 (nested mode's trace
 grows like :math:`2^n`) those coefficients stay NaN, as do derivatives that nested forward mode
-itself cannot form.
+itself cannot form, and those of functions holding a ``custom_vjp`` function (which nested
+forward mode cannot differentiate) at any order.
 
 Every function here works under ``jax.jit`` and ``jax.vmap``; orders are static Python ints.
 
@@ -237,11 +238,14 @@ def _directional_series(
         if engine is _series_jet and 0 < order <= _GUARD_MAX_ORDER:
             avals = [jax.ShapeDtypeStruct(jnp.shape(a), jnp.result_type(a)) for a in leaves]
             jaxpr = jax.make_jaxpr(g)(*avals)
-            if _uses_primitives(jaxpr, _CUSTOM_JVP) and not _uses_primitives(jaxpr, _CUSTOM_VJP):
+            custom_vjp = _uses_primitives(jaxpr, _CUSTOM_VJP)
+            if _uses_primitives(jaxpr, _CUSTOM_JVP) and not custom_vjp:
                 # Low orders: nested forward mode runs the custom rules directly, and its few
                 # operations compile faster than the rules' series (taylor_error called eagerly).
                 engine = _series_nested
-            elif _uses_primitives(jaxpr, _JET_RISKY):
+            elif _uses_primitives(jaxpr, _JET_RISKY) and not custom_vjp:
+                # (not with a custom_vjp function, which nested forward mode cannot
+                # differentiate: the guard traced it, and sqrt(g(x)) raised NotImplementedError)
                 engine = _series_guarded
         out_def.clear()
     try:

@@ -1,6 +1,8 @@
 """Taylor coefficients' fallbacks, taylor_error's sampling and check_grad's steps, one rule at a
 time. Found by mutation testing: each test fails when its rule is changed."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -199,3 +201,19 @@ def test_custom_jvp_series_under_jit_vmap_and_grad_equal_nested_forward_mode():
     np.testing.assert_allclose(  # auto above order 4: the rules' series
         mml.taylor_coefficients(jax.nn.softplus, 0.0, 6)[5:], [0.0, 1 / 2880], atol=1e-15
     )
+
+
+def test_custom_vjp_function_under_a_power_is_not_guarded_by_nested_forward_mode():
+    """sqrt or x ** 2.5 of a custom_vjp function up to order 4: the power's guard traced nested
+    forward mode, which cannot differentiate a custom_vjp function (NotImplementedError,
+    'custom_lin'). Its primal goes through jet, as above order 4 and without the power."""
+
+    @jax.custom_vjp
+    def g(x):
+        return jnp.exp(x)
+
+    g.defvjp(lambda x: (jnp.exp(x), jnp.exp(x)), lambda r, c: (r * c,))
+    c = jax.jit(lambda x0: mml.taylor_coefficients(lambda x: jnp.sqrt(g(x)), x0, 3))(0.3)
+    np.testing.assert_allclose(c, [np.exp(0.15) / 2**k / math.factorial(k) for k in range(4)])
+    error = lambda x0: mml.taylor_error(lambda x: g(x) ** 2.5, x0, 1, 0.1, n_samples=3).max_error
+    np.testing.assert_allclose(jax.jit(error)(0.0), np.exp(0.25) - 1.25, rtol=1e-12)  # at 0.1
