@@ -60,6 +60,8 @@ def _init(fun, x0, rtol, atol, dyn, options):
 
     def step(state: _GDState):
         x, f, g, v, count, alpha_prev, n_fev = state
+        # (a zero velocity, at the start or after a reset, makes the direction the gradient's)
+        along_g = jnp.all(v == 0) if momentum else jnp.asarray(True)
         # Momentum in optax's form: v <- mu v + g; direction g + mu v (Nesterov) or v.
         v = momentum * v + g
         d = g + momentum * v if nesterov else v
@@ -96,12 +98,23 @@ def _init(fun, x0, rtol, atol, dyn, options):
             # first trial 2|g| away, 1e10 for f = 1e9 |x - 1|^2 from 3, failed at x0). Stay,
             # and go on halving from there next iteration.
             short = ~ls.success & resolvable & jnp.any(x - ls.step_size * d != x)
+            # A momentum direction along which the search ends so (it steps across a valley
+            # whose walls the gradient does not point at) says nothing of the rounding along
+            # the gradient: stay, drop the velocity and search along the gradient next, from
+            # the same first trial (momentum 0.99 on an offset quadratic stopped so with
+            # PRECISION_LIMIT at |g| = 2.5e-4, 8e5 ulps above the minimum).
+            stuck = (flat & ~resolvable) | ~(ls.success | short)
+            retry = stuck & descends & ~along_g
+            v = jnp.where(retry, 0.0, v)
             alpha = jnp.where(moved, ls.step_size, 0.0)
             alpha_prev = jnp.where(
-                moved, ls.step_size, jnp.where(flat | short, 0.25 * ls.step_size, alpha_prev)
+                moved,
+                ls.step_size,
+                jnp.where((flat | short) & ~retry, 0.25 * ls.step_size, alpha_prev),
             )
             failure = jnp.where(ls.success | short, failure, int(Status.LINESEARCH_FAILED))
             failure = jnp.where(flat & ~resolvable, int(Status.PRECISION_LIMIT), failure)
+            failure = jnp.where(retry, int(Status.RUNNING), failure)
             n_ls = ls.n_eval
         dx = -alpha * d
         x_new = x + dx
@@ -157,7 +170,9 @@ def gradient_descent(
     * ``"backtracking"`` or ``"armijo"`` (default): the largest of :math:`2\alpha_{k-1},
       \alpha_{k-1}, \alpha_{k-1}/2, \dots` with sufficient decrease
       :math:`f(x - \alpha d) \le f(x) - 10^{-4}\alpha\, \nabla f^\top d`; a momentum direction that
-      does not descend is replaced by the gradient. A search that runs out of
+      does not descend is replaced by the gradient, and one along which the search fails or
+      ends at a step too short for ``f`` to resolve drops the velocity (``x`` stays, and the
+      next search is along the gradient). A search that runs out of
       ``max_linesearch`` halvings while its last trial still moves ``x`` by a decrease that ``f``
       can resolve stays at ``x`` and goes on halving at the next iteration; one that does not
       is ``Status.LINESEARCH_FAILED``.

@@ -286,3 +286,29 @@ def test_dense_newton_rounding_level_negative_curvature_is_no_saddle(n):
     res = mml.newton_minimise(f, jnp.linspace(0.1, 0.9, n), linear_solver="dense")
     assert int(res.status) == Status.SUCCESS
     assert float(res.value) <= 1e-20
+
+
+def _offset_valley(u):
+    return 0.5 * (u[0] ** 2 + 1000.0 * u[1] ** 2) + 5.0
+
+
+def _log_barrier(u):
+    return jnp.sum((u - 1.0) ** 2 * jnp.array([1.0, 50.0])) - jnp.log(9.0 - jnp.sum(u**2))
+
+
+@pytest.mark.parametrize(
+    ("f", "x0", "momentum", "g_max"),
+    [(_offset_valley, [1.0, 1.0], 0.99, 1e-5), (_log_barrier, [0.0, 0.0], 0.9, 1e-6)],
+    ids=["offset-0.99", "barrier-0.9"],
+)
+def test_gradient_descent_momentum_line_search_stops_at_the_rounding_floor_not_before(
+    f, x0, momentum, g_max
+):
+    """A momentum direction whose search ends at a step too short for f to resolve (across a
+    valley the gradient does not point at) is dropped for the gradient's, not read as
+    PRECISION_LIMIT: momentum 0.99 on an offset quadratic stopped at |g| = 2.5e-4, 8e5 ulps
+    above the minimum (now 9e-7, 70 ulps); momentum 0.9 on a log barrier at |g| = 2.6e-6,
+    4000 ulps above (now 3e-8, 1 ulp)."""
+    res = mml.gradient_descent(f, jnp.array(x0), momentum=momentum, max_iter=5000)
+    assert int(res.status) in (Status.SUCCESS, Status.PRECISION_LIMIT)
+    assert float(res.grad_norm) < g_max
