@@ -719,6 +719,23 @@ def test_optax_n_fev_counts_the_reevaluation_after_a_non_finite_line_search():
     assert int(res.n_fev) == len(calls) == 10
 
 
+def test_optax_line_search_followed_by_a_transformation_reports_x_own_value_and_gradient():
+    # The value and gradient that a line search stores in its state were reused as f's at the
+    # new x; with a transformation after the search, they belong to another point: reported
+    # value 3.3e-18 and max|g| 3.5e-9 against f(x) = 1.0e-17 and 1.0e-8 (185 iterations on
+    # wrong gradients; 33 now).
+    def f(x):
+        return jnp.sum((x - 1.0) ** 2 * jnp.array([1.0, 5.0]))
+
+    opt = optax.chain(optax.lbfgs(), optax.scale(0.5))
+    res = mml.optax_minimise(f, jnp.array([3.0, -2.0]), opt)
+    assert bool(res.success)
+    np.testing.assert_allclose(res.value, f(res.x), rtol=1e-12, atol=0)
+    np.testing.assert_allclose(
+        res.grad_norm, jnp.max(jnp.abs(jax.grad(f)(res.x))), rtol=1e-12, atol=0
+    )
+
+
 @pytest.mark.parametrize("solver", ["gradient_descent", "newton_minimise", "bfgs", "lbfgs"])
 def test_float32_start_with_float64_data_runs_in_float32(solver):
     # Under x64, f computing with float64 data from a float32 x0 returned float64: the loop's
