@@ -168,7 +168,12 @@ def newton_kkt(problem: Problem, x0, y0, *, rtol, atol, max_iter, verbose=False,
         x, y, grad, h, jac = state.x, state.y, state.grad, state.h, state.jac
         hess = jax.hessian(lambda u: problem.objective(u) - jnp.vdot(y, problem.eq(u)))(x)
         hess_d = hess + state.delta * eye_n
-        delta_c = 10.0 * eps * scale_of(jac) ** 2
+        # In the Jacobian's own units, not floored at 1: against the Schur complement ~ |J|^2, a
+        # floor swamped a constraint in small units (k (x0 + x1 - 1) = 0 with k = 1e-8 entered as
+        # a weak penalty: MAX_ITER at x = 0.4997). |J| floored at eps (its square stays a normal
+        # number in float32); a zero Jacobian keeps 10 eps.
+        j_max = jnp.max(jnp.abs(jac), initial=0.0)
+        delta_c = 10.0 * eps * jnp.where(j_max > 0, jnp.maximum(j_max, eps), 1.0) ** 2
         # Solved for the change dy of the multipliers (not y+ itself), so that delta_c does not
         # move the fixed point: at a KKT point the right-hand side and the step vanish.
         # The two right-hand sides apart (one factorisation) split the step into its tangential

@@ -437,6 +437,24 @@ def test_newton_kkt_convex_qp_at_large_x(s):
     assert int(res.n_iter) <= 3
 
 
+def test_newton_kkt_equality_in_small_units():
+    # min |x|^2 s.t. k (x0 + x1 - 1) = 0: the KKT regularisation delta_c = 10 eps max(1, |J|)^2
+    # swamped a Jacobian of k (its Schur complement ~ k^2): the constraint entered as a weak
+    # penalty. k = 1e-7 ended at 0.5000032 with SUCCESS, 1e-8 at 0.499681 and 1e-10 at 3e-4
+    # with MAX_ITER (scipy's SLSQP and trust-constr: (0.5, 0.5)). (k in args: one compile.)
+    for k in (1e-7, 1e-8, 1e-10):
+        res = mml.minimise_constrained(
+            lambda x, k: x @ x,
+            jnp.array([3.0, -1.0]),
+            args=(k,),
+            eq=lambda x, k: k * (x[0] + x[1] - 1.0),
+        )
+        assert bool(res.success), (k, int(res.status))
+        np.testing.assert_allclose(res.x, [0.5, 0.5], rtol=0, atol=1e-10)
+        np.testing.assert_allclose(res.multipliers_eq, [-1.0 / k], rtol=1e-8)
+        assert int(res.n_iter) <= 3
+
+
 def test_a_constraint_in_large_units_does_not_loosen_the_others():
     # One violation tolerance for all, atol + rtol |J|_inf |x| with |J| = 1e8 from the equality,
     # let the inequality x1 <= 1 end violated by 1.0 with SUCCESS; each constraint is judged
