@@ -133,10 +133,14 @@ def _system_direction(fx, jac, x):
     # convergence: SUCCESS). Its terms then cancel in J d = -F: by a factor that bounds J's
     # condition number from below, 1e11 to 1e16 for such steps (from LU pivots of 1e-11 to
     # eps, which do not show the singularity reliably: one of 6e-12 beside a singular value
-    # of 4e-16), up to 1e7 for valid steps near a nearly singular J. Beyond 1 / sqrt(eps) the
-    # Gauss-Newton step is taken.
+    # of 4e-16), up to 1e7 for valid steps near a nearly singular J. Beyond 1 / sqrt(eps), and
+    # longer than x, the Gauss-Newton step is taken. (Newton's steps to a root where J is
+    # singular, Powell's singular function, cancel by 1 / |x| and more, but halve x.)
     cancel = jnp.max(jnp.abs(jac) @ jnp.abs(d)) / scale
-    accurate = cancel * jnp.sqrt(jnp.finfo(cancel.dtype).eps) <= 1
+    eps = jnp.finfo(cancel.dtype).eps
+    accurate = (cancel * jnp.sqrt(eps) <= 1) | (
+        (cancel * eps <= 0.01) & (jnp.max(jnp.abs(d)) <= jnp.max(jnp.abs(x)))
+    )
     newton_ok = accurate & descends(d)
     # Where J is singular (dependent equations, x1 + x2 = 2 twice), or so nearly that the
     # Newton step does not descend, the Gauss-Newton step: steepest descent alone crept to
