@@ -76,7 +76,17 @@ def _scale(fx):
     return jnp.where(scale > 0, scale, jnp.ones_like(scale))
 
 
-def _least_squares_step(fx, jac, x):
+def _least_squares_matrix(fx, jac):
+    """``(J^T J + mu I, -J^T F / max|F|)``: the system of :func:`_least_squares_step`."""
+    u = fx / _scale(fx)
+    jtj = jac.T @ jac
+    eps = jnp.finfo(jtj.dtype).eps
+    big = jnp.max(jnp.diagonal(jtj))
+    mu = jnp.sqrt(eps) * jnp.where(big > 0, big, 1.0)
+    return jtj + mu * jnp.eye(jtj.shape[0], dtype=jtj.dtype), -(jac.T @ u)
+
+
+def _least_squares_step(fx, jac, x, du):
     """``(d, consistent)``: the Gauss-Newton step ``d = -(J^T J + mu I)^{-1} J^T F`` with
     ``mu = sqrt(eps) max_i (J^T J)_ii``, nearly the least-squares step of least norm where ``J``
     is singular, and whether its linear model nearly solves each equation (``|F_i + (J d)_i| <=
@@ -87,11 +97,7 @@ def _least_squares_step(fx, jac, x):
     Computed on ``F / max|F|`` (no overflow)."""
     scale = _scale(fx)
     u = fx / scale
-    jtj = jac.T @ jac
-    eps = jnp.finfo(jtj.dtype).eps
-    big = jnp.max(jnp.diagonal(jtj))
-    mu = jnp.sqrt(eps) * jnp.where(big > 0, big, 1.0)
-    du = jnp.linalg.solve(jtj + mu * jnp.eye(jtj.shape[0], dtype=jtj.dtype), -(jac.T @ u))
+    eps = jnp.finfo(u.dtype).eps
     solved = jnp.abs(u + jac @ du) <= 0.1 * jnp.abs(u) + jnp.sqrt(eps)
     at_rounding = jnp.abs(fx) <= 64 * eps * (jnp.abs(jac) @ jnp.abs(x))
     consistent = jnp.all(solved | at_rounding)
@@ -117,7 +123,15 @@ def _system_direction(fx, jac, x):
     # system without it (as dense_tangent_solve does for the derivatives); the singular J sent
     # every iteration to steepest descent, and MAX_ITER after 100 (scipy's hybr and lm
     # converge). An equation that reads no unknown and does not hold still makes J singular.
-    d = jnp.linalg.solve(unit_diagonal_where_idle(jac, holds=fx == 0), -fx)
+    # The Newton and the Gauss-Newton systems in one batched solve: a second LAPACK call in a
+    # lax.cond, batched under vmap, deadlocked XLA:CPU's thread pool (25600 starts of a 2 x 2
+    # system hung; 8100 did not)
+    mat, rhs = _least_squares_matrix(fx, jac)
+    both = jnp.linalg.solve(
+        jnp.stack([unit_diagonal_where_idle(jac, holds=fx == 0), mat]),
+        jnp.stack([-fx, rhs])[..., None],
+    )[..., 0]
+    d = both[0]
     scale = _scale(fx)
     u = fx / scale
 
@@ -146,9 +160,7 @@ def _system_direction(fx, jac, x):
     # Newton step does not descend, the Gauss-Newton step: steepest descent alone crept to
     # the roots of consistent dependent equations and ended MAX_ITER after 100 steps at
     # |F| = 2e-12, where scipy's hybr and lm converge in 6-10 evaluations.
-    gn, consistent = lax.cond(
-        newton_ok, lambda: (d, jnp.asarray(True)), lambda: _least_squares_step(fx, jac, x)
-    )
+    gn, consistent = _least_squares_step(fx, jac, x, both[1])
     gn_ok = descends(gn)
     grad_u = jac.T @ u
     grad_ok = jnp.all(jnp.isfinite(grad_u)) & jnp.any(grad_u != 0)
