@@ -127,6 +127,33 @@ def _exp(u: list) -> list:
     return v
 
 
+def _recip(u: list) -> list:
+    """``1 / u(s)``, term by term (``u_0 != 0``)."""
+    v = [1 / u[0]]
+    for k in range(1, len(u)):
+        v.append(-sum(u[i] * v[k - i] for i in range(1, k + 1)) / u[0])
+    return v
+
+
+def _one_plus(c, u: list) -> list:
+    """``c + u(s)`` (a constant added to the value only)."""
+    return [c + u[0]] + list(u[1:])
+
+
+def _by_derivative_series(primitive, dphi):
+    """The rule of ``phi(x)`` from the series of its derivative: ``dphi(x)`` maps the series of
+    ``x(s)`` (order ``n - 1``) to that of ``phi'(x(s))``; then ``phi(x(s))`` is ``phi(x_0)``
+    (the primitive's own value) plus the integral of ``phi'(x(s)) x'(s)``."""
+
+    def rule(primals_in, series_in, **params):
+        (x0,) = primals_in
+        x = [x0] + list(series_in[0])
+        out = _integrate(primitive.bind(x0, **params), _mul(dphi(x[:-1]), _derivative(x)))
+        return out[0], out[1:]
+
+    return rule
+
+
 def _pow_rule(primals_in, series_in):
     x0, y0 = primals_in
     x = [x0] + list(series_in[0])
@@ -163,17 +190,12 @@ def _atan2_rule(primals_in, series_in):
     return out[0], out[1:]
 
 
-def _asinh_rule(primals_in, series_in):
-    (x0,) = primals_in
-    x = [x0] + list(series_in[0])
-    n = len(x) - 1
+def _asinh_derivative(x: list) -> list:
     # (1 + x^2)^(-1/2) as (s^-2 + (x / s)^2)^(-1/2) / s, s a power of 2 near |x_0| (at least
     # 1): 1 + x_0^2 overflowed from |x_0| = 1e154 on, and NaN coefficients came back there.
-    scale = jnp.exp2(jnp.floor(jnp.log2(jnp.maximum(1.0, jnp.abs(x0)))))
-    y = [t / scale for t in x[:n]]
-    c = [t / scale for t in _miller(_one_plus(1.0 / scale**2, _mul(y, y)), -0.5)]
-    out = _integrate(lax.asinh(x0), _mul(c, _derivative(x)))
-    return out[0], out[1:]
+    scale = jnp.exp2(jnp.floor(jnp.log2(jnp.maximum(1.0, jnp.abs(x[0])))))
+    y = [t / scale for t in x]
+    return [t / scale for t in _miller(_one_plus(1.0 / scale**2, _mul(y, y)), -0.5)]
 
 
 def _rem_rule(primals_in, series_in):
@@ -197,39 +219,23 @@ def _log1p_rule(primals_in, series_in, **params):
     return lax.log1p_p.bind(x0, **params), out[1:]
 
 
-def _erfc_rule(primals_in, series_in, **params):
-    # erfc' = -2 / sqrt(pi) exp(-x^2); the value erfc(x_0) itself (jet's 1 - erf(x_0) is 0
+def _erfc_derivative(x: list) -> list:
+    # erfc' = -2 / sqrt(pi) exp(-x^2); the value is erfc(x_0) itself (jet's 1 - erf(x_0) is 0
     # from x_0 = 6 on, where erfc is 2e-17).
-    (x0,) = primals_in
-    x = [x0] + list(series_in[0])
-    n = len(x) - 1
-    gauss = _exp([-t for t in _mul(x[:n], x[:n])])
-    dphi = [(-2.0 / math.sqrt(math.pi)) * t for t in gauss]
-    out = _unary_by_derivative(lax.erfc_p.bind(x0, **params), x, dphi)
-    return out[0], out[1:]
+    return [(-2.0 / math.sqrt(math.pi)) * t for t in _exp([-t for t in _mul(x, x)])]
 
 
-def _atanh_rule(primals_in, series_in, **params):
+def _atanh_derivative(x: list) -> list:
     # atanh' = 1 / (1 - x^2), its constant term as (1 - x_0)(1 + x_0); jet's
     # 0.5 log((1 + x) / (1 - x)) cancels near 0.
-    (x0,) = primals_in
-    x = [x0] + list(series_in[0])
-    n = len(x) - 1
-    square = _mul(x[:n], x[:n])
-    dphi = _recip([(1.0 - x0) * (1.0 + x0)] + [-t for t in square[1:]])
-    out = _unary_by_derivative(lax.atanh_p.bind(x0, **params), x, dphi)
-    return out[0], out[1:]
+    square = _mul(x, x)
+    return _recip([(1.0 - x[0]) * (1.0 + x[0])] + [-t for t in square[1:]])
 
 
-def _acosh_rule(primals_in, series_in, **params):
+def _acosh_derivative(x: list) -> list:
     # acosh' = (x - 1)^(-1/2) (x + 1)^(-1/2); jet's log(x + sqrt(x^2 - 1)) overflows from
     # x_0 = 1e154 on (inf and NaN where acosh is 355).
-    (x0,) = primals_in
-    x = [x0] + list(series_in[0])
-    n = len(x) - 1
-    dphi = _mul(_miller(_one_plus(-1.0, x[:n]), -0.5), _miller(_one_plus(1.0, x[:n]), -0.5))
-    out = _unary_by_derivative(lax.acosh_p.bind(x0, **params), x, dphi)
-    return out[0], out[1:]
+    return _mul(_miller(_one_plus(-1.0, x), -0.5), _miller(_one_plus(1.0, x), -0.5))
 
 
 def _tanh_rule(primals_in, series_in, **params):
@@ -263,45 +269,17 @@ def _logistic_rule(primals_in, series_in, **params):
     return v[0], v[1:]
 
 
-def _unary_by_derivative(value, x: list, dphi: list) -> list:
-    """``phi(x(s))`` from ``phi(x_0)`` and the series of ``phi'(x(s))`` (order ``n - 1``)."""
-    return _integrate(value, _mul(dphi, _derivative(x)))
+def _atan_derivative(x: list) -> list:
+    return _recip(_one_plus(1.0, _mul(x, x)))  # 1 / (1 + x^2)
 
 
-def _recip(u: list) -> list:
-    """``1 / u(s)``, term by term (``u_0 != 0``)."""
-    v = [1 / u[0]]
-    for k in range(1, len(u)):
-        v.append(-sum(u[i] * v[k - i] for i in range(1, k + 1)) / u[0])
-    return v
-
-
-def _one_plus(c, u: list) -> list:
-    """``c + u(s)`` (a constant added to the value only)."""
-    return [c + u[0]] + list(u[1:])
-
-
-def _atan_rule(primals_in, series_in, **params):
-    (x0,) = primals_in
-    x = [x0] + list(series_in[0])
-    n = len(x) - 1
-    dphi = _recip(_one_plus(1.0, _mul(x[:n], x[:n])))  # 1 / (1 + x^2)
-    out = _unary_by_derivative(lax.atan_p.bind(x0, **params), x, dphi)
-    return out[0], out[1:]
-
-
-def _asin_acos(primitive, sign):
-    def rule(primals_in, series_in, **params):
-        (x0,) = primals_in
-        x = [x0] + list(series_in[0])
-        n = len(x) - 1
-        square = _mul(x[:n], x[:n])
+def _asin_acos_derivative(sign):
+    def dphi(x: list) -> list:
+        square = _mul(x, x)
         base = [1.0 - square[0]] + [-t for t in square[1:]]
-        dphi = [sign * t for t in _miller(base, -0.5)]  # +-(1 - x^2)^(-1/2)
-        out = _unary_by_derivative(primitive.bind(x0, **params), x, dphi)
-        return out[0], out[1:]
+        return [sign * t for t in _miller(base, -0.5)]  # +-(1 - x^2)^(-1/2)
 
-    return rule
+    return dphi
 
 
 def _tan_rule(primals_in, series_in, **params):
@@ -334,7 +312,7 @@ def _exp2_rule(primals_in, series_in, **params):
     return lax.exp2_p.bind(x0, **params), out[1:]
 
 
-def _by_derivatives(primitive, derivative):
+def _by_derivatives_at_x0(primitive, derivative):
     """The rule of ``phi(x)`` whose ``k``-th derivative at ``x_0`` is ``derivative(k, x_0)``:
     ``sum_k phi^(k)(x_0) / k! (x(s) - x_0)^k`` (Faa di Bruno by powers of the series)."""
 
@@ -360,27 +338,27 @@ def _polygamma(k, x0):
 _RULES = {
     lax.pow_p: _pow_rule,
     lax.atan2_p: _atan2_rule,
-    lax.asinh_p: _asinh_rule,
+    lax.asinh_p: _by_derivative_series(lax.asinh_p, _asinh_derivative),
     lax.rem_p: _rem_rule,
     lax.expm1_p: _expm1_rule,
     lax.log1p_p: _log1p_rule,
-    lax.erfc_p: _erfc_rule,
-    lax.atanh_p: _atanh_rule,
-    lax.acosh_p: _acosh_rule,
+    lax.erfc_p: _by_derivative_series(lax.erfc_p, _erfc_derivative),
+    lax.atanh_p: _by_derivative_series(lax.atanh_p, _atanh_derivative),
+    lax.acosh_p: _by_derivative_series(lax.acosh_p, _acosh_derivative),
     lax.tanh_p: _tanh_rule,
     lax.logistic_p: _logistic_rule,
     # No rule in jax.experimental.jet (nested forward mode, 2^n, was the fallback: arcsin to
     # order 10 took minutes):
-    lax.atan_p: _atan_rule,
-    lax.asin_p: _asin_acos(lax.asin_p, 1.0),
-    lax.acos_p: _asin_acos(lax.acos_p, -1.0),
+    lax.atan_p: _by_derivative_series(lax.atan_p, _atan_derivative),
+    lax.asin_p: _by_derivative_series(lax.asin_p, _asin_acos_derivative(1.0)),
+    lax.acos_p: _by_derivative_series(lax.acos_p, _asin_acos_derivative(-1.0)),
     lax.tan_p: _tan_rule,
     lax.cbrt_p: _cbrt_rule,
     lax.exp2_p: _exp2_rule,
-    lax.lgamma_p: _by_derivatives(
+    lax.lgamma_p: _by_derivatives_at_x0(
         lax.lgamma_p, lambda k, x0: lax.digamma(x0) if k == 1 else _polygamma(k - 1, x0)
     ),
-    lax.digamma_p: _by_derivatives(lax.digamma_p, _polygamma),
+    lax.digamma_p: _by_derivatives_at_x0(lax.digamma_p, _polygamma),
 }
 
 
