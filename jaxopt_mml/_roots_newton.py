@@ -76,8 +76,9 @@ def _scale(fx):
     return jnp.where(scale > 0, scale, jnp.ones_like(scale))
 
 
-def _least_squares_matrix(fx, jac):
-    """``(J^T J + mu I, -J^T F / max|F|)``: the system of :func:`_least_squares_step`."""
+def _gauss_newton_system(fx, jac):
+    """``(J^T J + mu I, -J^T F / max|F|)``: the regularised Gauss-Newton system whose solution
+    :func:`_gauss_newton_step` scales back and checks."""
     u = fx / _scale(fx)
     jtj = jac.T @ jac
     eps = jnp.finfo(jtj.dtype).eps
@@ -86,8 +87,10 @@ def _least_squares_matrix(fx, jac):
     return jtj + mu * jnp.eye(jtj.shape[0], dtype=jtj.dtype), -(jac.T @ u)
 
 
-def _least_squares_step(fx, jac, x, du):
-    """``(d, consistent)``: the Gauss-Newton step ``d = -(J^T J + mu I)^{-1} J^T F`` with
+def _gauss_newton_step(fx, jac, x, du):
+    """``(d, consistent)`` from ``du``, the solution of :func:`_gauss_newton_system`'s system
+    (solved by the caller, batched with the Newton system): the Gauss-Newton step
+    ``d = -(J^T J + mu I)^{-1} J^T F`` with
     ``mu = sqrt(eps) max_i (J^T J)_ii``, nearly the least-squares step of least norm where ``J``
     is singular, and whether its linear model nearly solves each equation (``|F_i + (J d)_i| <=
     |F_i| / 10 + sqrt(eps) max|F|``: ``F`` in ``J``'s range, as for a consistent system of
@@ -126,7 +129,7 @@ def _system_direction(fx, jac, x):
     # The Newton and the Gauss-Newton systems in one batched solve: a second LAPACK call in a
     # lax.cond, batched under vmap, deadlocked XLA:CPU's thread pool (25600 starts of a 2 x 2
     # system hung; 8100 did not)
-    mat, rhs = _least_squares_matrix(fx, jac)
+    mat, rhs = _gauss_newton_system(fx, jac)
     both = jnp.linalg.solve(
         jnp.stack([unit_diagonal_where_idle(jac, holds=fx == 0), mat]),
         jnp.stack([-fx, rhs])[..., None],
@@ -160,7 +163,7 @@ def _system_direction(fx, jac, x):
     # Newton step does not descend, the Gauss-Newton step: steepest descent alone crept to
     # the roots of consistent dependent equations and ended MAX_ITER after 100 steps at
     # |F| = 2e-12, where scipy's hybr and lm converge in 6-10 evaluations.
-    gn, consistent = _least_squares_step(fx, jac, x, both[1])
+    gn, consistent = _gauss_newton_step(fx, jac, x, both[1])
     gn_ok = descends(gn)
     grad_u = jac.T @ u
     grad_ok = jnp.all(jnp.isfinite(grad_u)) & jnp.any(grad_u != 0)
