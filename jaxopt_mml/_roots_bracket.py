@@ -2,7 +2,9 @@
 
 Both keep a bracket ``[lo, hi]`` with ``f(lo)`` and ``f(hi)`` of opposite signs and shrink it every
 step, so they converge for any continuous ``f``. Both solve scalar equations; arrays of brackets
-(and ``args``) are solved elementwise, each element with its own status.
+(and ``args``) are solved elementwise, each element with its own status. A sign change that is
+no root (a pole, a jump) is told by ``|f|`` at the bracket's ends, which does not decrease as the
+bracket shrinks around it: ``Status.SINGULAR``.
 """
 
 from __future__ import annotations
@@ -45,22 +47,34 @@ class _Bracket(NamedTuple):
     lo: jax.Array
     hi: jax.Array
     flo: jax.Array
+    fhi: jax.Array
     x: jax.Array
     fx: jax.Array
     dfx: jax.Array
     dx_old: jax.Array
     dx_older: jax.Array  # the step before dx_old (rtsafe's "fast enough" test compares with it)
     near_failed: jax.Array  # the last step tried a point next to an end, and the root is not there
+    # the largest |f| at the ends the bracket has dropped on each side (-1: none yet)
+    dropped_lo: jax.Array
+    dropped_hi: jax.Array
 
 
 def _same_sign(a, b):
     return jnp.signbit(a) == jnp.signbit(b)
 
 
-def _shrink(lo, hi, flo, x, fx):
-    """The half of ``[lo, hi]`` split at ``x`` where ``f`` changes sign."""
-    left = _same_sign(fx, flo)  # the root lies in [x, hi]
-    return jnp.where(left, x, lo), jnp.where(left, hi, x), jnp.where(left, fx, flo)
+def _shrink(s, x, fx):
+    """``s`` with its bracket cut at ``x`` to the part where ``f`` changes sign (and the |f| of
+    the end dropped recorded on its side)."""
+    left = _same_sign(fx, s.flo)  # the root lies in [x, hi]
+    return s._replace(
+        lo=jnp.where(left, x, s.lo),
+        hi=jnp.where(left, s.hi, x),
+        flo=jnp.where(left, fx, s.flo),
+        fhi=jnp.where(left, s.fhi, fx),
+        dropped_lo=jnp.where(left, jnp.maximum(s.dropped_lo, jnp.abs(s.flo)), s.dropped_lo),
+        dropped_hi=jnp.where(left, s.dropped_hi, jnp.maximum(s.dropped_hi, jnp.abs(s.fhi))),
+    )
 
 
 def _tol(x, rtol, atol):
@@ -87,10 +101,13 @@ def _init(f, lower, upper, x0, with_derivative):
     # an infinite end itself is no bracket (its middle is inf: "two adjacent floats").
     ends_defined = ~jnp.isnan(flo) & ~jnp.isnan(fhi) & jnp.isfinite(lo) & jnp.isfinite(hi)
     root_lo, root_hi = flo == 0, fhi == 0
+    none = -jnp.ones_like(flo)
+    zero = jnp.zeros_like(lo)
+    state = _Bracket(lo, hi, flo, fhi, lo, flo, zero, width, width, zero != 0, none, none)
     if with_derivative:
         x = _midpoint(lo, hi) if x0 is None else jnp.clip(x0, lo, hi)
         fx, dfx = jax.jvp(f, (x,), (jnp.ones_like(x),))
-        lo, hi, flo = _shrink(lo, hi, flo, x, fx)
+        state = _shrink(state, x, fx)
     else:  # start at the better end; the first step evaluates the middle
         use_lo = jnp.abs(flo) <= jnp.abs(fhi)
         x, fx = jnp.where(use_lo, lo, hi), jnp.where(use_lo, flo, fhi)
@@ -101,18 +118,37 @@ def _init(f, lower, upper, x0, with_derivative):
         root_lo, jnp.minimum(lower, upper), jnp.where(root_hi, jnp.maximum(lower, upper), x)
     )
     fx = jnp.where(root, jnp.zeros_like(fx), fx)
-    lo, hi = jnp.where(root, x, lo), jnp.where(root, x, hi)
-    state = _Bracket(lo, hi, flo, x, fx, dfx, hi - lo, width, jnp.zeros_like(root))
+    lo, hi = jnp.where(root, x, state.lo), jnp.where(root, x, state.hi)
+    state = state._replace(lo=lo, hi=hi, x=x, fx=fx, dfx=dfx, dx_old=hi - lo, dx_older=width)
     return state, invalid, ends_defined
 
 
-def _finished(s: _Bracket, rtol, atol):
+def _narrow(s: _Bracket, rtol, atol):
+    """The bracket is within the tolerance (or two adjacent floats)."""
     mid = _midpoint(s.lo, s.hi)
     unsplittable = (mid <= s.lo) | (mid >= s.hi)  # adjacent floats: nothing left to bisect
     # x is an end of the bracket, so the root is within its width of x: the width is what must
     # be within the tolerance (as scipy's bisect; half of it let x miss the tolerance by up to
     # 2x). hi / 2 - lo / 2: the width itself may overflow (an infinite width never converges).
-    return (s.fx == 0) | (s.hi / 2 - s.lo / 2 <= 0.5 * _tol(s.x, rtol, atol)) | unsplittable
+    return (s.hi / 2 - s.lo / 2 <= 0.5 * _tol(s.x, rtol, atol)) | unsplittable
+
+
+def _finished(s: _Bracket, rtol, atol):
+    return (s.fx == 0) | _narrow(s, rtol, atol)
+
+
+def _singular(s: _Bracket):
+    """The bracket shrank, but ``|f|`` at its ends did not decrease: on each side that the
+    bracket moved, ``|f|`` at the end now is at least the largest ``|f|`` at the ends it dropped
+    there (and it moved on one side at least). Near a root of a continuous ``f``, ``|f|`` at the
+    ends falls with the bracket's width; across a pole it grows (``1/x``), across a jump it stays
+    (``sign(x)``): the sign change is no root. (An end that never moved counts as not
+    decreasing, so that a root next to an end where ``f`` is infinite, ``log x + 30`` on
+    ``[0, 1]``, is still told by the end that moved.)"""
+    lo_up = (s.dropped_lo < 0) | (jnp.abs(s.flo) >= s.dropped_lo)
+    hi_up = (s.dropped_hi < 0) | (jnp.abs(s.fhi) >= s.dropped_hi)
+    moved = (s.dropped_lo >= 0) | (s.dropped_hi >= 0)
+    return lo_up & hi_up & moved
 
 
 def _run(f, lower, upper, x0, *, rtol, atol, max_iter, newton):
@@ -163,22 +199,33 @@ def _run(f, lower, upper, x0, *, rtol, atol, max_iter, newton):
         else:
             x = mid
             fx, dfx = f(x), s.dfx
-        lo, hi, flo = _shrink(s.lo, s.hi, s.flo, x, fx)
+        new = _shrink(s, x, fx)
         if newton:
             # f(hi) has the sign opposite to f(lo): the root is not next to the end tried
             # where f(near) has that end's sign
             near_failed = try_near & (fx != 0) & (_same_sign(fx, s.flo) == at_lo)
         else:
             near_failed = s.near_failed
-        new = _Bracket(lo, hi, flo, x, fx, dfx, x - s.x, s.dx_old, near_failed)
-        converged = _finished(new, rtol_, atol_)
+        new = new._replace(
+            x=x, fx=fx, dfx=dfx, dx_old=x - s.x, dx_older=s.dx_old, near_failed=near_failed
+        )
+        narrow = _narrow(new, rtol_, atol_) & (fx != 0)
+        converged = narrow
         if newton:
             # An infinite f'(x) makes the Newton step 0 whatever f(x) is: no estimate.
             predicted = (jnp.abs(fx / dfx) <= _tol(x, rtol_, atol_)) & jnp.isfinite(dfx)
-            inside = (x - fx / dfx >= lo) & (x - fx / dfx <= hi)
+            inside = (x - fx / dfx >= new.lo) & (x - fx / dfx <= new.hi)
             converged = converged | (predicted & inside)
+            narrow = narrow & ~(predicted & inside)
+        # A bracket shrunk to the tolerance around a pole or a jump of f, not a root
+        failure = jnp.where(narrow & _singular(new), int(Status.SINGULAR), _RUNNING)
         prog = make_progress(
-            x, jnp.abs(fx), dx=x - s.x, df=jnp.abs(fx) - jnp.abs(s.fx), converged=converged
+            x,
+            jnp.abs(fx),
+            dx=x - s.x,
+            df=jnp.abs(fx) - jnp.abs(s.fx),
+            converged=converged | (fx == 0),
+            failure=failure,
         )
         return new, prog
 
@@ -306,6 +353,16 @@ def bisection(
     (``log x`` on ``[0, 2]``, as scipy's ``bisect`` takes it). The root is differentiable w.r.t.
     ``args`` (implicit function theorem).
 
+    A bracket can hold a sign change that is no root: a pole (``1/x`` on ``[-1, 2]``, ``tan x``
+    on ``[1, 2]``) or a jump (``sign(x)``). Bisection converges to it all the same (so do scipy's
+    ``bisect`` and ``brentq``, silently); here, where the bracket shrinks to the tolerance while
+    ``|f|`` at its ends does not decrease (on each side where the bracket moved, ``|f|`` at the
+    end is at least the largest ``|f|`` at the ends dropped there), the status is
+    ``Status.SINGULAR`` (as MATLAB's ``fzero`` flags a "singular point"), with ``x`` where ``f``
+    changes sign. Near a root of a continuous ``f`` that ``|f|`` falls with the bracket, however
+    steeply ``f`` rises (``cbrt``, ``atan(1e10 x)``). A jump towards which ``|f|`` still decreases
+    (``x + sign(x)``: ``|f|`` falls to 1, not to 0) is not told from a root: check ``fun``.
+
     Args:
         f: ``f(x, *args)`` for a scalar ``x`` (elementwise over arrays).
         lower, upper: the bracket (either order).
@@ -359,7 +416,8 @@ def bracketed_newton(
     :math:`(m - 1)(atol + rtol|x|)` from the root (:func:`bisection`'s bound holds for any root).
 
     Elementwise over arrays like :func:`bisection`; an invalid bracket is
-    ``Status.BRACKET_INVALID``. The root is differentiable w.r.t. ``args``.
+    ``Status.BRACKET_INVALID``, a pole or a jump of ``f`` that the bracket shrank around is
+    ``Status.SINGULAR`` (as for :func:`bisection`). The root is differentiable w.r.t. ``args``.
 
     Args:
         f: ``f(x, *args)`` for a scalar ``x``.

@@ -62,7 +62,11 @@ _MESSAGES = {
     ),
     Status.SINGULAR: (
         "the Jacobian or Hessian is singular (or numerically so) and no step could be computed. "
-        "Start elsewhere, or reparameterise so that the parameters are identifiable."
+        "Start elsewhere, or reparameterise so that the parameters are identifiable. From "
+        "bisection or bracketed_newton: f changes sign across a singularity, not a root: the "
+        "bracket shrank to the tolerance while |f| at its ends did not decrease (a pole such "
+        "as 1/x or tan x, or a jump such as sign(x)); x is where f changes sign. Check f for a "
+        "division by zero or a branch there, or bracket the root away from that point."
     ),
     Status.BRACKET_INVALID: (
         "the bracket does not contain a sign change: f(lower) and f(upper) have the same sign. "

@@ -502,6 +502,29 @@ def test_infinite_f_at_a_bracket_end_is_a_sign(solver):
 
 
 @pytest.mark.parametrize("solver", [mml.bisection, mml.bracketed_newton])
+def test_a_pole_or_a_jump_in_the_bracket_is_singular(solver):
+    # 1/x on [-1, 2] (|f| = 2.2e12 at x = 4.5e-13), a pole on one side, a jump: the bracket
+    # shrank around the sign change and reported SUCCESS (scipy's brentq returns the pole
+    # silently too). Roots where f is steep or |f| small stay SUCCESS: cbrt, log x + 30 on
+    # [0, 1] (f(0) = -inf; the root 9e-14 is within atol of 0), x exp(-100 x^2) (|f(-1)| 4e-44).
+    def f(x, k):
+        branches = [
+            1.0 / x,
+            jnp.where(x < 0, 1.0 / x, 1.0),
+            jnp.where(x > 0.3, 1.0, -1e-3),
+            jnp.cbrt(x),
+            jnp.log(x) + 30.0,
+            x * jnp.exp(-100.0 * x * x),
+        ]
+        return jnp.select([k == i for i in range(len(branches))], branches)
+
+    lo = jnp.array([-1.0, -1.0, 0.0, -1.0, 0.0, -1.0])
+    res = solver(f, lo, jnp.array([2.0, 2.0, 1.0, 2.0, 1.0, 2.0]), args=(jnp.arange(6),))
+    assert res.status.tolist() == [Status.SINGULAR] * 3 + [Status.SUCCESS] * 3
+    np.testing.assert_allclose(res.x[:3], [0.0, 0.0, 0.3], atol=1e-11)
+
+
+@pytest.mark.parametrize("solver", [mml.bisection, mml.bracketed_newton])
 def test_infinite_bracket_end_is_nonfinite(solver):
     # tanh(x) - 0.5 on [0, inf]: the middle of the bracket is inf, so the bracket passed as
     # "two adjacent floats" and bisection returned x = 0 (f = -0.5) with SUCCESS.
