@@ -53,7 +53,9 @@ class _Bracket(NamedTuple):
     dfx: jax.Array
     dx_old: jax.Array
     dx_older: jax.Array  # the step before dx_old (rtsafe's "fast enough" test compares with it)
-    near_failed: jax.Array  # the last step tried a point next to an end, and the root is not there
+    # the last step tried a guess (a point next to an end, or the secant point) that did not
+    # halve the bracket: the next step does not guess again
+    guess_failed: jax.Array
     # the largest |f| at the ends the bracket has dropped on each side (-1: none yet)
     dropped_lo: jax.Array
     dropped_hi: jax.Array
@@ -192,22 +194,38 @@ def _run(f, lower, upper, x0, *, rtol, atol, max_iter, newton):
             end = jnp.where(at_lo, s.lo, s.hi)
             near = end + (s.x - end) * eps
             slack = 4 * eps * jnp.maximum(jnp.abs(s.x), jnp.abs(end))
-            onto_end = ~inside & (jnp.abs(xn - end) <= slack) & ~s.near_failed
+            onto_end = ~inside & (jnp.abs(xn - end) <= slack) & ~s.guess_failed
             try_near = onto_end & (near > s.lo) & (near < s.hi) & ~use_newton
-            x = jnp.where(use_newton, xn, jnp.where(try_near, near, mid))
+            # A Newton step that leaves the bracket by more (f bends away from its tangent:
+            # log1p(x) - 1e-20 on [0, 1], whose steps from the right all end below 0 by about
+            # x^2 / 2) was a bisection: 33 of them before x was near enough to 1e-20 for the
+            # step to land inside, where brentq takes 2 steps. The secant of the bracket's ends
+            # is tried instead (1.2e-20 here); where it does not halve the bracket, the next
+            # step does not guess again, as above.
+            secant = s.lo + (s.hi - s.lo) * (s.flo / (s.flo - s.fhi))  # NaN for inf / inf
+            # (only where the step left the bracket by less than half its width, a hint that
+            # the root is near that end: from afar the secant of 1/x - 1 on [1e-6, 1e6] crawls)
+            past = jnp.abs(xn - end) <= (s.hi / 2 - s.lo / 2)
+            try_secant = (
+                ~inside & past & ~try_near & ~s.guess_failed & (secant > s.lo) & (secant < s.hi)
+            )
+            guess = try_near | try_secant
+            x = jnp.where(
+                use_newton, xn, jnp.where(try_near, near, jnp.where(try_secant, secant, mid))
+            )
             fx, dfx = jax.jvp(f, (x,), (jnp.ones_like(x),))
         else:
             x = mid
             fx, dfx = f(x), s.dfx
         new = _shrink(s, x, fx)
         if newton:
-            # f(hi) has the sign opposite to f(lo): the root is not next to the end tried
-            # where f(near) has that end's sign
-            near_failed = try_near & (fx != 0) & (_same_sign(fx, s.flo) == at_lo)
+            # (where a point next to an end is tried, the bracket halves where the root is
+            # next to that end: f(near) has the sign of the other end)
+            guess_failed = guess & (new.hi / 2 - new.lo / 2 > (s.hi / 2 - s.lo / 2) / 2)
         else:
-            near_failed = s.near_failed
+            guess_failed = s.guess_failed
         new = new._replace(
-            x=x, fx=fx, dfx=dfx, dx_old=x - s.x, dx_older=s.dx_old, near_failed=near_failed
+            x=x, fx=fx, dfx=dfx, dx_old=x - s.x, dx_older=s.dx_old, guess_failed=guess_failed
         )
         narrow = _narrow(new, rtol_, atol_) & (fx != 0)
         converged = narrow
@@ -407,7 +425,10 @@ def bracketed_newton(
     (:math:`|2 f(x)| \le |\Delta x_{\text{prev}} f'(x)|`, :math:`\Delta x_{\text{prev}}` the
     step before the last one, as in rtsafe); otherwise it bisects. A Newton step that rounds onto
     an end of the bracket (a root nearer to it than ``x`` resolves) tries the point
-    ``eps |x - end|`` inside that end instead. The bracket shrinks
+    ``eps |x - end|`` inside that end instead, and one that leaves the bracket past an end by
+    less than half its width (``f`` bends away from its tangent near a root next to that end)
+    the secant of the bracket's ends; after such a guess that did not halve the bracket the
+    next step bisects rather than guessing again. The bracket shrinks
     around the root at every step, so it converges for any continuous ``f`` with a sign change,
     quadratically once Newton takes over. Converged when the next Newton step, inside the bracket,
     is within :math:`atol + rtol|x|`, or the bracket (``x`` is one of its ends) is narrower than

@@ -313,6 +313,16 @@ def test_bracketed_newton_takes_over_near_an_end():
     np.testing.assert_allclose(res.x, 1e-30, rtol=1e-6)
 
 
+def test_bracketed_newton_tries_the_secant_where_newton_leaves_the_bracket_near_an_end():
+    # log1p(x) - c on [0, 1]: f bends below its tangent, every Newton step from the right ends
+    # below 0 by about x^2 / 2, and was a bisection until x^2 / 2 < c: 33 steps for c = 1e-20,
+    # 55 for 1e-100 with atol = 0 (brentq: 2 steps). The secant of the bracket lands next to c.
+    c = jnp.asarray([1e-20, 1e-100, 1e-250])
+    res = mml.bracketed_newton(lambda x, c: jnp.log1p(x) - c, 0.0, 1.0, args=(c,), atol=0.0)
+    assert bool(jnp.all(res.success)) and int(jnp.max(res.n_iter)) <= 4
+    np.testing.assert_allclose(res.x, c, rtol=1e-12)
+
+
 def test_singular_system_reports_status():
     res = mml.newton_raphson(lambda x: jnp.stack([x[0] ** 2 + 1.0, x[1]]), jnp.zeros(2))
     assert int(res.status) == Status.SINGULAR
@@ -503,13 +513,13 @@ def test_infinite_f_at_a_bracket_end_is_a_sign(solver):
 
 @pytest.mark.parametrize("solver", [mml.bisection, mml.bracketed_newton])
 def test_a_pole_or_a_jump_in_the_bracket_is_singular(solver):
-    # 1/x on [-1, 2] (|f| = 2.2e12 at x = 4.5e-13), a pole on one side, a jump: the bracket
-    # shrank around the sign change and reported SUCCESS (scipy's brentq returns the pole
-    # silently too). Roots where f is steep or |f| small stay SUCCESS: cbrt, log x + 30 on
+    # 1/(x - 0.1) on [-1, 2] (|f| = 2e12 at x = 0.1 + 5e-13), a pole on one side, a jump: the
+    # bracket shrank around the sign change and reported SUCCESS (scipy's brentq returns the
+    # pole silently too). Roots where f is steep or |f| small stay SUCCESS: cbrt, log x + 30 on
     # [0, 1] (f(0) = -inf; the root 9e-14 is within atol of 0), x exp(-100 x^2) (|f(-1)| 4e-44).
     def f(x, k):
         branches = [
-            1.0 / x,
+            1.0 / (x - 0.1),
             jnp.where(x < 0, 1.0 / x, 1.0),
             jnp.where(x > 0.3, 1.0, -1e-3),
             jnp.cbrt(x),
@@ -521,7 +531,7 @@ def test_a_pole_or_a_jump_in_the_bracket_is_singular(solver):
     lo = jnp.array([-1.0, -1.0, 0.0, -1.0, 0.0, -1.0])
     res = solver(f, lo, jnp.array([2.0, 2.0, 1.0, 2.0, 1.0, 2.0]), args=(jnp.arange(6),))
     assert res.status.tolist() == [Status.SINGULAR] * 3 + [Status.SUCCESS] * 3
-    np.testing.assert_allclose(res.x[:3], [0.0, 0.0, 0.3], atol=1e-11)
+    np.testing.assert_allclose(res.x[:3], [0.1, 0.0, 0.3], atol=1e-11)
 
 
 @pytest.mark.parametrize("solver", [mml.bisection, mml.bracketed_newton])
