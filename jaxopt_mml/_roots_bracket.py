@@ -192,7 +192,12 @@ def _run(f, lower, upper, x0, *, rtol, atol, max_iter, newton):
             eps = jnp.finfo(dtype).eps
             at_lo = xn <= s.lo
             end = jnp.where(at_lo, s.lo, s.hi)
-            near = end + (s.x - end) * eps
+            # (x may be that end itself, where its Newton step rounds to 0: x**2 - 2 with
+            # rtol = atol = 0 reached the float nearest sqrt(2) in 4 steps and then bisected
+            # the rest of the bracket, 54 steps in all. Then the float next to x is tried.)
+            other = jnp.where(at_lo, s.hi, s.lo)
+            near = end + (other - end) * eps
+            near = jnp.where(near == end, jnp.nextafter(end, other), near)
             slack = 4 * eps * jnp.maximum(jnp.abs(s.x), jnp.abs(end))
             onto_end = ~inside & (jnp.abs(xn - end) <= slack) & ~s.guess_failed
             try_near = onto_end & (near > s.lo) & (near < s.hi) & ~use_newton
@@ -425,7 +430,8 @@ def bracketed_newton(
     (:math:`|2 f(x)| \le |\Delta x_{\text{prev}} f'(x)|`, :math:`\Delta x_{\text{prev}}` the
     step before the last one, as in rtsafe); otherwise it bisects. A Newton step that rounds onto
     an end of the bracket (a root nearer to it than ``x`` resolves) tries the point
-    ``eps |x - end|`` inside that end instead, and one that leaves the bracket past an end by
+    ``eps`` times the bracket's width inside that end instead (at least the next float: with
+    ``rtol = atol = 0`` it ends on two adjacent floats), and one that leaves the bracket past an end by
     less than half its width (``f`` bends away from its tangent near a root next to that end)
     the secant of the bracket's ends; after such a guess that did not halve the bracket the
     next step bisects rather than guessing again. The bracket shrinks

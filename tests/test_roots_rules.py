@@ -234,6 +234,17 @@ def test_bisection_to_adjacent_floats_with_zero_tolerances():
     assert int(res.n_iter) <= 60
 
 
+def test_bracketed_newton_to_adjacent_floats_with_zero_tolerances():
+    """rtol = atol = 0: Newton reaches the float nearest the root in 4-5 steps, where its step
+    rounds to 0; it then bisected the rest of the bracket (54 steps for x**2 - 2 on [1, 2]).
+    The float next to x is tried instead: the bracket is then two adjacent floats."""
+    c = jnp.array([2.0, 3.0, 5.0])
+    res = mml.bracketed_newton(lambda x, c: x**2 - c, 1.0, 3.0, args=(c,), rtol=0.0, atol=0.0)
+    assert bool(jnp.all(res.success)) and int(jnp.max(res.n_iter)) <= 8
+    root = np.sqrt(np.asarray(c))
+    assert np.all(np.abs(np.asarray(res.x) - root) <= np.spacing(root))
+
+
 def test_a_bracket_within_the_tolerance_returns_its_better_end():
     """A bracket already narrower than the tolerance needs no step: x is its end with the
     smaller |f|."""
