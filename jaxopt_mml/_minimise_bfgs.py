@@ -30,8 +30,15 @@ class _QNState(NamedTuple):
     g: jax.Array
     memory: Any  # the inverse-Hessian model: a matrix (BFGS) or (S, Y, rho) buffers (L-BFGS)
     fresh: jax.Array  # the model is the identity (just started or reset)
+    # The first trial of the next steepest-descent search, where the last one found no positive
+    # curvature along the step it took (0: none, the default first trial)
+    carry: jax.Array
     n_fev: jax.Array
     done: jax.Array  # converged: a batched run keeps calling step on finished elements
+
+
+# The line search's cap on the step alpha (times the first trial where that is above 1).
+_MAX_STEP = 1e10
 
 
 # --- the two inverse-Hessian models -------------------------------------------------------------
@@ -122,11 +129,20 @@ def _init(fun, x0, rtol, atol, dyn, options):
     f0, g0 = fun.value_and_grad(x0)
     memory0 = make_memory(x0.size, dtype, options)
     converged0 = gradient_converged(g0, atol)
-    state = _QNState(x0, f0, g0, memory0, jnp.asarray(True), jnp.asarray(1, jnp.int32), converged0)
+    state = _QNState(
+        x0,
+        f0,
+        g0,
+        memory0,
+        jnp.asarray(True),
+        jnp.zeros((), dtype),
+        jnp.asarray(1, jnp.int32),
+        converged0,
+    )
     progress = make_progress(x0, f0, converged=converged0)
 
     def step(state: _QNState):
-        x, f, g, memory, fresh, n_fev, done = state
+        x, f, g, memory, fresh, carry, n_fev, done = state
         gg = jnp.vdot(g, g)
         p_model = -apply_inverse(memory, g)
         dphi_model = jnp.vdot(g, p_model)
@@ -135,15 +151,30 @@ def _init(fun, x0, rtol, atol, dyn, options):
         fresh = ~use_model
         p = jnp.where(use_model, p_model, -g)
         dphi0 = jnp.where(use_model, dphi_model, -gg)
-        # First step (identity model): a step of length about 1 (scipy's choice).
-        init_step = jnp.where(fresh, jnp.minimum(1.0, 1.0 / jnp.sqrt(gg)), 1.0)
+        # First step (identity model): a step of length about 1 (scipy's choice). After a
+        # steepest-descent step that met no positive curvature (s'y <= eps y'y: f linear or
+        # concave along it), the last step, which the search grew from there: restarting from
+        # length 1 with the search's cap of 1e10 on alpha walked a linear f down by 1e10 |g|^2
+        # per iteration, MAX_ITER far above objective_limit. The cap grows with the first trial.
+        restart = jnp.minimum(1.0, 1.0 / jnp.sqrt(gg))
+        init_step = jnp.where(fresh, jnp.where(carry > 0, carry, restart), 1.0)
+        max_step = _MAX_STEP * jnp.maximum(init_step, 1.0)
 
         def phi(alpha):
             value, grad = fun.value_and_grad(x + alpha * p)
             return value, jnp.vdot(grad, p), grad
 
         ls = zoom_wolfe(
-            phi, f, dphi0, g, init_step=init_step, c1=1e-4, c2=0.9, max_steps=max_ls, active=~done
+            phi,
+            f,
+            dphi0,
+            g,
+            init_step=init_step,
+            max_step=max_step,
+            c1=1e-4,
+            c2=0.9,
+            max_steps=max_ls,
+            active=~done,
         )
         s = ls.step_size * p
         x_new = x + s
@@ -194,6 +225,7 @@ def _init(fun, x0, rtol, atol, dyn, options):
             g=g_new,
             memory=new_memory,
             fresh=~ls.success | (fresh & ~curv_ok),
+            carry=jnp.where(ls.success & fresh & ~curv_ok, ls.step_size, 0.0).astype(carry.dtype),
             n_fev=n_fev + ls.n_eval,
             # What the driver will stop on (its Cauchy test included): the element is finished.
             done=converged | (failure != int(Status.RUNNING)) | cauchy,
