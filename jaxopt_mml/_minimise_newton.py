@@ -36,6 +36,7 @@ class _NewtonState(NamedTuple):
     cauchy: jax.Array  # the last step passed the Cauchy test (judged at the start of the next)
     n_iter: jax.Array  # Newton steps; the driver also counts the final step that only checks
     n_fev: jax.Array
+    stretch: jax.Array  # the first trial of the next line search (1: the full step p)
 
 
 def _jacobi_eigh(a):
@@ -163,9 +164,10 @@ def _init(fun, x0, rtol, atol, dyn, options):
         cauchy=jnp.asarray(False),
         n_iter=jnp.asarray(0, jnp.int32),
         n_fev=jnp.asarray(1, jnp.int32),
+        stretch=jnp.ones_like(f0),
     )
 
-    def newton_step(x, f, g, hvp, g_small):
+    def newton_step(x, f, g, hvp, g_small, stretch):
         """The safeguarded Newton direction and the backtracking search along it; at a saddle
         point (dense Hessian only: a vanishing gradient and significant negative curvature),
         the step along the negative curvature instead (``saddle``)."""
@@ -178,8 +180,11 @@ def _init(fun, x0, rtol, atol, dyn, options):
         else:
             p, exact, saddle = _cg_direction(hvp, g, max_cg), True, jnp.asarray(False)
             slope = jnp.vdot(g, p)
-        ls = backtracking(lambda a: fun.value(x + a * p), f, slope, max_steps=max_ls)
-        return p, ls, exact & ~saddle, saddle
+        init = jnp.where(saddle, 1.0, stretch)
+        ls = backtracking(
+            lambda a: fun.value(x + a * p), f, slope, init_step=init, max_steps=max_ls
+        )
+        return p, ls, exact & ~saddle, saddle, init, slope
 
     def step(state: _NewtonState):
         """Test the gradient at x (one linearisation gives it and H v); if not converged, step.
@@ -189,10 +194,12 @@ def _init(fun, x0, rtol, atol, dyn, options):
         tests and discards its step (a select, not a branch: the same under ``vmap``); it counts
         in neither ``n_iter`` nor, beyond its linearisation, ``n_fev``.
         """
-        x, f, _, cauchy, n_iter, n_fev = state
+        x, f, _, cauchy, n_iter, n_fev, stretch = state
         g, hvp = jax.linearize(fun.grad, x)
         g_max = jnp.max(jnp.abs(g))
-        p, ls, exact, saddle = newton_step(x, f, g, hvp, gradient_small(g_max, atol))
+        p, ls, exact, saddle, init, slope = newton_step(
+            x, f, g, hvp, gradient_small(g_max, atol), stretch
+        )
         # When the full Newton step is itself within the step tolerance, x has converged as far
         # as the dtype allows, and a failed search only means rounding. Both tests of a short
         # Newton step (that one, and the Cauchy test of the last step) ask for a small scaled
@@ -219,12 +226,15 @@ def _init(fun, x0, rtol, atol, dyn, options):
         converged = ((cauchy & short) | gradient_small(g_max, atol)) & ~saddle
         stop = converged | (n_iter >= max_iter)
         x_trial = x + ls.step_size * p
-        # One reduction for two tests: the full Newton step p is small in every component (the
-        # Cauchy test, judged next step so that the gradient reported is fresh; the full step,
-        # not the one taken: a step that the line search cut short is not convergence), and the
+        # One reduction for two tests: the full Newton step p (the search's first trial, where
+        # that was stretched) is small in every component (the Cauchy test, judged next step so
+        # that the gradient reported is fresh; the full step, not the one taken: a step that the
+        # line search cut short is not convergence), and the
         # trial point is finite (NaN propagates through max; the driver's non-finite test is off).
         excess = jnp.max(
-            jnp.where(jnp.isfinite(x_trial), jnp.abs(p) - atol - rtol * jnp.abs(x_trial), jnp.nan)
+            jnp.where(
+                jnp.isfinite(x_trial), jnp.abs(init * p) - atol - rtol * jnp.abs(x_trial), jnp.nan
+            )
         )
         finite = ~jnp.isnan(excess)
         moved = ~stop & ls.success & finite
@@ -253,6 +263,18 @@ def _init(fun, x0, rtol, atol, dyn, options):
             cauchy=cauchy,
             n_iter=n_iter + (~stop).astype(jnp.int32),
             n_fev=n_fev + 1 + jnp.where(stop, 0, ls.n_eval),
+            # A first trial taken in full that decreased f by 90% or more of the linear
+            # prediction alpha g'p: the model's curvature along p (lifted where the Hessian's
+            # is not safely positive) far exceeds f's, and the step is short of what f allows
+            # (a trust region's "very successful" step): the next search starts 4 times
+            # further. Otherwise from the full step. On a linear f (zero Hessian, lifted to
+            # sqrt(eps)) Newton moved by |g| / sqrt(eps) per iteration: MAX_ITER at f = -6.7e10,
+            # never near objective_limit.
+            stretch=jnp.where(
+                moved & ~saddle & (ls.step_size == init) & (ls.value - f <= 0.9 * init * slope),
+                4.0 * init,
+                1.0,
+            ).astype(stretch.dtype),
         )
         converged = (stop & converged) | (~stop & ~ls.success & predicted_small)
         return new_state, make_progress(x_new, f_new, converged=converged, failure=failure)
@@ -280,7 +302,10 @@ def newton_minimise(
     r"""Minimise ``f(x, *args)`` by Newton's method, safe where the Hessian is not positive definite.
 
     Each step solves a model of the Newton system :math:`\nabla^2 f(x_k)\, p = -\nabla f(x_k)` and
-    backtracks (Armijo) along :math:`p` from the full step :math:`\alpha = 1`:
+    backtracks (Armijo) along :math:`p` from the full step :math:`\alpha = 1` (from 4 times the
+    last first trial where that was taken in full and decreased ``f`` by at least 90% of its
+    linear prediction :math:`\alpha \nabla f^\top p`: a model whose curvature along :math:`p`
+    far exceeds ``f``'s, as where a zero or negative curvature was lifted):
 
     * ``linear_solver="dense"``: the exact Hessian (``jax.hessian``), with its eigenvalues
       :math:`\lambda_i` that are not safely positive (:math:`\lambda_i \le n\varepsilon

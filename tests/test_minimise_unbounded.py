@@ -128,11 +128,16 @@ def test_a_limit_written_as_a_large_python_int_is_accepted(name):
     assert Status(int(res.status)) != Status.UNBOUNDED  # -inf in float64: no limit
 
 
-@pytest.mark.parametrize("name", ["bfgs", "lbfgs"])
+@pytest.mark.parametrize("name", ["bfgs", "lbfgs", "newton", "newton_cg"])
 def test_a_linear_objective_reaches_the_limit(name):
     # No curvature ever: BFGS restarted steepest descent at step ~1 each iteration, its search
     # capped at alpha = 1e10, and walked down by 1e10 |g|^2 per iteration: MAX_ITER at f = -5e13.
+    # Newton's lifted zero Hessian made steps |g| / sqrt(eps) (CG's |g| / eps): MAX_ITER at
+    # f = -6.7e10 (-4.5e18) after 200 iterations.
+    solver = {"newton_cg": lambda *a, **k: mml.newton_minimise(*a, linear_solver="cg", **k)}.get(
+        name, SOLVERS.get(name)
+    )
     c = jnp.array([1.0, -2.0])
-    res = SOLVERS[name](lambda x: jnp.dot(c, x), jnp.array([0.3, 0.4]), max_iter=20)
+    res = solver(lambda x: jnp.dot(c, x), jnp.array([0.3, 0.4]), max_iter=40)
     assert Status(int(res.status)) == Status.UNBOUNDED, Status(int(res.status))
     assert float(res.value) < -1e20 and np.all(np.isfinite(np.asarray(res.x)))
