@@ -27,7 +27,7 @@ class _GDState(NamedTuple):
     g: jax.Array
     velocity: jax.Array
     count: jax.Array  # steps taken (the schedule's argument)
-    alpha: jax.Array  # the last accepted line-search step
+    alpha: jax.Array  # the last accepted line-search step (a schedule: its largest value yet)
     n_fev: jax.Array
 
 
@@ -42,7 +42,7 @@ def _init(fun, x0, rtol, atol, dyn, options):
         g0,
         jnp.zeros_like(x0),
         jnp.asarray(0, jnp.int32),
-        jnp.asarray(1.0, dtype),
+        jnp.asarray(0.0 if mode == "schedule" else 1.0, dtype),
         jnp.asarray(1, jnp.int32),
     )
     invalid = jnp.asarray(False)
@@ -70,7 +70,21 @@ def _init(fun, x0, rtol, atol, dyn, options):
             alpha = dyn["step_size"]
             n_ls = 0
         elif mode == "schedule":
-            alpha = jnp.asarray(schedule(count), dtype)
+            # A schedule's value that is not finite, or negative beyond the rounding of its
+            # largest value yet, is a step size out of range: stop at x with INVALID_INPUT, as
+            # for a fixed step. It stepped instead: a schedule going negative ascended to x ~
+            # 1e67 (MAX_ITER, float64) or overflow (NONFINITE, float32), a NaN one ended
+            # NONFINITE, blaming f. The rounding is the schedule's own dtype's: optax computes
+            # in float32, and compiled, optax.linear_schedule(0.04, 0.0, 30) gives -4.7e-9 at
+            # its end (x / 30 as x * (1 / 30)), in a float64 run too.
+            raw = jnp.asarray(schedule(count))
+            own = raw.dtype if jnp.issubdtype(raw.dtype, jnp.inexact) else dtype
+            eps = max(float(jnp.finfo(own).eps), float(jnp.finfo(dtype).eps))
+            alpha = raw.astype(dtype)
+            bad = ~jnp.isfinite(alpha) | (alpha < -16.0 * eps * alpha_prev)
+            failure = jnp.where(bad, int(Status.INVALID_INPUT), failure)
+            alpha_prev = jnp.where(bad, alpha_prev, jnp.maximum(alpha_prev, alpha))
+            alpha = jnp.where(bad, 0.0, jnp.maximum(alpha, 0.0))
             n_ls = 0
         else:
             # Line search: keep only a momentum direction that descends.

@@ -117,6 +117,25 @@ def test_gradient_descent_bowl_variants():
     assert not bool(bad.success)
 
 
+def test_gradient_descent_schedule_out_of_range_stops_with_invalid_input():
+    # A schedule that turns negative ascended (float64: MAX_ITER at x ~ 1e67), a NaN one ended
+    # NONFINITE; now INVALID_INPUT at the first such value, x where it was.
+    def f(x):
+        return jnp.sum((x - 1.0) ** 2 * jnp.array([1.0, 10.0]))
+
+    x0 = jnp.array([3.0, -2.0])
+    neg = mml.gradient_descent(f, x0, step_size=optax.linear_schedule(0.04, -0.04, 30))
+    assert Status(int(neg.status)) == Status.INVALID_INPUT and int(neg.n_iter) == 17
+    assert float(neg.value) < float(f(x0))
+    nan = mml.gradient_descent(f, x0, step_size=lambda c: jnp.where(c < 5, 0.01, jnp.nan))
+    assert Status(int(nan.status)) == Status.INVALID_INPUT and int(nan.n_iter) == 6
+    assert np.all(np.isfinite(np.asarray(nan.x)))
+    # a schedule ending at 0 is in range, also where optax's float32 rounds it to -4.7e-9
+    # (compiled: x / 30 as x * (1 / 30)), in a float64 run: it stops moving
+    zero = mml.gradient_descent(f, x0, step_size=optax.linear_schedule(0.04, 0.0, 30), max_iter=60)
+    assert Status(int(zero.status)) == Status.MAX_ITER
+
+
 def test_gradient_descent_bad_conditioning_is_slow_but_honest():
     res = mml.gradient_descent(
         zoo.bowl, jnp.zeros(5), args=(jnp.asarray(zoo.A_ILL), jnp.asarray(zoo.B5)), max_iter=200
