@@ -9,7 +9,10 @@ another wrapped function when both compute the same thing, judged from what they
 * a plain function or lambda: its code, and the values of everything the code can read that is
   not an argument: closure cells, defaults and the module globals its code names;
 * a ``functools.partial``: its function and arguments;
-* a tuple or NamedTuple (an optax optimiser is a NamedTuple of closures): its items.
+* a tuple or NamedTuple (an optax optimiser is a NamedTuple of closures): its items;
+* a dict (``optax.multi_transform``'s transforms and labels, ``inject_hyperparams``'
+  hyperparameters): its items, in order (the key is made at every call, so a dict changed in
+  place between calls gives another key; a dict that holds itself is compared by identity).
 
 A library's function (JAX, NumPy, scipy, optax, ...) is compared by identity, or, when it is a
 closure, by its code and closure values (``optax.adam(0.1)`` made twice gives equal
@@ -19,7 +22,7 @@ Values are compared by value when they are immutable (``None``, numbers, strings
 tuples of them; floats by their representation and bits, so ``-0.0`` is not ``0.0`` and ``-nan`` is
 not ``nan``) and by identity when they are modules, classes, JAX arrays (immutable too), or
 functions of JAX, NumPy and the like; a function found among them is judged by these same rules.
-Anything else (a NumPy array, a list, a dict, an object of the user's own class: all may be mutated
+Anything else (a NumPy array, a list, an object of the user's own class: all may be mutated
 between calls) is compared by identity *and* makes the function that reads it equal only to itself,
 as ``jax.jit`` has it: a lambda made anew around a mutated object compiles anew (also where the
 object sits in a tuple or NamedTuple, or is the object of a bound method the function reads). The
@@ -66,6 +69,8 @@ def _mutable(key) -> bool:
         return True
     if key[0] == "tuple":
         return any(_mutable(k) for k in key[2])
+    if key[0] == "dict":
+        return any(_mutable(k) or _mutable(v) for k, v in key[1])
     if key[0] == "method":
         return _mutable(key[1]) or _mutable(key[2])
     return False
@@ -119,6 +124,14 @@ def _value_key(value, seen: set[int]) -> Any:
     if isinstance(value, tuple) and (type(value) is tuple or hasattr(value, "_fields")):
         items = tuple(_value_key(v, seen) for v in value)  # a tuple or a NamedTuple
         return _UNKNOWN if any(i is _UNKNOWN for i in items) else ("tuple", type(value), items)
+    if type(value) is dict:  # by content, in order: the key is made again at every call
+        if id(value) in seen:  # a dict that holds itself: by identity
+            return _UNKNOWN
+        seen = seen | {id(value)}
+        items = tuple((_value_key(k, seen), _value_key(v, seen)) for k, v in value.items())
+        if any(k is _UNKNOWN or v is _UNKNOWN for k, v in items):
+            return _UNKNOWN
+        return ("dict", items)
     if isinstance(value, (types.ModuleType, type)):
         return ("object", value)
     if _TRACER is not None and isinstance(value, jax.Array) and not isinstance(value, _TRACER):
