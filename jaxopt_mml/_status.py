@@ -50,8 +50,9 @@ _MESSAGES = {
         "a NaN or inf appeared in the iterate, the function value, its derivatives (gradient, "
         "Jacobian) or the constraints. Check the starting point and args for NaN, and that the "
         "function is defined and differentiable on the path (no log/sqrt of negatives, no sqrt "
-        "or norm at 0, whose derivative is inf or NaN there, no overflow); the last finite "
-        "iterate is returned."
+        "or norm at 0, whose derivative is inf or NaN there, no overflow); with an optax "
+        "optimiser, also its learning rate or schedule (NaN, or so large that the iterates "
+        "overflow); the last finite iterate is returned."
     ),
     Status.LINESEARCH_FAILED: (
         "the line search found no step that decreases the merit function. The gradient may be "
