@@ -10,9 +10,12 @@ another wrapped function when both compute the same thing, judged from what they
   not an argument: closure cells, defaults and the module globals its code names;
 * a ``functools.partial``: its function and arguments;
 * a tuple or NamedTuple (an optax optimiser is a NamedTuple of closures): its items;
-* a dict (``optax.multi_transform``'s transforms and labels, ``inject_hyperparams``'
-  hyperparameters): its items, in order (the key is made at every call, so a dict changed in
-  place between calls gives another key; a dict that holds itself is compared by identity).
+* a dict that a library's closure reads (``optax.multi_transform``'s transforms and labels,
+  ``inject_hyperparams``' hyperparameters): its items, in order (the key is made at every call,
+  so a dict changed in place between calls gives another key; a dict that holds itself is
+  compared by identity). A dict that the user's own function reads is compared by identity, as
+  below: one used as mutable state (a call counter, ``calls["n"] += 1`` while tracing) would
+  otherwise make every call compile anew.
 
 A library's function (JAX, NumPy, scipy, optax, ...) is compared by identity, or, when it is a
 closure, by its code and closure values (``optax.adam(0.1)`` made twice gives equal
@@ -22,7 +25,7 @@ Values are compared by value when they are immutable (``None``, numbers, strings
 tuples of them; floats by their representation and bits, so ``-0.0`` is not ``0.0`` and ``-nan`` is
 not ``nan``) and by identity when they are modules, classes, JAX arrays (immutable too), or
 functions of JAX, NumPy and the like; a function found among them is judged by these same rules.
-Anything else (a NumPy array, a list, an object of the user's own class: all may be mutated
+Anything else (a NumPy array, a list, a dict, an object of the user's own class: all may be mutated
 between calls) is compared by identity *and* makes the function that reads it equal only to itself,
 as ``jax.jit`` has it: a lambda made anew around a mutated object compiles anew (also where the
 object sits in a tuple or NamedTuple, or is the object of a bound method the function reads). The
@@ -114,7 +117,9 @@ def _is_library(value) -> bool:
     return module.partition(".")[0] in _LIBRARIES
 
 
-def _value_key(value, seen: set[int]) -> Any:
+def _value_key(value, seen: set[int], in_library: bool = False) -> Any:
+    """The comparison key of ``value``; ``in_library``: read by a library's closure (see the
+    module docstring on dicts)."""
     if isinstance(value, _IMMUTABLE):
         if isinstance(value, float | complex | np.inexact):  # -0.0 == 0.0, but not in a program
             # and by their bits: NaNs of either sign print as "nan", and the sign reaches the
@@ -122,13 +127,15 @@ def _value_key(value, seen: set[int]) -> Any:
             return (type(value), repr(value), np.asarray(value).tobytes())
         return (type(value), value)
     if isinstance(value, tuple) and (type(value) is tuple or hasattr(value, "_fields")):
-        items = tuple(_value_key(v, seen) for v in value)  # a tuple or a NamedTuple
+        items = tuple(_value_key(v, seen, in_library) for v in value)  # a tuple or NamedTuple
         return _UNKNOWN if any(i is _UNKNOWN for i in items) else ("tuple", type(value), items)
-    if type(value) is dict:  # by content, in order: the key is made again at every call
+    if type(value) is dict and in_library:  # by content, in order (made again at every call)
         if id(value) in seen:  # a dict that holds itself: by identity
             return _UNKNOWN
         seen = seen | {id(value)}
-        items = tuple((_value_key(k, seen), _value_key(v, seen)) for k, v in value.items())
+        items = tuple(
+            (_value_key(k, seen, True), _value_key(v, seen, True)) for k, v in value.items()
+        )
         if any(k is _UNKNOWN or v is _UNKNOWN for k, v in items):
             return _UNKNOWN
         return ("dict", items)
@@ -174,10 +181,11 @@ def _function_key(fn: types.FunctionType, seen: set[int]) -> Any:
     cells = tuple(_cell_value(c) for c in fn.__closure__ or ())
     defaults = fn.__defaults__ or ()
     kwdefaults = sorted((fn.__kwdefaults__ or {}).items())
-    glob = {} if _is_library(fn) else fn.__globals__
+    library = _is_library(fn)
+    glob = {} if library else fn.__globals__
     names = tuple(n for n in _global_names(fn.__code__) if n in glob)
     values = (*cells, *defaults, *(v for _, v in kwdefaults), *(glob[n] for n in names))
-    keys = tuple(_value_key(v, seen) for v in values)
+    keys = tuple(_value_key(v, seen, library) for v in values)
     if any(k is _UNKNOWN for k in keys):
         return _UNKNOWN
     layout = (len(cells), len(defaults), tuple(k for k, _ in kwdefaults), names)
