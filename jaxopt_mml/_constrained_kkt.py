@@ -28,7 +28,8 @@ points of the Lagrangian). Three safeguards make it converge from a distance:
   steps (a small shifted step is not taken for convergence);
 * a tiny ``delta_c`` keeps the matrix regular when the constraint Jacobian loses rank
   (redundant or inconsistent constraints: a penalty ``|J dx + h|^2 / (2 delta_c)`` in effect,
-  the sign of IPOPT's regularisation); a failed line search grows ``delta`` as well.
+  the sign of IPOPT's regularisation), one per constraint in its own units,
+  ``10 eps |J_j|^2``; a failed line search grows ``delta`` as well.
 
 ``INFEASIBLE`` means that the run stalled where the gradient ``J^T h`` of the violation
 ``|h|^2 / 2`` vanishes with ``h != 0``; any other stall off the constraints is ``STAGNATED``.
@@ -44,7 +45,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from ._constrained_problem import (
     Problem,
@@ -168,22 +168,29 @@ def newton_kkt(problem: Problem, x0, y0, *, rtol, atol, max_iter, verbose=False,
         x, y, grad, h, jac = state.x, state.y, state.grad, state.h, state.jac
         hess = jax.hessian(lambda u: problem.objective(u) - jnp.vdot(y, problem.eq(u)))(x)
         hess_d = hess + state.delta * eye_n
-        # In the Jacobian's own units, not floored at 1: against the Schur complement ~ |J|^2, a
-        # floor swamped a constraint in small units (k (x0 + x1 - 1) = 0 with k = 1e-8 entered as
-        # a weak penalty: MAX_ITER at x = 0.4997). |J| floored at eps (its square stays a normal
-        # number in float32); a zero Jacobian keeps 10 eps.
-        j_max = jnp.max(jnp.abs(jac), initial=0.0)
-        delta_c = 10.0 * eps * jnp.where(j_max > 0, jnp.maximum(j_max, eps), 1.0) ** 2
+        # Each constraint in its own units: the system solved with J's rows scaled to unit size,
+        # for the change of the multipliers in those units, so that delta_c = 10 eps acts on each
+        # row as 10 eps |J_j|^2. Not floored at 1: against the Schur complement ~ |J|^2, a floor
+        # swamped a constraint in small units (k (x0 + x1 - 1) = 0 with k = 1e-8 entered as a
+        # weak penalty: MAX_ITER at x = 0.4997); nor one delta_c from the largest row (beside a
+        # constraint scaled by 1e8, a unit one entered as a penalty of weight 1 / 22: MAX_ITER,
+        # 0.35 from the solution). |J_j| floored at eps (its square stays a normal number in
+        # float32); a zero row keeps 10 eps.
+        row = jnp.max(jnp.abs(jac), axis=1, initial=0.0)
+        row = jnp.where(row > 0, jnp.maximum(row, eps), 1.0)
+        delta_c = 10.0 * eps
         # Solved for the change dy of the multipliers (not y+ itself), so that delta_c does not
         # move the fixed point: at a KKT point the right-hand side and the step vanish.
         # The two right-hand sides apart (one factorisation) split the step into its tangential
         # part (J dx_t = 0 up to delta_c) and its normal part, which restores feasibility.
         zeros_n, zeros_m = jnp.zeros((n,), dtype), jnp.zeros((m,), dtype)
         rhs = jnp.stack(
-            [-jnp.concatenate([grad - jac.T @ y, zeros_m]), -jnp.concatenate([zeros_n, h])], axis=1
+            [-jnp.concatenate([grad - jac.T @ y, zeros_m]), -jnp.concatenate([zeros_n, h / row])],
+            axis=1,
         )
-        parts, inertia_ok = kkt_solve(hess_d, jac, rhs, delta_c)
-        parts = jnp.where(np.arange(n + m)[:, None] < n, parts, -parts)  # unknowns (dx, -dy)
+        parts, inertia_ok = kkt_solve(hess_d, jac / row[:, None], rhs, delta_c)
+        # unknowns (dx, -dy), dy back in the constraints' units
+        parts = parts * jnp.concatenate([jnp.ones((n,), dtype), -1.0 / row])[:, None]
         finite = inertia_ok & jnp.all(jnp.isfinite(parts))
         parts = jnp.where(finite, parts, 0.0)
         sol = parts[:, 0] + parts[:, 1]
@@ -267,14 +274,16 @@ def newton_kkt(problem: Problem, x0, y0, *, rtol, atol, max_iter, verbose=False,
         rho = jnp.where(accept, jnp.maximum(1.0, 0.5 * rho), state.rho)
         new = KKTState(x_new, y_new, value, grad_new, h_new, jac_new, rho, delta)
 
-        viol = jnp.max(jnp.abs(h_new), initial=0.0)
         converged = _converged(x_new, y_new, grad_new, h_new, jac_new, rtol, atol)
         # A vanishing accepted step ends the run: at a solution the dtype cannot refine further
         # (feasible to sqrt(eps)), or at a point that minimises the violation without reaching
         # h = 0 (infeasible). So does a failed search once the shift has swamped the Hessian
         # (a failed search grows it, as a rejected step does: the step gets shorter and turns
         # towards the merit's steepest descent).
-        feasible = viol <= jnp.sqrt(eps) * scale_of(jac_new) * scale_of(x_new)
+        # Each constraint against its own gradient (floored at 1), not against the largest row
+        # (beside a constraint scaled by 1e8, a unit one counted as feasible up to 1.5 |x|).
+        units = jnp.maximum(1.0, jnp.max(jnp.abs(jac_new), axis=1, initial=0.0))
+        feasible = jnp.all(jnp.abs(h_new) <= jnp.sqrt(eps) * units * scale_of(x_new))
         stalled = accept & small
         # (a shifted step, delta > 0, is short of the Newton step: small, it is not yet a stall
         # at the solution; delta shrinks to 0 within a few more steps)
@@ -285,8 +294,10 @@ def newton_kkt(problem: Problem, x0, y0, *, rtol, atol, max_iter, verbose=False,
         # rank-deficient J) nothing is known about the constraints: STAGNATED. (It used to be
         # INFEASIBLE after any failed search off the constraints: min |x - (2, 1)|^2 subject to
         # x0 x1 = 1 from (1e-3, 0) stopped there at the first step.)
-        violation_grad = jnp.max(jnp.abs(jac_new.T @ h_new), initial=0.0)
-        infeasible = violation_grad <= 1e-3 * viol * scale_of(jac_new)
+        # (in each constraint's units, as feasible: the rows over their sizes)
+        h_units = h_new / units
+        violation_grad = jnp.max(jnp.abs(jac_new.T @ (h_units / units)), initial=0.0)
+        infeasible = violation_grad <= 1e-3 * jnp.max(jnp.abs(h_units), initial=0.0)
         failure = jnp.where(
             feasible,
             int(Status.LINESEARCH_FAILED),

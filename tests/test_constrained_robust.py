@@ -455,6 +455,39 @@ def test_newton_kkt_equality_in_small_units():
         assert int(res.n_iter) <= 3
 
 
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
+def test_newton_kkt_constraints_of_very_different_scales(dtype):
+    # min |x|^2 + x0 s.t. k1 (x0 + x1 - 1) = 0, x2 - x0 - 0.3 = 0, k2 (x1 - x2 + 0.1) = 0: the
+    # minimum (0.4, 0.6, 0.7). One KKT regularisation delta_c = 10 eps |J|^2 from the largest
+    # row made the unit row a penalty of weight 1 / 22: (k1, k2) = (1e8, 1e-8) ran to MAX_ITER
+    # 0.34 away in float64; in float32 it stopped with SUCCESS 0.7 away, (1e-3, 1e3) 0.73 away
+    # (a stall judged feasible against the largest row). delta_c is now per row, 10 eps |J_j|^2,
+    # and each row's violation judged against its own gradient. Inconsistent rows,
+    # 1e8 (x0 - 1) = 0 and x0 - 1.5 = 0, stopped with SUCCESS at a violation of 0.5.
+    tol = 1e-9 if dtype == jnp.float64 else 1e-4
+
+    def h(x, k1, k2):
+        return jnp.stack([k1 * (x[0] + x[1] - 1), x[2] - x[0] - 0.3, k2 * (x[1] - x[2] + 0.1)])
+
+    for k1, k2 in ((1e-8, 1e8), (1e8, 1e-8), (1e-3, 1e3)):
+        res = mml.minimise_constrained(
+            lambda x, k1, k2: x @ x + x[0],
+            jnp.array([3.0, -2.0, 5.0], dtype),
+            args=(k1, k2),
+            eq=h,
+            method="newton-kkt",
+        )
+        assert bool(res.success), (k1, k2, int(res.status))
+        np.testing.assert_allclose(res.x, [0.4, 0.6, 0.7], rtol=0, atol=tol)
+    if dtype == jnp.float64:
+        res = mml.minimise_constrained(
+            lambda x: x @ x,
+            jnp.zeros(2),
+            eq=lambda x: jnp.stack([1e8 * (x[0] - 1.0), x[0] - 1.5]),
+        )
+        assert int(res.status) == int(mml.Status.INFEASIBLE), int(res.status)
+
+
 def test_a_constraint_in_large_units_does_not_loosen_the_others():
     # One violation tolerance for all, atol + rtol |J|_inf |x| with |J| = 1e8 from the equality,
     # let the inequality x1 <= 1 end violated by 1.0 with SUCCESS; each constraint is judged
