@@ -138,8 +138,9 @@ def minimise_constrained(
       :math:`\max(0, g - y/\rho)` along its search, then updates
       :math:`y \leftarrow y - \rho c` and raises :math:`\rho` when the violation does not fall
       by 4x (Conn, Gould & Toint; Birgin & Martinez).
-      The constraints are scaled by their gradients at ``x0`` (to at most 100, as IPOPT does);
-      the multipliers returned are those of the constraints as given.
+      The constraints are scaled by their gradients at ``x0`` (to at most 100, as IPOPT does,
+      and those in small units up to unit size); the multipliers returned are those of the
+      constraints as given.
       Once it has converged, the active inequalities and bounds it found are treated as
       equalities and Newton-KKT polishes the point to machine precision (kept only when the
       multipliers' signs and the inactive constraints confirm the active set). At the largest
@@ -179,7 +180,10 @@ def minimise_constrained(
             of the projected gradient of the Lagrangian within
             ``atol + rtol max(1, |df/dx_k|, |(J^T lambda + J_g^T mu + nu)_k|)`` (the terms that
             cancel in it), and each constraint's violation within
-            ``atol + rtol |J_j| max(1, |x|)`` (``J_j`` its gradient; infinity norms); default
+            ``atol + rtol |J_j| max(1, |x|)`` (``J_j`` its gradient; infinity norms), where a
+            constraint smaller than unit size at ``x0`` (its gradient there, or its value per
+            unit of ``x`` where that vanishes) is first scaled up to unit size, both methods
+            (else ``1e-8 (x0 + x1 - 1) = 0`` met ``atol`` at ``x = 0``); default
             ``eps**0.75`` of the dtype for ``"newton-kkt"`` (quadratic convergence makes it
             cheap) and ``sqrt(eps)`` for the augmented Lagrangian.
         max_iter: largest number of (outer) iterations.

@@ -25,9 +25,10 @@ When ``rho`` has reached its cap and the violation still does not fall, the prob
 ``INFEASIBLE`` if the point (nearly) minimises the violation over the box (its projected
 gradient is small, and the linearised constraints cannot halve it), and ``STAGNATED`` otherwise.
 
-The constraints are first scaled by their gradients at the start (``min(1, 100 / |grad c_j|)``,
-as IPOPT does), so that one in large units does not dominate the penalty; the multipliers
-returned are those of the constraints as given.
+The constraints are first scaled by their gradients at the start (to at most 100, as IPOPT
+does), so that one in large units does not dominate the penalty, and one in small units up to
+unit size, so that the penalty can enforce it and the tests do not take its small values for
+feasibility; the multipliers returned are those of the constraints as given.
 
 Both loops are init/step pieces run by ``_driver.iterate``; every step has fixed shapes.
 
@@ -50,13 +51,14 @@ from ._constrained_problem import (
     Primal,
     Problem,
     bound_multipliers,
-    constraint_jacobian,
+    constraint_scales,
     is_feasible,
     kkt_map,
     lagrangian_gradient,
     nonfinite_constraints,
     projected_gradient,
     scale_of,
+    scaled_problem,
     stationarity_tolerance,
     violation_tolerance,
 )
@@ -344,14 +346,14 @@ def augmented_lagrangian(
     """Run the augmented-Lagrangian method from ``x0``; returns ``(Primal, DriverOutput)``.
 
     The method runs on the constraints scaled by their gradients at ``x0`` (see
-    :func:`_constraint_scales`); the multipliers returned are those of the problem as given.
+    :func:`constraint_scales`); the multipliers returned are those of the problem as given.
     ``f_limit``: an outer iterate feasible to the KKT test's tolerance where the objective is
     below it ends the run with ``UNBOUNDED`` (an inner run stops once the augmented Lagrangian
     falls below it); None: no such test.
     """
     x0 = jnp.clip(x0, problem.lower, problem.upper)
-    scales = _constraint_scales(problem, x0)
-    original, problem = problem, _scaled(problem, scales)
+    scales = constraint_scales(problem, x0, _GRADIENT_MAX)
+    original, problem = problem, scaled_problem(problem, scales)
     dtype = x0.dtype
     eps = float(jnp.finfo(dtype).eps)
     n, m_eq, m_ineq = problem.n, problem.m_eq, problem.m_ineq
@@ -510,28 +512,12 @@ def augmented_lagrangian(
 
 
 # A constraint whose gradient at the start is larger than this (in its largest component) is
-# scaled down to it, as in IPOPT (Waechter & Biegler 2006, section 3.8: g_max = 100).
+# scaled down to it, as in IPOPT (Waechter & Biegler 2006, section 3.8: g_max = 100). The
+# augmented Lagrangian is not invariant to a constraint's scale: its penalty term rho/2 |c|^2
+# has curvature rho |grad c_j|^2, and with 1e3 (1 - x) beside f's unit gradients the outer loop
+# ran to its iteration cap (with 1e6, it ended at x = 0 instead of 1); one in small units is
+# scaled up (constraint_scales), or rho |grad c_j|^2 stays below f's curvature up to rho's cap.
 _GRADIENT_MAX = 100.0
-
-
-def _constraint_scales(problem: Problem, x0):
-    """One positive factor per constraint (equalities, then inequalities): ``min(1, 100 /
-    |grad c_j(x0)|_inf)``. The augmented Lagrangian is not invariant to a constraint's scale:
-    its penalty term ``rho/2 |c|^2`` has curvature ``rho |grad c_j|^2``, and with ``1e3 (1 - x)``
-    beside ``f``'s unit gradients the outer loop ran to its iteration cap (with ``1e6``, it ended
-    at ``x = 0`` instead of 1). A zero or non-finite gradient leaves the constraint as it is."""
-    big = jnp.max(jnp.abs(constraint_jacobian(problem, x0)), axis=1, initial=0.0)
-    ok = jnp.isfinite(big) & (big > _GRADIENT_MAX)
-    return jnp.where(ok, _GRADIENT_MAX / jnp.where(ok, big, 1.0), 1.0).astype(x0.dtype)
-
-
-def _scaled(problem: Problem, scales) -> Problem:
-    """The problem with its constraints multiplied by ``scales`` (same feasible set)."""
-    m_eq = problem.m_eq
-    return problem._replace(
-        eq=lambda x: scales[:m_eq] * problem.eq(x),
-        ineq=lambda x: scales[m_eq:] * problem.ineq(x),
-    )
 
 
 def polish(problem: Problem, z: Primal, active_ineq, out, *, rtol, atol):

@@ -31,6 +31,10 @@ points of the Lagrangian). Three safeguards make it converge from a distance:
   the sign of IPOPT's regularisation), one per constraint in its own units,
   ``10 eps |J_j|^2``; a failed line search grows ``delta`` as well.
 
+The constraints in small units are first scaled up to unit size at ``x0``
+(:func:`constraint_scales`), so that the tests of their violation hold in units of ``x``; the
+multipliers returned are those of the constraints as given.
+
 ``INFEASIBLE`` means that the run stalled where the gradient ``J^T h`` of the violation
 ``|h|^2 / 2`` vanishes with ``h != 0``; any other stall off the constraints is ``STAGNATED``.
 
@@ -48,8 +52,10 @@ import jax.numpy as jnp
 
 from ._constrained_problem import (
     Problem,
+    constraint_scales,
     nonfinite_constraints,
     scale_of,
+    scaled_problem,
     stationarity_tolerance,
     violation_tolerance,
 )
@@ -159,6 +165,13 @@ def newton_kkt(problem: Problem, x0, y0, *, rtol, atol, max_iter, verbose=False,
     eps = jnp.finfo(dtype).eps
     n, m = problem.n, problem.m_eq
     eye_n = jnp.eye(n, dtype=dtype)
+    # The constraints in units of x (constraint_scales: those in small units scaled up), so
+    # that the tests below do not take a small h for feasibility; y in their units inside.
+    problem = problem._replace(ineq=lambda x: jnp.zeros((0,), dtype), m_ineq=0)
+    scales = constraint_scales(problem, x0)
+    problem = scaled_problem(problem, scales)
+    if y0 is not None:
+        y0 = y0 / scales
 
     def merit(x, y, rho):
         h = problem.eq(x)
@@ -349,4 +362,4 @@ def newton_kkt(problem: Problem, x0, y0, *, rtol, atol, max_iter, verbose=False,
         verbose=verbose,
         name="minimise_constrained (newton-kkt)",
     )
-    return out.state.x, out.state.y, out
+    return out.state.x, out.state.y * scales, out

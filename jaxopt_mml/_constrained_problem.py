@@ -341,6 +341,44 @@ def constraint_jacobian(problem: Problem, x: jax.Array) -> jax.Array:
     return jax.jacfwd(lambda u: jnp.concatenate([problem.eq(u), problem.ineq(u)]))(x)
 
 
+def constraint_scales(problem: Problem, x0: jax.Array, gradient_max: float | None = None):
+    """One positive factor per constraint (equalities, then inequalities) that the solvers
+    multiply it by, so that they see it in units of ``x`` (same feasible set; a multiplier of
+    the scaled constraint times the factor is that of the constraint as given).
+
+    A constraint's size at ``x0`` is ``max(|grad c_j(x0)|_inf, |c_j(x0)| / max(1, |x0|_inf))``:
+    its gradient, or where that vanishes (``x0`` at a critical point of ``c_j``) its value per
+    unit of ``x``. One smaller than 1 is scaled up to 1: every test of a constraint's violation
+    holds ``atol`` in the constraint's own units, and ``k (x0 + x1 - 1) = 0`` with ``k = 1e-8``
+    met it at the start ``x = 0``, SUCCESS there, far from the solution (0.5, 0.5) (the
+    augmented Lagrangian's penalty ``rho k^2`` could not have enforced it either). With
+    ``gradient_max``, a constraint whose gradient is larger is scaled down to it (IPOPT's
+    gradient scaling, Waechter & Biegler 2006, section 3.8). A size of 0 (or below the
+    smallest normal number) or a non-finite one leaves the constraint as it is. Constants: no
+    derivative flows through them (the solution does not depend on them)."""
+    x0 = jax.lax.stop_gradient(x0)
+    dtype = x0.dtype
+    c = jnp.concatenate([problem.eq(x0), problem.ineq(x0)])
+    grad = jnp.max(jnp.abs(constraint_jacobian(problem, x0)), axis=1, initial=0.0)
+    size = jnp.maximum(grad, jnp.abs(c) / scale_of(x0))
+    small = jnp.isfinite(size) & (size < 1.0) & (size >= jnp.finfo(dtype).tiny)
+    scales = jnp.where(small, 1.0 / jnp.where(small, size, 1.0), 1.0)
+    if gradient_max is not None:
+        big = jnp.isfinite(grad) & (grad > gradient_max)
+        scales = jnp.where(big, gradient_max / jnp.where(big, grad, 1.0), scales)
+    return jax.lax.stop_gradient(scales.astype(dtype))
+
+
+def scaled_problem(problem: Problem, scales) -> Problem:
+    """The problem with its constraints multiplied by ``scales`` (same feasible set)."""
+    m_eq = problem.m_eq
+    eq, ineq = problem.eq, problem.ineq
+    return problem._replace(
+        eq=lambda x: scales[:m_eq] * eq(x),
+        ineq=lambda x: scales[m_eq:] * ineq(x),
+    )
+
+
 def is_feasible(problem: Problem, x: jax.Array, rtol, atol) -> jax.Array:
     """Whether each constraint's violation at ``x`` (``|h_j|``, ``max(-g_j, 0)``) is within its
     :func:`violation_tolerance`, and each bound's within ``atol + rtol max(1, |x|)`` (its

@@ -30,8 +30,10 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from ._constrained_problem import (
+    constraint_scales,
     make_problem,
     scale_of,
+    scaled_problem,
     stationarity_scale,
     violation_tolerance,
 )
@@ -250,7 +252,16 @@ def _solve_all(starts, args, *, f, eq, rtol, atol, max_iter):
             f, start, args, eq, None, None, False, caller="lagrange_stationary_points"
         )
         n = problem.n
-        z, status, residual = _newton_lagrange(problem, x0, rtol=rtol, atol=atol, max_iter=max_iter)
+        # Newton on the constraints in units of x (constraint_scales: those in small units
+        # scaled up), or its tests take their small values for feasibility: with h scaled by
+        # 1e-9 every start "converged" where it began, near the origin. lam and h back in the
+        # constraints' own units for the rest.
+        scales = constraint_scales(problem, x0)
+        z, status, residual = _newton_lagrange(
+            scaled_problem(problem, scales), x0, rtol=rtol, atol=atol, max_iter=max_iter
+        )
+        z = jnp.concatenate([z[:n], z[n:] * scales])
+        residual = jnp.concatenate([residual[:n], residual[n:] / scales])
         bordered = _bordered_hessian(problem, z)
         # One more Newton step from the end point (least squares: B may be singular there):
         # its length is how far the point may be from the stationary point it estimates
@@ -303,7 +314,9 @@ def lagrange_stationary_points(
         args: extra arguments of ``f`` and ``eq``.
         rtol, atol: tolerances of the convergence test: each component ``k`` of ``grad L``
             within ``atol + rtol max(1, |df/dx_k|, |(J^T lam)_k|)`` and each ``|h_j|`` within
-            ``atol + rtol |J_j| max(1, |x|)`` (``J_j`` its gradient; infinity norms); default
+            ``atol + rtol |J_j| max(1, |x|)`` (``J_j`` its gradient; infinity norms), a
+            constraint smaller than unit size at the start (its gradient, or its value per unit
+            of ``x`` where that vanishes) first scaled up to unit size; default
             ``sqrt(eps)`` of the dtype.
         max_iter: largest number of Newton steps per start.
         unique_tol: points closer than ``unique_tol * (1 + |x|)`` (infinity norm), widened by

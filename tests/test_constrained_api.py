@@ -682,6 +682,22 @@ def test_lagrange_points_one_large_gradient_component_does_not_loosen_the_others
     assert pts.count.tolist() == [3]
 
 
+def test_lagrange_points_a_constraint_in_small_units_is_met():
+    # |x|^2 on k (x + y - 1) = 0: the minimum (0.5, 0.5) with lam = -1 / k. With k = 1e-9 each
+    # start stopped near where it began (|x| < 0.02, 16 "minima" from 16 starts), its small h
+    # taken for feasibility; with k = 1e-12 all at one point near the origin. Constraints in
+    # small units are now scaled up to unit size at each start. (k in args: one compile.)
+    starts = jax.random.normal(jax.random.key(0), (8, 2))
+    for k in (1e-9, 1e-12):
+        pts = mml.lagrange_stationary_points(
+            lambda p, k: p @ p, lambda p, k: k * (p[0] + p[1] - 1.0), starts, args=(k,)
+        )
+        assert pts.kind == ("minimum",)
+        assert pts.count.tolist() == [8]
+        np.testing.assert_allclose(pts.x, [[0.5, 0.5]], rtol=0, atol=1e-8)
+        np.testing.assert_allclose(pts.multipliers * k, [[-1.0]], rtol=1e-7)
+
+
 def test_lagrange_points_a_constraint_in_large_units_does_not_loosen_the_others():
     # The only feasible point of (1e8 (x0 - 1), 1 - x1) = 0 is (1, 1); judged against |J| = 1e8
     # for both constraints, the starts stopped at x1 = 2.25 and 1.02.

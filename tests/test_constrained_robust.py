@@ -442,10 +442,12 @@ def test_newton_kkt_equality_in_small_units():
     # swamped a Jacobian of k (its Schur complement ~ k^2): the constraint entered as a weak
     # penalty. k = 1e-7 ended at 0.5000032 with SUCCESS, 1e-8 at 0.499681 and 1e-10 at 3e-4
     # with MAX_ITER (scipy's SLSQP and trust-constr: (0.5, 0.5)). (k in args: one compile.)
-    for k in (1e-7, 1e-8, 1e-10):
+    # From x = 0, where |h| = k: k = 1e-12 met atol there, SUCCESS at 0 iterations (the
+    # constraints are now scaled up to unit size at the start).
+    for k, x0 in ((1e-7, (3.0, -1.0)), (1e-8, (3.0, -1.0)), (1e-10, (3.0, -1.0)), (1e-12, (0, 0))):
         res = mml.minimise_constrained(
             lambda x, k: x @ x,
-            jnp.array([3.0, -1.0]),
+            jnp.array(x0, float),
             args=(k,),
             eq=lambda x, k: k * (x[0] + x[1] - 1.0),
         )
@@ -453,6 +455,29 @@ def test_newton_kkt_equality_in_small_units():
         np.testing.assert_allclose(res.x, [0.5, 0.5], rtol=0, atol=1e-10)
         np.testing.assert_allclose(res.multipliers_eq, [-1.0 / k], rtol=1e-8)
         assert int(res.n_iter) <= 3
+
+
+def test_augmented_lagrangian_constraints_in_small_units_are_met():
+    # min |x|^2 s.t. k (x0 + x1 - 1) = 0, (x2 - x0 + 0.1) / k = 0, k (x0 - x1 - 0.2) >= 0:
+    # the minimum (0.6, 0.4, 0.5). At x = 0, |c| = k met atol for k = 1e-9 and 1e-12: SUCCESS
+    # at (0.05, 0, -0.05) in 4 iterations; at k = 1e-6 the penalty rho k^2 could not enforce
+    # them, STAGNATED at (0.063, 0.019, -0.037) (scipy's SLSQP: the minimum). Constraints in
+    # small units are now scaled up to unit size at the start. (k in args: one compile.)
+    for k in (1e-6, 1e-9, 1e-12):
+        res = mml.minimise_constrained(
+            lambda x, k: x @ x,
+            jnp.zeros(3),
+            args=(k,),
+            eq=lambda x, k: jnp.stack([k * (x[0] + x[1] - 1.0), (x[2] - x[0] + 0.1) / k]),
+            ineq=lambda x, k: k * (x[0] - x[1] - 0.2),
+        )
+        assert bool(res.success), (k, int(res.status))
+        np.testing.assert_allclose(res.x, [0.6, 0.4, 0.5], rtol=0, atol=1e-8)
+        # grad f + J_h^T lam + J_g^T mu = 0: k lam_1 = -1.5, lam_2 / k = -1, k mu = -0.7
+        np.testing.assert_allclose(
+            np.asarray(res.multipliers_eq) * [k, 1 / k], [-1.5, -1.0], rtol=1e-6
+        )
+        np.testing.assert_allclose(res.multipliers_ineq * k, [-0.7], rtol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
@@ -479,13 +504,17 @@ def test_newton_kkt_constraints_of_very_different_scales(dtype):
         )
         assert bool(res.success), (k1, k2, int(res.status))
         np.testing.assert_allclose(res.x, [0.4, 0.6, 0.7], rtol=0, atol=tol)
+    # (and 1e-8 (x0 - 1) = 0 beside x0 - 1.5 = 0 with SUCCESS at 1.5, until the constraints in
+    # small units were scaled up)
     if dtype == jnp.float64:
-        res = mml.minimise_constrained(
-            lambda x: x @ x,
-            jnp.zeros(2),
-            eq=lambda x: jnp.stack([1e8 * (x[0] - 1.0), x[0] - 1.5]),
-        )
-        assert int(res.status) == int(mml.Status.INFEASIBLE), int(res.status)
+        for k in (1e8, 1e-8):
+            res = mml.minimise_constrained(
+                lambda x, k: x @ x,
+                jnp.zeros(2),
+                args=(k,),
+                eq=lambda x, k: jnp.stack([k * (x[0] - 1.0), x[0] - 1.5]),
+            )
+            assert int(res.status) == int(mml.Status.INFEASIBLE), (k, int(res.status))
 
 
 def test_a_constraint_in_large_units_does_not_loosen_the_others():
