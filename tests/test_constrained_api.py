@@ -331,6 +331,7 @@ def _hs35_x(t):
     return _hs35_bounded(t).x
 
 
+@pytest.mark.slow  # (one of the suite's slowest: CI's time limit)
 def test_vmapped_augmented_lagrangian_equals_a_loop_and_differentiates():
     # On a CPU vmap solves the problems one after another inside the program (_batching); the
     # results, their derivatives and nested vmaps must be those of one problem at a time. On a
@@ -471,6 +472,7 @@ def test_implicit_gradient_equality_matches_finite_differences():
     np.testing.assert_allclose(jac, [np.sqrt(2 / 3), -1 / np.sqrt(3), 1 / np.sqrt(3)], rtol=1e-8)
 
 
+@pytest.mark.slow  # (one of the suite's slowest: CI's time limit)
 def test_implicit_gradient_with_active_inequality_and_bound():
     solve = _hs35_bounded
     t = 3.0

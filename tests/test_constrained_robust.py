@@ -242,6 +242,7 @@ def test_objective_limit_is_traced_and_leaves_bounded_problems_alone():
         mml.minimise_constrained(lambda x: x @ x, jnp.ones(2), objective_limit=float("nan"))
 
 
+@pytest.mark.slow  # (one of the suite's slowest: CI's time limit)
 def test_augmented_lagrangian_does_not_stop_where_the_projection_left_a_saddle():
     # The first projected step clipped x and y onto their bound 0, where the gradient of xyz
     # (yz, xz, xy) is exactly 0: first-order stationary, and the run ended there, at the
@@ -284,6 +285,7 @@ def test_newton_kkt_step_onto_a_saddle_of_a_quadratic_is_not_success():
     assert abs(float(res.x[1])) > 1.0  # it went downhill
 
 
+@pytest.mark.slow  # (one of the suite's slowest: CI's time limit)
 def test_float32_feasible_qp_is_not_reported_infeasible():
     # An ill-conditioned convex QP (Q of condition ~1e5, entries ~1700) with 2 equalities, 4
     # inequalities and bounds, feasible by construction; float64 solves it. In float32 the
@@ -394,6 +396,7 @@ def test_one_large_gradient_component_does_not_loosen_the_others(kwargs):
     np.testing.assert_allclose(slope, [1.0, 1.0], rtol=1e-6)
 
 
+@pytest.mark.slow  # (one of the suite's slowest: CI's time limit)
 def test_one_large_gradient_component_float32():
     # The same in float32, with the bound and with Newton-KKT (the augmented Lagrangian cannot
     # build a multiplier of 1e9 at float32's largest penalty: it ends STAGNATED, not SUCCESS).
@@ -611,6 +614,7 @@ def test_the_value_is_differentiable_where_the_minimiser_is_not_unique(kwargs):
     np.testing.assert_allclose(jax.grad(value)(1.5), 3.0, rtol=1e-6)
 
 
+@pytest.mark.slow  # (one of the suite's slowest: CI's time limit)
 def test_the_value_derivative_by_the_envelope_theorem_moves_every_constant():
     # args in f, in eq and ineq, and in a traced bound (active: its multiplier enters).
     def solve(a):

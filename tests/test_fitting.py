@@ -604,6 +604,7 @@ def test_implicit_gradient_wrt_data_is_the_pseudo_inverse():
     np.testing.assert_allclose(jac, np.linalg.pinv(design), atol=1e-8)
 
 
+@pytest.mark.slow  # (one of the suite's slowest: CI's time limit)
 def test_stderr_is_differentiable_in_the_data():
     # The standard errors depend on the data through the best fit and the residuals; their
     # gradient (through the implicit derivative of the fit and the sweep's inverse) matches
@@ -624,6 +625,7 @@ def test_stderr_is_differentiable_in_the_data():
         np.testing.assert_allclose(batched[0, i], grad[i], rtol=1e-8)
 
 
+@pytest.mark.slow  # (one of the suite's slowest: CI's time limit)
 def test_second_derivatives_of_a_fit_outside_jit():
     # jax.hessian of a fit's statistic, called eagerly (the fit's own program is compiled for a
     # batch of tangents): the covariance's sweep indexed its pivot row with dynamic slices, and

@@ -94,6 +94,7 @@ def test_float32_batch():
     np.testing.assert_allclose(fit.params, truth, rtol=0.2, atol=0.05)
 
 
+@pytest.mark.slow  # (one of the suite's slowest: CI's time limit)
 def test_batched_fit_under_vmap_and_grad():
     # The pool under the user's vmap (a batch of batches) gives the flat batch's fits, and the
     # derivative of a batched fit's parameters with respect to its data equals the one-dataset
@@ -121,6 +122,7 @@ def test_batched_fit_under_vmap_and_grad():
         np.testing.assert_allclose(grad[i], one, rtol=1e-6, atol=1e-12)
 
 
+@pytest.mark.slow  # (one of the suite's slowest: CI's time limit)
 def test_pool_width_changes_speed_not_results(monkeypatch):
     # Any width gives the same fits up to rounding (XLA's batched sums round with the batch's
     # shape, so a fit near its stopping test may take one iteration more or fewer: its result

@@ -723,6 +723,7 @@ def test_linear_fit_ignores_nan_in_a_design_row_that_mask_drops():
         mml.linear_fit(None, 1.0 + 2.0 * x, design=design)
 
 
+@pytest.mark.slow  # (one of the suite's slowest: CI's time limit)
 def test_linear_fit_derivatives_of_a_balanced_design_are_finite():
     import jax
 
@@ -967,6 +968,7 @@ def test_a_model_that_does_not_return_real_floats_is_a_type_error(cast):
     np.testing.assert_allclose(fit.params, [1.0, 2.0], atol=1e-10)
 
 
+@pytest.mark.slow  # (one of the suite's slowest: CI's time limit)
 def test_derivatives_ignore_non_finite_x_at_masked_points():
     # A masked point is as good as deleted, NaN in x there included: the fit was, but reverse-mode
     # derivatives of its statistics multiplied the zero cotangent there by the model's NaN
