@@ -167,6 +167,8 @@ def newton_kkt(problem: Problem, x0, y0, *, rtol, atol, max_iter, verbose=False,
     eye_n = jnp.eye(n, dtype=dtype)
     # The constraints in units of x (constraint_scales: those in small units scaled up), so
     # that the tests below do not take a small h for feasibility; y in their units inside.
+    # (Equalities only: minimise_constrained refuses ineq and bounds for this method, and the
+    # polish passes its active set as equalities; dropped here so that the scales are h's.)
     problem = problem._replace(ineq=lambda x: jnp.zeros((0,), dtype), m_ineq=0)
     scales = constraint_scales(problem, x0)
     problem = scaled_problem(problem, scales)
