@@ -1,0 +1,195 @@
+"""least_squares: residual functions, against scipy.optimize.least_squares and closed forms."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.optimize import least_squares as scipy_least_squares
+
+import jaxopt_mml as mml
+
+_TIGHT = dict(xtol=1e-14, ftol=1e-14, gtol=1e-14)
+
+
+def _decay_data(outliers=False):
+    rng = np.random.default_rng(0)
+    t = np.linspace(0.0, 4.0, 40)
+    y = 2.0 * np.exp(-1.3 * t) + 0.02 * rng.normal(size=t.size)
+    if outliers:
+        y[::7] += 1.0
+    return t, y
+
+
+def decay(p, t, y):
+    return p[0] * jnp.exp(-p[1] * t) - y
+
+
+def _np_decay(t, y):
+    return lambda p: p[0] * np.exp(-p[1] * t) - y
+
+
+def rosen_residuals(x):
+    return jnp.array([10.0 * (x[1] - x[0] ** 2), 1.0 - x[0]])
+
+
+def test_rosenbrock_residuals_reach_the_minimum():
+    res = mml.least_squares(rosen_residuals, jnp.array([-1.2, 1.0]))
+    assert bool(res.success)
+    chex.assert_trees_all_close(res.x, jnp.ones(2), atol=1e-10)
+    assert float(res.cost) < 1e-20
+    chex.assert_shape(res.fun, (2,))
+
+
+@pytest.mark.parametrize("loss", ["linear", "huber", "soft_l1", "cauchy"])
+def test_robust_losses_match_scipy(loss):
+    t, y = _decay_data(outliers=True)
+    res = mml.least_squares(decay, jnp.array([1.0, 1.0]), args=(t, y), loss=loss, f_scale=0.1)
+    ref = scipy_least_squares(_np_decay(t, y), [1.0, 1.0], loss=loss, f_scale=0.1, **_TIGHT)
+    assert bool(res.success)
+    np.testing.assert_allclose(res.x, ref.x, rtol=1e-6)
+    np.testing.assert_allclose(res.cost, ref.cost, rtol=1e-10)  # scipy's cost: half the sum
+    np.testing.assert_allclose(res.fun, ref.fun, atol=1e-6)
+    assert float(res.grad_norm) < 1e-6
+
+
+@pytest.mark.parametrize(
+    "x0, bounds",
+    [([1.0, 1.6], ([0.0, 1.5], [np.inf, 3.0])), ([1.0, 1.0], ([0.0, 0.5], [1.5, 3.0]))],
+)
+def test_active_bounds_match_scipy(x0, bounds):
+    t, y = _decay_data()
+    res = mml.least_squares(decay, jnp.array(x0), args=(t, y), bounds=bounds)
+    ref = scipy_least_squares(_np_decay(t, y), x0, bounds=bounds, **_TIGHT)
+    assert bool(res.success)
+    np.testing.assert_allclose(res.x, ref.x, rtol=1e-7)
+    np.testing.assert_allclose(res.cost, ref.cost, rtol=1e-10)
+    # the projected gradient: the bound's parameter is held where the gradient pushes it
+    assert float(res.grad_norm) < 1e-7
+    lo, hi = (np.asarray(b, float) for b in bounds)
+    assert np.all(np.asarray(res.x) >= lo) and np.all(np.asarray(res.x) <= hi)
+
+
+def test_pytree_parameters_and_residuals():
+    t, y = _decay_data()
+
+    def fun(p, t, y):
+        return {"data": p["A"] * jnp.exp(-p["k"] * t) - y, "prior": jnp.atleast_1d(p["k"] - 1.3)}
+
+    res = mml.least_squares(fun, {"A": jnp.array(1.0), "k": jnp.array(1.0)}, args=(t, y))
+    ref = scipy_least_squares(
+        lambda p: np.append(_np_decay(t, y)(p), p[1] - 1.3), [1.0, 1.0], **_TIGHT
+    )
+    assert set(res.x) == {"A", "k"} and set(res.fun) == {"data", "prior"}
+    chex.assert_shape((res.fun["data"], res.fun["prior"]), ((40,), (1,)))
+    np.testing.assert_allclose([res.x["A"], res.x["k"]], ref.x, rtol=1e-7)
+
+
+def test_derivative_of_linear_least_squares_is_the_pseudo_inverse():
+    rng = np.random.default_rng(1)
+    a, b = jnp.array(rng.normal(size=(10, 3))), jnp.array(rng.normal(size=10))
+
+    def solution(b):
+        return mml.least_squares(lambda x, a, b: a @ x - b, jnp.zeros(3), args=(a, b)).x
+
+    chex.assert_trees_all_close(solution(b), jnp.linalg.lstsq(a, b)[0], atol=1e-10)
+    chex.assert_trees_all_close(jax.jacobian(solution)(b), jnp.linalg.pinv(a), atol=1e-9)
+
+
+def test_derivative_is_zero_for_a_parameter_held_on_its_bound():
+    t, y = _decay_data()
+
+    def solution(y):
+        bounds = ([0.0, 1.5], [np.inf, 3.0])
+        return mml.least_squares(decay, jnp.array([1.0, 1.6]), args=(t, y), bounds=bounds).x
+
+    jac = jax.jacobian(solution)(jnp.asarray(y))
+    assert float(jnp.max(jnp.abs(jac[1]))) < 1e-12
+    # the free amplitude moves as the one-parameter fit with k = 1.5 (linear in A)
+    e = np.exp(-1.5 * t)
+    np.testing.assert_allclose(jac[0], e / (e @ e), atol=1e-9)
+
+
+def test_vmap_equals_a_loop_and_no_recompilation():
+    t, y = _decay_data()
+    starts = jnp.array(np.random.default_rng(2).uniform(0.5, 3.0, (8, 2)))
+    batched = jax.vmap(lambda x0: mml.least_squares(decay, x0, args=(t, y)))(starts)
+    for i, x0 in enumerate(starts):
+        one = mml.least_squares(decay, x0, args=(t, y))
+        chex.assert_trees_all_close(batched.x[i], one.x, rtol=1e-10)
+        assert int(batched.n_iter[i]) == int(one.n_iter)
+
+    calls = {"n": 0}
+
+    def counted(p, t, y):
+        calls["n"] += 1
+        return p[0] * jnp.exp(-p[1] * t) - y
+
+    mml.least_squares(counted, jnp.array([1.0, 1.0]), args=(t, y))
+    traced = calls["n"]
+    assert traced > 0
+    mml.least_squares(counted, jnp.array([1.5, 0.9]), args=(t, 1.01 * y), rtol=1e-9)
+    assert calls["n"] == traced  # new values, same shapes: no new trace
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def solve(x0, y):
+        return mml.least_squares(counted, x0, args=(t, y)).x
+
+    solve(jnp.ones(2), jnp.asarray(y))
+    solve(1.5 * jnp.ones(2), jnp.asarray(1.01 * y))
+
+
+def test_float32():
+    res = mml.least_squares(rosen_residuals, jnp.array([-1.2, 1.0], jnp.float32))
+    assert res.x.dtype == jnp.float32 and res.cost.dtype == jnp.float32
+    assert bool(res.success)
+    chex.assert_trees_all_close(res.x, jnp.ones(2, jnp.float32), atol=1e-3)
+
+
+def test_failures_are_statuses():
+    t, y = _decay_data()
+    nan_start = mml.least_squares(decay, jnp.array([np.nan, 1.0]), args=(t, y))
+    assert int(nan_start.status) == mml.Status.NONFINITE
+    log_neg = mml.least_squares(lambda p: jnp.log(p), jnp.array([-1.0, 2.0]))
+    assert int(log_neg.status) == mml.Status.NONFINITE
+    few = mml.least_squares(rosen_residuals, jnp.array([-1.2, 1.0]), max_iter=2)
+    assert int(few.status) == mml.Status.MAX_ITER and not bool(few.success)
+
+    @jax.jit
+    def with_lower(lo):  # traced bounds that exclude x0: a status, not an exception
+        return mml.least_squares(decay, jnp.array([1.0, 1.0]), args=(t, y), bounds=(lo, 5.0))
+
+    assert int(with_lower(0.0).status) == mml.Status.SUCCESS
+    assert int(with_lower(2.0).status) == mml.Status.INVALID_INPUT
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(method="trf"), ValueError, "method"),
+        (dict(loss="l2"), ValueError, "loss"),
+        (dict(f_scale=-1.0), ValueError, "f_scale"),
+        (dict(max_iter=0), ValueError, "max_iter"),
+        (dict(bounds=(1.5, 3.0)), ValueError, "within bounds"),
+    ],
+)
+def test_static_misuse_raises(kwargs, error, match):
+    t, y = _decay_data()
+    with pytest.raises(error, match=match):
+        mml.least_squares(decay, jnp.array([1.0, 1.0]), args=(t, y), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "fun, error, match",
+    [
+        (lambda p: jnp.zeros(0), ValueError, "at least one residual"),
+        (lambda p: jnp.array([1, 2]), TypeError, "real floating"),
+        (lambda p: p > 0, TypeError, "real floating"),
+    ],
+)
+def test_bad_residual_functions_raise(fun, error, match):
+    with pytest.raises(error, match=match):
+        mml.least_squares(fun, jnp.array([1.0, 1.0]))
+    with pytest.raises(TypeError, match="callable"):
+        mml.least_squares(None, jnp.array([1.0, 1.0]))
