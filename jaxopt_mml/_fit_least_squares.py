@@ -67,6 +67,11 @@ class LeastSquaresResult(NamedTuple):
             :math:`\\tfrac12 \\sum_i C^2 \\rho(f_i^2 / C^2)` (:math:`\\tfrac12 \\sum_i f_i^2` for
             the linear loss), as scipy's ``least_squares`` reports it.
         fun: the residuals at ``x``, with ``fun``'s output structure.
+        jac: the Jacobian of the residuals at ``x``, ``(m, n)``: the residuals' leaves
+            flattened and concatenated against ``x``'s (``jax.flatten_util.ravel_pytree``'s
+            order); for ``x`` and residuals that are vectors, :math:`\\partial f_i / \\partial x_j`.
+            With the linear loss and residuals :math:`(y - f)/\\sigma`,
+            ``inv(jac.T @ jac)`` is the covariance of ``x`` (``curve_fit`` computes it).
         grad_norm: the largest component of the cost's gradient :math:`J^T \\rho' f` at ``x``
             (scipy's ``optimality``); with bounds, of the projected gradient
             ``x - clip(x - g, lower, upper)`` (0 for a parameter held on a bound that the
@@ -79,6 +84,7 @@ class LeastSquaresResult(NamedTuple):
     x: PyTree
     cost: jax.Array
     fun: PyTree
+    jac: jax.Array
     grad_norm: jax.Array
     n_iter: jax.Array
     success: jax.Array
@@ -163,6 +169,7 @@ def _run(spec: _Spec, x0, args, lo, hi, f_scale, rtol, atol):
         x=restore(unravel(p)),
         cost=0.5 * cost,
         fun=out_unravel(r),
+        jac=jac,
         grad_norm=jnp.max(jnp.abs(grad)),
         n_iter=n_iter,
         success=status == int(Status.SUCCESS),

@@ -39,6 +39,18 @@ def test_rosenbrock_residuals_reach_the_minimum():
     chex.assert_trees_all_close(res.x, jnp.ones(2), atol=1e-10)
     assert float(res.cost) < 1e-20
     chex.assert_shape(res.fun, (2,))
+    chex.assert_trees_all_close(res.jac, jax.jacfwd(rosen_residuals)(res.x), atol=1e-12)
+
+
+def test_same_fit_as_curve_fit_with_its_covariance_from_jac():
+    t, y = _decay_data()
+    sigma = 0.02
+    res = mml.least_squares(lambda p: (y - p[0] * jnp.exp(-p[1] * t)) / sigma, jnp.ones(2))
+    fit = mml.curve_fit(lambda t, p: p[0] * jnp.exp(-p[1] * t), t, y, jnp.ones(2), sigma=sigma)
+    chex.assert_trees_all_close(res.x, fit.params, rtol=1e-10)
+    np.testing.assert_allclose(2 * res.cost, fit.chi2, rtol=1e-12)
+    cov = jnp.linalg.inv(res.jac.T @ res.jac) * fit.reduced_chi2
+    chex.assert_trees_all_close(cov, fit.covariance, rtol=1e-8)
 
 
 @pytest.mark.parametrize("loss", ["linear", "huber", "soft_l1", "cauchy"])
@@ -81,6 +93,7 @@ def test_pytree_parameters_and_residuals():
         lambda p: np.append(_np_decay(t, y)(p), p[1] - 1.3), [1.0, 1.0], **_TIGHT
     )
     assert set(res.x) == {"A", "k"} and set(res.fun) == {"data", "prior"}
+    chex.assert_shape(res.jac, (41, 2))
     chex.assert_shape((res.fun["data"], res.fun["prior"]), ((40,), (1,)))
     np.testing.assert_allclose([res.x["A"], res.x["k"]], ref.x, rtol=1e-7)
 
