@@ -17,8 +17,10 @@ where the series of the tangent output :math:`\dot y` is needed to order :math:`
 rule's jaxpr is evaluated the same way at order :math:`n - 1` (a ``custom_jvp_call`` inside it,
 as softplus's rule holds softplus itself, recurses at a lower order, down to 0). Nested ``jit``
 and ``custom_vjp`` functions are evaluated inline (the latter by its primal: its rule is for
-reverse mode only). A primitive without a ``jet`` rule raises ``KeyError`` as ``jet`` does, so
-that the caller's fallback (nested forward mode) takes over.
+reverse mode only). A ``scan`` (which ``jet`` has no rule for) becomes a scan of the same length
+whose body is evaluated this way, carrying the series of its floating-point carries. A primitive
+without a ``jet`` rule raises ``KeyError`` as ``jet`` does, so that the caller's fallback (nested
+forward mode) takes over.
 """
 
 from __future__ import annotations
@@ -85,6 +87,62 @@ def _custom_jvp_series(eqn, primals: list, series: list, order: int):
     return values, out_series
 
 
+def _scan_series(eqn, primals: list, series: list, order: int):
+    """Output primals and series of a ``scan`` (``jnp.polyval``, ``fori_loop`` with static
+    bounds): a scan of the same length whose body evaluates the original body term by term.
+
+    The series of a floating-point carry is carried as ``order`` arrays (zeros where the input's
+    is None: a loop may give it terms in later iterations); an integer carry (a counter) has
+    none. ``jet`` has no rule for ``scan``: ``ndtri`` (five polyvals) went by nested forward mode,
+    38 s to order 6."""
+    params = eqn.params
+    body = params["jaxpr"]
+    n_consts, n_carry = params["num_consts"], params["num_carry"]
+
+    def zeros(p):
+        return [jnp.zeros(jnp.shape(p), jnp.result_type(p))] * order
+
+    def inexact(p):
+        return jnp.issubdtype(jnp.result_type(p), jnp.inexact)
+
+    c_p, c_s = primals[:n_consts], series[:n_consts]
+    k_p = primals[n_consts : n_consts + n_carry]
+    k_s = [
+        (s if s is not None else zeros(p)) if inexact(p) else None
+        for p, s in zip(k_p, series[n_consts : n_consts + n_carry], strict=True)
+    ]
+    x_p, x_s = primals[n_consts + n_carry :], series[n_consts + n_carry :]
+    y_avals = [v.aval for v in eqn.outvars[n_carry:]]
+
+    def step(carry, xs):
+        carry_p, carry_s = carry
+        xs_p, xs_s = xs
+        p_out, s_out = _eval(
+            body.jaxpr, body.consts, c_p + carry_p + xs_p, c_s + carry_s + xs_s, order
+        )
+        new_s = []
+        for p, s, old in zip(p_out[:n_carry], s_out[:n_carry], carry_s, strict=True):
+            if old is None:
+                new_s.append(None)  # an integer carry (its series, if any, is zero)
+            else:
+                new_s.append([jnp.asarray(t, jnp.result_type(p)) for t in (s or zeros(p))])
+        y_s = [
+            [jnp.asarray(t, a.dtype) for t in s] if s is not None else zeros(p)
+            for p, s, a in zip(p_out[n_carry:], s_out[n_carry:], y_avals, strict=True)
+        ]
+        return (list(p_out[:n_carry]), new_s), (list(p_out[n_carry:]), y_s)
+
+    (k_p, k_s), (y_p, y_s) = jax.lax.scan(
+        step,
+        (list(k_p), k_s),
+        (list(x_p), x_s),
+        length=params["length"],
+        reverse=params["reverse"],
+    )
+    y_s = [s if inexact(p) else None for p, s in zip(y_p, y_s, strict=True)]
+    return k_p + y_p, k_s + y_s
+
+
 def _own(primal, series):
     """A rule's output in this module's form: jet's ``zero_series`` (comparisons, integer
     operations) as None, its ``zero_term`` entries as zeros."""
@@ -127,6 +185,8 @@ def _eval(jaxpr, consts: list, primals: list, series: list, order: int):
             outs = list(zip(*_eval(inner.jaxpr, inner.consts, p_in, s_in, order), strict=True))
         elif name == "custom_jvp_call":
             outs = list(zip(*_custom_jvp_series(eqn, p_in, s_in, order), strict=True))
+        elif name == "scan":
+            outs = list(zip(*_scan_series(eqn, p_in, s_in, order), strict=True))
         else:
             rule = _jet.jet_rules[eqn.primitive]  # KeyError: no rule (the caller falls back)
             full = [

@@ -58,6 +58,32 @@ def test_coefficients_fall_back_where_jet_has_no_rule(f, closed):
     np.testing.assert_allclose(forced, want, rtol=1e-12, atol=1e-12)
 
 
+def test_scan_goes_by_taylor_rules_not_nested_forward_mode():
+    """jet has no rule for scan: jnp.polyval, a fori_loop with static bounds and ndtri (five
+    polyvals) went by nested forward mode (ndtri to order 6: 38 s) and method="jet" raised."""
+    coefficients = jnp.array([2.0, -1.0, 0.5, 3.0])
+    poly = lambda x: jnp.polyval(coefficients, x)
+    got = mml.taylor_coefficients(poly, 0.5, 4, method="jet")
+    # p(0.5 + t) = 2 (0.5 + t)^3 - (0.5 + t)^2 + 0.5 (0.5 + t) + 3
+    np.testing.assert_allclose(got, [3.25, 1.0, 2.0, 2.0, 0.0], rtol=1e-14, atol=1e-14)
+
+    def power_by_loop(x):  # x ** 4 + (0 + 1 + 2 + 3), a scan with a float and an int carry
+        return jax.lax.fori_loop(0, 4, lambda i, c: (c[0] * x, c[1] + i), (1.0, 0))
+
+    run = lambda x0: mml.taylor_coefficients(
+        lambda x: power_by_loop(x)[0] + power_by_loop(x)[1], x0, 5, method="jet"
+    )
+    got = jax.jit(run)(2.0)
+    np.testing.assert_allclose(got, [22.0, 32.0, 24.0, 8.0, 1.0, 0.0], rtol=1e-14)
+
+    p = 0.2  # ndtri' = w = sqrt(2 pi) exp(z^2 / 2), ndtri'' = z w^2
+    z = float(jax.scipy.special.ndtri(p))
+    w = math.sqrt(2 * math.pi) * math.exp(z * z / 2)
+    ndtri = lambda x0: mml.taylor_coefficients(jax.scipy.special.ndtri, x0, 2, method="jet")
+    got = jax.jit(ndtri)(p)
+    np.testing.assert_allclose(got, [z, w, z * w**2 / 2], rtol=1e-12)
+
+
 def test_powers_at_a_base_of_zero_or_underflowing_are_not_zero():
     # Miller's recurrence scales every coefficient by x0 ** c: at 0 (sqrt, x ** 2.5) or where it
     # underflows, every coefficient came out 0, finite and wrong (sqrt's slope at 0 is inf).
