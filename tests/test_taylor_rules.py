@@ -43,6 +43,17 @@ def test_taylor_error_samples_are_uniform_in_the_ball():
     assert 0.8 * r <= float(jnp.linalg.norm(e.x_worst)) <= r * (1 + 1e-12)
 
 
+def test_taylor_error_bound_sees_the_derivative_at_x0_in_many_dimensions():
+    """In 10 dimensions the samples lie at radii r U^(1/10) (none below 0.77 r in 16): the second
+    derivative of -exp(-200 |x|^2), 400 at x0 = 0 and below 1e-40 there, was never seen, and
+    the order-1 bound came out 6e-48 for a sampled error of 1. Along each direction the
+    bound now also looks at x0: (r^2 / 2) 400 = 200."""
+    f = lambda x: -jnp.exp(-200.0 * jnp.sum(x**2))
+    e = jax.jit(lambda x0: mml.taylor_error(f, x0, 1, 1.0, n_samples=16))(jnp.zeros(10))
+    np.testing.assert_allclose(e.max_error, 1.0, rtol=1e-8)
+    np.testing.assert_allclose(e.lagrange_bound, 200.0, rtol=1e-12)
+
+
 def test_jet_rem_with_a_varying_divisor_uses_the_truncated_quotient():
     """rem (C's fmod) is x - y trunc(x / y): near t = 0, rem(-7 + t, 2 + t) = -1 + 4t (quotient
     -3, not floor's -4) and rem(7 + t, -2 + t) = 1 + 4t, in every engine."""
