@@ -37,6 +37,7 @@ from ._constrained_problem import (
     check_bounds,
     kkt_map,
     kkt_residual,
+    kkt_tangent_solve,
     make_problem,
     max_violation,
     zeros_primal,
@@ -347,7 +348,7 @@ def _minimise_constrained_jit(
     guess = zeros_primal(problem, x_flat)
     if implicit_diff:
         z, (n_iter, status) = solve_with_implicit_grad(
-            lambda zz: kkt_map(problem, zz), guess, solve
+            lambda zz: kkt_map(problem, zz), guess, solve, tangent_solve=kkt_tangent_solve
         )
     else:
         z, (n_iter, status) = solve(guess)

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from ._implicit import unit_diagonal_where_idle
 from ._status import Status
 from ._tree import (
     PyTree,
@@ -258,6 +259,36 @@ def kkt_map(problem: Problem, z: Primal) -> Primal:
     complementarity_ineq = jnp.minimum(z.y_ineq, problem.ineq(z.x))
     complementarity_bounds = z.x - jnp.clip(z.x - z.nu, problem.lower, problem.upper)
     return Primal(stationarity, problem.eq(z.x), complementarity_ineq, complementarity_bounds)
+
+
+def kkt_tangent_solve(g: Callable, y: Primal) -> Primal:
+    """Solve the linearised KKT system ``g(v) = y`` (for implicit differentiation), densely.
+
+    As :func:`~._implicit.dense_tangent_solve`, and a variable that neither ``f`` nor the
+    constraints read (a pytree leaf the problem ignores), free inside its bounds, gets a zero
+    derivative and leaves the others' those of the problem without it. Its column is zero, but
+    its row is not: stationarity reads its bound multiplier (``grad_k L - nu_k``), whose own row
+    is ``nu_k`` (the bound inactive), so the zero row-and-column test missed it and the singular
+    matrix made every derivative NaN. A unit entry for ``x_k`` in its stationarity row makes the
+    pair ``(x_k, nu_k)`` a block of its own, ``dx_k`` the sum of its two right-hand sides (zero
+    for such a variable).
+    """
+    flat_y, unravel = ravel_pytree(y)
+
+    def g_flat(v):
+        return ravel_pytree(g(unravel(v)))[0]
+
+    matrix = jax.jacfwd(g_flat)(flat_y)
+    n, size = y.x.shape[0], flat_y.shape[0]
+    # -nu_k in stationarity row k, +nu_k in the bounds' complementarity row k (inactive bound)
+    e_nu = jnp.zeros((n, size), matrix.dtype).at[jnp.arange(n), size - n + jnp.arange(n)].set(1)
+    idle = (
+        ~jnp.any(matrix[:, :n] != 0, axis=0)
+        & jnp.all(matrix[:n] == -e_nu, axis=1)
+        & jnp.all(matrix[size - n :] == e_nu, axis=1)
+    )
+    matrix = matrix.at[jnp.arange(n), jnp.arange(n)].add(idle.astype(matrix.dtype))
+    return unravel(jnp.linalg.solve(unit_diagonal_where_idle(matrix), flat_y))
 
 
 def max_violation(problem: Problem, x: jax.Array) -> jax.Array:

@@ -609,6 +609,26 @@ def test_lagrange_stationary_points_unique_tol_of_a_wrong_type_is_named(unique_t
         )
 
 
+def test_an_unused_variable_leaves_the_others_derivatives_finite():
+    # x[2], which neither f nor the constraint reads: its bound multiplier couples to it in the
+    # KKT system (stationarity reads nu), so the zero row-and-column test did not see it and
+    # every implicit derivative was NaN on a SUCCESS run (bfgs gave the identity and 0).
+    def solve(a):
+        res = mml.minimise_constrained(
+            lambda x, a: jnp.sum((x[:2] - a) ** 2),
+            jnp.zeros(3),
+            args=(a,),
+            eq=lambda x, a: x[:1] - 0.5,
+        )
+        return res.x, res.success
+
+    jac, success = jax.jacfwd(solve, has_aux=True)(jnp.array([1.0, 2.0]))
+    assert bool(success)
+    # x[0] is held at 0.5 by the constraint, x[1] = a[1]
+    np.testing.assert_allclose(jac, [[0.0, 0.0], [0.0, 1.0], [0.0, 0.0]], atol=1e-9)
+    np.testing.assert_array_equal(jac[2], [0.0, 0.0])
+
+
 def test_bounds_as_lists_and_nan_bounds():
     # scipy's style of bounds (lists) for an array x0 was refused; NaN bounds gave NONFINITE.
     f = lambda x: jnp.sum((x - 1.0) ** 2)
