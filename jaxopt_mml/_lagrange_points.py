@@ -304,7 +304,8 @@ def lagrange_stationary_points(
     ``jax.vmap``-ed, jit-compiled solve); points reached by several starts are merged; each is
     classified by the bordered Hessian (see the module notes). The solves run compiled; the
     merging runs on the host, so this helper itself is not ``jit``-able (the number of distinct
-    points is data-dependent).
+    points is data-dependent): under ``jax.jit``, ``jax.grad`` or ``jax.vmap`` it raises
+    ``TypeError``.
 
     Args:
         f: the objective ``f(x, *args) -> scalar``.
@@ -379,17 +380,25 @@ def lagrange_stationary_points(
             )
     unique_tol = float(unique_tol)
 
-    z, status, res, value, bordered, bordered_next, spread = jax.device_get(
-        _solve_all(
-            as_strong_inexact(starts, "starts"),
-            args,
-            f=static_function(f),
-            eq=static_function(eq),
-            rtol=float(rtol),
-            atol=float(atol),
-            max_iter=max_iter,
-        )
+    solved = _solve_all(
+        as_strong_inexact(starts, "starts"),
+        args,
+        f=static_function(f),
+        eq=static_function(eq),
+        rtol=float(rtol),
+        atol=float(atol),
+        max_iter=max_iter,
     )
+    # Traced (jax.jit, grad or vmap of args, of the starts, or of a value f or eq closes over):
+    # the merging below needs the values, and JAX's own error named only an array's shape.
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(solved)):
+        raise TypeError(
+            "lagrange_stationary_points runs on the host (the number of distinct points depends "
+            "on the values), so it cannot be called under jax.jit, jax.grad or jax.vmap. To "
+            "differentiate a point it found, solve its conditions from there with "
+            "minimise_constrained (or newton_raphson on grad L = 0, h = 0) under the transformation."
+        )
+    z, status, res, value, bordered, bordered_next, spread = jax.device_get(solved)
     problem, x_flat = make_problem(
         f, template, args, eq, None, None, False, caller="lagrange_stationary_points"
     )

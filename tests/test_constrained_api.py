@@ -629,6 +629,27 @@ def test_an_unused_variable_leaves_the_others_derivatives_finite():
     np.testing.assert_array_equal(jac[2], [0.0, 0.0])
 
 
+def test_lagrange_points_under_a_transformation_raise_a_type_error_that_says_why():
+    # The points are merged on the host: traced (args, the starts, or a value f closes over;
+    # under jax.jit here, as under grad or vmap) JAX's TracerArrayConversionError named an
+    # array of the starts' shape and not the function.
+    starts = jnp.array([[1.0, 0.0], [0.0, 1.0]])
+    h = lambda p, *a: (p @ p - 1.0)[None]
+
+    def by_args(a):
+        return mml.lagrange_stationary_points(lambda p, a: a * p[0], h, starts, args=(a,)).value
+
+    def by_closure(a):
+        return mml.lagrange_stationary_points(lambda p: a * p[0], h, starts).value
+
+    def by_starts(s):
+        return mml.lagrange_stationary_points(lambda p: p[0], h, s).value
+
+    for fun, arg in ((by_args, 2.0), (by_closure, 2.0), (by_starts, starts)):
+        with pytest.raises(TypeError, match="lagrange_stationary_points runs on the host"):
+            jax.jit(fun)(arg)
+
+
 def test_bounds_as_lists_and_nan_bounds():
     # scipy's style of bounds (lists) for an array x0 was refused; NaN bounds gave NONFINITE.
     f = lambda x: jnp.sum((x - 1.0) ** 2)
