@@ -884,6 +884,29 @@ def test_gauss_newton_at_the_rounding_floor_stops():
     np.testing.assert_allclose(gn.params, ref.x, rtol=1e-7)
 
 
+def test_gauss_newton_does_not_stop_where_a_shrunk_column_damps_its_step():
+    # Gauss-Newton's 16 eps damping is in the units of the running maximum of diag(J^T J):
+    # once the rate's column had shrunk ~1e10-fold from the start's (exp(5 x) at p0 = (1, -5)),
+    # that damping outweighed its curvature, the rate's step came out ~1e6 times too short,
+    # passed the step test, and the fit stopped with SUCCESS at 5600 times the minimum's chi2
+    # (gradient cosine 1.6e-4 in the rate; 0.55 for the 3-parameter start below, SUCCESS at
+    # 745 times the minimum's chi2). Success must now mean a stationary point.
+    rng = np.random.default_rng(7)
+    x = np.linspace(0.0, 4.0, 30)
+    y = 2.0 * np.exp(-1.3 * x) + 0.01 * rng.standard_normal(30)
+
+    def two(xx, p):
+        return p[0] * jnp.exp(-p[1] * xx)
+
+    for model, p0 in ((two, [1.0, -5.0]), (decay, [0.609, -0.753, -1.431])):
+        fit = mml.curve_fit(model, x, y, jnp.array(p0), method="gauss-newton")
+        jac = np.asarray(jax.jacfwd(lambda p, m=model: m(x, p))(fit.params))
+        r = y - np.asarray(model(x, fit.params))
+        norms = np.linalg.norm(jac, axis=0)
+        cos = np.abs(jac.T @ r) / np.where(norms > 0, norms, 1.0) / np.linalg.norm(r)
+        assert not bool(fit.success) or np.max(cos) < 1e-6, (fit.status, cos)
+
+
 @pytest.mark.parametrize("method", ["lm", "gauss-newton"])
 def test_exact_data_with_a_parameter_at_zero_is_success(method):
     # Noise-free data (from NumPy, so |r| ~ 1e-17, the data's rounding) with the offset c = 0:
