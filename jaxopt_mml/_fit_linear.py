@@ -273,7 +273,10 @@ def linear_fit(
     # Strongly typed, each in its own dtype (as the solvers' starts): a weakly typed sigma (a
     # Python float, jnp.full(N, 0.1)) beside a NumPy one, or a list y, compiled a program of its
     # own for the same shapes. (Each is cast to the fit's dtype inside, as before.)
-    x, y, sigma, design = (strong_array(v) for v in (x, y, sigma, design))
+    x, y, design = (strong_array(v) for v in (x, y, design))
+    # (a scalar sigma in the fit's dtype: a Python int, sigma=1, beside a float compiled a
+    # program of its own)
+    sigma = strong_array(sigma, dtype if np.ndim(sigma) == 0 else None)
     return _linear_jit(
         x, y, sigma, mask, design, degree, absolute_sigma, nan_policy, layout, dtype.name
     )

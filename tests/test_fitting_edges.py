@@ -1123,6 +1123,9 @@ def test_linear_fit_reuses_its_compilation_for_weakly_typed_data(caplog):
     y = 2.0 * x + 1.0 + 0.01 * np.sin(7.0 * x)
     for first, again in (
         (dict(sigma=np.float64(0.1)), dict(sigma=0.2)),
+        # (a Python int or a NumPy float32 scalar sigma: the scalar's own dtype was the key)
+        (dict(sigma=0.1), dict(sigma=1)),
+        (dict(sigma=0.1), dict(sigma=np.float32(0.5))),
         (dict(sigma=np.full(9, 0.1)), dict(sigma=jnp.full(9, 0.2))),
         (dict(y=y), dict(y=list(y))),
         (dict(x=None, design=np.ones((9, 2)) * 2.0), dict(x=None, design=jnp.full((9, 2), 1.0))),
@@ -1151,6 +1154,11 @@ def test_curve_fit_reuses_its_compilation_for_weakly_typed_data(caplog):
         (dict(y=y), dict(y=list(y))),
         (dict(mask=mask), dict(mask=list(mask))),
         (dict(loss="huber", f_scale=np.float64(0.5)), dict(loss="huber", f_scale=0.5)),
+        # (a Python int or a NumPy float32 scalar sigma or f_scale compiled a program of its own)
+        (dict(sigma=0.1), dict(sigma=1)),
+        (dict(sigma=0.1), dict(sigma=np.float32(0.5))),
+        (dict(loss="huber", f_scale=0.5), dict(loss="huber", f_scale=2)),
+        (dict(loss="huber", f_scale=0.5), dict(loss="huber", f_scale=np.float32(2.0))),
     ):
         kw = {"y": y, **first}
         ref = mml.curve_fit(model, x, kw.pop("y"), np.array([1.0, 1.0]), **kw)
