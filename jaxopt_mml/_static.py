@@ -10,10 +10,11 @@ another wrapped function when both compute the same thing, judged from what they
   not an argument: closure cells, defaults and the module globals its code names;
 * a ``functools.partial``: its function and arguments;
 * a tuple or NamedTuple (an optax optimiser is a NamedTuple of closures): its items;
-* a dict that a library's closure reads (``optax.multi_transform``'s transforms and labels,
-  ``inject_hyperparams``' hyperparameters): its items, in order (the key is made at every call,
-  so a dict changed in place between calls gives another key; a dict that holds itself is
-  compared by identity). A dict that the user's own function reads is compared by identity, as
+* a dict or list that a library's closure reads (``optax.multi_transform``'s transforms and
+  labels, ``inject_hyperparams``' hyperparameters, ``optax.join_schedules``' schedules and
+  boundaries): its items, in order (the key is made at every call, so one changed in place
+  between calls gives another key; one that holds itself is compared by identity). A dict
+  that the user's own function reads is compared by identity, as
   below: one used as mutable state (a call counter, ``calls["n"] += 1`` while tracing) would
   otherwise make every call compile anew.
 
@@ -74,6 +75,8 @@ def _mutable(key) -> bool:
         return any(_mutable(k) for k in key[2])
     if key[0] == "dict":
         return any(_mutable(k) or _mutable(v) for k, v in key[1])
+    if key[0] == "list":
+        return any(_mutable(k) for k in key[1])
     if key[0] == "method":
         return _mutable(key[1]) or _mutable(key[2])
     return False
@@ -129,6 +132,14 @@ def _value_key(value, seen: set[int], in_library: bool = False) -> Any:
     if isinstance(value, tuple) and (type(value) is tuple or hasattr(value, "_fields")):
         items = tuple(_value_key(v, seen, in_library) for v in value)  # a tuple or NamedTuple
         return _UNKNOWN if any(i is _UNKNOWN for i in items) else ("tuple", type(value), items)
+    if type(value) is list and in_library:  # by content, as a library's dicts below
+        # (optax.join_schedules holds its schedules and boundaries in lists, and so do the
+        # schedules built on it: warmup_cosine_decay_schedule, sgdr_schedule)
+        if id(value) in seen:  # a list that holds itself: by identity
+            return _UNKNOWN
+        seen = seen | {id(value)}
+        items = tuple(_value_key(v, seen, True) for v in value)
+        return _UNKNOWN if any(i is _UNKNOWN for i in items) else ("list", items)
     if type(value) is dict and in_library:  # by content, in order (made again at every call)
         if id(value) in seen:  # a dict that holds itself: by identity
             return _UNKNOWN
