@@ -78,6 +78,13 @@ def _init(fun, x0, rtol, atol, dyn, options):
             # in float32, and compiled, optax.linear_schedule(0.04, 0.0, 30) gives -4.7e-9 at
             # its end (x / 30 as x * (1 / 30)), in a float64 run too.
             raw = jnp.asarray(schedule(count))
+            if raw.shape != () or not jnp.issubdtype(raw.dtype, jnp.number):
+                # (a vector step met "while_loop body function carry input and carry output
+                # must have equal types", naming no option)
+                raise ValueError(
+                    "step_size: a schedule must return a real scalar, got shape "
+                    f"{raw.shape} and dtype {raw.dtype}"
+                )
             own = raw.dtype if jnp.issubdtype(raw.dtype, jnp.inexact) else dtype
             eps = max(float(jnp.finfo(own).eps), float(jnp.finfo(dtype).eps))
             alpha = raw.astype(dtype)

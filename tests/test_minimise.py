@@ -476,6 +476,10 @@ def test_bad_input():
         mml.bfgs(lambda x: x**2, jnp.ones(3))
     with pytest.raises(ValueError, match="step_size"):
         mml.gradient_descent(zoo.booth, jnp.zeros(2), step_size="wolfe")
+    # a schedule of a vector step met "while_loop body function carry input and carry output
+    # must have equal types"
+    with pytest.raises(ValueError, match="step_size: a schedule must return a real scalar"):
+        mml.gradient_descent(zoo.booth, jnp.zeros(2), step_size=lambda k: jnp.full(2, 0.1))
     with pytest.raises(ValueError, match="linear_solver"):
         mml.newton_minimise(zoo.booth, jnp.zeros(2), linear_solver="lu")
     with pytest.raises(ValueError, match="memory"):
