@@ -13,8 +13,8 @@ another wrapped function when both compute the same thing, judged from what they
 * a dict or list that a library's closure reads (``optax.multi_transform``'s transforms and
   labels, ``inject_hyperparams``' hyperparameters, ``optax.join_schedules``' schedules and
   boundaries): its items, in order (the key is made at every call, so one changed in place
-  between calls gives another key; one that holds itself is compared by identity). A dict
-  that the user's own function reads is compared by identity, as
+  between calls gives another key; one that holds itself is compared by identity). A dict or
+  list that the user's own function reads is compared by identity, as
   below: one used as mutable state (a call counter, ``calls["n"] += 1`` while tracing) would
   otherwise make every call compile anew.
 
