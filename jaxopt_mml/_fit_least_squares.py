@@ -158,7 +158,7 @@ def _run(spec: _Spec, x0, args, lo, hi, f_scale, rtol, atol):
     rs, js, cost = robust_scale(spec.loss, r, jac, f_scale)
     g = js.T @ rs
     grad = g if bounds is None else p - jnp.clip(p - g, bounds.lo, bounds.hi)
-    status = _final_status(status, n_accepted, last_cost, js, g, cost, rtol, spec.bounded)
+    status = _final_status(status, n_accepted, last_cost, js, g, grad, cost, rtol)
     if bounds is not None:
         # (what the eager call raises for, traced bounds or x0 give as a status)
         bad = jnp.any(~(lo < hi)) | jnp.any((flat0 < lo) | (flat0 > hi))
@@ -177,22 +177,24 @@ def _run(spec: _Spec, x0, args, lo, hi, f_scale, rtol, atol):
     )
 
 
-def _final_status(status, n_accepted, last_cost, js, g, cost, rtol, bounded):
+def _final_status(status, n_accepted, last_cost, js, g, grad, cost, rtol):
     """The driver's status, with what it cannot see: a stop without any accepted step short of
     a stationary point (the dtype could not resolve the cost's change near ``x0``) and a
     Levenberg-Marquardt run whose damping ran away (``STAGNATED``) are ``PRECISION_LIMIT``; a
     Jacobian that is not finite at the solution is ``NONFINITE`` (the step was then NaN, set to
-    0, and passed the step test), as in ``curve_fit``."""
+    0, and passed the step test), as in ``curve_fit``. ``grad``: the gradient ``g``, projected
+    onto the bounds where there are any (a parameter held on its bound by the gradient counts
+    as stationary there)."""
     succ = int(Status.SUCCESS)
     a = gram(js)
     inverse, regular = spd_inverse(a)
     # (near: the Gauss-Newton step from x would lower the cost by at most rtol of it)
     near = regular & (g @ (inverse @ g) <= rtol * cost)
-    cos = gradient_cosine(g, diagonal(a), cost)
-    # (with bounds a parameter held on its bound keeps a gradient: that test is the driver's)
+    # (with bounds, of the projected gradient: a parameter held on its bound keeps a gradient.
+    # Bounds of +-1e30 resolve a parameter only to 4e14, and x0 = 1 was placed at -2.2e14:
+    # SUCCESS after one iteration at a cost of 2.5e28, where curve_fit says PRECISION_LIMIT)
+    cos = gradient_cosine(grad, diagonal(a), cost)
     stalled = (status == succ) & (n_accepted == 0) & (cos > rtol) & (last_cost > 0) & ~near
-    if bounded:
-        stalled = jnp.zeros_like(stalled)
     status = jnp.where(
         stalled | (status == int(Status.STAGNATED)), int(Status.PRECISION_LIMIT), status
     )
@@ -249,7 +251,10 @@ def least_squares(
         loss: ``"linear"``, ``"huber"``, ``"soft_l1"`` or ``"cauchy"``, as in scipy.
         f_scale: the residual scale ``C`` beyond which a residual counts as an outlier.
         bounds: ``(lower, upper)``, each a scalar or with ``x0``'s structure; ``+-inf`` (or
-            ``None``) for no bound. ``x0`` must lie within them.
+            ``None``) for no bound. ``x0`` must lie within them. A parameter is resolved only
+            to about ``eps`` times its distance from its bound (the span midway between two):
+            bounds of +-1e30 as "no bound" cannot place ``x0 = 1`` (``PRECISION_LIMIT``); use
+            ``+-inf``.
         max_iter: the most iterations (default 200; 20000 for gradient descent).
         rtol, atol: tolerances (default ``sqrt(eps)`` of the dtype and 0).
 

@@ -206,3 +206,12 @@ def test_bad_residual_functions_raise(fun, error, match):
         mml.least_squares(fun, jnp.array([1.0, 1.0]))
     with pytest.raises(TypeError, match="callable"):
         mml.least_squares(None, jnp.array([1.0, 1.0]))
+
+
+@pytest.mark.parametrize("bounds", [(-1e30, 1e30), (-1e30, np.inf)])
+def test_bounds_too_wide_to_resolve_x0_are_not_success(bounds):
+    # Bounds of +-1e30 place a parameter only to ~1e14: x0 = 1 became -2.2e14 (1.4e14
+    # one-sided) and the fit stopped after one iteration with SUCCESS at a cost of 2.5e28
+    # (the stall test was off with bounds); curve_fit says PRECISION_LIMIT there.
+    res = mml.least_squares(lambda p: p - 3.0, jnp.array([1.0]), bounds=bounds)
+    assert int(res.status) == mml.Status.PRECISION_LIMIT and not bool(res.success)
