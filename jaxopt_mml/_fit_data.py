@@ -332,22 +332,27 @@ def _flattens_as_written(treedef) -> bool:
     )
 
 
-def make_bounds(bounds, p0_flat_shape, ravel, dtype, treedef=None) -> Bounds | None:
+def make_bounds(
+    bounds, p0_flat_shape, ravel, dtype, treedef=None, name: str = "p0"
+) -> Bounds | None:
     """Flatten ``bounds=(lower, upper)`` (scalars, arrays or pytrees like ``p0``) to ``(k,)``.
 
     A side that is neither a scalar nor of ``p0``'s structure (``treedef``) is taken in flat
     order only where ``p0``'s leaves flatten in the order they are written (an array, a list or
     tuple): for a dict ``p0`` a list of bounds is a ``ValueError`` (it was matched to the keys in
-    sorted order, silently)."""
+    sorted order, silently). ``name``: the starting point's argument, for the messages
+    (``least_squares``'s is ``x0``, and its bounds are not shared by a batch of datasets)."""
     if bounds is None:
         return None
     if not isinstance(bounds, tuple | list) or len(bounds) != 2:
-        raise ValueError("bounds must be a pair (lower, upper) of scalars or of p0's structure")
+        raise ValueError(
+            f"bounds must be a pair (lower, upper) of scalars or of {name}'s structure"
+        )
     flat = []
-    for name, b in zip(("lower", "upper"), bounds, strict=True):
+    for side, b in zip(("lower", "upper"), bounds, strict=True):
         if b is None:
-            b = jnp.inf if name == "upper" else -jnp.inf
-        check_numbers(f"bounds {name}", b)
+            b = jnp.inf if side == "upper" else -jnp.inf
+        check_numbers(f"bounds {side}", b)
         if not isinstance(b, dict | list | tuple) and np.ndim(b) == 0:
             flat.append(jnp.full(p0_flat_shape, b, dtype))
             continue
@@ -356,8 +361,8 @@ def make_bounds(bounds, p0_flat_shape, ravel, dtype, treedef=None) -> Bounds | N
                 treedef.flatten_up_to(b)
             except (ValueError, TypeError):
                 raise ValueError(
-                    f"bounds {name} must be a scalar or have p0's structure {treedef}, got "
-                    f"{jax.tree.structure(b)}: p0's leaves are not in the order they are "
+                    f"bounds {side} must be a scalar or have {name}'s structure {treedef}, got "
+                    f"{jax.tree.structure(b)}: {name}'s leaves are not in the order they are "
                     "written (a dict's are sorted by key), so a flat list cannot be matched to "
                     "them"
                 ) from None
@@ -365,12 +370,16 @@ def make_bounds(bounds, p0_flat_shape, ravel, dtype, treedef=None) -> Bounds | N
             fb = jnp.asarray(ravel(b), dtype)
         except Exception:
             raise ValueError(
-                f"bounds {name} must be a scalar or have p0's structure and shapes"
+                f"bounds {side} must be a scalar or have {name}'s structure and shapes"
             ) from None
         if fb.shape != p0_flat_shape:
+            shared = (
+                "one dataset's p0 structure and shapes (bounds are shared by every dataset)"
+                if name == "p0"
+                else f"{name}'s structure and shapes"
+            )
             raise ValueError(
-                f"bounds {name} must be a scalar or have one dataset's p0 structure and shapes "
-                f"(bounds are shared by every dataset), got {fb.shape} values for "
+                f"bounds {side} must be a scalar or have {shared}, got {fb.shape} values for "
                 f"{p0_flat_shape[0]} parameters"
             )
         flat.append(fb)

@@ -300,7 +300,7 @@ def least_squares(
         raise TypeError(f"x0 must be real, got dtype {dtype}")
     rtol, atol = default_tolerances(dtype, rtol, 0.0 if atol is None else atol, traced=True)
 
-    b = make_bounds(bounds, (n,), lambda t: ravel_pytree(t)[0], dtype, treedef)
+    b = make_bounds(bounds, (n,), lambda t: ravel_pytree(t)[0], dtype, treedef, "x0")
     if b is not None and is_concrete(x0, *b):
         flat = np.asarray(ravel_pytree(x0)[0])
         if np.any(flat < np.asarray(b.lo)) or np.any(flat > np.asarray(b.hi)):

@@ -215,3 +215,18 @@ def test_bounds_too_wide_to_resolve_x0_are_not_success(bounds):
     # (the stall test was off with bounds); curve_fit says PRECISION_LIMIT there.
     res = mml.least_squares(lambda p: p - 3.0, jnp.array([1.0]), bounds=bounds)
     assert int(res.status) == mml.Status.PRECISION_LIMIT and not bool(res.success)
+
+
+def test_bounds_errors_name_x0():
+    # The messages named curve_fit's p0 and its batch of datasets ("have one dataset's p0
+    # structure and shapes (bounds are shared by every dataset)").
+    def fun(p):
+        return jnp.stack([p["b"] - 2.0, p["a"] - 1.0])
+
+    x0 = {"b": jnp.array(0.5), "a": jnp.array(0.5)}
+    with pytest.raises(ValueError, match="x0's structure") as info:
+        mml.least_squares(fun, x0, bounds=([0.0, 0.0], [1.0, 3.0]))  # a dict's keys are sorted
+    assert "p0" not in str(info.value)
+    with pytest.raises(ValueError, match="x0's structure and shapes, got") as info:
+        mml.least_squares(rosen_residuals, jnp.zeros(2), bounds=([0.0] * 3, 1.0))
+    assert "dataset" not in str(info.value)
