@@ -325,6 +325,12 @@ def _check_residuals(fun, x0, args):
         out = jax.eval_shape(lambda x, a: fun(x, *a), x0, args)
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"fun(x, *args) failed on x0's structure: {exc}") from exc
+    except (KeyError, IndexError, AttributeError) as exc:
+        # (p[0] on a dict x0: a bare KeyError named neither fun nor x0)
+        raise TypeError(
+            f"fun(x, *args) failed on x0's structure {jax.tree.structure(x0)}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
     leaves = jax.tree.leaves(out)
     if not leaves or not sum(math.prod(leaf.shape) for leaf in leaves):
         raise ValueError("fun(x, *args) must return at least one residual (got none)")

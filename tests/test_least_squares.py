@@ -208,6 +208,12 @@ def test_bad_residual_functions_raise(fun, error, match):
         mml.least_squares(None, jnp.array([1.0, 1.0]))
 
 
+def test_a_residual_function_that_misreads_x0_names_it():
+    # (indexing a dict x0 by position raised a bare KeyError: 0)
+    with pytest.raises(TypeError, match="x0's structure.*KeyError"):
+        mml.least_squares(lambda p: p[0] - 1.0, {"a": jnp.array(1.0)})
+
+
 @pytest.mark.parametrize("bounds", [(-1e30, 1e30), (-1e30, np.inf)])
 def test_bounds_too_wide_to_resolve_x0_are_not_success(bounds):
     # Bounds of +-1e30 place a parameter only to ~1e14: x0 = 1 became -2.2e14 (1.4e14
