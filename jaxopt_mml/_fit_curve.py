@@ -635,9 +635,10 @@ def curve_fit(
     # host p0 stays on the host (a JAX conversion was 15% of a one-dataset fit's call)
     p0 = jax.tree.map(lambda leaf: strong_array(leaf, dtype), p0)
     # y, sigma, mask and f_scale as strongly typed arrays, each in its own dtype (cast to the
-    # fit's inside, as before; a scalar sigma and f_scale in the fit's, below): a weakly typed sigma (jnp.full(N, 0.2)), a Python float beside
-    # a NumPy one, or a list (passed as N scalars) compiled a program of its own for the same
-    # shapes. (x reaches the model as given: its weak type may decide the model's dtype.)
+    # fit's inside, as before; a scalar sigma and f_scale in the fit's, below): a weakly typed
+    # sigma (jnp.full(N, 0.2)), a Python float beside a NumPy one, or a list (passed as N
+    # scalars) compiled a program of its own for the same shapes. (x reaches the model as
+    # given: its weak type may decide the model's dtype.)
     y, mask = strong_array(y), strong_array(mask)
     # A scalar sigma and f_scale in the fit's dtype: a Python int (sigma=1, f_scale=2) or a
     # NumPy float32 scalar beside a float compiled a program of their own (1-2 s each).
