@@ -236,3 +236,18 @@ def test_bounds_errors_name_x0():
     with pytest.raises(ValueError, match="x0's structure and shapes, got") as info:
         mml.least_squares(rosen_residuals, jnp.zeros(2), bounds=([0.0] * 3, 1.0))
     assert "dataset" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["meyer", "osborne_2", "brown_dennis"])
+def test_mgh_problems_reach_the_published_minimum(name):
+    """Moré-Garbow-Hillstrom problems from x0 (Meyer: 16 digits of scale between its
+    parameters; Osborne 2: 11 parameters; Brown-Dennis: a large residual): the published f*
+    (f = sum r^2 = 2 cost), at a point that scipy's least_squares cannot improve on."""
+    from tests.zoo import mgh
+
+    p = mgh.BY_NAME[name]
+    res = mml.least_squares(lambda q: p.residual(q), jnp.asarray(p.x0), max_iter=1000)
+    f = 2.0 * float(res.cost)
+    assert bool(res.success), mml.Status(int(res.status)).name
+    assert abs(f - p.fstar) <= 1e-5 * p.fstar, (f, p.fstar)
+    assert not mgh.improvable(p, np.asarray(res.x), f)
