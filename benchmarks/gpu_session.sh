@@ -10,7 +10,8 @@
 #   1. the slowest fits of a 10^5 batch, replayed step by step (benchmarks/stragglers.py);
 #   2. Gpufit's benchmark (2-D Gaussian 5x5, float32, 10^4 to 10^7 fits) against jaxopt;
 #   3. the Gaussian-peak fits in float64 (full mode);
-#   4. roots (full mode), minimisation (quick), the peak fits in float32 (quick);
+#   4. roots (full mode), minimisation (quick), least squares of a residual function (full:
+#      Osborne 1 from 10^3 and 10^4 starts), the peak fits in float32 (quick);
 #   5. where a small fit's time goes: kernels and their time per call (benchmarks/profile_fit.py),
 #      and the operations per loop turn of ours and jaxopt's compiled fits (benchmarks/kernels.py).
 # (Pool widths, benchmarks/lanes.py, were swept on an H100 in docs/gpu_benchmark.md.)
@@ -57,6 +58,7 @@ stage 150 "$BENCH_CPUS" python3 $B/run.py --full --f32 --only gpufit $R
 stage 130 "$BENCH_CPUS" python3 $B/run.py --full --only fitting $R
 stage 40 "$BENCH_CPUS" python3 $B/run.py --full --only roots $R
 stage 60 "$BENCH_CPUS" python3 $B/run.py --only minimise $R
+stage 60 "$BENCH_CPUS" python3 $B/run.py --full --only least_squares $R
 stage 45 "$BENCH_CPUS" python3 $B/run.py --f32 --only fitting $R
 if [ "${TABLES_ONLY:-0}" != 1 ]; then
   stage 60 "$BENCH_CPUS" python3 $B/profile_fit.py --sizes 1,10000
