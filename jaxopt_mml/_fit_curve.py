@@ -21,9 +21,7 @@ from ._fit_data import (
     is_concrete,
     make_bounds,
     may_drop,
-    resolution,
     shared_x_for,
-    slopes,
     to_external,
     to_internal,
     weights,
@@ -31,13 +29,13 @@ from ._fit_data import (
 from ._fit_lm import (
     DEFAULT_MAX_ITER,
     METHODS,
-    Problem,
-    gd_step,
-    gn_step,
+    STEPS,
+    final_status,
     gradient_cosine,
     init,
-    lm_step,
+    make_problem,
     rounding_floor,
+    stationarity,
     value_and_jacfwd,
 )
 from ._fit_losses import LOSSES, robust_scale
@@ -124,22 +122,8 @@ class _Fit(NamedTuple):
 
 def _problem(model, cfg: _Config, x, y, w, lo, hi, f_scale):
     res_p = _residual_fn(model, cfg.layout, x, y, w)
-    common = dict(loss=cfg.loss, f_scale=f_scale, data_scale=_data_scale(y, w))
-    if not cfg.bounded:
-        return Problem(residual=res_p, **common)
-    bounds = _bounds(cfg, lo, hi)
-
-    def to_p(u):
-        return to_external(u, bounds)
-
-    return Problem(
-        residual=lambda u: res_p(to_p(u)),
-        to_params=to_p,
-        slopes=lambda u: slopes(u, bounds),
-        from_params=lambda p: to_internal(p, bounds),
-        resolution=resolution(bounds),
-        **common,
-    )
+    bounds = _bounds(cfg, lo, hi) if cfg.bounded else None
+    return make_problem(res_p, cfg.loss, f_scale, bounds=bounds, data_scale=_data_scale(y, w))
 
 
 def _data_scale(y, w):
@@ -166,12 +150,7 @@ def _start(cfg: _Config, p0, lo, hi) -> _Fit:
 
 
 def _step(model, cfg: _Config, x, y, w, lo, hi, f_scale):
-    problem = _problem(model, cfg, x, y, w, lo, hi, f_scale)
-    if cfg.method == "lm":
-        return lm_step(problem, cfg.rtol, cfg.atol)
-    if cfg.method == "gauss-newton":
-        return gn_step(problem, cfg.rtol, cfg.atol)
-    return gd_step(problem, cfg.rtol, cfg.atol)
+    return STEPS[cfg.method](_problem(model, cfg, x, y, w, lo, hi, f_scale), cfg.rtol, cfg.atol)
 
 
 def _advance(model, cfg: _Config, x, y, w, lo, hi, f_scale, fit: _Fit) -> _Fit:
@@ -196,11 +175,7 @@ def _finish(model, cfg: _Config, x, y, w, bad, fit: _Fit, lo, hi, f_scale):
     status = fit.status
 
     def optimality(u):
-        problem = _problem(model, cfg, x, y, w, lo, hi, f_scale)
-        r = problem.residual(u)
-        jac = jax.jacfwd(problem.residual)(u)
-        rs, js, _ = robust_scale(problem.loss, r, jac, problem.f_scale)
-        return js.T @ rs
+        return stationarity(_problem(model, cfg, x, y, w, lo, hi, f_scale), u)
 
     u, _ = solve_with_implicit_grad(optimality, s.u, lambda guess: (guess, ()))
     p = to_p(u)
@@ -227,15 +202,11 @@ def _finish(model, cfg: _Config, x, y, w, bad, fit: _Fit, lo, hi, f_scale):
     floor = rounding_floor(_data_scale(y, w), colnorm)
     at_rounding = jnp.all(jnp.abs(gn) * colnorm <= floor)
     near = regular & ((g @ gn <= cfg.rtol * cost) | at_rounding)
-    stalled = (status == succ) & (s.n_accepted == 0) & (cos > cfg.rtol) & (s.cost > 0) & ~near
-    status = jnp.where(
-        stalled | (status == int(Status.STAGNATED)), int(Status.PRECISION_LIMIT), status
-    )
-    # A Jacobian that is not finite at the result (finite residuals): the model's derivative is
-    # NaN or infinite there (sqrt(p^2) at p = 0; x = inf under nan_policy='propagate'). The
-    # step was then NaN, set to 0, and passed the step test: the fit stopped at p0 with
-    # success. (Unused points' rows are 0 here: the residuals select them away in forward mode.)
-    status = jnp.where(jnp.all(jnp.isfinite(js)), status, int(Status.NONFINITE))
+    # A Jacobian that is not finite at the result (finite residuals) is NONFINITE: the model's
+    # derivative is NaN or infinite there (sqrt(p^2) at p = 0; x = inf under
+    # nan_policy='propagate'). (Unused points' rows are 0 here: the residuals select them away
+    # in forward mode.)
+    status = final_status(status, s.n_accepted, s.cost, cos, near, cfg.rtol, js)
     # Nothing to fit (every point masked, omitted or of zero weight): invalid input.
     status = jnp.where(bad | ~jnp.any(w != 0), int(Status.INVALID_INPUT), status)
     success = status == succ

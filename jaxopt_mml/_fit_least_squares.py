@@ -22,16 +22,16 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from ._driver import iterate, make_progress
-from ._fit_data import Bounds, make_bounds, resolution, slopes, to_external, to_internal
+from ._fit_data import Bounds, make_bounds, to_external, to_internal
 from ._fit_lm import (
     DEFAULT_MAX_ITER,
     METHODS,
-    Problem,
-    gd_step,
-    gn_step,
+    STEPS,
+    final_status,
     gradient_cosine,
     init,
-    lm_step,
+    make_problem,
+    stationarity,
     value_and_jacfwd,
 )
 from ._fit_losses import LOSSES, robust_scale
@@ -102,9 +102,6 @@ class _Spec:
     bounded: bool
 
 
-_STEPS = {"lm": lm_step, "gauss-newton": gn_step, "gradient-descent": gd_step}
-
-
 def _run(spec: _Spec, x0, args, lo, hi, f_scale, rtol, atol):
     x0, restore = promote(x0, tree_dtype(x0))
     flat0, unravel = ravel_pytree(x0)
@@ -117,23 +114,13 @@ def _run(spec: _Spec, x0, args, lo, hi, f_scale, rtol, atol):
         flat = [jnp.ravel(leaf).astype(dtype) for leaf in jax.tree.leaves(spec.fun(unravel(p), *a))]
         return jnp.concatenate(flat) if len(flat) > 1 else flat[0]
 
-    def problem(a) -> Problem:
-        if bounds is None:
-            return Problem(residual=lambda u: residual(u, a), loss=spec.loss, f_scale=f_scale)
-        return Problem(
-            residual=lambda u: residual(to_external(u, bounds), a),
-            loss=spec.loss,
-            f_scale=f_scale,
-            to_params=lambda u: to_external(u, bounds),
-            slopes=lambda u: slopes(u, bounds),
-            from_params=lambda p: to_internal(p, bounds),
-            resolution=resolution(bounds),
-        )
+    def problem():
+        return make_problem(lambda p: residual(p, args), spec.loss, f_scale, bounds=bounds)
 
     def solve(guess):
         state = init(guess, method=spec.method)
         out = iterate(
-            _STEPS[spec.method](problem(args), rtol, atol),
+            STEPS[spec.method](problem(), rtol, atol),
             state,
             make_progress(state.u, state.cost),
             max_iter=spec.max_iter,
@@ -145,10 +132,7 @@ def _run(spec: _Spec, x0, args, lo, hi, f_scale, rtol, atol):
         return out.state.u, (out.n_iter, out.status, out.state.n_accepted, out.state.cost)
 
     def optimality(u):
-        prob = problem(args)
-        r, jac = value_and_jacfwd(prob.residual, u)
-        rs, js, _ = robust_scale(spec.loss, r, jac, f_scale)
-        return js.T @ rs
+        return stationarity(problem(), u)
 
     u0 = to_internal(flat0, bounds) if spec.bounded else flat0
     u, (n_iter, status, n_accepted, last_cost) = solve_with_implicit_grad(optimality, u0, solve)
@@ -178,27 +162,18 @@ def _run(spec: _Spec, x0, args, lo, hi, f_scale, rtol, atol):
 
 
 def _final_status(status, n_accepted, last_cost, js, g, grad, cost, rtol):
-    """The driver's status, with what it cannot see: a stop without any accepted step short of
-    a stationary point (the dtype could not resolve the cost's change near ``x0``) and a
-    Levenberg-Marquardt run whose damping ran away (``STAGNATED``) are ``PRECISION_LIMIT``; a
-    Jacobian that is not finite at the solution is ``NONFINITE`` (the step was then NaN, set to
-    0, and passed the step test), as in ``curve_fit``. ``grad``: the gradient ``g``, projected
-    onto the bounds where there are any (a parameter held on its bound by the gradient counts
-    as stationary there)."""
-    succ = int(Status.SUCCESS)
+    """:func:`._fit_lm.final_status`, with ``near`` (the Gauss-Newton step from ``x`` would
+    lower the cost by at most ``rtol`` of it) and the gradient's cosine taken on ``grad``, the
+    gradient ``g`` projected onto the bounds where there are any (a parameter held on its bound
+    by the gradient counts as stationary there)."""
     a = gram(js)
     inverse, regular = spd_inverse(a)
-    # (near: the Gauss-Newton step from x would lower the cost by at most rtol of it)
     near = regular & (g @ (inverse @ g) <= rtol * cost)
     # (with bounds, of the projected gradient: a parameter held on its bound keeps a gradient.
     # Bounds of +-1e30 resolve a parameter only to 4e14, and x0 = 1 was placed at -2.2e14:
     # SUCCESS after one iteration at a cost of 2.5e28, where curve_fit says PRECISION_LIMIT)
     cos = gradient_cosine(grad, diagonal(a), cost)
-    stalled = (status == succ) & (n_accepted == 0) & (cos > rtol) & (last_cost > 0) & ~near
-    status = jnp.where(
-        stalled | (status == int(Status.STAGNATED)), int(Status.PRECISION_LIMIT), status
-    )
-    return jnp.where(jnp.all(jnp.isfinite(js)), status, int(Status.NONFINITE))
+    return final_status(status, n_accepted, last_cost, cos, near, rtol, js)
 
 
 _run_jit = jax.jit(_run, static_argnums=(0,))

@@ -73,7 +73,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._driver import make_progress
-from ._fit_losses import robust_cost, robust_scale_with_factor
+from ._fit_data import Bounds, resolution, slopes, to_external, to_internal
+from ._fit_losses import robust_cost, robust_scale, robust_scale_with_factor
 from ._linesearch import backtracking
 from ._small_linalg import chol_solve, cholesky, diagonal, gram
 from ._status import Status
@@ -114,6 +115,55 @@ class Problem(NamedTuple):
     from_params: object = None
     resolution: object = 0.0
     data_scale: object = None  # |w y| per point: the scale of the residuals' rounding
+
+
+def make_problem(
+    residual, loss: str, f_scale, *, bounds: Bounds | None = None, data_scale=None
+) -> Problem:
+    """The :class:`Problem` of ``residual(p)``; with ``bounds``, of the unconstrained variables
+    ``u`` of MINUIT's change of variables (``_fit_data.to_external``), as ``curve_fit`` and
+    ``least_squares`` both run it."""
+    if bounds is None:
+        return Problem(residual=residual, loss=loss, f_scale=f_scale, data_scale=data_scale)
+
+    def to_params(u):
+        return to_external(u, bounds)
+
+    return Problem(
+        residual=lambda u: residual(to_params(u)),
+        loss=loss,
+        f_scale=f_scale,
+        to_params=to_params,
+        slopes=lambda u: slopes(u, bounds),
+        from_params=lambda p: to_internal(p, bounds),
+        resolution=resolution(bounds),
+        data_scale=data_scale,
+    )
+
+
+def stationarity(problem: Problem, u):
+    """``J^T rho' r`` at ``u``, zero at a solution: the optimality condition that implicit
+    differentiation linearises (in ``u``: a parameter held on its bound gets derivative 0)."""
+    r, jac = value_and_jacfwd(problem.residual, u)
+    rs, js, _ = robust_scale(problem.loss, r, jac, problem.f_scale)
+    return js.T @ rs
+
+
+def final_status(status, n_accepted, stop_cost, cos, near, rtol, jac):
+    """The driver's status with what it cannot see, at the point a fit returns.
+
+    A stop without any accepted step (``n_accepted == 0``, at a cost ``stop_cost > 0``) short of
+    a stationary point (the gradient's cosine ``cos`` above ``rtol``, and not ``near``: the
+    caller's test that the Gauss-Newton step would gain little) means the dtype could not
+    resolve the cost's change near the start; it and a damping that ran away (``STAGNATED``)
+    are ``PRECISION_LIMIT``. A Jacobian ``jac`` that is not finite is ``NONFINITE`` (the step
+    was then NaN, set to 0, and passed the step test: the fit stopped at its start)."""
+    succ = int(Status.SUCCESS)
+    stalled = (status == succ) & (n_accepted == 0) & (cos > rtol) & (stop_cost > 0) & ~near
+    status = jnp.where(
+        stalled | (status == int(Status.STAGNATED)), int(Status.PRECISION_LIMIT), status
+    )
+    return jnp.where(jnp.all(jnp.isfinite(jac)), status, int(Status.NONFINITE))
 
 
 def with_bound_curvature(problem: Problem, u, a, g):
@@ -708,6 +758,9 @@ def gd_step(problem: Problem, rtol, atol):
         return new._replace(lam=lam), progress
 
     return step
+
+
+STEPS = {"lm": lm_step, "gauss-newton": gn_step, "gradient-descent": gd_step}
 
 
 def _gauss_newton_step(problem: Problem, u, a, g, scale):
