@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from ._implicit import unit_diagonal_where_idle
+from ._implicit import dense_tangent_solve
 from ._status import Status
 from ._tree import (
     PyTree,
@@ -273,13 +273,12 @@ def kkt_tangent_solve(g: Callable, y: Primal) -> Primal:
     pair ``(x_k, nu_k)`` a block of its own, ``dx_k`` the sum of its two right-hand sides (zero
     for such a variable).
     """
-    flat_y, unravel = ravel_pytree(y)
+    return dense_tangent_solve(g, y, adjust=_unit_entry_for_unused_variables)
 
-    def g_flat(v):
-        return ravel_pytree(g(unravel(v)))[0]
 
-    matrix = jax.jacfwd(g_flat)(flat_y)
-    n, size = y.x.shape[0], flat_y.shape[0]
+def _unit_entry_for_unused_variables(matrix, y: Primal):
+    """The KKT matrix with a unit entry for each unused variable (see :func:`kkt_tangent_solve`)."""
+    n, size = y.x.shape[0], matrix.shape[0]
     # -nu_k in stationarity row k, +nu_k in the bounds' complementarity row k (inactive bound)
     e_nu = jnp.zeros((n, size), matrix.dtype).at[jnp.arange(n), size - n + jnp.arange(n)].set(1)
     idle = (
@@ -287,8 +286,7 @@ def kkt_tangent_solve(g: Callable, y: Primal) -> Primal:
         & jnp.all(matrix[:n] == -e_nu, axis=1)
         & jnp.all(matrix[size - n :] == e_nu, axis=1)
     )
-    matrix = matrix.at[jnp.arange(n), jnp.arange(n)].add(idle.astype(matrix.dtype))
-    return unravel(jnp.linalg.solve(unit_diagonal_where_idle(matrix), flat_y))
+    return matrix.at[jnp.arange(n), jnp.arange(n)].add(idle.astype(matrix.dtype))
 
 
 def max_violation(problem: Problem, x: jax.Array) -> jax.Array:

@@ -51,7 +51,7 @@ def unit_diagonal_where_idle(matrix: jax.Array, holds: jax.Array | bool = True) 
     return matrix + jnp.diag(idle.astype(matrix.dtype))
 
 
-def dense_tangent_solve(g: Callable, y: Any) -> Any:
+def dense_tangent_solve(g: Callable, y: Any, *, adjust: Callable | None = None) -> Any:
     """Solve the linear system ``g(v) = y`` by materialising ``g``'s matrix (pytrees allowed).
 
     Suited to the small and medium systems (up to a few thousand unknowns) of this library.
@@ -60,15 +60,19 @@ def dense_tangent_solve(g: Callable, y: Any) -> Any:
     parameter the model ignores: the optimality condition neither reads it nor constrains it)
     gets a unit diagonal, so that its derivative is its right-hand side (zero for such an
     unknown) and the others' are those of the system without it; the singular matrix made
-    every component NaN. A matrix singular in any other way still gives NaN.
+    every component NaN. A matrix singular in any other way still gives NaN. ``adjust(matrix,
+    y)``, where given, amends the matrix first (a system with a structure of its own: the KKT
+    conditions, ``_constrained_problem.kkt_tangent_solve``).
     """
     flat_y, unravel = ravel_pytree(y)
 
     def g_flat(v):
         return ravel_pytree(g(unravel(v)))[0]
 
-    matrix = unit_diagonal_where_idle(jax.jacfwd(g_flat)(flat_y))
-    return unravel(jnp.linalg.solve(matrix, flat_y))
+    matrix = jax.jacfwd(g_flat)(flat_y)
+    if adjust is not None:
+        matrix = adjust(matrix, y)
+    return unravel(jnp.linalg.solve(unit_diagonal_where_idle(matrix), flat_y))
 
 
 def solve_with_implicit_grad(
