@@ -1,7 +1,8 @@
 """Roots of equations: safeguarded Newton-Raphson, bisection and bracketed Newton.
 
-Public: :func:`newton_raphson`, :func:`bisection`, :func:`bracketed_newton`, :class:`RootResult`.
-The algorithms live in ``_roots_newton.py`` and ``_roots_bracket.py``; what they share (the result,
+Public: :func:`newton_raphson`, :func:`bisection`, :func:`bracketed_newton`, :class:`RootResult`,
+:func:`fixed_point`, :class:`FixedPointResult`. The algorithms live in ``_roots_newton.py``,
+``_roots_bracket.py`` and ``_roots_fixed_point.py``; what they share (the result,
 option checks, the per-element mapping) in ``_roots_common.py``.
 """
 
@@ -30,6 +31,7 @@ from ._roots_common import (
     scalar_tangent_solve,
     wrap_scalar_f,
 )
+from ._roots_fixed_point import FixedPointResult, fixed_point
 from ._roots_newton import decode_status, masked_newton, scalar_newton, system_newton
 from ._static import static_function
 from ._tree import (
@@ -44,7 +46,14 @@ from ._tree import (
     tree_dtype,
 )
 
-__all__ = ["RootResult", "newton_raphson", "bisection", "bracketed_newton"]
+__all__ = [
+    "RootResult",
+    "FixedPointResult",
+    "newton_raphson",
+    "bisection",
+    "bracketed_newton",
+    "fixed_point",
+]
 
 # The step size's floor, 2**-steps, by default: a scalar step shrinks up to 16x per trial, a
 # system's halves.

@@ -21,7 +21,7 @@ def test_readme_tour_runs():
 # The docstring examples of a few quick modules, run as a user runs them (JAX's default float32;
 # the suite switches float64 on). The other modules' examples run with
 # ``python -m pytest --doctest-modules jaxopt_mml`` (about a minute: too slow for CI).
-@pytest.mark.parametrize("name", ["_status", "_roots_bracket"])
+@pytest.mark.parametrize("name", ["_status", "_roots_bracket", "_roots_fixed_point"])
 def test_docstring_examples_run(name):
     module = importlib.import_module(f"jaxopt_mml.{name}")
     with jax.enable_x64(False):

@@ -1,0 +1,363 @@
+"""Fixed points of maps: ``fixed_point`` (private).
+
+A fixed point :math:`x^* = f(x^*)` is a root of :math:`F(x) = f(x) - x`, but the maps whose fixed
+points are wanted (a deep equilibrium layer, a self-consistent field, a value iteration, the
+stationary distribution of a Markov chain) are usually contractions whose Jacobian nobody
+wants to form: the methods here call ``f`` once per iteration and never differentiate it while
+iterating. Its derivatives are taken only for the solution's implicit derivative.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.flatten_util import ravel_pytree
+
+from ._driver import iterate, make_progress
+from ._implicit import dense_tangent_solve, solve_with_implicit_grad
+from ._roots_common import check_floating_output, float_dtype, reject_unknown
+from ._static import static_function
+from ._status import Status
+from ._tree import (
+    PyTree,
+    as_strong_inexact,
+    check_args,
+    check_callable,
+    check_choice,
+    check_not_half,
+    check_positive_int,
+    default_tolerances,
+    is_real_scalar,
+    promote,
+    tree_dtype,
+    tree_step_small,
+)
+
+__all__ = ["FixedPointResult", "fixed_point"]
+
+_METHODS = ("anderson", "iteration")
+_OPTIONS = ("args", "method", "memory", "mixing", "rtol", "atol", "max_iter")
+# Implicit derivatives by a dense solve of (I - df/dx) up to this many unknowns (n forward-mode
+# passes and an LU); matrix-free GMRES above it (a deep equilibrium layer's thousands of units).
+DENSE_TANGENT_MAX = 1000
+
+
+class FixedPointResult(NamedTuple):
+    """The result of :func:`fixed_point`.
+
+    Attributes:
+        x: the fixed point (same structure and dtypes as ``x0``; the last finite iterate on
+            failure).
+        residual: ``f(x, *args) - x`` at the returned ``x`` (same structure).
+        success: ``status == Status.SUCCESS``.
+        status: a :class:`Status` code (int32).
+        n_iter: the number of iterations taken.
+        n_fev: the number of evaluations of ``f``.
+    """
+
+    x: PyTree
+    residual: PyTree
+    success: jax.Array
+    status: jax.Array
+    n_iter: jax.Array
+    n_fev: jax.Array
+
+
+class _State(NamedTuple):
+    x: jax.Array  # (n,) the current iterate
+    g: jax.Array  # (n,) its residual f(x) - x
+    xs: jax.Array  # (m, n) the last m iterates, a ring buffer
+    gs: jax.Array  # (m, n) their residuals
+    head: jax.Array  # the ring's slot holding (x, g)
+    count: jax.Array  # how many of the slots, counting back from head, are in use
+    n_fev: jax.Array
+
+
+def _mix(s: _State, mixing: float, ridge: float) -> jax.Array:
+    """The next iterate: Anderson's combination of the remembered iterates (type II).
+
+    With residuals :math:`g_i = f(x_i) - x_i` of the last ``m`` iterates, the weights solve
+    :math:`\\min_\\alpha \\|\\sum_i \\alpha_i g_i\\|^2 + \\lambda \\|\\alpha\\|^2` subject to
+    :math:`\\sum_i \\alpha_i = 1`, that is :math:`\\alpha = z / \\sum z` with
+    :math:`(G G^T + \\lambda I) z = 1`; then :math:`x^+ = \\sum_i \\alpha_i (x_i + \\beta g_i)`.
+    :math:`\\lambda` is ``ridge`` times the largest :math:`|g_i|^2` (scale-free): it bounds the
+    Gram matrix's condition, which squares that of the residuals. One slot in use gives the
+    plain (damped) step :math:`x + \\beta g`.
+    """
+    m = s.xs.shape[0]
+    if m == 1:
+        return s.x + mixing * s.g
+    age = (s.head - jnp.arange(m)) % m
+    used = age < s.count
+    gs = jnp.where(used[:, None], s.gs, 0)
+    gram = gs @ gs.T
+    # unused slots: a unit diagonal and a zero right-hand side, so their weight is 0
+    gram = gram + jnp.diag(jnp.where(used, ridge * jnp.diagonal(gram), 1))
+    z = jnp.linalg.solve(gram, used.astype(gram.dtype))
+    alpha = z / jnp.sum(z)
+    return alpha @ (s.xs + mixing * s.gs)
+
+
+def _solve(f: Callable, x0: jax.Array, *, method, memory, mixing, rtol, atol, max_iter):
+    """Iterate from the flat ``x0``; returns the driver's output."""
+    # (more than n + 1 residuals of n unknowns are linearly dependent: the ridge would decide)
+    m = 1 if method == "iteration" else min(memory, x0.shape[0] + 1)
+    eps = float(jnp.finfo(x0.dtype).eps)
+    ridge = float(np.sqrt(eps))
+
+    def residual(x):
+        return f(x) - x
+
+    g0 = residual(x0)
+    state = _State(
+        x=x0,
+        g=g0,
+        xs=jnp.zeros((m,) + x0.shape, x0.dtype).at[0].set(x0),
+        gs=jnp.zeros((m,) + x0.shape, x0.dtype).at[0].set(g0),
+        head=jnp.asarray(0, jnp.int32),
+        count=jnp.asarray(1, jnp.int32),
+        n_fev=jnp.asarray(1, jnp.int32),
+    )
+    rt, at = jnp.asarray(rtol, x0.dtype), jnp.asarray(atol, x0.dtype)
+
+    def progress(x, g, dx, ok=True):
+        norm = jnp.linalg.norm(g)
+        return make_progress(
+            x,
+            jnp.where(ok, norm, jnp.nan),
+            dx=dx,
+            converged=tree_step_small(x, g, rt, at),
+        )
+
+    def step(s: _State):
+        x = _mix(s, mixing, ridge)
+        g = residual(x)
+        finite = jnp.all(jnp.isfinite(x)) & jnp.all(jnp.isfinite(g))
+        head = (s.head + 1) % m
+        new = _State(
+            x=x,
+            g=g,
+            xs=s.xs.at[head].set(x),
+            gs=s.gs.at[head].set(g),
+            head=head,
+            count=jnp.minimum(s.count + 1, m),
+            n_fev=s.n_fev + 1,
+        )
+        if m == 1:
+            # (a non-finite plain step ends the run: NONFINITE, the last finite iterate kept)
+            return new, progress(x, g, x - s.x, finite)
+        # An extrapolation that left f's domain (or overflowed) is rejected: the memory is
+        # cleared and the next step is the plain one from the current iterate. A plain step
+        # that does so ends the run (NONFINITE).
+        retry = ~finite & (s.count > 1)
+        kept = s._replace(count=jnp.asarray(1, jnp.int32), n_fev=s.n_fev + 1)
+        out = jax.tree.map(lambda a, b: jnp.where(retry, a, b), kept, new)
+        prog = progress(out.x, out.g, out.x - s.x, finite | retry)
+        return out, prog._replace(converged=prog.converged & ~retry)
+
+    drv = iterate(
+        step,
+        state,
+        make_progress(x0, jnp.linalg.norm(g0), converged=tree_step_small(x0, g0, rt, at)),
+        max_iter=max_iter,
+        rtol=rtol,
+        atol=atol,
+        cauchy=False,
+        name="fixed_point",
+    )
+    return drv
+
+
+def _gmres_tangent_solve(g: Callable, y: PyTree) -> PyTree:
+    """Solve ``g(v) = y`` matrix-free by GMRES (restarted), as a ``custom_linear_solve`` so that
+    reverse mode solves the transposed system by GMRES too."""
+    flat_y, unravel = ravel_pytree(y)
+    eps = float(jnp.finfo(flat_y.dtype).eps)
+
+    def matvec(v):
+        return ravel_pytree(g(unravel(v)))[0]
+
+    def solve(mv, b):
+        restart = min(b.shape[0], 30)
+        return jax.scipy.sparse.linalg.gmres(mv, b, tol=eps**0.75, restart=restart)[0]
+
+    return unravel(lax.custom_linear_solve(matvec, flat_y, solve, transpose_solve=solve))
+
+
+def fixed_point(
+    f: Callable[..., Any],
+    x0: PyTree,
+    *,
+    args: tuple = (),
+    method: str = "anderson",
+    memory: int = 5,
+    mixing: float = 1.0,
+    rtol: float | None = None,
+    atol: float | None = None,
+    max_iter: int = 100,
+    **options: Any,
+) -> FixedPointResult:
+    r"""Find a fixed point :math:`x = f(x, *args)` by Anderson acceleration or plain iteration.
+
+    ``method="iteration"`` is the (damped) fixed-point iteration
+    :math:`x_{k+1} = x_k + \beta (f(x_k) - x_k)`, :math:`\beta` = ``mixing`` (1: Picard's
+    :math:`x_{k+1} = f(x_k)`; below 1: Krasnosel'skii-Mann), which converges linearly, at the
+    rate of the map's contraction, from any start where :math:`f` is a contraction.
+
+    ``method="anderson"`` (default) extrapolates from the last ``memory`` iterates
+    :math:`x_i` and residuals :math:`g_i = f(x_i) - x_i` (Anderson's type II mixing, as in
+    Walker and Ni): the weights :math:`\alpha` minimise :math:`\|\sum_i \alpha_i g_i\|` subject
+    to :math:`\sum_i \alpha_i = 1` (with a ridge of :math:`\sqrt{\epsilon}` relative to the
+    largest :math:`|g_i|^2`), and :math:`x_{k+1} = \sum_i \alpha_i (x_i + \beta g_i)`. On a
+    linear map it is GMRES in disguise (exact after ``n + 1`` iterations with memory ``n``); on
+    a smooth map it is much faster than plain iteration and converges on some maps where plain
+    iteration does not (a Jacobian eigenvalue below -1). An extrapolation that gives a
+    non-finite ``f`` is rejected: the memory is cleared and the plain step taken instead.
+
+    Each iteration calls ``f`` once; ``f`` is never differentiated while iterating.
+
+    Convergence: :math:`|f(x)_i - x_i| \le atol + rtol |x_i|` for every element. The error left
+    in :math:`x` is about the residual divided by :math:`1 - L`, :math:`L` the map's
+    contraction factor near the fixed point: for a slow contraction tighten the tolerances.
+
+    Failure is reported in ``status``: ``MAX_ITER`` (not converged: raise ``max_iter``, or try
+    ``mixing < 1`` where the iteration oscillates), ``NONFINITE`` (NaN or inf in ``x0`` or in
+    ``f`` along the path; the last finite iterate is returned).
+
+    The fixed point is differentiable with respect to ``args`` (and what ``f`` closes over) by
+    implicit differentiation of :math:`f(x, \theta) - x = 0`:
+    :math:`dx^*/d\theta = (I - \partial_x f)^{-1} \partial_\theta f`, a dense solve up to
+    1000 unknowns and GMRES (matrix-free, by Jacobian-vector products) above. Where
+    ``success`` is False the derivative is the formula's value at the point returned.
+
+    Args:
+        f: ``f(x, *args)``, of the same structure and shapes as ``x``.
+        x0: the starting point: a scalar, an array or a pytree of arrays (solved as one vector
+            in their common dtype; float32 or float64).
+        args: extra arguments of ``f`` (a tuple).
+        method: ``"anderson"`` or ``"iteration"``.
+        memory: the number of iterates Anderson's extrapolation uses (``m``; 1 is plain
+            iteration). Its linear algebra is an ``m x m`` solve per iteration.
+        mixing: :math:`\beta \in (0, 1]`, the damping of each step.
+        rtol: relative tolerance (default :math:`\sqrt{\epsilon}` of the dtype).
+        atol: absolute tolerance (default :math:`\sqrt{\epsilon}`).
+        max_iter: the largest number of iterations.
+
+    Returns:
+        :class:`FixedPointResult`.
+
+    Raises:
+        ValueError: when ``f``'s output structure or shapes differ from ``x0``'s, or an option
+            is out of range.
+        TypeError: for unknown options, or ``f`` returning non-floating values.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, jaxopt_mml as mml
+        >>> res = mml.fixed_point(jnp.cos, 1.0)               # the Dottie number
+        >>> round(float(res.x), 4), bool(res.success)
+        (0.7391, True)
+        >>> # its derivative in a parameter: x = a cos x, dx/da = cos x / (1 + a sin x)
+        >>> dx_da = jax.grad(lambda a: mml.fixed_point(lambda x, a: a * jnp.cos(x), 1.0,
+        ...                                            args=(a,)).x)(1.0)
+        >>> round(float(dx_da), 3)
+        0.442
+
+    References:
+        D. G. Anderson, Iterative procedures for nonlinear integral equations, *J. ACM* 12 (1965)
+        547-560.
+        H. F. Walker and P. Ni, Anderson acceleration for fixed-point iterations, *SIAM J. Numer.
+        Anal.* 49 (2011) 1715-1735.
+        S. Bai, J. Z. Kolter and V. Koltun, Deep equilibrium models, *NeurIPS* 2019.
+    """
+    check_callable("f", f)
+    reject_unknown("fixed_point", options, _OPTIONS)
+    method = check_choice("method", method, _METHODS)
+    memory = check_positive_int("memory", memory)
+    max_iter = check_positive_int("max_iter", max_iter)
+    if not is_real_scalar(mixing) or isinstance(mixing, jax.core.Tracer):
+        raise TypeError(f"mixing must be a real number in (0, 1], got {mixing!r}")
+    mixing = float(mixing)
+    if not 0 < mixing <= 1:
+        raise ValueError(f"mixing must be in (0, 1], got {mixing!r}")
+    args = check_args("fixed_point", args)
+    x0 = as_strong_inexact(x0, "x0")
+    if not jax.tree.leaves(x0):
+        raise ValueError("fixed_point: x0 has no array leaves")
+    dtype = float_dtype(tree_dtype(x0))
+    check_not_half("fixed_point", "x0", dtype)
+    rtol, atol = default_tolerances(dtype, rtol, atol)
+    return _fixed_point_jit(
+        x0,
+        args,
+        f=static_function(f),
+        method=method,
+        memory=memory,
+        mixing=mixing,
+        rtol=rtol,
+        atol=atol,
+        max_iter=max_iter,
+    )
+
+
+@functools.partial(
+    jax.jit, static_argnames=("f", "method", "memory", "mixing", "rtol", "atol", "max_iter")
+)
+def _fixed_point_jit(x0, args, *, f, method, memory, mixing, rtol, atol, max_iter):
+    dtype = float_dtype(tree_dtype(x0))
+    x0, restore = promote(x0, dtype)
+    out = jax.eval_shape(lambda x, a: f(x, *a), x0, args)
+    check_floating_output("fixed_point", out)
+    in_struct, out_struct = jax.tree.structure(x0), jax.tree.structure(out)
+    in_shapes = [u.shape for u in jax.tree.leaves(x0)]
+    out_shapes = [getattr(u, "shape", None) for u in jax.tree.leaves(out)]
+    if in_struct != out_struct or in_shapes != out_shapes:
+        raise ValueError(
+            "fixed_point: f(x, *args) must have the same structure and shapes as x, but x0 has "
+            f"{in_struct} with shapes {in_shapes} and f(x0, *args) has {out_struct} with "
+            f"shapes {out_shapes}."
+        )
+    flat0, unravel = ravel_pytree(x0)
+
+    def g(x):  # f on the pytree, in the solve's dtype
+        return jax.tree.map(lambda u: jnp.asarray(u).astype(dtype), f(x, *args))
+
+    def f_flat(v):
+        return ravel_pytree(g(unravel(v)))[0]
+
+    def optimality(x):
+        return jax.tree.map(jnp.subtract, g(x), x)
+
+    def solve(guess):
+        drv = _solve(
+            f_flat,
+            ravel_pytree(guess)[0],
+            method=method,
+            memory=memory,
+            mixing=mixing,
+            rtol=rtol,
+            atol=atol,
+            max_iter=max_iter,
+        )
+        return unravel(drv.state.x), (drv.status, drv.n_iter, drv.state.n_fev)
+
+    n = flat0.shape[0]
+    tangent_solve = dense_tangent_solve if n <= DENSE_TANGENT_MAX else _gmres_tangent_solve
+    x, (status, n_iter, n_fev) = solve_with_implicit_grad(
+        optimality, x0, solve, tangent_solve=tangent_solve
+    )
+    residual = optimality(x)
+    status = status.astype(jnp.int32)
+    return FixedPointResult(
+        x=restore(x),
+        residual=restore(residual),
+        success=status == int(Status.SUCCESS),
+        status=status,
+        n_iter=n_iter,
+        n_fev=n_fev + 1,
+    )
