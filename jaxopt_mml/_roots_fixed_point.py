@@ -22,6 +22,7 @@ from jax.flatten_util import ravel_pytree
 from ._driver import iterate, make_progress
 from ._implicit import dense_tangent_solve, solve_with_implicit_grad
 from ._roots_common import check_floating_output, float_dtype, reject_unknown
+from ._small_linalg import spd_solver
 from ._static import static_function
 from ._status import Status
 from ._tree import (
@@ -41,6 +42,7 @@ from ._tree import (
 
 __all__ = ["FixedPointResult", "fixed_point"]
 
+_RUNNING = int(Status.RUNNING)
 _METHODS = ("anderson", "iteration")
 _OPTIONS = ("args", "method", "memory", "mixing", "rtol", "atol", "max_iter")
 # Implicit derivatives by a dense solve of (I - df/dx) up to this many unknowns (n forward-mode
@@ -70,12 +72,10 @@ class FixedPointResult(NamedTuple):
 
 
 class _State(NamedTuple):
-    x: jax.Array  # (n,) the current iterate
-    g: jax.Array  # (n,) its residual f(x) - x
-    xs: jax.Array  # (m, n) the last m iterates, a ring buffer
-    gs: jax.Array  # (m, n) their residuals
-    head: jax.Array  # the ring's slot holding (x, g)
-    count: jax.Array  # how many of the slots, counting back from head, are in use
+    xs: jax.Array  # (m, n) the last m iterates, the newest (the current iterate) last
+    gs: jax.Array  # (m, n) their residuals f(x) - x
+    gram: jax.Array  # (m, m) gs gs^T, updated a row at a time
+    count: jax.Array  # how many of the newest slots are in use
     n_fev: jax.Array
 
 
@@ -86,22 +86,36 @@ def _mix(s: _State, mixing: float, ridge: float) -> jax.Array:
     :math:`\\min_\\alpha \\|\\sum_i \\alpha_i g_i\\|^2 + \\lambda \\|\\alpha\\|^2` subject to
     :math:`\\sum_i \\alpha_i = 1`, that is :math:`\\alpha = z / \\sum z` with
     :math:`(G G^T + \\lambda I) z = 1`; then :math:`x^+ = \\sum_i \\alpha_i (x_i + \\beta g_i)`.
-    :math:`\\lambda` is ``ridge`` times the largest :math:`|g_i|^2` (scale-free): it bounds the
-    Gram matrix's condition, which squares that of the residuals. One slot in use gives the
+    :math:`\\lambda` is ``ridge`` times each :math:`|g_i|^2` (on the diagonal: scale-free, and a
+    residual far smaller than the first ones keeps its weight): it bounds the condition of the
+    Gram matrix, which squares that of the residuals. One slot in use gives the
     plain (damped) step :math:`x + \\beta g`.
     """
     m = s.xs.shape[0]
     if m == 1:
-        return s.x + mixing * s.g
-    age = (s.head - jnp.arange(m)) % m
-    used = age < s.count
-    gs = jnp.where(used[:, None], s.gs, 0)
-    gram = gs @ gs.T
+        return s.xs[-1] + mixing * s.gs[-1]
+    used = np.arange(m) >= m - s.count
+    gram = jnp.where(used[:, None] & used[None, :], s.gram, 0)
     # unused slots: a unit diagonal and a zero right-hand side, so their weight is 0
     gram = gram + jnp.diag(jnp.where(used, ridge * jnp.diagonal(gram), 1))
-    z = jnp.linalg.solve(gram, used.astype(gram.dtype))
+    z = spd_solver(gram)[0](used.astype(gram.dtype))
     alpha = z / jnp.sum(z)
-    return alpha @ (s.xs + mixing * s.gs)
+    # (products summed, not a matrix product: under vmap a batched dot of tiny matrices is
+    # slower than a fused reduction on a CPU)
+    return jnp.sum(alpha[:, None] * (s.xs + mixing * s.gs), axis=0)
+
+
+def _push(s: _State, x: jax.Array, g: jax.Array) -> _State:
+    """``s`` with ``(x, g)`` as its newest iterate (the oldest dropped) and the Gram matrix's
+    new row: ``m n`` products instead of ``m^2 n``. (Shifted, not a ring buffer: under vmap a
+    per-lane slot index is a scatter.)"""
+    m = s.xs.shape[0]
+    xs = jnp.concatenate([s.xs[1:], x[None]])
+    gs = jnp.concatenate([s.gs[1:], g[None]])
+    row = jnp.sum(gs * g[None, :], axis=1)
+    gram = jnp.pad(s.gram[1:, 1:], ((0, 1), (0, 1)))
+    gram = gram.at[-1, :].set(row).at[:, -1].set(row)
+    return _State(xs, gs, gram, jnp.minimum(s.count + 1, m), s.n_fev + 1)
 
 
 def _solve(f: Callable, x0: jax.Array, *, method, memory, mixing, rtol, atol, max_iter):
@@ -116,60 +130,50 @@ def _solve(f: Callable, x0: jax.Array, *, method, memory, mixing, rtol, atol, ma
 
     g0 = residual(x0)
     state = _State(
-        x=x0,
-        g=g0,
-        xs=jnp.zeros((m,) + x0.shape, x0.dtype).at[0].set(x0),
-        gs=jnp.zeros((m,) + x0.shape, x0.dtype).at[0].set(g0),
-        head=jnp.asarray(0, jnp.int32),
+        xs=jnp.zeros((m,) + x0.shape, x0.dtype).at[-1].set(x0),
+        gs=jnp.zeros((m,) + x0.shape, x0.dtype).at[-1].set(g0),
+        gram=jnp.zeros((m, m), x0.dtype).at[-1, -1].set(g0 @ g0),
         count=jnp.asarray(1, jnp.int32),
         n_fev=jnp.asarray(1, jnp.int32),
     )
     rt, at = jnp.asarray(rtol, x0.dtype), jnp.asarray(atol, x0.dtype)
 
-    def progress(x, g, dx, ok=True):
-        norm = jnp.linalg.norm(g)
+    def finite(g):  # (a finite residual needs a finite x and f(x): inf - inf is NaN)
+        return jnp.all(jnp.isfinite(g))
+
+    def progress(x, g, ok):
+        # Only the test and the failure: the driver's Cauchy test and finite test are off, so
+        # it reads neither x nor f, and an empty x keeps n-sized arrays out of its carry.
         return make_progress(
-            x,
-            jnp.where(ok, norm, jnp.nan),
-            dx=dx,
-            converged=tree_step_small(x, g, rt, at),
+            (),
+            jnp.zeros((), x.dtype),
+            converged=ok & tree_step_small(x, g, rt, at),
+            failure=jnp.where(ok, _RUNNING, int(Status.NONFINITE)),
         )
 
     def step(s: _State):
         x = _mix(s, mixing, ridge)
         g = residual(x)
-        finite = jnp.all(jnp.isfinite(x)) & jnp.all(jnp.isfinite(g))
-        head = (s.head + 1) % m
-        new = _State(
-            x=x,
-            g=g,
-            xs=s.xs.at[head].set(x),
-            gs=s.gs.at[head].set(g),
-            head=head,
-            count=jnp.minimum(s.count + 1, m),
-            n_fev=s.n_fev + 1,
-        )
-        if m == 1:
-            # (a non-finite plain step ends the run: NONFINITE, the last finite iterate kept)
-            return new, progress(x, g, x - s.x, finite)
+        ok = finite(g)
         # An extrapolation that left f's domain (or overflowed) is rejected: the memory is
         # cleared and the next step is the plain one from the current iterate. A plain step
-        # that does so ends the run (NONFINITE).
-        retry = ~finite & (s.count > 1)
-        kept = s._replace(count=jnp.asarray(1, jnp.int32), n_fev=s.n_fev + 1)
-        out = jax.tree.map(lambda a, b: jnp.where(retry, a, b), kept, new)
-        prog = progress(out.x, out.g, out.x - s.x, finite | retry)
-        return out, prog._replace(converged=prog.converged & ~retry)
+        # that does so ends the run (NONFINITE, the current iterate kept). (The driver's own
+        # finite test is off: one select here keeps the state.)
+        pushed = _push(s, x, g)
+        kept = s._replace(count=jnp.asarray(1, jnp.int32), n_fev=pushed.n_fev)
+        new = jax.tree.map(lambda a, b: jnp.where(ok, a, b), pushed, kept)
+        return new, progress(new.xs[-1], new.gs[-1], ok | (s.count > 1))
 
     drv = iterate(
         step,
         state,
-        make_progress(x0, jnp.linalg.norm(g0), converged=tree_step_small(x0, g0, rt, at)),
+        progress(x0, g0, finite(g0)),
         max_iter=max_iter,
         rtol=rtol,
         atol=atol,
         cauchy=False,
         name="fixed_point",
+        check_finite=False,
     )
     return drv
 
@@ -213,8 +217,8 @@ def fixed_point(
     ``method="anderson"`` (default) extrapolates from the last ``memory`` iterates
     :math:`x_i` and residuals :math:`g_i = f(x_i) - x_i` (Anderson's type II mixing, as in
     Walker and Ni): the weights :math:`\alpha` minimise :math:`\|\sum_i \alpha_i g_i\|` subject
-    to :math:`\sum_i \alpha_i = 1` (with a ridge of :math:`\sqrt{\epsilon}` relative to the
-    largest :math:`|g_i|^2`), and :math:`x_{k+1} = \sum_i \alpha_i (x_i + \beta g_i)`. On a
+    to :math:`\sum_i \alpha_i = 1` (with a ridge of :math:`\sqrt{\epsilon}` relative to each
+    :math:`|g_i|^2`; at most ``n + 1`` iterates of ``n`` unknowns are used), and :math:`x_{k+1} = \sum_i \alpha_i (x_i + \beta g_i)`. On a
     linear map it is GMRES in disguise (exact after ``n + 1`` iterations with memory ``n``); on
     a smooth map it is much faster than plain iteration and converges on some maps where plain
     iteration does not (a Jacobian eigenvalue below -1). An extrapolation that gives a
@@ -344,7 +348,7 @@ def _fixed_point_jit(x0, args, *, f, method, memory, mixing, rtol, atol, max_ite
             atol=atol,
             max_iter=max_iter,
         )
-        return unravel(drv.state.x), (drv.status, drv.n_iter, drv.state.n_fev)
+        return unravel(drv.state.xs[-1]), (drv.status, drv.n_iter, drv.state.n_fev)
 
     n = flat0.shape[0]
     tangent_solve = dense_tangent_solve if n <= DENSE_TANGENT_MAX else _gmres_tangent_solve
