@@ -11,7 +11,13 @@ import numpy as np
 
 from ._driver import make_progress
 from ._linesearch import backtracking
-from ._minimise_common import MinimiseResult, gradient_converged, run_minimiser
+from ._minimise_common import (
+    MinimiseResult,
+    gradient_converged,
+    relative_gradient_small,
+    run_minimiser,
+    scaled_gradient,
+)
 from ._static import static_function
 from ._status import Status
 from ._tree import PyTree, check_bool, check_positive_int, is_concrete, is_real_scalar
@@ -134,7 +140,19 @@ def _init(fun, x0, rtol, atol, dyn, options):
                 jnp.where((flat | short) & ~retry, 0.25 * ls.step_size, alpha_prev),
             )
             failure = jnp.where(ls.success | short, failure, int(Status.LINESEARCH_FAILED))
-            failure = jnp.where(flat & ~resolvable, int(Status.PRECISION_LIMIT), failure)
+            # Where the gradient is still large next to f (Dennis & Schnabel's scaled gradient
+            # test, as the quasi-Newton Cauchy guard), rounding is not what stopped the search:
+            # f is not differentiable there (a kink such as |x| or a max of pieces, where the
+            # gradient never becomes small) or its gradient is wrong. LINESEARCH_FAILED, as
+            # newton_minimise reports: PRECISION_LIMIT blamed the dtype and advised float64
+            # (f = |x0| + |x1| ended so at its minimum with |g| = 1, a max of three planes
+            # 0.37 above its minimum with |g| = 1).
+            at_floor = relative_gradient_small(scaled_gradient(g, x), f, rtol)
+            failure = jnp.where(
+                flat & ~resolvable,
+                jnp.where(at_floor, int(Status.PRECISION_LIMIT), int(Status.LINESEARCH_FAILED)),
+                failure,
+            )
             failure = jnp.where(retry, int(Status.RUNNING), failure)
             n_ls = ls.n_eval
         dx = -alpha * d
@@ -202,7 +220,11 @@ def gradient_descent(
     gradient has no relative scale free of constant offsets in ``f``). There is no Cauchy test:
     small steps do not mean convergence here. With the line search, a step accepted with no
     decrease of ``f`` stops with ``Status.PRECISION_LIMIT`` where the step's predicted decrease is
-    below ``f``'s rounding (otherwise the step is not taken and the next trial is shorter). Gradient descent converges linearly, at a rate set by the condition number
+    below ``f``'s rounding (otherwise the step is not taken and the next trial is shorter), and
+    with ``Status.LINESEARCH_FAILED`` instead where the gradient is still large next to ``f``
+    (:math:`\max_i |g_i| \max(|x_i|, 1) > \max(r_{tol}^{2/3}, \epsilon^{1/3}) |f|`): there
+    ``f`` is not differentiable (a kink, as ``|x|``, whose gradient never becomes small) or its
+    gradient is wrong, and rounding is not the cause. Gradient descent converges linearly, at a rate set by the condition number
     :math:`\kappa`: about :math:`\kappa \log(1/\text{tol})` iterations; prefer :func:`bfgs`,
     :func:`lbfgs` or :func:`newton_minimise` for ill-conditioned problems.
 

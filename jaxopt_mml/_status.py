@@ -56,10 +56,14 @@ _MESSAGES = {
     ),
     Status.LINESEARCH_FAILED: (
         "the line search found no step that decreases the merit function. The gradient may be "
-        "wrong or inaccurate (check it with check_grad), the function may be non-smooth, the "
-        "tolerances may be below what the dtype can resolve, a root finder may sit at a local "
-        "minimum of |f| that is not a root, or its Newton step may overshoot by more than "
-        "2**linesearch_steps (start closer, or raise linesearch_steps)."
+        "wrong or inaccurate (check it with check_grad), the tolerances may be below what the "
+        "dtype can resolve, a root finder may sit at a local minimum of |f| that is not a root, "
+        "or its Newton step may overshoot by more than 2**linesearch_steps (start closer, or "
+        "raise linesearch_steps). Or f is not differentiable at x (a kink: abs, max or min of "
+        "pieces, clip), where the gradient does not vanish even at a minimum, so no gradient "
+        "test can confirm one (grad_norm stays large; x may still be at or near the minimum): "
+        "smooth f (sqrt(x**2 + d**2) for |x|, logsumexp for a max), or write the kink as "
+        "constraints (|x| <= t, minimising t) for minimise_constrained."
     ),
     Status.SINGULAR: (
         "the Jacobian or Hessian is singular (or numerically so) and no step could be computed. "
@@ -80,7 +84,8 @@ _MESSAGES = {
     Status.STAGNATED: (
         "the iterate stopped changing before the convergence test was met: the problem may be "
         "badly scaled or the tolerances too tight for the dtype, a root finder may sit at a "
-        "local minimum of |f| that is not a root, or a constrained solver could not reduce the "
+        "local minimum of |f| that is not a root, a minimiser may sit on a kink of f (abs, max: "
+        "see LINESEARCH_FAILED), or a constrained solver could not reduce the "
         "constraints' violation further. Rescale the variables (and f) to order 1, loosen "
         "rtol/atol or use float64, or start elsewhere (for constraints, nearer to feasible)."
     ),

@@ -312,3 +312,27 @@ def test_gradient_descent_momentum_line_search_stops_at_the_rounding_floor_not_b
     res = mml.gradient_descent(f, jnp.array(x0), momentum=momentum, max_iter=5000)
     assert int(res.status) in (Status.SUCCESS, Status.PRECISION_LIMIT)
     assert float(res.grad_norm) < g_max
+
+
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
+def test_gradient_descent_at_a_kink_is_not_a_precision_limit(dtype):
+    """At a kink the gradient never becomes small and the search shrinks to steps that f cannot
+    resolve: that is f's non-smoothness, not the dtype's rounding. It read PRECISION_LIMIT
+    (advice: use float64 or a second-order method) for |x - 0.3| + 0.1 x^2 at its minimum
+    (|g| = 1.06) and for a max of three planes 0.37 above its minimum (|g| = 1); now
+    LINESEARCH_FAILED, as newton_minimise reports, whose message names the kink. A smooth
+    offset valley still ends at the rounding floor with PRECISION_LIMIT."""
+
+    def kink(x):
+        return jnp.sum(jnp.abs(x - 0.3)) + 0.1 * jnp.sum(x**2)
+
+    def planes(x):
+        return jnp.max(jnp.stack([x[0] + x[1], -x[0] + 2 * x[1], -x[1] - 1.0]))
+
+    for f, x0 in ((kink, [1.0, -2.0]), (planes, [0.7, 0.2])):
+        res = mml.gradient_descent(f, jnp.array(x0, dtype))
+        assert int(res.status) == Status.LINESEARCH_FAILED, (f.__name__, Status(int(res.status)))
+        assert float(res.grad_norm) > 0.4
+    res = mml.gradient_descent(kink, jnp.array([1.0, -2.0], dtype))
+    np.testing.assert_allclose(res.x, [0.3, 0.3], atol=1e-6 if dtype == jnp.float64 else 1e-3)
+    assert "kink" in mml.status_message(Status.LINESEARCH_FAILED)
