@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -58,6 +59,8 @@ _CHECK_GRAD_CHUNK = 256  # components per batch in check_grad (times four: +-h, 
 # check_grad: a discrepancy beyond this many times the finite difference's estimated error is
 # measured as a relative error, whatever the floor (see check_grad).
 _FD_ERROR_MARGIN = 10.0
+# The most times check_grad shortens a step whose stencil leaves f's domain (non-finite values).
+_CHECK_GRAD_RETRIES = 40
 
 
 # ----------------------------------------------------------------------------------------------
@@ -502,7 +505,12 @@ def check_grad(
     mixes float32 and float64, or of ``f``'s output where that is coarser, as for an ``f`` that
     computes in float32 at a float64 ``x``: the step that balances the :math:`O(h^2)` truncation
     error against the :math:`O(\varepsilon/h)` rounding error). The perturbed points are rounded to
-    their leaves' dtypes and the actual step is used in the quotient.
+    their leaves' dtypes and the actual step is used in the quotient. Where a perturbed value is
+    not finite (a stencil leaving ``f``'s domain: ``log x`` at ``x = 10^{-10}``, where
+    :math:`x - h < 0`), that component's step shrinks to the relative :math:`\epsilon |x_i|`
+    (the stencil keeps the sign of :math:`x_i`) and then by halves, until ``f`` is finite on it;
+    the other components keep :math:`h_i`. A component left without a finite difference (or an
+    ``f(x)`` that is not finite) has error NaN, with a ``RuntimeWarning`` naming it.
 
     The error of component :math:`i` is :math:`|g_i - d_i| / \max(|g_i|, |d_i|, \phi_i)`: relative to
     the larger of the two, with a floor :math:`\phi_i` below which a component counts as zero:
@@ -624,12 +632,16 @@ def check_grad(
     x64 = np.asarray(flat, dtype=np.float64)
     n = x64.size
     h = step * np.maximum(1.0, np.abs(x64))
-    # Round the perturbed coordinates to their leaves' dtypes (unravel casts each leaf back); the
-    # quotient uses the step actually taken. Rows: x + h, x - h, x + 2h, x - 2h (the last two
-    # estimate the truncation error).
-    shifted = np.stack([x64 + h, x64 - h, x64 + 2 * h, x64 - 2 * h])
     round_trip = jax.vmap(lambda row: ravel_pytree(unravel(row))[0])
-    shifted = np.asarray(round_trip(jnp.asarray(shifted, dtype)), dtype=np.float64)
+
+    def stencil(h):
+        """Rows x + h, x - h, x + 2h, x - 2h (the last two estimate the truncation error),
+        rounded to their leaves' dtypes (unravel casts each leaf back): the quotient uses the
+        step actually taken."""
+        rows = np.stack([x64 + h, x64 - h, x64 + 2 * h, x64 - 2 * h])
+        return np.array(round_trip(jnp.asarray(rows, dtype)), dtype=np.float64)
+
+    shifted = stencil(h)
     # an eps below the dtype's resolution at x: x +- h rounded back to x, and 0 / 0 came back as
     # a NaN error with NumPy's divide warnings
     lost = np.flatnonzero((shifted[0] == shifted[1]) & np.isfinite(x64))
@@ -649,17 +661,65 @@ def check_grad(
         evaluate = jax.jit(lambda p, a: _perturbed_values_of(p, a, f=f, like=like))
     else:
         evaluate = functools.partial(_perturbed_values, f=f_static, like=like)
-    values = np.empty((4, n))
     chunk = min(n, _CHECK_GRAD_CHUNK)  # bounded memory; one compiled shape (last chunk padded)
-    for start in range(0, n, chunk):
-        index = np.arange(start, start + chunk) % n
-        rows = np.arange(chunk)
-        points = np.broadcast_to(x64, (4, chunk, n)).copy()
-        points[:, rows, index] = shifted[:, index]
-        out = evaluate(jnp.asarray(points.reshape(4 * chunk, n), dtype), args)
-        out = np.asarray(out, dtype=np.float64).reshape(4, chunk)
-        stop = min(chunk, n - start)
-        values[:, start : start + stop] = out[:, :stop]
+
+    def values_at(shifted, which):
+        """f at the four perturbed points of each component in ``which`` (shape (4, len))."""
+        out_values = np.empty((4, which.size))
+        for start in range(0, which.size, chunk):
+            index = which[np.arange(start, start + chunk) % which.size]
+            rows = np.arange(chunk)
+            points = np.broadcast_to(x64, (4, chunk, n)).copy()
+            points[:, rows, index] = shifted[:, index]
+            out = evaluate(jnp.asarray(points.reshape(4 * chunk, n), dtype), args)
+            out = np.asarray(out, dtype=np.float64).reshape(4, chunk)
+            stop = min(chunk, which.size - start)
+            out_values[:, start : start + stop] = out[:, :stop]
+        return out_values
+
+    values = values_at(shifted, np.arange(n))
+    # A stencil that leaves f's domain (log x at x = 1e-10: x - h < 0) gave a NaN difference
+    # and a NaN error, for a right gradient and a wrong one alike (scipy's check_grad too).
+    # Where a perturbed value is not finite (and f(x) is), the step shrinks: first to the
+    # relative step eps |x_i| (x_i +- 2h keeps x_i's sign), then by halves; the components whose
+    # stencil is finite are not touched.
+    finite_at_x = True
+    if np.any(~np.isfinite(values)):
+        finite_at_x = bool(np.isfinite(float(f(x, *args))))
+    if not finite_at_x:
+        warnings.warn(
+            "check_grad: f(x) is not finite: no finite difference at x (errors NaN)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    else:
+        for _ in range(_CHECK_GRAD_RETRIES):
+            bad = np.flatnonzero(~np.all(np.isfinite(values), axis=0) & np.isfinite(x64))
+            relative = np.broadcast_to(step, (n,))[bad] * np.abs(x64[bad])
+            shorter = np.where(relative < h[bad], relative, h[bad] / 2)
+            resolvable = shorter > machine_eps[bad] * np.abs(x64[bad])
+            bad, shorter = bad[resolvable], shorter[resolvable]
+            if not bad.size:
+                break
+            retry = np.copy(h)
+            retry[bad] = shorter
+            moved = stencil(retry)
+            bad = bad[moved[0, bad] != moved[1, bad]]  # a step that rounds away is no difference
+            if not bad.size:
+                break
+            h[bad] = retry[bad]
+            shifted[:, bad] = moved[:, bad]
+            values[:, bad] = values_at(shifted, bad)
+        left = np.flatnonzero(~np.all(np.isfinite(values), axis=0))
+        if left.size:
+            warnings.warn(
+                f"check_grad: f is not finite at some of x +- h, x +- 2h for component(s) "
+                f"{left[:8].tolist()}, even with the step shortened to eps |x_i| and halved "
+                "towards the dtype's resolution: no finite difference there (error NaN). Is x "
+                "inside f's domain, away from its edge?",
+                RuntimeWarning,
+                stacklevel=2,
+            )
     width = shifted[0] - shifted[1]
     fd = (values[0] - values[1]) / width
     fd_wide = (values[2] - values[3]) / (shifted[2] - shifted[3])

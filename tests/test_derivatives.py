@@ -585,3 +585,19 @@ def test_args_that_are_no_tuple_are_a_type_error_naming_the_function():
         with pytest.raises(TypeError, match=rf"^{name}: args must be a tuple .* got float"):
             call(2.0)
     np.testing.assert_allclose(mml.hvp(f, x, x, args=[2.0]), 4.0 * x)  # a list is taken
+
+
+def test_check_grad_step_that_leaves_the_domain_shrinks():
+    """log x at x = 1e-10: x - h < 0 gave f = NaN, so a NaN error for the right gradient and a
+    wrong one alike (scipy's check_grad too). The step of such a component now shrinks to the
+    relative eps |x_i| (then by halves) until f is finite on the stencil; the others keep theirs."""
+    f = lambda x: jnp.sum(jnp.log(x))  # noqa: E731
+    x = jnp.array([1e-10, 2.0])
+    out = mml.check_grad(f, x)
+    assert out.max_rel_error < 1e-8
+    np.testing.assert_allclose(out.fd_grad, [1e10, 0.5], rtol=1e-8)
+    assert mml.check_grad(f, x, lambda x: 2.0 / x).max_rel_error > 0.4
+    assert out.errors[1] < 1e-9  # (its step stays eps^(1/3) max(1, |x_i|))
+    # no finite difference at all (f(x) = NaN): a NaN error with a warning that says so
+    with pytest.warns(RuntimeWarning, match="not finite"):
+        assert np.isnan(mml.check_grad(f, jnp.array([-1.0, 2.0])).max_rel_error)
