@@ -20,11 +20,15 @@ another wrapped function when both compute the same thing, judged from what they
 
 A library's function (JAX, NumPy, scipy, optax, ...) is compared by identity, or, when it is a
 closure, by its code and closure values (``optax.adam(0.1)`` made twice gives equal
-optimisers; its module's globals are taken as fixed).
+optimisers; its module's globals are taken as fixed). A concrete JAX array in a library's
+closure with at most 1024 elements is compared by its values (shape, dtype, weak type,
+placement and bits: ``optax.adam(jnp.asarray(1e-3))`` made twice gives equal optimisers), and
+an ``optax.MultiSteps`` by its attributes (set once when it is made).
 
 Values are compared by value when they are immutable (``None``, numbers, strings, NumPy scalars,
 tuples of them; floats by their representation and bits, so ``-0.0`` is not ``0.0`` and ``-nan`` is
-not ``nan``) and by identity when they are modules, classes, JAX arrays (immutable too), or
+not ``nan``) and by identity when they are modules, classes, JAX arrays (immutable too; but see
+above for a library's small ones), or
 functions of JAX, NumPy and the like; a function found among them is judged by these same rules.
 Anything else (a NumPy array, a list, a dict, an object of the user's own class: all may be mutated
 between calls) is compared by identity *and* makes the function that reads it equal only to itself,
@@ -153,6 +157,10 @@ def _value_key(value, seen: set[int], in_library: bool = False) -> Any:
     if isinstance(value, (types.ModuleType, type)):
         return ("object", value)
     if _TRACER is not None and isinstance(value, jax.Array) and not isinstance(value, _TRACER):
+        if in_library and value.size <= _ARRAY_BY_VALUE:
+            key = _array_value_key(value)
+            if key is not None:
+                return key
         return ("array", _Same(value))  # immutable: the same array holds the same values
     if type(value) is types.FunctionType or isinstance(value, functools.partial):
         return _key(value, seen)
@@ -162,11 +170,53 @@ def _value_key(value, seen: set[int], in_library: bool = False) -> Any:
         except TypeError:
             return ("same", _Same(value))
         return ("object", value)
+    if _is_library_config(value):
+        # (optax.MultiSteps: an object holding the wrapped optimiser and its options, set once
+        # in __init__; by identity, each MultiSteps(...) made again compiled anew)
+        if id(value) in seen:
+            return _UNKNOWN
+        attrs = tuple(sorted(vars(value).items()))
+        key = _value_key(attrs, seen | {id(value)}, True)
+        return _UNKNOWN if key is _UNKNOWN else ("config", type(value), key)
     if isinstance(value, types.MethodType):  # made anew at each attribute access
         return ("method", _value_key(value.__func__, seen), _value_key(value.__self__, seen))
     # Mutable or unknown (a NumPy array, a list, a user's object): by identity, held alive so
     # that its id is not reused; rebinding a name to another such value changes the key.
     return ("same", _Same(value))
+
+
+# A concrete JAX array read by a library's closure with at most this many elements is compared
+# by its values (optax.adam(jnp.asarray(1e-3)) made again compiled anew when compared by
+# identity); a larger one, or one that a user's function reads, by identity.
+_ARRAY_BY_VALUE = 1024
+
+# Library classes whose instances are configuration set once at construction (compared by their
+# attributes, read as a library's closure reads its cells): (top-level module, class name).
+_LIBRARY_CONFIGS = frozenset({("optax", "MultiSteps")})
+
+
+def _array_value_key(value) -> Any:
+    """The key of a small concrete JAX array by its values (and everything of it a program
+    sees: shape, dtype, weak type, placement), or None where they cannot be read (a deleted
+    array): then it is compared by identity."""
+    try:
+        data = np.asarray(value)
+        return (
+            "array value",
+            data.shape,
+            str(data.dtype),
+            bool(getattr(value, "weak_type", False)),
+            value.sharding,
+            data.tobytes(),
+        )
+    except Exception:  # noqa: BLE001  (whatever a deleted or odd array raises: by identity)
+        return None
+
+
+def _is_library_config(value) -> bool:
+    cls = type(value)
+    module = (getattr(cls, "__module__", None) or "").partition(".")[0]
+    return (module, cls.__name__) in _LIBRARY_CONFIGS and hasattr(value, "__dict__")
 
 
 _EMPTY_CELL = ("empty cell",)

@@ -385,3 +385,31 @@ def test_numpy_integers_are_integers(call):
     chex.assert_trees_all_equal(python, numpy)
     with pytest.raises(ValueError, match="must be"):
         call(-1)
+
+
+def test_an_optax_optimiser_with_an_array_rate_or_multisteps_made_again_compiles_once():
+    """A concrete JAX array in a library's closure was compared by identity, and an
+    optax.MultiSteps (an object, not a NamedTuple of closures) too: optax.adam(jnp.asarray(0.1))
+    or MultiSteps(adam(0.1), 2) made again compiled anew at every call. Small arrays there are
+    compared by value (shape, dtype, bits) and MultiSteps by its attributes; another value is
+    another program."""
+    import optax
+
+    def run(opt):
+        return mml.optax_minimise(lambda u: jnp.sum((u - 3.0) ** 2), np.zeros(2), opt, max_iter=3)
+
+    makers = [
+        lambda: optax.adam(jnp.asarray(0.1)),
+        lambda: optax.MultiSteps(optax.adam(0.1), every_k_schedule=2),
+    ]
+    for make in makers:
+        assert _compilations(_minimise_common._run_jit, [lambda m=make: run(m())] * 3) <= 1
+    assert StaticValue(optax.sgd(jnp.asarray(0.1))) != StaticValue(optax.sgd(jnp.asarray(0.2)))
+    assert StaticValue(optax.sgd(jnp.asarray(0.0))) != StaticValue(optax.sgd(jnp.asarray(-0.0)))
+    assert StaticValue(optax.sgd(jnp.asarray(0.1, jnp.float32))) != StaticValue(
+        optax.sgd(jnp.asarray(0.1))
+    )
+    ms = functools.partial(optax.MultiSteps, optax.adam(0.1))
+    assert StaticValue(ms(every_k_schedule=2)) != StaticValue(ms(every_k_schedule=3))
+    fast, slow = (run(optax.sgd(jnp.asarray(r))) for r in (0.1, 0.01))
+    assert float(fast.value) < float(slow.value)
