@@ -39,6 +39,7 @@ from ._tree import (
     check_choice,
     check_numbers,
     check_real_output,
+    dtype_of,
     is_concrete,
     is_int,
     is_real_scalar,
@@ -128,6 +129,27 @@ def _selected(args: Sequence[Any], argnums: int | tuple[int, ...]) -> Any:
     if single:
         return args[argnums]
     return tuple(args[i] for i in indices)
+
+
+def _float_selected(args: Sequence[Any], argnums: int | tuple[int, ...]) -> tuple:
+    """``args`` with the integer and boolean leaves of the differentiated arguments made the
+    default float (as :func:`hvp`, ``check_grad`` and the solvers take an integer ``x``, and as
+    ``jnp.asarray(x, float)`` would): ``jacobian`` and ``hessian`` of an integer point raised
+    JAX's TypeError ("jacfwd requires real-valued inputs ... pass holomorphic=True"), which
+    named no argument and, from ``hessian``, pointed at complex numbers. Floating and complex
+    leaves, and the arguments not differentiated, are left as they are."""
+    indices = {i % len(args) for i in ((argnums,) if isinstance(argnums, int) else argnums)}
+
+    def convert(leaf):
+        try:
+            dtype = dtype_of(leaf)
+        except (TypeError, ValueError):  # not an array: JAX's own message, as before
+            return leaf
+        if jnp.issubdtype(dtype, jnp.integer) or dtype == np.dtype(bool):
+            return jnp.asarray(leaf).astype(jnp.result_type(float))
+        return leaf
+
+    return tuple(jax.tree.map(convert, a) if i in indices else a for i, a in enumerate(args))
 
 
 def _resolve_mode(mode: str, in_size: int, out_size: int) -> str:
@@ -226,7 +248,8 @@ def jacobian(
     Args:
         f: The function to differentiate; arrays or pytrees in and out.
         argnums: Which positional argument(s) to differentiate with respect to, as in
-            ``jax.jacobian``.
+            ``jax.jacobian``. Integer (and boolean) leaves of these arguments become the default
+            float dtype, as for :func:`hvp` and the solvers (``jax.jacobian`` raises there).
         mode: ``"auto"`` (default), ``"fwd"`` or ``"rev"``.
         has_aux: ``f`` returns ``(output, aux)``; the returned function then gives ``(J, aux)``.
         holomorphic: ``f`` is holomorphic in complex inputs (complex outputs): the complex
@@ -264,6 +287,8 @@ def jacobian(
     def jac_fn(*args, **kwargs):
         chosen = mode
         # (in every mode: a forced mode met JAX's message about `static_argnums`)
+        _selected(args, argnums)
+        args = _float_selected(args, argnums)
         selected = _selected(args, argnums)
         if mode == "auto" or has_aux:
             # (the output alone: an aux that is no JAX type, which jax.jacrev passes through,
@@ -304,7 +329,8 @@ def hessian(
 
     Args:
         f: A scalar-valued function (output shape ``()``).
-        argnums: Which positional argument(s) to differentiate with respect to.
+        argnums: Which positional argument(s) to differentiate with respect to; their integer
+            (and boolean) leaves become the default float dtype, as in :func:`jacobian`.
         has_aux: ``f`` returns ``(value, aux)``; the returned function then gives ``(H, aux)``.
         holomorphic: ``f`` is holomorphic in complex inputs (a complex scalar output): the
             complex second derivative, as ``jax.hessian(..., holomorphic=True)``.
@@ -337,6 +363,7 @@ def hessian(
 
     def hess_fn(*args, **kwargs):
         _selected(args, argnums)  # (an index out of range met JAX's message about static_argnums)
+        args = _float_selected(args, argnums)
         out = jax.eval_shape(lambda *a: _without_aux(f, f(*a, **kwargs), has_aux), *args)
         _check_scalar_output(f, out, "hessian")
         inner = jax.jacrev(f, argnums=argnums, has_aux=has_aux, holomorphic=holomorphic)

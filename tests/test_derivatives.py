@@ -601,3 +601,19 @@ def test_check_grad_step_that_leaves_the_domain_shrinks():
     # no finite difference at all (f(x) = NaN): a NaN error with a warning that says so
     with pytest.warns(RuntimeWarning, match="not finite"):
         assert np.isnan(mml.check_grad(f, jnp.array([-1.0, 2.0])).max_rel_error)
+
+
+def test_jacobian_and_hessian_take_integer_points_as_hvp_does():
+    """hvp, directional_derivative, check_grad and the solvers make an integer x the default
+    float; jacobian and hessian raised JAX's TypeError ("jacfwd requires real-valued inputs ...
+    pass holomorphic=True"), naming no argument. Now they convert the differentiated arguments'
+    integer leaves the same way (the others are left alone: an integer power stays one)."""
+    f = lambda x: jnp.sum(x**3)  # noqa: E731
+    xi, xf = jnp.array([1, 2]), jnp.array([1.0, 2.0])
+    for mode in ("auto", "fwd", "rev"):
+        np.testing.assert_array_equal(mml.jacobian(f, mode=mode)(xi), mml.jacobian(f)(xf))
+    np.testing.assert_array_equal(mml.hessian(f)(xi), mml.hessian(f)(xf))
+    np.testing.assert_array_equal(mml.hessian(f)(xi) @ jnp.ones(2), mml.hvp(f, xi, jnp.ones(2)))
+    assert mml.jacobian(f)(xi).dtype == mml.hvp(f, xi, jnp.ones(2)).dtype
+    assert float(mml.jacobian(lambda x, n: x**n)(2, 3)) == 12.0
+    assert float(mml.hessian(lambda x, n: x**n)(2, 3)) == 12.0
