@@ -37,7 +37,6 @@ from ._tree import (
     is_real_scalar,
     promote,
     tree_dtype,
-    tree_step_small,
 )
 
 __all__ = ["FixedPointResult", "fixed_point"]
@@ -112,6 +111,8 @@ def _push(s: _State, x: jax.Array, g: jax.Array) -> _State:
     m = s.xs.shape[0]
     xs = jnp.concatenate([s.xs[1:], x[None]])
     gs = jnp.concatenate([s.gs[1:], g[None]])
+    if m == 1:  # (plain iteration: no Gram matrix)
+        return _State(xs, gs, s.gram, s.count, s.n_fev + 1)
     row = jnp.sum(gs * g[None, :], axis=1)
     gram = jnp.pad(s.gram[1:, 1:], ((0, 1), (0, 1)))
     gram = gram.at[-1, :].set(row).at[:, -1].set(row)
@@ -138,23 +139,27 @@ def _solve(f: Callable, x0: jax.Array, *, method, memory, mixing, rtol, atol, ma
     )
     rt, at = jnp.asarray(rtol, x0.dtype), jnp.asarray(atol, x0.dtype)
 
-    def finite(g):  # (a finite residual needs a finite x and f(x): inf - inf is NaN)
-        return jnp.all(jnp.isfinite(g))
+    def test(x, g):
+        """(finite, converged) by one reduction: the largest excess of |g_i| over its
+        tolerance, NaN or inf where g is not finite (a finite g needs a finite x and f(x):
+        inf - inf is NaN)."""
+        worst = jnp.max(jnp.abs(g) - (at + rt * jnp.abs(x)), initial=-jnp.inf)
+        return worst < jnp.inf, worst <= 0
 
-    def progress(x, g, ok):
+    def progress(ok, small):
         # Only the test and the failure: the driver's Cauchy test and finite test are off, so
         # it reads neither x nor f, and an empty x keeps n-sized arrays out of its carry.
         return make_progress(
             (),
-            jnp.zeros((), x.dtype),
-            converged=ok & tree_step_small(x, g, rt, at),
+            jnp.zeros((), x0.dtype),
+            converged=small,
             failure=jnp.where(ok, _RUNNING, int(Status.NONFINITE)),
         )
 
     def step(s: _State):
         x = _mix(s, mixing, ridge)
         g = residual(x)
-        ok = finite(g)
+        ok, small = test(x, g)
         # An extrapolation that left f's domain (or overflowed) is rejected: the memory is
         # cleared and the next step is the plain one from the current iterate. A plain step
         # that does so ends the run (NONFINITE, the current iterate kept). (The driver's own
@@ -162,12 +167,12 @@ def _solve(f: Callable, x0: jax.Array, *, method, memory, mixing, rtol, atol, ma
         pushed = _push(s, x, g)
         kept = s._replace(count=jnp.asarray(1, jnp.int32), n_fev=pushed.n_fev)
         new = jax.tree.map(lambda a, b: jnp.where(ok, a, b), pushed, kept)
-        return new, progress(new.xs[-1], new.gs[-1], ok | (s.count > 1))
+        return new, progress(ok | (s.count > 1), small)
 
     drv = iterate(
         step,
         state,
-        progress(x0, g0, finite(g0)),
+        progress(*test(x0, g0)),
         max_iter=max_iter,
         rtol=rtol,
         atol=atol,
