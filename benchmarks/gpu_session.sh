@@ -59,6 +59,7 @@ stage 130 "$BENCH_CPUS" python3 $B/run.py --full --only fitting $R
 stage 40 "$BENCH_CPUS" python3 $B/run.py --full --only roots $R
 stage 60 "$BENCH_CPUS" python3 $B/run.py --only minimise $R
 stage 60 "$BENCH_CPUS" python3 $B/run.py --full --only least_squares $R
+stage 45 "$BENCH_CPUS" python3 $B/run.py --only fixed_point $R
 stage 45 "$BENCH_CPUS" python3 $B/run.py --f32 --only fitting $R
 if [ "${TABLES_ONLY:-0}" != 1 ]; then
   stage 60 "$BENCH_CPUS" python3 $B/profile_fit.py --sizes 1,10000
