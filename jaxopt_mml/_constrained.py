@@ -234,7 +234,8 @@ def minimise_constrained(
         if fn is not None:
             check_callable(name, fn)
     check_choice("method", method, _METHODS)
-    args = check_args("minimise_constrained", args)  # (before the jit: inside, a tracer)
+    # (before the jit: inside, a tracer)
+    args = check_args("minimise_constrained", args, arrays=True)
     max_iter = check_positive_int("max_iter", max_iter)
     max_inner_iter = check_positive_int("max_inner_iter", max_inner_iter)
     check_numbers("x0", x0)  # (a string met JAX's message about the jit's arguments)

@@ -402,7 +402,7 @@ def hvp(f: Callable, x: PyTree, v: PyTree, *, args: tuple = ()) -> PyTree:
         Pearlmutter, Neural Computation 6(1), 1994; Griewank and Walther, SIAM 2008, section 5.4.
     """
     check_callable("f", f)
-    args = check_args("hvp", args)
+    args = check_args("hvp", args, arrays=True)
     x = _real_point("hvp", "x", x)
     v = _tangent_like("v", v, x)
     _check_scalar_output(f, jax.eval_shape(f, x, *args), "hvp")
@@ -597,7 +597,7 @@ def check_grad(
         (central differences and the choice of step); scipy.optimize.check_grad.
     """
     check_callable("f", f)
-    args = check_args("check_grad", args)
+    args = check_args("check_grad", args, arrays=True)
     leaves = jax.tree.leaves((x, args))
     if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
         raise TypeError("check_grad is a host-side diagnostic: call it outside jit/vmap/grad")

@@ -255,7 +255,7 @@ def least_squares(
     """
     if not callable(fun):
         raise TypeError(f"fun must be callable as fun(x, *args), got {type(fun).__name__}")
-    args = check_args("least_squares", args)
+    args = check_args("least_squares", args, arrays=True)
     method = check_choice("method", method, METHODS)
     loss = check_choice("loss", loss, LOSSES)
     max_iter = (

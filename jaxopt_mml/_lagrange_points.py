@@ -346,7 +346,8 @@ def lagrange_stationary_points(
     check_callable("f", f)
     if eq is not None:
         check_callable("eq", eq)
-    args = check_args("lagrange_stationary_points", args)  # (before the jit: inside, a tracer)
+    # (before the jit: inside, a tracer)
+    args = check_args("lagrange_stationary_points", args, arrays=True)
     if eq is None:
         raise ValueError("eq is required: lagrange_stationary_points finds h(x) = 0 stationarity")
     max_iter = check_positive_int("max_iter", max_iter)

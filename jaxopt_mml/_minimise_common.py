@@ -282,7 +282,7 @@ def run_minimiser(
     """
     if not callable(f):
         raise TypeError(f"f must be callable, got {type(f).__name__}")
-    args = check_args(name, args)
+    args = check_args(name, args, arrays=True)
     max_iter, history = check_loop_options(max_iter, history)
     x0 = as_strong_inexact(x0, "x0")  # (promoted inside the jit)
     if not jax.tree.leaves(x0):

@@ -176,7 +176,7 @@ def newton_raphson(
     max_iter = check_positive_int("max_iter", max_iter)
     if linesearch_steps is not None:
         linesearch_steps = check_positive_int("linesearch_steps", linesearch_steps)
-    args = check_args("newton_raphson", args)
+    args = check_args("newton_raphson", args, arrays=True)
     if elementwise is not None:
         # (a NumPy bool or 1 passed `in (None, True, False)` but not `is True`: np.True_ was
         # solved as one system, with one status)

@@ -291,7 +291,7 @@ def _bracket_solver(name: str, newton: bool):
         if max_iter is None:
             max_iter = 100
         max_iter = check_positive_int("max_iter", max_iter)  # a Python int: one program
-        args = check_args(name, args)
+        args = check_args(name, args, arrays=True)
         named = {"lower": lower, "upper": upper}
         if x0 is not None:
             named["x0"] = x0

@@ -213,16 +213,46 @@ def check_callable(name: str, fn: Any) -> None:
         raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
 
 
-def check_args(func: str, args: Any) -> tuple:
+def check_args(func: str, args: Any, *, arrays: bool = False) -> tuple:
     """``args``, the extra arguments of ``f(x, *args)``, must be a tuple (or a list): anything
     else is a TypeError naming ``func`` (a bare value met Python's "argument after * must be an
-    iterable", or was checked inside a jit as a tracer)."""
+    iterable", or was checked inside a jit as a tracer).
+
+    ``arrays=True`` (the routines that pass ``args`` to a compiled program as traced arrays, the
+    solvers): every leaf must be numbers (an array, a NumPy or Python scalar, a bool). A string,
+    a function or another object met JAX's "Error interpreting argument to <function _run> as an
+    abstract array ... not marked as static using the static_argnums", naming an internal
+    function and an option the caller cannot set (jaxopt's ``run(x0, *args)`` fails alike); the
+    TypeError names the leaf and the way to pass it (a closure or ``functools.partial``)."""
     if not isinstance(args, tuple | list):
         raise TypeError(
             f"{func}: args must be a tuple of extra arguments, got {type(args).__name__} "
             "(f is called as f(x, *args); e.g. args=(c,))"
         )
-    return tuple(args)
+    args = tuple(args)
+    if arrays:
+        for path, leaf in jax.tree_util.tree_flatten_with_path(args)[0]:
+            if _holds_numbers(leaf):
+                continue
+            where = "args" + jax.tree_util.keystr(path)
+            raise TypeError(
+                f"{func}: {where} is a {type(leaf).__name__} ({leaf!r:.40}); JAX traces args as "
+                "arrays (that is what makes the result differentiable and vmappable in them), so "
+                "each of their leaves must hold numbers. Give any other value (a string, a function, "
+                "an object) to f through a closure or functools.partial, e.g. "
+                "f=functools.partial(f, kind='l2') or f=lambda x, *a: f0(x, *a, 'l2')"
+            )
+    return args
+
+
+def _holds_numbers(leaf: Any) -> bool:
+    """A leaf JAX can trace as an array: a JAX array (or tracer), or a NumPy or Python number
+    (bool included) or array of them."""
+    if isinstance(leaf, jax.Array) or hasattr(leaf, "__jax_array__"):
+        return True
+    if isinstance(leaf, bool | int | float | complex | np.generic | np.ndarray):
+        return np.dtype(getattr(leaf, "dtype", np.asarray(leaf).dtype)).kind in "biufc"
+    return False
 
 
 def is_int(value: Any) -> bool:

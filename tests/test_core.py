@@ -1,9 +1,12 @@
 """The shared solver core: the driver, statuses, line search, implicit differentiation."""
 
+import re
+
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import jaxopt_mml as mml
@@ -369,3 +372,29 @@ def test_status_helpers_inside_jit_say_so():
     for name, call in calls.items():
         with pytest.raises(TypeError, match=f"{name} reads status codes on the host"):
             jax.jit(call)(jnp.asarray(0, jnp.int32))
+
+
+def test_args_that_hold_no_numbers_are_refused_by_name():
+    # A string or a function in args (jaxopt's run(x0, *args) met the same) failed inside the
+    # solver's jit with JAX's "Error interpreting argument to <function _run> ... not marked as
+    # static using the static_argnums": an internal function, an option the caller cannot set
+    f = lambda x, c, kind: jnp.sum((x - c) ** 2)  # noqa: E731
+    g = lambda x, c, kind: x - c  # noqa: E731
+    xs = jnp.zeros(2)
+    calls = [
+        ("bfgs", "args[1]", lambda a: mml.bfgs(f, xs, args=a)),
+        ("optax_minimise", "args[1]", lambda a: mml.optax_minimise(f, xs, optax.sgd(0.1), args=a)),
+        ("newton_raphson", "args[1]", lambda a: mml.newton_raphson(g, xs, args=a)),
+        ("bisection", "args[1]", lambda a: mml.bisection(g, 0.0, 2.0, args=a)),
+        ("least_squares", "args[1]", lambda a: mml.least_squares(g, xs, args=a)),
+        ("minimise_constrained", "args[1]", lambda a: mml.minimise_constrained(f, xs, args=a)),
+        ("hvp", "args[1]", lambda a: mml.hvp(f, xs, xs, args=a)),
+    ]
+    for name, where, call in calls:
+        for bad in ("l2", jnp.sum):
+            with pytest.raises(TypeError, match=rf"^{name}: {re.escape(where)} is a .*functools"):
+                call((1.0, bad))
+    # numbers of every kind pass, nested too
+    h = lambda x, d, t: jnp.sum((x - d["c"] * t[2]) ** 2) * t[1]  # noqa: E731
+    res = mml.bfgs(h, xs, args=({"c": np.float32(1.0)}, (True, 2, np.arange(2), None)))
+    assert bool(res.success)
