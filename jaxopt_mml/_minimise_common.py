@@ -21,7 +21,7 @@ from jax import lax
 from jax.flatten_util import ravel_pytree
 
 from ._driver import History, check_loop_options, iterate
-from ._implicit import dense_tangent_solve, solve_with_implicit_grad, value_by_envelope
+from ._implicit import solve_with_implicit_grad, tangent_solve_for, value_by_envelope
 from ._static import static_function
 from ._status import Status
 from ._tree import (
@@ -222,10 +222,14 @@ def _run(spec: _Spec, x0, args, rtol, atol, dyn, limit):
     def optimality(x):
         return jax.grad(value)(x, args)
 
-    # The tangent system is the Hessian at the solution, materialised (n Hessian-vector products)
-    # and solved densely: cheap next to the minimisation for the sizes this library targets.
+    # The tangent system is the Hessian at the solution: materialised (n Hessian-vector
+    # products) and solved densely up to 1000 unknowns, by conjugate gradients above (at
+    # n = 2000 a gradient through lbfgs took 0.48 s, the solve itself 9 ms).
     x, (val, gnorm, n_iter, n_fev, status, hist) = solve_with_implicit_grad(
-        optimality, flat0, solve, tangent_solve=dense_tangent_solve
+        optimality,
+        flat0,
+        solve,
+        tangent_solve=tangent_solve_for(flat0.shape[0], symmetric=True),
     )
     if hist is not None:
         hist = hist._replace(x=restore(jax.vmap(unravel)(hist.x) if spec.flat else hist.x))

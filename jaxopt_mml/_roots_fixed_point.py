@@ -16,11 +16,10 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 from jax.flatten_util import ravel_pytree
 
 from ._driver import iterate, make_progress
-from ._implicit import dense_tangent_solve, solve_with_implicit_grad
+from ._implicit import solve_with_implicit_grad, tangent_solve_for
 from ._roots_common import check_floating_output, float_dtype, reject_unknown
 from ._small_linalg import spd_solver
 from ._static import static_function
@@ -44,9 +43,6 @@ __all__ = ["FixedPointResult", "fixed_point"]
 _RUNNING = int(Status.RUNNING)
 _METHODS = ("anderson", "iteration")
 _OPTIONS = ("args", "method", "memory", "mixing", "rtol", "atol", "max_iter")
-# Implicit derivatives by a dense solve of (I - df/dx) up to this many unknowns (n forward-mode
-# passes and an LU); matrix-free GMRES above it (a deep equilibrium layer's thousands of units).
-DENSE_TANGENT_MAX = 1000
 
 
 class FixedPointResult(NamedTuple):
@@ -183,22 +179,6 @@ def _solve(f: Callable, x0: jax.Array, *, method, memory, mixing, rtol, atol, ma
     return drv
 
 
-def _gmres_tangent_solve(g: Callable, y: PyTree) -> PyTree:
-    """Solve ``g(v) = y`` matrix-free by GMRES (restarted), as a ``custom_linear_solve`` so that
-    reverse mode solves the transposed system by GMRES too."""
-    flat_y, unravel = ravel_pytree(y)
-    eps = float(jnp.finfo(flat_y.dtype).eps)
-
-    def matvec(v):
-        return ravel_pytree(g(unravel(v)))[0]
-
-    def solve(mv, b):
-        restart = min(b.shape[0], 30)
-        return jax.scipy.sparse.linalg.gmres(mv, b, tol=eps**0.75, restart=restart)[0]
-
-    return unravel(lax.custom_linear_solve(matvec, flat_y, solve, transpose_solve=solve))
-
-
 def fixed_point(
     f: Callable[..., Any],
     x0: PyTree,
@@ -294,7 +274,7 @@ def fixed_point(
     mixing = float(mixing)
     if not 0 < mixing <= 1:
         raise ValueError(f"mixing must be in (0, 1], got {mixing!r}")
-    args = check_args("fixed_point", args)
+    args = check_args("fixed_point", args, arrays=True)
     x0 = as_strong_inexact(x0, "x0")
     if not jax.tree.leaves(x0):
         raise ValueError("fixed_point: x0 has no array leaves")
@@ -355,8 +335,7 @@ def _fixed_point_jit(x0, args, *, f, method, memory, mixing, rtol, atol, max_ite
         )
         return unravel(drv.state.xs[-1]), (drv.status, drv.n_iter, drv.state.n_fev)
 
-    n = flat0.shape[0]
-    tangent_solve = dense_tangent_solve if n <= DENSE_TANGENT_MAX else _gmres_tangent_solve
+    tangent_solve = tangent_solve_for(flat0.shape[0])
     x, (status, n_iter, n_fev) = solve_with_implicit_grad(
         optimality, x0, solve, tangent_solve=tangent_solve
     )

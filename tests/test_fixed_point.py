@@ -12,7 +12,7 @@ import pytest
 import scipy.optimize as so
 
 import jaxopt_mml as mml
-from jaxopt_mml import _roots_fixed_point
+from jaxopt_mml import _implicit
 from jaxopt_mml._status import Status
 
 METHODS = ("anderson", "iteration")
@@ -138,13 +138,13 @@ def test_matrix_free_derivative_equals_the_dense_one(monkeypatch):
         )(u_mat)
 
     dense = jac(_deq_layer, u_mat)
-    monkeypatch.setattr(_roots_fixed_point, "DENSE_TANGENT_MAX", 10)
+    monkeypatch.setattr(_implicit, "DENSE_TANGENT_MAX", 10)
     calls = []
-    gmres_solve = _roots_fixed_point._gmres_tangent_solve
+    matrix_free = _implicit.matrix_free_tangent_solve
     monkeypatch.setattr(
-        _roots_fixed_point,
-        "_gmres_tangent_solve",
-        lambda g, y: calls.append(1) or gmres_solve(g, y),
+        _implicit,
+        "matrix_free_tangent_solve",
+        lambda g, y, **kw: calls.append(1) or matrix_free(g, y, **kw),
     )
     # (another function, so that the solve is traced again with the new threshold)
     gmres = jac(lambda z, m, w, u: _deq_layer(z, m, w, u), u_mat)
