@@ -36,6 +36,7 @@ from ._fit_lm import (
     make_problem,
     rounding_floor,
     stationarity,
+    unresolved_in_half,
     value_and_jacfwd,
 )
 from ._fit_losses import LOSSES, robust_scale
@@ -207,6 +208,11 @@ def _finish(model, cfg: _Config, x, y, w, bad, fit: _Fit, lo, hi, f_scale):
     # nan_policy='propagate'). (Unused points' rows are 0 here: the residuals select them away
     # in forward mode.)
     status = final_status(status, s.n_accepted, s.cost, cos, near, cfg.rtol, js)
+    # float16 and bfloat16: a success is confirmed by the Gauss-Newton step from the result
+    short = unresolved_in_half(
+        _problem(model, cfg, x, y, w, lo, hi, f_scale), s.u, cfg.rtol, cfg.atol
+    )
+    status = jnp.where((status == succ) & short, int(Status.PRECISION_LIMIT), status)
     # Nothing to fit (every point masked, omitted or of zero weight): invalid input.
     status = jnp.where(bad | ~jnp.any(w != 0), int(Status.INVALID_INPUT), status)
     success = status == succ
@@ -481,7 +487,8 @@ def curve_fit(
         dtype's resolution; a Gauss-Newton or gradient-descent search that finds no decrease
         where the predicted one is below ``rtol`` of chi-squared: gradient descent in a narrow
         valley, in float64 too, where the decrease along the gradient is below the cost's
-        rounding),
+        rounding; a float16 or bfloat16 fit that stopped where the Gauss-Newton step would
+        still gain more than ``rtol`` of chi-squared: use float32),
         ``MAX_ITER``, ``LINESEARCH_FAILED`` or ``SINGULAR`` (Gauss-Newton and gradient
         descent), ``INVALID_INPUT`` (NaN data under jit, or no point left to fit) or
         ``NONFINITE``. Derivatives of ``params`` with respect to

@@ -32,6 +32,7 @@ from ._fit_lm import (
     init,
     make_problem,
     stationarity,
+    unresolved_in_half,
     value_and_jacfwd,
 )
 from ._fit_losses import LOSSES, robust_scale
@@ -143,6 +144,9 @@ def _run(spec: _Spec, x0, args, lo, hi, f_scale, rtol, atol):
     g = js.T @ rs
     grad = g if bounds is None else p - jnp.clip(p - g, bounds.lo, bounds.hi)
     status = _final_status(status, n_accepted, last_cost, js, g, grad, cost, rtol)
+    # float16 and bfloat16: a success is confirmed by the Gauss-Newton step from the result
+    short = unresolved_in_half(problem(), u, rtol, atol)
+    status = jnp.where((status == int(Status.SUCCESS)) & short, int(Status.PRECISION_LIMIT), status)
     if bounds is not None:
         # (what the eager call raises for, traced bounds or x0 give as a status)
         bad = jnp.any(~(lo < hi)) | jnp.any((flat0 < lo) | (flat0 > hi))
@@ -236,7 +240,8 @@ def least_squares(
     Returns:
         :class:`LeastSquaresResult`; ``status`` is ``SUCCESS``, ``MAX_ITER``,
         ``PRECISION_LIMIT`` (the dtype cannot resolve the cost's change: no step lowered it
-        measurably), ``LINESEARCH_FAILED`` or ``SINGULAR`` (Gauss-Newton, gradient descent),
+        measurably; or, in float16 and bfloat16, the Gauss-Newton step from ``x`` would still
+        lower it by more than ``rtol`` of it: use float32), ``LINESEARCH_FAILED`` or ``SINGULAR`` (Gauss-Newton, gradient descent),
         ``NONFINITE`` (NaN or inf in ``x0``, the residuals or their Jacobian) or
         ``INVALID_INPUT`` (traced bounds crossed or not holding ``x0``, ``f_scale <= 0``).
 

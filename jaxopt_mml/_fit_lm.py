@@ -75,6 +75,7 @@ import numpy as np
 from ._driver import make_progress
 from ._fit_data import Bounds, resolution, slopes, to_external, to_internal
 from ._fit_losses import robust_cost, robust_scale, robust_scale_with_factor
+from ._fit_stats import spd_inverse
 from ._linesearch import backtracking
 from ._small_linalg import chol_solve, cholesky, diagonal, gram
 from ._status import Status
@@ -164,6 +165,55 @@ def final_status(status, n_accepted, stop_cost, cos, near, rtol, jac):
         stalled | (status == int(Status.STAGNATED)), int(Status.PRECISION_LIMIT), status
     )
     return jnp.where(jnp.all(jnp.isfinite(jac)), status, int(Status.NONFINITE))
+
+
+def is_half(dtype) -> bool:
+    """Whether ``dtype`` is float16 or bfloat16 (static)."""
+    return jnp.finfo(dtype).bits < 32
+
+
+def unresolved_in_half(problem: Problem, u, rtol, atol):
+    """Whether a half-precision fit at ``u`` is short of its minimum: the Gauss-Newton step
+    from ``u`` fails the step test (:func:`_step_small`, the undamped step), would still lower
+    the cost by more than ``rtol`` of it, and moves the residuals by more than their rounding
+    (``False`` in float32 and float64, where this costs nothing).
+
+    The convergence tests allow for the dtype's rounding with margins (the gradient test at
+    ``16 eps``, a failed line search within ``256 eps`` of the cost, the Gauss-Newton steps'
+    damping of ``16 eps``) that lie far below the default ``rtol = sqrt(eps)`` in float32 and
+    float64, and imply it there; in float16 and bfloat16 they are as large as ``rtol`` itself
+    (``16 eps = 0.125`` in bfloat16), and passed far from the minimum: least squares of
+    Rosenbrock's residuals from (-1.2, 1) in bfloat16 stopped with SUCCESS at (0.71, 0.5), cost
+    0.043 (Levenberg-Marquardt, on the gradient test) and at (-1.08, 1.16), cost 2.2
+    (Gauss-Newton, on the step test), the minimum (1, 1) with cost 0 being representable. The
+    step is solved in float32 from the residuals and Jacobian that the dtype gives (bfloat16's
+    own ``k eps`` test of regularity refuses a correlation of 0.99 between two columns). With
+    bounds it is the step of the iterations' model in ``u`` (:func:`with_bound_curvature`): a
+    parameter held on its bound by the data adds nothing. Where ``J^T J`` is singular (in
+    float32) nothing is judged."""
+    if not is_half(u.dtype):
+        return jnp.asarray(False)
+    dtype, f32 = u.dtype, jnp.float32
+    r, jac = value_and_jacfwd(problem.residual, u)
+    rs, js, cost = robust_scale(problem.loss, r, jac, problem.f_scale)
+    g = js.T @ rs
+    colnorm = jnp.sqrt(diagonal(gram(js)))
+    rs32, js32, cost32 = rs.astype(f32), js.astype(f32), cost.astype(f32)
+    a = gram(js32)
+    g32 = js32.T @ rs32
+    if problem.slopes is not None:
+        d1, d2, _ = (t.astype(f32) for t in problem.slopes(u))
+        e = g32 * (d2 / d1)
+        a = a + np.eye(a.shape[0], dtype=f32) * jnp.where(jnp.isfinite(e), jnp.maximum(e, 0.0), 0)
+    inverse, regular = spd_inverse(a)
+    gn = inverse @ g32
+    h = -gn.astype(dtype)
+    floor = rounding_floor(problem.data_scale, colnorm)
+    state = init(u)._replace(cost=cost)
+    small = _step_small(problem, state, h, rtol, atol, colnorm, g, 1.0, floor)
+    at_rounding = jnp.all(jnp.abs(h) * colnorm <= floor)
+    gains = g32 @ gn > jnp.asarray(rtol, f32) * cost32
+    return regular & gains & ~small & ~at_rounding & jnp.isfinite(cost)
 
 
 def with_bound_curvature(problem: Problem, u, a, g):

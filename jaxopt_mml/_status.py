@@ -91,7 +91,8 @@ _MESSAGES = {
     ),
     Status.PRECISION_LIMIT: (
         "the dtype cannot resolve the problem to the requested tolerances: what the method can "
-        "still gain is below the rounding of f (or chi-squared). float32 is often the cause; "
+        "still gain is below the rounding of f (or chi-squared). float32 is often the cause "
+        "(float16 and bfloat16 fits: use float32); "
         "with gradient descent, a narrow valley leaves decreases along the gradient below that "
         "rounding in float64 too. Use float64 (jax.config.update('jax_enable_x64', True)), a "
         "second-order method (Levenberg-Marquardt or Gauss-Newton for a fit; newton_minimise, "

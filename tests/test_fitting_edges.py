@@ -550,6 +550,23 @@ def test_bfloat16_curve_fit_runs_in_bfloat16():
     np.testing.assert_allclose(np.asarray(fit.params, np.float64), ref, atol=2e-2)
 
 
+def test_bfloat16_curve_fit_success_is_at_the_minimum():
+    # Two exponentials from p0 = (0.3, 3, 3, 0.05) in bfloat16 stopped with SUCCESS at chi2 37
+    # times the minimum's (the tests' rounding margins are as large as rtol in bfloat16); a start
+    # that reaches the minimum stays SUCCESS.
+    x = np.linspace(0.0, 4.0, 40)
+    y = 3.0 * np.exp(-2.5 * x) + np.exp(-0.4 * x) + 0.02 * np.sin(7.3 * x)
+    xb, yb = jnp.asarray(x, jnp.bfloat16), jnp.asarray(y, jnp.bfloat16)
+
+    def model(xx, p):
+        return p[0] * jnp.exp(-p[1] * xx) + p[2] * jnp.exp(-p[3] * xx)
+
+    far = mml.curve_fit(model, xb, yb, jnp.array([0.3, 3.0, 3.0, 0.05], jnp.bfloat16))
+    assert int(far.status) == Status.PRECISION_LIMIT
+    near = mml.curve_fit(model, xb, yb, jnp.array([2.0, 2.0, 0.5, 0.05], jnp.bfloat16))
+    assert int(near.status) == Status.SUCCESS
+
+
 def test_float16_curve_fit_traces_without_an_overflow():
     # The damping's cap 1 / eps^2 (1e6) overflowed float16 in NumPy at trace time: a
     # RuntimeWarning, and a cap of inf that no damping could pass

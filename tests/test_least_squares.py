@@ -160,6 +160,18 @@ def test_float32():
     chex.assert_trees_all_close(res.x, jnp.ones(2, jnp.float32), atol=1e-3)
 
 
+def test_half_precision_success_is_at_the_minimum():
+    # The tests' rounding margins (the gradient test at 16 eps, 0.125 in bfloat16) are as large
+    # as rtol in half precision: Rosenbrock's residuals in bfloat16 stopped with SUCCESS at
+    # (0.71, 0.5), cost 0.043 (lm), and at (-1.08, 1.16), cost 2.2 (gauss-newton); the minimum
+    # (1, 1), cost 0, is representable (float16 reaches it).
+    res = mml.least_squares(rosen_residuals, jnp.array([-1.2, 1.0], jnp.bfloat16))
+    x = np.asarray(res.x, np.float64)
+    assert bool(res.success) == bool(np.all(np.abs(x - 1.0) <= 0.1))
+    if not bool(res.success):
+        assert int(res.status) == mml.Status.PRECISION_LIMIT
+
+
 def test_failures_are_statuses():
     t, y = _decay_data()
     nan_start = mml.least_squares(decay, jnp.array([np.nan, 1.0]), args=(t, y))
