@@ -407,7 +407,7 @@ def _tests(
     cost = state.cost
     # (at least 4 eps: a cost cannot resolve relative changes near its rounding, and a test
     # stricter than that waits for the damping to shrink the predicted reduction instead)
-    ftol = jnp.maximum(rtol * rtol, 4.0 * jnp.finfo(cost.dtype).eps)
+    ftol = _ftol(rtol, cost.dtype, 4.0)
     # The predicted reduction scaled back up by the damping, as the step is in the step test
     # (``gain``; ``pred`` for the undamped methods): a reduction made small by heavy damping is
     # not convergence (robust losses from a start where every point is an outlier drove lam to
@@ -425,6 +425,29 @@ def _tests(
     )
     gtest = cos <= 16 * jnp.finfo(cost.dtype).eps
     return ftest | xtest | gtest | (cost == 0)
+
+
+def _below_default(rtol, dtype):
+    """``rtol`` where it is below its default ``sqrt(eps)``, else 1: the factor that takes the
+    cost tests' floors out (see :func:`_ftol`)."""
+    eps = float(jnp.finfo(dtype).eps)
+    return jnp.where(rtol < jnp.asarray(eps**0.5, dtype), rtol, 1.0)
+
+
+def _ftol(rtol, dtype, floor):
+    """The relative reduction of the cost below which it has converged: ``rtol**2``, floored at
+    ``floor`` roundings of the cost (what it resolves) for ``rtol`` at or above its default
+    ``sqrt(eps)``; ``rtol**2`` alone below it.
+
+    The cost resolves relative changes of about ``eps``, and so the parameters to about
+    ``sqrt(eps)`` in units of their error: ``rtol`` below that is honoured by the step test or
+    not at all. A test floored at the cost's rounding (MINPACK's "ftol too small", its info 6, is
+    a failure) stopped Gauss-Newton with SUCCESS at rtol=1e-12 on an exponential decay with the
+    parameters 1.5e-11 (relative) from the minimum, where Levenberg-Marquardt's step test gets
+    within 2e-14. Now such a fit ends on the step test, or with ``PRECISION_LIMIT``."""
+    eps = jnp.finfo(dtype).eps
+    r2 = rtol * rtol
+    return jnp.where(rtol < jnp.asarray(float(eps) ** 0.5, dtype), r2, jnp.maximum(r2, floor * eps))
 
 
 def _step_small(problem: Problem, state: LSState, h, rtol, atol, colnorm, g, damping, floor):
@@ -697,7 +720,9 @@ def lm_step(problem: Problem, rtol, atol):
         # errors from the minimum in float64. (Brown-Dennis, 2e-15 off its minimum's cost,
         # grew its damping past 1/eps^2 for 20 more iterations and ended PRECISION_LIMIT.)
         noise = _noise(state.noise, pred, act, cost, ok)
-        unresolved = gain <= jnp.minimum(jnp.maximum(noise, _resolution(cost)), rtol * cost)
+        unresolved = gain <= jnp.minimum(
+            jnp.maximum(noise, _resolution(cost)), rtol * cost * _below_default(rtol, cost.dtype)
+        )
         converged = converged | (ok & acc_ok & ~accept & unresolved)
         # The next step, predicted from the rate at which the last two accepted steps shrank,
         # would pass the step test: stop now rather than take it (one iteration in six here).
@@ -876,7 +901,7 @@ def _finish_line_step(
     # a reduction of 30 ulps, and residuals computed from model values far larger than
     # themselves leave the cost noisy at 100-200 ulps). Converged, not LINESEARCH_FAILED; in
     # parameters that is about 1e-6 standard errors (float64) from the minimum.
-    ftol = jnp.maximum(rtol * rtol, 256.0 * jnp.finfo(state.cost.dtype).eps)
+    ftol = _ftol(rtol, state.cost.dtype, 256.0)
     at_floor = (gain <= ftol * state.cost) | _step_small(
         problem, state, judged, rtol, atol, colnorm, g, damping, floor
     )

@@ -172,6 +172,23 @@ def test_half_precision_success_is_at_the_minimum():
         assert int(res.status) == mml.Status.PRECISION_LIMIT
 
 
+def test_rtol_below_what_the_cost_resolves_is_met_or_not_success():
+    # rtol = 1e-12 is below what the cost resolves (eps relative: sqrt(eps) in the parameters'
+    # error); a cost test floored at the rounding stopped Gauss-Newton with SUCCESS 1.5e-11
+    # (relative) from the minimum. Levenberg-Marquardt's step test meets it (2e-14 from the
+    # minimum, which scipy's MINPACK at xtol = ftol = gtol = 1e-14 misses by 1.6e-9).
+    t, y = _decay_data()
+    ref = mml.least_squares(decay, jnp.ones(2), args=(t, y), rtol=1e-15)
+    lm = mml.least_squares(decay, jnp.ones(2), args=(t, y), rtol=1e-12)
+    assert bool(ref.success) and bool(lm.success)
+    np.testing.assert_allclose(lm.x, ref.x, rtol=1e-12)
+    gn = mml.least_squares(decay, jnp.ones(2), args=(t, y), rtol=1e-12, method="gauss-newton")
+    if bool(gn.success):
+        np.testing.assert_allclose(gn.x, ref.x, rtol=1e-12)
+    else:
+        assert int(gn.status) == mml.Status.PRECISION_LIMIT
+
+
 def test_failures_are_statuses():
     t, y = _decay_data()
     nan_start = mml.least_squares(decay, jnp.array([np.nan, 1.0]), args=(t, y))
