@@ -185,7 +185,7 @@ def _finish(model, cfg: _Config, x, y, w, bad, fit: _Fit, lo, hi, f_scale):
     r, jac = value_and_jacfwd(res_p, p)  # r and J in one pass
     rs, js, cost = robust_scale(cfg.loss, r, jac, f_scale)
     a = gram(js)
-    cov0, regular = spd_inverse(a)
+    cov0, regular = spd_inverse(a, jnp.sum(w != 0))
     cov, chi2, dof, reduced, p_value, r2, cov_ok = fit_statistics(
         r, cost, y, w, p.shape[0], cfg.absolute_sigma, cov0, regular
     )

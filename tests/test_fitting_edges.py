@@ -1185,3 +1185,27 @@ def test_curve_fit_reuses_its_compilation_for_weakly_typed_data(caplog):
         assert traces == 0, again
         assert out.params.dtype == ref.params.dtype
         assert out.success
+
+
+def test_an_unidentifiable_float32_model_has_no_covariance():
+    # p0 p2 exp(p1 x) (or p0 exp(p1 x + p2)) cannot tell p0 from p2: J^T J is singular, but
+    # formed from 500 float32 points its equilibrated pivot is rounding noise of a few to 20
+    # eps, above the k eps cut: 12 and 17 of 200 fits came back SUCCESS with a finite
+    # covariance (standard errors up to 9) where none exists. The cut is now sqrt(N) eps.
+    rng = np.random.default_rng(0)
+    x = np.linspace(0.0, 2.0, 500).astype(np.float32)
+    y = (1.5 * np.exp(-0.7 * x) + 0.05 * rng.standard_normal((200, 500))).astype(np.float32)
+    p0 = np.array([1.0, -0.5, 0.3], np.float32)
+    for model in (
+        lambda x, p: p[0] * p[2] * jnp.exp(p[1] * x),
+        lambda x, p: p[0] * jnp.exp(p[1] * x + p[2]),
+    ):
+        fit = mml.curve_fit(model, x, y, p0)
+        assert np.all(np.asarray(fit.status) == Status.COVARIANCE_UNDEFINED)
+        assert not np.any(np.isfinite(np.asarray(fit.covariance)))
+    # a well-posed float32 fit with many points keeps its covariance (cut 3.8e-5 at 10^5)
+    xx = np.linspace(0.0, 2.0, 100_000).astype(np.float32)
+    yy = (1.5 * np.exp(-0.7 * xx) + 0.05 * rng.standard_normal(100_000)).astype(np.float32)
+    good = mml.curve_fit(lambda x, p: p[0] * jnp.exp(p[1] * x), xx, yy, p0[:2])
+    assert int(good.status) == Status.SUCCESS
+    assert np.all(np.isfinite(np.asarray(good.stderr)))
