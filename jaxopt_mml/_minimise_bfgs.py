@@ -263,6 +263,7 @@ def bfgs(
     history: bool | int = False,
     verbose: bool = False,
     objective_limit: float | None = -1e20,
+    has_aux: bool = False,
 ) -> MinimiseResult:
     r"""Minimise ``f(x, *args)`` by BFGS with a strong-Wolfe line search.
 
@@ -302,6 +303,9 @@ def bfgs(
             below this (default ``-1e20``, MATLAB's ``ObjectiveLimit``): a problem unbounded
             below (a sign error, a missing constraint or regulariser) is then named as such.
             ``None`` switches the test off. Traced: a new value does not recompile.
+        has_aux: ``f`` returns ``(value, aux)`` (jaxopt's ``has_aux``: metrics, predictions);
+            ``aux`` is evaluated at the solution and returned in the result's ``aux`` field
+            (differentiable, through ``x``).
 
     Returns:
         :class:`MinimiseResult`.
@@ -328,6 +332,7 @@ def bfgs(
         history=history,
         verbose=verbose,
         objective_limit=objective_limit,
+        has_aux=has_aux,
         cauchy=True,
         static={"model": "bfgs", "max_linesearch": _check_common(max_linesearch)},
     )
@@ -346,6 +351,7 @@ def lbfgs(
     history: bool | int = False,
     verbose: bool = False,
     objective_limit: float | None = -1e20,
+    has_aux: bool = False,
 ) -> MinimiseResult:
     r"""Minimise ``f(x, *args)`` by limited-memory BFGS with a strong-Wolfe line search.
 
@@ -357,7 +363,7 @@ def lbfgs(
 
     Args:
         f, x0, args, max_iter, rtol, atol, max_linesearch, history, verbose,
-            objective_limit: as :func:`bfgs`.
+            objective_limit, has_aux: as :func:`bfgs`.
         memory: the number of correction pairs kept.
 
     Returns:
@@ -385,6 +391,7 @@ def lbfgs(
         history=history,
         verbose=verbose,
         objective_limit=objective_limit,
+        has_aux=has_aux,
         cauchy=True,
         static={
             "model": "lbfgs",

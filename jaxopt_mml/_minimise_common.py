@@ -56,6 +56,7 @@ class MinimiseResult(NamedTuple):
         status: a :class:`Status` code.
         history: with ``history=True`` (or a length), a :class:`History` of ``x`` (same structure
             as ``x0``, with a leading iteration axis) and ``f`` per iteration; else ``None``.
+        aux: with ``has_aux=True``, the auxiliary output of ``f`` at ``x``; else ``None``.
     """
 
     x: PyTree
@@ -66,6 +67,7 @@ class MinimiseResult(NamedTuple):
     success: jax.Array
     status: jax.Array
     history: History | None = None
+    aux: Any = None
 
 
 class Problem(NamedTuple):
@@ -141,6 +143,7 @@ class _Spec:
     static: tuple
     self_counting: bool
     check_finite: bool
+    has_aux: bool = False
 
 
 def _check_scalar(f, x0, args):
@@ -152,7 +155,7 @@ def _check_scalar(f, x0, args):
 
 
 def _run(spec: _Spec, x0, args, rtol, atol, dyn, limit):
-    f = spec.f
+    f = _value_part(spec.f, spec.name) if spec.has_aux else spec.f
     # The solve runs in the leaves' common dtype (f sees them so); x and its history come back
     # in x0's dtypes, leaf by leaf.
     x0, restore = promote(x0, tree_dtype(x0))
@@ -229,10 +232,14 @@ def _run(spec: _Spec, x0, args, rtol, atol, dyn, limit):
         optimality,
         flat0,
         solve,
-        tangent_solve=tangent_solve_for(flat0.shape[0], symmetric=True),
+        # (flat0 is the pytree itself for optax: count its elements)
+        tangent_solve=tangent_solve_for(
+            sum(int(np.size(leaf)) for leaf in jax.tree.leaves(flat0)), symmetric=True
+        ),
     )
     if hist is not None:
         hist = hist._replace(x=restore(jax.vmap(unravel)(hist.x) if spec.flat else hist.x))
+    aux = spec.f(unravel(x), *args)[1] if spec.has_aux else None
     return MinimiseResult(
         x=restore(unravel(x)),
         # f_x = 0 at the minimum: the value's derivative is f's in args (envelope theorem)
@@ -243,7 +250,23 @@ def _run(spec: _Spec, x0, args, rtol, atol, dyn, limit):
         success=status == int(Status.SUCCESS),
         status=status,
         history=hist,
+        aux=aux,
     )
+
+
+def _value_part(f: Callable, name: str) -> Callable:
+    """``f``'s value, for an ``f`` that returns ``(value, aux)`` (``has_aux=True``)."""
+
+    def value(x, *args):
+        out = f(x, *args)
+        if not (isinstance(out, tuple | list) and len(out) == 2):
+            raise TypeError(
+                f"{name}: with has_aux=True, f must return a pair (value, aux), got "
+                f"{type(out).__name__}"
+            )
+        return out[0]
+
+    return value
 
 
 _run_jit = jax.jit(_run, static_argnums=(0,))
@@ -268,6 +291,7 @@ def run_minimiser(
     objective_limit: float | None = None,
     dynamic: dict | None = None,
     static: dict | None = None,
+    has_aux: bool = False,
 ) -> MinimiseResult:
     """Validate the input and run ``init``'s solver, jit-compiled once per static configuration.
 
@@ -309,6 +333,7 @@ def run_minimiser(
         static=tuple(sorted((static or {}).items())),
         self_counting=self_counting,
         check_finite=check_finite,
+        has_aux=check_bool("has_aux", has_aux),
     )
     dyn = {k: jnp.asarray(v, dtype) for k, v in (dynamic or {}).items()}
     limit = jnp.asarray(check_objective_limit(objective_limit), dtype)

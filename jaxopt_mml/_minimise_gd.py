@@ -188,6 +188,7 @@ def gradient_descent(
     history: bool | int = False,
     verbose: bool = False,
     objective_limit: float | None = -1e20,
+    has_aux: bool = False,
 ) -> MinimiseResult:
     r"""Minimise ``f(x, *args)`` by gradient descent, with optional (Nesterov) momentum.
 
@@ -245,6 +246,9 @@ def gradient_descent(
             below this (default ``-1e20``, MATLAB's ``ObjectiveLimit``): a problem unbounded
             below (a sign error, a missing constraint or regulariser) is then named as such.
             ``None`` switches the test off. Traced: a new value does not recompile.
+        has_aux: ``f`` returns ``(value, aux)`` (jaxopt's ``has_aux``: metrics, predictions);
+            ``aux`` is evaluated at the solution and returned in the result's ``aux`` field
+            (differentiable, through ``x``).
 
     Returns:
         :class:`MinimiseResult`.
@@ -300,6 +304,7 @@ def gradient_descent(
         history=history,
         verbose=verbose,
         objective_limit=objective_limit,
+        has_aux=has_aux,
         cauchy=False,
         dynamic=dynamic,
         static={

@@ -298,6 +298,7 @@ def newton_minimise(
     history: bool | int = False,
     verbose: bool = False,
     objective_limit: float | None = -1e20,
+    has_aux: bool = False,
 ) -> MinimiseResult:
     r"""Minimise ``f(x, *args)`` by Newton's method, safe where the Hessian is not positive definite.
 
@@ -352,6 +353,9 @@ def newton_minimise(
             below this (default ``-1e20``, MATLAB's ``ObjectiveLimit``): a problem unbounded
             below (a sign error, a missing constraint or regulariser) is then named as such.
             ``None`` switches the test off. Traced: a new value does not recompile.
+        has_aux: ``f`` returns ``(value, aux)`` (jaxopt's ``has_aux``: metrics, predictions);
+            ``aux`` is evaluated at the solution and returned in the result's ``aux`` field
+            (differentiable, through ``x``).
 
     Returns:
         :class:`MinimiseResult`.
@@ -385,6 +389,7 @@ def newton_minimise(
         history=history,
         verbose=verbose,
         objective_limit=objective_limit,
+        has_aux=has_aux,
         cauchy=False,  # the step applies the Cauchy test itself
         self_counting=True,
         check_finite=False,  # the step moves only to finite points; the start is checked

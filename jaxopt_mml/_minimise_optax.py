@@ -113,6 +113,7 @@ def optax_minimise(
     history: bool | int = False,
     verbose: bool = False,
     objective_limit: float | None = -1e20,
+    has_aux: bool = False,
 ) -> MinimiseResult:
     r"""Minimise ``f(x, *args)`` with any optax optimiser, inside one jit-compiled loop.
 
@@ -149,6 +150,9 @@ def optax_minimise(
             below this (default ``-1e20``, MATLAB's ``ObjectiveLimit``): a problem unbounded
             below (a sign error, a missing constraint or regulariser) is then named as such.
             ``None`` switches the test off. Traced: a new value does not recompile.
+        has_aux: ``f`` returns ``(value, aux)`` (jaxopt's ``has_aux``: metrics, predictions);
+            ``aux`` is evaluated at the solution and returned in the result's ``aux`` field
+            (differentiable, through ``x``).
 
     Returns:
         :class:`MinimiseResult`.
@@ -182,6 +186,7 @@ def optax_minimise(
         history=history,
         verbose=verbose,
         objective_limit=objective_limit,
+        has_aux=has_aux,
         cauchy=False,
         flat=False,
         # An optimiser made again (optax.adam(0.1) in a loop) reuses the compilation.

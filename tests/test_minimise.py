@@ -859,3 +859,47 @@ def test_gradient_descent_with_an_offset_stops_at_the_rounding_floor_not_before(
     ulp = np.spacing(offset)
     assert float(res.value) - offset <= 1000 * ulp, (float(res.value) - offset) / ulp
     assert mml.Status(int(res.status)) in (mml.Status.SUCCESS, mml.Status.PRECISION_LIMIT)
+
+
+def _with_metrics(p, x, y):
+    """A least-squares loss that also returns its predictions and a metric (has_aux=True)."""
+    pred = x @ p["w"] + p["b"]
+    loss = 0.5 * jnp.mean((pred - y) ** 2) + 0.05 * jnp.sum(p["w"] ** 2)
+    return loss, {"pred": pred, "mae": jnp.mean(jnp.abs(pred - y))}
+
+
+@pytest.mark.parametrize("name", sorted(SOLVERS) + ["gd"])
+def test_has_aux_returns_the_auxiliary_output_at_the_solution(name):
+    solver = {**SOLVERS, "gd": _gd}[name]
+    rng = np.random.default_rng(0)
+    x, y = jnp.asarray(rng.standard_normal((30, 3))), jnp.asarray(rng.standard_normal(30))
+    p0 = {"w": jnp.zeros(3), "b": jnp.asarray(0.0)}
+    res = solver(_with_metrics, p0, args=(x, y), has_aux=True)
+    plain = solver(lambda p, x, y: _with_metrics(p, x, y)[0], p0, args=(x, y))
+    assert bool(res.success)
+    chex.assert_trees_all_close(res.x, plain.x, rtol=1e-12)
+    chex.assert_trees_all_close(res.aux, _with_metrics(res.x, x, y)[1], rtol=1e-12)
+    assert plain.aux is None
+    # the auxiliary output is differentiable through the solution (implicit) and the data
+    g = jax.grad(lambda yy: solver(_with_metrics, p0, args=(x, yy), has_aux=True).aux["mae"])(y)
+
+    def mae(yy):  # (at solutions found to full precision by BFGS)
+        return _with_metrics(plain_solve(mml.bfgs, x, yy), x, yy)[1]["mae"]
+
+    h = 1e-6
+    e = jnp.zeros(30).at[4].set(h)
+    np.testing.assert_allclose(g[4], (mae(y + e) - mae(y - e)) / (2 * h), rtol=1e-5, atol=1e-8)
+
+
+def plain_solve(solver, x, y):
+    p0 = {"w": jnp.zeros(3), "b": jnp.asarray(0.0)}
+    return solver(_with_metrics, p0, args=(x, y), has_aux=True, rtol=1e-13, atol=1e-13).x
+
+
+def test_has_aux_needs_a_pair():
+    with pytest.raises(TypeError, match="has_aux=True, f must return a pair"):
+        mml.bfgs(lambda x: jnp.sum(x**2), jnp.ones(2), has_aux=True)
+    with pytest.raises(TypeError, match="has_aux"):
+        mml.bfgs(lambda x: jnp.sum(x**2), jnp.ones(2), has_aux="yes")
+    with pytest.raises(ValueError, match="scalar"):
+        mml.bfgs(lambda x: (x**2, 0.0), jnp.ones(2), has_aux=True)
