@@ -69,7 +69,8 @@ class FixedPointResult(NamedTuple):
 class _State(NamedTuple):
     xs: jax.Array  # (m, n) the last m iterates, the newest (the current iterate) last
     gs: jax.Array  # (m, n) their residuals f(x) - x
-    gram: jax.Array  # (m, m) gs gs^T, updated a row at a time
+    gram: jax.Array  # (m, m) gs gs^T / scale^2, updated a row at a time
+    scale: jax.Array  # the largest |element| of the newest residual (1 where that is 0)
     count: jax.Array  # how many of the newest slots are in use
     n_fev: jax.Array
 
@@ -100,19 +101,33 @@ def _mix(s: _State, mixing: float, ridge: float) -> jax.Array:
     return jnp.sum(alpha[:, None] * (s.xs + mixing * s.gs), axis=0)
 
 
+def _scale(g: jax.Array) -> jax.Array:
+    """The Gram matrix's unit for the newest residual ``g``: its largest ``|g_i|`` (1 for a
+    zero ``g``)."""
+    scale = jnp.max(jnp.abs(g), initial=0)
+    return jnp.where(scale > 0, scale, 1).astype(g.dtype)
+
+
 def _push(s: _State, x: jax.Array, g: jax.Array) -> _State:
     """``s`` with ``(x, g)`` as its newest iterate (the oldest dropped) and the Gram matrix's
     new row: ``m n`` products instead of ``m^2 n``. (Shifted, not a ring buffer: under vmap a
-    per-lane slot index is a scatter.)"""
+    per-lane slot index is a scatter.)
+
+    The Gram matrix is kept in units of the newest residual's largest element squared (the
+    weights do not depend on its unit): ``g . g`` itself overflows for residuals above
+    ``1e154`` (``1e19`` in float32) and underflows below ``1e-154`` (``1e-19``), which made the
+    weights NaN, the extrapolation rejected and even the plain step NONFINITE."""
     m = s.xs.shape[0]
     xs = jnp.concatenate([s.xs[1:], x[None]])
     gs = jnp.concatenate([s.gs[1:], g[None]])
     if m == 1:  # (plain iteration: no Gram matrix)
-        return _State(xs, gs, s.gram, s.count, s.n_fev + 1)
-    row = jnp.sum(gs * g[None, :], axis=1)
-    gram = jnp.pad(s.gram[1:, 1:], ((0, 1), (0, 1)))
+        return _State(xs, gs, s.gram, s.scale, s.count, s.n_fev + 1)
+    scale = _scale(g)
+    ratio = s.scale / scale
+    row = jnp.sum(gs * (g / scale)[None, :], axis=1) / scale
+    gram = jnp.pad(s.gram[1:, 1:] * ratio * ratio, ((0, 1), (0, 1)))
     gram = gram.at[-1, :].set(row).at[:, -1].set(row)
-    return _State(xs, gs, gram, jnp.minimum(s.count + 1, m), s.n_fev + 1)
+    return _State(xs, gs, gram, scale, jnp.minimum(s.count + 1, m), s.n_fev + 1)
 
 
 def _solve(f: Callable, x0: jax.Array, *, method, memory, mixing, rtol, atol, max_iter):
@@ -126,10 +141,12 @@ def _solve(f: Callable, x0: jax.Array, *, method, memory, mixing, rtol, atol, ma
         return f(x) - x
 
     g0 = residual(x0)
+    scale0 = _scale(g0)
     state = _State(
         xs=jnp.zeros((m,) + x0.shape, x0.dtype).at[-1].set(x0),
         gs=jnp.zeros((m,) + x0.shape, x0.dtype).at[-1].set(g0),
-        gram=jnp.zeros((m, m), x0.dtype).at[-1, -1].set(g0 @ g0),
+        gram=jnp.zeros((m, m), x0.dtype).at[-1, -1].set(jnp.sum((g0 / scale0) ** 2)),
+        scale=scale0,
         count=jnp.asarray(1, jnp.int32),
         n_fev=jnp.asarray(1, jnp.int32),
     )

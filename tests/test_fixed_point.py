@@ -247,3 +247,13 @@ def test_bad_options_raise_naming_the_argument():
         mml.fixed_point(lambda x: x > 0, 1.0)
     with pytest.raises(TypeError, match="float32"):
         mml.fixed_point(jnp.cos, jnp.ones(2, jnp.float16))
+
+
+def test_anderson_on_residuals_whose_squares_overflow_or_underflow():
+    # x = x / 2 + c, x* = 2c: |g|^2 overflows (float64 at 1e160, float32 at 1e20) or underflows
+    # (1e-160); the Gram matrix of the residuals was inf or 0, the weights NaN, and even the
+    # plain first step was rejected: NONFINITE at x0, where plain iteration converges
+    for c, x0 in ((1e160, 0.0), (1e-160, 0.0), (1e20, jnp.float32(0.0))):
+        res = mml.fixed_point(lambda x, c: 0.5 * x + c, x0, args=(c,), rtol=1e-6, atol=0.0)
+        assert int(res.status) == Status.SUCCESS, (c, mml.status_message(res.status))
+        np.testing.assert_allclose(res.x, 2 * c, rtol=1e-5)
