@@ -1209,3 +1209,19 @@ def test_an_unidentifiable_float32_model_has_no_covariance():
     good = mml.curve_fit(lambda x, p: p[0] * jnp.exp(p[1] * x), xx, yy, p0[:2])
     assert int(good.status) == Status.SUCCESS
     assert np.all(np.isfinite(np.asarray(good.stderr)))
+
+
+def test_a_well_posed_bfloat16_fit_of_many_points_keeps_its_covariance():
+    # The cut sqrt(N) eps is the rounding of the sum that forms J^T J: jnp.sum adds bfloat16
+    # terms in float32, so bfloat16's own eps (0.0078) there declared every fit of more than
+    # 1/eps^2 = 16384 points, and a line's of 2000 (pivot 0.25 < sqrt(2000) eps = 0.35),
+    # COVARIANCE_UNDEFINED (curve_fit's; its standard errors agree with float64's to 1%).
+    from jaxopt_mml._fit_stats import spd_inverse
+    from jaxopt_mml._small_linalg import gram
+
+    x = np.linspace(0.0, 1.0, 2000)
+    jac = np.stack([np.ones_like(x), x], axis=1)
+    inverse, regular = spd_inverse(gram(jnp.asarray(jac, jnp.bfloat16)), 2000)
+    assert bool(regular)
+    expected = np.linalg.inv(jac.T @ jac)
+    np.testing.assert_allclose(np.asarray(inverse, np.float64), expected, rtol=0.05)
