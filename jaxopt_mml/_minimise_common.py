@@ -146,11 +146,19 @@ class _Spec:
     has_aux: bool = False
 
 
-def _check_scalar(f, x0, args):
+def _check_scalar(f, x0, args, has_aux=False):
     out = jax.eval_shape(lambda x, a: f(x, *a), x0, args)
     if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != ():
         shape = getattr(out, "shape", type(out).__name__)
-        raise ValueError(f"f must return a scalar, got output of shape {shape}")
+        if has_aux:
+            raise ValueError(
+                f"with has_aux=True, the value of f's pair (value, aux) must be a scalar, got "
+                f"output of shape {shape}"
+            )
+        hint = ""
+        if isinstance(out, tuple | list) and len(out) == 2:
+            hint = " (an f that returns a pair (value, aux) needs has_aux=True)"
+        raise ValueError(f"f must return a scalar, got output of shape {shape}{hint}")
     check_real_output("f", out.dtype)
 
 
@@ -159,7 +167,7 @@ def _run(spec: _Spec, x0, args, rtol, atol, dyn, limit):
     # The solve runs in the leaves' common dtype (f sees them so); x and its history come back
     # in x0's dtypes, leaf by leaf.
     x0, restore = promote(x0, tree_dtype(x0))
-    _check_scalar(f, x0, args)
+    _check_scalar(f, x0, args, spec.has_aux)
     if spec.flat:
         flat0, unravel = ravel_pytree(x0)
     else:
@@ -260,9 +268,15 @@ def _value_part(f: Callable, name: str) -> Callable:
     def value(x, *args):
         out = f(x, *args)
         if not (isinstance(out, tuple | list) and len(out) == 2):
+            what = (
+                f"an array of shape {out.shape}"
+                if hasattr(out, "shape")
+                else f"a {type(out).__name__} of length {len(out)}"
+                if isinstance(out, tuple | list)
+                else type(out).__name__
+            )
             raise TypeError(
-                f"{name}: with has_aux=True, f must return a pair (value, aux), got "
-                f"{type(out).__name__}"
+                f"{name}: with has_aux=True, f must return a pair (value, aux), got {what}"
             )
         return out[0]
 

@@ -903,3 +903,17 @@ def test_has_aux_needs_a_pair():
         mml.bfgs(lambda x: jnp.sum(x**2), jnp.ones(2), has_aux="yes")
     with pytest.raises(ValueError, match="scalar"):
         mml.bfgs(lambda x: (x**2, 0.0), jnp.ones(2), has_aux=True)
+
+
+def test_a_wrong_f_for_has_aux_is_named():
+    # The value of a pair that is not a scalar named neither has_aux nor the pair; a pair
+    # without has_aux=True did not suggest it; a scalar under has_aux=True was "got
+    # DynamicJaxprTracer".
+    with pytest.raises(ValueError, match=r"has_aux=True, the value .* shape \(2,\)"):
+        mml.bfgs(lambda x: (x**2, 0.0), jnp.ones(2), has_aux=True)
+    with pytest.raises(ValueError, match="needs has_aux=True"):
+        mml.bfgs(lambda x: (jnp.sum(x**2), 0.0), jnp.ones(2))
+    with pytest.raises(TypeError, match=r"got an array of shape \(\)"):
+        mml.bfgs(lambda x: jnp.sum(x**2), jnp.ones(2), has_aux=True)
+    with pytest.raises(TypeError, match="got a tuple of length 3"):
+        mml.bfgs(lambda x: (jnp.sum(x**2), 0.0, 1.0), jnp.ones(2), has_aux=True)
