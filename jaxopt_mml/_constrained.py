@@ -57,6 +57,7 @@ from ._tree import (
     check_numbers,
     check_positive_int,
     default_tolerances,
+    suggest_options,
 )
 
 __all__ = [
@@ -104,6 +105,7 @@ class ConstrainedResult(NamedTuple):
     status: jax.Array
 
 
+@suggest_options
 def minimise_constrained(
     f,
     x0: PyTree,

@@ -55,6 +55,7 @@ from ._tree import (
     dtype_of,
     is_real_scalar,
     strong_array,
+    suggest_options,
 )
 
 __all__ = ["curve_fit"]
@@ -364,6 +365,7 @@ def _fit_impl(model, cfg: _Config, x, y, sigma, mask, p0, lo, hi, f_scale):
 _fit_jit = jax.jit(_fit_impl, static_argnums=(0, 1))
 
 
+@suggest_options
 def curve_fit(
     model,
     x,

@@ -51,6 +51,7 @@ from ._tree import (
     is_concrete,
     is_real_scalar,
     promote,
+    suggest_options,
     tree_dtype,
 )
 
@@ -183,6 +184,7 @@ def _final_status(status, n_accepted, last_cost, js, g, grad, cost, rtol):
 _run_jit = jax.jit(_run, static_argnums=(0,))
 
 
+@suggest_options
 def least_squares(
     fun: Callable,
     x0: PyTree,

@@ -19,7 +19,7 @@ from ._minimise_common import (
     scaled_gradient,
 )
 from ._status import Status
-from ._tree import PyTree, check_positive_int, tree_step_small
+from ._tree import PyTree, check_positive_int, suggest_options, tree_step_small
 
 __all__ = ["bfgs", "lbfgs"]
 
@@ -251,6 +251,7 @@ def _check_common(max_linesearch):
     return check_positive_int("max_linesearch", max_linesearch)
 
 
+@suggest_options
 def bfgs(
     f: Callable[..., jax.Array],
     x0: PyTree,
@@ -338,6 +339,7 @@ def bfgs(
     )
 
 
+@suggest_options
 def lbfgs(
     f: Callable[..., jax.Array],
     x0: PyTree,

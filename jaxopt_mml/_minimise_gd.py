@@ -20,7 +20,14 @@ from ._minimise_common import (
 )
 from ._static import static_function
 from ._status import Status
-from ._tree import PyTree, check_bool, check_positive_int, is_concrete, is_real_scalar
+from ._tree import (
+    PyTree,
+    check_bool,
+    check_positive_int,
+    is_concrete,
+    is_real_scalar,
+    suggest_options,
+)
 
 __all__ = ["gradient_descent"]
 
@@ -173,6 +180,7 @@ def _init(fun, x0, rtol, atol, dyn, options):
     return state, progress, step
 
 
+@suggest_options
 def gradient_descent(
     f: Callable[..., jax.Array],
     x0: PyTree,

@@ -19,7 +19,7 @@ from ._minimise_common import (
     scaled_gradient,
 )
 from ._status import Status
-from ._tree import PyTree, check_choice, check_positive_int
+from ._tree import PyTree, check_choice, check_positive_int, suggest_options
 
 __all__ = ["newton_minimise"]
 
@@ -284,6 +284,7 @@ def _init(fun, x0, rtol, atol, dyn, options):
     return state, make_progress(x0, f0, failure=nonfinite), step
 
 
+@suggest_options
 def newton_minimise(
     f: Callable[..., jax.Array],
     x0: PyTree,

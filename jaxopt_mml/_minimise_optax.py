@@ -12,7 +12,7 @@ import optax
 from ._driver import make_progress
 from ._minimise_common import MinimiseResult, gradient_converged, run_minimiser
 from ._static import StaticValue
-from ._tree import PyTree, tree_sub
+from ._tree import PyTree, suggest_options, tree_sub
 
 __all__ = ["optax_minimise"]
 
@@ -101,6 +101,7 @@ def _init(fun, x0, rtol, atol, dyn, options):
     return state, progress, step
 
 
+@suggest_options
 def optax_minimise(
     f: Callable[..., jax.Array],
     x0: PyTree,

@@ -339,3 +339,49 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
     return value
+
+
+# Option names of scipy, jaxopt and optimistix that have another name here.
+_PEER_NAMES = {
+    "maxiter": "max_iter",
+    "max_steps": "max_iter",
+    "tol": "atol",
+    "xtol": "atol",
+    "gtol": "atol",
+    "ftol": "rtol",
+}
+
+
+def suggest_options(fn: Callable) -> Callable:
+    """``fn`` refusing an unknown keyword option with the name it has here: scipy's, jaxopt's
+    and optimistix's ``maxiter``, ``max_steps``, ``tol``... met Python's bare "unexpected keyword
+    argument", or a close misspelling its nearest option (the root finders said so already)."""
+    import difflib
+    import functools
+    import inspect
+
+    known = tuple(
+        name
+        for name, p in inspect.signature(fn).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    )
+    known_set = frozenset(known)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        unknown = [name for name in kwargs if name not in known_set]
+        if unknown:
+            hints = []
+            for name in unknown:
+                if name in _PEER_NAMES:
+                    hints.append(f"{name!r} (use {_PEER_NAMES[name]})")
+                else:
+                    close = difflib.get_close_matches(name, known, n=1)
+                    hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise TypeError(
+                f"{fn.__name__}() got unknown option(s): {', '.join(hints)}. Known options: "
+                f"{', '.join(known)}."
+            )
+        return fn(*args, **kwargs)
+
+    return wrapper

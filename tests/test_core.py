@@ -398,3 +398,31 @@ def test_args_that_hold_no_numbers_are_refused_by_name():
     h = lambda x, d, t: jnp.sum((x - d["c"] * t[2]) ** 2) * t[1]  # noqa: E731
     res = mml.bfgs(h, xs, args=({"c": np.float32(1.0)}, (True, 2, np.arange(2), None)))
     assert bool(res.success)
+
+
+@pytest.mark.parametrize(
+    "call, hint",
+    [
+        (
+            lambda: mml.bfgs(lambda x: jnp.sum(x**2), jnp.ones(2), maxiter=10),
+            "'maxiter' (use max_iter)",
+        ),
+        (lambda: mml.lbfgs(lambda x: jnp.sum(x**2), jnp.ones(2), tol=1e-3), "'tol' (use atol)"),
+        (
+            lambda: mml.least_squares(lambda x: x - 1.0, jnp.ones(2), max_steps=5),
+            "'max_steps' (use max_iter)",
+        ),
+        (
+            lambda: mml.curve_fit(
+                lambda x, p: p[0] * x, jnp.ones(3), jnp.ones(3), jnp.ones(1), max_iters=3
+            ),
+            "'max_iters' (did you mean 'max_iter'?)",
+        ),
+    ],
+)
+def test_peer_option_names_are_pointed_to_ours(call, hint):
+    # jaxopt's maxiter/tol and optimistix's max_steps met Python's bare "unexpected keyword
+    # argument" in the minimisers and fits (the root finders named ours already)
+    with pytest.raises(TypeError, match="Known options") as info:
+        call()
+    assert hint in str(info.value)
