@@ -111,6 +111,16 @@ def measure(impl: Impl, *, repeats: int = 5, budget_s: float = 3.0) -> Timing:
         return Timing(impl.name, None, None, 0, error=detail.splitlines()[-1][:120])
 
 
+def success_and_iterations(out: Any) -> str:
+    """A note on a solver's batched result: the share of successes and the iterations taken
+    (mean / max), from its ``success`` and ``n_iter`` fields."""
+    it = np.asarray(out.n_iter)
+    return (
+        f"success {np.mean(np.asarray(out.success)):.1%}, "
+        f"iterations mean {it.mean():.1f} / max {it.max()}"
+    )
+
+
 def fmt_time(t: float | None) -> str:
     if t is None:
         return "-"

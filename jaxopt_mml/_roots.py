@@ -24,6 +24,7 @@ from ._roots_common import (
     broadcast_problem,
     check_floating_output,
     check_scalar_output,
+    check_square,
     float_dtype,
     make_result,
     map_chunks,
@@ -306,16 +307,8 @@ def _newton_elementwise(f, x0, args, dtype, opts) -> RootResult:
 def _newton_system(f, x0, args, dtype, opts) -> RootResult:
     out = jax.eval_shape(lambda x, a: f(x, *a), x0, args)
     check_floating_output("newton_raphson", out)
-    in_struct = jax.tree.structure(x0)
-    out_struct = jax.tree.structure(out)
+    check_square("newton_raphson", x0, out)
     in_shapes = [u.shape for u in jax.tree.leaves(x0)]
-    out_shapes = [getattr(u, "shape", None) for u in jax.tree.leaves(out)]
-    if in_struct != out_struct or in_shapes != out_shapes:
-        raise ValueError(
-            "newton_raphson: f(x, *args) must have the same structure and shapes as x (a square "
-            f"system), but x0 has {in_struct} with shapes {in_shapes} and f(x0, *args) has "
-            f"{out_struct} with shapes {out_shapes}."
-        )
     n = sum(int(np.prod(s)) for s in in_shapes)
     if n == 0:
         raise ValueError("newton_raphson: x0 has no elements (size 0): there is no system to solve")

@@ -12,7 +12,6 @@ Two modes:
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -80,18 +79,21 @@ class RootResult(NamedTuple):
 
 def reject_unknown(func: str, options: dict[str, Any], known: tuple[str, ...]) -> None:
     """Raise TypeError naming unknown keyword options (with scipy's names mapped to ours)."""
-    if not options:
-        return
-    hints = []
-    for name in options:
-        if name in _SCIPY_NAMES:
-            hints.append(f"{name!r} (use {_SCIPY_NAMES[name]})")
-        else:
-            close = difflib.get_close_matches(name, known, n=1)
-            hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-    raise TypeError(
-        f"{func}() got unknown option(s): {', '.join(hints)}. Known options: {', '.join(known)}."
-    )
+    _tree.reject_unknown(func, options, known, _SCIPY_NAMES)
+
+
+def check_square(func: str, x0: PyTree, out: Any) -> None:
+    """``f(x0, *args)`` (``out``, shapes) must have ``x0``'s structure and shapes: a ValueError
+    naming ``func`` otherwise."""
+    in_struct, out_struct = jax.tree.structure(x0), jax.tree.structure(out)
+    in_shapes = [u.shape for u in jax.tree.leaves(x0)]
+    out_shapes = [getattr(u, "shape", None) for u in jax.tree.leaves(out)]
+    if in_struct != out_struct or in_shapes != out_shapes:
+        raise ValueError(
+            f"{func}: f(x, *args) must have the same structure and shapes as x, but x0 has "
+            f"{in_struct} with shapes {in_shapes} and f(x0, *args) has {out_struct} with "
+            f"shapes {out_shapes}."
+        )
 
 
 def float_dtype(x: jax.Array) -> np.dtype:

@@ -20,7 +20,7 @@ from jax.flatten_util import ravel_pytree
 
 from ._driver import iterate, make_progress
 from ._implicit import solve_with_implicit_grad, tangent_solve_for
-from ._roots_common import check_floating_output, float_dtype, reject_unknown
+from ._roots_common import check_floating_output, check_square, float_dtype, reject_unknown
 from ._small_linalg import spd_solver
 from ._static import static_function
 from ._status import Status
@@ -319,15 +319,7 @@ def _fixed_point_jit(x0, args, *, f, method, memory, mixing, rtol, atol, max_ite
     x0, restore = promote(x0, dtype)
     out = jax.eval_shape(lambda x, a: f(x, *a), x0, args)
     check_floating_output("fixed_point", out)
-    in_struct, out_struct = jax.tree.structure(x0), jax.tree.structure(out)
-    in_shapes = [u.shape for u in jax.tree.leaves(x0)]
-    out_shapes = [getattr(u, "shape", None) for u in jax.tree.leaves(out)]
-    if in_struct != out_struct or in_shapes != out_shapes:
-        raise ValueError(
-            "fixed_point: f(x, *args) must have the same structure and shapes as x, but x0 has "
-            f"{in_struct} with shapes {in_shapes} and f(x0, *args) has {out_struct} with "
-            f"shapes {out_shapes}."
-        )
+    check_square("fixed_point", x0, out)
     flat0, unravel = ravel_pytree(x0)
 
     def g(x):  # f on the pytree, in the solve's dtype

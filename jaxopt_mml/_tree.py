@@ -352,11 +352,33 @@ _PEER_NAMES = {
 }
 
 
-def suggest_options(fn: Callable) -> Callable:
-    """``fn`` refusing an unknown keyword option with the name it has here: scipy's, jaxopt's
-    and optimistix's ``maxiter``, ``max_steps``, ``tol``... met Python's bare "unexpected keyword
-    argument", or a close misspelling its nearest option (the root finders said so already)."""
+def reject_unknown(
+    func: str, options: dict, known: tuple[str, ...], names: dict | None = None
+) -> None:
+    """Raise TypeError naming unknown keyword ``options`` of ``func``, each with the name it has
+    here (``names`` adds to the peers' names mapped by default) or, for a misspelling, the
+    nearest of ``known``."""
+    if not options:
+        return
     import difflib
+
+    names = {**_PEER_NAMES, **(names or {})}
+    hints = []
+    for name in options:
+        if name in names:
+            hints.append(f"{name!r} (use {names[name]})")
+        else:
+            close = difflib.get_close_matches(name, known, n=1)
+            hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    raise TypeError(
+        f"{func}() got unknown option(s): {', '.join(hints)}. Known options: {', '.join(known)}."
+    )
+
+
+def suggest_options(fn: Callable) -> Callable:
+    """``fn`` refusing an unknown keyword option with the name it has here (:func:`reject_unknown`):
+    scipy's, jaxopt's and optimistix's ``maxiter``, ``max_steps``, ``tol``... met Python's bare
+    "unexpected keyword argument" (the root finders, which take ``**options``, said so)."""
     import functools
     import inspect
 
@@ -369,19 +391,8 @@ def suggest_options(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        unknown = [name for name in kwargs if name not in known_set]
-        if unknown:
-            hints = []
-            for name in unknown:
-                if name in _PEER_NAMES:
-                    hints.append(f"{name!r} (use {_PEER_NAMES[name]})")
-                else:
-                    close = difflib.get_close_matches(name, known, n=1)
-                    hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-            raise TypeError(
-                f"{fn.__name__}() got unknown option(s): {', '.join(hints)}. Known options: "
-                f"{', '.join(known)}."
-            )
+        unknown = {name: v for name, v in kwargs.items() if name not in known_set}
+        reject_unknown(fn.__name__, unknown, known)
         return fn(*args, **kwargs)
 
     return wrapper

@@ -34,7 +34,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from harness import Case, Impl
+from harness import Case, Impl, success_and_iterations
 
 import jaxopt_mml as mml
 
@@ -164,13 +164,7 @@ def _check(ours, peer):
 
 
 def _note(out):
-    if not hasattr(out, "n_iter"):
-        return ""
-    it = np.asarray(out.n_iter)
-    return (
-        f"success {np.mean(np.asarray(out.success)):.1%}, "
-        f"iterations mean {it.mean():.1f} / max {it.max()}"
-    )
+    return success_and_iterations(out) if hasattr(out, "n_iter") else ""
 
 
 def cases(full: bool) -> list[Case]:

@@ -20,7 +20,7 @@ import warnings
 import jax
 import jax.numpy as jnp
 import numpy as np
-from harness import Case, Impl
+from harness import Case, Impl, success_and_iterations
 
 import jaxopt_mml as mml
 
@@ -125,14 +125,6 @@ def _check(ours, peer):
     return f"at f*: ours {_at_minimum(ours).mean():.1%}, peer {_at_minimum(peer).mean():.1%}"
 
 
-def _note(out):
-    it = np.asarray(out.n_iter)
-    return (
-        f"success {np.mean(np.asarray(out.success)):.1%}, "
-        f"iterations mean {it.mean():.1f} / max {it.max()}"
-    )
-
-
 def cases(full: bool) -> list[Case]:
     out = []
     for batch in (1000, 10_000) if full else (1000,):
@@ -147,7 +139,7 @@ def cases(full: bool) -> list[Case]:
                 ours=_ours(starts),
                 peers=peers,
                 check=_check,
-                note=_note,
+                note=success_and_iterations,
             )
         )
     return out
