@@ -44,6 +44,7 @@ from ._status import Status
 from ._tree import (
     as_strong_inexact,
     check_args,
+    check_bool,
     check_choice,
     check_positive_int,
     check_real_output,
@@ -53,6 +54,7 @@ from ._tree import (
     promote,
     suggest_options,
     tree_dtype,
+    value_of_pair,
 )
 
 __all__ = ["LeastSquaresResult", "least_squares"]
@@ -81,6 +83,7 @@ class LeastSquaresResult(NamedTuple):
         n_iter: iterations taken.
         success: whether a convergence test passed.
         status: a :class:`Status` code (see :func:`least_squares`).
+        aux: with ``has_aux=True``, the auxiliary output of ``fun`` at ``x``; else ``None``.
     """
 
     x: PyTree
@@ -91,6 +94,7 @@ class LeastSquaresResult(NamedTuple):
     n_iter: jax.Array
     success: jax.Array
     status: jax.Array
+    aux: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,18 +106,20 @@ class _Spec:
     loss: str
     max_iter: int
     bounded: bool
+    has_aux: bool = False
 
 
 def _run(spec: _Spec, x0, args, lo, hi, f_scale, rtol, atol):
     x0, restore = promote(x0, tree_dtype(x0))
     flat0, unravel = ravel_pytree(x0)
     dtype = flat0.dtype
-    out_shape = _check_residuals(spec.fun, x0, args)  # (at trace time only)
+    fun = value_of_pair(spec.fun, "least_squares", "fun") if spec.has_aux else spec.fun
+    out_shape = _check_residuals(fun, x0, args)  # (at trace time only)
     out_unravel = ravel_pytree(jax.tree.map(lambda s: jnp.zeros(s.shape, dtype), out_shape))[1]
     bounds = Bounds(lo, hi) if spec.bounded else None
 
     def residual(p, a):
-        flat = [jnp.ravel(leaf).astype(dtype) for leaf in jax.tree.leaves(spec.fun(unravel(p), *a))]
+        flat = [jnp.ravel(leaf).astype(dtype) for leaf in jax.tree.leaves(fun(unravel(p), *a))]
         return jnp.concatenate(flat) if len(flat) > 1 else flat[0]
 
     def problem():
@@ -163,6 +169,7 @@ def _run(spec: _Spec, x0, args, lo, hi, f_scale, rtol, atol):
         n_iter=n_iter,
         success=status == int(Status.SUCCESS),
         status=status,
+        aux=spec.fun(unravel(p), *args)[1] if spec.has_aux else None,
     )
 
 
@@ -197,6 +204,7 @@ def least_squares(
     max_iter: int | None = None,
     rtol: float | None = None,
     atol: float | None = None,
+    has_aux: bool = False,
 ) -> LeastSquaresResult:
     r"""Minimise a sum of squares of residuals ``fun(x, *args)``, as scipy's ``least_squares``.
 
@@ -238,6 +246,9 @@ def least_squares(
             ``+-inf``.
         max_iter: the most iterations (default 200; 20000 for gradient descent).
         rtol, atol: tolerances (default ``sqrt(eps)`` of the dtype and 0).
+        has_aux: ``fun`` returns ``(residuals, aux)`` (jaxopt's and optimistix's
+            ``has_aux``); ``aux`` is evaluated at the solution and returned in the result's
+            ``aux`` field (differentiable, through ``x``).
 
     Returns:
         :class:`LeastSquaresResult`; ``status`` is ``SUCCESS``, ``MAX_ITER``,
@@ -288,7 +299,9 @@ def least_squares(
         if np.any(flat < np.asarray(b.lo)) or np.any(flat > np.asarray(b.hi)):
             raise ValueError("x0 must lie within bounds (lower <= x0 <= upper)")
     lo, hi = (None, None) if b is None else b
-    spec = _Spec(static_function(fun), method, loss, max_iter, b is not None)
+    spec = _Spec(
+        static_function(fun), method, loss, max_iter, b is not None, check_bool("has_aux", has_aux)
+    )
     return _run_jit(
         spec,
         x0,

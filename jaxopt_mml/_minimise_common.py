@@ -36,6 +36,7 @@ from ._tree import (
     promote,
     tree_dtype,
     tree_max_abs,
+    value_of_pair,
 )
 
 __all__ = ["MinimiseResult"]
@@ -163,7 +164,7 @@ def _check_scalar(f, x0, args, has_aux=False):
 
 
 def _run(spec: _Spec, x0, args, rtol, atol, dyn, limit):
-    f = _value_part(spec.f, spec.name) if spec.has_aux else spec.f
+    f = value_of_pair(spec.f, spec.name) if spec.has_aux else spec.f
     # The solve runs in the leaves' common dtype (f sees them so); x and its history come back
     # in x0's dtypes, leaf by leaf.
     x0, restore = promote(x0, tree_dtype(x0))
@@ -260,27 +261,6 @@ def _run(spec: _Spec, x0, args, rtol, atol, dyn, limit):
         history=hist,
         aux=aux,
     )
-
-
-def _value_part(f: Callable, name: str) -> Callable:
-    """``f``'s value, for an ``f`` that returns ``(value, aux)`` (``has_aux=True``)."""
-
-    def value(x, *args):
-        out = f(x, *args)
-        if not (isinstance(out, tuple | list) and len(out) == 2):
-            what = (
-                f"an array of shape {out.shape}"
-                if hasattr(out, "shape")
-                else f"a {type(out).__name__} of length {len(out)}"
-                if isinstance(out, tuple | list)
-                else type(out).__name__
-            )
-            raise TypeError(
-                f"{name}: with has_aux=True, f must return a pair (value, aux), got {what}"
-            )
-        return out[0]
-
-    return value
 
 
 _run_jit = jax.jit(_run, static_argnums=(0,))

@@ -396,3 +396,25 @@ def suggest_options(fn: Callable) -> Callable:
         return fn(*args, **kwargs)
 
     return wrapper
+
+
+def value_of_pair(f: Callable, name: str, what: str = "f") -> Callable:
+    """The first part of ``f``'s output, for an ``f`` that returns ``(value, aux)``
+    (``has_aux=True``); a TypeError naming ``name``, ``what`` and what ``f`` returned otherwise."""
+
+    def value(x, *args):
+        out = f(x, *args)
+        if not (isinstance(out, tuple | list) and len(out) == 2):
+            got = (
+                f"an array of shape {out.shape}"
+                if hasattr(out, "shape")
+                else f"a {type(out).__name__} of length {len(out)}"
+                if isinstance(out, tuple | list)
+                else type(out).__name__
+            )
+            raise TypeError(
+                f"{name}: with has_aux=True, {what} must return a pair (value, aux), got {got}"
+            )
+        return out[0]
+
+    return value

@@ -280,3 +280,36 @@ def test_mgh_problems_reach_the_published_minimum(name):
     assert bool(res.success), mml.Status(int(res.status)).name
     assert abs(f - p.fstar) <= 1e-5 * p.fstar, (f, p.fstar)
     assert not mgh.improvable(p, np.asarray(res.x), f)
+
+
+def test_has_aux_returns_the_auxiliary_output_at_the_solution():
+    # jaxopt's and optimistix's has_aux: fun returns (residuals, aux)
+    t = jnp.linspace(0.0, 3.0, 20)
+    y = 2.0 * jnp.exp(-1.3 * t) + 0.01 * jnp.sin(7.0 * t)
+
+    def fun(p, y):
+        model = p[0] * jnp.exp(-p[1] * t)
+        return model - y, {"model": model, "rms": jnp.sqrt(jnp.mean((model - y) ** 2))}
+
+    res = mml.least_squares(fun, jnp.array([1.0, 1.0]), args=(y,), has_aux=True)
+    plain = mml.least_squares(lambda p, y: fun(p, y)[0], jnp.array([1.0, 1.0]), args=(y,))
+    assert bool(res.success) and plain.aux is None
+    np.testing.assert_allclose(res.x, plain.x, rtol=1e-12)
+    np.testing.assert_allclose(res.aux["model"], fun(res.x, y)[1]["model"], rtol=1e-12)
+    # differentiable through the solution: d rms / d y against central differences
+    g = jax.grad(
+        lambda yy: mml.least_squares(
+            fun, jnp.array([1.0, 1.0]), args=(yy,), has_aux=True, rtol=1e-12
+        ).aux["rms"]
+    )(y)
+    h = 1e-6
+    e = jnp.zeros(20).at[3].set(h)
+
+    def rms(yy):
+        return mml.least_squares(
+            fun, jnp.array([1.0, 1.0]), args=(yy,), has_aux=True, rtol=1e-12
+        ).aux["rms"]
+
+    np.testing.assert_allclose(g[3], (rms(y + e) - rms(y - e)) / (2 * h), rtol=1e-5)
+    with pytest.raises(TypeError, match="has_aux=True, fun must return a pair"):
+        mml.least_squares(lambda p: p - 1.0, jnp.ones(2), has_aux=True)
