@@ -382,12 +382,15 @@ def suggest_options(fn: Callable) -> Callable:
     import functools
     import inspect
 
-    known = tuple(
-        name
-        for name, p in inspect.signature(fn).parameters.items()
-        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    params = inspect.signature(fn).parameters.values()
+    known = tuple(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
+    # Accepted by keyword: the options and the leading arguments a caller may name
+    # (``bfgs(f=f, x0=x0)``, ``curve_fit(model, x, y, p0=p0)``, scipy's spelling).
+    known_set = frozenset(
+        p.name
+        for p in params
+        if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     )
-    known_set = frozenset(known)
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):

@@ -426,3 +426,32 @@ def test_peer_option_names_are_pointed_to_ours(call, hint):
     with pytest.raises(TypeError, match="Known options") as info:
         call()
     assert hint in str(info.value)
+
+
+
+def test_leading_arguments_pass_by_keyword_through_the_option_check():
+    # suggest_options took only keyword-only names as known: bfgs(f=f, x0=x0), scipy's
+    # curve_fit(model, x, y, p0=p0) and optax_minimise(f, x0, optimizer=opt) were refused as
+    # "unknown option(s): 'x0'" although the signatures name them. Each call here reaches the
+    # routine's own check of rtol=-1.0 (no compile), so the leading arguments got through.
+    import optax
+
+    f = lambda x: jnp.sum((x - 1.0) ** 2)  # noqa: E731
+    x0 = jnp.zeros(2)
+    xs = jnp.linspace(0.0, 1.0, 5)
+    calls = [
+        lambda: mml.bfgs(f=f, x0=x0, rtol=-1.0),
+        lambda: mml.lbfgs(f, x0=x0, rtol=-1.0),
+        lambda: mml.gradient_descent(f=f, x0=x0, rtol=-1.0),
+        lambda: mml.newton_minimise(f, x0=x0, rtol=-1.0),
+        lambda: mml.optax_minimise(f, x0, optimizer=optax.sgd(0.1), rtol=-1.0),
+        lambda: mml.least_squares(fun=lambda x: x - 1.0, x0=x0, rtol=-1.0),
+        lambda: mml.curve_fit(lambda x, p: p[0] * x + p[1], xs, xs, p0=x0, rtol=-1.0),
+        lambda: mml.curve_fit(model=lambda x, p: p[0] * x, x=xs, y=xs, p0=x0[:1], rtol=-1.0),
+        lambda: mml.minimise_constrained(f=f, x0=x0, rtol=-1.0),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match="rtol must be"):
+            call()
+    with pytest.raises(TypeError, match="unknown option"):
+        mml.bfgs(f, x1=x0)
