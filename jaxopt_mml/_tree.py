@@ -251,7 +251,10 @@ def _holds_numbers(leaf: Any) -> bool:
     if isinstance(leaf, jax.Array) or hasattr(leaf, "__jax_array__"):
         return True
     if isinstance(leaf, bool | int | float | complex | np.generic | np.ndarray):
-        return np.dtype(getattr(leaf, "dtype", np.asarray(leaf).dtype)).kind in "biufc"
+        # (jnp.issubdtype, not dtype.kind: NumPy arrays of ml_dtypes' bfloat16, float8 and int4,
+        # np.asarray of a JAX bfloat16 array, have kind 'V' and are numbers JAX traces)
+        dtype = np.dtype(getattr(leaf, "dtype", np.asarray(leaf).dtype))
+        return bool(jnp.issubdtype(dtype, jnp.number) or jnp.issubdtype(dtype, jnp.bool_))
     return False
 
 

@@ -400,6 +400,28 @@ def test_args_that_hold_no_numbers_are_refused_by_name():
     assert bool(res.success)
 
 
+def test_args_of_numpy_low_precision_dtypes_pass_the_numbers_check():
+    # NumPy arrays of ml_dtypes' bfloat16, float8 and int4 (np.asarray of a JAX bfloat16 array)
+    # have dtype.kind 'V': check_args(arrays=True) refused them as holding no numbers, though JAX
+    # traces them. Each call gets past args to the routine's own check of rtol=-1 (no compile).
+    import ml_dtypes
+
+    f = lambda x, c: jnp.sum((x - c.astype(x.dtype)) ** 2)  # noqa: E731
+    xs = jnp.zeros(2)
+    good = [
+        np.asarray(jnp.ones(2, jnp.bfloat16)),
+        ml_dtypes.bfloat16(1.5),
+        np.ones(2, jnp.float8_e4m3fn),
+        np.ones(2, jnp.int4),
+    ]
+    for c in good:
+        for call in (mml.bfgs, mml.least_squares):
+            with pytest.raises(ValueError, match="rtol must be"):
+                call(f if call is mml.bfgs else lambda x, c: x - c, xs, args=(c,), rtol=-1.0)
+    with pytest.raises(TypeError, match=r"args\[0\] is a ndarray"):
+        mml.bfgs(f, xs, args=(np.array([1.0, 2.0], dtype=object),), rtol=-1.0)
+
+
 @pytest.mark.parametrize(
     "call, hint",
     [
