@@ -40,6 +40,7 @@ from ._tree import (
     check_numbers,
     check_real_output,
     dtype_of,
+    first_of_pair,
     is_concrete,
     is_int,
     is_real_scalar,
@@ -179,13 +180,13 @@ def _without_aux(f: Callable, out: Any, has_aux: bool) -> Any:
     ``jax.hessian`` answer)."""
     if not has_aux:
         return out
-    if not isinstance(out, tuple | list) or len(out) != 2:
-        got = f"an array of shape {np.shape(out)}" if hasattr(out, "shape") else type(out).__name__
-        raise TypeError(
+    return first_of_pair(
+        out,
+        lambda got: (
             f"has_aux=True: f must return a pair (output, aux), got {got} "
             f"from {getattr(f, '__name__', f)!r}"
-        )
-    return out[0]
+        ),
+    )
 
 
 def _tangent_like(name: str, v: PyTree, x: PyTree) -> PyTree:

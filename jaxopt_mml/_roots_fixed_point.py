@@ -36,6 +36,7 @@ from ._tree import (
     is_real_scalar,
     promote,
     tree_dtype,
+    tree_where,
 )
 
 __all__ = ["FixedPointResult", "fixed_point"]
@@ -179,7 +180,7 @@ def _solve(f: Callable, x0: jax.Array, *, method, memory, mixing, rtol, atol, ma
         # finite test is off: one select here keeps the state.)
         pushed = _push(s, x, g)
         kept = s._replace(count=jnp.asarray(1, jnp.int32), n_fev=pushed.n_fev)
-        new = jax.tree.map(lambda a, b: jnp.where(ok, a, b), pushed, kept)
+        new = tree_where(ok, pushed, kept)
         return new, progress(ok | (s.count > 1), small)
 
     drv = iterate(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+import functools
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -363,8 +366,6 @@ def reject_unknown(
     nearest of ``known``."""
     if not options:
         return
-    import difflib
-
     names = {**_PEER_NAMES, **(names or {})}
     hints = []
     for name in options:
@@ -382,9 +383,6 @@ def suggest_options(fn: Callable) -> Callable:
     """``fn`` refusing an unknown keyword option with the name it has here (:func:`reject_unknown`):
     scipy's, jaxopt's and optimistix's ``maxiter``, ``max_steps``, ``tol``... met Python's bare
     "unexpected keyword argument" (the root finders, which take ``**options``, said so)."""
-    import functools
-    import inspect
-
     params = inspect.signature(fn).parameters.values()
     known = tuple(p.name for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY)
     # Accepted by keyword: the options and the leading arguments a caller may name
@@ -404,23 +402,31 @@ def suggest_options(fn: Callable) -> Callable:
     return wrapper
 
 
+def first_of_pair(out: Any, message: Callable[[str], str]) -> Any:
+    """``out[0]`` for an ``out`` that is a pair ``(value, aux)`` (a tuple or a list, as JAX's
+    ``has_aux`` takes it); anything else is a TypeError whose text is ``message(got)``, ``got``
+    describing what came instead."""
+    if isinstance(out, tuple | list) and len(out) == 2:
+        return out[0]
+    if hasattr(out, "shape"):
+        got = f"an array of shape {np.shape(out)}"
+    elif isinstance(out, tuple | list):
+        got = f"a {type(out).__name__} of length {len(out)}"
+    else:
+        got = type(out).__name__
+    raise TypeError(message(got))
+
+
 def value_of_pair(f: Callable, name: str, what: str = "f") -> Callable:
     """The first part of ``f``'s output, for an ``f`` that returns ``(value, aux)``
     (``has_aux=True``); a TypeError naming ``name``, ``what`` and what ``f`` returned otherwise."""
 
     def value(x, *args):
-        out = f(x, *args)
-        if not (isinstance(out, tuple | list) and len(out) == 2):
-            got = (
-                f"an array of shape {out.shape}"
-                if hasattr(out, "shape")
-                else f"a {type(out).__name__} of length {len(out)}"
-                if isinstance(out, tuple | list)
-                else type(out).__name__
-            )
-            raise TypeError(
+        return first_of_pair(
+            f(x, *args),
+            lambda got: (
                 f"{name}: with has_aux=True, {what} must return a pair (value, aux), got {got}"
-            )
-        return out[0]
+            ),
+        )
 
     return value

@@ -118,3 +118,25 @@ NIST_DIR = os.environ.get(
     "NIST_STRD_DIR",
     os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "nist_strd"),
 )
+
+
+@pytest.fixture
+def force_matrix_free(monkeypatch):
+    """A function that makes the implicit derivatives of problems above 10 unknowns matrix-free
+    (``_implicit.DENSE_TANGENT_MAX``) from then on, and returns the list of the keyword
+    arguments of each matrix-free solve traced (a function solved afterwards must be traced
+    anew: give the solver another function)."""
+    from jaxopt_mml import _implicit
+
+    def patch():
+        monkeypatch.setattr(_implicit, "DENSE_TANGENT_MAX", 10)
+        calls = []
+        matrix_free = _implicit.matrix_free_tangent_solve
+        monkeypatch.setattr(
+            _implicit,
+            "matrix_free_tangent_solve",
+            lambda g, y, **kw: calls.append(kw) or matrix_free(g, y, **kw),
+        )
+        return calls
+
+    return patch

@@ -450,7 +450,6 @@ def test_peer_option_names_are_pointed_to_ours(call, hint):
     assert hint in str(info.value)
 
 
-
 def test_leading_arguments_pass_by_keyword_through_the_option_check():
     # suggest_options took only keyword-only names as known: bfgs(f=f, x0=x0), scipy's
     # curve_fit(model, x, y, p0=p0) and optax_minimise(f, x0, optimizer=opt) were refused as

@@ -12,7 +12,6 @@ import pytest
 import scipy.optimize as so
 
 import jaxopt_mml as mml
-from jaxopt_mml import _implicit
 from jaxopt_mml._status import Status
 
 METHODS = ("anderson", "iteration")
@@ -127,7 +126,7 @@ def test_deq_layer_gradient_matches_finite_differences():
         np.testing.assert_allclose(grad[i, j], fd, rtol=1e-6, atol=1e-9)
 
 
-def test_matrix_free_derivative_equals_the_dense_one(monkeypatch):
+def test_matrix_free_derivative_equals_the_dense_one(force_matrix_free):
     w, u_mat, u = _deq_problem()
 
     def jac(layer, u_mat):
@@ -138,14 +137,7 @@ def test_matrix_free_derivative_equals_the_dense_one(monkeypatch):
         )(u_mat)
 
     dense = jac(_deq_layer, u_mat)
-    monkeypatch.setattr(_implicit, "DENSE_TANGENT_MAX", 10)
-    calls = []
-    matrix_free = _implicit.matrix_free_tangent_solve
-    monkeypatch.setattr(
-        _implicit,
-        "matrix_free_tangent_solve",
-        lambda g, y, **kw: calls.append(1) or matrix_free(g, y, **kw),
-    )
+    calls = force_matrix_free()
     # (another function, so that the solve is traced again with the new threshold)
     gmres = jac(lambda z, m, w, u: _deq_layer(z, m, w, u), u_mat)
     assert calls

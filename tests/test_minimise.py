@@ -317,12 +317,10 @@ def test_implicit_gradient_matches_finite_differences(name):
     np.testing.assert_allclose(grad, fd, rtol=1e-6)
 
 
-def test_large_problems_differentiate_matrix_free(monkeypatch):
+def test_large_problems_differentiate_matrix_free(force_matrix_free):
     # Above _implicit.DENSE_TANGENT_MAX unknowns the Hessian is not materialised (n Hessian-
     # vector products: 0.48 s for a gradient through lbfgs at n = 2000, the solve 9 ms): conjugate
     # gradients solve the tangent system. Ridge regression, dx*/dlam = -(A'A + lam I)^-1 x*.
-    from jaxopt_mml import _implicit
-
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((40, 20)), rng.standard_normal(40)
 
@@ -337,14 +335,7 @@ def test_large_problems_differentiate_matrix_free(monkeypatch):
         return solver(objective, jnp.zeros(20), args=(lam,), rtol=1e-12).x
 
     dense = {s: jax.jacfwd(functools.partial(solve, s, ridge))(lam) for s in (mml.lbfgs, mml.bfgs)}
-    monkeypatch.setattr(_implicit, "DENSE_TANGENT_MAX", 10)
-    calls = []
-    matrix_free = _implicit.matrix_free_tangent_solve
-    monkeypatch.setattr(
-        _implicit,
-        "matrix_free_tangent_solve",
-        lambda g, y, **kw: calls.append(kw) or matrix_free(g, y, **kw),
-    )
+    calls = force_matrix_free()
     for solver in (mml.lbfgs, mml.bfgs):
         # (another objective function: a new trace, with the threshold patched)
         run = functools.partial(solve, solver, lambda x, c: ridge(x, c))
